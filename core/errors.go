@@ -1,0 +1,30 @@
+package core
+
+import "errors"
+
+// Sentinel errors of the use cases. Front-ends map them to their own wire format, once, with
+// errors.Is.
+var (
+	// ErrInvalidToken covers an unknown, malformed, expired or deleted file token. One error for all
+	// cases so that nothing leaks about which it was.
+	ErrInvalidToken = errors.New("invalid token")
+	// ErrReadOnlyToken is a read token used where a full token is required.
+	ErrReadOnlyToken = errors.New("token does not grant full access")
+	// ErrLastFullToken refuses to remove a file's last full token.
+	ErrLastFullToken = errors.New("cannot delete the last full token of a file")
+	// ErrFileTooLarge is an upload over the cluster's maximum file size.
+	ErrFileTooLarge = errors.New("file too large")
+	// ErrUnauthenticated is a missing or unknown API key where one is needed.
+	ErrUnauthenticated = errors.New("not authenticated")
+	// ErrPermissionDenied is a principal without the permission the action needs.
+	ErrPermissionDenied = errors.New("permission denied")
+	// ErrUnavailable means the cluster cannot serve the request now (no leader or quorum, too few
+	// shard nodes for the write quorum or a read). Retrying later may succeed.
+	ErrUnavailable = errors.New("cluster unavailable")
+	// ErrNoSpace means no placement is possible because nodes are out of space.
+	ErrNoSpace = errors.New("insufficient storage")
+	// ErrNotFound is an unknown resource addressed by id (not by token).
+	ErrNotFound = errors.New("not found")
+	// ErrShuttingDown is returned for work that arrives while the node stops.
+	ErrShuttingDown = errors.New("node is shutting down")
+)

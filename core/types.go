@@ -1,0 +1,123 @@
+package core
+
+import (
+	"context"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/cairn-dev/cairn/fsm"
+)
+
+// Permission names carried by API keys.
+const (
+	PermViewFiles                 = "VIEW_FILES"
+	PermViewFileServiceSettings   = "VIEW_FILE_SERVICE_SETTINGS"
+	PermUpdateFileServiceSettings = "UPDATE_FILE_SERVICE_SETTINGS"
+	PermManageAPIKeys             = "MANAGE_API_KEYS"
+	PermManageCluster             = "MANAGE_CLUSTER"
+)
+
+// AllPermissions is what the root key holds.
+var AllPermissions = []string{
+	PermViewFiles, PermViewFileServiceSettings, PermUpdateFileServiceSettings,
+	PermManageAPIKeys, PermManageCluster,
+}
+
+// AccessLevel of a file token: full or read.
+type AccessLevel = fsm.AccessLevel
+
+// Access levels, re-exported for front-ends.
+const (
+	AccessFull = fsm.AccessFull
+	AccessRead = fsm.AccessRead
+)
+
+// Principal is the caller identified by an API key, or the anonymous uploader.
+type Principal struct {
+	ID          string
+	Permissions []string
+	Anonymous   bool
+}
+
+// Has reports whether the principal holds perm.
+func (p Principal) Has(perm string) bool { return slices.Contains(p.Permissions, perm) }
+
+// FileInfo is a file's metadata as the use cases return it.
+type FileInfo struct {
+	ID            string
+	Name          string
+	MimeType      string
+	CreatorID     string
+	CreatedByNode string
+	Size          int64
+	Tags          []string
+	Title         string
+	Description   string
+	ExpiresAt     time.Time // zero: never
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	ETag          string // hex SHA-256 of the content
+}
+
+// TokenInfo is a file token as the use cases return it. Secret is the bearer secret.
+type TokenInfo struct {
+	ID        string
+	Secret    string
+	FileID    string
+	Access    AccessLevel
+	CreatorID string
+	CreatedAt time.Time
+	ExpiresAt time.Time // zero: never
+	Ephemeral bool
+}
+
+// FileAttrs are the metadata an uploader supplies, known only once the whole multipart body is read
+// (the SDK sends tags after the file part).
+type FileAttrs struct {
+	Name        string
+	MimeType    string // empty: derived from the name, then from the content
+	Tags        []string
+	Title       string
+	Description string
+	ExpiresAt   time.Time
+}
+
+// Upload is one streaming upload in progress. ReadFrom streams the file's bytes into erasure-coded
+// shards; Commit makes the file exist (the Raft commit point); Abort discards what was written.
+// Exactly one of Commit or Abort must end every Upload; Abort after Commit is a no-op.
+type Upload interface {
+	ReadFrom(r io.Reader) (int64, error)
+	Commit(ctx context.Context, attrs FileAttrs) (FileInfo, []TokenInfo, error)
+	Abort()
+}
+
+// Content streams a byte range of a file's data.
+type Content interface {
+	// ReadRange writes bytes [off, off+n) of the file to w.
+	ReadRange(ctx context.Context, w io.Writer, off, n int64) error
+}
+
+// Status is what /v1/status reports about a node and its view of the cluster.
+type Status struct {
+	NodeID       string         `json:"nodeId"`
+	LeaderID     string         `json:"leaderId"`
+	RaftState    string         `json:"raftState"`
+	Term         uint64         `json:"term"`
+	CommitIndex  uint64         `json:"commitIndex"`
+	AppliedIndex uint64         `json:"appliedIndex"`
+	Erasure      string         `json:"erasure"`
+	WriteQuorum  int            `json:"writeQuorum"`
+	Members      []MemberStatus `json:"members"`
+}
+
+// MemberStatus is one node as seen by memberlist and Raft.
+type MemberStatus struct {
+	ID          string `json:"id"`
+	State       string `json:"state"`    // alive, suspect, dead, left
+	Suffrage    string `json:"suffrage"` // voter, nonvoter, or "" when not in the Raft configuration
+	ClusterAddr string `json:"clusterAddr"`
+	HTTPAddr    string `json:"httpAddr"`
+	Zone        string `json:"zone,omitempty"`
+	FreeBytes   uint64 `json:"freeBytes"`
+}
