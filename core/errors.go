@@ -28,3 +28,6 @@ var (
 	// ErrShuttingDown is returned for work that arrives while the node stops.
 	ErrShuttingDown = errors.New("node is shutting down")
 )
+
+// ErrInvalidInput is a request argument that fails validation; the wrapped message says which.
+var ErrInvalidInput = errors.New("invalid input")

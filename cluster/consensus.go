@@ -1,0 +1,345 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/cairn-dev/cairn/fsm"
+)
+
+// ErrNoLeader means no leader is known right now; the caller may retry.
+var ErrNoLeader = errors.New("no raft leader")
+
+// ErrShutdown is returned once Raft is shut down.
+var ErrShutdown = errors.New("raft is shut down")
+
+// AppliedWaiter is the part of the FSM consensus needs: how far it has applied.
+type AppliedWaiter interface {
+	AppliedIndex() uint64
+	WaitApplied(ctx context.Context, index uint64) error
+}
+
+// ForwardClient reaches the leader over internal RPC. *RPCClient implements it.
+type ForwardClient interface {
+	ApplyForwarded(ctx context.Context, addr string, cmd []byte) (index uint64, errCode string, err error)
+	ReadIndex(ctx context.Context, addr string) (uint64, error)
+}
+
+// Consensus is a node's door to Raft: linearizable proposals from any node (forwarded to the leader
+// when needed) and linearizable reads through a batched read index.
+type Consensus struct {
+	raft    *raft.Raft
+	applied AppliedWaiter
+	forward ForwardClient
+	log     *slog.Logger
+
+	// readyTerm is the term in which this node, as leader, has committed a barrier; only then can its
+	// commit index be trusted for reads.
+	readyTerm atomic.Uint64
+	barrierMu sync.Mutex
+
+	leaderRounds   *coalescer
+	followerRounds *coalescer
+
+	stop     context.CancelFunc
+	stopCtx  context.Context
+	inflight sync.WaitGroup
+}
+
+// DefaultProposeTimeout bounds a proposal when the caller's context has no deadline.
+const DefaultProposeTimeout = 15 * time.Second
+
+// NewConsensus wraps a running Raft.
+func NewConsensus(r *raft.Raft, applied AppliedWaiter, forward ForwardClient, logger *slog.Logger) *Consensus {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Consensus{raft: r, applied: applied, forward: forward, log: logger, stop: cancel, stopCtx: ctx}
+	c.leaderRounds = newCoalescer(ctx, 5*time.Second, c.leaderReadIndexRound)
+	c.followerRounds = newCoalescer(ctx, 5*time.Second, c.followerReadIndexRound)
+	return c
+}
+
+// Close stops the read-index batchers and waits for in-flight apply waits to end.
+func (c *Consensus) Close() {
+	c.stop()
+	c.inflight.Wait()
+}
+
+// IsLeader reports whether this node is the Raft leader now.
+func (c *Consensus) IsLeader() bool { return c.raft.State() == raft.Leader }
+
+// Propose replicates cmd and returns once the local FSM has applied it. The command's own result
+// comes back as an fsm sentinel error. Indeterminate failures (leadership lost mid-flight) are
+// retried with the same bytes, which the FSM de-duplicates by request id.
+func (c *Consensus) Propose(ctx context.Context, cmd []byte) (uint64, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultProposeTimeout)
+		defer cancel()
+	}
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		idx, result, err := c.proposeOnce(ctx, cmd)
+		if err == nil {
+			return idx, result
+		}
+		if !retryable(err) {
+			return 0, err
+		}
+		lastErr = err
+		if werr := backoff(ctx, attempt); werr != nil {
+			return 0, fmt.Errorf("propose: %w (last error: %w)", werr, lastErr)
+		}
+	}
+}
+
+// proposeOnce returns (index, command result, transport error).
+func (c *Consensus) proposeOnce(ctx context.Context, cmd []byte) (uint64, error, error) {
+	if c.raft.State() == raft.Leader {
+		res, err := c.applyLocal(ctx, cmd)
+		if err != nil {
+			return 0, nil, err
+		}
+		return res.Index, res.Err, nil
+	}
+	addr, _ := c.raft.LeaderWithID()
+	if addr == "" {
+		return 0, nil, ErrNoLeader
+	}
+	idx, code, err := c.forward.ApplyForwarded(ctx, string(addr), cmd)
+	if err != nil {
+		return 0, nil, fmt.Errorf("forward to leader %s: %w", addr, err)
+	}
+	// Read-your-writes: the caller's next local read must see its own command.
+	if err := c.applied.WaitApplied(ctx, idx); err != nil {
+		return 0, nil, err
+	}
+	return idx, fsm.ErrorFromCode(code), nil
+}
+
+// applyLocal applies on this node, which must be the leader, and waits under ctx.
+func (c *Consensus) applyLocal(ctx context.Context, cmd []byte) (*fsm.Result, error) {
+	f := c.raft.Apply(cmd, 5*time.Second)
+	done := make(chan error, 1)
+	c.inflight.Add(1)
+	go func() {
+		defer c.inflight.Done()
+		done <- f.Error()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, err
+		}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	res, ok := f.Response().(*fsm.Result)
+	if !ok {
+		return nil, fmt.Errorf("unexpected apply response %T", f.Response())
+	}
+	return res, nil
+}
+
+// ApplyForwarded is the leader side of forwarding: apply a command a follower sent.
+func (c *Consensus) ApplyForwarded(ctx context.Context, cmd []byte) (uint64, string, error) {
+	if c.raft.State() != raft.Leader {
+		return 0, "", ErrNotLeader
+	}
+	res, err := c.applyLocal(ctx, cmd)
+	if err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+			errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return 0, "", fmt.Errorf("%w: %w", ErrNotLeader, err)
+		}
+		return 0, "", err
+	}
+	return res.Index, fsm.ErrorCode(res.Err), nil
+}
+
+// ReadIndex returns once the local FSM has applied every entry committed before the call: the
+// read-index recipe (leader commit index, leadership confirmed, wait for apply), batched so that
+// one leadership round trip serves every request that arrived meanwhile.
+func (c *Consensus) ReadIndex(ctx context.Context) error {
+	for attempt := 0; ; attempt++ {
+		var idx uint64
+		var err error
+		if c.raft.State() == raft.Leader {
+			idx, err = c.leaderRounds.do(ctx)
+		} else {
+			idx, err = c.followerRounds.do(ctx)
+		}
+		if err == nil {
+			return c.applied.WaitApplied(ctx, idx)
+		}
+		if !retryable(err) {
+			return err
+		}
+		if werr := backoff(ctx, attempt); werr != nil {
+			return fmt.Errorf("read index: %w (last error: %w)", werr, err)
+		}
+	}
+}
+
+// LeaderReadIndex is the leader side of a follower's read index: this node's commit index, once it
+// has confirmed it is still the leader of a term in which it committed an entry.
+func (c *Consensus) LeaderReadIndex(ctx context.Context) (uint64, error) {
+	if c.raft.State() != raft.Leader {
+		return 0, ErrNotLeader
+	}
+	return c.leaderRounds.do(ctx)
+}
+
+func (c *Consensus) leaderReadIndexRound(ctx context.Context) (uint64, error) {
+	if err := c.ensureTermBarrier(); err != nil {
+		return 0, err
+	}
+	term := c.readyTerm.Load()
+	idx := c.raft.CommitIndex()
+	if err := c.raft.VerifyLeader().Error(); err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrNotLeader, err)
+	}
+	if c.raft.CurrentTerm() != term {
+		return 0, fmt.Errorf("%w: term changed during read index", ErrNotLeader)
+	}
+	return idx, nil
+}
+
+// ensureTermBarrier commits a barrier once per leadership term (a new leader's commit index is not
+// trustworthy until an entry of its own term has committed).
+func (c *Consensus) ensureTermBarrier() error {
+	term := c.raft.CurrentTerm()
+	if c.readyTerm.Load() == term {
+		return nil
+	}
+	c.barrierMu.Lock()
+	defer c.barrierMu.Unlock()
+	if c.readyTerm.Load() == term {
+		return nil
+	}
+	if err := c.raft.Barrier(5 * time.Second).Error(); err != nil {
+		return fmt.Errorf("%w: barrier: %w", ErrNotLeader, err)
+	}
+	if c.raft.CurrentTerm() != term || c.raft.State() != raft.Leader {
+		return fmt.Errorf("%w: leadership changed during barrier", ErrNotLeader)
+	}
+	c.readyTerm.Store(term)
+	return nil
+}
+
+func (c *Consensus) followerReadIndexRound(ctx context.Context) (uint64, error) {
+	addr, _ := c.raft.LeaderWithID()
+	if addr == "" {
+		return 0, ErrNoLeader
+	}
+	return c.forward.ReadIndex(ctx, string(addr))
+}
+
+// retryable reports whether an error is about who leads, not about the command.
+func retryable(err error) bool {
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false
+	case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, ErrShutdown):
+		return false
+	}
+	// Everything else is leadership churn or a peer we could not reach: try again until the
+	// caller's deadline. Forwarded commands are safe to resend thanks to request-id de-duplication.
+	return true
+}
+
+// backoff waits a little before the next attempt, growing from 10 ms to 200 ms.
+func backoff(ctx context.Context, attempt int) error {
+	d := min(10*time.Millisecond<<min(attempt, 5), 200*time.Millisecond)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// coalescer batches concurrent calls: a call is served by the first round that starts after it
+// arrived, and one round serves every call that arrived while the previous round ran.
+type coalescer struct {
+	base    context.Context
+	timeout time.Duration
+	fn      func(ctx context.Context) (uint64, error)
+
+	mu      sync.Mutex
+	next    *round
+	running bool
+}
+
+type round struct {
+	done chan struct{}
+	idx  uint64
+	err  error
+}
+
+func newCoalescer(base context.Context, timeout time.Duration, fn func(context.Context) (uint64, error)) *coalescer {
+	return &coalescer{base: base, timeout: timeout, fn: fn}
+}
+
+func (c *coalescer) do(ctx context.Context) (uint64, error) {
+	c.mu.Lock()
+	if err := c.base.Err(); err != nil {
+		c.mu.Unlock()
+		return 0, ErrShutdown
+	}
+	if c.next == nil {
+		c.next = &round{done: make(chan struct{})}
+	}
+	r := c.next
+	if !c.running {
+		c.running = true
+		go c.loop()
+	}
+	c.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.idx, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+func (c *coalescer) loop() {
+	for {
+		c.mu.Lock()
+		r := c.next
+		c.next = nil
+		if r == nil {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		ctx, cancel := context.WithTimeout(c.base, c.timeout)
+		r.idx, r.err = c.fn(ctx)
+		cancel()
+		close(r.done)
+	}
+}
+
+// LeaderEndpoint adapts Consensus to the internal RPC server's LeaderService: the leader side of
+// forwarding and of followers' read index.
+func (c *Consensus) LeaderEndpoint() LeaderService { return leaderEndpoint{c} }
+
+type leaderEndpoint struct{ c *Consensus }
+
+func (l leaderEndpoint) ApplyForwarded(ctx context.Context, cmd []byte) (uint64, string, error) {
+	return l.c.ApplyForwarded(ctx, cmd)
+}
+
+func (l leaderEndpoint) ReadIndex(ctx context.Context) (uint64, error) {
+	return l.c.LeaderReadIndex(ctx)
+}

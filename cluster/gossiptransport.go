@@ -1,0 +1,264 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-sockaddr"
+	"github.com/hashicorp/memberlist"
+)
+
+const (
+	// gossipPacketBuf is the largest UDP datagram; memberlist never sends more.
+	gossipPacketBuf = 65536
+	// gossipRecvBuf is the receive window memberlist's own transport asks for, so bursts of
+	// gossip are not dropped by the kernel.
+	gossipRecvBuf = 2 << 20
+	// gossipPortTries bounds the search for a port free for both TCP and UDP when binding port 0.
+	gossipPortTries = 10
+)
+
+// GossipTransport implements memberlist.Transport on a UDP PacketConn and a TCP listener obtained
+// from a Network, so that partitions also cut gossip. It mirrors memberlist's NetTransport except
+// that every socket comes from the Network and its goroutines stop on Shutdown even when memberlist
+// has stopped reading.
+type GossipTransport struct {
+	nw        Network
+	logger    *slog.Logger
+	udp       net.PacketConn
+	tcp       net.Listener
+	advertise *net.TCPAddr
+
+	packetCh chan *memberlist.Packet
+	streamCh chan net.Conn
+	done     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+var _ memberlist.Transport = (*GossipTransport)(nil)
+
+// NewGossipTransport binds UDP and TCP on the same bindAddr ("host:port"; port 0 picks a port
+// free for both) and starts receiving. advertise ("ip:port") is what peers are told; empty means
+// the bound address, or a private IP when bound to an unspecified address; port 0 means the bound
+// port.
+func NewGossipTransport(nw Network, bindAddr string, advertise string, logger *slog.Logger) (*GossipTransport, error) {
+	host, portStr, err := net.SplitHostPort(bindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: gossip bind address %q: %w", bindAddr, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: gossip bind port %q: %w", bindAddr, err)
+	}
+	t := &GossipTransport{
+		nw:       nw,
+		logger:   logger,
+		packetCh: make(chan *memberlist.Packet),
+		streamCh: make(chan net.Conn),
+		done:     make(chan struct{}),
+	}
+	if err := t.bind(host, int(port)); err != nil {
+		return nil, err
+	}
+	if t.advertise, err = gossipAdvertise(advertise, host, t.tcp.Addr()); err != nil {
+		t.udp.Close()
+		t.tcp.Close()
+		return nil, err
+	}
+	gossipSetRecvBuf(t.udp)
+	t.wg.Go(t.receivePackets)
+	t.wg.Go(t.acceptStreams)
+	return t, nil
+}
+
+// bind opens the TCP listener and the UDP socket on one port. With port 0 the OS picks the TCP
+// port, whose UDP twin may be taken; then it tries again with a new port.
+func (t *GossipTransport) bind(host string, port int) error {
+	tries := 1
+	if port == 0 {
+		tries = gossipPortTries
+	}
+	var err error
+	for range tries {
+		var tcp net.Listener
+		tcp, err = t.nw.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			return fmt.Errorf("cluster: gossip tcp listen: %w", err)
+		}
+		bound := tcp.Addr().(*net.TCPAddr).Port
+		var udp net.PacketConn
+		udp, err = t.nw.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(bound)))
+		if err == nil {
+			t.tcp, t.udp = tcp, udp
+			return nil
+		}
+		tcp.Close()
+	}
+	return fmt.Errorf("cluster: gossip udp listen: %w", err)
+}
+
+// gossipSetRecvBuf asks for a large receive window, backing off until the OS accepts a size. It is
+// best effort: a Network's PacketConn need not support it.
+func gossipSetRecvBuf(pc net.PacketConn) {
+	rb, ok := pc.(interface{ SetReadBuffer(int) error })
+	if !ok {
+		return
+	}
+	for size := gossipRecvBuf; size > 0; size /= 2 {
+		if rb.SetReadBuffer(size) == nil {
+			return
+		}
+	}
+}
+
+func gossipAdvertise(advertise, bindHost string, bound net.Addr) (*net.TCPAddr, error) {
+	boundPort := bound.(*net.TCPAddr).Port
+	if advertise == "" {
+		ip := bound.(*net.TCPAddr).IP
+		if ip.IsUnspecified() || bindHost == "" {
+			priv, err := sockaddr.GetPrivateIP()
+			if err != nil || priv == "" {
+				return nil, fmt.Errorf("cluster: gossip bound to %s and no private IP found; set an advertise address", bound)
+			}
+			ip = net.ParseIP(priv)
+		}
+		return &net.TCPAddr{IP: ip, Port: boundPort}, nil
+	}
+	host, portStr, err := net.SplitHostPort(advertise)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: gossip advertise address %q: %w", advertise, err)
+	}
+	ip := net.ParseIP(host)
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if ip == nil || err != nil {
+		return nil, fmt.Errorf("cluster: gossip advertise address %q: want ip:port", advertise)
+	}
+	if port == 0 {
+		port = uint64(boundPort)
+	}
+	return &net.TCPAddr{IP: ip, Port: int(port)}, nil
+}
+
+// FinalAdvertiseAddr implements memberlist.Transport: memberlist's own AdvertiseAddr/Port win when
+// set, otherwise the transport's advertise address.
+func (t *GossipTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
+	if ip == "" {
+		adv := t.advertise.IP
+		if v4 := adv.To4(); v4 != nil {
+			adv = v4
+		}
+		return adv, t.advertise.Port, nil
+	}
+	parsed := net.ParseIP(ip)
+	if parsed == nil {
+		return nil, 0, fmt.Errorf("cluster: gossip advertise address %q is not an IP", ip)
+	}
+	if v4 := parsed.To4(); v4 != nil {
+		parsed = v4
+	}
+	return parsed, port, nil
+}
+
+// WriteTo implements memberlist.Transport: one UDP datagram.
+func (t *GossipTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	udpAddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return time.Time{}, err
+	}
+	// memberlist takes the send time for RTT: take it right after the write.
+	_, err = t.udp.WriteTo(b, udpAddr)
+	return time.Now(), err
+}
+
+// PacketCh implements memberlist.Transport.
+func (t *GossipTransport) PacketCh() <-chan *memberlist.Packet { return t.packetCh }
+
+// DialTimeout implements memberlist.Transport through the Network.
+func (t *GossipTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return t.nw.DialContext(ctx, "tcp", addr)
+}
+
+// StreamCh implements memberlist.Transport.
+func (t *GossipTransport) StreamCh() <-chan net.Conn { return t.streamCh }
+
+// Shutdown implements memberlist.Transport: it closes both sockets and waits for the receive
+// goroutines. It is safe to call more than once.
+func (t *GossipTransport) Shutdown() error {
+	t.stopOnce.Do(func() {
+		close(t.done)
+		t.udp.Close()
+		t.tcp.Close()
+		t.wg.Wait()
+	})
+	return nil
+}
+
+func (t *GossipTransport) receivePackets() {
+	for {
+		buf := make([]byte, gossipPacketBuf)
+		n, from, err := t.udp.ReadFrom(buf)
+		ts := time.Now()
+		if err != nil {
+			if t.stopping() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			t.logger.Warn("gossip udp read failed", "err", err)
+			continue
+		}
+		if n < 1 {
+			continue
+		}
+		select {
+		case t.packetCh <- &memberlist.Packet{Buf: buf[:n], From: from, Timestamp: ts}:
+		case <-t.done:
+			return
+		}
+	}
+}
+
+func (t *GossipTransport) acceptStreams() {
+	var delay time.Duration
+	for {
+		conn, err := t.tcp.Accept()
+		if err != nil {
+			if t.stopping() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			t.logger.Warn("gossip tcp accept failed", "err", err, "retry_in", delay)
+			timer := time.NewTimer(delay)
+			select {
+			case <-t.done:
+				timer.Stop()
+				return
+			case <-timer.C:
+			}
+			continue
+		}
+		delay = 0
+		select {
+		case t.streamCh <- conn:
+		case <-t.done:
+			conn.Close()
+			return
+		}
+	}
+}
+
+func (t *GossipTransport) stopping() bool {
+	select {
+	case <-t.done:
+		return true
+	default:
+		return false
+	}
+}

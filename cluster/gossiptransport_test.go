@@ -1,0 +1,145 @@
+package cluster
+
+import (
+	"io"
+	"log"
+	"net"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// gossipTestConfig is a LAN config with Nomad-style tight timings.
+func gossipTestConfig(name string, tr memberlist.Transport) *memberlist.Config {
+	c := memberlist.DefaultLANConfig()
+	c.Name = name
+	c.Transport = tr
+	c.Logger = log.New(io.Discard, "", 0)
+	c.ProbeInterval = 100 * time.Millisecond
+	c.ProbeTimeout = 50 * time.Millisecond
+	c.GossipInterval = 20 * time.Millisecond
+	c.PushPullInterval = 200 * time.Millisecond
+	c.TCPTimeout = 500 * time.Millisecond
+	c.SuspicionMult = 2
+	return c
+}
+
+func TestGossipTransportJoin(t *testing.T) {
+	base := runtime.NumGoroutine()
+	var lists []*memberlist.Memberlist
+	for i := range 3 {
+		tr, err := NewGossipTransport(OSNetwork{}, "127.0.0.1:0", "", transportTestLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ml, err := memberlist.Create(gossipTestConfig("g"+strconv.Itoa(i), tr))
+		if err != nil {
+			tr.Shutdown()
+			t.Fatal(err)
+		}
+		lists = append(lists, ml)
+	}
+	seed := lists[0].LocalNode().Address()
+	for _, ml := range lists[1:] {
+		if _, err := ml.Join([]string{seed}); err != nil {
+			t.Fatalf("join: %v", err)
+		}
+	}
+	for i, ml := range lists {
+		transportWaitFor(t, 10*time.Second, "node "+strconv.Itoa(i)+" to see 3 members", func() bool {
+			return ml.NumMembers() == 3
+		})
+	}
+	for _, ml := range lists {
+		if err := ml.Shutdown(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	transportWaitFor(t, 10*time.Second, "goroutines to return to baseline", func() bool {
+		return runtime.NumGoroutine() <= base
+	})
+}
+
+func TestGossipTransportAddresses(t *testing.T) {
+	tests := []struct {
+		name      string
+		bind      string
+		advertise string
+		wantIP    string
+		wantPort  int // 0: the bound port
+		wantErr   bool
+	}{
+		{"bound address", "127.0.0.1:0", "", "127.0.0.1", 0, false},
+		{"explicit advertise", "127.0.0.1:0", "10.1.2.3:7946", "10.1.2.3", 7946, false},
+		{"advertise ip with bound port", "127.0.0.1:0", "10.1.2.3:0", "10.1.2.3", 0, false},
+		{"advertise not an ip", "127.0.0.1:0", "example.com:1", "", 0, true},
+		{"advertise without port", "127.0.0.1:0", "10.1.2.3", "", 0, true},
+		{"bind without port", "127.0.0.1", "", "", 0, true},
+		{"bind bad port", "127.0.0.1:http", "", "", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr, err := NewGossipTransport(OSNetwork{}, tt.bind, tt.advertise, transportTestLogger())
+			if tt.wantErr {
+				if err == nil {
+					tr.Shutdown()
+					t.Fatal("want error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { tr.Shutdown() })
+			bound := tr.tcp.Addr().(*net.TCPAddr).Port
+			if udp := tr.udp.LocalAddr().(*net.UDPAddr).Port; udp != bound {
+				t.Fatalf("udp port %d != tcp port %d", udp, bound)
+			}
+			ip, port, err := tr.FinalAdvertiseAddr("", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := tt.wantPort
+			if want == 0 {
+				want = bound
+			}
+			if ip.String() != tt.wantIP || port != want {
+				t.Fatalf("advertise %s:%d, want %s:%d", ip, port, tt.wantIP, want)
+			}
+			// memberlist's own AdvertiseAddr wins.
+			if ip, port, err := tr.FinalAdvertiseAddr("192.0.2.1", 99); err != nil || ip.String() != "192.0.2.1" || port != 99 {
+				t.Fatalf("override gave %s:%d, %v", ip, port, err)
+			}
+		})
+	}
+}
+
+func TestGossipTransportRetriesTakenUDPPort(t *testing.T) {
+	// Occupy the UDP twin of the next TCP port the OS hands out to a fake Network.
+	nw := &gossipTestTakenNet{}
+	tr, err := NewGossipTransport(nw, "127.0.0.1:0", "", transportTestLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Shutdown() })
+	if nw.udpFailures != 1 {
+		t.Fatalf("udp failures = %d, want 1", nw.udpFailures)
+	}
+}
+
+// gossipTestTakenNet refuses the first UDP listen, as if the TCP port's UDP twin were taken.
+type gossipTestTakenNet struct {
+	OSNetwork
+	udpFailures int
+}
+
+func (n *gossipTestTakenNet) ListenPacket(network, addr string) (net.PacketConn, error) {
+	if n.udpFailures == 0 {
+		n.udpFailures++
+		return nil, &net.OpError{Op: "listen", Net: network, Err: io.ErrUnexpectedEOF}
+	}
+	return n.OSNetwork.ListenPacket(network, addr)
+}

@@ -1,0 +1,244 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	// muxMaxPending caps concurrent handshakes so a connection flood costs bounded goroutines;
+	// connections beyond it are rejected at once.
+	muxMaxPending = 1024
+	// muxLogEvery rate-limits rejection logs: a scanner or a misconfigured peer must not flood them.
+	muxLogEvery = time.Second
+)
+
+// Mux accepts connections on the cluster port, authenticates each with the handshake, and hands it
+// to the listener of its kind. One port serves Raft and RPC, as in Consul and rqlite. Garbage, a
+// wrong secret or a slow client gets the connection closed, a counter incremented and a
+// rate-limited debug log; never a crash or a leak.
+type Mux struct {
+	// HandshakeTimeout bounds each incoming handshake (default 5 s). Set it before Serve.
+	HandshakeTimeout time.Duration
+
+	ln     net.Listener
+	secret []byte
+	logger *slog.Logger
+	subs   map[byte]*muxListener
+
+	done      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+	rejected  atomic.Uint64
+
+	mu      sync.Mutex
+	pending map[net.Conn]struct{} // connections still in the handshake, closed by Close
+	lastLog time.Time
+	quiet   uint64 // rejections not logged since lastLog
+}
+
+// NewMux returns a Mux over ln. secret must be at least 16 bytes (Serve fails otherwise).
+func NewMux(ln net.Listener, secret []byte, logger *slog.Logger) *Mux {
+	m := &Mux{
+		HandshakeTimeout: hsDefaultTimeout,
+		ln:               ln,
+		secret:           secret,
+		logger:           logger,
+		done:             make(chan struct{}),
+		pending:          make(map[net.Conn]struct{}),
+	}
+	m.subs = map[byte]*muxListener{
+		ConnRaft: m.newListener(),
+		ConnRPC:  m.newListener(),
+	}
+	return m
+}
+
+// Listener returns the listener that receives authenticated connections of kind (ConnRaft or
+// ConnRPC). Its Addr is the cluster address. It panics on any other kind: that is a wiring bug.
+func (m *Mux) Listener(kind byte) net.Listener {
+	l, ok := m.subs[kind]
+	if !ok {
+		panic(fmt.Sprintf("cluster: mux has no listener for kind %q", kind))
+	}
+	return l
+}
+
+// RejectedConns is the number of connections closed because their handshake failed.
+func (m *Mux) RejectedConns() uint64 { return m.rejected.Load() }
+
+// Serve accepts connections until Close, then returns nil.
+func (m *Mux) Serve() error {
+	if err := hsCheckSecret(m.secret); err != nil {
+		return err
+	}
+	var delay time.Duration
+	for {
+		conn, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.done:
+				return nil
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("cluster: mux listener closed: %w", err)
+			}
+			// Transient failures such as EMFILE: back off like net/http instead of spinning.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			m.logger.Warn("cluster accept failed", "err", err, "retry_in", delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-m.done:
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+			continue
+		}
+		delay = 0
+		switch m.track(conn) {
+		case muxTracked:
+			go m.handle(conn)
+		case muxFull:
+			m.reject(conn, errors.New("too many pending handshakes"))
+		case muxClosed:
+			conn.Close()
+			return nil
+		}
+	}
+}
+
+type muxTrackResult int
+
+const (
+	muxTracked muxTrackResult = iota
+	muxFull
+	muxClosed
+)
+
+// track registers conn as pending and counts its goroutine in wg. Both happen under mu, which
+// Close also holds to close done, so wg.Wait in Close never races with a late wg.Add.
+func (m *Mux) track(conn net.Conn) muxTrackResult {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	select {
+	case <-m.done:
+		return muxClosed
+	default:
+	}
+	if len(m.pending) >= muxMaxPending {
+		return muxFull
+	}
+	m.pending[conn] = struct{}{}
+	m.wg.Add(1)
+	return muxTracked
+}
+
+func (m *Mux) untrack(conn net.Conn) {
+	m.mu.Lock()
+	delete(m.pending, conn)
+	m.mu.Unlock()
+}
+
+func (m *Mux) handle(conn net.Conn) {
+	defer m.wg.Done()
+	err := conn.SetDeadline(time.Now().Add(m.HandshakeTimeout))
+	var kind byte
+	if err == nil {
+		kind, err = hsServer(conn, m.secret)
+	}
+	if err == nil {
+		err = conn.SetDeadline(time.Time{})
+	}
+	m.untrack(conn)
+	if err != nil {
+		m.reject(conn, err)
+		return
+	}
+	m.subs[kind].deliver(conn)
+}
+
+func (m *Mux) reject(conn net.Conn, err error) {
+	conn.Close()
+	m.rejected.Add(1)
+	m.mu.Lock()
+	now := time.Now()
+	if now.Sub(m.lastLog) < muxLogEvery {
+		m.quiet++
+		m.mu.Unlock()
+		return
+	}
+	suppressed := m.quiet
+	m.lastLog, m.quiet = now, 0
+	m.mu.Unlock()
+	m.logger.Debug("cluster connection rejected", "remote", conn.RemoteAddr().String(), "err", err,
+		"suppressed", suppressed)
+}
+
+// Close stops Serve, closes the sub-listeners and every connection still in its handshake, and
+// waits for the handshake goroutines to finish.
+func (m *Mux) Close() error {
+	var err error
+	m.closeOnce.Do(func() {
+		m.mu.Lock()
+		close(m.done)
+		for conn := range m.pending {
+			conn.Close()
+		}
+		m.mu.Unlock()
+		err = m.ln.Close()
+		for _, l := range m.subs {
+			l.Close()
+		}
+		m.wg.Wait()
+	})
+	return err
+}
+
+// muxListener is the net.Listener of one connection kind.
+type muxListener struct {
+	m         *Mux
+	conns     chan net.Conn
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func (m *Mux) newListener() *muxListener {
+	return &muxListener{m: m, conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+// deliver hands conn to Accept, or closes it when nobody will accept it any more.
+func (l *muxListener) deliver(conn net.Conn) {
+	select {
+	case l.conns <- conn:
+	case <-l.closed:
+		conn.Close()
+	case <-l.m.done:
+		conn.Close()
+	}
+}
+
+func (l *muxListener) Accept() (net.Conn, error) {
+	select {
+	case conn := <-l.conns:
+		return conn, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	case <-l.m.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops this kind only; the mux keeps serving the other.
+func (l *muxListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *muxListener) Addr() net.Addr { return l.m.ln.Addr() }

@@ -1,0 +1,126 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+)
+
+// RaftTimings are Raft's clocks. Zero values take hashicorp/raft's defaults.
+type RaftTimings struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+}
+
+// RaftOptions configures one node's Raft.
+type RaftOptions struct {
+	NodeID  string
+	DataDir string // raft.db and snapshots live in DataDir
+	Layer   *RaftLayer
+	FSM     raft.BatchingFSM
+	Timings RaftTimings
+	// SnapshotThreshold and TrailingLogs: zero takes the defaults (8192 and 10240).
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	SnapshotInterval  time.Duration
+	Logger            *slog.Logger
+}
+
+// RaftNode is a started Raft with the stores it owns.
+type RaftNode struct {
+	Raft      *raft.Raft
+	Transport *raft.NetworkTransport
+	store     *raftboltdb.BoltStore
+	// HadState reports whether the data dir held Raft state when the node started.
+	HadState bool
+}
+
+// StartRaft opens the stores (bbolt with fsync on; NoFreelistSync is safe), a log cache and a file
+// snapshot store, and starts Raft on the given stream layer.
+func StartRaft(opts RaftOptions) (*RaftNode, error) {
+	dir := filepath.Join(opts.DataDir, "raft")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("raft dir: %w", err)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(dir, "raft.db"),
+		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open raft store: %w", err)
+	}
+	cache, err := raft.NewLogCache(512, store)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("raft log cache: %w", err)
+	}
+	hlog := NewHCLogger(opts.Logger, "raft")
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hlog)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("raft snapshot store: %w", err)
+	}
+	hadState, err := raft.HasExistingState(cache, store, snaps)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("inspect raft state: %w", err)
+	}
+	transport := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  opts.Layer,
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  hlog,
+	})
+	conf := raft.DefaultConfig()
+	conf.LocalID = raft.ServerID(opts.NodeID)
+	conf.Logger = hlog
+	conf.BatchApplyCh = true
+	t := opts.Timings
+	setIf(&conf.HeartbeatTimeout, t.HeartbeatTimeout)
+	setIf(&conf.ElectionTimeout, t.ElectionTimeout)
+	setIf(&conf.LeaderLeaseTimeout, t.LeaderLeaseTimeout)
+	setIf(&conf.CommitTimeout, t.CommitTimeout)
+	setIf(&conf.SnapshotInterval, opts.SnapshotInterval)
+	if opts.SnapshotThreshold > 0 {
+		conf.SnapshotThreshold = opts.SnapshotThreshold
+	}
+	if opts.TrailingLogs > 0 {
+		conf.TrailingLogs = opts.TrailingLogs
+	}
+	if err := raft.ValidateConfig(conf); err != nil {
+		transport.Close()
+		store.Close()
+		return nil, fmt.Errorf("raft config: %w", err)
+	}
+	r, err := raft.NewRaft(conf, opts.FSM, cache, store, snaps, transport)
+	if err != nil {
+		transport.Close()
+		store.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	return &RaftNode{Raft: r, Transport: transport, store: store, HadState: hadState}, nil
+}
+
+// Shutdown stops Raft and closes its stores.
+func (n *RaftNode) Shutdown() error {
+	err := n.Raft.Shutdown().Error()
+	return errors.Join(err, n.Transport.Close(), n.store.Close())
+}
+
+// Servers returns Raft's current configuration, or nil when it cannot be read.
+func (n *RaftNode) Servers() []raft.Server {
+	f := n.Raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	return f.Configuration().Servers
+}

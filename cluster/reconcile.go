@@ -1,0 +1,219 @@
+package cluster
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Reconciler makes Raft's configuration follow memberlist, on the leader only, the way Consul and
+// Nomad do: alive members become voters (up to MaxVoters, the rest non-voters); a member that merely
+// failed is never removed; a member that left gracefully is removed while at least MinQuorum voters
+// remain, so a rolling restart cannot shrink the quorum below the size the cluster was built for.
+type Reconciler struct {
+	Node       *RaftNode
+	Members    *Membership
+	Self       string
+	MaxVoters  int
+	MinQuorum  int
+	Interval   time.Duration
+	OnLeader   func(ctx context.Context) // runs once per leadership term, before reconciling
+	Logger     *slog.Logger
+	leaderTerm uint64
+}
+
+// Run reconciles on every membership change, on leadership gain and every Interval, until ctx ends.
+func (r *Reconciler) Run(ctx context.Context, wg *sync.WaitGroup) {
+	if r.Interval <= 0 {
+		r.Interval = 5 * time.Second
+	}
+	sig := r.Members.Subscribe()
+	obsCh := make(chan raft.Observation, 4)
+	obs := raft.NewObserver(obsCh, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	r.Node.Raft.RegisterObserver(obs)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer r.Node.Raft.DeregisterObserver(obs)
+		tick := time.NewTicker(r.Interval)
+		defer tick.Stop()
+		for {
+			r.step(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-sig:
+			case <-obsCh:
+			case <-tick.C:
+			}
+		}
+	}()
+}
+
+func (r *Reconciler) step(ctx context.Context) {
+	if r.Node.Raft.State() != raft.Leader {
+		r.leaderTerm = 0
+		return
+	}
+	if term := r.Node.Raft.CurrentTerm(); term != r.leaderTerm {
+		if r.Node.Raft.Barrier(10*time.Second).Error() != nil {
+			return
+		}
+		r.leaderTerm = term
+		if r.OnLeader != nil {
+			r.OnLeader(ctx)
+		}
+	}
+	r.reconcile()
+}
+
+func (r *Reconciler) reconcile() {
+	servers := r.Node.Servers()
+	if servers == nil {
+		return
+	}
+	byID := make(map[string]raft.Server, len(servers))
+	voters := 0
+	for _, s := range servers {
+		byID[string(s.ID)] = s
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	for _, m := range r.Members.Members() {
+		id := m.Meta.ID
+		if id == r.Self {
+			continue
+		}
+		s, inRaft := byID[id]
+		switch m.State {
+		case StateAlive:
+			addr := raft.ServerAddress(m.Meta.ClusterAddr)
+			if inRaft && s.Address == addr {
+				continue
+			}
+			if inRaft { // same id, new address: replace the stale entry first
+				if err := r.Node.Raft.RemoveServer(s.ID, 0, 0).Error(); err != nil {
+					r.Logger.Warn("remove stale raft server failed", "member", id, "err", err)
+					continue
+				}
+				if s.Suffrage == raft.Voter {
+					voters--
+				}
+			}
+			if voters < r.MaxVoters {
+				if err := r.Node.Raft.AddVoter(raft.ServerID(id), addr, 0, 0).Error(); err != nil {
+					r.Logger.Warn("add voter failed", "member", id, "err", err)
+					continue
+				}
+				voters++
+				r.Logger.Info("added raft voter", "member", id, "addr", addr)
+			} else if err := r.Node.Raft.AddNonvoter(raft.ServerID(id), addr, 0, 0).Error(); err != nil {
+				r.Logger.Warn("add non-voter failed", "member", id, "err", err)
+			} else {
+				r.Logger.Info("added raft non-voter", "member", id, "addr", addr)
+			}
+		case StateLeft:
+			if !inRaft {
+				continue
+			}
+			if s.Suffrage == raft.Voter && voters-1 < r.MinQuorum {
+				r.Logger.Info("member left but stays in raft to keep the minimum quorum size",
+					"member", id, "voters", voters, "min", r.MinQuorum)
+				continue
+			}
+			if err := r.Node.Raft.RemoveServer(s.ID, 0, 0).Error(); err != nil {
+				r.Logger.Warn("remove departed server failed", "member", id, "err", err)
+				continue
+			}
+			if s.Suffrage == raft.Voter {
+				voters--
+			}
+			r.Logger.Info("removed departed raft server", "member", id)
+		}
+	}
+}
+
+// Bootstrapper performs the first start of a cluster with --bootstrap-expect N: once N nodes that
+// all expect a bootstrap see each other, and none of them already belongs to a cluster, the node
+// with the lowest id bootstraps Raft with all of them as voters. The same command line is then
+// harmless on restart (Raft state exists) and on scale-up (a member is already bootstrapped).
+type Bootstrapper struct {
+	Node    *RaftNode
+	Members *Membership
+	Self    string
+	Expect  int
+	Logger  *slog.Logger
+}
+
+// Run waits for the bootstrap condition until ctx ends or the node is part of a cluster.
+func (b *Bootstrapper) Run(ctx context.Context, wg *sync.WaitGroup) {
+	if b.Expect <= 0 || b.Node.HadState {
+		return
+	}
+	sig := b.Members.Subscribe()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for waitSignal(ctx, sig, tick.C) {
+			if b.tryBootstrap() {
+				return
+			}
+		}
+	}()
+}
+
+// tryBootstrap reports true when there is nothing left to do.
+func (b *Bootstrapper) tryBootstrap() bool {
+	if len(b.Node.Servers()) > 0 {
+		return true // bootstrapped by us earlier, or added by a leader
+	}
+	var ready []Member
+	for _, m := range b.Members.Members() {
+		if m.State != StateAlive {
+			continue
+		}
+		if m.Meta.Bootstrapped {
+			return false // an existing cluster: its leader will add us
+		}
+		if m.Meta.BootstrapExpect > 0 {
+			ready = append(ready, m)
+		}
+	}
+	if len(ready) < b.Expect {
+		return false
+	}
+	slices.SortFunc(ready, func(x, y Member) int {
+		switch {
+		case x.Meta.ID < y.Meta.ID:
+			return -1
+		case x.Meta.ID > y.Meta.ID:
+			return 1
+		}
+		return 0
+	})
+	if ready[0].Meta.ID != b.Self {
+		return false
+	}
+	var conf raft.Configuration
+	for _, m := range ready {
+		conf.Servers = append(conf.Servers, raft.Server{
+			Suffrage: raft.Voter, ID: raft.ServerID(m.Meta.ID), Address: raft.ServerAddress(m.Meta.ClusterAddr),
+		})
+	}
+	if err := b.Node.Raft.BootstrapCluster(conf).Error(); err != nil {
+		b.Logger.Warn("bootstrap failed", "err", err)
+		return false
+	}
+	b.Logger.Info("bootstrapped raft cluster", "servers", len(conf.Servers))
+	return true
+}

@@ -1,0 +1,442 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/cairn-dev/cairn/erasure"
+)
+
+// Sentinel errors of internal RPC. They cross the wire as error codes, so a caller tests the
+// remote outcome with errors.Is exactly as it would a local call.
+var (
+	// ErrNotLeader means the called node is not the Raft leader (or lost leadership mid-call);
+	// the caller should find the leader and retry there.
+	ErrNotLeader = errors.New("cluster: not the leader")
+	// ErrRemote means the remote node failed the call for a reason with no sentinel of its own;
+	// the wrapped message is the remote error text.
+	ErrRemote = errors.New("cluster: remote call failed")
+)
+
+// ShardService is the node's local shard store as internal RPC needs it.
+type ShardService interface {
+	// PutShard writes, fsyncs and commits shard id from body. It must commit only when body
+	// reads to io.EOF; a read error (the sender's stream broke) must abort the shard so that no
+	// partial shard is ever visible.
+	PutShard(ctx context.Context, id erasure.ShardID, body io.Reader) error
+	// OpenShard returns exactly bytes [off, off+n) of a committed shard.
+	OpenShard(ctx context.Context, id erasure.ShardID, off, n int64) (io.ReadCloser, error)
+	// DeleteShard removes a committed shard.
+	DeleteShard(ctx context.Context, id erasure.ShardID) error
+	// StatShard describes a committed shard.
+	StatShard(ctx context.Context, id erasure.ShardID) (erasure.ShardInfo, error)
+}
+
+// LeaderService is the leader side of forwarding and of the read index.
+type LeaderService interface {
+	// ApplyForwarded proposes cmd through Raft. errCode is the state machine's verdict on an
+	// applied command; err is a failure to apply at all (e.g. ErrNotLeader).
+	ApplyForwarded(ctx context.Context, cmd []byte) (index uint64, errCode string, err error)
+	// ReadIndex returns a commit index confirmed by a leadership check.
+	ReadIndex(ctx context.Context) (uint64, error)
+}
+
+const (
+	rpcPrefix = "/internal/v1"
+	// rpcMaxJSONBody bounds JSON request bodies; a forwarded Raft command is far smaller.
+	rpcMaxJSONBody = 4 << 20
+	// rpcMaxErrorBody bounds how much of an error response the client reads.
+	rpcMaxErrorBody = 64 << 10
+	rpcOctetStream  = "application/octet-stream"
+
+	rpcCodeBadRequest   = "bad_request"
+	rpcCodeNotFound     = "not_found"
+	rpcCodeInvalidRange = "invalid_range"
+	rpcCodeNotLeader    = "not_leader"
+	rpcCodeInternal     = "internal"
+)
+
+type rpcError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+type rpcShardInfo struct {
+	ID      string    `json:"id"`
+	Size    int64     `json:"size"`
+	ModTime time.Time `json:"modTime"`
+}
+
+type rpcApplyRequest struct {
+	Cmd []byte `json:"cmd"`
+}
+
+type rpcApplyResponse struct {
+	Index   uint64 `json:"index"`
+	ErrCode string `json:"errCode,omitempty"`
+}
+
+type rpcIndexResponse struct {
+	Index uint64 `json:"index"`
+}
+
+// RPCServer serves internal routes over HTTP/1.1 on the mux's ConnRPC listener, so only nodes that
+// passed the cluster handshake can reach them.
+type RPCServer struct {
+	shards ShardService
+	leader LeaderService
+	logger *slog.Logger
+	srv    *http.Server
+}
+
+// NewRPCServer returns a server for the given services.
+func NewRPCServer(shards ShardService, leader LeaderService, logger *slog.Logger) *RPCServer {
+	s := &RPCServer{shards: shards, leader: leader, logger: logger}
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT "+rpcPrefix+"/shards/{id}", s.putShard)
+	mux.HandleFunc("GET "+rpcPrefix+"/shards/{id}", s.openShard)
+	mux.HandleFunc("DELETE "+rpcPrefix+"/shards/{id}", s.deleteShard)
+	mux.HandleFunc("GET "+rpcPrefix+"/shards/{id}/stat", s.statShard)
+	mux.HandleFunc("POST "+rpcPrefix+"/apply", s.apply)
+	mux.HandleFunc("GET "+rpcPrefix+"/readindex", s.readIndex)
+	s.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	return s
+}
+
+// Serve serves ln until Shutdown, then returns nil.
+func (s *RPCServer) Serve(ln net.Listener) error {
+	if err := s.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("cluster: rpc serve: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting calls and waits for those in flight; when ctx ends first it closes
+// the remaining connections, so nothing keeps running, and returns ctx's error.
+func (s *RPCServer) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		s.srv.Close()
+	}
+	return err
+}
+
+func (s *RPCServer) shardID(w http.ResponseWriter, r *http.Request) (erasure.ShardID, bool) {
+	id, err := erasure.ParseShardID(r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return erasure.ShardID{}, false
+	}
+	return id, true
+}
+
+func (s *RPCServer) putShard(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.shardID(w, r)
+	if !ok {
+		return
+	}
+	if err := s.shards.PutShard(r.Context(), id, r.Body); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *RPCServer) openShard(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.shardID(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	off, err1 := strconv.ParseInt(q.Get("off"), 10, 64)
+	n, err2 := strconv.ParseInt(q.Get("n"), 10, 64)
+	if err := errors.Join(err1, err2); err != nil || off < 0 || n < 0 {
+		s.writeJSON(w, http.StatusBadRequest, rpcError{Code: rpcCodeBadRequest, Message: "want off>=0 and n>=0"})
+		return
+	}
+	rc, err := s.shards.OpenShard(r.Context(), id, off, n)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", rpcOctetStream)
+	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	w.WriteHeader(http.StatusOK)
+	if copied, err := io.Copy(w, rc); err != nil || copied != n {
+		// Headers are gone, so the only honest signal left is a broken stream: the client sees
+		// an unexpected EOF instead of a silently short shard.
+		s.logger.Warn("rpc shard stream broke", "shard", id.String(), "sent", copied, "want", n, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func (s *RPCServer) deleteShard(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.shardID(w, r)
+	if !ok {
+		return
+	}
+	if err := s.shards.DeleteShard(r.Context(), id); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *RPCServer) statShard(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.shardID(w, r)
+	if !ok {
+		return
+	}
+	info, err := s.shards.StatShard(r.Context(), id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writeJSON(w, http.StatusOK, rpcShardInfo{ID: info.ID.String(), Size: info.Size, ModTime: info.ModTime})
+}
+
+func (s *RPCServer) apply(w http.ResponseWriter, r *http.Request) {
+	var req rpcApplyRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, rpcMaxJSONBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || len(req.Cmd) == 0 {
+		s.writeJSON(w, http.StatusBadRequest, rpcError{Code: rpcCodeBadRequest, Message: "want {\"cmd\": base64}"})
+		return
+	}
+	index, code, err := s.leader.ApplyForwarded(r.Context(), req.Cmd)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writeJSON(w, http.StatusOK, rpcApplyResponse{Index: index, ErrCode: code})
+}
+
+func (s *RPCServer) readIndex(w http.ResponseWriter, r *http.Request) {
+	index, err := s.leader.ReadIndex(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writeJSON(w, http.StatusOK, rpcIndexResponse{Index: index})
+}
+
+// writeError maps an error to the wire once, here; RPCClient maps it back.
+func (s *RPCServer) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code := http.StatusInternalServerError, rpcCodeInternal
+	switch {
+	case errors.Is(err, erasure.ErrShardNotFound):
+		status, code = http.StatusNotFound, rpcCodeNotFound
+	case errors.Is(err, erasure.ErrInvalidRange):
+		status, code = http.StatusRequestedRangeNotSatisfiable, rpcCodeInvalidRange
+	case errors.Is(err, erasure.ErrInvalidShardID):
+		status, code = http.StatusBadRequest, rpcCodeBadRequest
+	case errors.Is(err, ErrNotLeader):
+		status, code = http.StatusServiceUnavailable, rpcCodeNotLeader
+	default:
+		s.logger.Warn("rpc call failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	s.writeJSON(w, status, rpcError{Code: code, Message: err.Error()})
+}
+
+func (s *RPCServer) writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		s.logger.Debug("rpc response write failed", "err", err)
+	}
+}
+
+// RPCClient calls other nodes' RPCServers over pooled keep-alive connections, each opened with
+// an authenticated ConnRPC handshake. It is safe for concurrent use.
+type RPCClient struct {
+	logger *slog.Logger
+	pooled *http.Client
+	// fresh never reuses a connection. A pooled connection to a restarted peer can look healthy
+	// until used, so an idempotent call that failed on a reused connection is retried once here,
+	// as rqlite's cluster client does.
+	fresh *http.Client
+}
+
+// NewRPCClient returns a client that dials through nw with secret.
+func NewRPCClient(nw Network, secret []byte, logger *slog.Logger) *RPCClient {
+	dial := func(ctx context.Context, _, addr string) (net.Conn, error) {
+		return DialCluster(ctx, nw, addr, ConnRPC, secret)
+	}
+	transport := func(keepAlive bool) *http.Client {
+		return &http.Client{Transport: &http.Transport{
+			DialContext:         dial,
+			DisableKeepAlives:   !keepAlive,
+			DisableCompression:  true, // shards are incompressible and JSON bodies tiny
+			MaxIdleConnsPerHost: 32,   // parallel shard streams to one peer
+			IdleConnTimeout:     90 * time.Second,
+			WriteBufferSize:     64 << 10,
+			ReadBufferSize:      64 << 10,
+		}}
+	}
+	return &RPCClient{logger: logger, pooled: transport(true), fresh: transport(false)}
+}
+
+// Close closes idle connections; calls in flight are unaffected.
+func (c *RPCClient) Close() {
+	c.pooled.CloseIdleConnections()
+	c.fresh.CloseIdleConnections()
+}
+
+// PutShard streams body to addr as shard id and returns once the remote node committed it
+// (fsynced). If body fails mid-way the remote aborts the shard and PutShard returns the error.
+func (c *RPCClient) PutShard(ctx context.Context, addr string, id erasure.ShardID, body io.Reader) error {
+	resp, err := c.call(ctx, http.MethodPut, addr, rpcShardPath(id), body, rpcOctetStream, false)
+	if err != nil {
+		return fmt.Errorf("put shard %s on %s: %w", id, addr, err)
+	}
+	return rpcDiscard(resp)
+}
+
+// OpenShard streams bytes [off, off+n) of shard id from addr. A stream that breaks mid-way reads
+// as an error (io.ErrUnexpectedEOF), never as a short shard.
+func (c *RPCClient) OpenShard(ctx context.Context, addr string, id erasure.ShardID, off, n int64) (io.ReadCloser, error) {
+	q := url.Values{"off": {strconv.FormatInt(off, 10)}, "n": {strconv.FormatInt(n, 10)}}
+	resp, err := c.call(ctx, http.MethodGet, addr, rpcShardPath(id)+"?"+q.Encode(), nil, "", true)
+	if err != nil {
+		return nil, fmt.Errorf("open shard %s on %s: %w", id, addr, err)
+	}
+	return resp.Body, nil
+}
+
+// DeleteShard removes shard id on addr.
+func (c *RPCClient) DeleteShard(ctx context.Context, addr string, id erasure.ShardID) error {
+	resp, err := c.call(ctx, http.MethodDelete, addr, rpcShardPath(id), nil, "", true)
+	if err != nil {
+		return fmt.Errorf("delete shard %s on %s: %w", id, addr, err)
+	}
+	return rpcDiscard(resp)
+}
+
+// StatShard describes shard id on addr.
+func (c *RPCClient) StatShard(ctx context.Context, addr string, id erasure.ShardID) (erasure.ShardInfo, error) {
+	var out rpcShardInfo
+	if err := c.callJSON(ctx, http.MethodGet, addr, rpcShardPath(id)+"/stat", nil, true, &out); err != nil {
+		return erasure.ShardInfo{}, fmt.Errorf("stat shard %s on %s: %w", id, addr, err)
+	}
+	got, err := erasure.ParseShardID(out.ID)
+	if err != nil {
+		return erasure.ShardInfo{}, fmt.Errorf("stat shard %s on %s: %w", id, addr, err)
+	}
+	return erasure.ShardInfo{ID: got, Size: out.Size, ModTime: out.ModTime}, nil
+}
+
+// ApplyForwarded asks the leader at addr to apply cmd. It is never retried here: a command that
+// may have been applied must be retried by the caller, who knows whether it is idempotent.
+func (c *RPCClient) ApplyForwarded(ctx context.Context, addr string, cmd []byte) (index uint64, errCode string, err error) {
+	body, err := json.Marshal(rpcApplyRequest{Cmd: cmd})
+	if err != nil {
+		return 0, "", fmt.Errorf("forward apply to %s: %w", addr, err)
+	}
+	var out rpcApplyResponse
+	if err := c.callJSON(ctx, http.MethodPost, addr, rpcPrefix+"/apply", body, false, &out); err != nil {
+		return 0, "", fmt.Errorf("forward apply to %s: %w", addr, err)
+	}
+	return out.Index, out.ErrCode, nil
+}
+
+// ReadIndex asks the leader at addr for a confirmed commit index.
+func (c *RPCClient) ReadIndex(ctx context.Context, addr string) (uint64, error) {
+	var out rpcIndexResponse
+	if err := c.callJSON(ctx, http.MethodGet, addr, rpcPrefix+"/readindex", nil, true, &out); err != nil {
+		return 0, fmt.Errorf("read index from %s: %w", addr, err)
+	}
+	return out.Index, nil
+}
+
+func rpcShardPath(id erasure.ShardID) string {
+	return rpcPrefix + "/shards/" + url.PathEscape(id.String())
+}
+
+func (c *RPCClient) callJSON(ctx context.Context, method, addr, path string, body []byte, idempotent bool, out any) error {
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	resp, err := c.call(ctx, method, addr, path, r, "application/json", idempotent)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, rpcMaxJSONBody)).Decode(out); err != nil {
+		return fmt.Errorf("decode response: %w", err)
+	}
+	return nil
+}
+
+// call sends one request and returns a 2xx response, or the remote error mapped back to its
+// sentinel. idempotent calls without a body are retried once on a fresh connection when a
+// reused one failed.
+func (c *RPCClient) call(ctx context.Context, method, addr, path string, body io.Reader, ctype string, idempotent bool) (*http.Response, error) {
+	resp, reused, err := c.send(ctx, c.pooled, method, addr, path, body, ctype)
+	if err != nil && idempotent && body == nil && reused && ctx.Err() == nil {
+		c.logger.Debug("rpc retry on fresh connection", "addr", addr, "path", path, "err", err)
+		resp, _, err = c.send(ctx, c.fresh, method, addr, path, nil, "")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	var e rpcError
+	if err := json.NewDecoder(io.LimitReader(resp.Body, rpcMaxErrorBody)).Decode(&e); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrRemote, resp.Status)
+	}
+	switch e.Code {
+	case rpcCodeNotFound:
+		return nil, fmt.Errorf("%w (remote: %s)", erasure.ErrShardNotFound, e.Message)
+	case rpcCodeInvalidRange:
+		return nil, fmt.Errorf("%w (remote: %s)", erasure.ErrInvalidRange, e.Message)
+	case rpcCodeNotLeader:
+		return nil, fmt.Errorf("%w (remote: %s)", ErrNotLeader, e.Message)
+	}
+	return nil, fmt.Errorf("%w: %s: %s", ErrRemote, resp.Status, e.Message)
+}
+
+func (c *RPCClient) send(ctx context.Context, hc *http.Client, method, addr, path string, body io.Reader, ctype string) (*http.Response, bool, error) {
+	var reused atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) { reused.Store(info.Reused) },
+	})
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+	if err != nil {
+		return nil, false, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := hc.Do(req)
+	return resp, reused.Load(), err
+}
+
+// rpcDiscard drains a small success response so that its connection returns to the pool.
+func rpcDiscard(resp *http.Response) error {
+	defer resp.Body.Close()
+	_, err := io.Copy(io.Discard, io.LimitReader(resp.Body, rpcMaxErrorBody))
+	return err
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/cairn-dev/cairn/erasure"
+	"github.com/cairn-dev/cairn/node"
+)
+
+// agentFlags binds the agent's flags onto a node.Config.
+type agentFlags struct {
+	cfg         node.Config
+	join        string
+	erasureSpec string
+	maxFileSize string
+	logLevel    string
+	logJSON     bool
+}
+
+func newAgentFlags(fs *flag.FlagSet) *agentFlags {
+	a := &agentFlags{cfg: node.DefaultConfig()}
+	c := &a.cfg
+	fs.StringVar(&c.NodeID, "node-id", "", "unique, stable id of this node (required)")
+	fs.StringVar(&c.DataDir, "data-dir", "", "directory for Raft state and shards (required)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "public API and ops endpoints (host:port)")
+	fs.StringVar(&c.ClusterAddr, "cluster-addr", c.ClusterAddr, "Raft and internal RPC, one TCP port (host:port)")
+	fs.StringVar(&c.GossipAddr, "gossip-addr", c.GossipAddr, "memberlist gossip, UDP and TCP (host:port)")
+	fs.StringVar(&c.AdvertiseHTTP, "advertise-http", "", "HTTP address other nodes and clients should use, if not the bind address")
+	fs.StringVar(&c.AdvertiseCluster, "advertise-cluster", "", "cluster address other nodes should use, if not the bind address")
+	fs.StringVar(&c.AdvertiseGossip, "advertise-gossip", "", "gossip address other nodes should use, if not the bind address")
+	fs.StringVar(&a.join, "join", "", "gossip addresses of other nodes, host:port[,host:port]")
+	fs.IntVar(&c.BootstrapExpect, "bootstrap-expect", 0, "number of nodes that form a new cluster together (0: join an existing one)")
+	fs.StringVar(&a.erasureSpec, "erasure", c.Erasure.String(), "erasure coding K+M, fixed when the cluster bootstraps")
+	fs.IntVar(&c.WriteQuorum, "write-quorum", 0, "shards that must be durable before an upload commits (0: k, or k+1 when k == m)")
+	fs.StringVar(&c.Zone, "zone", "", "failure zone of this node; shards spread across zones")
+	fs.StringVar(&a.maxFileSize, "max-file-size", "8MiB", "largest accepted upload, e.g. 8MiB, 1GiB")
+	fs.StringVar(&c.RootKey, "root-key", "", "bootstrap API key with every permission (required with --bootstrap-expect)")
+	fs.StringVar(&c.ClusterSecret, "cluster-secret", "", "secret that authenticates nodes to each other (default: derived from --root-key)")
+	fs.BoolVar(&c.AllowAnonymousUpload, "allow-anonymous-upload", false, "accept uploads without an API key")
+	fs.StringVar(&a.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&a.logJSON, "log-json", false, "log JSON lines instead of text")
+	return a
+}
+
+// finish turns the string flags into config values.
+func (a *agentFlags) finish() error {
+	g, err := erasure.ParseGeometry(a.erasureSpec)
+	if err != nil {
+		return fmt.Errorf("--erasure: %w", err)
+	}
+	a.cfg.Erasure = g
+	size, err := node.ParseSize(a.maxFileSize)
+	if err != nil {
+		return fmt.Errorf("--max-file-size: %w", err)
+	}
+	a.cfg.MaxFileSize = size
+	a.cfg.Join = nil
+	for _, s := range strings.Split(a.join, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			a.cfg.Join = append(a.cfg.Join, s)
+		}
+	}
+	return nil
+}
+
+func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cairn agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	a := newAgentFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if err := applyEnv(fs); err != nil {
+		return err
+	}
+	if err := a.finish(); err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, a.logLevel, a.logJSON)
+	if err != nil {
+		return err
+	}
+	a.cfg.Logger = logger
+	n, err := node.New(a.cfg)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	logger.Info("signal received, shutting down gracefully")
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout+5*time.Second)
+	defer cancel()
+	return n.Shutdown(sctx)
+}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cairn-dev/cairn/core"
+	"github.com/cairn-dev/cairn/erasure"
+	"github.com/cairn-dev/cairn/node"
+)
+
+// devNodes is the size of the dev cluster.
+const devNodes = 3
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cairn dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	basePort := fs.Int("base-port", 8081, "HTTP port of the first node; the others follow (cluster ports at +100, gossip at +200)")
+	host := fs.String("host", "127.0.0.1", "address to bind every port on")
+	rootKey := fs.String("root-key", "", "root API key (default: generated and printed)")
+	keep := fs.Bool("keep-data", false, "keep the temporary data directory on exit")
+	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	anonymous := fs.Bool("allow-anonymous-upload", false, "accept uploads without an API key")
+	maxFileSize := fs.String("max-file-size", "8MiB", "largest accepted upload")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := applyEnv(fs); err != nil {
+		return err
+	}
+	if *basePort < 1 || *basePort+200+devNodes > 65535 {
+		return errors.New("--base-port out of range")
+	}
+	size, err := node.ParseSize(*maxFileSize)
+	if err != nil {
+		return fmt.Errorf("--max-file-size: %w", err)
+	}
+	logger, err := newLogger(stderr, *logLevel, false)
+	if err != nil {
+		return err
+	}
+	if *rootKey == "" {
+		*rootKey = core.NewSecret()
+	}
+	dir, err := os.MkdirTemp("", "cairn-dev-")
+	if err != nil {
+		return err
+	}
+	if !*keep {
+		defer os.RemoveAll(dir)
+	}
+
+	addr := func(port int) string { return *host + ":" + strconv.Itoa(port) }
+	var seeds []string
+	for i := range devNodes {
+		seeds = append(seeds, addr(*basePort+200+i))
+	}
+	nodes := make([]*node.Node, 0, devNodes)
+	stopAll := func() error {
+		var wg sync.WaitGroup
+		errs := make([]error, len(nodes))
+		for i, n := range nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				errs[i] = n.Shutdown(sctx)
+			}()
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	}
+	for i := range devNodes {
+		cfg := node.DefaultConfig()
+		cfg.NodeID = "dev" + strconv.Itoa(i+1)
+		cfg.DataDir = filepath.Join(dir, cfg.NodeID)
+		cfg.HTTPAddr = addr(*basePort + i)
+		cfg.ClusterAddr = addr(*basePort + 100 + i)
+		cfg.GossipAddr = addr(*basePort + 200 + i)
+		cfg.Join = seeds
+		cfg.BootstrapExpect = devNodes
+		cfg.Erasure = erasure.Geometry{Data: 2, Parity: 1}
+		cfg.RootKey = *rootKey
+		cfg.AllowAnonymousUpload = *anonymous
+		cfg.MaxFileSize = size
+		cfg.RejoinInterval = 2 * time.Second
+		cfg.ReconcileInterval = time.Second
+		cfg.Logger = logger
+		n, err := node.New(cfg)
+		if err != nil {
+			_ = stopAll()
+			return fmt.Errorf("start %s: %w", cfg.NodeID, err)
+		}
+		nodes = append(nodes, n)
+	}
+
+	fmt.Fprintf(stdout, "cairn dev: starting %d nodes (erasure 2+1), data in %s\n", devNodes, dir)
+	if err := waitDevReady(ctx, nodes, 60*time.Second); err != nil {
+		_ = stopAll()
+		return err
+	}
+	fmt.Fprintln(stdout, "\ncairn dev cluster is ready.")
+	for _, n := range nodes {
+		fmt.Fprintf(stdout, "  %-5s http://%s\n", n.ID(), n.HTTPAddr())
+	}
+	first := "http://" + nodes[0].HTTPAddr()
+	fmt.Fprintf(stdout, "\nRoot API key: %s\n", *rootKey)
+	fmt.Fprintf(stdout, `
+Try it:
+  export CAIRN_KEY=%s
+  echo 'hello, cairn' > hello.txt
+  curl -s -H "Authorization: Bearer $CAIRN_KEY" -F name=hello.txt -F file=@hello.txt %s/files/v1/
+  # take "token" from the answer, then read it through another node:
+  curl -s http://%s/files/v1/<token>/file
+
+Press Ctrl-C to stop.
+`, *rootKey, first, nodes[1].HTTPAddr())
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "\ncairn dev: stopping")
+	return stopAll()
+}
+
+// waitDevReady waits until every node reports ready, polling with a deadline.
+func waitDevReady(ctx context.Context, nodes []*node.Node, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var notReady error
+		for _, n := range nodes {
+			if err := n.Ready(); err != nil {
+				notReady = fmt.Errorf("%s: %w", n.ID(), err)
+				break
+			}
+		}
+		if notReady == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cluster not ready after %s: %w", timeout, notReady)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,240 @@
+package core
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/cairn-dev/cairn/erasure"
+	"github.com/cairn-dev/cairn/fsm"
+)
+
+// Authenticate resolves an API key to its principal, linearizably: a key revoked before this call
+// began is refused.
+func (s *Service) Authenticate(ctx context.Context, apiKey string) (Principal, error) {
+	if apiKey == "" || len(apiKey) > 256 {
+		return Principal{}, ErrUnauthenticated
+	}
+	if err := s.readIndex(ctx); err != nil {
+		return Principal{}, err
+	}
+	key, ok := s.state.APIKeyBySecret(apiKey)
+	if !ok {
+		return Principal{}, ErrUnauthenticated
+	}
+	return Principal{ID: key.ID, Permissions: slices.Clone(key.Permissions)}, nil
+}
+
+// resolve turns a bearer token into its token and file after a read index, or ErrInvalidToken.
+func (s *Service) resolve(ctx context.Context, secret string) (fsm.Token, fsm.File, error) {
+	if !plausibleSecret(secret) {
+		return fsm.Token{}, fsm.File{}, ErrInvalidToken
+	}
+	if err := s.readIndex(ctx); err != nil {
+		return fsm.Token{}, fsm.File{}, err
+	}
+	tok, ok := s.state.TokenBySecret(secret)
+	if !ok {
+		return fsm.Token{}, fsm.File{}, ErrInvalidToken
+	}
+	now := s.now()
+	if expired(tok.ExpiresAt, now) {
+		return fsm.Token{}, fsm.File{}, ErrInvalidToken
+	}
+	file, ok := s.state.File(tok.FileID)
+	if !ok || expired(file.ExpiresAt, now) {
+		return fsm.Token{}, fsm.File{}, ErrInvalidToken
+	}
+	return tok, file, nil
+}
+
+func expired(at, now time.Time) bool { return !at.IsZero() && !now.Before(at) }
+
+// resolveFull is resolve plus the rule that the token must grant full access.
+func (s *Service) resolveFull(ctx context.Context, secret string) (fsm.Token, fsm.File, error) {
+	tok, file, err := s.resolve(ctx, secret)
+	if err != nil {
+		return tok, file, err
+	}
+	if tok.Access != fsm.AccessFull {
+		return fsm.Token{}, fsm.File{}, ErrReadOnlyToken
+	}
+	return tok, file, nil
+}
+
+// Details returns a file's metadata. With a full token it also lists the file's live tokens.
+func (s *Service) Details(ctx context.Context, secret string) (FileInfo, TokenInfo, []TokenInfo, error) {
+	tok, file, err := s.resolve(ctx, secret)
+	if err != nil {
+		return FileInfo{}, TokenInfo{}, nil, err
+	}
+	var tokens []TokenInfo
+	if tok.Access == fsm.AccessFull {
+		tokens = s.liveTokens(file.ID)
+	}
+	return fileInfo(file), tokenInfo(tok), tokens, nil
+}
+
+func (s *Service) liveTokens(fileID string) []TokenInfo {
+	now := s.now()
+	var out []TokenInfo
+	for _, t := range s.state.FileTokens(fileID) {
+		if !expired(t.ExpiresAt, now) {
+			out = append(out, tokenInfo(t))
+		}
+	}
+	return out
+}
+
+// OpenFile resolves a token and returns the file and a reader of its content.
+func (s *Service) OpenFile(ctx context.Context, secret string) (FileInfo, Content, error) {
+	_, file, err := s.resolve(ctx, secret)
+	if err != nil {
+		return FileInfo{}, nil, err
+	}
+	codec, err := s.codec(file.Layout.Geometry, file.Layout.BlockSize)
+	if err != nil {
+		return FileInfo{}, nil, fmt.Errorf("codec for file %s: %w", file.ID, err)
+	}
+	return fileInfo(file), &fileContent{s: s, file: file, codec: codec}, nil
+}
+
+// DeleteFile removes a file, its tokens and (best effort, now) its shards. It needs a full token.
+func (s *Service) DeleteFile(ctx context.Context, secret string) error {
+	_, file, err := s.resolveFull(ctx, secret)
+	if err != nil {
+		return err
+	}
+	if err := s.propose(ctx, fsm.CmdDeleteFile, fsm.DeleteFile{FileID: file.ID}); err != nil {
+		if errors.Is(err, ErrNotFound) { // deleted concurrently
+			return ErrInvalidToken
+		}
+		return err
+	}
+	s.metrics.deleted()
+	s.spawn(func(ctx context.Context) { s.deleteShards(ctx, file.ID, file.Layout.Segments) })
+	return nil
+}
+
+// CreateToken adds a persisted token to the file behind a full token.
+func (s *Service) CreateToken(ctx context.Context, secret string, access AccessLevel, expiresAt time.Time) (TokenInfo, error) {
+	if !access.Valid() {
+		return TokenInfo{}, fmt.Errorf("%w: accessLevel must be full or read", ErrInvalidInput)
+	}
+	tok, file, err := s.resolveFull(ctx, secret)
+	if err != nil {
+		return TokenInfo{}, err
+	}
+	now := s.now()
+	if !expiresAt.IsZero() && !expiresAt.After(now) {
+		return TokenInfo{}, fmt.Errorf("%w: expiresAt must be in the future", ErrInvalidInput)
+	}
+	created := fsm.Token{
+		ID: NewTokenID(), Secret: NewSecret(), FileID: file.ID, Access: access,
+		CreatorID: tok.CreatorID, CreatedAt: now, ExpiresAt: expiresAt.UTC(),
+	}
+	if expiresAt.IsZero() {
+		created.ExpiresAt = time.Time{}
+	}
+	if err := s.propose(ctx, fsm.CmdCreateToken, fsm.CreateToken{Token: created}); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return TokenInfo{}, ErrInvalidToken
+		}
+		return TokenInfo{}, err
+	}
+	return tokenInfo(created), nil
+}
+
+// DeleteToken removes tokenToDelete from the file behind the full token secret. The two may be the
+// same token as long as another full token remains.
+func (s *Service) DeleteToken(ctx context.Context, secret, tokenToDelete string) error {
+	_, file, err := s.resolveFull(ctx, secret)
+	if err != nil {
+		return err
+	}
+	if !plausibleSecret(tokenToDelete) {
+		return ErrInvalidToken
+	}
+	target, ok := s.state.TokenBySecret(tokenToDelete)
+	if !ok || subtle.ConstantTimeCompare([]byte(target.FileID), []byte(file.ID)) != 1 {
+		return ErrInvalidToken
+	}
+	if err := s.propose(ctx, fsm.CmdDeleteToken, fsm.DeleteToken{FileID: file.ID, TokenID: target.ID}); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return ErrInvalidToken
+		}
+		return err
+	}
+	return nil
+}
+
+// fileContent reads a file's segments through the erasure codec.
+type fileContent struct {
+	s     *Service
+	file  fsm.File
+	codec *erasure.Codec
+}
+
+// ReadRange writes bytes [off, off+n) of the file to w, segment by segment.
+func (c *fileContent) ReadRange(ctx context.Context, w io.Writer, off, n int64) error {
+	if off < 0 || n < 0 || off+n > c.file.Size {
+		return fmt.Errorf("%w: range %d+%d outside a file of %d bytes", ErrInvalidInput, off, n, c.file.Size)
+	}
+	end := off + n
+	for si, seg := range c.file.Layout.Segments {
+		segEnd := seg.Offset + seg.Size
+		if segEnd <= off || seg.Offset >= end {
+			continue
+		}
+		from := max(off, seg.Offset) - seg.Offset
+		to := min(end, segEnd) - seg.Offset
+		src := &segmentSource{s: c.s, fileID: c.file.ID, segment: si, nodes: seg.Nodes}
+		faults, err := c.codec.ReadSegment(ctx, w, seg.Size, from, to-from, src)
+		for _, f := range faults {
+			c.s.metrics.shardFault(f.Corrupt)
+			c.s.log.Warn("shard read fault", "file", c.file.ID, "segment", si, "shard", f.Index, "corrupt", f.Corrupt, "err", f.Err)
+		}
+		if err != nil {
+			if errors.Is(err, erasure.ErrUnrecoverable) {
+				return fmt.Errorf("%w: file %s segment %d: %w", ErrUnavailable, c.file.ID, si, err)
+			}
+			return fmt.Errorf("read file %s segment %d: %w", c.file.ID, si, err)
+		}
+	}
+	return nil
+}
+
+// segmentSource serves one segment's shards from the nodes of its layout.
+type segmentSource struct {
+	s       *Service
+	fileID  string
+	segment int
+	nodes   []string
+}
+
+func (src *segmentSource) OpenShard(ctx context.Context, index int, off, n int64) (io.ReadCloser, error) {
+	if index >= len(src.nodes) || src.nodes[index] == "" {
+		return nil, fmt.Errorf("shard %d of segment %d was never written: %w", index, src.segment, erasure.ErrShardNotFound)
+	}
+	id := erasure.ShardID{File: src.fileID, Segment: src.segment, Index: index}
+	return src.s.shards.OpenShard(ctx, src.nodes[index], id, off, n)
+}
+
+func fileInfo(f fsm.File) FileInfo {
+	return FileInfo{
+		ID: f.ID, Name: f.Name, MimeType: f.MimeType, CreatorID: f.CreatorID, CreatedByNode: f.CreatedBy,
+		Size: f.Size, Tags: slices.Clone(f.Tags), Title: f.Title, Description: f.Description,
+		ExpiresAt: f.ExpiresAt, CreatedAt: f.CreatedAt, UpdatedAt: f.UpdatedAt, ETag: f.ETag,
+	}
+}
+
+func tokenInfo(t fsm.Token) TokenInfo {
+	return TokenInfo{
+		ID: t.ID, Secret: t.Secret, FileID: t.FileID, Access: t.Access, CreatorID: t.CreatorID,
+		CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt,
+	}
+}

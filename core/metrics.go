@@ -1,0 +1,66 @@
+package core
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the use cases' Prometheus series. A nil *Metrics records nothing.
+type Metrics struct {
+	uploadsTotal     prometheus.Counter
+	uploadedBytes    prometheus.Counter
+	deletesTotal     prometheus.Counter
+	degradedSegments prometheus.Counter
+	shardFaults      *prometheus.CounterVec
+}
+
+// NewMetrics registers the use-case metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		uploadsTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_uploads_total", Help: "Files committed by uploads through this node.",
+		}),
+		uploadedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_uploaded_bytes_total", Help: "Content bytes of files committed through this node.",
+		}),
+		deletesTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_file_deletes_total", Help: "Files deleted through this node.",
+		}),
+		degradedSegments: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_degraded_segment_writes_total", Help: "Segments written with fewer than k+m shards.",
+		}),
+		shardFaults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_read_shard_faults_total",
+			Help: "Shards a read had to give up on and reconstruct around, by kind (corrupt or unavailable).",
+		}, []string{"kind"}),
+	}
+	reg.MustRegister(m.uploadsTotal, m.uploadedBytes, m.deletesTotal, m.degradedSegments, m.shardFaults)
+	return m
+}
+
+func (m *Metrics) uploaded(size int64) {
+	if m != nil {
+		m.uploadsTotal.Inc()
+		m.uploadedBytes.Add(float64(size))
+	}
+}
+
+func (m *Metrics) deleted() {
+	if m != nil {
+		m.deletesTotal.Inc()
+	}
+}
+
+func (m *Metrics) degradedSegment() {
+	if m != nil {
+		m.degradedSegments.Inc()
+	}
+}
+
+func (m *Metrics) shardFault(corrupt bool) {
+	if m == nil {
+		return
+	}
+	kind := "unavailable"
+	if corrupt {
+		kind = "corrupt"
+	}
+	m.shardFaults.WithLabelValues(kind).Inc()
+}

@@ -1,0 +1,199 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cairn-dev/cairn/erasure"
+	"github.com/cairn-dev/cairn/fsm"
+)
+
+// State is the replicated metadata core reads. *fsm.FSM implements it. Reads are only
+// linearizable after Consensus.ReadIndex returned.
+type State interface {
+	Config() (fsm.ClusterConfig, bool)
+	File(id string) (fsm.File, bool)
+	TokenBySecret(secret string) (fsm.Token, bool)
+	FileTokens(fileID string) []fsm.Token
+	APIKeyBySecret(secret string) (fsm.APIKey, bool)
+}
+
+// Consensus proposes commands and linearizes reads.
+type Consensus interface {
+	// Propose replicates an encoded fsm command and returns once it is applied locally. The command's
+	// own outcome comes back as an fsm sentinel error (fsm.ErrNotFound, ...). Any failure to reach a
+	// decision wraps ErrUnavailable.
+	Propose(ctx context.Context, cmd []byte) (index uint64, err error)
+	// ReadIndex returns once the local state has applied everything committed before the call.
+	ReadIndex(ctx context.Context) error
+}
+
+// ShardTransport moves shards to and from nodes, local or remote.
+type ShardTransport interface {
+	PutShard(ctx context.Context, nodeID string, id erasure.ShardID, body io.Reader) error
+	OpenShard(ctx context.Context, nodeID string, id erasure.ShardID, off, n int64) (io.ReadCloser, error)
+	DeleteShard(ctx context.Context, nodeID string, id erasure.ShardID) error
+}
+
+// Placer lists the nodes that can take new shards now.
+type Placer interface {
+	ShardCandidates() []erasure.Candidate
+}
+
+// Config holds the use cases' settings.
+type Config struct {
+	NodeID               string
+	MaxFileSize          int64
+	AllowAnonymousUpload bool
+	// WriteQuorum overrides the default (k, or k+1 when k == m) when > 0.
+	WriteQuorum int
+	// ShardPipelineDepth is how many blocks may queue per shard stream (memory bound per upload is
+	// about (depth+1) blocks times (k+m)/k).
+	ShardPipelineDepth int
+	// Now is the clock; nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Service implements the use cases over the three planes.
+type Service struct {
+	cfg       Config
+	state     State
+	consensus Consensus
+	shards    ShardTransport
+	placer    Placer
+	metrics   *Metrics
+	log       *slog.Logger
+
+	// background holds best-effort work that outlives a request (shard cleanup).
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+
+	codecsMu sync.Mutex
+	codecs   map[codecKey]*erasure.Codec
+}
+
+type codecKey struct {
+	geometry  erasure.Geometry
+	blockSize int
+}
+
+// NewService wires the use cases. metrics may be nil.
+func NewService(cfg Config, state State, consensus Consensus, shards ShardTransport, placer Placer, metrics *Metrics) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ShardPipelineDepth <= 0 {
+		cfg.ShardPipelineDepth = 2
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Service{
+		cfg: cfg, state: state, consensus: consensus, shards: shards, placer: placer,
+		metrics: metrics, log: cfg.Logger, bgCtx: ctx, bgCancel: cancel,
+		codecs: make(map[codecKey]*erasure.Codec),
+	}
+}
+
+// Close stops background work and waits for it.
+func (s *Service) Close() {
+	s.bgCancel()
+	s.bg.Wait()
+}
+
+// AllowAnonymousUpload reports whether uploads without an API key are accepted.
+func (s *Service) AllowAnonymousUpload() bool { return s.cfg.AllowAnonymousUpload }
+
+// MaxFileSize is the largest accepted file, in bytes.
+func (s *Service) MaxFileSize() int64 { return s.cfg.MaxFileSize }
+
+func (s *Service) now() time.Time { return s.cfg.Now().UTC() }
+
+// codec returns the shared codec for a geometry; codecs are safe for concurrent use.
+func (s *Service) codec(g erasure.Geometry, blockSize int) (*erasure.Codec, error) {
+	s.codecsMu.Lock()
+	defer s.codecsMu.Unlock()
+	key := codecKey{g, blockSize}
+	if c, ok := s.codecs[key]; ok {
+		return c, nil
+	}
+	c, err := erasure.NewCodec(g, blockSize)
+	if err != nil {
+		return nil, err
+	}
+	s.codecs[key] = c
+	return c, nil
+}
+
+func (s *Service) clusterConfig() (fsm.ClusterConfig, error) {
+	cfg, ok := s.state.Config()
+	if !ok {
+		return fsm.ClusterConfig{}, fmt.Errorf("%w: cluster not initialised yet", ErrUnavailable)
+	}
+	return cfg, nil
+}
+
+func (s *Service) writeQuorum(g erasure.Geometry) int {
+	if s.cfg.WriteQuorum > 0 {
+		return min(s.cfg.WriteQuorum, g.Total())
+	}
+	return g.DefaultWriteQuorum()
+}
+
+// readIndex linearizes the next reads of the local state.
+func (s *Service) readIndex(ctx context.Context) error {
+	if err := s.consensus.ReadIndex(ctx); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// propose encodes and replicates one command, mapping the fsm's outcomes onto core's errors.
+func (s *Service) propose(ctx context.Context, typ fsm.CommandType, payload any) error {
+	cmd, err := fsm.EncodeCommand(typ, newRequestID(), s.now(), payload)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", typ, err)
+	}
+	_, err = s.consensus.Propose(ctx, cmd)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, fsm.ErrNotFound):
+		return ErrNotFound
+	case errors.Is(err, fsm.ErrLastFullToken):
+		return ErrLastFullToken
+	case errors.Is(err, fsm.ErrNotInitialized):
+		return fmt.Errorf("%w: cluster not initialised yet", ErrUnavailable)
+	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrInvalidCommand),
+		errors.Is(err, fsm.ErrAlreadyInitialized):
+		return fmt.Errorf("%s: %w", typ, err)
+	default:
+		return unavailable(err)
+	}
+}
+
+// unavailable marks err as a failure to reach the cluster, unless it already is a caller-side end.
+func unavailable(err error) error {
+	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrShuttingDown) ||
+		errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// spawn runs fn in the background until the service closes.
+func (s *Service) spawn(fn func(ctx context.Context)) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		fn(s.bgCtx)
+	}()
+}

@@ -1,0 +1,436 @@
+package core
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"mime"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cairn-dev/cairn/erasure"
+	"github.com/cairn-dev/cairn/fsm"
+)
+
+// sniffLen is how many leading bytes are kept to guess a mimetype from content.
+const sniffLen = 512
+
+// BeginUpload starts a streaming upload for principal p. The returned Upload writes shards as it
+// reads; nothing is visible to anyone until Commit succeeds.
+func (s *Service) BeginUpload(ctx context.Context, p Principal) (Upload, error) {
+	if p.ID == "" {
+		return nil, ErrUnauthenticated
+	}
+	cfg, err := s.clusterConfig()
+	if err != nil {
+		return nil, err
+	}
+	codec, err := s.codec(cfg.Geometry, cfg.BlockSize)
+	if err != nil {
+		return nil, fmt.Errorf("codec for %s: %w", cfg.Geometry, err)
+	}
+	return &upload{
+		s: s, ctx: ctx, principal: p, fileID: NewFileID(), cfg: cfg, codec: codec,
+		quorum: s.writeQuorum(cfg.Geometry), hash: sha256.New(),
+	}, nil
+}
+
+// upload is one streaming upload. It is used by a single goroutine (the request's).
+type upload struct {
+	s         *Service
+	ctx       context.Context
+	principal Principal
+	fileID    string
+	cfg       fsm.ClusterConfig
+	codec     *erasure.Codec
+	quorum    int
+
+	size     int64
+	hash     hash.Hash
+	sniff    []byte
+	segments []fsm.Segment
+
+	read      bool // ReadFrom completed successfully
+	failed    error
+	committed bool
+	aborted   bool
+}
+
+// ReadFrom streams r through the erasure encoder to the shard nodes, one segment at a time.
+func (u *upload) ReadFrom(r io.Reader) (int64, error) {
+	if u.read || u.failed != nil || u.committed || u.aborted {
+		return 0, errors.New("upload: ReadFrom called twice or after the upload ended")
+	}
+	n, err := u.readFrom(r)
+	if err != nil {
+		u.failed = err
+		return n, err
+	}
+	u.read = true
+	return n, nil
+}
+
+func (u *upload) readFrom(r io.Reader) (int64, error) {
+	blockSize := u.cfg.BlockSize
+	buf := make([]byte, blockSize)
+	enc := u.codec.NewBlockEncoder()
+	var seg *segmentWriter
+	// On any failure the segment in flight is torn down; Abort removes what was committed.
+	defer func() {
+		if seg != nil {
+			seg.cancel()
+			seg.wait()
+		}
+	}()
+	var total int64
+	for {
+		n, rerr := io.ReadFull(r, buf)
+		if n > 0 {
+			if total+int64(n) > u.s.cfg.MaxFileSize {
+				return total, ErrFileTooLarge
+			}
+			block := buf[:n]
+			u.hash.Write(block)
+			if len(u.sniff) < sniffLen {
+				u.sniff = append(u.sniff, block[:min(n, sniffLen-len(u.sniff))]...)
+			}
+			if seg == nil {
+				var err error
+				if seg, err = u.openSegment(len(u.segments), total); err != nil {
+					return total, err
+				}
+			}
+			frames, err := enc.Encode(block)
+			if err != nil {
+				return total, fmt.Errorf("encode block: %w", err)
+			}
+			if err := seg.write(frames); err != nil {
+				return total, err
+			}
+			total += int64(n)
+			seg.size += int64(n)
+			seg.blocks++
+			if seg.blocks == u.cfg.BlocksPerSegment {
+				err := u.finishSegment(seg)
+				seg = nil
+				if err != nil {
+					return total, err
+				}
+			}
+		}
+		switch {
+		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
+			u.size = total
+			if seg != nil {
+				err := u.finishSegment(seg)
+				seg = nil
+				if err != nil {
+					return total, err
+				}
+			}
+			return total, nil
+		case rerr != nil:
+			return total, rerr
+		}
+		if err := u.ctx.Err(); err != nil {
+			return total, err
+		}
+	}
+}
+
+// openSegment places a segment's shards and opens one stream per placed shard.
+func (u *upload) openSegment(index int, offset int64) (*segmentWriter, error) {
+	g := u.cfg.Geometry
+	nodes := erasure.Place(u.fileID+"/"+strconv.Itoa(index), u.s.placer.ShardCandidates(), g.Total())
+	if len(nodes) < u.quorum {
+		return nil, fmt.Errorf("%w: %d shard nodes available, write quorum is %d", ErrUnavailable, len(nodes), u.quorum)
+	}
+	ctx, cancel := context.WithCancel(u.ctx)
+	seg := &segmentWriter{
+		index: index, offset: offset, quorum: u.quorum, cancel: cancel,
+		streams: make([]*shardStream, g.Total()),
+	}
+	// Record the segment before any byte is sent so that Abort can find every shard.
+	u.segments = append(u.segments, fsm.Segment{Offset: offset, Nodes: make([]string, g.Total())})
+	for i, node := range nodes {
+		id := erasure.ShardID{File: u.fileID, Segment: index, Index: i}
+		seg.streams[i] = u.s.startShardStream(ctx, node, id, u.s.cfg.ShardPipelineDepth)
+		u.segments[index].Nodes[i] = node
+	}
+	return seg, nil
+}
+
+// finishSegment closes the segment's streams, waits for the shard nodes' durable acks and records
+// which shards made it. Fewer acks than the write quorum fails the upload.
+func (u *upload) finishSegment(seg *segmentWriter) error {
+	seg.closeAll()
+	acked := seg.wait()
+	meta := &u.segments[seg.index]
+	meta.Size = seg.size
+	for i, st := range seg.streams {
+		if st == nil || st.err != nil {
+			meta.Nodes[i] = ""
+		}
+	}
+	seg.cancel()
+	if acked < u.quorum {
+		return fmt.Errorf("%w: segment %d: %d of %d shards durable, write quorum is %d: %w",
+			ErrUnavailable, seg.index, acked, u.cfg.Geometry.Total(), u.quorum, seg.firstErr())
+	}
+	if acked < u.cfg.Geometry.Total() {
+		u.s.metrics.degradedSegment()
+		u.s.log.Warn("segment written degraded", "file", u.fileID, "segment", seg.index, "shards", acked)
+	}
+	return nil
+}
+
+// Commit proposes the file's metadata, with its first full token, through Raft.
+func (u *upload) Commit(ctx context.Context, attrs FileAttrs) (FileInfo, []TokenInfo, error) {
+	if !u.read || u.committed || u.aborted {
+		return FileInfo{}, nil, errors.New("upload: Commit without a completed ReadFrom")
+	}
+	now := u.s.now()
+	name := attrs.Name
+	file := fsm.File{
+		ID: u.fileID, Name: name, MimeType: u.mimeType(attrs), CreatorID: u.principal.ID,
+		CreatedBy: u.s.cfg.NodeID, Size: u.size, Tags: attrs.Tags, Title: attrs.Title,
+		Description: attrs.Description, ExpiresAt: attrs.ExpiresAt.UTC(), CreatedAt: now, UpdatedAt: now,
+		ETag: hex.EncodeToString(u.hash.Sum(nil)),
+		Layout: fsm.Layout{Geometry: u.cfg.Geometry, BlockSize: u.cfg.BlockSize, Segments: u.segments},
+	}
+	if file.Layout.Segments == nil {
+		file.Layout.Segments = []fsm.Segment{}
+	}
+	token := fsm.Token{
+		ID: NewTokenID(), Secret: NewSecret(), FileID: u.fileID, Access: fsm.AccessFull,
+		CreatorID: u.principal.ID, CreatedAt: now,
+	}
+	if err := u.s.propose(ctx, fsm.CmdCreateFile, fsm.CreateFile{File: file, Tokens: []fsm.Token{token}}); err != nil {
+		// The outcome may be unknown (leadership lost mid-commit); the shards then stay until the
+		// reconciling GC decides. A definite failure leaves garbage that Abort removes now.
+		return FileInfo{}, nil, err
+	}
+	u.committed = true
+	u.s.metrics.uploaded(u.size)
+	return fileInfo(file), []TokenInfo{tokenInfo(token)}, nil
+}
+
+// mimeType picks the part's Content-Type, else the name's extension, else a content sniff.
+func (u *upload) mimeType(attrs FileAttrs) string {
+	if mt := normalizeMimeType(attrs.MimeType); mt != "" {
+		return mt
+	}
+	if mt := normalizeMimeType(mime.TypeByExtension(path.Ext(attrs.Name))); mt != "" {
+		return mt
+	}
+	if len(u.sniff) == 0 {
+		return "application/octet-stream"
+	}
+	return normalizeMimeType(http.DetectContentType(u.sniff))
+}
+
+// normalizeMimeType reduces a Content-Type to lower-case type/subtype; "" when unusable.
+func normalizeMimeType(ct string) string {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || !strings.Contains(mt, "/") {
+		return ""
+	}
+	return mt
+}
+
+// Abort discards the upload's shards. It is a no-op after a successful Commit.
+func (u *upload) Abort() {
+	if u.committed || u.aborted {
+		return
+	}
+	u.aborted = true
+	segments := u.segments
+	fileID := u.fileID
+	u.s.spawn(func(ctx context.Context) { u.s.deleteShards(ctx, fileID, segments) })
+}
+
+// deleteShards removes a file's shards from the nodes recorded in its layout, best effort: shards on
+// nodes that are down stay behind as garbage for the reconciling GC.
+func (s *Service) deleteShards(ctx context.Context, fileID string, segments []fsm.Segment) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for si, seg := range segments {
+		for i, node := range seg.Nodes {
+			if node == "" {
+				continue
+			}
+			id := erasure.ShardID{File: fileID, Segment: si, Index: i}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := s.shards.DeleteShard(ctx, node, id); err != nil {
+					s.log.Debug("shard delete failed; left for GC", "shard", id.String(), "node", node, "err", err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+// segmentWriter fans one segment's frames out to its shard streams.
+type segmentWriter struct {
+	index   int
+	offset  int64
+	size    int64
+	blocks  int
+	quorum  int
+	streams []*shardStream // nil where no node was placed
+	cancel  context.CancelFunc
+	closed  bool
+}
+
+// write hands frame i to stream i. A stream that failed is skipped; the segment fails only when
+// fewer than quorum streams are still healthy.
+func (w *segmentWriter) write(frames [][]byte) error {
+	healthy := 0
+	for i, st := range w.streams {
+		if st == nil {
+			continue
+		}
+		if st.send(frames[i]) {
+			healthy++
+		}
+	}
+	if healthy < w.quorum {
+		return fmt.Errorf("%w: segment %d: only %d shard streams healthy, write quorum is %d: %w",
+			ErrUnavailable, w.index, healthy, w.quorum, w.firstErr())
+	}
+	return nil
+}
+
+func (w *segmentWriter) closeAll() {
+	if w.closed {
+		return
+	}
+	w.closed = true
+	for _, st := range w.streams {
+		if st != nil {
+			st.close()
+		}
+	}
+}
+
+// wait closes the streams and waits for every remote put to end; it returns how many succeeded.
+func (w *segmentWriter) wait() int {
+	w.closeAll()
+	acked := 0
+	for _, st := range w.streams {
+		if st == nil {
+			continue
+		}
+		<-st.done
+		if st.err == nil {
+			acked++
+		}
+	}
+	return acked
+}
+
+func (w *segmentWriter) firstErr() error {
+	for _, st := range w.streams {
+		if st != nil {
+			select {
+			case <-st.done:
+				if st.err != nil {
+					return st.err
+				}
+			default:
+			}
+		}
+	}
+	return errors.New("no shard error recorded")
+}
+
+// shardStream pipes frames to one shard node. A bounded queue of reusable buffers keeps memory per
+// stream at depth+1 chunks, and lets a slow node lag a little without stalling the others at once.
+type shardStream struct {
+	queue chan []byte
+	free  chan []byte
+	pipe  *io.PipeWriter
+	done  chan struct{}
+	err   error // set before done is closed
+	dead  chan struct{}
+	once  sync.Once
+}
+
+func (s *Service) startShardStream(ctx context.Context, node string, id erasure.ShardID, depth int) *shardStream {
+	pr, pw := io.Pipe()
+	st := &shardStream{
+		queue: make(chan []byte, depth),
+		free:  make(chan []byte, depth+1),
+		pipe:  pw,
+		done:  make(chan struct{}),
+		dead:  make(chan struct{}),
+	}
+	for range depth + 1 {
+		st.free <- nil
+	}
+	// Pump: queue -> pipe. It stops writing once the put failed, but keeps recycling buffers.
+	pumpDone := make(chan struct{})
+	go func() {
+		defer close(pumpDone)
+		var werr error
+		for frame := range st.queue {
+			if werr == nil {
+				if _, werr = pw.Write(frame); werr != nil {
+					st.markDead()
+				}
+			}
+			st.free <- frame
+		}
+		if werr == nil {
+			pw.Close()
+		}
+	}()
+	// Put: pipe -> node. Its result is the shard's durable ack.
+	go func() {
+		err := s.shards.PutShard(ctx, node, id, pr)
+		pr.CloseWithError(errPutEnded)
+		if err != nil {
+			st.markDead()
+			err = fmt.Errorf("put shard %s on %s: %w", id, node, err)
+		}
+		<-pumpDone
+		st.err = err
+		close(st.done)
+	}()
+	return st
+}
+
+var errPutEnded = errors.New("shard put ended")
+
+func (st *shardStream) markDead() { st.once.Do(func() { close(st.dead) }) }
+
+// send queues a copy of frame; false once the stream failed.
+func (st *shardStream) send(frame []byte) bool {
+	var buf []byte
+	select {
+	case <-st.dead:
+		return false
+	case buf = <-st.free:
+	}
+	buf = append(buf[:0], frame...)
+	select {
+	case <-st.dead:
+		st.free <- buf
+		return false
+	case st.queue <- buf:
+		return true
+	}
+}
+
+func (st *shardStream) close() { close(st.queue) }

@@ -1,0 +1,627 @@
+package erasure
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+)
+
+const testBlockSize = 4096
+
+var testGeometries = []Geometry{{Data: 2, Parity: 1}, {Data: 3, Parity: 2}, {Data: 4, Parity: 2}}
+
+// memSource serves shards from memory; a nil shard is missing. It records every OpenShard and
+// checks that every stream it hands out is closed.
+type memSource struct {
+	shards [][]byte
+
+	mu       sync.Mutex
+	opens    []openCall
+	unclosed int
+}
+
+type openCall struct {
+	index  int
+	off, n int64
+}
+
+func newMemSource(shards [][]byte) *memSource {
+	return &memSource{shards: shards}
+}
+
+func (m *memSource) OpenShard(ctx context.Context, index int, off, n int64) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.opens = append(m.opens, openCall{index, off, n})
+	s := m.shards[index]
+	if s == nil {
+		return nil, fmt.Errorf("shard %d: %w", index, ErrShardNotFound)
+	}
+	if off < 0 || n < 0 || off+n > int64(len(s)) {
+		return nil, fmt.Errorf("shard %d [%d,+%d) of %d: %w", index, off, n, len(s), ErrInvalidRange)
+	}
+	m.unclosed++
+	return &memStream{Reader: bytes.NewReader(s[off : off+n]), m: m}, nil
+}
+
+func (m *memSource) checkClosed(t *testing.T) {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.unclosed != 0 {
+		t.Errorf("%d shard streams left open", m.unclosed)
+	}
+}
+
+type memStream struct {
+	*bytes.Reader
+	m      *memSource
+	closed bool
+}
+
+func (s *memStream) Close() error {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		s.m.unclosed--
+	}
+	return nil
+}
+
+// encodeSegment encodes data into k+m shards the way a writer does: block by block, appending
+// frame i to shard i.
+func encodeSegment(t testing.TB, c *Codec, data []byte) [][]byte {
+	t.Helper()
+	shards := make([][]byte, c.Geometry().Total())
+	enc := c.NewBlockEncoder()
+	for off := 0; off < len(data); off += c.BlockSize() {
+		frames, err := enc.Encode(data[off:min(off+c.BlockSize(), len(data))])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, f := range frames {
+			shards[i] = append(shards[i], f...)
+		}
+	}
+	for i, s := range shards {
+		if want := ShardSize(int64(len(data)), c.BlockSize(), c.Geometry()); int64(len(s)) != want {
+			t.Fatalf("shard %d is %d bytes, ShardSize says %d", i, len(s), want)
+		}
+	}
+	return shards
+}
+
+// encodeFile encodes every segment of data.
+func encodeFile(t testing.TB, c *Codec, data []byte, blocksPerSegment int) ([]Span, [][][]byte) {
+	spans := SegmentSpans(int64(len(data)), c.BlockSize(), blocksPerSegment)
+	segs := make([][][]byte, len(spans))
+	for s, sp := range spans {
+		segs[s] = encodeSegment(t, c, data[sp.Offset:sp.Offset+sp.Length])
+	}
+	return spans, segs
+}
+
+// readFile reads [off, off+n) of a file through ReadSegment, segment by segment.
+func readFile(ctx context.Context, c *Codec, spans []Span, srcs []*memSource, off, n int64) ([]byte, []ShardFault, error) {
+	var buf bytes.Buffer
+	var faults []ShardFault
+	for s, sp := range spans {
+		lo, hi := max(off, sp.Offset), min(off+n, sp.Offset+sp.Length)
+		if lo >= hi {
+			continue
+		}
+		f, err := c.ReadSegment(ctx, &buf, sp.Length, lo-sp.Offset, hi-lo, srcs[s])
+		faults = append(faults, f...)
+		if err != nil {
+			return buf.Bytes(), faults, err
+		}
+	}
+	return buf.Bytes(), faults, nil
+}
+
+func randomBytes(rng *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}
+
+// subsets returns every subset of {0..n-1} with 1..max elements.
+func subsets(n, max int) [][]int {
+	var out [][]int
+	for mask := 1; mask < 1<<n; mask++ {
+		var s []int
+		for i := range n {
+			if mask&(1<<i) != 0 {
+				s = append(s, i)
+			}
+		}
+		if len(s) <= max {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+type lossMode int
+
+const (
+	lossMissing lossMode = iota
+	lossCorrupt
+	lossMixed // even positions missing, odd corrupt
+)
+
+func (m lossMode) String() string { return [...]string{"missing", "corrupt", "mixed"}[m] }
+
+// damage returns copies of shards with the shards in lost removed or corrupted by one flipped
+// byte. With flipWithin > 0 the flip lands in the shard's first flipWithin bytes (block 0's frame,
+// so that every reader opening the shard sees it); otherwise it lands anywhere.
+func damage(rng *rand.Rand, shards [][]byte, lost []int, mode lossMode, flipWithin int) (out [][]byte, corrupt map[int]bool) {
+	out = slices.Clone(shards)
+	corrupt = make(map[int]bool)
+	for pos, i := range lost {
+		if mode == lossMissing || mode == lossMixed && pos%2 == 0 {
+			out[i] = nil
+			continue
+		}
+		s := slices.Clone(shards[i])
+		limit := len(s)
+		if flipWithin > 0 {
+			limit = min(limit, flipWithin)
+		}
+		s[rng.IntN(limit)] ^= 1 << rng.IntN(8)
+		out[i] = s
+		corrupt[i] = true
+	}
+	return out, corrupt
+}
+
+func TestCodecRoundTripWithLosses(t *testing.T) {
+	const perSeg = 4
+	sizes := []int{0, 1, testBlockSize - 1, testBlockSize, testBlockSize + 1, 3*testBlockSize + 17, 9*testBlockSize + 100}
+	for _, g := range testGeometries {
+		c, err := NewCodec(g, testBlockSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, size := range sizes {
+			t.Run(fmt.Sprintf("%s/%d", g, size), func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(uint64(size), uint64(g.Total())))
+				data := randomBytes(rng, size)
+				spans, segs := encodeFile(t, c, data, perSeg)
+				if size == 0 && len(spans) != 0 {
+					t.Fatalf("0-byte file has %d segments", len(spans))
+				}
+				for _, lost := range subsets(g.Total(), g.Parity+1) {
+					for _, mode := range []lossMode{lossMissing, lossCorrupt, lossMixed} {
+						name := fmt.Sprintf("lost %v %s", lost, mode)
+						unrecoverable := len(lost) > g.Parity
+						srcs := make([]*memSource, len(segs))
+						corrupt := make([]map[int]bool, len(segs))
+						for s, shards := range segs {
+							flipWithin := 0
+							if unrecoverable {
+								flipWithin = ChunkLen(int(min(spans[s].Length, testBlockSize)), g) + crcLen
+							}
+							var damaged [][]byte
+							damaged, corrupt[s] = damage(rng, shards, lost, mode, flipWithin)
+							srcs[s] = newMemSource(damaged)
+						}
+						got, faults, err := readFile(t.Context(), c, spans, srcs, 0, int64(size))
+						for _, src := range srcs {
+							src.checkClosed(t)
+						}
+						if unrecoverable {
+							if size > 0 && !errors.Is(err, ErrUnrecoverable) {
+								t.Fatalf("%s: err = %v, want ErrUnrecoverable", name, err)
+							}
+							continue
+						}
+						if err != nil {
+							t.Fatalf("%s: %v", name, err)
+						}
+						if !bytes.Equal(got, data) {
+							t.Fatalf("%s: read back %d bytes that differ from the %d written", name, len(got), len(data))
+						}
+						checkFaults(t, name, faults, lost, g, corrupt, size > 0)
+					}
+				}
+			})
+		}
+	}
+}
+
+// checkFaults asserts every fault names a lost shard with the right kind, and that every lost data
+// shard was reported (data shards are always read).
+func checkFaults(t *testing.T, name string, faults []ShardFault, lost []int, g Geometry, corrupt []map[int]bool, read bool) {
+	t.Helper()
+	seen := make(map[int]bool)
+	for _, f := range faults {
+		if !slices.Contains(lost, f.Index) {
+			t.Fatalf("%s: fault on healthy shard %d: %v", name, f.Index, f.Err)
+		}
+		if f.Err == nil {
+			t.Fatalf("%s: fault on shard %d without an error", name, f.Index)
+		}
+		// Corruption is per segment but identical in kind across segments.
+		if f.Corrupt != corrupt[0][f.Index] || f.Corrupt != errors.Is(f.Err, ErrCorrupt) {
+			t.Fatalf("%s: fault on shard %d: Corrupt=%v, err %v", name, f.Index, f.Corrupt, f.Err)
+		}
+		if !f.Corrupt && !errors.Is(f.Err, ErrShardNotFound) {
+			t.Fatalf("%s: missing shard %d reported as %v", name, f.Index, f.Err)
+		}
+		seen[f.Index] = true
+	}
+	if !read {
+		return
+	}
+	for _, i := range lost {
+		if i < g.Data && !seen[i] {
+			t.Fatalf("%s: lost data shard %d not reported (faults %v)", name, i, faults)
+		}
+	}
+}
+
+func TestReadSegmentRanges(t *testing.T) {
+	const perSeg = 3
+	for _, g := range testGeometries {
+		c, err := NewCodec(g, testBlockSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(7, uint64(g.Total())))
+		size := 7*testBlockSize + 333 // three segments, the last one short
+		data := randomBytes(rng, size)
+		spans, segs := encodeFile(t, c, data, perSeg)
+		tests := []struct {
+			name string
+			lost []int
+			mode lossMode
+		}{
+			{name: "healthy"},
+			{name: "one data shard missing", lost: []int{0}, mode: lossMissing},
+			{name: "data and parity corrupt", lost: []int{g.Data - 1, g.Total() - 1}[:g.Parity], mode: lossCorrupt},
+		}
+		for _, tt := range tests {
+			t.Run(g.String()+"/"+tt.name, func(t *testing.T) {
+				for range 200 {
+					off := rng.Int64N(int64(size) + 1)
+					n := rng.Int64N(int64(size) - off + 1)
+					if rng.IntN(4) == 0 { // favour small ranges around block edges
+						n = min(rng.Int64N(3*testBlockSize/2), int64(size)-off)
+					}
+					srcs := make([]*memSource, len(segs))
+					for s, shards := range segs {
+						damaged, _ := damage(rng, shards, tt.lost, tt.mode, 0)
+						srcs[s] = newMemSource(damaged)
+					}
+					got, _, err := readFile(t.Context(), c, spans, srcs, off, n)
+					if err != nil {
+						t.Fatalf("read [%d,+%d): %v", off, n, err)
+					}
+					if !bytes.Equal(got, data[off:off+n]) {
+						t.Fatalf("read [%d,+%d): wrong bytes", off, n)
+					}
+					for s, src := range srcs {
+						src.checkClosed(t)
+						if tt.lost == nil {
+							checkHealthyOpens(t, src, spans[s], off, n, g)
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// checkHealthyOpens asserts a healthy read opened exactly the k data shards, once each, over
+// exactly the frames of the blocks overlapping the range.
+func checkHealthyOpens(t *testing.T, src *memSource, sp Span, off, n int64, g Geometry) {
+	t.Helper()
+	lo, hi := max(off, sp.Offset)-sp.Offset, min(off+n, sp.Offset+sp.Length)-sp.Offset
+	if lo >= hi {
+		if len(src.opens) != 0 {
+			t.Fatalf("segment at %d outside the range was opened: %v", sp.Offset, src.opens)
+		}
+		return
+	}
+	frame := int64(ChunkLen(testBlockSize, g) + crcLen)
+	first, last := lo/testBlockSize, (hi-1)/testBlockSize
+	lastLen := min(int64(testBlockSize), sp.Length-last*testBlockSize)
+	wantOff := first * frame
+	wantN := last*frame + int64(ChunkLen(int(lastLen), g)+crcLen) - wantOff
+	if len(src.opens) != g.Data {
+		t.Fatalf("healthy read opened %v, want the %d data shards", src.opens, g.Data)
+	}
+	for i, o := range src.opens {
+		if (o != openCall{index: i, off: wantOff, n: wantN}) {
+			t.Fatalf("open %d = %+v, want shard %d [%d,+%d)", i, o, i, wantOff, wantN)
+		}
+	}
+}
+
+func TestReadSegmentSwitchesMidStream(t *testing.T) {
+	g := Geometry{Data: 4, Parity: 2}
+	c, err := NewCodec(g, testBlockSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(rand.New(rand.NewPCG(1, 2)), 4*testBlockSize)
+	shards := encodeSegment(t, c, data)
+	frame := int64(ChunkLen(testBlockSize, g) + crcLen)
+	shards[1] = slices.Clone(shards[1])
+	shards[1][2*frame+5] ^= 0xff // block 2 of data shard 1 rots
+	src := newMemSource(shards)
+	var buf bytes.Buffer
+	faults, err := c.ReadSegment(t.Context(), &buf, int64(len(data)), 0, int64(len(data)), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf.Bytes(), data) {
+		t.Fatal("wrong bytes")
+	}
+	if len(faults) != 1 || faults[0].Index != 1 || !faults[0].Corrupt {
+		t.Fatalf("faults = %+v, want one corrupt fault on shard 1", faults)
+	}
+	want := openCall{index: g.Data, off: 2 * frame, n: 2 * frame}
+	if got := src.opens[len(src.opens)-1]; len(src.opens) != g.Data+1 || got != want {
+		t.Fatalf("opens = %+v, want the data shards then %+v", src.opens, want)
+	}
+}
+
+func TestReadSegmentErrors(t *testing.T) {
+	c, err := NewCodec(Geometry{Data: 2, Parity: 1}, testBlockSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(rand.New(rand.NewPCG(3, 4)), 2*testBlockSize)
+	shards := encodeSegment(t, c, data)
+	segLen := int64(len(data))
+	canceled, cancel := context.WithCancel(t.Context())
+	cancel()
+	tests := []struct {
+		name    string
+		ctx     context.Context
+		off, n  int64
+		w       io.Writer
+		wantErr error
+	}{
+		{name: "range past end", ctx: t.Context(), off: 1, n: segLen, w: io.Discard, wantErr: ErrInvalidRange},
+		{name: "negative offset", ctx: t.Context(), off: -1, n: 1, w: io.Discard, wantErr: ErrInvalidRange},
+		{name: "canceled", ctx: canceled, off: 0, n: segLen, w: io.Discard, wantErr: context.Canceled},
+		{name: "writer fails", ctx: t.Context(), off: 0, n: segLen, w: failWriter{}, wantErr: errWrite},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := newMemSource(shards)
+			_, err := c.ReadSegment(tt.ctx, tt.w, segLen, tt.off, tt.n, src)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			src.checkClosed(t)
+		})
+	}
+	t.Run("empty range reads nothing", func(t *testing.T) {
+		src := newMemSource(shards)
+		faults, err := c.ReadSegment(t.Context(), io.Discard, segLen, 5, 0, src)
+		if err != nil || faults != nil || len(src.opens) != 0 {
+			t.Fatalf("faults %v, err %v, opens %v; want nothing", faults, err, src.opens)
+		}
+	})
+}
+
+var errWrite = errors.New("write failed")
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errWrite }
+
+func TestReadSegmentConcurrent(t *testing.T) {
+	g := Geometry{Data: 3, Parity: 2}
+	c, err := NewCodec(g, testBlockSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(rand.New(rand.NewPCG(5, 6)), 5*testBlockSize+9)
+	shards := encodeSegment(t, c, data)
+	shards[0] = nil
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			var buf bytes.Buffer
+			if _, err := c.ReadSegment(t.Context(), &buf, int64(len(data)), 0, int64(len(data)), newMemSource(shards)); err != nil {
+				errs <- err
+			} else if !bytes.Equal(buf.Bytes(), data) {
+				errs <- errors.New("wrong bytes")
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestRebuildShard(t *testing.T) {
+	for _, g := range testGeometries {
+		c, err := NewCodec(g, testBlockSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, size := range []int{1, testBlockSize, 3*testBlockSize + 17} {
+			data := randomBytes(rand.New(rand.NewPCG(uint64(size), 9)), size)
+			shards := encodeSegment(t, c, data)
+			for index := range g.Total() {
+				// Besides the shard being rebuilt, lose up to m-1 others, the last one by corruption.
+				for _, others := range subsets(g.Total(), g.Parity-1) {
+					if slices.Contains(others, index) {
+						continue
+					}
+					t.Run(fmt.Sprintf("%s/%d/shard %d/lost %v", g, size, index, others), func(t *testing.T) {
+						src := slices.Clone(shards)
+						src[index] = nil
+						for n, i := range others {
+							if n == len(others)-1 {
+								src[i] = slices.Clone(src[i])
+								src[i][len(src[i])-1] ^= 1
+							} else {
+								src[i] = nil
+							}
+						}
+						var buf bytes.Buffer
+						ms := newMemSource(src)
+						if _, err := c.RebuildShard(t.Context(), &buf, int64(size), index, ms); err != nil {
+							t.Fatal(err)
+						}
+						ms.checkClosed(t)
+						if !bytes.Equal(buf.Bytes(), shards[index]) {
+							t.Fatal("rebuilt shard differs from the original")
+						}
+					})
+				}
+			}
+		}
+	}
+	t.Run("too many lost", func(t *testing.T) {
+		g := Geometry{Data: 2, Parity: 1}
+		c, err := NewCodec(g, testBlockSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shards := encodeSegment(t, c, []byte("hello"))
+		shards[1] = nil
+		if _, err := c.RebuildShard(t.Context(), io.Discard, 5, 0, newMemSource(shards)); !errors.Is(err, ErrUnrecoverable) {
+			t.Fatalf("err = %v, want ErrUnrecoverable", err)
+		}
+	})
+}
+
+func TestVerifyShard(t *testing.T) {
+	g := Geometry{Data: 3, Parity: 2}
+	c, err := NewCodec(g, testBlockSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(rand.New(rand.NewPCG(11, 12)), 2*testBlockSize+100)
+	segLen := int64(len(data))
+	shard := encodeSegment(t, c, data)[4]
+	frame := ChunkLen(testBlockSize, g) + crcLen
+	flip := func(at int) []byte {
+		s := slices.Clone(shard)
+		s[at] ^= 0x10
+		return s
+	}
+	tests := []struct {
+		name    string
+		shard   []byte
+		wantErr error
+	}{
+		{name: "healthy", shard: shard},
+		{name: "flip in first chunk", shard: flip(0), wantErr: ErrCorrupt},
+		{name: "flip in crc", shard: flip(frame - 1), wantErr: ErrCorrupt},
+		{name: "flip in last block", shard: flip(len(shard) - 5), wantErr: ErrCorrupt},
+		{name: "truncated by one", shard: shard[:len(shard)-1], wantErr: io.ErrUnexpectedEOF},
+		{name: "truncated at frame edge", shard: shard[:2*frame], wantErr: io.ErrUnexpectedEOF},
+		{name: "empty", shard: nil, wantErr: io.ErrUnexpectedEOF},
+		{name: "trailing byte", shard: append(slices.Clone(shard), 0), wantErr: ErrCorrupt},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := VerifyShard(bytes.NewReader(tt.shard), segLen, testBlockSize, g)
+			if tt.wantErr == nil && err != nil || !errors.Is(err, tt.wantErr) {
+				t.Fatalf("VerifyShard = %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestEncodeRejectsBadBlocks(t *testing.T) {
+	c, err := NewCodec(Geometry{Data: 2, Parity: 1}, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := c.NewBlockEncoder()
+	for _, n := range []int{0, 17} {
+		if _, err := enc.Encode(make([]byte, n)); err == nil {
+			t.Errorf("Encode of %d bytes with 16-byte blocks succeeded", n)
+		}
+	}
+}
+
+func TestNewCodecRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		g    Geometry
+		bs   int
+	}{
+		{name: "no parity", g: Geometry{Data: 2}, bs: 16},
+		{name: "zero block", g: Geometry{Data: 2, Parity: 1}, bs: 0},
+		{name: "too wide", g: Geometry{Data: 60, Parity: 5}, bs: 16},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := NewCodec(tt.g, tt.bs); err == nil {
+				t.Fatal("NewCodec succeeded")
+			}
+		})
+	}
+}
+
+// FuzzReadSegment feeds arbitrary shard bytes to the reader: it must never panic, leak a stream or
+// write more than asked.
+func FuzzReadSegment(f *testing.F) {
+	g := Geometry{Data: 2, Parity: 1}
+	c, err := NewCodec(g, 16)
+	if err != nil {
+		f.Fatal(err)
+	}
+	good := encodeSegment(f, c, []byte("the quick brown fox jumps over"))
+	f.Add(good[0], good[1], good[2], int64(30), int64(0), int64(30))
+	f.Add([]byte{}, good[1], good[2], int64(30), int64(3), int64(20))
+	f.Fuzz(func(t *testing.T, s0, s1, s2 []byte, segLen, off, n int64) {
+		if segLen > 1<<12 {
+			return
+		}
+		src := newMemSource([][]byte{s0, s1, s2})
+		var buf bytes.Buffer
+		_, err := c.ReadSegment(t.Context(), &buf, segLen, off, n, src)
+		if err == nil && int64(buf.Len()) != n {
+			t.Fatalf("read %d bytes, asked for %d", buf.Len(), n)
+		}
+		src.checkClosed(t)
+	})
+}
+
+func FuzzVerifyShard(f *testing.F) {
+	g := Geometry{Data: 2, Parity: 1}
+	c, err := NewCodec(g, 16)
+	if err != nil {
+		f.Fatal(err)
+	}
+	good := encodeSegment(f, c, []byte("the quick brown fox jumps over"))
+	f.Add(good[0], int64(30), 16)
+	f.Add(good[2][:7], int64(30), 16)
+	f.Fuzz(func(t *testing.T, shard []byte, segLen int64, blockSize int) {
+		if segLen > 1<<16 || blockSize > 1<<16 {
+			return
+		}
+		// Must not panic; a shard longer than ShardSize is never accepted.
+		if VerifyShard(bytes.NewReader(shard), segLen, blockSize, g) == nil &&
+			int64(len(shard)) != ShardSize(segLen, blockSize, g) {
+			t.Fatalf("accepted a %d-byte shard, want %d bytes", len(shard), ShardSize(segLen, blockSize, g))
+		}
+	})
+}

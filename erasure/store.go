@@ -1,0 +1,310 @@
+package erasure
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ShardInfo describes one committed shard on disk.
+type ShardInfo struct {
+	ID      ShardID
+	Size    int64
+	ModTime time.Time
+}
+
+// ShardStore keeps one node's committed shards as files under dir/shards/<first 2 chars of file
+// id>/<id>, written through temp files in dir/tmp so that a shard is either absent or complete.
+// It is safe for concurrent use.
+type ShardStore struct {
+	shardsDir string
+	tmpDir    string
+	used      atomic.Int64
+
+	// mu serialises the stat-then-rename of Commit and the stat-then-remove of Delete, so that
+	// the used-bytes accounting stays exact when the same id is written and deleted concurrently.
+	mu sync.Mutex
+}
+
+// OpenShardStore creates dir if needed and removes leftover temp files from a crash.
+func OpenShardStore(dir string) (*ShardStore, error) {
+	s := &ShardStore{shardsDir: filepath.Join(dir, "shards"), tmpDir: filepath.Join(dir, "tmp")}
+	for _, d := range []string{s.shardsDir, s.tmpDir} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("shard store: %w", err)
+		}
+	}
+	// Temp files are uncommitted writes of a previous process: nobody acked them, so they go.
+	tmps, err := os.ReadDir(s.tmpDir)
+	if err != nil {
+		return nil, fmt.Errorf("shard store: %w", err)
+	}
+	for _, e := range tmps {
+		if err := os.RemoveAll(filepath.Join(s.tmpDir, e.Name())); err != nil {
+			return nil, fmt.Errorf("shard store: remove leftover temp file: %w", err)
+		}
+	}
+	var used int64
+	if err := s.List(func(info ShardInfo) error { used += info.Size; return nil }); err != nil {
+		return nil, err
+	}
+	s.used.Store(used)
+	return s, nil
+}
+
+// Path returns where shard id lives (or would live) on disk; for tests that corrupt a shard on purpose.
+func (s *ShardStore) Path(id ShardID) string {
+	return filepath.Join(s.shardsDir, id.File[:min(2, len(id.File))], id.String())
+}
+
+// path is Path for ids that must be valid, so that no id can name a file outside the store.
+func (s *ShardStore) path(id ShardID) (string, error) {
+	if err := id.validate(); err != nil {
+		return "", err
+	}
+	return s.Path(id), nil
+}
+
+// ShardWriter streams one shard into a temp file until Commit or Abort. Not safe for concurrent use.
+type ShardWriter struct {
+	s    *ShardStore
+	id   ShardID
+	dst  string
+	f    *os.File
+	done bool
+}
+
+// Create starts writing a shard into a temp file. Nothing is visible under id until Commit.
+func (s *ShardStore) Create(id ShardID) (*ShardWriter, error) {
+	dst, err := s.path(id)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(s.tmpDir, id.String()+".*")
+	if err != nil {
+		return nil, fmt.Errorf("create shard %s: %w", id, err)
+	}
+	return &ShardWriter{s: s, id: id, dst: dst, f: f}, nil
+}
+
+// Write appends p to the shard being written.
+func (w *ShardWriter) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, fmt.Errorf("write shard %s: %w", w.id, os.ErrClosed)
+	}
+	return w.f.Write(p)
+}
+
+// Commit fsyncs the file, renames it into place atomically (replacing an existing shard of that id),
+// and fsyncs the directory. After Commit returns nil, the shard survives a crash. After an error
+// the temp file is gone and the shard must not be acknowledged: it may be absent, or (if only the
+// directory fsync failed) present but not known to be durable.
+func (w *ShardWriter) Commit() error {
+	if w.done {
+		return fmt.Errorf("commit shard %s: %w", w.id, os.ErrClosed)
+	}
+	if err := w.commit(); err != nil {
+		w.Abort()
+		return fmt.Errorf("commit shard %s: %w", w.id, err)
+	}
+	return nil
+}
+
+func (w *ShardWriter) commit() error {
+	if err := w.f.Sync(); err != nil {
+		return err
+	}
+	fi, err := w.f.Stat()
+	if err != nil {
+		return err
+	}
+	if err := w.f.Close(); err != nil {
+		return err
+	}
+	dir := filepath.Dir(w.dst)
+	newDir, err := ensureDir(dir)
+	if err != nil {
+		return err
+	}
+	if newDir { // the new directory's own entry must be durable too
+		if err := syncDir(w.s.shardsDir); err != nil {
+			return err
+		}
+	}
+
+	w.s.mu.Lock()
+	var old int64
+	if prev, err := os.Stat(w.dst); err == nil {
+		old = prev.Size()
+	}
+	err = os.Rename(w.f.Name(), w.dst)
+	if err == nil {
+		w.done = true
+		w.s.used.Add(fi.Size() - old)
+	}
+	w.s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// Abort removes the temp file. Safe to call after Commit (no-op) and more than once.
+func (w *ShardWriter) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()           // the error is moot: the file is being thrown away
+	os.Remove(w.f.Name()) // a leftover is removed by the next OpenShardStore
+}
+
+// ensureDir creates dir if missing and reports whether it did.
+func ensureDir(dir string) (bool, error) {
+	if _, err := os.Stat(dir); err == nil {
+		return false, nil
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// shardRange is an open byte range of a shard file.
+type shardRange struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (r shardRange) Close() error { return r.f.Close() }
+
+// OpenRange returns bytes [off, off+n) of a committed shard. A missing shard gives an error
+// wrapping ErrShardNotFound, a range not inside the shard one wrapping ErrInvalidRange.
+func (s *ShardStore) OpenRange(id ShardID, off, n int64) (io.ReadCloser, error) {
+	p, err := s.path(id)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("open shard %s: %w", id, ErrShardNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open shard %s: %w", id, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open shard %s: %w", id, err)
+	}
+	if off < 0 || n < 0 || off > fi.Size()-n {
+		f.Close()
+		return nil, fmt.Errorf("open shard %s [%d,+%d) of %d bytes: %w", id, off, n, fi.Size(), ErrInvalidRange)
+	}
+	return shardRange{SectionReader: io.NewSectionReader(f, off, n), f: f}, nil
+}
+
+// Stat describes a committed shard, or returns an error wrapping ErrShardNotFound.
+func (s *ShardStore) Stat(id ShardID) (ShardInfo, error) {
+	p, err := s.path(id)
+	if err != nil {
+		return ShardInfo{}, err
+	}
+	fi, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ShardInfo{}, fmt.Errorf("stat shard %s: %w", id, ErrShardNotFound)
+	}
+	if err != nil {
+		return ShardInfo{}, fmt.Errorf("stat shard %s: %w", id, err)
+	}
+	return ShardInfo{ID: id, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// Delete removes a committed shard; deleting a missing shard is nil, so GC and repair can retry.
+// It does not fsync the directory: a deletion lost in a crash leaves an unreferenced shard that
+// the reconciling GC removes again.
+func (s *ShardStore) Delete(id ShardID) error {
+	p, err := s.path(id)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fi, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete shard %s: %w", id, err)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete shard %s: %w", id, err)
+	}
+	s.used.Add(-fi.Size())
+	return nil
+}
+
+// List calls fn for every committed shard, in no particular order, and stops at fn's first error,
+// which it returns wrapped. Files whose names are not shard ids are skipped.
+func (s *ShardStore) List(fn func(ShardInfo) error) error {
+	err := filepath.WalkDir(s.shardsDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) { // removed while walking
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() || !d.Type().IsRegular() {
+			return nil
+		}
+		id, perr := ParseShardID(d.Name())
+		if perr != nil || p != s.Path(id) {
+			return nil
+		}
+		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return fn(ShardInfo{ID: id, Size: fi.Size(), ModTime: fi.ModTime()})
+	})
+	if err != nil {
+		return fmt.Errorf("list shards: %w", err)
+	}
+	return nil
+}
+
+// UsedBytes is the total size of committed shards, computed at open and kept up to date by
+// Commit and Delete.
+func (s *ShardStore) UsedBytes() int64 { return s.used.Load() }
+
+// FreeBytes is the space available to an unprivileged writer on the filesystem holding the store.
+func (s *ShardStore) FreeBytes() (uint64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.shardsDir, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", s.shardsDir, err)
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}

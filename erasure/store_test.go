@@ -1,0 +1,358 @@
+package erasure
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+)
+
+func openStore(t *testing.T, dir string) *ShardStore {
+	t.Helper()
+	s, err := OpenShardStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func putShard(t *testing.T, s *ShardStore, id ShardID, data []byte) {
+	t.Helper()
+	w, err := s.Create(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Abort)
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readShard(t *testing.T, s *ShardStore, id ShardID, off, n int64) ([]byte, error) {
+	t.Helper()
+	r, err := s.OpenRange(id, off, n)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+func listIDs(t *testing.T, s *ShardStore) []string {
+	t.Helper()
+	var ids []string
+	if err := s.List(func(info ShardInfo) error { ids = append(ids, info.ID.String()); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func TestShardStoreCommitVisibility(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	id := ShardID{File: "FILabc", Segment: 0, Index: 2}
+	w, err := s.Create(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Abort)
+	if _, err := w.Write([]byte("hello ")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("world")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Stat(id); !errors.Is(err, ErrShardNotFound) {
+		t.Fatalf("Stat before Commit: %v, want ErrShardNotFound", err)
+	}
+	if _, err := s.OpenRange(id, 0, 1); !errors.Is(err, ErrShardNotFound) {
+		t.Fatalf("OpenRange before Commit: %v, want ErrShardNotFound", err)
+	}
+	if got := listIDs(t, s); len(got) != 0 || s.UsedBytes() != 0 {
+		t.Fatalf("before Commit: listed %v, used %d", got, s.UsedBytes())
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	w.Abort() // no-op after Commit
+	if _, err := w.Write([]byte("x")); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Write after Commit: %v", err)
+	}
+	if err := w.Commit(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("second Commit: %v", err)
+	}
+	info, err := s.Stat(id)
+	if err != nil || info.ID != id || info.Size != 11 || info.ModTime.IsZero() {
+		t.Fatalf("Stat = %+v, %v", info, err)
+	}
+	if want := filepath.Join("shards", "FI", "FILabc.0.2"); !bytes.HasSuffix([]byte(s.Path(id)), []byte(want)) {
+		t.Fatalf("Path = %s, want it to end in %s", s.Path(id), want)
+	}
+
+	tests := []struct {
+		name    string
+		off, n  int64
+		want    string
+		wantErr error
+	}{
+		{name: "all", off: 0, n: 11, want: "hello world"},
+		{name: "middle", off: 3, n: 4, want: "lo w"},
+		{name: "empty at end", off: 11, n: 0, want: ""},
+		{name: "past end", off: 6, n: 6, wantErr: ErrInvalidRange},
+		{name: "negative", off: -1, n: 2, wantErr: ErrInvalidRange},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := readShard(t, s, id, tt.off, tt.n)
+			if !errors.Is(err, tt.wantErr) || err == nil && string(got) != tt.want {
+				t.Fatalf("OpenRange(%d, %d) = %q, %v; want %q, %v", tt.off, tt.n, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestShardStoreReplaceAndUsedBytes(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	a := ShardID{File: "A", Segment: 0, Index: 0}
+	b := ShardID{File: "FILb", Segment: 3, Index: 1}
+	steps := []struct {
+		name string
+		do   func()
+		used int64
+		ids  []string
+	}{
+		{name: "put a", do: func() { putShard(t, s, a, make([]byte, 100)) }, used: 100, ids: []string{"A.0.0"}},
+		{name: "put b", do: func() { putShard(t, s, b, make([]byte, 30)) }, used: 130, ids: []string{"A.0.0", "FILb.3.1"}},
+		{name: "replace a", do: func() { putShard(t, s, a, []byte("new")) }, used: 33, ids: []string{"A.0.0", "FILb.3.1"}},
+		{name: "delete b", do: func() {
+			if err := s.Delete(b); err != nil {
+				t.Fatal(err)
+			}
+		}, used: 3, ids: []string{"A.0.0"}},
+		{name: "delete b again", do: func() {
+			if err := s.Delete(b); err != nil {
+				t.Fatal(err)
+			}
+		}, used: 3, ids: []string{"A.0.0"}},
+	}
+	for _, st := range steps {
+		st.do()
+		if got := s.UsedBytes(); got != st.used {
+			t.Fatalf("after %s: UsedBytes = %d, want %d", st.name, got, st.used)
+		}
+		if got := listIDs(t, s); !slices.Equal(got, st.ids) {
+			t.Fatalf("after %s: List = %v, want %v", st.name, got, st.ids)
+		}
+	}
+	if got, err := readShard(t, s, a, 0, 3); err != nil || string(got) != "new" {
+		t.Fatalf("replaced shard reads %q, %v", got, err)
+	}
+	if reopened := openStore(t, dir); reopened.UsedBytes() != 3 {
+		t.Fatalf("reopened store: UsedBytes = %d, want 3", reopened.UsedBytes())
+	}
+	if free, err := s.FreeBytes(); err != nil || free == 0 {
+		t.Fatalf("FreeBytes = %d, %v", free, err)
+	}
+}
+
+func TestShardStoreAbortAndCrashCleanup(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	id := ShardID{File: "FILx", Segment: 1, Index: 0}
+
+	aborted, err := s.Create(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := aborted.Write([]byte("doomed")); err != nil {
+		t.Fatal(err)
+	}
+	aborted.Abort()
+	aborted.Abort()
+	if err := aborted.Commit(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Commit after Abort: %v", err)
+	}
+	if _, err := s.Stat(id); !errors.Is(err, ErrShardNotFound) {
+		t.Fatalf("aborted shard visible: %v", err)
+	}
+
+	// A writer that never finishes stands for a crash mid-write: its temp file stays behind.
+	crashed, err := s.Create(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(crashed.Abort)
+	if _, err := crashed.Write([]byte("half")); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, "tmp")
+	if entries, _ := os.ReadDir(tmp); len(entries) != 1 {
+		t.Fatalf("tmp holds %d entries, want the crashed writer's file", len(entries))
+	}
+	reopened := openStore(t, dir)
+	if entries, err := os.ReadDir(tmp); err != nil || len(entries) != 0 {
+		t.Fatalf("after reopen tmp holds %d entries (%v), want none", len(entries), err)
+	}
+	if reopened.UsedBytes() != 0 || len(listIDs(t, reopened)) != 0 {
+		t.Fatal("temp file counted as a shard")
+	}
+}
+
+func TestShardStoreRejectsBadIDs(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	bad := []ShardID{
+		{File: "../x", Segment: 0, Index: 0},
+		{File: "", Segment: 0, Index: 0},
+		{File: "a/b", Segment: 0, Index: 0},
+		{File: "ok", Segment: -1, Index: 0},
+		{File: "ok", Segment: 0, Index: -3},
+	}
+	for _, id := range bad {
+		t.Run(fmt.Sprintf("%q", id.File), func(t *testing.T) {
+			if _, err := s.Create(id); !errors.Is(err, ErrInvalidShardID) {
+				t.Errorf("Create: %v", err)
+			}
+			if _, err := s.OpenRange(id, 0, 0); !errors.Is(err, ErrInvalidShardID) {
+				t.Errorf("OpenRange: %v", err)
+			}
+			if _, err := s.Stat(id); !errors.Is(err, ErrInvalidShardID) {
+				t.Errorf("Stat: %v", err)
+			}
+			if err := s.Delete(id); !errors.Is(err, ErrInvalidShardID) {
+				t.Errorf("Delete: %v", err)
+			}
+		})
+	}
+}
+
+func TestShardStoreListSkipsStrayFilesAndStops(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	for i := range 3 {
+		putShard(t, s, ShardID{File: "FILlist", Segment: 0, Index: i}, []byte{byte(i)})
+	}
+	stray := filepath.Join(filepath.Dir(s.Path(ShardID{File: "FILlist"})), "notashard")
+	if err := os.WriteFile(stray, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := listIDs(t, s); !slices.Equal(got, []string{"FILlist.0.0", "FILlist.0.1", "FILlist.0.2"}) {
+		t.Fatalf("List = %v", got)
+	}
+	errStop := errors.New("stop")
+	calls := 0
+	err := s.List(func(ShardInfo) error { calls++; return errStop })
+	if !errors.Is(err, errStop) || calls != 1 {
+		t.Fatalf("List = %v after %d calls, want errStop after 1", err, calls)
+	}
+}
+
+func TestShardStoreConcurrentWrites(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	const writers = 8
+	same := ShardID{File: "FILsame", Segment: 0, Index: 0}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*writers)
+	for i := range writers {
+		for _, id := range []ShardID{{File: fmt.Sprintf("FIL%d", i), Segment: 0, Index: i}, same} {
+			wg.Go(func() {
+				w, err := s.Create(id)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer w.Abort()
+				if _, err := w.Write(bytes.Repeat([]byte{byte(i)}, 1000)); err != nil {
+					errs <- err
+					return
+				}
+				errs <- w.Commit()
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := len(listIDs(t, s)); got != writers+1 {
+		t.Fatalf("List has %d shards, want %d", got, writers+1)
+	}
+	if got := s.UsedBytes(); got != (writers+1)*1000 {
+		t.Fatalf("UsedBytes = %d, want %d", got, (writers+1)*1000)
+	}
+	got, err := readShard(t, s, same, 0, 1000)
+	if err != nil || !bytes.Equal(got, bytes.Repeat(got[:1], 1000)) {
+		t.Fatalf("shard written concurrently is torn or unreadable: %v", err)
+	}
+}
+
+func TestParseShardID(t *testing.T) {
+	tests := []struct {
+		in   string
+		want ShardID
+		ok   bool
+	}{
+		{in: "FILabc.0.2", want: ShardID{"FILabc", 0, 2}, ok: true},
+		{in: "a.10.63", want: ShardID{"a", 10, 63}, ok: true},
+		{in: string(bytes.Repeat([]byte("z"), 64)) + ".1.1", want: ShardID{string(bytes.Repeat([]byte("z"), 64)), 1, 1}, ok: true},
+		{in: string(bytes.Repeat([]byte("z"), 65)) + ".1.1"},
+		{in: "../x.0.0"},
+		{in: "a.-1.0"},
+		{in: "a.0.-1"},
+		{in: "a.+1.0"},
+		{in: "a.01.0"},
+		{in: "a.0.00"},
+		{in: "a.0"},
+		{in: "a.0.0.0"},
+		{in: ".0.0"},
+		{in: "a..0"},
+		{in: "a.0."},
+		{in: "a/b.0.0"},
+		{in: "a b.0.0"},
+		{in: "é.0.0"},
+		{in: "a.1e3.0"},
+		{in: "a.0x1.0"},
+		{in: "a.99999999999999999999999.0"},
+		{in: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseShardID(tt.in)
+			if !tt.ok {
+				if !errors.Is(err, ErrInvalidShardID) {
+					t.Fatalf("ParseShardID(%q) = %+v, %v; want ErrInvalidShardID", tt.in, got, err)
+				}
+				return
+			}
+			if err != nil || got != tt.want || got.String() != tt.in {
+				t.Fatalf("ParseShardID(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzParseShardID(f *testing.F) {
+	for _, s := range []string{"FILabc.0.2", "../x.0.0", "a.-1.0", "a.01.0", "a.0.0.0", "a.+1.2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, err := ParseShardID(s)
+		if err != nil {
+			return
+		}
+		// Accepted ids are canonical and are a single, harmless path component.
+		if id.String() != s || filepath.Base(s) != s || s == "." || s == ".." || bytes.ContainsAny([]byte(s), `/\`) {
+			t.Fatalf("ParseShardID(%q) accepted %+v", s, id)
+		}
+	})
+}

@@ -1,0 +1,298 @@
+package fsm
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"time"
+
+	"github.com/cairn-dev/cairn/erasure"
+)
+
+// CommandVersion is the only envelope version this build applies. The validation rules below are
+// part of it: changing what a command accepts needs a new version, or replicas running different
+// builds would compute different states from the same log.
+const CommandVersion = 1
+
+// CommandType names a command and so the type of its payload.
+type CommandType string
+
+// The commands. Each comment names the payload type.
+const (
+	CmdInitCluster CommandType = "initCluster" // payload InitCluster
+	CmdCreateFile  CommandType = "createFile"  // payload CreateFile
+	CmdDeleteFile  CommandType = "deleteFile"  // payload DeleteFile
+	CmdCreateToken CommandType = "createToken" // payload CreateToken
+	CmdDeleteToken CommandType = "deleteToken" // payload DeleteToken
+)
+
+// Command is the envelope of every Raft log entry the FSM applies.
+type Command struct {
+	Version   int             `json:"v"`
+	Type      CommandType     `json:"type"`
+	RequestID string          `json:"requestId"` // unique per logical request; retries reuse it
+	Time      time.Time       `json:"time"`      // proposer's clock; Apply uses only this
+	Payload   json.RawMessage `json:"payload"`
+}
+
+// InitCluster fixes the cluster configuration and installs the root API key.
+type InitCluster struct {
+	Config  ClusterConfig `json:"config"`
+	RootKey APIKey        `json:"rootKey"`
+}
+
+// CreateFile commits an uploaded file together with its initial tokens.
+type CreateFile struct {
+	File   File    `json:"file"`
+	Tokens []Token `json:"tokens"`
+}
+
+// DeleteFile removes a file and all of its tokens.
+type DeleteFile struct {
+	FileID string `json:"fileId"`
+}
+
+// CreateToken adds a token to an existing file.
+type CreateToken struct {
+	Token Token `json:"token"`
+}
+
+// DeleteToken removes one token of a file.
+type DeleteToken struct {
+	FileID  string `json:"fileId"`
+	TokenID string `json:"tokenId"`
+}
+
+// payload is implemented by every command payload. validate holds the state-independent rules,
+// so that a proposer learns of a malformed command before it reaches the log.
+type payload interface {
+	validate() error
+}
+
+func newPayload(typ CommandType) (payload, bool) {
+	switch typ {
+	case CmdInitCluster:
+		return new(InitCluster), true
+	case CmdCreateFile:
+		return new(CreateFile), true
+	case CmdDeleteFile:
+		return new(DeleteFile), true
+	case CmdCreateToken:
+		return new(CreateToken), true
+	case CmdDeleteToken:
+		return new(DeleteToken), true
+	}
+	return nil, false
+}
+
+// EncodeCommand builds the Raft log entry bytes. payload may be the command's payload type or a
+// pointer to it; it is validated with the same rules as DecodeCommand.
+func EncodeCommand(typ CommandType, requestID string, now time.Time, payload any) ([]byte, error) {
+	want, ok := newPayload(typ)
+	if !ok {
+		return nil, fmt.Errorf("%w: unknown type %q", ErrInvalidCommand, typ)
+	}
+	p, err := asPayload(payload, want)
+	if err != nil {
+		return nil, err
+	}
+	cmd := Command{Version: CommandVersion, Type: typ, RequestID: requestID, Time: now}
+	if err := cmd.validate(); err != nil {
+		return nil, err
+	}
+	if err := p.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidCommand, typ, err)
+	}
+	if cmd.Payload, err = json.Marshal(p); err != nil {
+		return nil, fmt.Errorf("%w: encode %s payload: %v", ErrInvalidCommand, typ, err)
+	}
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encode %s: %v", ErrInvalidCommand, typ, err)
+	}
+	return b, nil
+}
+
+// asPayload accepts T or *T where want is a *T.
+func asPayload(v any, want payload) (payload, error) {
+	rv := reflect.ValueOf(v)
+	if rv.IsValid() && rv.Kind() != reflect.Pointer {
+		ptr := reflect.New(rv.Type())
+		ptr.Elem().Set(rv)
+		rv = ptr
+	}
+	if !rv.IsValid() || rv.IsNil() || rv.Type() != reflect.TypeOf(want) {
+		return nil, fmt.Errorf("%w: payload %T does not match %T", ErrInvalidCommand, v, want)
+	}
+	return rv.Interface().(payload), nil
+}
+
+// DecodeCommand decodes strictly: unknown fields anywhere (envelope and payload), an unknown type,
+// an unsupported version, a missing requestId or time, trailing data, or a payload that breaks
+// its command's rules give an error wrapping ErrInvalidCommand. The second result is a pointer to
+// the typed payload (*InitCluster, *CreateFile, ...).
+func DecodeCommand(b []byte) (Command, any, error) {
+	var cmd Command
+	if err := decodeStrict(b, &cmd); err != nil {
+		return Command{}, nil, fmt.Errorf("%w: envelope: %v", ErrInvalidCommand, err)
+	}
+	if err := cmd.validate(); err != nil {
+		return Command{}, nil, err
+	}
+	p, ok := newPayload(cmd.Type)
+	if !ok {
+		return Command{}, nil, fmt.Errorf("%w: unknown type %q", ErrInvalidCommand, cmd.Type)
+	}
+	if err := decodeStrict(cmd.Payload, p); err != nil {
+		return Command{}, nil, fmt.Errorf("%w: %s payload: %v", ErrInvalidCommand, cmd.Type, err)
+	}
+	if err := p.validate(); err != nil {
+		return Command{}, nil, fmt.Errorf("%w: %s: %v", ErrInvalidCommand, cmd.Type, err)
+	}
+	return cmd, p, nil
+}
+
+func (c Command) validate() error {
+	switch {
+	case c.Version != CommandVersion:
+		return fmt.Errorf("%w: unsupported version %d", ErrInvalidCommand, c.Version)
+	case c.RequestID == "":
+		return fmt.Errorf("%w: missing requestId", ErrInvalidCommand)
+	case c.Time.IsZero():
+		return fmt.Errorf("%w: missing time", ErrInvalidCommand)
+	}
+	return nil
+}
+
+// decodeStrict decodes exactly one JSON value with no unknown fields and nothing after it.
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("trailing data after value")
+	}
+	return nil
+}
+
+func (p *InitCluster) validate() error {
+	c := p.Config
+	switch {
+	case c.ClusterID == "":
+		return errors.New("missing clusterId")
+	case c.BlockSize <= 0 || c.BlocksPerSegment <= 0:
+		return fmt.Errorf("blockSize %d and blocksPerSegment %d must be positive", c.BlockSize, c.BlocksPerSegment)
+	case p.RootKey.ID == "":
+		return errors.New("missing root key id")
+	case !isSHA256Hex(p.RootKey.Hash):
+		return errors.New("root key hash is not a hex SHA-256")
+	}
+	return validGeometry(c.Geometry)
+}
+
+func (p *CreateFile) validate() error {
+	f := p.File
+	if f.ID == "" {
+		return errors.New("missing file id")
+	}
+	if f.Size < 0 {
+		return fmt.Errorf("negative size %d", f.Size)
+	}
+	if err := f.Layout.validate(f.Size); err != nil {
+		return err
+	}
+	full := false
+	for i, t := range p.Tokens {
+		if err := t.validate(); err != nil {
+			return fmt.Errorf("token %d: %w", i, err)
+		}
+		if t.FileID != f.ID {
+			return fmt.Errorf("token %d: references file %q, not %q", i, t.FileID, f.ID)
+		}
+		full = full || t.Access == AccessFull
+	}
+	if !full {
+		return errors.New("no full-access token")
+	}
+	return nil
+}
+
+// validate checks that the segments tile [0, size) and each names one node slot per shard, so
+// that readers can trust a committed layout without re-checking it.
+func (l Layout) validate(size int64) error {
+	if err := validGeometry(l.Geometry); err != nil {
+		return err
+	}
+	if l.BlockSize <= 0 {
+		return fmt.Errorf("blockSize %d must be positive", l.BlockSize)
+	}
+	var next int64
+	for i, s := range l.Segments {
+		if s.Offset != next || s.Size < 0 {
+			return fmt.Errorf("segment %d: range %d+%d does not continue at %d", i, s.Offset, s.Size, next)
+		}
+		if len(s.Nodes) != l.Geometry.Total() {
+			return fmt.Errorf("segment %d: %d nodes for %s", i, len(s.Nodes), l.Geometry)
+		}
+		next += s.Size
+	}
+	if next != size {
+		return fmt.Errorf("segments cover %d bytes of %d", next, size)
+	}
+	return nil
+}
+
+// validGeometry is the FSM's own, frozen rule (not erasure's Validate, which may evolve): a
+// geometry the Reed-Solomon field can encode at all. Operational limits belong to the proposer.
+func validGeometry(g erasure.Geometry) error {
+	if g.Data < 1 || g.Parity < 0 || g.Total() > 256 {
+		return fmt.Errorf("unusable geometry %s", g)
+	}
+	return nil
+}
+
+func (t Token) validate() error {
+	switch {
+	case t.ID == "" || t.Secret == "" || t.FileID == "":
+		return errors.New("token needs id, secret and fileId")
+	case !t.Access.Valid():
+		return fmt.Errorf("invalid access %q", t.Access)
+	}
+	return nil
+}
+
+func (p *DeleteFile) validate() error {
+	if p.FileID == "" {
+		return errors.New("missing fileId")
+	}
+	return nil
+}
+
+func (p *CreateToken) validate() error { return p.Token.validate() }
+
+func (p *DeleteToken) validate() error {
+	if p.FileID == "" || p.TokenID == "" {
+		return errors.New("missing fileId or tokenId")
+	}
+	return nil
+}
+
+// isSHA256Hex accepts only the lower-case form HashSecret produces, so that a stored hash can be
+// compared byte for byte.
+func isSHA256Hex(s string) bool {
+	if len(s) != 2*sha256.Size {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

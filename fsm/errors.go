@@ -1,0 +1,67 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel results of applying a command. They travel inside Result and, via ErrorCode and
+// ErrorFromCode, across the network from the leader to the proposing node.
+var (
+	// ErrNotFound: the file or token the command names does not exist.
+	ErrNotFound = errors.New("fsm: not found")
+	// ErrConflict: an id or secret the command introduces is already in use.
+	ErrConflict = errors.New("fsm: conflict")
+	// ErrLastFullToken: deleting the token would leave the file without a live full token.
+	ErrLastFullToken = errors.New("fsm: last full token")
+	// ErrAlreadyInitialized: initCluster was applied before.
+	ErrAlreadyInitialized = errors.New("fsm: cluster already initialized")
+	// ErrNotInitialized: the command needs an initialized cluster.
+	ErrNotInitialized = errors.New("fsm: cluster not initialized")
+	// ErrInvalidCommand: the entry could not be decoded or violates a command's rules.
+	ErrInvalidCommand = errors.New("fsm: invalid command")
+)
+
+// codes are stable: they are stored in the de-duplication table, snapshots and RPC replies.
+var codes = []struct {
+	code string
+	err  error
+}{
+	{"not_found", ErrNotFound},
+	{"conflict", ErrConflict},
+	{"last_full_token", ErrLastFullToken},
+	{"already_initialized", ErrAlreadyInitialized},
+	{"not_initialized", ErrNotInitialized},
+	{"invalid_command", ErrInvalidCommand},
+}
+
+// codeInternal stands for any error that is not one of the sentinels.
+const codeInternal = "internal"
+
+// ErrorCode returns the stable short code of err's sentinel, "" for nil, and "internal" for any
+// other error.
+func ErrorCode(err error) string {
+	if err == nil {
+		return ""
+	}
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return codeInternal
+}
+
+// ErrorFromCode is the inverse of ErrorCode. An unknown code yields a generic error that matches
+// no sentinel, so that a newer peer's code is never mistaken for a known outcome.
+func ErrorFromCode(code string) error {
+	if code == "" {
+		return nil
+	}
+	for _, c := range codes {
+		if c.code == code {
+			return c.err
+		}
+	}
+	return fmt.Errorf("fsm: remote error %q", code)
+}

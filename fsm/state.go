@@ -1,0 +1,141 @@
+package fsm
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"slices"
+	"time"
+
+	"github.com/cairn-dev/cairn/erasure"
+)
+
+// AccessLevel is what a file token allows.
+type AccessLevel string
+
+const (
+	// AccessFull allows reading, sharing and deleting the file.
+	AccessFull AccessLevel = "full"
+	// AccessRead allows reading the file only.
+	AccessRead AccessLevel = "read"
+)
+
+// Valid reports whether a is one of the defined access levels.
+func (a AccessLevel) Valid() bool { return a == AccessFull || a == AccessRead }
+
+// File is a committed file: its metadata and where its shards live.
+type File struct {
+	ID          string    `json:"id"` // "FIL"+17 alnum, chosen by proposer
+	Name        string    `json:"name"`
+	MimeType    string    `json:"mimeType"`
+	CreatorID   string    `json:"creatorId"`
+	CreatedBy   string    `json:"createdByNode"` // node id that took the upload
+	Size        int64     `json:"size"`
+	Tags        []string  `json:"tags,omitempty"`
+	Title       string    `json:"title,omitempty"`
+	Description string    `json:"description,omitempty"`
+	ExpiresAt   time.Time `json:"expiresAt,omitzero"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+	ETag        string    `json:"etag"` // hex SHA-256 of content
+	Layout      Layout    `json:"layout"`
+}
+
+// Expired reports whether the file has an expiry at or before now. The FSM never filters by
+// expiry on reads because it has no clock; callers pass theirs.
+func (f File) Expired(now time.Time) bool { return expired(f.ExpiresAt, now) }
+
+// clone deep-copies f so that callers can never mutate rows held by the immutable store.
+func (f File) clone() File {
+	f.Tags = slices.Clone(f.Tags)
+	f.Layout = f.Layout.clone()
+	return f
+}
+
+// Layout says how a file is erasure-coded and which node holds each shard of each segment.
+type Layout struct {
+	Geometry  erasure.Geometry `json:"geometry"`
+	BlockSize int              `json:"blockSize"`
+	Segments  []Segment        `json:"segments"`
+}
+
+// Degraded reports whether any segment was written with a shard missing, so that the repairer
+// knows to rebuild it.
+func (l Layout) Degraded() bool {
+	for _, s := range l.Segments {
+		if slices.Contains(s.Nodes, "") {
+			return true
+		}
+	}
+	return false
+}
+
+func (l Layout) clone() Layout {
+	l.Segments = slices.Clone(l.Segments)
+	for i := range l.Segments {
+		l.Segments[i].Nodes = slices.Clone(l.Segments[i].Nodes)
+	}
+	return l
+}
+
+// Segment is a contiguous byte range of a file. Nodes[i] holds shard i ("" = shard missing,
+// written degraded); len(Nodes) == Geometry.Total().
+type Segment struct {
+	Offset int64    `json:"offset"`
+	Size   int64    `json:"size"`
+	Nodes  []string `json:"nodes"`
+}
+
+// Token is a persisted bearer capability for one file.
+type Token struct {
+	ID        string      `json:"id"`     // "TOK"+17 alnum
+	Secret    string      `json:"secret"` // bearer secret, URL-safe base64 of 32 random bytes
+	FileID    string      `json:"fileId"`
+	Access    AccessLevel `json:"access"`
+	CreatorID string      `json:"creatorId"`
+	CreatedAt time.Time   `json:"createdAt"`
+	ExpiresAt time.Time   `json:"expiresAt,omitzero"`
+}
+
+// Expired reports whether the token has an expiry at or before now. Reads return expired tokens
+// until a delete command removes them; callers check with their own clock.
+func (t Token) Expired(now time.Time) bool { return expired(t.ExpiresAt, now) }
+
+func expired(expiresAt, now time.Time) bool {
+	return !expiresAt.IsZero() && !now.Before(expiresAt)
+}
+
+// APIKey identifies a principal. Only the hash of its secret is stored.
+type APIKey struct {
+	ID          string    `json:"id"` // principal id
+	Name        string    `json:"name"`
+	Hash        string    `json:"hash"` // hex SHA-256 of the secret key; the secret is never stored
+	Permissions []string  `json:"permissions"`
+	CreatedAt   time.Time `json:"createdAt"`
+}
+
+func (k APIKey) clone() APIKey {
+	k.Permissions = slices.Clone(k.Permissions)
+	return k
+}
+
+// ClusterConfig is fixed at bootstrap by the first leader.
+type ClusterConfig struct {
+	ClusterID        string           `json:"clusterId"`
+	Geometry         erasure.Geometry `json:"geometry"`
+	BlockSize        int              `json:"blockSize"`
+	BlocksPerSegment int              `json:"blocksPerSegment"`
+	SigningKey       []byte           `json:"signingKey"` // for ephemeral tokens (later)
+	CreatedAt        time.Time        `json:"createdAt"`
+}
+
+func (c ClusterConfig) clone() ClusterConfig {
+	c.SigningKey = slices.Clone(c.SigningKey)
+	return c
+}
+
+// HashSecret returns the hex SHA-256 of a bearer secret or API key: the form under which secrets
+// are indexed and API keys stored.
+func HashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,110 @@
+package httpapi
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/cairn-dev/cairn/core"
+)
+
+func TestDownload(t *testing.T) {
+	data := "0123456789abcdefghijklmnopqrstuvwxyz"
+	e := newEnv(t)
+	full := e.files.addFile("report.pdf", "application/pdf", []byte(data))
+	read := readToken(t, e, full)
+	path := "/files/v1/" + read + "/file"
+	etag := `"etag1"` // addFile's first ETag
+
+	tests := []struct {
+		name       string
+		method     string
+		header     map[string]string
+		status     int
+		body       string
+		wantHeader map[string]string
+	}{
+		{"whole file", http.MethodGet, nil, 200, data, map[string]string{
+			"Content-Type": "application/pdf", "Content-Length": "36", "ETag": etag, "Accept-Ranges": "bytes",
+			"Last-Modified": "Mon, 09 Feb 2026 11:03:27 GMT", "Content-Disposition": `attachment; filename="report.pdf"`}},
+		{"HEAD has headers, no body", http.MethodHead, nil, 200, "", map[string]string{
+			"Content-Length": "36", "ETag": etag, "Content-Type": "application/pdf"}},
+		{"single range", http.MethodGet, map[string]string{"Range": "bytes=10-19"}, 206, data[10:20], map[string]string{
+			"Content-Range": "bytes 10-19/36", "Content-Length": "10"}},
+		{"suffix range", http.MethodGet, map[string]string{"Range": "bytes=-3"}, 206, "xyz", nil},
+		{"open range", http.MethodGet, map[string]string{"Range": "bytes=30-"}, 206, data[30:], nil},
+		{"unsatisfiable range", http.MethodGet, map[string]string{"Range": "bytes=100-200"}, 416, "", map[string]string{
+			"Content-Range": "bytes */36"}},
+		{"several ranges get the whole file", http.MethodGet, map[string]string{"Range": "bytes=0-1,5-6"}, 200, data, nil},
+		{"If-None-Match matches", http.MethodGet, map[string]string{"If-None-Match": etag}, 304, "", map[string]string{"ETag": etag}},
+		{"If-None-Match differs", http.MethodGet, map[string]string{"If-None-Match": `"other"`}, 200, data, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := e.do(t, tc.method, path, nil, tc.header)
+			if res.status != tc.status {
+				t.Fatalf("status = %d, want %d (%s)", res.status, tc.status, res.body)
+			}
+			if tc.status != 416 && string(res.body) != tc.body {
+				t.Fatalf("body = %q, want %q", res.body, tc.body)
+			}
+			for k, v := range tc.wantHeader {
+				if got := res.header.Get(k); got != v {
+					t.Fatalf("%s = %q, want %q", k, got, v)
+				}
+			}
+		})
+	}
+}
+
+func TestDownloadEmptyFileAndDefaultType(t *testing.T) {
+	e := newEnv(t)
+	tok := e.files.addFile("empty", "", nil)
+	res := e.do(t, http.MethodGet, "/files/v1/"+tok+"/file", nil, nil)
+	if res.status != 200 || len(res.body) != 0 || res.header.Get("Content-Type") != "application/octet-stream" {
+		t.Fatalf("%d %q %v", res.status, res.body, res.header)
+	}
+}
+
+func TestContentDisposition(t *testing.T) {
+	tests := []struct{ name, want string }{
+		{"report.pdf", `attachment; filename="report.pdf"`},
+		{"my report.pdf", `attachment; filename="my report.pdf"`},
+		{`a"b\c.txt`, `attachment; filename="a_b_c.txt"`},
+		{"résumé.pdf", `attachment; filename="r_sum_.pdf"; filename*=utf-8''r%C3%A9sum%C3%A9.pdf`},
+		{"evil\r\nSet-Cookie: x", `attachment; filename="evil__Set-Cookie: x"; filename*=utf-8''evil%0D%0ASet-Cookie%3A%20x`},
+		{"", "attachment"},
+	}
+	for _, tc := range tests {
+		if got := contentDisposition(core.FileInfo{Name: tc.name}); got != tc.want {
+			t.Errorf("contentDisposition(%q) = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestDownloadContentFailure(t *testing.T) {
+	t.Run("before the first byte: JSON error", func(t *testing.T) {
+		e := newEnv(t, func(f *fakeFiles) { f.breakAfter = -1 })
+		tok := e.files.addFile("broken", "text/plain", []byte(strings.Repeat("b", 100)))
+		res := e.do(t, http.MethodGet, "/files/v1/"+tok+"/file", nil, nil)
+		wantError(t, res, 500, 1, "SERVER_EXCEPTION")
+		if res.header.Get("ETag") != "" || res.header.Get("Content-Disposition") != "" {
+			t.Fatalf("file headers leaked into the error: %v", res.header)
+		}
+	})
+	t.Run("after bytes were sent: connection aborted", func(t *testing.T) {
+		e := newEnv(t, func(f *fakeFiles) { f.breakAfter = 40 })
+		tok := e.files.addFile("broken", "text/plain", []byte(strings.Repeat("b", 100)))
+		res, err := e.srv.Client().Get(e.srv.URL + "/files/v1/" + tok + "/file")
+		if err != nil {
+			return // aborted before the client saw a response: also not a success
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		t.Logf("status %d, read %d bytes, err %v", res.StatusCode, len(b), err)
+		if err == nil {
+			t.Fatalf("client read a complete-looking body of %d bytes after a mid-stream failure", len(b))
+		}
+	})
+}

@@ -1,0 +1,173 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"net/textproto"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// env is one front-end under test with its fakes.
+type env struct {
+	files *fakeFiles
+	ops   *fakeOps
+	reg   *prometheus.Registry
+	logs  *syncBuffer
+	h     http.Handler
+	srv   *httptest.Server
+}
+
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func newEnv(t testing.TB, configure ...func(*fakeFiles)) *env {
+	t.Helper()
+	e := &env{files: newFakeFiles(), ops: &fakeOps{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	for _, c := range configure {
+		c(e.files)
+	}
+	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h, err := New(Config{Files: e.files, Ops: e.ops, Registry: e.reg, Logger: logger})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	e.h = h
+	e.srv = httptest.NewServer(h)
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+// response is what a test inspects of an answer.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (e *env) do(t testing.TB, method, path string, body io.Reader, header map[string]string) response {
+	t.Helper()
+	req, err := http.NewRequest(method, e.srv.URL+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	res, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return response{res.StatusCode, res.Header, b}
+}
+
+// jsonObject decodes b as an object and checks its keys are exactly keys.
+func jsonObject(t testing.TB, b []byte, keys ...string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("body %q is not a JSON object: %v", b, err)
+	}
+	var got []string
+	for k := range m {
+		got = append(got, k)
+	}
+	slices.Sort(got)
+	want := slices.Sorted(slices.Values(keys))
+	if !slices.Equal(got, want) {
+		t.Fatalf("keys = %v, want %v (body %s)", got, want, b)
+	}
+	return m
+}
+
+// wantError checks an error answer: HTTP status, code, name, and the exact error shape.
+func wantError(t testing.TB, r response, status, code int, name string) {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status = %d, want %d (body %s)", r.status, status, r.body)
+	}
+	m := jsonObject(t, r.body, "code", "name", "message")
+	if m["code"] != float64(code) || m["name"] != name {
+		t.Fatalf("error = %v %v, want %d %s", m["code"], m["name"], code, name)
+	}
+	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("Content-Type = %q, want JSON", ct)
+	}
+}
+
+// part is one multipart part of a test upload.
+type part struct {
+	name, filename, contentType, body string
+}
+
+func multipartBody(t testing.TB, parts ...part) (*bytes.Buffer, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for _, p := range parts {
+		h := textproto.MIMEHeader{}
+		disp := fmt.Sprintf(`form-data; name=%q`, p.name)
+		if p.filename != "" {
+			disp += fmt.Sprintf(`; filename=%q`, p.filename)
+		}
+		h.Set("Content-Disposition", disp)
+		if p.contentType != "" {
+			h.Set("Content-Type", p.contentType)
+		}
+		w, err := mw.CreatePart(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(w, p.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return &buf, mw.FormDataContentType()
+}
+
+// chunked hides the length of r so the client sends Transfer-Encoding: chunked, like the SDK.
+type chunked struct{ r io.Reader }
+
+func (c chunked) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

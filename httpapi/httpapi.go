@@ -1,0 +1,100 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairn-dev/cairn/core"
+)
+
+// FileService is what the front-ends need from the use cases; *core.Service implements it.
+type FileService interface {
+	Authenticate(ctx context.Context, apiKey string) (core.Principal, error) // core.ErrUnauthenticated
+	AllowAnonymousUpload() bool
+	MaxFileSize() int64
+	BeginUpload(ctx context.Context, p core.Principal) (core.Upload, error)
+	// Details resolves the token (linearizably). tokens lists all of the file's persisted tokens when
+	// the presented token is full, nil for a read token.
+	Details(ctx context.Context, token string) (file core.FileInfo, presented core.TokenInfo, tokens []core.TokenInfo, err error)
+	OpenFile(ctx context.Context, token string) (core.FileInfo, core.Content, error)
+	DeleteFile(ctx context.Context, token string) error
+	CreateToken(ctx context.Context, token string, access core.AccessLevel, expiresAt time.Time) (core.TokenInfo, error)
+	DeleteToken(ctx context.Context, token, tokenToDelete string) error
+}
+
+// OpsService feeds the ops endpoints.
+type OpsService interface {
+	Status(ctx context.Context) core.Status
+	Ready(ctx context.Context) error // nil when this node can serve; otherwise why not
+}
+
+// Config is everything New needs. Files, Ops and Registry are required; a nil Logger discards logs.
+type Config struct {
+	Files    FileService
+	Ops      OpsService
+	Registry *prometheus.Registry // per node; New registers its collectors on it and serves it at /metrics
+	Logger   *slog.Logger
+}
+
+// route is one path pattern with a handler per method. Dispatching on the method ourselves (rather
+// than with "GET /x" patterns) is what lets a wrong method answer 404 code 16 like the reference
+// service instead of the mux's 405.
+type route struct {
+	pattern string // http.ServeMux pattern, without a method
+	label   string // the metric and log label; never the raw path, which may hold a token
+	methods map[string]http.HandlerFunc
+}
+
+// New builds the public HTTP handler of one node: /files/v1, the ops endpoints and the middleware
+// around them.
+func New(cfg Config) (http.Handler, error) {
+	switch {
+	case cfg.Files == nil:
+		return nil, errors.New("httpapi: Config.Files is required")
+	case cfg.Ops == nil:
+		return nil, errors.New("httpapi: Config.Ops is required")
+	case cfg.Registry == nil:
+		return nil, errors.New("httpapi: Config.Registry is required")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := newHTTPMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	mw := &middleware{log: logger, metrics: m}
+	v1 := &filesV1{files: cfg.Files, log: logger}
+	ops := &opsHandlers{ops: cfg.Ops, registry: cfg.Registry}
+
+	mux := http.NewServeMux()
+	for _, rt := range append(v1.routes(), ops.routes()...) {
+		mux.Handle(rt.pattern, mw.wrap(rt.label, dispatch(rt.methods)))
+	}
+	// Everything else, including paths the patterns above do not match, is the reference service's
+	// "unknown resource".
+	mux.Handle("/", mw.wrap("unmatched", http.HandlerFunc(notFound)))
+	return mux, nil
+}
+
+// dispatch picks the handler for the request's method; HEAD falls back to GET, whose body the server
+// discards.
+func dispatch(methods map[string]http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, ok := methods[r.Method]
+		if !ok && r.Method == http.MethodHead {
+			h, ok = methods[http.MethodGet]
+		}
+		if !ok {
+			notFound(w, r)
+			return
+		}
+		h(w, r)
+	})
+}

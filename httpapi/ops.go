@@ -1,0 +1,42 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// opsHandlers serves the operator endpoints: liveness, readiness, metrics and node status.
+type opsHandlers struct {
+	ops      OpsService
+	registry *prometheus.Registry
+}
+
+func (o *opsHandlers) routes() []route {
+	metrics := promhttp.HandlerFor(o.registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	return []route{
+		{"/healthz", "/healthz", map[string]http.HandlerFunc{http.MethodGet: o.healthz}},
+		{"/readyz", "/readyz", map[string]http.HandlerFunc{http.MethodGet: o.readyz}},
+		{"/metrics", "/metrics", map[string]http.HandlerFunc{http.MethodGet: metrics.ServeHTTP}},
+		{"/v1/status", "/v1/status", map[string]http.HandlerFunc{http.MethodGet: o.status}},
+	}
+}
+
+// healthz says only that the process serves HTTP; whether it can serve files is /readyz's question.
+func (o *opsHandlers) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz lets a load balancer take a node out of rotation while it cannot serve (e.g. no quorum).
+func (o *opsHandlers) readyz(w http.ResponseWriter, r *http.Request) {
+	if err := o.ops.Ready(r.Context()); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (o *opsHandlers) status(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, o.ops.Status(r.Context()))
+}

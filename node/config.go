@@ -1,0 +1,194 @@
+package node
+
+import (
+	"crypto/hkdf"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/erasure"
+)
+
+// Config is everything one node needs. DefaultConfig fills the defaults; the CLI maps flags and
+// environment variables onto it and tests build it directly.
+type Config struct {
+	NodeID  string
+	DataDir string
+
+	HTTPAddr    string // public API and ops endpoints
+	ClusterAddr string // Raft + internal RPC, one port
+	GossipAddr  string // memberlist, UDP and TCP
+	// Advertise* are the addresses other nodes and clients use when the bind address is not
+	// reachable as is (0.0.0.0, NAT). Empty: the bind address (with the real port when it was 0).
+	AdvertiseHTTP    string
+	AdvertiseCluster string
+	AdvertiseGossip  string
+
+	Join            []string // gossip addresses of other nodes
+	BootstrapExpect int
+	Erasure         erasure.Geometry
+	// WriteQuorum overrides the default write quorum (k, or k+1 when k == m) when > 0.
+	WriteQuorum int
+	Zone        string
+
+	MaxFileSize          int64
+	RootKey              string
+	AllowAnonymousUpload bool
+	// ClusterSecret authenticates nodes to each other (cluster port handshake and gossip
+	// encryption). Empty: derived from RootKey, so nodes started with the same root key trust each
+	// other.
+	ClusterSecret string
+
+	BlockSize        int // data bytes per erasure block
+	BlocksPerSegment int // blocks per segment; a segment's shards share one placement
+	MaxVoters        int
+
+	RaftTimings       cluster.RaftTimings
+	GossipTimings     cluster.GossipTimings
+	RejoinInterval    time.Duration
+	ReconcileInterval time.Duration
+	MetaInterval      time.Duration // how often free space and state are re-announced
+	ShutdownTimeout   time.Duration
+	// SnapshotThreshold: Raft log entries between snapshots (0 = raft's default).
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+
+	// Network opens every inter-node socket; nil means the operating system's.
+	Network  cluster.Network
+	Registry *prometheus.Registry // nil: a fresh registry per node
+	Logger   *slog.Logger
+}
+
+// Defaults, in one place.
+const (
+	DefaultMaxFileSize      = 8 << 20
+	DefaultBlockSize        = 1 << 20
+	DefaultBlocksPerSegment = 64
+	DefaultMaxVoters        = 5
+)
+
+// DefaultConfig returns a configuration with every default filled in.
+func DefaultConfig() Config {
+	return Config{
+		HTTPAddr:          "127.0.0.1:8080",
+		ClusterAddr:       "127.0.0.1:7000",
+		GossipAddr:        "127.0.0.1:7946",
+		Erasure:           erasure.Geometry{Data: 2, Parity: 1},
+		MaxFileSize:       DefaultMaxFileSize,
+		BlockSize:         DefaultBlockSize,
+		BlocksPerSegment:  DefaultBlocksPerSegment,
+		MaxVoters:         DefaultMaxVoters,
+		RejoinInterval:    30 * time.Second,
+		ReconcileInterval: 5 * time.Second,
+		MetaInterval:      10 * time.Second,
+		ShutdownTimeout:   30 * time.Second,
+	}
+}
+
+var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Validate reports every configuration problem at once, in the flags' own words.
+func (c *Config) Validate() error {
+	var errs []error
+	if !nodeIDPattern.MatchString(c.NodeID) {
+		errs = append(errs, errors.New("--node-id must be 1-63 characters of [A-Za-z0-9._-], starting alphanumeric"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	for name, addr := range map[string]string{"--http-addr": c.HTTPAddr, "--cluster-addr": c.ClusterAddr, "--gossip-addr": c.GossipAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", name, addr, err))
+		}
+	}
+	if err := c.Erasure.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--erasure: %w", err))
+	}
+	if c.BootstrapExpect < 0 {
+		errs = append(errs, errors.New("--bootstrap-expect must not be negative"))
+	}
+	if c.BootstrapExpect > 0 && c.RootKey == "" {
+		errs = append(errs, errors.New("--root-key is required with --bootstrap-expect (the first leader records it)"))
+	}
+	if c.RootKey != "" && len(c.RootKey) < 16 {
+		errs = append(errs, errors.New("--root-key must be at least 16 characters"))
+	}
+	if c.ClusterSecret == "" && c.RootKey == "" {
+		errs = append(errs, errors.New("--cluster-secret (or --root-key, from which it is derived) is required to authenticate nodes"))
+	}
+	if c.ClusterSecret != "" && len(c.ClusterSecret) < 16 {
+		errs = append(errs, errors.New("--cluster-secret must be at least 16 characters"))
+	}
+	if c.MaxFileSize <= 0 {
+		errs = append(errs, errors.New("--max-file-size must be positive"))
+	}
+	if c.BlockSize < 64 || c.BlockSize > 64<<20 {
+		errs = append(errs, errors.New("block size must be between 64 B and 64 MiB"))
+	}
+	if c.BlocksPerSegment < 1 {
+		errs = append(errs, errors.New("blocks per segment must be at least 1"))
+	}
+	if c.WriteQuorum < 0 || (c.WriteQuorum > 0 && (c.WriteQuorum < c.Erasure.Data || c.WriteQuorum > c.Erasure.Total())) {
+		errs = append(errs, fmt.Errorf("--write-quorum must be between k=%d and k+m=%d", c.Erasure.Data, c.Erasure.Total()))
+	}
+	if c.MaxVoters < 1 {
+		errs = append(errs, errors.New("max voters must be at least 1"))
+	}
+	if len(c.Zone) > 64 {
+		errs = append(errs, errors.New("--zone must be at most 64 characters"))
+	}
+	return errors.Join(errs...)
+}
+
+// derivedSecret derives a purpose-bound 32-byte key from the cluster secret.
+func (c *Config) derivedSecret(purpose string) []byte {
+	base := c.ClusterSecret
+	salt := "cairn cluster secret"
+	if base == "" {
+		base = c.RootKey
+		salt = "cairn root key"
+	}
+	key, err := hkdf.Key(sha256.New, []byte(base), []byte(salt), purpose, 32)
+	if err != nil {
+		panic("hkdf: " + err.Error()) // only fails for absurd lengths
+	}
+	return key
+}
+
+// ParseSize parses a byte size such as 8MiB, 1GiB, 500KB or 1048576.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
+	}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			mult = u.mult
+			t = strings.TrimSpace(strings.TrimSuffix(t, u.suffix))
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("size %q: want a non-negative integer with an optional unit (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)
+	}
+	if n > 0 && mult > (1<<62)/n {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,391 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/core"
+	"github.com/cairn-dev/cairn/erasure"
+	"github.com/cairn-dev/cairn/fsm"
+	"github.com/cairn-dev/cairn/httpapi"
+)
+
+// Node is one running cairn member: Raft, memberlist, the shard store, internal RPC and the public
+// HTTP API, wired together.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+	reg *prometheus.Registry
+
+	fsm       *fsm.FSM
+	shards    *erasure.ShardStore
+	mux       *cluster.Mux
+	raft      *cluster.RaftNode
+	consensus *cluster.Consensus
+	members   *cluster.Membership
+	rpcServer *cluster.RPCServer
+	rpcClient *cluster.RPCClient
+	service   *core.Service
+
+	httpLn      net.Listener
+	httpServer  *http.Server
+	clusterAddr string
+	httpAddr    string
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	bootstrapped atomic.Bool
+	freeBytes    atomic.Uint64
+	stopping     atomic.Bool
+	stopOnce     sync.Once
+	stopErr      error
+}
+
+// New starts a node: it binds every port, opens the data dir, starts Raft and memberlist, and
+// serves. It returns once the node is serving; joining a cluster continues in the background.
+func New(cfg Config) (n *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Network == nil {
+		cfg.Network = cluster.OSNetwork{}
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := cfg.Logger.With("node", cfg.NodeID)
+	ctx, cancel := context.WithCancel(context.Background())
+	n = &Node{cfg: cfg, log: log, reg: cfg.Registry, ctx: ctx, cancel: cancel}
+	// Anything opened before a failure is closed again.
+	var closers []func() error
+	defer func() {
+		if err != nil {
+			cancel()
+			for i := len(closers) - 1; i >= 0; i-- {
+				_ = closers[i]()
+			}
+			n.wg.Wait()
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if n.shards, err = erasure.OpenShardStore(filepath.Join(cfg.DataDir, "shards")); err != nil {
+		return nil, fmt.Errorf("shard store: %w", err)
+	}
+	n.fsm = fsm.New(log.With("component", "fsm"))
+
+	// Cluster port: Raft and internal RPC on one authenticated, multiplexed listener.
+	clusterSecret := cfg.derivedSecret("cluster handshake")
+	ln, err := cfg.Network.Listen("tcp", cfg.ClusterAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen --cluster-addr %s: %w", cfg.ClusterAddr, err)
+	}
+	n.mux = cluster.NewMux(ln, clusterSecret, log.With("component", "mux"))
+	closers = append(closers, n.mux.Close)
+	n.clusterAddr = advertised(cfg.AdvertiseCluster, ln.Addr())
+	n.spawn(func() { _ = n.mux.Serve() })
+
+	advAddr, err := net.ResolveTCPAddr("tcp", n.clusterAddr)
+	if err != nil {
+		return nil, fmt.Errorf("advertise cluster address %s: %w", n.clusterAddr, err)
+	}
+	layer := cluster.NewRaftLayer(n.mux.Listener(cluster.ConnRaft), advAddr, cfg.Network, clusterSecret)
+	n.raft, err = cluster.StartRaft(cluster.RaftOptions{
+		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Layer: layer, FSM: n.fsm, Timings: cfg.RaftTimings,
+		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs,
+		Logger: log.With("component", "raft"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, n.raft.Shutdown)
+	n.bootstrapped.Store(n.raft.HadState)
+
+	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecret, log.With("component", "rpc"))
+	closers = append(closers, func() error { n.rpcClient.Close(); return nil })
+	n.consensus = cluster.NewConsensus(n.raft.Raft, n.fsm, n.rpcClient, log.With("component", "consensus"))
+	closers = append(closers, func() error { n.consensus.Close(); return nil })
+	n.rpcServer = cluster.NewRPCServer(localShards{n.shards}, n.consensus.LeaderEndpoint(), log.With("component", "rpc"))
+	rpcLn := n.mux.Listener(cluster.ConnRPC)
+	n.spawn(func() { _ = n.rpcServer.Serve(rpcLn) })
+	closers = append(closers, func() error { return n.rpcServer.Shutdown(context.Background()) })
+
+	n.refreshFreeBytes()
+	n.members, err = cluster.NewMembership(cluster.MembershipConfig{
+		NodeID: cfg.NodeID, BindAddr: cfg.GossipAddr, AdvertiseAddr: cfg.AdvertiseGossip,
+		Network: cfg.Network, SecretKey: cfg.derivedSecret("gossip encryption"),
+		Seeds: cfg.Join, RejoinInterval: cfg.RejoinInterval, Timings: cfg.GossipTimings,
+		Meta: n.meta, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, n.members.Shutdown)
+
+	metrics := core.NewMetrics(n.reg)
+	n.service = core.NewService(core.Config{
+		NodeID: cfg.NodeID, MaxFileSize: cfg.MaxFileSize, AllowAnonymousUpload: cfg.AllowAnonymousUpload,
+		WriteQuorum: cfg.WriteQuorum, Logger: log.With("component", "core"),
+	}, n.fsm, n.consensus, &shardRouter{node: n}, placer{n}, metrics)
+	closers = append(closers, func() error { n.service.Close(); return nil })
+	n.registerMetrics()
+
+	handler, err := httpapi.New(httpapi.Config{
+		Files: n.service, Ops: ops{n}, Registry: n.reg, Logger: log.With("component", "http"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("http api: %w", err)
+	}
+	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen --http-addr %s: %w", cfg.HTTPAddr, err)
+	}
+	closers = append(closers, n.httpLn.Close)
+	n.httpAddr = advertised(cfg.AdvertiseHTTP, n.httpLn.Addr())
+	n.httpServer = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug),
+	}
+	n.spawn(func() {
+		if err := n.httpServer.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "err", err)
+		}
+	})
+
+	// Membership drives Raft: bootstrap on first start, reconcile on the leader, re-announce state.
+	n.members.Start()
+	(&cluster.Bootstrapper{
+		Node: n.raft, Members: n.members, Self: cfg.NodeID, Expect: cfg.BootstrapExpect,
+		Logger: log.With("component", "bootstrap"),
+	}).Run(ctx, &n.wg)
+	(&cluster.Reconciler{
+		Node: n.raft, Members: n.members, Self: cfg.NodeID, MaxVoters: cfg.MaxVoters,
+		MinQuorum: max(cfg.BootstrapExpect, 1), Interval: cfg.ReconcileInterval, OnLeader: n.onLeader,
+		Logger: log.With("component", "reconcile"),
+	}).Run(ctx, &n.wg)
+	n.spawn(n.announceLoop)
+	log.Info("node started", "http", n.httpAddr, "cluster", n.clusterAddr, "gossip", n.members.LocalGossipAddr(),
+		"erasure", cfg.Erasure.String(), "restarted", n.raft.HadState)
+	return n, nil
+}
+
+// advertised picks the configured advertise address, else the bound one.
+func advertised(configured string, bound net.Addr) string {
+	if configured != "" {
+		return configured
+	}
+	return bound.String()
+}
+
+func (n *Node) spawn(fn func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn()
+	}()
+}
+
+// meta is what memberlist announces about this node.
+func (n *Node) meta() cluster.NodeMeta {
+	return cluster.NodeMeta{
+		ID: n.cfg.NodeID, ClusterAddr: n.clusterAddr, HTTPAddr: n.httpAddr, Zone: n.cfg.Zone,
+		FreeBytes: n.freeBytes.Load(), AcceptsShards: !n.stopping.Load(),
+		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: n.bootstrapped.Load(),
+	}
+}
+
+func (n *Node) refreshFreeBytes() {
+	if free, err := n.shards.FreeBytes(); err == nil {
+		n.freeBytes.Store(free)
+	}
+}
+
+// announceLoop re-announces this node's metadata when it changes: free space, and whether it
+// belongs to a Raft cluster yet.
+func (n *Node) announceLoop() {
+	interval := n.cfg.MetaInterval
+	tick := time.NewTicker(min(interval, time.Second))
+	defer tick.Stop()
+	last := n.meta()
+	lastFull := time.Now()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !n.bootstrapped.Load() && len(n.raft.Servers()) > 0 {
+			n.bootstrapped.Store(true)
+		}
+		if time.Since(lastFull) >= interval {
+			n.refreshFreeBytes()
+			lastFull = time.Now()
+		}
+		if cur := n.meta(); cur != last {
+			if err := n.members.UpdateMeta(5 * time.Second); err != nil {
+				n.log.Debug("announce metadata failed", "err", err)
+				continue
+			}
+			last = cur
+		}
+	}
+}
+
+// onLeader runs once per leadership term on the leader: a fresh cluster gets its configuration and
+// root key, recorded in Raft.
+func (n *Node) onLeader(ctx context.Context) {
+	if _, ok := n.fsm.Config(); ok || n.cfg.RootKey == "" {
+		return
+	}
+	signingKey := make([]byte, 32)
+	if _, err := rand.Read(signingKey); err != nil {
+		n.log.Error("cannot draw a signing key", "err", err)
+		return
+	}
+	now := time.Now().UTC()
+	payload := fsm.InitCluster{
+		Config: fsm.ClusterConfig{
+			ClusterID: core.NewFileID()[3:], Geometry: n.cfg.Erasure, BlockSize: n.cfg.BlockSize,
+			BlocksPerSegment: n.cfg.BlocksPerSegment, SigningKey: signingKey, CreatedAt: now,
+		},
+		RootKey: fsm.APIKey{
+			ID: "root", Name: "root", Hash: fsm.HashSecret(n.cfg.RootKey),
+			Permissions: core.AllPermissions, CreatedAt: now,
+		},
+	}
+	cmd, err := fsm.EncodeCommand(fsm.CmdInitCluster, "init-cluster", now, payload)
+	if err != nil {
+		n.log.Error("encode cluster init", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := n.consensus.Propose(ctx, cmd); err != nil && !errors.Is(err, fsm.ErrAlreadyInitialized) {
+		n.log.Error("cluster init failed", "err", err)
+		return
+	}
+	n.log.Info("cluster initialised", "erasure", n.cfg.Erasure.String())
+}
+
+// ID is the node's id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// HTTPAddr is the address the public API listens on.
+func (n *Node) HTTPAddr() string { return n.httpAddr }
+
+// ClusterAddr is the advertised Raft/RPC address.
+func (n *Node) ClusterAddr() string { return n.clusterAddr }
+
+// GossipAddr is the advertised memberlist address.
+func (n *Node) GossipAddr() string { return n.members.LocalGossipAddr() }
+
+// Shards exposes the local shard store (tests inspect and corrupt shards through it).
+func (n *Node) Shards() *erasure.ShardStore { return n.shards }
+
+// FSM exposes the local replicated state, read-only by convention.
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
+
+// IsLeader reports whether this node leads Raft now.
+func (n *Node) IsLeader() bool { return n.raft.Raft.State() == raft.Leader }
+
+// LeaderID is the id of the leader this node knows, or "".
+func (n *Node) LeaderID() string {
+	_, id := n.raft.Raft.LeaderWithID()
+	return string(id)
+}
+
+// Shutdown stops the node gracefully: it stops taking work and reports not ready, lets in-flight
+// requests finish, hands leadership over if it leads, leaves gossip, then stops everything.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.stopOnce.Do(func() { n.stopErr = n.shutdown(ctx, true) })
+	return n.stopErr
+}
+
+// Kill stops the node abruptly, as a crash would: no leadership transfer, no gossip leave, no
+// waiting for requests. Only what was already fsynced survives.
+func (n *Node) Kill() {
+	n.stopOnce.Do(func() { n.stopErr = n.shutdown(context.Background(), false) })
+}
+
+func (n *Node) shutdown(ctx context.Context, graceful bool) error {
+	n.stopping.Store(true)
+	var errs []error
+	if graceful {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, n.cfg.ShutdownTimeout)
+			defer cancel()
+		}
+		// Tell peers not to place new shards here, then drain the public API.
+		_ = n.members.UpdateMeta(time.Second)
+		if err := n.httpServer.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("drain http: %w", err))
+		}
+		if n.IsLeader() {
+			if err := n.raft.Raft.LeadershipTransfer().Error(); err != nil {
+				n.log.Warn("leadership transfer failed", "err", err)
+			}
+		}
+		if err := n.members.Leave(5 * time.Second); err != nil {
+			n.log.Warn("gossip leave failed", "err", err)
+		}
+	} else {
+		_ = n.httpServer.Close()
+	}
+	n.cancel()
+	n.service.Close()
+	n.consensus.Close()
+	errs = append(errs, n.members.Shutdown())
+	if graceful {
+		errs = append(errs, n.rpcServer.Shutdown(ctx))
+	} else {
+		rctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = n.rpcServer.Shutdown(rctx)
+	}
+	errs = append(errs, n.raft.Shutdown())
+	n.rpcClient.Close()
+	_ = n.mux.Close()
+	n.wg.Wait()
+	n.log.Info("node stopped", "graceful", graceful)
+	return errors.Join(errs...)
+}
+
+// JoinGossip contacts more gossip addresses now (the configured seeds are re-joined periodically
+// anyway).
+func (n *Node) JoinGossip(addrs []string) (int, error) { return n.members.Join(addrs) }
+
+// AliveMembers counts the members gossip sees alive, this node included.
+func (n *Node) AliveMembers() int {
+	alive := 0
+	for _, m := range n.members.Members() {
+		if m.State == cluster.StateAlive {
+			alive++
+		}
+	}
+	return alive
+}

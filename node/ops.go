@@ -1,0 +1,141 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairn-dev/cairn/core"
+)
+
+// ops answers the ops endpoints for a node.
+type ops struct{ node *Node }
+
+// Status reports the node's view of Raft and membership.
+func (o ops) Status(context.Context) core.Status { return o.node.Status() }
+
+// Ready is nil when this node has a leader, belongs to the Raft configuration, knows the cluster's
+// configuration and is not shutting down.
+func (o ops) Ready(context.Context) error { return o.node.Ready() }
+
+// Ready is nil when the node can serve requests.
+func (n *Node) Ready() error {
+	switch {
+	case n.stopping.Load():
+		return errors.New("node is shutting down")
+	case n.LeaderID() == "":
+		return errors.New("no raft leader known")
+	case !n.inRaftConfig():
+		return errors.New("not a member of the raft configuration yet")
+	}
+	if _, ok := n.fsm.Config(); !ok {
+		return errors.New("cluster not initialised yet")
+	}
+	return nil
+}
+
+func (n *Node) inRaftConfig() bool {
+	for _, s := range n.raft.Servers() {
+		if string(s.ID) == n.cfg.NodeID {
+			return true
+		}
+	}
+	return false
+}
+
+// Status reports the node's view of Raft and membership.
+func (n *Node) Status() core.Status {
+	r := n.raft.Raft
+	st := core.Status{
+		NodeID:       n.cfg.NodeID,
+		LeaderID:     n.LeaderID(),
+		RaftState:    r.State().String(),
+		Term:         r.CurrentTerm(),
+		CommitIndex:  r.CommitIndex(),
+		AppliedIndex: n.fsm.AppliedIndex(),
+	}
+	if cfg, ok := n.fsm.Config(); ok {
+		st.Erasure = cfg.Geometry.String()
+		st.WriteQuorum = cfg.Geometry.DefaultWriteQuorum()
+		if n.cfg.WriteQuorum > 0 {
+			st.WriteQuorum = n.cfg.WriteQuorum
+		}
+	}
+	suffrage := map[string]string{}
+	for _, s := range n.raft.Servers() {
+		if s.Suffrage == raft.Voter {
+			suffrage[string(s.ID)] = "voter"
+		} else {
+			suffrage[string(s.ID)] = "nonvoter"
+		}
+	}
+	seen := map[string]bool{}
+	for _, m := range n.members.Members() {
+		seen[m.Meta.ID] = true
+		st.Members = append(st.Members, core.MemberStatus{
+			ID: m.Meta.ID, State: m.State, Suffrage: suffrage[m.Meta.ID], ClusterAddr: m.Meta.ClusterAddr,
+			HTTPAddr: m.Meta.HTTPAddr, Zone: m.Meta.Zone, FreeBytes: m.Meta.FreeBytes,
+		})
+	}
+	// Raft servers memberlist has never seen (e.g. right after a restart) still belong in the report.
+	for _, s := range n.raft.Servers() {
+		if !seen[string(s.ID)] {
+			st.Members = append(st.Members, core.MemberStatus{
+				ID: string(s.ID), State: "unknown", Suffrage: suffrage[string(s.ID)], ClusterAddr: string(s.Address),
+			})
+		}
+	}
+	return st
+}
+
+// registerMetrics exposes Raft state and shard storage on the node's registry.
+func (n *Node) registerMetrics() {
+	n.reg.MustRegister(raftStateCollector{n},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_raft_term", Help: "Current Raft term."},
+			func() float64 { return float64(n.raft.Raft.CurrentTerm()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_raft_commit_index", Help: "Raft commit index."},
+			func() float64 { return float64(n.raft.Raft.CommitIndex()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_raft_applied_index", Help: "Index applied to the state machine."},
+			func() float64 { return float64(n.fsm.AppliedIndex()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_raft_last_contact_seconds", Help: "Seconds since this follower last heard from the leader (0 on the leader)."},
+			func() float64 {
+				if n.IsLeader() {
+					return 0
+				}
+				lc := n.raft.Raft.LastContact()
+				if lc.IsZero() {
+					return -1
+				}
+				return time.Since(lc).Seconds()
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_shard_bytes_stored", Help: "Bytes of committed shards on this node's disk."},
+			func() float64 { return float64(n.shards.UsedBytes()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_disk_free_bytes", Help: "Free bytes on the filesystem holding the shard store."},
+			func() float64 { return float64(n.freeBytes.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_cluster_port_rejected_connections", Help: "Connections to the cluster port that failed authentication."},
+			func() float64 { return float64(n.mux.RejectedConns()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_members", Help: "Members known to gossip, alive or not."},
+			func() float64 { return float64(len(n.members.Members())) }),
+	)
+}
+
+var raftStateDesc = prometheus.NewDesc("cairn_raft_state",
+	"Raft state of this node: 1 for the current state, 0 for the others.", []string{"state"}, nil)
+
+// raftStateCollector reports the Raft state at scrape time.
+type raftStateCollector struct{ n *Node }
+
+func (c raftStateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- raftStateDesc }
+func (c raftStateCollector) Collect(ch chan<- prometheus.Metric) {
+	cur := c.n.raft.Raft.State()
+	for _, s := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
+		v := 0.0
+		if s == cur {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(raftStateDesc, prometheus.GaugeValue, v, s.String())
+	}
+}

@@ -1,0 +1,113 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/erasure"
+)
+
+// errNodeUnreachable means a shard's node is not an alive member, so it is not even dialled: a read
+// falls back to parity at once instead of waiting for a connect timeout.
+var errNodeUnreachable = errors.New("node is not an alive member")
+
+// localShards serves this node's shard store, to the internal RPC server and to local callers.
+type localShards struct{ store *erasure.ShardStore }
+
+// PutShard writes a whole shard and makes it durable; a broken body leaves nothing behind.
+func (l localShards) PutShard(ctx context.Context, id erasure.ShardID, body io.Reader) error {
+	w, err := l.store.Create(id)
+	if err != nil {
+		return err
+	}
+	defer w.Abort()
+	if _, err := io.Copy(w, contextReader{ctx, body}); err != nil {
+		return fmt.Errorf("write shard %s: %w", id, err)
+	}
+	return w.Commit()
+}
+
+func (l localShards) OpenShard(_ context.Context, id erasure.ShardID, off, n int64) (io.ReadCloser, error) {
+	return l.store.OpenRange(id, off, n)
+}
+
+func (l localShards) DeleteShard(_ context.Context, id erasure.ShardID) error {
+	return l.store.Delete(id)
+}
+
+func (l localShards) StatShard(_ context.Context, id erasure.ShardID) (erasure.ShardInfo, error) {
+	return l.store.Stat(id)
+}
+
+// contextReader stops a copy when its context ends.
+type contextReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c contextReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// shardRouter sends shard operations to the local store or over internal RPC, by node id.
+type shardRouter struct{ node *Node }
+
+func (r *shardRouter) addr(nodeID string) (string, error) {
+	m, ok := r.node.members.Member(nodeID)
+	if !ok || (m.State != cluster.StateAlive && m.State != cluster.StateSuspect) {
+		return "", fmt.Errorf("%s: %w", nodeID, errNodeUnreachable)
+	}
+	return m.Meta.ClusterAddr, nil
+}
+
+func (r *shardRouter) PutShard(ctx context.Context, nodeID string, id erasure.ShardID, body io.Reader) error {
+	if nodeID == r.node.cfg.NodeID {
+		return localShards{r.node.shards}.PutShard(ctx, id, body)
+	}
+	addr, err := r.addr(nodeID)
+	if err != nil {
+		return err
+	}
+	return r.node.rpcClient.PutShard(ctx, addr, id, body)
+}
+
+func (r *shardRouter) OpenShard(ctx context.Context, nodeID string, id erasure.ShardID, off, n int64) (io.ReadCloser, error) {
+	if nodeID == r.node.cfg.NodeID {
+		return r.node.shards.OpenRange(id, off, n)
+	}
+	addr, err := r.addr(nodeID)
+	if err != nil {
+		return nil, err
+	}
+	return r.node.rpcClient.OpenShard(ctx, addr, id, off, n)
+}
+
+func (r *shardRouter) DeleteShard(ctx context.Context, nodeID string, id erasure.ShardID) error {
+	if nodeID == r.node.cfg.NodeID {
+		return r.node.shards.Delete(id)
+	}
+	addr, err := r.addr(nodeID)
+	if err != nil {
+		return err
+	}
+	return r.node.rpcClient.DeleteShard(ctx, addr, id)
+}
+
+// placer offers the alive members that accept shards as placement candidates.
+type placer struct{ node *Node }
+
+func (p placer) ShardCandidates() []erasure.Candidate {
+	var out []erasure.Candidate
+	for _, m := range p.node.members.Members() {
+		if m.State == cluster.StateAlive && m.Meta.AcceptsShards {
+			out = append(out, erasure.Candidate{NodeID: m.Meta.ID, Zone: m.Meta.Zone})
+		}
+	}
+	return out
+}
