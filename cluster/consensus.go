@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +41,7 @@ type Consensus struct {
 	applied AppliedWaiter
 	forward ForwardClient
 	log     *slog.Logger
+	nodeID  string
 
 	// readyTerm is the term in which this node, as leader, has committed a barrier; only then can its
 	// commit index be trusted for reads.
@@ -56,10 +59,13 @@ type Consensus struct {
 // DefaultProposeTimeout bounds a proposal when the caller's context has no deadline.
 const DefaultProposeTimeout = 15 * time.Second
 
+// DefaultReadIndexTimeout bounds a read index when the caller's context has no deadline.
+const DefaultReadIndexTimeout = 10 * time.Second
+
 // NewConsensus wraps a running Raft.
-func NewConsensus(r *raft.Raft, applied AppliedWaiter, forward ForwardClient, logger *slog.Logger) *Consensus {
+func NewConsensus(nodeID string, r *raft.Raft, applied AppliedWaiter, forward ForwardClient, logger *slog.Logger) *Consensus {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Consensus{raft: r, applied: applied, forward: forward, log: logger, stop: cancel, stopCtx: ctx}
+	c := &Consensus{raft: r, applied: applied, forward: forward, log: logger, nodeID: nodeID, stop: cancel, stopCtx: ctx}
 	c.leaderRounds = newCoalescer(ctx, 5*time.Second, c.leaderReadIndexRound)
 	c.followerRounds = newCoalescer(ctx, 5*time.Second, c.followerReadIndexRound)
 	return c
@@ -167,6 +173,11 @@ func (c *Consensus) ApplyForwarded(ctx context.Context, cmd []byte) (uint64, str
 // read-index recipe (leader commit index, leadership confirmed, wait for apply), batched so that
 // one leadership round trip serves every request that arrived meanwhile.
 func (c *Consensus) ReadIndex(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultReadIndexTimeout)
+		defer cancel()
+	}
 	for attempt := 0; ; attempt++ {
 		var idx uint64
 		var err error
@@ -197,7 +208,7 @@ func (c *Consensus) LeaderReadIndex(ctx context.Context) (uint64, error) {
 }
 
 func (c *Consensus) leaderReadIndexRound(ctx context.Context) (uint64, error) {
-	if err := c.ensureTermBarrier(); err != nil {
+	if err := c.ensureTermBarrier(ctx); err != nil {
 		return 0, err
 	}
 	term := c.readyTerm.Load()
@@ -211,9 +222,10 @@ func (c *Consensus) leaderReadIndexRound(ctx context.Context) (uint64, error) {
 	return idx, nil
 }
 
-// ensureTermBarrier commits a barrier once per leadership term (a new leader's commit index is not
-// trustworthy until an entry of its own term has committed).
-func (c *Consensus) ensureTermBarrier() error {
+// ensureTermBarrier commits a barrier command once per leadership term: a new leader's commit index
+// is not trustworthy until an entry of its own term has committed, and the barrier is an entry the
+// FSM applies, so the commit index always names an index followers' FSMs will reach.
+func (c *Consensus) ensureTermBarrier(ctx context.Context) error {
 	term := c.raft.CurrentTerm()
 	if c.readyTerm.Load() == term {
 		return nil
@@ -223,14 +235,33 @@ func (c *Consensus) ensureTermBarrier() error {
 	if c.readyTerm.Load() == term {
 		return nil
 	}
-	if err := c.raft.Barrier(5 * time.Second).Error(); err != nil {
-		return fmt.Errorf("%w: barrier: %w", ErrNotLeader, err)
+	if err := c.Barrier(ctx); err != nil {
+		return err
 	}
 	if c.raft.CurrentTerm() != term || c.raft.State() != raft.Leader {
 		return fmt.Errorf("%w: leadership changed during barrier", ErrNotLeader)
 	}
 	c.readyTerm.Store(term)
 	return nil
+}
+
+// Barrier commits a no-op command on the leader and waits until it is applied locally.
+func (c *Consensus) Barrier(ctx context.Context) error {
+	cmd, err := fsm.EncodeCommand(fsm.CmdBarrier, barrierRequestID(), time.Now().UTC(), fsm.Barrier{Node: c.nodeID})
+	if err != nil {
+		return err
+	}
+	res, err := c.applyLocal(ctx, cmd)
+	if err != nil {
+		return fmt.Errorf("%w: barrier: %w", ErrNotLeader, err)
+	}
+	return res.Err
+}
+
+func barrierRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "barrier-" + hex.EncodeToString(b[:])
 }
 
 func (c *Consensus) followerReadIndexRound(ctx context.Context) (uint64, error) {

@@ -15,12 +15,15 @@ import (
 // failed is never removed; a member that left gracefully is removed while at least MinQuorum voters
 // remain, so a rolling restart cannot shrink the quorum below the size the cluster was built for.
 type Reconciler struct {
-	Node       *RaftNode
-	Members    *Membership
-	Self       string
-	MaxVoters  int
-	MinQuorum  int
-	Interval   time.Duration
+	Node      *RaftNode
+	Members   *Membership
+	Self      string
+	MaxVoters int
+	MinQuorum int
+	Interval  time.Duration
+	// Barrier commits an entry of the current term (Consensus.Barrier); the leader reconciles only
+	// after it, so that it acts on an up-to-date configuration and state.
+	Barrier    func(ctx context.Context) error
 	OnLeader   func(ctx context.Context) // runs once per leadership term, before reconciling
 	Logger     *slog.Logger
 	leaderTerm uint64
@@ -63,7 +66,10 @@ func (r *Reconciler) step(ctx context.Context) {
 		return
 	}
 	if term := r.Node.Raft.CurrentTerm(); term != r.leaderTerm {
-		if r.Node.Raft.Barrier(10*time.Second).Error() != nil {
+		bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := r.Barrier(bctx)
+		cancel()
+		if err != nil {
 			return
 		}
 		r.leaderTerm = term

@@ -285,7 +285,6 @@ func (r *rpcTestGatedReader) Read(p []byte) (int, error) {
 // generator, so neither side ever holds a whole shard.
 type rpcTestStreamShards struct {
 	rpcTestShards
-	size       int64
 	gotFirst   chan struct{} // closed by PutShard after the first MiB arrived
 	readerGate chan struct{} // closed by the test once the client read the first MiB
 	putSum     chan [sha256.Size]byte
@@ -311,7 +310,6 @@ func (s *rpcTestStreamShards) OpenShard(_ context.Context, _ erasure.ShardID, of
 func TestRPCStreamsLargeShard(t *testing.T) {
 	const size = 20 << 20
 	shards := &rpcTestStreamShards{
-		size:       size,
 		gotFirst:   make(chan struct{}),
 		readerGate: make(chan struct{}),
 		putSum:     make(chan [sha256.Size]byte, 1),

@@ -58,10 +58,11 @@ type upload struct {
 	sniff    []byte
 	segments []fsm.Segment
 
-	read      bool // ReadFrom completed successfully
-	failed    error
-	committed bool
-	aborted   bool
+	read           bool // ReadFrom completed successfully
+	outcomeUnknown bool // Commit failed in a way that may still have committed
+	failed         error
+	committed      bool
+	aborted        bool
 }
 
 // ReadFrom streams r through the erasure encoder to the shard nodes, one segment at a time.
@@ -203,7 +204,7 @@ func (u *upload) Commit(ctx context.Context, attrs FileAttrs) (FileInfo, []Token
 		ID: u.fileID, Name: name, MimeType: u.mimeType(attrs), CreatorID: u.principal.ID,
 		CreatedBy: u.s.cfg.NodeID, Size: u.size, Tags: attrs.Tags, Title: attrs.Title,
 		Description: attrs.Description, ExpiresAt: attrs.ExpiresAt.UTC(), CreatedAt: now, UpdatedAt: now,
-		ETag: hex.EncodeToString(u.hash.Sum(nil)),
+		ETag:   hex.EncodeToString(u.hash.Sum(nil)),
 		Layout: fsm.Layout{Geometry: u.cfg.Geometry, BlockSize: u.cfg.BlockSize, Segments: u.segments},
 	}
 	if file.Layout.Segments == nil {
@@ -214,8 +215,11 @@ func (u *upload) Commit(ctx context.Context, attrs FileAttrs) (FileInfo, []Token
 		CreatorID: u.principal.ID, CreatedAt: now,
 	}
 	if err := u.s.propose(ctx, fsm.CmdCreateFile, fsm.CreateFile{File: file, Tokens: []fsm.Token{token}}); err != nil {
-		// The outcome may be unknown (leadership lost mid-commit); the shards then stay until the
-		// reconciling GC decides. A definite failure leaves garbage that Abort removes now.
+		// When the outcome is unknown (the proposal may still commit), Abort must not delete the
+		// shards of what may become a committed file: they stay for the reconciling GC, which only
+		// removes shards no committed file references. A definite refusal leaves plain garbage.
+		u.outcomeUnknown = errors.Is(err, ErrUnavailable) || errors.Is(err, context.Canceled) ||
+			errors.Is(err, context.DeadlineExceeded)
 		return FileInfo{}, nil, err
 	}
 	u.committed = true
@@ -252,6 +256,10 @@ func (u *upload) Abort() {
 		return
 	}
 	u.aborted = true
+	if u.outcomeUnknown {
+		u.s.log.Warn("upload outcome unknown; its shards are left to the garbage collector", "file", u.fileID)
+		return
+	}
 	segments := u.segments
 	fileID := u.fileID
 	u.s.spawn(func(ctx context.Context) { u.s.deleteShards(ctx, fileID, segments) })

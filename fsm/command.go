@@ -28,6 +28,10 @@ const (
 	CmdDeleteFile  CommandType = "deleteFile"  // payload DeleteFile
 	CmdCreateToken CommandType = "createToken" // payload CreateToken
 	CmdDeleteToken CommandType = "deleteToken" // payload DeleteToken
+	// CmdBarrier changes nothing. A new leader commits one per term so that its commit index points
+	// at an entry the FSM sees: raft's own Barrier and no-op entries never reach the FSM, so a read
+	// index that pointed at one could never be waited for.
+	CmdBarrier CommandType = "barrier" // payload Barrier
 )
 
 // Command is the envelope of every Raft log entry the FSM applies.
@@ -67,6 +71,11 @@ type DeleteToken struct {
 	TokenID string `json:"tokenId"`
 }
 
+// Barrier is the empty payload of CmdBarrier. Node records who proposed it, for the logs.
+type Barrier struct {
+	Node string `json:"node"`
+}
+
 // payload is implemented by every command payload. validate holds the state-independent rules,
 // so that a proposer learns of a malformed command before it reaches the log.
 type payload interface {
@@ -85,6 +94,8 @@ func newPayload(typ CommandType) (payload, bool) {
 		return new(CreateToken), true
 	case CmdDeleteToken:
 		return new(DeleteToken), true
+	case CmdBarrier:
+		return new(Barrier), true
 	}
 	return nil, false
 }
@@ -296,3 +307,5 @@ func isSHA256Hex(s string) bool {
 	}
 	return true
 }
+
+func (p *Barrier) validate() error { return nil }

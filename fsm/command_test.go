@@ -19,7 +19,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	}{
 		{CmdInitCluster, initPayload(), &InitCluster{}},
 		{CmdCreateFile, fileCmd("FIL1", ft), &CreateFile{}},
-		{CmdCreateFile, &CreateFile{File: File{ID: "FIL0", Layout: Layout{Geometry: testGeometry, BlockSize: 1}}, Tokens: []Token{ft}}, &CreateFile{}},
+		{CmdCreateFile, &CreateFile{File: File{ID: "FIL0", Layout: Layout{Geometry: testGeometry, BlockSize: 1}}, Tokens: []Token{tok("TOK0", "FIL0", AccessFull)}}, &CreateFile{}},
 		{CmdDeleteFile, DeleteFile{FileID: "FIL1"}, &DeleteFile{}},
 		{CmdCreateToken, &CreateToken{Token: expiring(ft, t0.Add(time.Hour))}, &CreateToken{}},
 		{CmdDeleteToken, DeleteToken{FileID: "FIL1", TokenID: "TOK1"}, &DeleteToken{}},

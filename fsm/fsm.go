@@ -114,6 +114,9 @@ func (f *FSM) applyCommand(txn *memdb.Txn, m *metaRow, l *raft.Log) *Result {
 
 // execute returns nil, a sentinel, or (only for an impossible store failure) another error.
 func (f *FSM) execute(txn *memdb.Txn, m *metaRow, cmd Command, p any) error {
+	if _, ok := p.(*Barrier); ok {
+		return nil // valid before and after initCluster
+	}
 	if p, ok := p.(*InitCluster); ok {
 		if m.Config != nil {
 			return ErrAlreadyInitialized

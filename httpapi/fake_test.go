@@ -325,11 +325,11 @@ func (c *fakeContent) ReadRange(ctx context.Context, w io.Writer, off, n int64) 
 		}
 		return errShardsGone
 	}
-	for len(chunk) > 0 { // small writes, so that a stopped reader is noticed mid-range
+	for len(chunk) > 0 { // several writes, so that a stopped reader is noticed mid-range
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		k := min(len(chunk), 7)
+		k := min(len(chunk), 32<<10)
 		if _, err := w.Write(chunk[:k]); err != nil {
 			return err
 		}
@@ -354,3 +354,6 @@ func (o *fakeOps) Ready(context.Context) error {
 	defer o.mu.Unlock()
 	return o.notReady
 }
+
+// The real use cases must satisfy the interface this package declares.
+var _ FileService = (*core.Service)(nil)

@@ -138,9 +138,8 @@ func readParts(mr *multipart.Reader, up core.Upload) (core.FileAttrs, error) {
 			}
 			sawFile = true
 			filename = part.FileName()
-			if attrs.MimeType, err = partMimeType(part); err != nil {
-				return core.FileAttrs{}, err
-			}
+			// core normalises it, and derives one when it is empty or unusable.
+			attrs.MimeType = strings.TrimSpace(part.Header.Get("Content-Type"))
 			src := &sourceReader{r: part}
 			if _, err := up.ReadFrom(src); err != nil {
 				if src.err != nil { // the body failed (truncated, too large, client gone), not core
@@ -178,18 +177,6 @@ func readParts(mr *multipart.Reader, up core.Upload) (core.FileAttrs, error) {
 		attrs.Name = filename
 	}
 	return attrs, nil
-}
-
-// partMimeType is the file part's Content-Type when given; empty lets core derive one.
-func partMimeType(part *multipart.Part) (string, error) {
-	ct := strings.TrimSpace(part.Header.Get("Content-Type"))
-	if ct == "" {
-		return "", nil
-	}
-	if _, _, err := mime.ParseMediaType(ct); err != nil {
-		return "", errFieldFormat("the file part's Content-Type is not a media type")
-	}
-	return ct, nil
 }
 
 // readField reads one text part, bounded to maxFieldBytes and required to be UTF-8 (it ends up in

@@ -110,6 +110,7 @@ func (m *middleware) recovered(rec *statusRecorder, r *http.Request, label strin
 	if rec.status != 0 {
 		return http.ErrAbortHandler
 	}
+	clear(rec.Header()) // whatever the handler had prepared belongs to the answer that never went out
 	writeV1Error(rec, errServer())
 	return nil
 }

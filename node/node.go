@@ -124,7 +124,7 @@ func New(cfg Config) (n *Node, err error) {
 
 	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecret, log.With("component", "rpc"))
 	closers = append(closers, func() error { n.rpcClient.Close(); return nil })
-	n.consensus = cluster.NewConsensus(n.raft.Raft, n.fsm, n.rpcClient, log.With("component", "consensus"))
+	n.consensus = cluster.NewConsensus(cfg.NodeID, n.raft.Raft, n.fsm, n.rpcClient, log.With("component", "consensus"))
 	closers = append(closers, func() error { n.consensus.Close(); return nil })
 	n.rpcServer = cluster.NewRPCServer(localShards{n.shards}, n.consensus.LeaderEndpoint(), log.With("component", "rpc"))
 	rpcLn := n.mux.Listener(cluster.ConnRPC)
@@ -184,7 +184,7 @@ func New(cfg Config) (n *Node, err error) {
 	}).Run(ctx, &n.wg)
 	(&cluster.Reconciler{
 		Node: n.raft, Members: n.members, Self: cfg.NodeID, MaxVoters: cfg.MaxVoters,
-		MinQuorum: max(cfg.BootstrapExpect, 1), Interval: cfg.ReconcileInterval, OnLeader: n.onLeader,
+		MinQuorum: max(cfg.BootstrapExpect, 1), Interval: cfg.ReconcileInterval, Barrier: n.consensus.Barrier, OnLeader: n.onLeader,
 		Logger: log.With("component", "reconcile"),
 	}).Run(ctx, &n.wg)
 	n.spawn(n.announceLoop)

@@ -1,0 +1,131 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const fuzzBoundary = "fuzzboundary"
+
+// wellFormedUpload reports whether body is a complete multipart form with exactly one file part:
+// the only kind of body that may ever commit.
+func wellFormedUpload(body []byte) bool {
+	mr := multipart.NewReader(bytes.NewReader(body), fuzzBoundary)
+	files := 0
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			return files == 1
+		}
+		if err != nil {
+			return false
+		}
+		if p.FormName() == "file" {
+			files++
+		}
+		if _, err := io.Copy(io.Discard, p); err != nil {
+			return false
+		}
+	}
+}
+
+func FuzzUpload(f *testing.F) {
+	seed := func(parts ...part) {
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		if err := mw.SetBoundary(fuzzBoundary); err != nil {
+			f.Fatal(err)
+		}
+		for _, p := range parts {
+			var w io.Writer
+			var err error
+			if p.filename != "" {
+				w, err = mw.CreateFormFile(p.name, p.filename)
+			} else {
+				w, err = mw.CreateFormField(p.name)
+			}
+			if err != nil {
+				f.Fatal(err)
+			}
+			io.WriteString(w, p.body)
+		}
+		mw.Close()
+		f.Add(buf.Bytes())
+		f.Add(buf.Bytes()[:buf.Len()/2])
+	}
+	seed(part{name: "name", body: "n"}, part{name: "file", filename: "f", body: "data"}, part{name: "tags[]", body: "t"})
+	seed(part{name: "file", filename: "a", body: ""}, part{name: "file", filename: "b", body: "x"})
+	seed(part{name: "tags", body: "x"})
+	seed(part{name: "file", filename: "big", body: strings.Repeat("z", 300)})
+	f.Add([]byte(""))
+	f.Add([]byte("--" + fuzzBoundary + "--"))
+	f.Add([]byte("--" + fuzzBoundary + "\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--" + fuzzBoundary))
+
+	files := newFakeFiles()
+	files.anon = true
+	files.maxSize = 256
+	h, err := New(Config{Files: files, Ops: &fakeOps{}, Registry: prometheus.NewRegistry(),
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req := httptest.NewRequest(http.MethodPost, "/files/v1/", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "multipart/form-data; boundary="+fuzzBoundary)
+		rec := httptest.NewRecorder()
+		before := files.lastUpload()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+		up := files.lastUpload()
+		if up == before { // rejected before BeginUpload: only an empty body may do that
+			if len(body) != 0 {
+				t.Fatalf("no upload begun for a %d-byte body (status %d)", len(body), rec.Code)
+			}
+			return
+		}
+		committed, aborted, _, _ := up.state()
+		if committed != (rec.Code == http.StatusOK) || committed == aborted {
+			t.Fatalf("status %d, committed %v, aborted %v", rec.Code, committed, aborted)
+		}
+		if committed && !wellFormedUpload(body) {
+			t.Fatalf("committed a malformed body %q", body)
+		}
+	})
+}
+
+func FuzzParseTokenRequest(f *testing.F) {
+	for _, s := range []string{"", "{}", `{"accessLevel":"read"}`, `{"accessLevel":"full","expiresAt":"2030-01-01T00:00:00.000Z"}`,
+		`{"accessLevel":1}`, `{"expiresAt":"2020-01-01T00:00:00Z"}`, `null`, `[]`, `{"accessLevel":null}`, `{`} {
+		f.Add([]byte(s))
+	}
+	now := time.Date(2026, 2, 9, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := parseTokenRequest(body, now)
+		if err != nil {
+			var ve *v1Error
+			if !errors.As(err, &ve) || (ve.Code != 15 && ve.Code != 22) {
+				t.Fatalf("error %v is not a 15 or 22", err)
+			}
+			return
+		}
+		if !req.access.Valid() || (!req.expiresAt.IsZero() && !req.expiresAt.After(now)) {
+			t.Fatalf("accepted %+v", req)
+		}
+		if len(bytes.TrimSpace(body)) > 0 && !json.Valid(body) {
+			t.Fatalf("accepted invalid JSON %q", body)
+		}
+	})
+}
