@@ -53,7 +53,9 @@ type Consensus struct {
 
 	stop     context.CancelFunc
 	stopCtx  context.Context
-	inflight sync.WaitGroup
+	closeMu  sync.Mutex
+	closed   bool
+	inflight sync.WaitGroup // goroutines waiting on apply futures
 }
 
 // DefaultProposeTimeout bounds a proposal when the caller's context has no deadline.
@@ -73,7 +75,12 @@ func NewConsensus(nodeID string, r *raft.Raft, applied AppliedWaiter, forward Fo
 
 // Close stops the read-index batchers and waits for in-flight apply waits to end.
 func (c *Consensus) Close() {
+	c.closeMu.Lock()
+	c.closed = true
+	c.closeMu.Unlock()
 	c.stop()
+	c.leaderRounds.close()
+	c.followerRounds.close()
 	c.inflight.Wait()
 }
 
@@ -131,9 +138,15 @@ func (c *Consensus) proposeOnce(ctx context.Context, cmd []byte) (uint64, error,
 
 // applyLocal applies on this node, which must be the leader, and waits under ctx.
 func (c *Consensus) applyLocal(ctx context.Context, cmd []byte) (*fsm.Result, error) {
+	c.closeMu.Lock()
+	if c.closed {
+		c.closeMu.Unlock()
+		return nil, ErrShutdown
+	}
+	c.inflight.Add(1)
+	c.closeMu.Unlock()
 	f := c.raft.Apply(cmd, 5*time.Second)
 	done := make(chan error, 1)
-	c.inflight.Add(1)
 	go func() {
 		defer c.inflight.Done()
 		done <- f.Error()
@@ -308,6 +321,8 @@ type coalescer struct {
 	mu      sync.Mutex
 	next    *round
 	running bool
+	closed  bool
+	wg      sync.WaitGroup
 }
 
 type round struct {
@@ -322,7 +337,7 @@ func newCoalescer(base context.Context, timeout time.Duration, fn func(context.C
 
 func (c *coalescer) do(ctx context.Context) (uint64, error) {
 	c.mu.Lock()
-	if err := c.base.Err(); err != nil {
+	if c.closed {
 		c.mu.Unlock()
 		return 0, ErrShutdown
 	}
@@ -332,6 +347,7 @@ func (c *coalescer) do(ctx context.Context) (uint64, error) {
 	r := c.next
 	if !c.running {
 		c.running = true
+		c.wg.Add(1)
 		go c.loop()
 	}
 	c.mu.Unlock()
@@ -343,7 +359,17 @@ func (c *coalescer) do(ctx context.Context) (uint64, error) {
 	}
 }
 
+// close refuses new calls and waits for the running round (its context is the base, which the
+// owner cancels first).
+func (c *coalescer) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.wg.Wait()
+}
+
 func (c *coalescer) loop() {
+	defer c.wg.Done()
 	for {
 		c.mu.Lock()
 		r := c.next

@@ -22,7 +22,7 @@ func gossipTestConfig(name string, tr memberlist.Transport) *memberlist.Config {
 	c.ProbeTimeout = 50 * time.Millisecond
 	c.GossipInterval = 20 * time.Millisecond
 	c.PushPullInterval = 200 * time.Millisecond
-	c.TCPTimeout = 500 * time.Millisecond
+	c.TCPTimeout = time.Second
 	c.SuspicionMult = 2
 	return c
 }
@@ -44,9 +44,10 @@ func TestGossipTransportJoin(t *testing.T) {
 	}
 	seed := lists[0].LocalNode().Address()
 	for _, ml := range lists[1:] {
-		if _, err := ml.Join([]string{seed}); err != nil {
-			t.Fatalf("join: %v", err)
-		}
+		transportWaitFor(t, 10*time.Second, "join", func() bool {
+			_, err := ml.Join([]string{seed})
+			return err == nil
+		})
 	}
 	for i, ml := range lists {
 		transportWaitFor(t, 10*time.Second, "node "+strconv.Itoa(i)+" to see 3 members", func() bool {

@@ -358,8 +358,6 @@ func (n *Node) shutdown(ctx context.Context, graceful bool) error {
 	}
 	n.cancel()
 	n.service.Close()
-	n.consensus.Close()
-	errs = append(errs, n.members.Shutdown())
 	if graceful {
 		errs = append(errs, n.rpcServer.Shutdown(ctx))
 	} else {
@@ -367,6 +365,8 @@ func (n *Node) shutdown(ctx context.Context, graceful bool) error {
 		cancel()
 		_ = n.rpcServer.Shutdown(rctx)
 	}
+	n.consensus.Close()
+	errs = append(errs, n.members.Shutdown())
 	errs = append(errs, n.raft.Shutdown())
 	n.rpcClient.Close()
 	_ = n.mux.Close()

@@ -1,0 +1,84 @@
+package testcluster
+
+import (
+	"bytes"
+	"math/rand"
+	"net/http"
+	"testing"
+
+	"github.com/cairn-dev/cairn/erasure"
+)
+
+// randomData returns n reproducible random bytes for a seed.
+func randomData(seed int64, n int) []byte {
+	b := make([]byte, n)
+	rand.New(rand.NewSource(seed)).Read(b)
+	return b
+}
+
+// mustUpload uploads through node i with the root key and returns the full token.
+func mustUpload(t *testing.T, c *Cluster, i int, name string, data []byte, tags ...string) (string, FileMetadata) {
+	t.Helper()
+	cl := *c.Client(i)
+	cl.APIKey = c.RootKey
+	meta, resp, err := cl.Upload(name, data, tags...)
+	if err != nil || resp.Status != http.StatusOK {
+		t.Fatalf("upload %s through node%d: err=%v status=%d body=%s", name, i, err, resp.Status, resp.Body)
+	}
+	if len(meta.Tokens) != 1 || meta.Tokens[0].AccessLevel != "full" {
+		t.Fatalf("upload answer has tokens %+v, want one full token", meta.Tokens)
+	}
+	return meta.Tokens[0].Token, meta
+}
+
+// mustDownload checks that node i serves exactly want for token.
+func mustDownload(t *testing.T, c *Cluster, i int, token string, want []byte) {
+	t.Helper()
+	resp, err := c.Client(i).Download(token)
+	if err != nil || resp.Status != http.StatusOK {
+		t.Fatalf("download through node%d: err=%v status=%d body=%.200s", i, err, resp.Status, resp.Body)
+	}
+	if !bytes.Equal(resp.Body, want) {
+		t.Fatalf("download through node%d: got %d bytes, want %d (content differs)", i, len(resp.Body), len(want))
+	}
+}
+
+// wantError checks an API error answer.
+func wantError(t *testing.T, what string, resp Response, status, code int) {
+	t.Helper()
+	if resp.Status != status || resp.Err().Code != code {
+		t.Fatalf("%s: got status %d body %s, want status %d code %d", what, resp.Status, resp.Body, status, code)
+	}
+}
+
+// shardsOnDisk lists every committed shard on every running node.
+func shardsOnDisk(t *testing.T, c *Cluster) map[string][]erasure.ShardID {
+	t.Helper()
+	out := map[string][]erasure.ShardID{}
+	for _, i := range c.Running() {
+		n := c.Node(i)
+		err := n.Shards().List(func(info erasure.ShardInfo) error {
+			out[n.ID()] = append(out[n.ID()], info.ID)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("list shards on %s: %v", n.ID(), err)
+		}
+	}
+	return out
+}
+
+// countShards counts the shards of fileID on running nodes ("" counts all).
+func countShards(t *testing.T, c *Cluster, fileID string) int {
+	total := 0
+	for _, ids := range shardsOnDisk(t, c) {
+		for _, id := range ids {
+			if fileID == "" || id.File == fileID {
+				total++
+			}
+		}
+	}
+	return total
+}
+
+var _ = bytes.Equal
