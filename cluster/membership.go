@@ -24,14 +24,17 @@ type NodeMeta struct {
 	// Bootstrapped is true once the node belongs to a Raft cluster; a joining node with
 	// --bootstrap-expect then waits to be added instead of bootstrapping a second cluster.
 	Bootstrapped bool `json:"b,omitempty"`
+	// Leaving is announced right before a graceful leave. memberlist reports a departure the same
+	// way whether the node left or died, so this flag is how the others tell the two apart.
+	Leaving bool `json:"l,omitempty"`
 }
 
-// Member states as cairn reports them.
+// Member states as cairn reports them. memberlist does not report suspicion to its delegates, so
+// a suspect member shows as alive until it is declared dead.
 const (
-	StateAlive   = "alive"
-	StateSuspect = "suspect"
-	StateDead    = "dead"
-	StateLeft    = "left"
+	StateAlive = "alive"
+	StateDead  = "dead"
+	StateLeft  = "left"
 )
 
 // Member is one node as memberlist sees it.
@@ -233,11 +236,18 @@ func (m *Membership) Shutdown() error {
 // LocalGossipAddr is the address other nodes reach this node's gossip on.
 func (m *Membership) LocalGossipAddr() string { return m.ml.LocalNode().Address() }
 
-func (m *Membership) update(n *memberlist.Node, state string) {
+func (m *Membership) update(n *memberlist.Node, departed bool) {
 	var meta NodeMeta
 	if err := json.Unmarshal(n.Meta, &meta); err != nil || meta.ID != n.Name {
 		m.log.Warn("ignoring member with unreadable metadata", "member", n.Name)
 		return
+	}
+	state := StateAlive
+	switch {
+	case departed && meta.Leaving:
+		state = StateLeft
+	case departed:
+		state = StateDead
 	}
 	m.mu.Lock()
 	m.members[n.Name] = Member{Meta: meta, State: state, GossipAddr: n.Address()}
@@ -251,24 +261,11 @@ func (m *Membership) update(n *memberlist.Node, state string) {
 	}
 }
 
-func memberState(n *memberlist.Node) string {
-	switch n.State {
-	case memberlist.StateAlive:
-		return StateAlive
-	case memberlist.StateSuspect:
-		return StateSuspect
-	case memberlist.StateLeft:
-		return StateLeft
-	default:
-		return StateDead
-	}
-}
-
 type eventDelegate struct{ m *Membership }
 
-func (d eventDelegate) NotifyJoin(n *memberlist.Node)   { d.m.update(n, StateAlive) }
-func (d eventDelegate) NotifyUpdate(n *memberlist.Node) { d.m.update(n, memberState(n)) }
-func (d eventDelegate) NotifyLeave(n *memberlist.Node)  { d.m.update(n, memberState(n)) }
+func (d eventDelegate) NotifyJoin(n *memberlist.Node)   { d.m.update(n, false) }
+func (d eventDelegate) NotifyUpdate(n *memberlist.Node) { d.m.update(n, false) }
+func (d eventDelegate) NotifyLeave(n *memberlist.Node)  { d.m.update(n, true) }
 
 type metaDelegate struct{ m *Membership }
 

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -11,11 +12,48 @@ import (
 // RaftLayer implements raft.StreamLayer over the mux: Raft accepts from the mux's ConnRaft
 // listener and dials peers with an authenticated ConnRaft handshake, so Raft shares the cluster
 // port with RPC and every Raft byte crosses the Network.
+//
+// It tracks every connection it hands to Raft and closes them all on Close: raft's
+// NetworkTransport closes neither its pooled outbound connections nor the inbound ones it serves,
+// which would otherwise outlive a node's shutdown.
 type RaftLayer struct {
 	ln        net.Listener
 	advertise net.Addr
 	nw        Network
 	secret    []byte
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[*raftConn]struct{}
+}
+
+// raftConn removes itself from the layer's set when Raft closes it.
+type raftConn struct {
+	net.Conn
+	layer *RaftLayer
+	once  sync.Once
+}
+
+func (c *raftConn) Close() error {
+	c.once.Do(func() {
+		c.layer.mu.Lock()
+		delete(c.layer.conns, c)
+		c.layer.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// track registers conn, or closes it when the layer is already closed.
+func (r *RaftLayer) track(conn net.Conn) (net.Conn, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		conn.Close()
+		return nil, net.ErrClosed
+	}
+	rc := &raftConn{Conn: conn, layer: r}
+	r.conns[rc] = struct{}{}
+	return rc, nil
 }
 
 var _ raft.StreamLayer = (*RaftLayer)(nil)
@@ -26,14 +64,32 @@ func NewRaftLayer(ln net.Listener, advertise net.Addr, nw Network, secret []byte
 	if advertise == nil {
 		advertise = ln.Addr()
 	}
-	return &RaftLayer{ln: ln, advertise: advertise, nw: nw, secret: secret}
+	return &RaftLayer{ln: ln, advertise: advertise, nw: nw, secret: secret, conns: make(map[*raftConn]struct{})}
 }
 
 // Accept waits for the next authenticated Raft connection.
-func (r *RaftLayer) Accept() (net.Conn, error) { return r.ln.Accept() }
+func (r *RaftLayer) Accept() (net.Conn, error) {
+	conn, err := r.ln.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return r.track(conn)
+}
 
-// Close stops accepting Raft connections; the mux keeps serving RPC.
-func (r *RaftLayer) Close() error { return r.ln.Close() }
+// Close stops accepting Raft connections and closes every open one; the mux keeps serving RPC.
+func (r *RaftLayer) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	conns := make([]*raftConn, 0, len(r.conns))
+	for c := range r.conns {
+		conns = append(conns, c)
+	}
+	r.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	return r.ln.Close()
+}
 
 // Addr is the address peers use to reach this node's Raft.
 func (r *RaftLayer) Addr() net.Addr { return r.advertise }
@@ -47,5 +103,9 @@ func (r *RaftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	return DialCluster(ctx, r.nw, string(address), ConnRaft, r.secret)
+	conn, err := DialCluster(ctx, r.nw, string(address), ConnRaft, r.secret)
+	if err != nil {
+		return nil, err
+	}
+	return r.track(conn)
 }

@@ -61,6 +61,8 @@ type Config struct {
 	// SnapshotThreshold: Raft log entries between snapshots (0 = raft's default).
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
+	// SnapshotInterval is how often Raft checks whether to snapshot (0 = raft's default, 2 min).
+	SnapshotInterval time.Duration
 
 	// Network opens every inter-node socket; nil means the operating system's.
 	Network  cluster.Network

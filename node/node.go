@@ -53,6 +53,7 @@ type Node struct {
 	bootstrapped atomic.Bool
 	freeBytes    atomic.Uint64
 	stopping     atomic.Bool
+	leaving      atomic.Bool // announced before a graceful leave
 	stopOnce     sync.Once
 	stopErr      error
 }
@@ -95,6 +96,14 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	n.fsm = fsm.New(log.With("component", "fsm"))
 
+	// Bind the public port first: its address goes into the gossip metadata from the start.
+	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen --http-addr %s: %w", cfg.HTTPAddr, err)
+	}
+	closers = append(closers, n.httpLn.Close)
+	n.httpAddr = advertised(cfg.AdvertiseHTTP, n.httpLn.Addr())
+
 	// Cluster port: Raft and internal RPC on one authenticated, multiplexed listener.
 	clusterSecret := cfg.derivedSecret("cluster handshake")
 	ln, err := cfg.Network.Listen("tcp", cfg.ClusterAddr)
@@ -113,7 +122,7 @@ func New(cfg Config) (n *Node, err error) {
 	layer := cluster.NewRaftLayer(n.mux.Listener(cluster.ConnRaft), advAddr, cfg.Network, clusterSecret)
 	n.raft, err = cluster.StartRaft(cluster.RaftOptions{
 		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Layer: layer, FSM: n.fsm, Timings: cfg.RaftTimings,
-		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs,
+		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs, SnapshotInterval: cfg.SnapshotInterval,
 		Logger: log.With("component", "raft"),
 	})
 	if err != nil {
@@ -157,12 +166,6 @@ func New(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("http api: %w", err)
 	}
-	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return nil, fmt.Errorf("listen --http-addr %s: %w", cfg.HTTPAddr, err)
-	}
-	closers = append(closers, n.httpLn.Close)
-	n.httpAddr = advertised(cfg.AdvertiseHTTP, n.httpLn.Addr())
 	n.httpServer = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -215,6 +218,7 @@ func (n *Node) meta() cluster.NodeMeta {
 		ID: n.cfg.NodeID, ClusterAddr: n.clusterAddr, HTTPAddr: n.httpAddr, Zone: n.cfg.Zone,
 		FreeBytes: n.freeBytes.Load(), AcceptsShards: !n.stopping.Load(),
 		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: n.bootstrapped.Load(),
+		Leaving: n.leaving.Load(),
 	}
 }
 
@@ -350,6 +354,10 @@ func (n *Node) shutdown(ctx context.Context, graceful bool) error {
 				n.log.Warn("leadership transfer failed", "err", err)
 			}
 		}
+		n.leaving.Store(true)
+		if err := n.members.UpdateMeta(time.Second); err != nil {
+			n.log.Warn("announcing the leave failed; peers will see this node as failed", "err", err)
+		}
 		if err := n.members.Leave(5 * time.Second); err != nil {
 			n.log.Warn("gossip leave failed", "err", err)
 		}
@@ -389,3 +397,6 @@ func (n *Node) AliveMembers() int {
 	}
 	return alive
 }
+
+// RaftStat returns one of raft's Stats() values (e.g. "last_snapshot_index").
+func (n *Node) RaftStat(key string) string { return n.raft.Raft.Stats()[key] }

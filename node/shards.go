@@ -60,7 +60,7 @@ type shardRouter struct{ node *Node }
 
 func (r *shardRouter) addr(nodeID string) (string, error) {
 	m, ok := r.node.members.Member(nodeID)
-	if !ok || (m.State != cluster.StateAlive && m.State != cluster.StateSuspect) {
+	if !ok || m.State != cluster.StateAlive {
 		return "", fmt.Errorf("%s: %w", nodeID, errNodeUnreachable)
 	}
 	return m.Meta.ClusterAddr, nil

@@ -302,3 +302,10 @@ func (c *Cluster) WaitAlive(want int, timeout time.Duration) {
 		return true
 	})
 }
+
+// CloseClients drops the test clients' idle keep-alive connections.
+func (c *Cluster) CloseClients() {
+	for _, cl := range c.clients {
+		cl.HTTP.CloseIdleConnections()
+	}
+}

@@ -80,5 +80,3 @@ func countShards(t *testing.T, c *Cluster, fileID string) int {
 	}
 	return total
 }
-
-var _ = bytes.Equal
