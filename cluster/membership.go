@@ -76,6 +76,7 @@ type Membership struct {
 	cfg       MembershipConfig
 	ml        *memberlist.Memberlist
 	transport *GossipTransport
+	localAddr string
 	log       *slog.Logger
 
 	mu          sync.Mutex
@@ -123,6 +124,9 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 		return nil, fmt.Errorf("start memberlist: %w", err)
 	}
 	m.ml = ml
+	// Read once, now: LocalNode returns memberlist's live record, which UpdateNode rewrites without
+	// a lock callers could take.
+	m.localAddr = ml.LocalNode().Address()
 	return m, nil
 }
 
@@ -234,7 +238,7 @@ func (m *Membership) Shutdown() error {
 }
 
 // LocalGossipAddr is the address other nodes reach this node's gossip on.
-func (m *Membership) LocalGossipAddr() string { return m.ml.LocalNode().Address() }
+func (m *Membership) LocalGossipAddr() string { return m.localAddr }
 
 func (m *Membership) update(n *memberlist.Node, departed bool) {
 	var meta NodeMeta
