@@ -43,6 +43,11 @@ type Consensus struct {
 	log     *slog.Logger
 	nodeID  string
 
+	// LeaderWait is how long Propose and ReadIndex retry while no leader answers, so that a node cut
+	// off from the quorum fails fast with "unavailable" instead of holding every request until its
+	// deadline. Set it before use.
+	LeaderWait time.Duration
+
 	// readyTerm is the term in which this node, as leader, has committed a barrier; only then can its
 	// commit index be trusted for reads.
 	readyTerm atomic.Uint64
@@ -61,13 +66,18 @@ type Consensus struct {
 // DefaultProposeTimeout bounds a proposal when the caller's context has no deadline.
 const DefaultProposeTimeout = 15 * time.Second
 
+// DefaultLeaderWait is how long a request waits for a usable leader (an election, a leadership
+// transfer) before it fails as unavailable.
+const DefaultLeaderWait = 5 * time.Second
+
 // DefaultReadIndexTimeout bounds a read index when the caller's context has no deadline.
 const DefaultReadIndexTimeout = 10 * time.Second
 
 // NewConsensus wraps a running Raft.
 func NewConsensus(nodeID string, r *raft.Raft, applied AppliedWaiter, forward ForwardClient, logger *slog.Logger) *Consensus {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Consensus{raft: r, applied: applied, forward: forward, log: logger, nodeID: nodeID, stop: cancel, stopCtx: ctx}
+	c := &Consensus{raft: r, applied: applied, forward: forward, log: logger, nodeID: nodeID,
+		LeaderWait: DefaultLeaderWait, stop: cancel, stopCtx: ctx}
 	c.leaderRounds = newCoalescer(ctx, 5*time.Second, c.leaderReadIndexRound)
 	c.followerRounds = newCoalescer(ctx, 5*time.Second, c.followerReadIndexRound)
 	return c
@@ -96,6 +106,7 @@ func (c *Consensus) Propose(ctx context.Context, cmd []byte) (uint64, error) {
 		ctx, cancel = context.WithTimeout(ctx, DefaultProposeTimeout)
 		defer cancel()
 	}
+	begin := time.Now()
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		idx, result, err := c.proposeOnce(ctx, cmd)
@@ -106,6 +117,9 @@ func (c *Consensus) Propose(ctx context.Context, cmd []byte) (uint64, error) {
 			return 0, err
 		}
 		lastErr = err
+		if time.Since(begin) > c.LeaderWait {
+			return 0, fmt.Errorf("propose: no usable leader for %s: %w", c.LeaderWait, lastErr)
+		}
 		if werr := backoff(ctx, attempt); werr != nil {
 			return 0, fmt.Errorf("propose: %w (last error: %w)", werr, lastErr)
 		}
@@ -191,6 +205,7 @@ func (c *Consensus) ReadIndex(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, DefaultReadIndexTimeout)
 		defer cancel()
 	}
+	begin := time.Now()
 	for attempt := 0; ; attempt++ {
 		var idx uint64
 		var err error
@@ -204,6 +219,9 @@ func (c *Consensus) ReadIndex(ctx context.Context) error {
 		}
 		if !retryable(err) {
 			return err
+		}
+		if time.Since(begin) > c.LeaderWait {
+			return fmt.Errorf("read index: no usable leader for %s: %w", c.LeaderWait, err)
 		}
 		if werr := backoff(ctx, attempt); werr != nil {
 			return fmt.Errorf("read index: %w (last error: %w)", werr, err)

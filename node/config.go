@@ -58,6 +58,8 @@ type Config struct {
 	ReconcileInterval time.Duration
 	MetaInterval      time.Duration // how often free space and state are re-announced
 	ShutdownTimeout   time.Duration
+	// LeaderWait is how long a request waits for a usable Raft leader before it fails with 503.
+	LeaderWait time.Duration
 	// SnapshotThreshold: Raft log entries between snapshots (0 = raft's default).
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
@@ -93,6 +95,7 @@ func DefaultConfig() Config {
 		ReconcileInterval: 5 * time.Second,
 		MetaInterval:      10 * time.Second,
 		ShutdownTimeout:   30 * time.Second,
+		LeaderWait:        5 * time.Second,
 	}
 }
 

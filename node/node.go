@@ -134,6 +134,9 @@ func New(cfg Config) (n *Node, err error) {
 	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecret, log.With("component", "rpc"))
 	closers = append(closers, func() error { n.rpcClient.Close(); return nil })
 	n.consensus = cluster.NewConsensus(cfg.NodeID, n.raft.Raft, n.fsm, n.rpcClient, log.With("component", "consensus"))
+	if cfg.LeaderWait > 0 {
+		n.consensus.LeaderWait = cfg.LeaderWait
+	}
 	closers = append(closers, func() error { n.consensus.Close(); return nil })
 	n.rpcServer = cluster.NewRPCServer(localShards{n.shards}, n.consensus.LeaderEndpoint(), log.With("component", "rpc"))
 	rpcLn := n.mux.Listener(cluster.ConnRPC)

@@ -32,6 +32,9 @@ type Cluster struct {
 	t       testing.TB
 	Net     *FaultNet
 	RootKey string
+	opts    Options
+	base    string
+	logger  *slog.Logger
 
 	mu      sync.Mutex
 	configs []node.Config
@@ -75,51 +78,16 @@ func New(t testing.TB, opts Options) *Cluster {
 	if opts.MaxFileSize == 0 {
 		opts.MaxFileSize = node.DefaultMaxFileSize
 	}
-	c := &Cluster{t: t, Net: NewFaultNet(), RootKey: "test-root-key-" + t.Name()}
-	base := t.TempDir()
-	logger := testLogger()
-	var seeds []string
+	c := &Cluster{t: t, Net: NewFaultNet(), RootKey: "test-root-key-" + t.Name(), opts: opts,
+		base: t.TempDir(), logger: testLogger()}
 	for i := range opts.Nodes {
-		id := fmt.Sprintf("node%d", i)
-		cfg := node.DefaultConfig()
-		cfg.NodeID = id
-		cfg.DataDir = filepath.Join(base, id)
-		cfg.HTTPAddr = "127.0.0.1:0"
-		cfg.ClusterAddr = "127.0.0.1:0"
-		cfg.GossipAddr = "127.0.0.1:0"
-		cfg.BootstrapExpect = opts.Nodes
-		cfg.Erasure = opts.Erasure
-		cfg.BlockSize = opts.BlockSize
-		cfg.BlocksPerSegment = opts.BlocksPerSegment
-		cfg.MaxFileSize = opts.MaxFileSize
-		cfg.RootKey = c.RootKey
-		cfg.RaftTimings = FastRaft
-		cfg.GossipTimings = FastGossip
-		cfg.RejoinInterval = 500 * time.Millisecond
-		cfg.ReconcileInterval = 200 * time.Millisecond
-		cfg.MetaInterval = time.Second
-		cfg.ShutdownTimeout = 10 * time.Second
-		cfg.Network = c.Net.Node(id)
-		cfg.Logger = logger
-		cfg.Join = seeds
-		if opts.Configure != nil {
-			opts.Configure(i, &cfg)
-		}
-		n, err := node.New(cfg)
-		if err != nil {
+		if _, err := c.startNew(i, c.seeds()); err != nil {
 			c.shutdownAll()
-			t.Fatalf("start %s: %v", id, err)
+			t.Fatalf("start node%d: %v", i, err)
 		}
-		// Pin the ports the OS chose, so a restart comes back on the same addresses.
-		cfg.HTTPAddr = n.HTTPAddr()
-		cfg.ClusterAddr = n.ClusterAddr()
-		cfg.GossipAddr = n.GossipAddr()
-		seeds = append(seeds, n.GossipAddr())
-		c.configs = append(c.configs, cfg)
-		c.nodes = append(c.nodes, n)
-		c.clients = append(c.clients, NewClient(n.HTTPAddr()))
 	}
 	// Every node re-joins the full seed list, so any of them can restart alone later.
+	seeds := c.seeds()
 	for i := range c.configs {
 		c.configs[i].Join = seeds
 		if _, err := c.nodes[i].JoinGossip(seeds); err != nil {
@@ -308,4 +276,76 @@ func (c *Cluster) CloseClients() {
 	for _, cl := range c.clients {
 		cl.HTTP.CloseIdleConnections()
 	}
+}
+
+// nodeConfig is node i's configuration for its first start.
+func (c *Cluster) nodeConfig(i int, seeds []string) node.Config {
+	id := fmt.Sprintf("node%d", i)
+	cfg := node.DefaultConfig()
+	cfg.NodeID = id
+	cfg.DataDir = filepath.Join(c.base, id)
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.ClusterAddr = "127.0.0.1:0"
+	cfg.GossipAddr = "127.0.0.1:0"
+	cfg.BootstrapExpect = c.opts.Nodes
+	cfg.Erasure = c.opts.Erasure
+	cfg.BlockSize = c.opts.BlockSize
+	cfg.BlocksPerSegment = c.opts.BlocksPerSegment
+	cfg.MaxFileSize = c.opts.MaxFileSize
+	cfg.RootKey = c.RootKey
+	cfg.RaftTimings = FastRaft
+	cfg.GossipTimings = FastGossip
+	cfg.RejoinInterval = 500 * time.Millisecond
+	cfg.ReconcileInterval = 200 * time.Millisecond
+	cfg.MetaInterval = time.Second
+	cfg.ShutdownTimeout = 10 * time.Second
+	cfg.LeaderWait = 2 * time.Second
+	cfg.Network = c.Net.Node(id)
+	cfg.Logger = c.logger
+	cfg.Join = seeds
+	if c.opts.Configure != nil {
+		c.opts.Configure(i, &cfg)
+	}
+	return cfg
+}
+
+// startNew starts node i for the first time and records it.
+func (c *Cluster) startNew(i int, seeds []string) (*node.Node, error) {
+	cfg := c.nodeConfig(i, seeds)
+	n, err := node.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// Pin the ports the OS chose, so a restart comes back on the same addresses.
+	cfg.HTTPAddr = n.HTTPAddr()
+	cfg.ClusterAddr = n.ClusterAddr()
+	cfg.GossipAddr = n.GossipAddr()
+	c.mu.Lock()
+	c.configs = append(c.configs, cfg)
+	c.nodes = append(c.nodes, n)
+	c.clients = append(c.clients, NewClient(n.HTTPAddr()))
+	c.mu.Unlock()
+	return n, nil
+}
+
+// seeds lists the gossip addresses of every node started so far.
+func (c *Cluster) seeds() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, cfg := range c.configs {
+		out = append(out, cfg.GossipAddr)
+	}
+	return out
+}
+
+// AddNode starts one more node with the same command line as the others (including
+// --bootstrap-expect), joining the running cluster, and returns its index.
+func (c *Cluster) AddNode() int {
+	c.t.Helper()
+	i := c.Size()
+	if _, err := c.startNew(i, c.seeds()); err != nil {
+		c.t.Fatalf("add node%d: %v", i, err)
+	}
+	return i
 }

@@ -152,11 +152,27 @@ func startCairn(t *testing.T, name string, env []string, args ...string) *proces
 			t.Errorf("%s reported a data race", name)
 		}
 		if t.Failed() {
-			t.Logf("--- %s (pid %d) stdout ---\n%s", name, p.cmd.Process.Pid, tail(p.stdout.String(), 4<<10))
-			t.Logf("--- %s (pid %d) stderr ---\n%s", name, p.cmd.Process.Pid, tail(p.stderr.String(), 24<<10))
+			p.report(t)
 		}
 	})
 	return p
+}
+
+// report prints the tail of the process's output and keeps all of it in a file that outlives the
+// test, since a goroutine dump or a long log does not fit in a test log.
+func (p *process) report(t *testing.T) {
+	pid := p.cmd.Process.Pid
+	t.Logf("--- %s (pid %d) stdout ---\n%s", p.name, pid, tail(p.stdout.String(), 4<<10))
+	t.Logf("--- %s (pid %d) stderr ---\n%s", p.name, pid, tail(p.stderr.String(), 16<<10))
+	f, err := os.CreateTemp("", "cairn-e2e-"+strings.ReplaceAll(p.name, " ", "-")+"-*.log")
+	if err != nil {
+		t.Logf("cannot keep the full output of %s: %v", p.name, err)
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "%s (pid %d) %q\n--- stdout ---\n%s\n--- stderr ---\n%s", p.name, pid, p.cmd.Args,
+		p.stdout.String(), p.stderr.String())
+	t.Logf("full output of %s (pid %d) kept in %s", p.name, pid, f.Name())
 }
 
 func (p *process) exited() bool {
