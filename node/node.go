@@ -352,7 +352,7 @@ func (n *Node) shutdown(ctx context.Context, graceful bool) error {
 		if err := n.httpServer.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("drain http: %w", err))
 		}
-		if n.IsLeader() {
+		if n.IsLeader() && len(n.raft.Servers()) > 1 {
 			if err := n.raft.Raft.LeadershipTransfer().Error(); err != nil {
 				n.log.Warn("leadership transfer failed", "err", err)
 			}

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -100,6 +99,17 @@ func TestE2EDev(t *testing.T) {
 	c := newClient()
 	waitReady(t, c, 15*time.Second-time.Since(start), urls...)
 	t.Logf("dev cluster ready after %s", time.Since(start).Round(time.Millisecond))
+
+	// `cairn status` reads the same cluster through another node.
+	st := startCairn(t, "cairn status", nil, "status", "--addr", urls[1])
+	if code := st.waitExit(t, 10*time.Second); code != 0 {
+		t.Fatalf("cairn status exited %d", code)
+	}
+	for _, want := range []string{"node", "dev2", "leader", "erasure", "2+1", "MEMBER", "dev1", "dev3"} {
+		if !strings.Contains(st.stdout.String(), want) {
+			t.Errorf("cairn status output lacks %q:\n%s", want, st.stdout.String())
+		}
+	}
 
 	// Anonymous upload is off by default: the key matters.
 	status, body, err := postFile(c, urls[0], "", "anon.bin", []byte("x"))
@@ -375,11 +385,10 @@ func isTimeout(err error) bool {
 	return ok && ne.Timeout()
 }
 
-// Guard: exec must find the binary TestMain built; a helpful failure beats a confusing one.
-func TestE2EBinaryBuilt(t *testing.T) {
+func TestE2EVersion(t *testing.T) {
 	skipShort(t)
-	out, err := exec.Command(cairnBin, "version").CombinedOutput()
-	if err != nil || !strings.HasPrefix(string(out), "cairn ") {
-		t.Fatalf("cairn version: %v: %s", err, out)
+	p := startCairn(t, "cairn version", nil, "version")
+	if code := p.waitExit(t, 10*time.Second); code != 0 || !strings.HasPrefix(p.stdout.String(), "cairn ") {
+		t.Fatalf("cairn version: exit %d, output %q", code, p.stdout.String())
 	}
 }
