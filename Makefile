@@ -3,7 +3,7 @@
 GO        ?= go
 BIN       ?= bin/cairn
 PKGS      ?= ./...
-STATICCHECK_VERSION ?= 2025.1.1
+STATICCHECK_VERSION ?= v0.8.2
 CHAOS_DURATION ?= 2m
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 

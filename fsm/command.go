@@ -32,7 +32,46 @@ const (
 	// at an entry the FSM sees: raft's own Barrier and no-op entries never reach the FSM, so a read
 	// index that pointed at one could never be waited for.
 	CmdBarrier CommandType = "barrier" // payload Barrier
+
+	CmdCreateAPIKey     CommandType = "createApiKey"     // payload CreateAPIKey
+	CmdRevokeAPIKey     CommandType = "revokeApiKey"     // payload RevokeAPIKey
+	CmdUpdateSettings   CommandType = "updateSettings"   // payload UpdateSettings
+	CmdRotateSigningKey CommandType = "rotateSigningKey" // payload RotateSigningKey
+	CmdExpire           CommandType = "expire"           // payload Expire
 )
+
+// PermManageAPIKeys is the permission a key must keep somewhere: revoking the last key that holds
+// it is refused, so the cluster can always be administered.
+const PermManageAPIKeys = "MANAGE_API_KEYS"
+
+// CreateAPIKey adds an API key (its hash; the secret is never in the log).
+type CreateAPIKey struct {
+	Key APIKey `json:"key"`
+}
+
+// RevokeAPIKey removes an API key by its id.
+type RevokeAPIKey struct {
+	ID string `json:"id"`
+}
+
+// UpdateSettings replaces the service settings (the proposer merges a partial update first).
+type UpdateSettings struct {
+	Settings ServiceSettings `json:"settings"`
+}
+
+// RotateSigningKey replaces the key that MACs ephemeral tokens; every ephemeral token minted
+// under the old key stops verifying.
+type RotateSigningKey struct {
+	Key []byte `json:"key"`
+}
+
+// Expire removes the listed files (with their tokens) and tokens that are expired at the
+// command's time. Ids that are unknown or not expired (yet) are skipped: the leader proposes from
+// its view, and Apply decides with the command's own clock.
+type Expire struct {
+	FileIDs  []string `json:"fileIds,omitempty"`
+	TokenIDs []string `json:"tokenIds,omitempty"`
+}
 
 // Command is the envelope of every Raft log entry the FSM applies.
 type Command struct {
@@ -96,6 +135,16 @@ func newPayload(typ CommandType) (payload, bool) {
 		return new(DeleteToken), true
 	case CmdBarrier:
 		return new(Barrier), true
+	case CmdCreateAPIKey:
+		return new(CreateAPIKey), true
+	case CmdRevokeAPIKey:
+		return new(RevokeAPIKey), true
+	case CmdUpdateSettings:
+		return new(UpdateSettings), true
+	case CmdRotateSigningKey:
+		return new(RotateSigningKey), true
+	case CmdExpire:
+		return new(Expire), true
 	}
 	return nil, false
 }
@@ -309,3 +358,41 @@ func isSHA256Hex(s string) bool {
 }
 
 func (p *Barrier) validate() error { return nil }
+
+func (p *CreateAPIKey) validate() error {
+	switch {
+	case p.Key.ID == "":
+		return errors.New("missing api key id")
+	case !isSHA256Hex(p.Key.Hash):
+		return errors.New("api key hash is not a hex SHA-256")
+	}
+	return nil
+}
+
+func (p *RevokeAPIKey) validate() error {
+	if p.ID == "" {
+		return errors.New("missing api key id")
+	}
+	return nil
+}
+
+func (p *UpdateSettings) validate() error {
+	if len(p.Settings.DisableForceDownloadForMimeTypes) > 1000 {
+		return errors.New("too many mimetypes")
+	}
+	return nil
+}
+
+func (p *RotateSigningKey) validate() error {
+	if len(p.Key) < 32 {
+		return errors.New("signing key must be at least 32 bytes")
+	}
+	return nil
+}
+
+func (p *Expire) validate() error {
+	if len(p.FileIDs)+len(p.TokenIDs) > 10000 {
+		return errors.New("too many ids in one expire command")
+	}
+	return nil
+}

@@ -20,6 +20,8 @@ var (
 	ErrNotInitialized = errors.New("fsm: cluster not initialized")
 	// ErrInvalidCommand: the entry could not be decoded or violates a command's rules.
 	ErrInvalidCommand = errors.New("fsm: invalid command")
+	// ErrLastAdminKey: revoking the key would leave no key that holds MANAGE_API_KEYS.
+	ErrLastAdminKey = errors.New("fsm: last api key with MANAGE_API_KEYS")
 )
 
 // codes are stable: they are stored in the de-duplication table, snapshots and RPC replies.
@@ -33,6 +35,7 @@ var codes = []struct {
 	{"already_initialized", ErrAlreadyInitialized},
 	{"not_initialized", ErrNotInitialized},
 	{"invalid_command", ErrInvalidCommand},
+	{"last_admin_key", ErrLastAdminKey},
 }
 
 // codeInternal stands for any error that is not one of the sentinels.

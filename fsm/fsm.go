@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -140,6 +141,23 @@ func (f *FSM) execute(txn *memdb.Txn, m *metaRow, cmd Command, p any) error {
 		return createToken(txn, p)
 	case *DeleteToken:
 		return deleteToken(txn, p, cmd.Time)
+	case *CreateAPIKey:
+		return insertNewOr(txn, tableAPIKeys, &p.Key, ErrConflict, "id", p.Key.ID, "hash", p.Key.Hash)
+	case *RevokeAPIKey:
+		return revokeAPIKey(txn, p)
+	case *UpdateSettings:
+		cfg := m.Config.clone()
+		cfg.Settings = p.Settings
+		cfg.Settings.DisableForceDownloadForMimeTypes = slices.Clone(p.Settings.DisableForceDownloadForMimeTypes)
+		m.Config = &cfg
+		return nil
+	case *RotateSigningKey:
+		cfg := m.Config.clone()
+		cfg.SigningKey = slices.Clone(p.Key)
+		m.Config = &cfg
+		return nil
+	case *Expire:
+		return expire(txn, p, cmd.Time)
 	}
 	return fmt.Errorf("%w: no handler for %T", ErrInvalidCommand, p)
 }
@@ -304,4 +322,55 @@ func (f *FSM) setApplied(index uint64) {
 	f.applied = index
 	close(f.advanced)
 	f.advanced = make(chan struct{})
+}
+
+// insertNewOr is insertNew with a sentinel result for a taken unique value.
+func insertNewOr(txn *memdb.Txn, table string, row any, taken error, unique ...string) error {
+	for i := 0; i+1 < len(unique); i += 2 {
+		if obj, err := txn.First(table, unique[i], unique[i+1]); err != nil || obj != nil {
+			return taken
+		}
+	}
+	return txn.Insert(table, row)
+}
+
+func revokeAPIKey(txn *memdb.Txn, p *RevokeAPIKey) error {
+	key, ok := first[APIKey](txn, tableAPIKeys, "id", p.ID)
+	if !ok {
+		return ErrNotFound
+	}
+	if slices.Contains(key.Permissions, PermManageAPIKeys) {
+		others := false
+		it, err := txn.Get(tableAPIKeys, "id")
+		if err != nil {
+			return err
+		}
+		for obj := it.Next(); obj != nil && !others; obj = it.Next() {
+			k := obj.(*APIKey)
+			others = k.ID != key.ID && slices.Contains(k.Permissions, PermManageAPIKeys)
+		}
+		if !others {
+			return ErrLastAdminKey
+		}
+	}
+	return txn.Delete(tableAPIKeys, key)
+}
+
+// expire deletes what is expired at now among the listed ids.
+func expire(txn *memdb.Txn, p *Expire, now time.Time) error {
+	for _, id := range p.FileIDs {
+		if f, ok := first[File](txn, tableFiles, "id", id); ok && f.Expired(now) {
+			if err := deleteFile(txn, &DeleteFile{FileID: id}); err != nil {
+				return err
+			}
+		}
+	}
+	for _, id := range p.TokenIDs {
+		if t, ok := first[Token](txn, tableTokens, "id", id); ok && t.Expired(now) {
+			if err := txn.Delete(tableTokens, t); err != nil {
+				return fmt.Errorf("delete token: %w", err)
+			}
+		}
+	}
+	return nil
 }

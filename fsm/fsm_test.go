@@ -205,6 +205,71 @@ func TestApplyRules(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "api keys: create, conflict, revoke, last admin key kept",
+			steps: []step{
+				initStep,
+				{typ: CmdCreateAPIKey, req: "k1", payload: CreateAPIKey{Key: APIKey{ID: "u1", Hash: HashSecret("u1-secret"), Permissions: []string{"VIEW_FILES"}}}},
+				{typ: CmdCreateAPIKey, req: "k2", payload: CreateAPIKey{Key: APIKey{ID: "u1", Hash: HashSecret("other")}}, want: ErrConflict},
+				{typ: CmdCreateAPIKey, req: "k3", payload: CreateAPIKey{Key: APIKey{ID: "u2", Hash: HashSecret("u1-secret")}}, want: ErrConflict},
+				{typ: CmdRevokeAPIKey, req: "k4", payload: RevokeAPIKey{ID: "nobody"}, want: ErrNotFound},
+				{typ: CmdCreateAPIKey, req: "k5", payload: CreateAPIKey{Key: APIKey{ID: "admin", Hash: HashSecret("admin-secret"), Permissions: []string{PermManageAPIKeys}}}},
+				{typ: CmdRevokeAPIKey, req: "k6", payload: RevokeAPIKey{ID: "admin"}, want: ErrLastAdminKey},
+				{typ: CmdRevokeAPIKey, req: "k7", payload: RevokeAPIKey{ID: "u1"}},
+			},
+			check: func(t *testing.T, f *FSM) {
+				if _, ok := f.APIKeyBySecret("u1-secret"); ok {
+					t.Error("revoked key still authenticates")
+				}
+				if k, ok := f.APIKeyBySecret("admin-secret"); !ok || k.ID != "admin" {
+					t.Error("admin key missing")
+				}
+				if got := f.APIKeys(); len(got) != 2 {
+					t.Errorf("APIKeys = %+v", got)
+				}
+			},
+		},
+		{
+			name: "settings and signing key rotation",
+			steps: []step{
+				initStep,
+				{typ: CmdUpdateSettings, req: "s1", payload: UpdateSettings{Settings: ServiceSettings{DisableForceDownloadForMimeTypes: []string{"image/png"}, UpdatedAt: t0}}},
+				{typ: CmdRotateSigningKey, req: "s2", payload: RotateSigningKey{Key: bytes.Repeat([]byte{7}, 32)}},
+			},
+			check: func(t *testing.T, f *FSM) {
+				c, _ := f.Config()
+				if len(c.Settings.DisableForceDownloadForMimeTypes) != 1 || !bytes.Equal(c.SigningKey, bytes.Repeat([]byte{7}, 32)) {
+					t.Errorf("config = %+v", c)
+				}
+			},
+		},
+		{
+			name: "expire removes only what is expired at command time",
+			steps: []step{
+				initStep,
+				{typ: CmdCreateFile, req: "f1", payload: func() CreateFile {
+					c := fileCmd("FIL1", ft, expiring(rt, t0.Add(time.Hour)))
+					c.File.ExpiresAt = t0.Add(2 * time.Hour)
+					return c
+				}()},
+				{typ: CmdCreateFile, req: "f2", payload: fileCmd("FIL2")},
+				{typ: CmdExpire, req: "e1", at: 90 * time.Minute, payload: Expire{FileIDs: []string{"FIL1", "FIL2", "nope"}, TokenIDs: []string{"TOKread", "TOKfull"}}},
+			},
+			check: func(t *testing.T, f *FSM) {
+				if _, ok := f.Token("TOKread"); ok {
+					t.Error("expired token survived")
+				}
+				if _, ok := f.Token("TOKfull"); !ok {
+					t.Error("unexpired token removed")
+				}
+				if _, ok := f.File("FIL1"); !ok {
+					t.Error("file removed before its expiry")
+				}
+				if _, ok := f.File("FIL2"); !ok {
+					t.Error("file without expiry removed")
+				}
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -109,3 +109,30 @@ func count(txn *memdb.Txn, table string) int {
 	}
 	return n
 }
+
+// Tokens calls fn for every persisted token in id order until fn returns false, over one
+// consistent view.
+func (f *FSM) Tokens(fn func(Token) bool) {
+	it, err := f.read().Get(tableTokens, "id")
+	if err != nil {
+		return
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		if !fn(*obj.(*Token)) {
+			return
+		}
+	}
+}
+
+// APIKeys returns every API key (hashes only), in id order.
+func (f *FSM) APIKeys() []APIKey {
+	it, err := f.read().Get(tableAPIKeys, "id")
+	if err != nil {
+		return nil
+	}
+	var out []APIKey
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		out = append(out, obj.(*APIKey).clone())
+	}
+	return out
+}

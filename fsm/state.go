@@ -124,12 +124,23 @@ type ClusterConfig struct {
 	Geometry         erasure.Geometry `json:"geometry"`
 	BlockSize        int              `json:"blockSize"`
 	BlocksPerSegment int              `json:"blocksPerSegment"`
-	SigningKey       []byte           `json:"signingKey"` // for ephemeral tokens (later)
+	SigningKey       []byte           `json:"signingKey"` // MACs ephemeral tokens; rotated by CmdRotateSigningKey
 	CreatedAt        time.Time        `json:"createdAt"`
+	// Settings are the file service's operator settings, changed by CmdUpdateSettings.
+	Settings ServiceSettings `json:"settings"`
+}
+
+// ServiceSettings are the operator settings of the /files/v1 service.
+type ServiceSettings struct {
+	// DisableForceDownloadForMimeTypes lists mimetypes served inline (no Content-Disposition:
+	// attachment); "*/*" matches all.
+	DisableForceDownloadForMimeTypes []string  `json:"disableForceDownloadForMimeTypes"`
+	UpdatedAt                        time.Time `json:"updatedAt,omitzero"`
 }
 
 func (c ClusterConfig) clone() ClusterConfig {
 	c.SigningKey = slices.Clone(c.SigningKey)
+	c.Settings.DisableForceDownloadForMimeTypes = slices.Clone(c.Settings.DisableForceDownloadForMimeTypes)
 	return c
 }
 
