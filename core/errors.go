@@ -31,3 +31,7 @@ var (
 
 // ErrInvalidInput is a request argument that fails validation; the wrapped message says which.
 var ErrInvalidInput = errors.New("invalid input")
+
+// ErrConflict refuses a change that would break an invariant of the current state (e.g. revoking
+// the last administrator key).
+var ErrConflict = errors.New("conflict")

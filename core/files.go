@@ -29,25 +29,41 @@ func (s *Service) Authenticate(ctx context.Context, apiKey string) (Principal, e
 	return Principal{ID: key.ID, Permissions: slices.Clone(key.Permissions)}, nil
 }
 
-// resolve turns a bearer token into its token and file after a read index, or ErrInvalidToken.
-func (s *Service) resolve(ctx context.Context, secret string) (fsm.Token, fsm.File, error) {
-	if !plausibleSecret(secret) {
-		return fsm.Token{}, fsm.File{}, ErrInvalidToken
+// resolve turns a bearer token, persisted or ephemeral, into what it grants and its file, after a
+// read index; anything else is ErrInvalidToken.
+func (s *Service) resolve(ctx context.Context, secret string) (TokenInfo, fsm.File, error) {
+	ephemeral := isEphemeral(secret)
+	if !ephemeral && !plausibleSecret(secret) {
+		return TokenInfo{}, fsm.File{}, ErrInvalidToken
 	}
 	if err := s.readIndex(ctx); err != nil {
-		return fsm.Token{}, fsm.File{}, err
+		return TokenInfo{}, fsm.File{}, err
 	}
-	tok, ok := s.state.TokenBySecret(secret)
-	if !ok {
-		return fsm.Token{}, fsm.File{}, ErrInvalidToken
+	var tok TokenInfo
+	if ephemeral {
+		cfg, ok := s.state.Config()
+		if !ok {
+			return TokenInfo{}, fsm.File{}, ErrInvalidToken
+		}
+		fileID, expiresAt, ok := verifyEphemeral(cfg.SigningKey, secret)
+		if !ok {
+			return TokenInfo{}, fsm.File{}, ErrInvalidToken
+		}
+		tok = TokenInfo{Secret: secret, FileID: fileID, Access: AccessRead, ExpiresAt: expiresAt, Ephemeral: true}
+	} else {
+		t, ok := s.state.TokenBySecret(secret)
+		if !ok {
+			return TokenInfo{}, fsm.File{}, ErrInvalidToken
+		}
+		tok = tokenInfo(t)
 	}
 	now := s.now()
 	if expired(tok.ExpiresAt, now) {
-		return fsm.Token{}, fsm.File{}, ErrInvalidToken
+		return TokenInfo{}, fsm.File{}, ErrInvalidToken
 	}
 	file, ok := s.state.File(tok.FileID)
 	if !ok || expired(file.ExpiresAt, now) {
-		return fsm.Token{}, fsm.File{}, ErrInvalidToken
+		return TokenInfo{}, fsm.File{}, ErrInvalidToken
 	}
 	return tok, file, nil
 }
@@ -55,13 +71,13 @@ func (s *Service) resolve(ctx context.Context, secret string) (fsm.Token, fsm.Fi
 func expired(at, now time.Time) bool { return !at.IsZero() && !now.Before(at) }
 
 // resolveFull is resolve plus the rule that the token must grant full access.
-func (s *Service) resolveFull(ctx context.Context, secret string) (fsm.Token, fsm.File, error) {
+func (s *Service) resolveFull(ctx context.Context, secret string) (TokenInfo, fsm.File, error) {
 	tok, file, err := s.resolve(ctx, secret)
 	if err != nil {
 		return tok, file, err
 	}
 	if tok.Access != fsm.AccessFull {
-		return fsm.Token{}, fsm.File{}, ErrReadOnlyToken
+		return TokenInfo{}, fsm.File{}, ErrReadOnlyToken
 	}
 	return tok, file, nil
 }
@@ -76,7 +92,7 @@ func (s *Service) Details(ctx context.Context, secret string) (FileInfo, TokenIn
 	if tok.Access == fsm.AccessFull {
 		tokens = s.liveTokens(file.ID)
 	}
-	return fileInfo(file), tokenInfo(tok), tokens, nil
+	return fileInfo(file), tok, tokens, nil
 }
 
 func (s *Service) liveTokens(fileID string) []TokenInfo {
@@ -96,6 +112,10 @@ func (s *Service) OpenFile(ctx context.Context, secret string) (FileInfo, Conten
 	if err != nil {
 		return FileInfo{}, nil, err
 	}
+	return s.content(file)
+}
+
+func (s *Service) content(file fsm.File) (FileInfo, Content, error) {
 	codec, err := s.codec(file.Layout.Geometry, file.Layout.BlockSize)
 	if err != nil {
 		return FileInfo{}, nil, fmt.Errorf("codec for file %s: %w", file.ID, err)
@@ -109,10 +129,18 @@ func (s *Service) DeleteFile(ctx context.Context, secret string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.propose(ctx, fsm.CmdDeleteFile, fsm.DeleteFile{FileID: file.ID}); err != nil {
+	if err := s.deleteFile(ctx, file); err != nil {
 		if errors.Is(err, ErrNotFound) { // deleted concurrently
 			return ErrInvalidToken
 		}
+		return err
+	}
+	return nil
+}
+
+// deleteFile commits the deletion, then removes the shards from the nodes that are up.
+func (s *Service) deleteFile(ctx context.Context, file fsm.File) error {
+	if err := s.propose(ctx, fsm.CmdDeleteFile, fsm.DeleteFile{FileID: file.ID}); err != nil {
 		return err
 	}
 	s.metrics.deleted()
@@ -146,6 +174,7 @@ func (s *Service) CreateToken(ctx context.Context, secret string, access AccessL
 		}
 		return TokenInfo{}, err
 	}
+	s.metrics.tokenCreated(false)
 	return tokenInfo(created), nil
 }
 

@@ -9,6 +9,7 @@ type Metrics struct {
 	deletesTotal     prometheus.Counter
 	degradedSegments prometheus.Counter
 	shardFaults      *prometheus.CounterVec
+	tokensCreated    *prometheus.CounterVec
 }
 
 // NewMetrics registers the use-case metrics on reg.
@@ -31,7 +32,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Shards a read had to give up on and reconstruct around, by kind (corrupt or unavailable).",
 		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.uploadsTotal, m.uploadedBytes, m.deletesTotal, m.degradedSegments, m.shardFaults)
+	m.tokensCreated = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cairn_file_tokens_created_total", Help: "File tokens issued through this node, by kind (persisted or ephemeral).",
+	}, []string{"kind"})
+	reg.MustRegister(m.tokensCreated, m.uploadsTotal, m.uploadedBytes, m.deletesTotal, m.degradedSegments, m.shardFaults)
 	return m
 }
 
@@ -63,4 +67,15 @@ func (m *Metrics) shardFault(corrupt bool) {
 		kind = "corrupt"
 	}
 	m.shardFaults.WithLabelValues(kind).Inc()
+}
+
+func (m *Metrics) tokenCreated(ephemeral bool) {
+	if m == nil {
+		return
+	}
+	kind := "persisted"
+	if ephemeral {
+		kind = "ephemeral"
+	}
+	m.tokensCreated.WithLabelValues(kind).Inc()
 }

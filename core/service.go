@@ -21,6 +21,10 @@ type State interface {
 	TokenBySecret(secret string) (fsm.Token, bool)
 	FileTokens(fileID string) []fsm.Token
 	APIKeyBySecret(secret string) (fsm.APIKey, bool)
+	APIKeys() []fsm.APIKey
+	Token(id string) (fsm.Token, bool)
+	Files(fn func(fsm.File) bool)
+	Tokens(fn func(fsm.Token) bool)
 }
 
 // Consensus proposes commands and linearizes reads.
@@ -158,7 +162,12 @@ func (s *Service) readIndex(ctx context.Context) error {
 
 // propose encodes and replicates one command, mapping the fsm's outcomes onto core's errors.
 func (s *Service) propose(ctx context.Context, typ fsm.CommandType, payload any) error {
-	cmd, err := fsm.EncodeCommand(typ, newRequestID(), s.now(), payload)
+	return s.proposeAt(ctx, s.now(), typ, payload)
+}
+
+// proposeAt is propose with the command time given: the time Apply judges the command by.
+func (s *Service) proposeAt(ctx context.Context, at time.Time, typ fsm.CommandType, payload any) error {
+	cmd, err := fsm.EncodeCommand(typ, newRequestID(), at, payload)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", typ, err)
 	}

@@ -20,9 +20,9 @@ func (v *filesV1) routes() []route {
 	return []route{
 		{"/files/v1/{$}", "/files/v1/", upload},
 		{"/files/v1", "/files/v1/", upload}, // the SDK posts without the slash; redirects are not followed
-		// "settings" is a resource, never a token: the literal outranks {token}. Its handlers come
-		// with the settings issue; until then it is unknown like any other unserved resource.
-		{"/files/v1/settings", "/files/v1/settings", nil},
+		// "settings" is a resource, never a token: the literal outranks {token}.
+		{"/files/v1/settings", "/files/v1/settings", map[string]http.HandlerFunc{
+			http.MethodGet: v.getSettings, http.MethodPut: v.putSettings}},
 		{"/files/v1/{token}", "/files/v1/{token}", map[string]http.HandlerFunc{http.MethodDelete: v.deleteFile}},
 		{"/files/v1/{token}/details", "/files/v1/{token}/details", map[string]http.HandlerFunc{http.MethodGet: v.details}},
 		{"/files/v1/{token}/file", "/files/v1/{token}/file", map[string]http.HandlerFunc{

@@ -30,7 +30,7 @@ func (v *filesV1) download(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", mimetype) // set, so ServeContent never sniffs (which would read the body early)
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Disposition", contentDisposition(info))
+	h.Set("Content-Disposition", v.disposition(info))
 	if info.ETag != "" {
 		h.Set("ETag", `"`+info.ETag+`"`)
 	}
@@ -58,23 +58,35 @@ func (v *filesV1) download(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// dispositionType decides inline versus attachment. Always attachment until the service settings
-// (disableForceDownloadForMimeTypes) arrive; they will change only this function.
-func dispositionType(core.FileInfo) string { return "attachment" }
+// disposition decides inline versus attachment from the service settings: a download is forced
+// (attachment) unless the file's mimetype exactly matches an entry of
+// disableForceDownloadForMimeTypes, where "*/*" matches every type.
+func (v *filesV1) disposition(info core.FileInfo) string {
+	kind := "attachment"
+	for _, mt := range v.files.CurrentSettings().DisableForceDownloadForMimeTypes {
+		if mt == "*/*" || strings.EqualFold(mt, info.MimeType) {
+			kind = "inline"
+			break
+		}
+	}
+	return formatDisposition(kind, info.Name)
+}
 
-// contentDisposition builds the header per RFC 6266: a quoted ASCII filename that every client
+// contentDisposition is the attachment form of the header.
+func contentDisposition(info core.FileInfo) string { return formatDisposition("attachment", info.Name) }
+
+// formatDisposition builds the header per RFC 6266: a quoted ASCII filename that every client
 // understands, plus filename* (RFC 8187) carrying the real UTF-8 name whenever the fallback had to
 // change it.
-func contentDisposition(info core.FileInfo) string {
-	kind := dispositionType(info)
-	if info.Name == "" {
+func formatDisposition(kind, name string) string {
+	if name == "" {
 		return kind
 	}
-	fallback := asciiFilename(info.Name)
+	fallback := asciiFilename(name)
 	header := kind + `; filename="` + fallback + `"`
-	if fallback != info.Name {
+	if fallback != name {
 		// For non-ASCII values FormatMediaType emits RFC 2231 encoding: filename*=utf-8''...
-		ext := mime.FormatMediaType(kind, map[string]string{"filename": strings.ToValidUTF8(info.Name, "_")})
+		ext := mime.FormatMediaType(kind, map[string]string{"filename": strings.ToValidUTF8(name, "_")})
 		if _, encoded, ok := strings.Cut(ext, "; "); ok && strings.HasPrefix(encoded, "filename*=utf-8''") {
 			header += "; " + encoded
 		}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/cairn-dev/cairn/core"
 )
@@ -69,8 +70,13 @@ func v1ErrorFor(err error) *v1Error {
 		return &v1Error{http.StatusUnauthorized, 10, "NO_PERMISSION_EXCEPTION", "the principal lacks the required permission"}
 	case errors.Is(err, core.ErrNotFound):
 		return errResourceUnknown()
+	case errors.Is(err, core.ErrInvalidInput):
+		// core's validation messages name a field and never carry a secret.
+		return &v1Error{http.StatusBadRequest, 15, "FIELD_FORMAT_EXCEPTION", strings.TrimPrefix(err.Error(), core.ErrInvalidInput.Error()+": ")}
 	case errors.Is(err, core.ErrUnavailable), errors.Is(err, core.ErrShuttingDown):
 		return &v1Error{http.StatusServiceUnavailable, 1, "SERVICE_UNAVAILABLE_EXCEPTION", "the cluster cannot serve the request now; retry later"}
+	case errors.Is(err, core.ErrConflict):
+		return &v1Error{http.StatusConflict, 1, "CONFLICT_EXCEPTION", strings.TrimPrefix(err.Error(), core.ErrConflict.Error()+": ")}
 	case errors.Is(err, core.ErrNoSpace):
 		return &v1Error{http.StatusInsufficientStorage, 1, "INSUFFICIENT_STORAGE_EXCEPTION", "the cluster is out of storage space"}
 	default:

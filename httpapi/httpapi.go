@@ -25,6 +25,13 @@ type FileService interface {
 	DeleteFile(ctx context.Context, token string) error
 	CreateToken(ctx context.Context, token string, access core.AccessLevel, expiresAt time.Time) (core.TokenInfo, error)
 	DeleteToken(ctx context.Context, token, tokenToDelete string) error
+	// Settings and UpdateSettings need VIEW_/UPDATE_FILE_SERVICE_SETTINGS; CurrentSettings is the
+	// local, unchecked read that downloads use.
+	Settings(ctx context.Context, p core.Principal) (core.Settings, error)
+	UpdateSettings(ctx context.Context, p core.Principal, patch core.SettingsPatch) (core.Settings, error)
+	CurrentSettings() core.Settings
+	// ListFilesWithTokens lists every live file with its tokens (needs VIEW_FILES).
+	ListFilesWithTokens(ctx context.Context, p core.Principal) ([]core.FileListing, error)
 }
 
 // OpsService feeds the ops endpoints.

@@ -58,6 +58,8 @@ type Config struct {
 	ReconcileInterval time.Duration
 	MetaInterval      time.Duration // how often free space and state are re-announced
 	ShutdownTimeout   time.Duration
+	// ExpiryInterval is how often the leader removes expired files and tokens through Raft.
+	ExpiryInterval time.Duration
 	// LeaderWait is how long a request waits for a usable Raft leader before it fails with 503.
 	LeaderWait time.Duration
 	// SnapshotThreshold: Raft log entries between snapshots (0 = raft's default).
@@ -96,6 +98,7 @@ func DefaultConfig() Config {
 		MetaInterval:      10 * time.Second,
 		ShutdownTimeout:   30 * time.Second,
 		LeaderWait:        5 * time.Second,
+		ExpiryInterval:    10 * time.Second,
 	}
 }
 
@@ -144,6 +147,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WriteQuorum < 0 || (c.WriteQuorum > 0 && (c.WriteQuorum < c.Erasure.Data || c.WriteQuorum > c.Erasure.Total())) {
 		errs = append(errs, fmt.Errorf("--write-quorum must be between k=%d and k+m=%d", c.Erasure.Data, c.Erasure.Total()))
+	}
+	if c.ExpiryInterval <= 0 {
+		errs = append(errs, errors.New("expiry interval must be positive"))
 	}
 	if c.MaxVoters < 1 {
 		errs = append(errs, errors.New("max voters must be at least 1"))

@@ -194,6 +194,7 @@ func New(cfg Config) (n *Node, err error) {
 		Logger: log.With("component", "reconcile"),
 	}).Run(ctx, &n.wg)
 	n.spawn(n.announceLoop)
+	n.spawn(func() { n.service.RunExpiry(ctx, cfg.ExpiryInterval, n.IsLeader) })
 	log.Info("node started", "http", n.httpAddr, "cluster", n.clusterAddr, "gossip", n.members.LocalGossipAddr(),
 		"erasure", cfg.Erasure.String(), "restarted", n.raft.HadState)
 	return n, nil

@@ -300,6 +300,7 @@ func (c *Cluster) nodeConfig(i int, seeds []string) node.Config {
 	cfg.MetaInterval = time.Second
 	cfg.ShutdownTimeout = 10 * time.Second
 	cfg.LeaderWait = 2 * time.Second
+	cfg.ExpiryInterval = 200 * time.Millisecond
 	cfg.Network = c.Net.Node(id)
 	cfg.Logger = c.logger
 	cfg.Join = seeds

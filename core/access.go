@@ -1,0 +1,329 @@
+package core
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cairn-dev/cairn/fsm"
+)
+
+// APIKeyInfo describes an API key; its secret is shown only once, when it is created.
+type APIKeyInfo struct {
+	ID          string
+	Name        string
+	Permissions []string
+	CreatedAt   time.Time
+}
+
+// Settings are the file service's operator settings.
+type Settings struct {
+	DisableForceDownloadForMimeTypes []string
+	UpdatedAt                        time.Time
+}
+
+// SettingsPatch is a partial settings update: nil fields stay as they are.
+type SettingsPatch struct {
+	DisableForceDownloadForMimeTypes *[]string
+}
+
+// FileListing is a file with its live persisted tokens, as the admin listing shows it.
+type FileListing struct {
+	File   FileInfo
+	Tokens []TokenInfo
+}
+
+func (s *Service) require(p Principal, perm string) error {
+	if p.ID == "" || p.Anonymous {
+		return ErrUnauthenticated
+	}
+	if !p.Has(perm) {
+		return ErrPermissionDenied
+	}
+	return nil
+}
+
+// CreateAPIKey creates a key for a new principal. The returned secret is never stored and cannot
+// be shown again.
+func (s *Service) CreateAPIKey(ctx context.Context, p Principal, name string, perms []string) (APIKeyInfo, string, error) {
+	if err := s.require(p, PermManageAPIKeys); err != nil {
+		return APIKeyInfo{}, "", err
+	}
+	if len(name) > 200 || !utf8.ValidString(name) {
+		return APIKeyInfo{}, "", fmt.Errorf("%w: name must be valid UTF-8 of at most 200 bytes", ErrInvalidInput)
+	}
+	clean := make([]string, 0, len(perms))
+	for _, perm := range perms {
+		if !slices.Contains(AllPermissions, perm) {
+			return APIKeyInfo{}, "", fmt.Errorf("%w: unknown permission %q (known: %s)", ErrInvalidInput, perm, strings.Join(AllPermissions, ", "))
+		}
+		if !slices.Contains(clean, perm) {
+			clean = append(clean, perm)
+		}
+	}
+	secret := "ck_" + NewSecret()
+	key := fsm.APIKey{
+		ID: "key_" + randomAlnum(17), Name: name, Hash: fsm.HashSecret(secret),
+		Permissions: clean, CreatedAt: s.now(),
+	}
+	if err := s.propose(ctx, fsm.CmdCreateAPIKey, fsm.CreateAPIKey{Key: key}); err != nil {
+		return APIKeyInfo{}, "", err
+	}
+	return apiKeyInfo(key), secret, nil
+}
+
+// ListAPIKeys lists every key (never their secrets).
+func (s *Service) ListAPIKeys(ctx context.Context, p Principal) ([]APIKeyInfo, error) {
+	if err := s.require(p, PermManageAPIKeys); err != nil {
+		return nil, err
+	}
+	if err := s.readIndex(ctx); err != nil {
+		return nil, err
+	}
+	var out []APIKeyInfo
+	for _, k := range s.state.APIKeys() {
+		out = append(out, apiKeyInfo(k))
+	}
+	return out, nil
+}
+
+// RevokeAPIKey removes a key; once this returns, no node accepts it.
+func (s *Service) RevokeAPIKey(ctx context.Context, p Principal, id string) error {
+	if err := s.require(p, PermManageAPIKeys); err != nil {
+		return err
+	}
+	err := s.propose(ctx, fsm.CmdRevokeAPIKey, fsm.RevokeAPIKey{ID: id})
+	if errors.Is(err, fsm.ErrLastAdminKey) {
+		return fmt.Errorf("%w: cannot revoke the last key that holds %s", ErrConflict, PermManageAPIKeys)
+	}
+	return err
+}
+
+func apiKeyInfo(k fsm.APIKey) APIKeyInfo {
+	return APIKeyInfo{ID: k.ID, Name: k.Name, Permissions: slices.Clone(k.Permissions), CreatedAt: k.CreatedAt}
+}
+
+// Settings returns the service settings (needs VIEW_FILE_SERVICE_SETTINGS).
+func (s *Service) Settings(ctx context.Context, p Principal) (Settings, error) {
+	if err := s.require(p, PermViewFileServiceSettings); err != nil {
+		return Settings{}, err
+	}
+	if err := s.readIndex(ctx); err != nil {
+		return Settings{}, err
+	}
+	return s.CurrentSettings(), nil
+}
+
+// CurrentSettings reads the settings from the local state without a read index: downloads use
+// it, and a settings change reaching them a heartbeat late is harmless.
+func (s *Service) CurrentSettings() Settings {
+	cfg, ok := s.state.Config()
+	if !ok {
+		return Settings{}
+	}
+	return Settings{
+		DisableForceDownloadForMimeTypes: slices.Clone(cfg.Settings.DisableForceDownloadForMimeTypes),
+		UpdatedAt:                        cfg.Settings.UpdatedAt,
+	}
+}
+
+// UpdateSettings applies a partial update (needs UPDATE_FILE_SERVICE_SETTINGS).
+func (s *Service) UpdateSettings(ctx context.Context, p Principal, patch SettingsPatch) (Settings, error) {
+	if err := s.require(p, PermUpdateFileServiceSettings); err != nil {
+		return Settings{}, err
+	}
+	if err := s.readIndex(ctx); err != nil {
+		return Settings{}, err
+	}
+	cur := s.CurrentSettings()
+	next := fsm.ServiceSettings{DisableForceDownloadForMimeTypes: cur.DisableForceDownloadForMimeTypes, UpdatedAt: s.now()}
+	if patch.DisableForceDownloadForMimeTypes != nil {
+		var types []string
+		for _, t := range *patch.DisableForceDownloadForMimeTypes {
+			mt := strings.ToLower(strings.TrimSpace(t))
+			if mt != "*/*" && normalizeMimeType(mt) != mt {
+				return Settings{}, fmt.Errorf("%w: %q is not a mimetype (type/subtype)", ErrInvalidInput, t)
+			}
+			if !slices.Contains(types, mt) {
+				types = append(types, mt)
+			}
+		}
+		next.DisableForceDownloadForMimeTypes = types
+	}
+	if next.DisableForceDownloadForMimeTypes == nil {
+		next.DisableForceDownloadForMimeTypes = []string{}
+	}
+	if err := s.propose(ctx, fsm.CmdUpdateSettings, fsm.UpdateSettings{Settings: next}); err != nil {
+		return Settings{}, err
+	}
+	return s.CurrentSettings(), nil
+}
+
+// RotateSigningKey replaces the ephemeral-token signing key (needs MANAGE_CLUSTER): every ephemeral
+// token minted before stops working on every node once this returns.
+func (s *Service) RotateSigningKey(ctx context.Context, p Principal) error {
+	if err := s.require(p, PermManageCluster); err != nil {
+		return err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return fmt.Errorf("draw signing key: %w", err)
+	}
+	return s.propose(ctx, fsm.CmdRotateSigningKey, fsm.RotateSigningKey{Key: key})
+}
+
+// ListFilesWithTokens returns every live file with its live tokens, for the admin listing (needs
+// VIEW_FILES). Filtering, sorting and paging are the front-end's (RQL).
+func (s *Service) ListFilesWithTokens(ctx context.Context, p Principal) ([]FileListing, error) {
+	if err := s.require(p, PermViewFiles); err != nil {
+		return nil, err
+	}
+	if err := s.readIndex(ctx); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	var out []FileListing
+	s.state.Files(func(f fsm.File) bool {
+		if !expired(f.ExpiresAt, now) {
+			out = append(out, FileListing{File: fileInfo(f), Tokens: s.liveTokens(f.ID)})
+		}
+		return true
+	})
+	return out, nil
+}
+
+// visible reports whether p may see f through the id-addressed API: its creator, or VIEW_FILES.
+func visible(p Principal, f fsm.File) bool {
+	return (p.ID != "" && f.CreatorID == p.ID) || p.Has(PermViewFiles)
+}
+
+// fileByID resolves a file id for p after a read index; invisible, unknown and expired files are
+// all ErrNotFound, so existence does not leak.
+func (s *Service) fileByID(ctx context.Context, p Principal, id string) (fsm.File, error) {
+	if p.ID == "" {
+		return fsm.File{}, ErrUnauthenticated
+	}
+	if err := s.readIndex(ctx); err != nil {
+		return fsm.File{}, err
+	}
+	f, ok := s.state.File(id)
+	if !ok || expired(f.ExpiresAt, s.now()) || !visible(p, f) {
+		return fsm.File{}, ErrNotFound
+	}
+	return f, nil
+}
+
+// FileByID returns a file p may see.
+func (s *Service) FileByID(ctx context.Context, p Principal, id string) (FileInfo, error) {
+	f, err := s.fileByID(ctx, p, id)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	return fileInfo(f), nil
+}
+
+// ListFiles returns the live files p may see (ownOnly: only those p created).
+func (s *Service) ListFiles(ctx context.Context, p Principal, ownOnly bool) ([]FileInfo, error) {
+	if p.ID == "" {
+		return nil, ErrUnauthenticated
+	}
+	if err := s.readIndex(ctx); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	var out []FileInfo
+	s.state.Files(func(f fsm.File) bool {
+		own := f.CreatorID == p.ID
+		if !expired(f.ExpiresAt, now) && (own || (!ownOnly && visible(p, f))) {
+			out = append(out, fileInfo(f))
+		}
+		return true
+	})
+	return out, nil
+}
+
+// OpenFileByID is OpenFile addressed by id and principal instead of by token.
+func (s *Service) OpenFileByID(ctx context.Context, p Principal, id string) (FileInfo, Content, error) {
+	f, err := s.fileByID(ctx, p, id)
+	if err != nil {
+		return FileInfo{}, nil, err
+	}
+	return s.content(f)
+}
+
+// DeleteFileByID deletes a file p may see, its tokens, and (best effort) its shards.
+func (s *Service) DeleteFileByID(ctx context.Context, p Principal, id string) error {
+	f, err := s.fileByID(ctx, p, id)
+	if err != nil {
+		return err
+	}
+	return s.deleteFile(ctx, f)
+}
+
+// CreateFileToken issues a read token for a file p may see. expiresAt zero means the file's own
+// expiry. An ephemeral token is signed, not stored: no Raft write.
+func (s *Service) CreateFileToken(ctx context.Context, p Principal, fileID string, expiresAt time.Time, ephemeral bool) (TokenInfo, error) {
+	f, err := s.fileByID(ctx, p, fileID)
+	if err != nil {
+		return TokenInfo{}, err
+	}
+	now := s.now()
+	if expiresAt.IsZero() {
+		expiresAt = f.ExpiresAt
+	} else if !expiresAt.After(now) {
+		return TokenInfo{}, fmt.Errorf("%w: 'expiresAt' must be in the future", ErrInvalidInput)
+	}
+	if !f.ExpiresAt.IsZero() && expiresAt.After(f.ExpiresAt) {
+		expiresAt = f.ExpiresAt // a token never outlives its file
+	}
+	tok := TokenInfo{
+		ID: NewTokenID(), FileID: f.ID, Access: AccessRead, CreatorID: p.ID, CreatedAt: now,
+		ExpiresAt: expiresAt.UTC(), Ephemeral: ephemeral,
+	}
+	if expiresAt.IsZero() {
+		tok.ExpiresAt = time.Time{}
+	}
+	if ephemeral {
+		cfg, err := s.clusterConfig()
+		if err != nil {
+			return TokenInfo{}, err
+		}
+		tok.Secret = mintEphemeral(cfg.SigningKey, f.ID, tok.ExpiresAt)
+		s.metrics.tokenCreated(true)
+		return tok, nil
+	}
+	tok.Secret = NewSecret()
+	stored := fsm.Token{
+		ID: tok.ID, Secret: tok.Secret, FileID: f.ID, Access: fsm.AccessRead, CreatorID: p.ID,
+		CreatedAt: now, ExpiresAt: tok.ExpiresAt,
+	}
+	if err := s.propose(ctx, fsm.CmdCreateToken, fsm.CreateToken{Token: stored}); err != nil {
+		return TokenInfo{}, err
+	}
+	s.metrics.tokenCreated(false)
+	return tok, nil
+}
+
+// TokenByID returns a persisted, live token visible to p (its creator, or VIEW_FILES).
+func (s *Service) TokenByID(ctx context.Context, p Principal, id string) (TokenInfo, error) {
+	if p.ID == "" {
+		return TokenInfo{}, ErrUnauthenticated
+	}
+	if err := s.readIndex(ctx); err != nil {
+		return TokenInfo{}, err
+	}
+	t, ok := s.state.Token(id)
+	now := s.now()
+	if !ok || expired(t.ExpiresAt, now) || (t.CreatorID != p.ID && !p.Has(PermViewFiles)) {
+		return TokenInfo{}, ErrNotFound
+	}
+	if f, ok := s.state.File(t.FileID); !ok || expired(f.ExpiresAt, now) {
+		return TokenInfo{}, ErrNotFound
+	}
+	return tokenInfo(t), nil
+}

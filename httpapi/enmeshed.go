@@ -1,0 +1,249 @@
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"mime"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cairn-dev/cairn/core"
+)
+
+// EnmeshedService is what /api/v2 needs from the use cases.
+type EnmeshedService interface {
+	Authenticate(ctx context.Context, apiKey string) (core.Principal, error) // core.ErrUnauthenticated
+	MaxFileSize() int64
+	BeginUpload(ctx context.Context, p core.Principal) (core.Upload, error) // as on /files/v1
+	// FileByID returns the file when p may see it (p created it, or p has VIEW_FILES); otherwise,
+	// and for unknown or expired files, core.ErrNotFound.
+	FileByID(ctx context.Context, p core.Principal, id string) (core.FileInfo, error)
+	// ListFiles returns the files p may see (ownOnly: only those p created), unfiltered.
+	ListFiles(ctx context.Context, p core.Principal, ownOnly bool) ([]core.FileInfo, error)
+	OpenFileByID(ctx context.Context, p core.Principal, id string) (core.FileInfo, core.Content, error)
+	DeleteFileByID(ctx context.Context, p core.Principal, id string) error
+	// CreateFileToken issues a read token for the file. expiresAt zero means "the file's own expiry".
+	// ephemeral: signed and not stored (no Raft write); else persisted. core.ErrNotFound when the
+	// file is not visible; core.ErrInvalidInput (wrapped, message says why) e.g. for a past expiry.
+	CreateFileToken(ctx context.Context, p core.Principal, fileID string, expiresAt time.Time, ephemeral bool) (core.TokenInfo, error)
+	// TokenByID returns a persisted token visible to p (p created it or has VIEW_FILES); ephemeral or
+	// unknown ids -> core.ErrNotFound.
+	TokenByID(ctx context.Context, p core.Principal, id string) (core.TokenInfo, error)
+}
+
+// Media types /api/v2 answers with.
+const (
+	mediaJSON = "application/json"
+	mediaPNG  = "image/png"
+)
+
+// enmeshedAPI is the enmeshed Connector-compatible /api/v2 front-end.
+type enmeshedAPI struct {
+	svc EnmeshedService
+	log *slog.Logger
+}
+
+// v2Handler serves one method of one route. It runs after authentication and content negotiation
+// and returns an error only while nothing has been written, so that the error becomes an envelope.
+type v2Handler struct {
+	produces []string // media types it can answer with, preferred first; nil: not negotiated
+	serve    func(w http.ResponseWriter, r *http.Request, p core.Principal, mediaType string) error
+}
+
+// v2Route is one path pattern of /api/v2. entity names the record in "not found" messages.
+type v2Route struct {
+	pattern string
+	entity  string
+	methods map[string]v2Handler
+}
+
+func (a *enmeshedAPI) routes() []v2Route {
+	json := []string{mediaJSON}
+	return []v2Route{
+		{"/api/v2/Files", "File", map[string]v2Handler{
+			http.MethodGet: {json, a.listFiles(false)}}},
+		// The literal "Own" outranks {id} in http.ServeMux, as the contract asks.
+		{"/api/v2/Files/Own", "File", map[string]v2Handler{
+			http.MethodGet:  {json, a.listFiles(true)},
+			http.MethodPost: {json, a.upload}}},
+		{"/api/v2/Files/{id}", "File", map[string]v2Handler{
+			http.MethodGet:    {json, a.getFile},
+			http.MethodDelete: {nil, a.deleteFile}}},
+		// A download answers with the file's own type, whatever the client accepts: a 406 here
+		// would only break clients that send a narrow Accept for a file they know.
+		{"/api/v2/Files/{id}/Download", "File", map[string]v2Handler{
+			http.MethodGet: {nil, a.download}}},
+		{"/api/v2/Files/{id}/Token", "File", map[string]v2Handler{
+			http.MethodPost: {[]string{mediaJSON, mediaPNG}, a.createToken}}},
+		{"/api/v2/Tokens/{id}", "Token", map[string]v2Handler{
+			http.MethodGet: {json, a.getToken}}},
+	}
+}
+
+// mount registers /api/v2 on mux behind the shared middleware. Everything under /api/v2 that no
+// route matches is the Connector's routeDoesNotExist, in this front-end's envelope.
+func (a *enmeshedAPI) mount(mux *http.ServeMux, mw *middleware) {
+	for _, rt := range a.routes() {
+		mux.Handle(rt.pattern, mw.wrap(rt.pattern, a.handler(rt)))
+	}
+	unmatched := mw.wrap("/api/v2 (unmatched)", a.handler(v2Route{}))
+	mux.Handle("/api/v2/", unmatched)
+	mux.Handle("/api/v2", unmatched)
+}
+
+// handler runs the checks in the contract's order: auth (401), route and method (404/405), Accept
+// (406); the route's handler then validates (400) before it looks anything up (404).
+func (a *enmeshedAPI) handler(rt v2Route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w}
+		defer a.recoverPanic(rec, r)
+		p, err := a.authenticate(r)
+		if err != nil {
+			a.fail(rec, r, rt, err)
+			return
+		}
+		if rt.methods == nil {
+			a.fail(rec, r, rt, errRouteDoesNotExist())
+			return
+		}
+		h, ok := rt.methods[r.Method]
+		if !ok && r.Method == http.MethodHead {
+			h, ok = rt.methods[http.MethodGet]
+		}
+		if !ok {
+			rec.Header().Set("Allow", allowedMethods(rt.methods))
+			a.fail(rec, r, rt, errMethodNotAllowed())
+			return
+		}
+		var mediaType string
+		if h.produces != nil {
+			if mediaType = negotiate(r.Header.Get("Accept"), h.produces); mediaType == "" {
+				a.fail(rec, r, rt, errNotAcceptable())
+				return
+			}
+		}
+		if err := h.serve(rec, r, p, mediaType); err != nil {
+			a.fail(rec, r, rt, err)
+		}
+	})
+}
+
+// authenticate resolves the caller's API key (X-API-KEY or Authorization: Bearer). Every route,
+// even an unknown one, needs a valid key, as on the Connector.
+func (a *enmeshedAPI) authenticate(r *http.Request) (core.Principal, error) {
+	key, _ := apiKey(r)
+	if key == "" {
+		return core.Principal{}, core.ErrUnauthenticated
+	}
+	return a.svc.Authenticate(r.Context(), key)
+}
+
+// fail answers err as an error envelope. Unexpected errors are logged with the API key blanked out.
+func (a *enmeshedAPI) fail(w http.ResponseWriter, r *http.Request, rt v2Route, err error) {
+	e := v2ErrorFor(err, rt.entity)
+	if e.status >= http.StatusInternalServerError {
+		key, _ := apiKey(r)
+		a.log.LogAttrs(r.Context(), slog.LevelError, "api/v2 request failed",
+			slog.String("route", rt.pattern), slog.Int("status", e.status),
+			slog.String("error", redact(err.Error(), key)))
+	}
+	writeV2Error(w, e)
+}
+
+// recoverPanic turns a handler panic into a 500 envelope while nothing has been sent. Otherwise (or
+// for the deliberate http.ErrAbortHandler) it re-panics, and the shared middleware aborts the
+// connection so that a truncated body never looks like success.
+func (a *enmeshedAPI) recoverPanic(rec *statusRecorder, r *http.Request) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	if p == http.ErrAbortHandler || rec.status != 0 {
+		panic(p)
+	}
+	a.log.LogAttrs(r.Context(), slog.LevelError, "panic serving request",
+		slog.String("route", r.Pattern), slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+	clear(rec.Header())
+	writeV2Error(rec, errUnexpected())
+}
+
+// allowedMethods is the Allow header of a 405: the route's methods, HEAD wherever GET is.
+func allowedMethods(methods map[string]v2Handler) string {
+	var out []string
+	for m := range methods {
+		out = append(out, m)
+		if m == http.MethodGet {
+			out = append(out, http.MethodHead)
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, ", ")
+}
+
+// negotiate picks what to answer from offers (the server's preference order) given an Accept
+// header, as the Connector's negotiator does: highest q wins, then the more specific matching
+// range, then the range listed first by the client, then the server's order. No header means the
+// first offer; "" means nothing acceptable. (goautoneg, in go.mod via Prometheus, accepts q=0.)
+func negotiate(accept string, offers []string) string {
+	if strings.TrimSpace(accept) == "" {
+		return offers[0]
+	}
+	type rank struct {
+		q           float64
+		specificity int
+		clause      int
+	}
+	best, bestRank := "", rank{}
+	for _, offer := range offers {
+		typ, sub, _ := strings.Cut(offer, "/")
+		var r rank
+		found := false
+		for i, clause := range strings.Split(accept, ",") {
+			mt, params, err := mime.ParseMediaType(clause)
+			if err != nil {
+				continue
+			}
+			ctyp, csub, _ := strings.Cut(mt, "/")
+			var spec int
+			switch {
+			case ctyp == typ && csub == sub:
+				spec = 2
+			case ctyp == typ && csub == "*":
+				spec = 1
+			case mt == "*/*" || mt == "*":
+				spec = 0
+			default:
+				continue
+			}
+			q := parseQ(params["q"])
+			if !found || spec > r.specificity {
+				r, found = rank{q, spec, i}, true
+			}
+		}
+		if !found || r.q <= 0 {
+			continue
+		}
+		if best == "" || r.q > bestRank.q ||
+			(r.q == bestRank.q && (r.specificity > bestRank.specificity ||
+				(r.specificity == bestRank.specificity && r.clause < bestRank.clause))) {
+			best, bestRank = offer, r
+		}
+	}
+	return best
+}
+
+// parseQ reads a quality value; absent means 1, malformed or out of range means 0 (not acceptable).
+func parseQ(s string) float64 {
+	if s == "" {
+		return 1
+	}
+	q, err := strconv.ParseFloat(s, 64)
+	if err != nil || q < 0 || q > 1 {
+		return 0
+	}
+	return q
+}
