@@ -32,6 +32,7 @@ type fakeFiles struct {
 	panicOn string
 	// breakAfter makes ReadRange fail after this many bytes of a file named "broken" (-1: at once).
 	breakAfter int64
+	settings   core.Settings
 }
 
 type fakeFile struct {

@@ -23,6 +23,10 @@ Usage:
   cairn dev [flags]       run a ready 3-node cluster in this process, data in a temp dir
   cairn status [flags]    show a node's view of the cluster (GET /v1/status)
   cairn members [flags]   list the cluster's members
+  cairn apikey create|list|revoke [flags]
+                          manage API keys (needs a key with MANAGE_API_KEYS)
+  cairn keys rotate       rotate the ephemeral-token signing key (needs MANAGE_CLUSTER)
+  cairn bench [flags]     measure token creation on an in-process 3-node cluster
   cairn version           print the version
 
 Run 'cairn <command> -h' for a command's flags.
@@ -58,6 +62,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runStatus(ctx, rest, stdout, false)
 	case "members":
 		return runStatus(ctx, rest, stdout, true)
+	case "apikey":
+		return runAPIKey(ctx, rest, stdout, stderr)
+	case "keys":
+		return runKeys(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "cairn", version)
 		return nil
