@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -58,51 +60,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer os.RemoveAll(dir)
 	}
 
-	addr := func(port int) string { return *host + ":" + strconv.Itoa(port) }
-	var seeds []string
-	for i := range devNodes {
-		seeds = append(seeds, addr(*basePort+200+i))
+	nodes, stopAll, err := startDevCluster(devClusterConfig{
+		host: *host, basePort: *basePort, dir: dir, rootKey: *rootKey, anonymous: *anonymous,
+		maxFileSize: size, logger: logger,
+	})
+	if err != nil {
+		return err
 	}
-	nodes := make([]*node.Node, 0, devNodes)
-	stopAll := func() error {
-		var wg sync.WaitGroup
-		errs := make([]error, len(nodes))
-		for i, n := range nodes {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				defer cancel()
-				errs[i] = n.Shutdown(sctx)
-			}()
-		}
-		wg.Wait()
-		return errors.Join(errs...)
-	}
-	for i := range devNodes {
-		cfg := node.DefaultConfig()
-		cfg.NodeID = "dev" + strconv.Itoa(i+1)
-		cfg.DataDir = filepath.Join(dir, cfg.NodeID)
-		cfg.HTTPAddr = addr(*basePort + i)
-		cfg.ClusterAddr = addr(*basePort + 100 + i)
-		cfg.GossipAddr = addr(*basePort + 200 + i)
-		cfg.Join = seeds
-		cfg.BootstrapExpect = devNodes
-		cfg.Erasure = erasure.Geometry{Data: 2, Parity: 1}
-		cfg.RootKey = *rootKey
-		cfg.AllowAnonymousUpload = *anonymous
-		cfg.MaxFileSize = size
-		cfg.RejoinInterval = 2 * time.Second
-		cfg.ReconcileInterval = time.Second
-		cfg.Logger = logger
-		n, err := node.New(cfg)
-		if err != nil {
-			_ = stopAll()
-			return fmt.Errorf("start %s: %w", cfg.NodeID, err)
-		}
-		nodes = append(nodes, n)
-	}
-
 	fmt.Fprintf(stdout, "cairn dev: starting %d nodes (erasure 2+1), data in %s\n", devNodes, dir)
 	if err := waitDevReady(ctx, nodes, 60*time.Second); err != nil {
 		_ = stopAll()
@@ -154,4 +118,74 @@ func waitDevReady(ctx context.Context, nodes []*node.Node, timeout time.Duration
 		case <-tick.C:
 		}
 	}
+}
+
+// devClusterConfig shapes an in-process 3-node cluster (cairn dev, cairn bench).
+type devClusterConfig struct {
+	host        string
+	basePort    int // HTTP of node i at basePort+i; 0 picks free ports
+	dir         string
+	rootKey     string
+	anonymous   bool
+	maxFileSize int64
+	logger      *slog.Logger
+}
+
+// startDevCluster starts devNodes nodes in this process. stop shuts them all down gracefully.
+func startDevCluster(dc devClusterConfig) (nodes []*node.Node, stop func() error, err error) {
+	addr := func(offset, i int) string {
+		if dc.basePort == 0 {
+			return dc.host + ":0"
+		}
+		return dc.host + ":" + strconv.Itoa(dc.basePort+offset+i)
+	}
+	stop = func() error {
+		var wg sync.WaitGroup
+		errs := make([]error, len(nodes))
+		for i, n := range nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				errs[i] = n.Shutdown(sctx)
+			}()
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	}
+	var seeds []string
+	for i := range devNodes {
+		cfg := node.DefaultConfig()
+		cfg.NodeID = "dev" + strconv.Itoa(i+1)
+		cfg.DataDir = filepath.Join(dc.dir, cfg.NodeID)
+		cfg.HTTPAddr = addr(0, i)
+		cfg.ClusterAddr = addr(100, i)
+		cfg.GossipAddr = addr(200, i)
+		if dc.basePort != 0 {
+			seeds = seeds[:0]
+			for j := range devNodes {
+				seeds = append(seeds, addr(200, j))
+			}
+		}
+		cfg.Join = slices.Clone(seeds)
+		cfg.BootstrapExpect = devNodes
+		cfg.Erasure = erasure.Geometry{Data: 2, Parity: 1}
+		cfg.RootKey = dc.rootKey
+		cfg.AllowAnonymousUpload = dc.anonymous
+		cfg.MaxFileSize = dc.maxFileSize
+		cfg.RejoinInterval = 2 * time.Second
+		cfg.ReconcileInterval = time.Second
+		cfg.Logger = dc.logger
+		n, err := node.New(cfg)
+		if err != nil {
+			_ = stop()
+			return nil, nil, fmt.Errorf("start %s: %w", cfg.NodeID, err)
+		}
+		nodes = append(nodes, n)
+		if dc.basePort == 0 { // ports were picked by the OS: later nodes join the earlier ones
+			seeds = append(seeds, n.GossipAddr())
+		}
+	}
+	return nodes, stop, nil
 }

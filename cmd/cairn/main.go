@@ -66,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runAPIKey(ctx, rest, stdout, stderr)
 	case "keys":
 		return runKeys(ctx, rest, stdout, stderr)
+	case "bench":
+		return runBench(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "cairn", version)
 		return nil

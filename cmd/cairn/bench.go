@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cairn-dev/cairn/core"
+)
+
+// runBench measures token creation through the public API: persisted tokens (one Raft commit
+// each) against ephemeral ones (signed, no Raft write), on an in-process 3-node cluster with real
+// disks, or on a running cluster given with --addr. Requests go round-robin to every node, so
+// followers forward persisted creations to the leader as clients behind a load balancer would.
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cairn bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	duration := fs.Duration("duration", 5*time.Second, "how long each mode runs")
+	concurrency := fs.Int("concurrency", 32, "concurrent clients")
+	rounds := fs.Int("rounds", 2, "alternating rounds of the two modes (the table sums them)")
+	addrs := fs.String("addr", "", "comma-separated HTTP addresses of a running cluster (default: start an in-process 3-node cluster)")
+	key := fs.String("key", "", "API key for --addr (default: the in-process cluster's root key)")
+	logLevel := fs.String("log-level", "error", "log level of the in-process cluster")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := applyEnv(fs); err != nil {
+		return err
+	}
+	if *duration <= 0 || *concurrency <= 0 || *rounds <= 0 {
+		return errors.New("--duration, --concurrency and --rounds must be positive")
+	}
+	var endpoints []string
+	if *addrs != "" {
+		for _, a := range strings.Split(*addrs, ",") {
+			endpoints = append(endpoints, strings.TrimSuffix(strings.TrimSpace(a), "/"))
+		}
+		if *key == "" {
+			return errors.New("--key is required with --addr")
+		}
+	} else {
+		logger, err := newLogger(stderr, *logLevel, false)
+		if err != nil {
+			return err
+		}
+		dir, err := os.MkdirTemp("", "cairn-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		*key = core.NewSecret()
+		nodes, stop, err := startDevCluster(devClusterConfig{
+			host: "127.0.0.1", dir: dir, rootKey: *key, maxFileSize: 1 << 20, logger: logger,
+		})
+		if err != nil {
+			return err
+		}
+		defer stop()
+		if err := waitDevReady(ctx, nodes, 60*time.Second); err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			endpoints = append(endpoints, "http://"+n.HTTPAddr())
+		}
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *concurrency}, Timeout: 30 * time.Second}
+	fileID, err := benchUpload(ctx, client, endpoints[0], *key)
+	if err != nil {
+		return fmt.Errorf("upload the benchmark file: %w", err)
+	}
+	fmt.Fprintf(stdout, "cairn bench: token creation on %d nodes, %d clients, %d x %s per mode\n\n",
+		len(endpoints), *concurrency, *rounds, *duration)
+	results := map[bool]*benchResult{false: {}, true: {}}
+	for range *rounds {
+		for _, ephemeral := range []bool{false, true} {
+			r := benchTokens(ctx, client, endpoints, *key, fileID, ephemeral, *concurrency, *duration)
+			results[ephemeral].merge(r)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "mode\trequests\terrors\ttokens/s\tp50\tp99\t")
+	for _, ephemeral := range []bool{false, true} {
+		r := results[ephemeral]
+		name := "persisted"
+		if ephemeral {
+			name = "ephemeral"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t\n", name, len(r.latencies), r.errors, r.rate(),
+			r.percentile(0.50), r.percentile(0.99))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if p := results[false].rate(); p > 0 {
+		fmt.Fprintf(stdout, "\nephemeral / persisted throughput: %.1fx\n", results[true].rate()/p)
+	}
+	return nil
+}
+
+// benchResult collects one mode's successful latencies and error count.
+type benchResult struct {
+	latencies []time.Duration
+	errors    int
+	elapsed   time.Duration
+}
+
+func (r *benchResult) merge(o *benchResult) {
+	r.latencies = append(r.latencies, o.latencies...)
+	r.errors += o.errors
+	r.elapsed += o.elapsed
+}
+
+func (r *benchResult) rate() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(len(r.latencies)) / r.elapsed.Seconds()
+}
+
+func (r *benchResult) percentile(p float64) time.Duration {
+	if len(r.latencies) == 0 {
+		return 0
+	}
+	s := slices.Clone(r.latencies)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(p*float64(len(s))))].Round(10 * time.Microsecond)
+}
+
+// benchTokens runs concurrency clients creating tokens for duration.
+func benchTokens(ctx context.Context, client *http.Client, endpoints []string, key, fileID string,
+	ephemeral bool, concurrency int, duration time.Duration) *benchResult {
+	body := fmt.Sprintf(`{"ephemeral":%t}`, ephemeral)
+	ctx, cancel := context.WithTimeout(ctx, duration)
+	defer cancel()
+	var mu sync.Mutex
+	total := &benchResult{}
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := &benchResult{}
+			for i := w; ctx.Err() == nil; i++ {
+				url := endpoints[i%len(endpoints)] + "/api/v2/Files/" + fileID + "/Token"
+				t0 := time.Now()
+				err := benchPost(ctx, client, url, key, body)
+				switch {
+				case err == nil:
+					local.latencies = append(local.latencies, time.Since(t0))
+				case ctx.Err() == nil:
+					local.errors++
+				}
+			}
+			mu.Lock()
+			total.merge(local)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	total.elapsed = time.Since(start)
+	return total
+}
+
+func benchPost(ctx context.Context, client *http.Client, url, key, body string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-API-KEY", key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	return nil
+}
+
+// benchUpload stores a small file through /api/v2 and returns its id.
+func benchUpload(ctx context.Context, client *http.Client, endpoint, key string) (string, error) {
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	part, err := mw.CreateFormFile("file", "bench.txt")
+	if err != nil {
+		return "", err
+	}
+	part.Write([]byte("cairn bench\n"))
+	mw.Close()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint+"/api/v2/Files/Own", &buf)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("X-API-KEY", key)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusCreated {
+		return "", fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	var out struct {
+		Result struct {
+			ID string `json:"id"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return "", err
+	}
+	return out.Result.ID, nil
+}
