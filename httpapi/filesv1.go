@@ -16,7 +16,7 @@ type filesV1 struct {
 }
 
 func (v *filesV1) routes() []route {
-	upload := map[string]http.HandlerFunc{http.MethodPost: v.upload}
+	upload := map[string]http.HandlerFunc{http.MethodPost: v.upload, http.MethodGet: v.list}
 	return []route{
 		{"/files/v1/{$}", "/files/v1/", upload},
 		{"/files/v1", "/files/v1/", upload}, // the SDK posts without the slash; redirects are not followed

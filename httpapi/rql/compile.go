@@ -134,14 +134,7 @@ func (c *compiler) filter(it *syntax) (Node, error) {
 		if len(it.args) == 0 {
 			return nil, invalidf("%s() at position %d needs at least one condition", it.text, it.pos)
 		}
-		n, err := c.logic(it.text == "or", it.args)
-		if err != nil {
-			return nil, err
-		}
-		if l, ok := n.(*logic); ok {
-			return l, nil
-		}
-		return &logic{or: it.text == "or", args: []Node{n}}, nil
+		return c.logic(it.text == "or", it.args)
 	case "limit", "sort", "select":
 		return nil, invalidf("%s() at position %d is only allowed at the top level", it.text, it.pos)
 	}
@@ -319,9 +312,6 @@ func parseNumber(s string) (number, bool) {
 	return number{f: f}, true
 }
 
-// timeLayouts are the ISO-8601 forms accepted; a time without a zone is UTC.
-var timeLayouts = [...]string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02"}
-
 func parseTime(s string, epochMillis bool) (time.Time, bool) {
 	var t time.Time
 	if epochMillis {
@@ -332,7 +322,8 @@ func parseTime(s string, epochMillis bool) (time.Time, bool) {
 		t = time.UnixMilli(ms)
 	} else {
 		var err error
-		for _, layout := range timeLayouts {
+		// The ISO-8601 forms accepted; a time without a zone is UTC.
+		for _, layout := range [...]string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02"} {
 			if t, err = time.Parse(layout, s); err == nil {
 				break
 			}

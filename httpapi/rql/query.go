@@ -64,7 +64,7 @@ type Fields map[string]Kind
 // according to the field's Kind. ok is false when the item has no such value; a value of another
 // type counts as missing too.
 type Record interface {
-	Field(name string) (value any, ok bool)
+	Field(name string) (v any, ok bool)
 }
 
 // SortKey is one key of sort(): a field, ascending unless Desc.
@@ -100,7 +100,7 @@ type Query struct {
 // encodes values twice. Values are typed by the kind of their field: a number for KindNumber, an
 // ISO-8601 timestamp for KindTime, and always a string for string fields, so that "true", "false"
 // and "null" stay strings there; on number and time fields null matches a missing value. Every
-// error wraps ErrInvalid.
+// error wraps ErrInvalid; positions in its message count bytes of the once-decoded query.
 func Parse(rawQuery string, fields Fields) (Query, error) {
 	if len(rawQuery) > MaxQueryLen {
 		return Query{}, invalidf("query is %d bytes, longer than the limit of %d", len(rawQuery), MaxQueryLen)

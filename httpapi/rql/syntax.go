@@ -87,10 +87,8 @@ func (p *syntaxParser) item() (*syntax, error) {
 		return nil, err
 	}
 	if p.peek() == '(' {
-		call, err := p.node(synCall, word.text, start)
-		if err != nil {
-			return nil, err
-		}
+		call := word
+		call.kind = synCall
 		if err := p.enter(); err != nil {
 			return nil, err
 		}
