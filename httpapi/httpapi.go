@@ -46,6 +46,11 @@ type Config struct {
 	Ops      OpsService
 	Registry *prometheus.Registry // per node; New registers its collectors on it and serves it at /metrics
 	Logger   *slog.Logger
+	// Enmeshed serves the enmeshed Connector-compatible /api/v2; nil leaves /api/v2 unmounted.
+	Enmeshed EnmeshedService
+	// Admin serves cairn's administration routes (/v1/apikeys, /v1/signing-key/rotate); nil
+	// leaves them unmounted.
+	Admin AdminService
 }
 
 // route is one path pattern with a handler per method. Dispatching on the method ourselves (rather
@@ -57,8 +62,8 @@ type route struct {
 	methods map[string]http.HandlerFunc
 }
 
-// New builds the public HTTP handler of one node: /files/v1, the ops endpoints and the middleware
-// around them.
+// New builds the public HTTP handler of one node: /files/v1, /api/v2 (when Config.Enmeshed is set),
+// the ops endpoints and the middleware around them.
 func New(cfg Config) (http.Handler, error) {
 	switch {
 	case cfg.Files == nil:
@@ -80,9 +85,16 @@ func New(cfg Config) (http.Handler, error) {
 	v1 := &filesV1{files: cfg.Files, log: logger}
 	ops := &opsHandlers{ops: cfg.Ops, registry: cfg.Registry}
 
+	routes := append(v1.routes(), ops.routes()...)
+	if cfg.Admin != nil {
+		routes = append(routes, (&adminAPI{admin: cfg.Admin, v1: v1, log: logger}).routes()...)
+	}
 	mux := http.NewServeMux()
-	for _, rt := range append(v1.routes(), ops.routes()...) {
+	for _, rt := range routes {
 		mux.Handle(rt.pattern, mw.wrap(rt.label, dispatch(rt.methods)))
+	}
+	if cfg.Enmeshed != nil {
+		(&enmeshedAPI{svc: cfg.Enmeshed, log: logger}).mount(mux, mw)
 	}
 	// Everything else, including paths the patterns above do not match, is the reference service's
 	// "unknown resource".

@@ -164,7 +164,8 @@ func New(cfg Config) (n *Node, err error) {
 	n.registerMetrics()
 
 	handler, err := httpapi.New(httpapi.Config{
-		Files: n.service, Ops: ops{n}, Registry: n.reg, Logger: log.With("component", "http"),
+		Files: n.service, Enmeshed: n.service, Admin: n.service, Ops: ops{n}, Registry: n.reg,
+		Logger: log.With("component", "http"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("http api: %w", err)

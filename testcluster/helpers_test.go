@@ -2,8 +2,12 @@ package testcluster
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"math/rand"
+	"mime/multipart"
 	"net/http"
+	"net/textproto"
 	"testing"
 
 	"github.com/cairn-dev/cairn/erasure"
@@ -79,4 +83,28 @@ func countShards(t *testing.T, c *Cluster, fileID string) int {
 		}
 	}
 	return total
+}
+
+// multipartBody builds a multipart/form-data body with text fields and one file part.
+func multipartBody(t *testing.T, fields map[string]string, fileField, filename string, data []byte) (io.Reader, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for k, v := range fields {
+		if err := mw.WriteField(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := make(textproto.MIMEHeader)
+	h.Set("Content-Disposition", fmt.Sprintf(`form-data; name=%q; filename=%q`, fileField, filename))
+	h.Set("Content-Type", "text/plain")
+	part, err := mw.CreatePart(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part.Write(data)
+	if err := mw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return &buf, mw.FormDataContentType()
 }

@@ -1,0 +1,315 @@
+package httpapi
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairn-dev/cairn/core"
+)
+
+func TestV2Upload(t *testing.T) {
+	e := newV2Env(t)
+	body, ct := multipartBody(t,
+		part{name: "title", body: "Greeting"},
+		part{name: "file", filename: "hellö.txt", contentType: "Text/Markdown; charset=UTF-8", body: "hello!"},
+		part{name: "description", body: "a file"},
+		part{name: "expiresAt", body: "2099-01-02T03:04:05+01:00"},
+		part{name: "tags", body: "a"},
+		part{name: "tags", body: "b"},
+		part{name: "ignored", body: "x"},
+	)
+	r := e.do(t, http.MethodPost, "/api/v2/Files/Own", chunked{body}, map[string]string{"Content-Type": ct})
+	m := resultObject(t, r, http.StatusCreated, fileDTOKeys...)
+	want := map[string]any{
+		"isOwn": true, "filename": "hellö.txt", "filesize": float64(6), "createdBy": "alice",
+		"createdByDevice": "node-1", "expiresAt": "2099-01-02T02:04:05.000Z", "mimetype": "text/markdown",
+		"title": "Greeting", "description": "a file", "tags": []any{"a", "b"},
+	}
+	for k, v := range want {
+		if fmt.Sprint(m[k]) != fmt.Sprint(v) {
+			t.Errorf("%s = %v, want %v", k, m[k], v)
+		}
+	}
+	if id, _ := m["id"].(string); !validID(id, "FIL") {
+		t.Errorf("id = %v", m["id"])
+	}
+	if ts, _ := m["createdAt"].(string); !v2TimePattern.MatchString(ts) {
+		t.Errorf("createdAt = %v", m["createdAt"])
+	}
+
+	t.Run("only a file", func(t *testing.T) {
+		body, ct := multipartBody(t, part{name: "file", filename: "plain", body: "x"})
+		m := resultObject(t, e.do(t, http.MethodPost, "/api/v2/Files/Own", body, map[string]string{"Content-Type": ct}),
+			http.StatusCreated, fileDTOBareKeys...)
+		if m["title"] != "" || m["mimetype"] != "text/plain" || m["expiresAt"] != neverExpires {
+			t.Fatalf("defaults: %v", m)
+		}
+	})
+}
+
+func TestV2UploadRefused(t *testing.T) {
+	file := part{name: "file", filename: "f.txt", body: "data"}
+	for _, tc := range []struct {
+		name     string
+		parts    []part
+		raw      string // a raw body instead of parts
+		ct       string
+		message  string
+		begun    bool // whether the upload reached core (and so must be aborted)
+		tooLarge bool
+	}{
+		{name: "no file", parts: []part{{name: "title", body: "t"}}, message: msgContentRequired},
+		{name: "file without filename", parts: []part{{name: "file", body: "x"}}, message: msgContentRequired},
+		{name: "not multipart", raw: "hello", ct: "text/plain", message: msgContentRequired},
+		{name: "no body", raw: "", message: msgContentRequired},
+		{name: "two files", parts: []part{file, file}, message: msgOneFilePart, begun: true},
+		{name: "past expiresAt", parts: []part{{name: "expiresAt", body: "2000-01-01"}, file}, message: msgExpiresAtFuture},
+		{name: "past expiresAt after the file", parts: []part{file, {name: "expiresAt", body: "2001"}}, message: msgExpiresAtFuture, begun: true},
+		{name: "empty expiresAt", parts: []part{{name: "expiresAt", body: ""}, file}, message: msgExpiresAtFormat},
+		{name: "garbage expiresAt", parts: []part{{name: "expiresAt", body: "soon"}, file}, message: msgExpiresAtFormat},
+		{name: "repeated title", parts: []part{{name: "title", body: "a"}, {name: "title", body: "b"}, file}, message: "title must be string"},
+		{name: "long title", parts: []part{{name: "title", body: strings.Repeat("t", maxFieldBytes+1)}, file}},
+		{name: "binary description", parts: []part{{name: "description", body: "\xff\xfe"}, file}},
+		{name: "too large", parts: []part{{name: "file", filename: "big", body: strings.Repeat("z", 1<<10+1)}},
+			message: "file content exceeds the maximum file size", begun: true, tooLarge: true},
+		{name: "truncated", raw: "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\nabc",
+			ct: "multipart/form-data; boundary=b", begun: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newV2Env(t)
+			var body io.Reader = strings.NewReader(tc.raw)
+			ct := tc.ct
+			if tc.parts != nil {
+				buf, mct := multipartBody(t, tc.parts...)
+				body, ct = chunked{buf}, mct
+			}
+			r := e.do(t, http.MethodPost, "/api/v2/Files/Own", body, map[string]string{"Content-Type": ct})
+			wantV2Error(t, r, http.StatusBadRequest, codeInvalidPropertyValue, tc.message)
+			if e.svc.fileCount() != 0 {
+				t.Fatal("a refused upload created a file")
+			}
+			up := e.svc.lastUpload()
+			if (up != nil) != tc.begun {
+				t.Fatalf("upload begun = %v, want %v", up != nil, tc.begun)
+			}
+			if up != nil {
+				if committed, aborted := up.state(); committed || !aborted {
+					t.Fatalf("committed %v, aborted %v: a refused upload must be aborted", committed, aborted)
+				}
+			}
+		})
+	}
+}
+
+func TestV2UploadServiceFailure(t *testing.T) {
+	e := newV2Env(t)
+	e.svc.fail["Commit"] = fmt.Errorf("propose: %w", core.ErrUnavailable)
+	body, ct := multipartBody(t, part{name: "file", filename: "f", body: "x"})
+	wantV2Error(t, e.do(t, http.MethodPost, "/api/v2/Files/Own", body, map[string]string{"Content-Type": ct}),
+		http.StatusServiceUnavailable, codeUnavailable, "")
+	if _, aborted := e.svc.lastUpload().state(); !aborted {
+		t.Fatal("a failed commit was not aborted")
+	}
+}
+
+// visibilityFixture stores a file of alice's, one of bob's and an expired one of alice's.
+func visibilityFixture(e *v2Env) (alices, bobs, expired core.FileInfo) {
+	alices = e.svc.addFile(core.FileInfo{Name: "a.txt", MimeType: "text/plain", CreatorID: "alice", CreatedByNode: "n1",
+		Title: "A", Tags: []string{"x"}, Description: "d"}, "alice's")
+	bobs = e.svc.addFile(core.FileInfo{Name: "b.txt", MimeType: "text/plain", CreatorID: "bob"}, "bob's")
+	expired = e.svc.addFile(core.FileInfo{Name: "old.txt", CreatorID: "alice", ExpiresAt: time.Now().Add(-time.Minute)}, "old")
+	return alices, bobs, expired
+}
+
+func TestV2GetFile(t *testing.T) {
+	e := newV2Env(t)
+	alices, bobs, expired := visibilityFixture(e)
+	notFound := "File not found. Make sure the ID exists and the record is not expired."
+	for _, tc := range []struct {
+		name, key, id string
+		status        int
+		isOwn         bool
+	}{
+		{"own", "key-alice", alices.ID, 200, true},
+		{"other's with VIEW_FILES", "key-admin", bobs.ID, 200, false},
+		{"other's", "key-alice", bobs.ID, 404, false},
+		{"expired", "key-alice", expired.ID, 404, false},
+		{"unknown", "key-alice", unknownFileID, 404, false},
+		{"malformed", "key-alice", "FIL123", 400, false},
+		{"wrong prefix", "key-alice", "TOKaaaaaaaaaaaaaaaaa", 400, false},
+		{"non-alphanumeric", "key-alice", "FILaaaaaaaaaaaaaaaa-", 400, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.do(t, http.MethodGet, "/api/v2/Files/"+tc.id, nil, map[string]string{"X-API-KEY": tc.key})
+			switch tc.status {
+			case 400:
+				wantV2Error(t, r, 400, codeInvalidPropertyValue, msgFileIDPattern)
+			case 404:
+				wantV2Error(t, r, 404, codeRecordNotFound, notFound)
+			default:
+				keys := fileDTOBareKeys
+				if tc.id == alices.ID {
+					keys = fileDTOKeys
+				}
+				m := resultObject(t, r, tc.status, keys...)
+				if m["id"] != tc.id || m["isOwn"] != tc.isOwn {
+					t.Fatalf("got %v", m)
+				}
+			}
+		})
+	}
+	r := e.do(t, http.MethodGet, "/api/v2/Files/"+alices.ID, nil, nil)
+	m := resultObject(t, r, 200, fileDTOKeys...)
+	if m["createdAt"] != "2026-02-09T11:03:27.179Z" || m["createdByDevice"] != "n1" || m["description"] != "d" ||
+		m["title"] != "A" || m["filesize"] != float64(7) || m["createdBy"] != "alice" {
+		t.Fatalf("FileDTO = %v", m)
+	}
+}
+
+func TestV2DeleteFile(t *testing.T) {
+	e := newV2Env(t)
+	alices, bobs, _ := visibilityFixture(e)
+	r := e.do(t, http.MethodDelete, "/api/v2/Files/"+alices.ID, nil, nil)
+	if r.status != http.StatusNoContent || len(r.body) != 0 {
+		t.Fatalf("delete = %d %q, want 204 with no body", r.status, r.body)
+	}
+	wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files/"+alices.ID, nil, nil), 404, codeRecordNotFound, "")
+	wantV2Error(t, e.do(t, http.MethodDelete, "/api/v2/Files/"+alices.ID, nil, nil), 404, codeRecordNotFound, "")
+	wantV2Error(t, e.do(t, http.MethodDelete, "/api/v2/Files/"+bobs.ID, nil, nil), 404, codeRecordNotFound, "")
+	wantV2Error(t, e.do(t, http.MethodDelete, "/api/v2/Files/nope", nil, nil), 400, codeInvalidPropertyValue, msgFileIDPattern)
+	if e.svc.fileCount() != 2 {
+		t.Fatalf("%d files left, want bob's and the expired one", e.svc.fileCount())
+	}
+}
+
+func TestV2Download(t *testing.T) {
+	e := newV2Env(t)
+	f := e.svc.addFile(core.FileInfo{Name: "hello wörld;x\".txt", MimeType: "text/markdown", CreatorID: "alice"}, "# hello")
+	r := e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID+"/Download", nil, nil)
+	if r.status != http.StatusOK || string(r.body) != "# hello" {
+		t.Fatalf("download = %d %q", r.status, r.body)
+	}
+	for k, want := range map[string]string{
+		"Content-Type":        "text/markdown",
+		"Content-Disposition": "attachment;filename=hello%20w%C3%B6rld%3Bx%22.txt",
+		"Content-Length":      "7",
+	} {
+		if got := r.header.Get(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+	r = e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID+"/Download", nil, map[string]string{"Range": "bytes=2-"})
+	if r.status != http.StatusPartialContent || string(r.body) != "hello" {
+		t.Fatalf("range = %d %q", r.status, r.body)
+	}
+	// Any Accept is fine: the answer is the file's own type.
+	if r := e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID+"/Download", nil, map[string]string{"Accept": "image/png"}); r.status != 200 {
+		t.Fatalf("download with a narrow Accept = %d", r.status)
+	}
+	wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files/"+unknownFileID+"/Download", nil, nil), 404, codeRecordNotFound, "")
+	wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID+"/Download", nil, map[string]string{"X-API-KEY": "key-bob"}),
+		404, codeRecordNotFound, "")
+	wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files/x/Download", nil, nil), 400, codeInvalidPropertyValue, msgFileIDPattern)
+}
+
+func TestV2ListFilters(t *testing.T) {
+	e := newV2Env(t)
+	day := func(d int) time.Time { return time.Date(2026, 1, d, 12, 0, 0, 500_000, time.UTC) }
+	e.svc.addFile(core.FileInfo{ID: "FIL00000000000000001", Name: "report.pdf", MimeType: "application/pdf", CreatorID: "alice",
+		Title: "Q1 report", Tags: []string{"finance", "q1"}, CreatedAt: day(1)}, strings.Repeat("r", 100))
+	e.svc.addFile(core.FileInfo{ID: "FIL00000000000000002", Name: "photo.png", MimeType: "image/png", CreatorID: "alice",
+		Tags: []string{"holiday"}, CreatedAt: day(2), ExpiresAt: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)}, strings.Repeat("p", 10))
+	e.svc.addFile(core.FileInfo{ID: "FIL00000000000000003", Name: "notes.txt", MimeType: "text/plain", CreatorID: "alice",
+		Title: "notes", CreatedAt: day(3)}, "n")
+	e.svc.addFile(core.FileInfo{ID: "FIL00000000000000004", Name: "bob.txt", MimeType: "text/plain", CreatorID: "bob",
+		Tags: []string{"q1"}, CreatedAt: day(4)}, "bob")
+
+	for _, tc := range []struct {
+		name, path, key string
+		want            []int // file numbers, in createdAt order
+	}{
+		{"all of alice's", "/api/v2/Files", "key-alice", []int{1, 2, 3}},
+		{"VIEW_FILES sees all", "/api/v2/Files", "key-admin", []int{1, 2, 3, 4}},
+		{"own only", "/api/v2/Files/Own", "key-admin", nil},
+		{"own", "/api/v2/Files/Own", "key-bob", []int{4}},
+		{"equals", "/api/v2/Files?mimetype=text/plain", "key-alice", []int{3}},
+		{"not", "/api/v2/Files?mimetype=!text/plain", "key-alice", []int{1, 2}},
+		{"starts with", "/api/v2/Files?filename=%5Ephoto", "key-alice", []int{2}},
+		{"ends with", "/api/v2/Files?filename=$.txt", "key-alice", []int{3}},
+		{"regex", "/api/v2/Files?filename=~^(rep|no).*%5C.(pdf|txt)$", "key-alice", []int{1, 3}},
+		{"regex is unanchored", "/api/v2/Files?title=~ote", "key-alice", []int{3}},
+		{"repeated key is any of", "/api/v2/Files?mimetype=image/png&mimetype=application/pdf", "key-alice", []int{1, 2}},
+		{"different keys are all of", "/api/v2/Files?mimetype=!image/png&title=%5EQ", "key-alice", []int{1}},
+		{"filesize greater", "/api/v2/Files?filesize=%3E10", "key-alice", []int{1}},
+		{"filesize less", "/api/v2/Files?filesize=%3C10", "key-alice", []int{3}},
+		{"filesize equals", "/api/v2/Files?filesize=10", "key-alice", []int{2}},
+		{"filesize range by repeats", "/api/v2/Files?filesize=%3C5&filesize=%3E50", "key-alice", []int{1, 3}},
+		{"createdAt after", "/api/v2/Files?createdAt=%3E2026-01-02", "key-alice", []int{2, 3}},
+		{"createdAt before", "/api/v2/Files?createdAt=%3C2026-01-02", "key-alice", []int{1}},
+		{"createdAt equals to the millisecond", "/api/v2/Files?createdAt=2026-01-03T12:00:00.000Z", "key-alice", []int{3}},
+		{"createdAt with offset", "/api/v2/Files?createdAt=2026-01-03T13:00:00%2B01:00", "key-alice", []int{3}},
+		{"createdAt as text", "/api/v2/Files?createdAt=%5E2026-01-0", "key-alice", []int{1, 2, 3}},
+		{"expiresAt never", "/api/v2/Files?expiresAt=%3E9000", "key-alice", []int{1, 3}},
+		{"expiresAt rendered", "/api/v2/Files?expiresAt=$00.000Z&expiresAt=%5E9999", "key-alice", []int{1, 2, 3}},
+		{"createdBy", "/api/v2/Files?createdBy=bob", "key-admin", []int{4}},
+		{"title empty", "/api/v2/Files?title=", "key-alice", []int{2}},
+		{"tags contain", "/api/v2/Files?tags=q1", "key-admin", []int{1, 4}},
+		{"tags contain none", "/api/v2/Files?tags=!q1", "key-admin", []int{2, 3}},
+		{"tags any starts with", "/api/v2/Files?tags=%5Ehol&tags=finance", "key-admin", []int{1, 2}},
+		{"tags regex", "/api/v2/Files?tags=~^q%5Cd$", "key-admin", []int{1, 4}},
+		{"text less", "/api/v2/Files?filename=%3Cp", "key-alice", []int{3}},
+		{"no match", "/api/v2/Files?filename=none", "key-alice", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []map[string]any
+			result(t, e.do(t, http.MethodGet, tc.path, nil, map[string]string{"X-API-KEY": tc.key}), http.StatusOK, &got)
+			var ids []string
+			for _, f := range got {
+				ids = append(ids, f["id"].(string))
+			}
+			var want []string
+			for _, n := range tc.want {
+				want = append(want, fmt.Sprintf("FIL%017d", n))
+			}
+			if !slices.Equal(ids, want) {
+				t.Fatalf("ids = %v, want %v", ids, want)
+			}
+		})
+	}
+}
+
+func TestV2ListFilterRefused(t *testing.T) {
+	e := newV2Env(t)
+	for _, tc := range []struct{ query, message string }{
+		{"owner=alice", "query must NOT have additional properties"},
+		{"filename=a&size=1", "query must NOT have additional properties"},
+		{"filesize=big", "filesize must be integer"},
+		{"filesize=%3Ebig", "filesize must be integer"},
+		{"createdAt=yesterday", "createdAt must match ISO8601 datetime format"},
+		{"expiresAt=!soon", "expiresAt must match ISO8601 datetime format"},
+		{"filename=~(", "filename must be a valid regular expression"},
+		{"title=~" + strings.Repeat("a", maxFilterRegexLen+1), fmt.Sprintf("title must NOT have more than %d characters", maxFilterRegexLen)},
+		{"title=%zz", "query must be URL-encoded"},
+		{strings.Repeat("tags=a&", maxFilterConditions+1), fmt.Sprintf("query must NOT have more than %d conditions", maxFilterConditions)},
+		{"owner=x&filesize=big", "query must NOT have additional properties"}, // the first failure only
+		{"filesize=big&owner=x", "filesize must be integer"},
+	} {
+		t.Run(tc.query[:min(len(tc.query), 30)], func(t *testing.T) {
+			wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files?"+tc.query, nil, nil), 400, codeInvalidPropertyValue, tc.message)
+			wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files/Own?"+tc.query, nil, nil), 400, codeInvalidPropertyValue, tc.message)
+		})
+	}
+}
+
+func TestV2ListEmptyIsArray(t *testing.T) {
+	e := newV2Env(t)
+	r := e.do(t, http.MethodGet, "/api/v2/Files", nil, nil)
+	if r.status != http.StatusOK || strings.TrimSpace(string(r.body)) != `{"result":[]}` {
+		t.Fatalf("empty list = %d %s", r.status, r.body)
+	}
+}

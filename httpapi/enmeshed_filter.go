@@ -1,0 +1,209 @@
+package httpapi
+
+import (
+	"cmp"
+	"fmt"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cairn-dev/cairn/core"
+)
+
+// Bounds of a list query: they keep one request's filtering cost proportional to the listing.
+const (
+	maxFilterConditions = 64
+	maxFilterRegexLen   = 256
+)
+
+// fieldKind says how a filter key's = ! < > compare: as text, as an integer, or as an instant.
+type fieldKind int
+
+const (
+	kindText fieldKind = iota
+	kindInt
+	kindTime
+)
+
+// filterField is one filterable key of FileDTO: how its operands parse and what values a file has
+// for it (tags has several; every other key exactly one).
+type filterField struct {
+	kind   fieldKind
+	values func(core.FileInfo) []string // as rendered in the DTO; ^ $ ~ match these
+	number func(core.FileInfo) int64
+	time   func(core.FileInfo) time.Time
+}
+
+// filterFields are the query keys of GET /api/v2/Files and /Own.
+var filterFields = map[string]filterField{
+	"createdAt": {kind: kindTime,
+		values: func(f core.FileInfo) []string { return []string{v2Time(f.CreatedAt)} },
+		time:   func(f core.FileInfo) time.Time { return f.CreatedAt }},
+	"createdBy": {values: func(f core.FileInfo) []string { return []string{f.CreatorID} }},
+	"expiresAt": {kind: kindTime,
+		values: func(f core.FileInfo) []string { return []string{v2Expiry(f.ExpiresAt)} },
+		time: func(f core.FileInfo) time.Time {
+			if f.ExpiresAt.IsZero() {
+				return neverExpiresTime
+			}
+			return f.ExpiresAt
+		}},
+	"filename": {values: func(f core.FileInfo) []string { return []string{f.Name} }},
+	"filesize": {kind: kindInt,
+		values: func(f core.FileInfo) []string { return []string{strconv.FormatInt(f.Size, 10)} },
+		number: func(f core.FileInfo) int64 { return f.Size }},
+	"mimetype": {values: func(f core.FileInfo) []string { return []string{f.MimeType} }},
+	"title":    {values: func(f core.FileInfo) []string { return []string{f.Title} }},
+	"tags":     {values: func(f core.FileInfo) []string { return f.Tags }},
+}
+
+var neverExpiresTime = time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
+
+// condition is one value of a query key: an operator (the value's prefix, '=' when it has none)
+// and its operand, parsed once for the key's kind.
+type condition struct {
+	op     byte // = ! ^ $ ~ < >
+	text   string
+	re     *regexp.Regexp
+	number int64
+	at     time.Time
+}
+
+// keyFilter is every condition given for one key; a file passes when any of them holds.
+type keyFilter struct {
+	field      filterField
+	conditions []condition
+}
+
+// fileFilter is a parsed list query: a file passes when every key's filter passes.
+type fileFilter []keyFilter
+
+// parseFileFilter parses a raw query string in order, so that the first failure reported is the
+// first one in the query. An unknown key is the Connector's additional-properties failure.
+func parseFileFilter(rawQuery string) (fileFilter, error) {
+	var (
+		out   fileFilter
+		index = map[string]int{}
+		n     int
+	)
+	for rest := rawQuery; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		if pair == "" {
+			continue
+		}
+		rawKey, rawValue, _ := strings.Cut(pair, "=")
+		key, err1 := url.QueryUnescape(rawKey)
+		value, err2 := url.QueryUnescape(rawValue)
+		if err1 != nil || err2 != nil {
+			return nil, invalidProperty("query must be URL-encoded")
+		}
+		field, ok := filterFields[key]
+		if !ok {
+			return nil, invalidProperty("query must NOT have additional properties")
+		}
+		if n++; n > maxFilterConditions {
+			return nil, invalidProperty(fmt.Sprintf("query must NOT have more than %d conditions", maxFilterConditions))
+		}
+		c, err := parseCondition(key, field.kind, value)
+		if err != nil {
+			return nil, err
+		}
+		i, ok := index[key]
+		if !ok {
+			i = len(out)
+			index[key] = i
+			out = append(out, keyFilter{field: field})
+		}
+		out[i].conditions = append(out[i].conditions, c)
+	}
+	return out, nil
+}
+
+// parseCondition splits a value into its operator prefix and operand, and parses the operand.
+func parseCondition(key string, kind fieldKind, value string) (condition, error) {
+	c := condition{op: '=', text: value}
+	if value != "" && strings.IndexByte("!^$~<>", value[0]) >= 0 {
+		c.op, c.text = value[0], value[1:]
+	}
+	switch {
+	case c.op == '~':
+		if len(c.text) > maxFilterRegexLen {
+			return condition{}, invalidProperty(fmt.Sprintf("%s must NOT have more than %d characters", key, maxFilterRegexLen))
+		}
+		re, err := regexp.Compile(c.text) // RE2: linear time, no catastrophic backtracking
+		if err != nil {
+			return condition{}, invalidProperty(key + " must be a valid regular expression")
+		}
+		c.re = re
+	case c.op == '^' || c.op == '$':
+	case kind == kindInt:
+		v, err := strconv.ParseInt(c.text, 10, 64)
+		if err != nil {
+			return condition{}, invalidProperty(key + " must be integer")
+		}
+		c.number = v
+	case kind == kindTime:
+		t, ok := parseISO8601(c.text)
+		if !ok {
+			return condition{}, invalidProperty(key + " must match ISO8601 datetime format")
+		}
+		c.at = t
+	}
+	return c, nil
+}
+
+func (ff fileFilter) match(f core.FileInfo) bool {
+	for _, kf := range ff {
+		if !slices.ContainsFunc(kf.conditions, func(c condition) bool { return c.holds(kf.field, f) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// holds applies c to f. On a key with several values (tags), ! means "none equals" and every other
+// operator "some value satisfies", as a document query on an array does.
+func (c condition) holds(field filterField, f core.FileInfo) bool {
+	if c.op == '!' {
+		return !condition{op: '=', text: c.text, number: c.number, at: c.at}.holds(field, f)
+	}
+	switch field.kind {
+	case kindInt:
+		if c.op == '=' || c.op == '<' || c.op == '>' {
+			return compares(c.op, cmp.Compare(field.number(f), c.number))
+		}
+	case kindTime:
+		if c.op == '=' || c.op == '<' || c.op == '>' {
+			// Clients see milliseconds, so that is the precision they can ask for.
+			return compares(c.op, field.time(f).Truncate(time.Millisecond).Compare(c.at))
+		}
+	}
+	return slices.ContainsFunc(field.values(f), func(v string) bool {
+		switch c.op {
+		case '^':
+			return strings.HasPrefix(v, c.text)
+		case '$':
+			return strings.HasSuffix(v, c.text)
+		case '~':
+			return c.re.MatchString(v)
+		default:
+			return compares(c.op, strings.Compare(v, c.text))
+		}
+	})
+}
+
+// compares reports whether a comparison result (-1, 0, 1) satisfies op (= < >).
+func compares(op byte, result int) bool {
+	switch op {
+	case '<':
+		return result < 0
+	case '>':
+		return result > 0
+	default:
+		return result == 0
+	}
+}
