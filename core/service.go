@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairn-dev/cairn/erasure"
@@ -152,12 +153,31 @@ func (s *Service) writeQuorum(g erasure.Geometry) int {
 	return g.DefaultWriteQuorum()
 }
 
-// readIndex linearizes the next reads of the local state.
+// readIndex linearizes the next reads of the local state. Within one read scope (one API request)
+// the first read index serves every later read: they all observe at least everything committed
+// before the request began, which is what linearizability asks of a single operation.
 func (s *Service) readIndex(ctx context.Context) error {
+	scope, _ := ctx.Value(readScopeKey{}).(*readScope)
+	if scope != nil && scope.done.Load() {
+		return nil
+	}
 	if err := s.consensus.ReadIndex(ctx); err != nil {
 		return unavailable(err)
 	}
+	if scope != nil {
+		scope.done.Store(true)
+	}
 	return nil
+}
+
+type readScopeKey struct{}
+
+type readScope struct{ done atomic.Bool }
+
+// WithReadScope marks ctx as one request: the use cases called with it share a single read index
+// (e.g. authenticating the API key and then looking up the file it asks for).
+func WithReadScope(ctx context.Context) context.Context {
+	return context.WithValue(ctx, readScopeKey{}, &readScope{})
 }
 
 // propose encodes and replicates one command, mapping the fsm's outcomes onto core's errors.

@@ -147,7 +147,7 @@ func (a *enmeshedAPI) fail(w http.ResponseWriter, r *http.Request, rt v2Route, e
 	e := v2ErrorFor(err, rt.entity)
 	if e.status >= http.StatusInternalServerError {
 		key, _ := apiKey(r)
-		a.log.LogAttrs(r.Context(), slog.LevelError, "api/v2 request failed",
+		a.log.LogAttrs(r.Context(), failureLevel(r, e.status), "api/v2 request failed",
 			slog.String("route", rt.pattern), slog.Int("status", e.status),
 			slog.String("error", redact(err.Error(), key)))
 	}

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -104,7 +105,8 @@ func v2ErrorFor(err error, entity string) *v2Error {
 	case errors.Is(err, core.ErrNotFound), errors.Is(err, core.ErrInvalidToken):
 		return &v2Error{http.StatusNotFound, codeRecordNotFound,
 			entity + " not found. Make sure the ID exists and the record is not expired."}
-	case errors.Is(err, core.ErrUnavailable), errors.Is(err, core.ErrShuttingDown):
+	case errors.Is(err, core.ErrUnavailable), errors.Is(err, core.ErrShuttingDown),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return &v2Error{http.StatusServiceUnavailable, codeUnavailable,
 			"The cluster cannot serve the request now; retry later."}
 	case errors.Is(err, core.ErrNoSpace):

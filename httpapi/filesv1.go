@@ -38,7 +38,7 @@ func (v *filesV1) routes() []route {
 func (v *filesV1) fail(w http.ResponseWriter, r *http.Request, err error) {
 	e := v1ErrorFor(err)
 	if e.status >= http.StatusInternalServerError {
-		v.log.LogAttrs(r.Context(), slog.LevelError, "files/v1 request failed",
+		v.log.LogAttrs(r.Context(), failureLevel(r, e.status), "files/v1 request failed",
 			slog.String("route", r.Pattern), slog.Int("status", e.status),
 			slog.String("error", redact(err.Error(), requestSecrets(r)...)))
 	}

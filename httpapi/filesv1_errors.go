@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -73,7 +74,8 @@ func v1ErrorFor(err error) *v1Error {
 	case errors.Is(err, core.ErrInvalidInput):
 		// core's validation messages name a field and never carry a secret.
 		return &v1Error{http.StatusBadRequest, 15, "FIELD_FORMAT_EXCEPTION", strings.TrimPrefix(err.Error(), core.ErrInvalidInput.Error()+": ")}
-	case errors.Is(err, core.ErrUnavailable), errors.Is(err, core.ErrShuttingDown):
+	case errors.Is(err, core.ErrUnavailable), errors.Is(err, core.ErrShuttingDown),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return &v1Error{http.StatusServiceUnavailable, 1, "SERVICE_UNAVAILABLE_EXCEPTION", "the cluster cannot serve the request now; retry later"}
 	case errors.Is(err, core.ErrConflict):
 		return &v1Error{http.StatusConflict, 1, "CONFLICT_EXCEPTION", strings.TrimPrefix(err.Error(), core.ErrConflict.Error()+": ")}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"errors"
 	"fmt"
+	"github.com/cairn-dev/cairn/core"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -93,7 +94,8 @@ func (m *middleware) wrap(label string, h http.Handler) http.Handler {
 				panic(p)
 			}
 		}()
-		h.ServeHTTP(rec, r)
+		// One request, one read index: the use cases it calls share it (see core.WithReadScope).
+		h.ServeHTTP(rec, r.WithContext(core.WithReadScope(r.Context())))
 	})
 }
 
@@ -136,3 +138,13 @@ func (s *statusRecorder) Write(p []byte) (int, error) {
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// failureLevel is the log level of a failed request: an unexpected server error is an error; a
+// request the cluster could not serve (503, counted in the metrics) or whose client went away is
+// routine and logged at debug, so that a partition or a load test does not flood the log.
+func failureLevel(r *http.Request, status int) slog.Level {
+	if r.Context().Err() != nil || status == http.StatusServiceUnavailable {
+		return slog.LevelDebug
+	}
+	return slog.LevelError
+}

@@ -8,9 +8,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -32,7 +34,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rounds := fs.Int("rounds", 2, "alternating rounds of the two modes (the table sums them)")
 	addrs := fs.String("addr", "", "comma-separated HTTP addresses of a running cluster (default: start an in-process 3-node cluster)")
 	key := fs.String("key", "", "API key for --addr (default: the in-process cluster's root key)")
-	logLevel := fs.String("log-level", "error", "log level of the in-process cluster")
+	logLevel := fs.String("log-level", "", "log level of the in-process cluster (default: silent)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (cluster included) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -41,6 +44,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *duration <= 0 || *concurrency <= 0 || *rounds <= 0 {
 		return errors.New("--duration, --concurrency and --rounds must be positive")
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var endpoints []string
 	if *addrs != "" {
@@ -51,9 +65,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return errors.New("--key is required with --addr")
 		}
 	} else {
-		logger, err := newLogger(stderr, *logLevel, false)
-		if err != nil {
-			return err
+		logger := slog.New(slog.DiscardHandler)
+		if *logLevel != "" {
+			var err error
+			if logger, err = newLogger(stderr, *logLevel, false); err != nil {
+				return err
+			}
 		}
 		dir, err := os.MkdirTemp("", "cairn-bench-")
 		if err != nil {
