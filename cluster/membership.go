@@ -42,6 +42,8 @@ type Member struct {
 	Meta       NodeMeta
 	State      string
 	GossipAddr string
+	// Since is when this node saw the member enter State.
+	Since time.Time
 }
 
 // GossipTimings are memberlist's failure-detection knobs; zero values take memberlist's LAN defaults.
@@ -254,7 +256,11 @@ func (m *Membership) update(n *memberlist.Node, departed bool) {
 		state = StateDead
 	}
 	m.mu.Lock()
-	m.members[n.Name] = Member{Meta: meta, State: state, GossipAddr: n.Address()}
+	since := time.Now()
+	if prev, ok := m.members[n.Name]; ok && prev.State == state {
+		since = prev.Since
+	}
+	m.members[n.Name] = Member{Meta: meta, State: state, GossipAddr: n.Address(), Since: since}
 	subs := slices.Clone(m.subscribers)
 	m.mu.Unlock()
 	for _, ch := range subs {

@@ -227,6 +227,9 @@ func (c *fileContent) ReadRange(ctx context.Context, w io.Writer, off, n int64) 
 			c.s.metrics.shardFault(f.Corrupt)
 			c.s.log.Warn("shard read fault", "file", c.file.ID, "segment", si, "shard", f.Index, "corrupt", f.Corrupt, "err", f.Err)
 		}
+		if len(faults) > 0 {
+			c.s.healInBackground(c.file.ID, si, faults)
+		}
 		if err != nil {
 			if errors.Is(err, erasure.ErrUnrecoverable) {
 				return fmt.Errorf("%w: file %s segment %d: %w", ErrUnavailable, c.file.ID, si, err)

@@ -10,6 +10,10 @@ type Metrics struct {
 	degradedSegments prometheus.Counter
 	shardFaults      *prometheus.CounterVec
 	tokensCreated    *prometheus.CounterVec
+	repairedBytes    prometheus.Counter
+	repairedShards   prometheus.Counter
+	segments         *prometheus.GaugeVec
+	repairQueue      prometheus.Gauge
 }
 
 // NewMetrics registers the use-case metrics on reg.
@@ -35,7 +39,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.tokensCreated = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cairn_file_tokens_created_total", Help: "File tokens issued through this node, by kind (persisted or ephemeral).",
 	}, []string{"kind"})
-	reg.MustRegister(m.tokensCreated, m.uploadsTotal, m.uploadedBytes, m.deletesTotal, m.degradedSegments, m.shardFaults)
+	m.repairedBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cairn_repaired_bytes_total", Help: "Shard bytes rebuilt and written by repair, inline heal and scrub on this node.",
+	})
+	m.repairedShards = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cairn_repaired_shards_total", Help: "Shards rebuilt by repair, inline heal and scrub on this node.",
+	})
+	m.segments = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "cairn_segments",
+		Help: "Segments by health at the leader's last repair pass: healthy (all shards reachable), degraded, unrecoverable (fewer than k reachable). Only the leader reports.",
+	}, []string{"health"})
+	m.repairQueue = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cairn_repair_queue_shards", Help: "Shard slots waiting for repair at the leader's last pass.",
+	})
+	reg.MustRegister(m.repairedBytes, m.repairedShards, m.segments, m.repairQueue, m.tokensCreated, m.uploadsTotal, m.uploadedBytes, m.deletesTotal, m.degradedSegments, m.shardFaults)
 	return m
 }
 
@@ -78,4 +95,21 @@ func (m *Metrics) tokenCreated(ephemeral bool) {
 		kind = "ephemeral"
 	}
 	m.tokensCreated.WithLabelValues(kind).Inc()
+}
+
+func (m *Metrics) repaired(bytes int64) {
+	if m != nil {
+		m.repairedShards.Inc()
+		m.repairedBytes.Add(float64(bytes))
+	}
+}
+
+func (m *Metrics) segmentHealth(h SegmentHealth) {
+	if m == nil {
+		return
+	}
+	m.segments.WithLabelValues("healthy").Set(float64(h.Healthy))
+	m.segments.WithLabelValues("degraded").Set(float64(h.Degraded))
+	m.segments.WithLabelValues("unrecoverable").Set(float64(h.Unrecoverable))
+	m.repairQueue.Set(float64(h.PendingShards))
 }

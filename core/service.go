@@ -82,6 +82,8 @@ type Service struct {
 
 	codecsMu sync.Mutex
 	codecs   map[codecKey]*erasure.Codec
+
+	healingSet
 }
 
 type codecKey struct {

@@ -38,7 +38,26 @@ const (
 	CmdUpdateSettings   CommandType = "updateSettings"   // payload UpdateSettings
 	CmdRotateSigningKey CommandType = "rotateSigningKey" // payload RotateSigningKey
 	CmdExpire           CommandType = "expire"           // payload Expire
+	CmdMoveShard        CommandType = "moveShard"        // payload MoveShard
+	CmdRemoveNode       CommandType = "removeNode"       // payload RemoveNode
 )
+
+// MoveShard records that shard Index of segment Segment of a file now lives on To. It is a
+// compare-and-set: it applies only while the slot still names From ("" for a shard that was never
+// written), so a repair that raced with another repair or a delete changes nothing (ErrConflict).
+type MoveShard struct {
+	FileID  string `json:"fileId"`
+	Segment int    `json:"segment"`
+	Index   int    `json:"index"`
+	From    string `json:"from"`
+	To      string `json:"to"`
+}
+
+// RemoveNode decommissions a node: the leader removes it from Raft and repair moves its shards
+// away at once instead of waiting for the repair delay.
+type RemoveNode struct {
+	NodeID string `json:"nodeId"`
+}
 
 // PermManageAPIKeys is the permission a key must keep somewhere: revoking the last key that holds
 // it is refused, so the cluster can always be administered.
@@ -145,6 +164,10 @@ func newPayload(typ CommandType) (payload, bool) {
 		return new(RotateSigningKey), true
 	case CmdExpire:
 		return new(Expire), true
+	case CmdMoveShard:
+		return new(MoveShard), true
+	case CmdRemoveNode:
+		return new(RemoveNode), true
 	}
 	return nil, false
 }
@@ -393,6 +416,25 @@ func (p *RotateSigningKey) validate() error {
 func (p *Expire) validate() error {
 	if len(p.FileIDs)+len(p.TokenIDs) > 10000 {
 		return errors.New("too many ids in one expire command")
+	}
+	return nil
+}
+
+func (p *MoveShard) validate() error {
+	switch {
+	case p.FileID == "" || p.To == "":
+		return errors.New("moveShard needs fileId and to")
+	case p.Segment < 0 || p.Index < 0:
+		return errors.New("negative segment or index")
+	case p.From == p.To:
+		return errors.New("from and to are the same node")
+	}
+	return nil
+}
+
+func (p *RemoveNode) validate() error {
+	if p.NodeID == "" {
+		return errors.New("missing nodeId")
 	}
 	return nil
 }

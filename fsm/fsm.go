@@ -158,6 +158,16 @@ func (f *FSM) execute(txn *memdb.Txn, m *metaRow, cmd Command, p any) error {
 		return nil
 	case *Expire:
 		return expire(txn, p, cmd.Time)
+	case *MoveShard:
+		return moveShard(txn, p)
+	case *RemoveNode:
+		cfg := m.Config.clone()
+		if !slices.Contains(cfg.RemovedNodes, p.NodeID) {
+			cfg.RemovedNodes = append(cfg.RemovedNodes, p.NodeID)
+			slices.Sort(cfg.RemovedNodes)
+		}
+		m.Config = &cfg
+		return nil
 	}
 	return fmt.Errorf("%w: no handler for %T", ErrInvalidCommand, p)
 }
@@ -373,4 +383,20 @@ func expire(txn *memdb.Txn, p *Expire, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+func moveShard(txn *memdb.Txn, p *MoveShard) error {
+	f, ok := first[File](txn, tableFiles, "id", p.FileID)
+	if !ok {
+		return ErrNotFound
+	}
+	if p.Segment >= len(f.Layout.Segments) || p.Index >= f.Layout.Geometry.Total() {
+		return ErrNotFound
+	}
+	if f.Layout.Segments[p.Segment].Nodes[p.Index] != p.From {
+		return ErrConflict
+	}
+	moved := f.clone()
+	moved.Layout.Segments[p.Segment].Nodes[p.Index] = p.To
+	return txn.Insert(tableFiles, &moved)
 }

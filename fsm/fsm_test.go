@@ -244,6 +244,28 @@ func TestApplyRules(t *testing.T) {
 			},
 		},
 		{
+			name: "moveShard is a compare-and-set on one slot; removeNode is recorded once",
+			steps: []step{
+				initStep,
+				{typ: CmdCreateFile, req: "f1", payload: fileCmd("FIL1")},
+				{typ: CmdMoveShard, req: "m1", payload: MoveShard{FileID: "FIL1", Segment: 0, Index: 1, From: "n2", To: "n9"}},
+				{typ: CmdMoveShard, req: "m2", payload: MoveShard{FileID: "FIL1", Segment: 0, Index: 1, From: "n2", To: "n8"}, want: ErrConflict},
+				{typ: CmdMoveShard, req: "m3", payload: MoveShard{FileID: "FIL1", Segment: 3, Index: 1, From: "n2", To: "n8"}, want: ErrNotFound},
+				{typ: CmdMoveShard, req: "m4", payload: MoveShard{FileID: "FIL9", Segment: 0, Index: 1, From: "n2", To: "n8"}, want: ErrNotFound},
+				{typ: CmdRemoveNode, req: "r1", payload: RemoveNode{NodeID: "n3"}},
+				{typ: CmdRemoveNode, req: "r2", payload: RemoveNode{NodeID: "n3"}},
+			},
+			check: func(t *testing.T, f *FSM) {
+				file, _ := f.File("FIL1")
+				if got := file.Layout.Segments[0].Nodes; got[1] != "n9" || got[0] != "n1" || got[2] != "n3" {
+					t.Errorf("nodes after move = %v", got)
+				}
+				if c, _ := f.Config(); len(c.RemovedNodes) != 1 || c.RemovedNodes[0] != "n3" {
+					t.Errorf("removed nodes = %v", c.RemovedNodes)
+				}
+			},
+		},
+		{
 			name: "expire removes only what is expired at command time",
 			steps: []step{
 				initStep,

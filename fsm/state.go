@@ -128,6 +128,8 @@ type ClusterConfig struct {
 	CreatedAt        time.Time        `json:"createdAt"`
 	// Settings are the file service's operator settings, changed by CmdUpdateSettings.
 	Settings ServiceSettings `json:"settings"`
+	// RemovedNodes are nodes decommissioned by CmdRemoveNode, sorted.
+	RemovedNodes []string `json:"removedNodes,omitempty"`
 }
 
 // ServiceSettings are the operator settings of the /files/v1 service.
@@ -141,6 +143,7 @@ type ServiceSettings struct {
 func (c ClusterConfig) clone() ClusterConfig {
 	c.SigningKey = slices.Clone(c.SigningKey)
 	c.Settings.DisableForceDownloadForMimeTypes = slices.Clone(c.Settings.DisableForceDownloadForMimeTypes)
+	c.RemovedNodes = slices.Clone(c.RemovedNodes)
 	return c
 }
 

@@ -58,6 +58,12 @@ type Config struct {
 	ReconcileInterval time.Duration
 	MetaInterval      time.Duration // how often free space and state are re-announced
 	ShutdownTimeout   time.Duration
+	// RepairDelay is how long a node must be unreachable before its shards are rebuilt elsewhere.
+	RepairDelay time.Duration
+	// RepairRate limits the bytes per second repair writes (0: unlimited).
+	RepairRate int64
+	// RepairInterval is the pause between the leader's repair passes.
+	RepairInterval time.Duration
 	// ExpiryInterval is how often the leader removes expired files and tokens through Raft.
 	ExpiryInterval time.Duration
 	// LeaderWait is how long a request waits for a usable Raft leader before it fails with 503.
@@ -99,6 +105,9 @@ func DefaultConfig() Config {
 		ShutdownTimeout:   30 * time.Second,
 		LeaderWait:        5 * time.Second,
 		ExpiryInterval:    10 * time.Second,
+		RepairDelay:       10 * time.Minute,
+		RepairRate:        64 << 20,
+		RepairInterval:    30 * time.Second,
 	}
 }
 
@@ -147,6 +156,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WriteQuorum < 0 || (c.WriteQuorum > 0 && (c.WriteQuorum < c.Erasure.Data || c.WriteQuorum > c.Erasure.Total())) {
 		errs = append(errs, fmt.Errorf("--write-quorum must be between k=%d and k+m=%d", c.Erasure.Data, c.Erasure.Total()))
+	}
+	if c.RepairDelay < 0 || c.RepairRate < 0 || c.RepairInterval <= 0 {
+		errs = append(errs, errors.New("--repair-delay and --repair-rate must not be negative, the repair interval must be positive"))
 	}
 	if c.ExpiryInterval <= 0 {
 		errs = append(errs, errors.New("expiry interval must be positive"))

@@ -50,6 +50,7 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	started      time.Time
 	bootstrapped atomic.Bool
 	freeBytes    atomic.Uint64
 	stopping     atomic.Bool
@@ -75,7 +76,7 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	log := cfg.Logger.With("node", cfg.NodeID)
 	ctx, cancel := context.WithCancel(context.Background())
-	n = &Node{cfg: cfg, log: log, reg: cfg.Registry, ctx: ctx, cancel: cancel}
+	n = &Node{cfg: cfg, log: log, reg: cfg.Registry, ctx: ctx, cancel: cancel, started: time.Now()}
 	// Anything opened before a failure is closed again.
 	var closers []func() error
 	defer func() {
@@ -196,6 +197,11 @@ func New(cfg Config) (n *Node, err error) {
 	}).Run(ctx, &n.wg)
 	n.spawn(n.announceLoop)
 	n.spawn(func() { n.service.RunExpiry(ctx, cfg.ExpiryInterval, n.IsLeader) })
+	n.spawn(func() {
+		n.service.RunRepair(ctx, core.RepairConfig{
+			Delay: cfg.RepairDelay, BytesPerSecond: cfg.RepairRate, Interval: cfg.RepairInterval,
+		}, placer{n}, n.IsLeader)
+	})
 	log.Info("node started", "http", n.httpAddr, "cluster", n.clusterAddr, "gossip", n.members.LocalGossipAddr(),
 		"erasure", cfg.Erasure.String(), "restarted", n.raft.HadState)
 	return n, nil

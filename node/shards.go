@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/cairn-dev/cairn/cluster"
 	"github.com/cairn-dev/cairn/erasure"
@@ -110,4 +111,17 @@ func (p placer) ShardCandidates() []erasure.Candidate {
 		}
 	}
 	return out
+}
+
+// DownSince reports whether nodeID is unreachable and since when this node knows it. A node that
+// gossip has never seen counts as down since this node started.
+func (p placer) DownSince(nodeID string) (time.Time, bool) {
+	m, ok := p.node.members.Member(nodeID)
+	if !ok {
+		return p.node.started, true
+	}
+	if m.State == cluster.StateAlive {
+		return time.Time{}, false
+	}
+	return m.Since, true
 }

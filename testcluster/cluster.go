@@ -301,6 +301,8 @@ func (c *Cluster) nodeConfig(i int, seeds []string) node.Config {
 	cfg.ShutdownTimeout = 10 * time.Second
 	cfg.LeaderWait = 2 * time.Second
 	cfg.ExpiryInterval = 200 * time.Millisecond
+	cfg.RepairDelay = 2 * time.Second
+	cfg.RepairInterval = 300 * time.Millisecond
 	cfg.Network = c.Net.Node(id)
 	cfg.Logger = c.logger
 	cfg.Join = seeds

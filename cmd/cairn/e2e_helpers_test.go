@@ -255,13 +255,6 @@ func newClient() *http.Client {
 	}
 }
 
-// apiError is the error body of every /files/v1 failure.
-type apiError struct {
-	Code    int    `json:"code"`
-	Name    string `json:"name"`
-	Message string `json:"message"`
-}
-
 // statusDoc is the part of GET /v1/status the tests read.
 type statusDoc struct {
 	NodeID   string `json:"nodeId"`

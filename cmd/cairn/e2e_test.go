@@ -249,6 +249,7 @@ func TestE2EAgentBadFlags(t *testing.T) {
 		{"erasure not K+M", append(valid(""), "--erasure", "3"), nil, "--erasure"},
 		{"unknown size unit", append(valid(""), "--max-file-size", "12XB"), nil, "--max-file-size"},
 		{"bad size from the environment", valid(""), []string{"CAIRN_MAX_FILE_SIZE=12XB"}, "--max-file-size"},
+		{"bad number from the environment", valid("--bootstrap-expect"), []string{"CAIRN_BOOTSTRAP_EXPECT=x"}, "CAIRN_BOOTSTRAP_EXPECT"},
 		{"short root key", append(valid("--root-key"), "--root-key", "short"), nil, "--root-key"},
 		{"unknown flag", append(valid(""), "--bogus", "1"), nil, "-bogus"},
 		{"stray argument", append(valid(""), "extra"), nil, "unexpected arguments"},

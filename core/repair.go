@@ -1,0 +1,339 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/cairn-dev/cairn/erasure"
+	"github.com/cairn-dev/cairn/fsm"
+)
+
+// NodeHealth tells repair which nodes can hold shards and how long the others have been gone.
+type NodeHealth interface {
+	// ShardCandidates are the alive nodes that accept new shards (as for uploads).
+	ShardCandidates() []erasure.Candidate
+	// DownSince reports whether nodeID is unreachable (failed, departed or unknown) and since when
+	// this node has known it; alive nodes report false.
+	DownSince(nodeID string) (time.Time, bool)
+}
+
+// RepairConfig shapes the leader's repair loop.
+type RepairConfig struct {
+	// Delay is how long a node must be unreachable before its shards are rebuilt elsewhere.
+	Delay time.Duration
+	// BytesPerSecond limits the shard bytes repair writes, so it does not starve client traffic.
+	BytesPerSecond int64
+	// Interval is the pause between two passes over the metadata.
+	Interval time.Duration
+}
+
+// shardRef names one shard slot of a file's layout.
+type shardRef struct {
+	file    string
+	segment int
+	index   int
+}
+
+func (r shardRef) id() erasure.ShardID {
+	return erasure.ShardID{File: r.file, Segment: r.segment, Index: r.index}
+}
+
+// SegmentHealth counts segments by how many of their shards sit on reachable nodes.
+type SegmentHealth struct {
+	Healthy, Degraded, Unrecoverable int
+	// PendingShards is the repair queue: shard slots that need a new home or a rewrite.
+	PendingShards int
+}
+
+// rebuildTo reconstructs a shard from the segment's other shards and writes it, durably, to
+// target. limiter (may be nil) paces the bytes written.
+func (s *Service) rebuildTo(ctx context.Context, file fsm.File, ref shardRef, target string, limiter *rate.Limiter) (int64, error) {
+	if ref.segment >= len(file.Layout.Segments) || ref.index >= file.Layout.Geometry.Total() {
+		return 0, fmt.Errorf("shard %s is outside file %s's layout", ref.id(), file.ID)
+	}
+	codec, err := s.codec(file.Layout.Geometry, file.Layout.BlockSize)
+	if err != nil {
+		return 0, err
+	}
+	seg := file.Layout.Segments[ref.segment]
+	src := &segmentSource{s: s, fileID: file.ID, segment: ref.segment, nodes: seg.Nodes}
+	pr, pw := io.Pipe()
+	var faults []erasure.ShardFault
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var w io.Writer = pw
+		if limiter != nil {
+			w = &pacedWriter{ctx: ctx, w: pw, limiter: limiter}
+		}
+		var rerr error
+		faults, rerr = codec.RebuildShard(ctx, w, seg.Size, ref.index, src)
+		pw.CloseWithError(rerr)
+	}()
+	counted := &countingReader{r: pr}
+	perr := s.shards.PutShard(ctx, target, ref.id(), counted)
+	pr.CloseWithError(errPutEnded)
+	<-done
+	for _, f := range faults {
+		if f.Index != ref.index {
+			s.metrics.shardFault(f.Corrupt)
+		}
+	}
+	if perr != nil {
+		return 0, fmt.Errorf("rebuild %s onto %s: %w", ref.id(), target, perr)
+	}
+	s.metrics.repaired(counted.n)
+	return counted.n, nil
+}
+
+// HealShard rewrites a missing or corrupt shard in place, on the node the layout names for it
+// (inline heal after a read fault, and the scrubber). A slot that was never written is relocated
+// to a new node instead.
+func (s *Service) HealShard(ctx context.Context, fileID string, segment, index int) error {
+	file, ok := s.state.File(fileID)
+	if !ok {
+		return ErrNotFound
+	}
+	if segment >= len(file.Layout.Segments) || index >= file.Layout.Geometry.Total() {
+		return ErrNotFound
+	}
+	ref := shardRef{fileID, segment, index}
+	node := file.Layout.Segments[segment].Nodes[index]
+	if node == "" {
+		return fmt.Errorf("shard %s has no node: the repair loop places it", ref.id())
+	}
+	_, err := s.rebuildTo(ctx, file, ref, node, nil)
+	if err == nil {
+		s.log.Info("shard healed in place", "shard", ref.id().String(), "node", node)
+	}
+	return err
+}
+
+// healInBackground schedules HealShard for shards a read found missing or corrupt on nodes that are
+// up, at most once at a time per shard.
+func (s *Service) healInBackground(fileID string, segment int, faults []erasure.ShardFault) {
+	for _, f := range faults {
+		ref := shardRef{fileID, segment, f.Index}
+		s.healingMu.Lock()
+		if s.healing == nil {
+			s.healing = make(map[shardRef]bool)
+		}
+		busy := s.healing[ref]
+		s.healing[ref] = true
+		s.healingMu.Unlock()
+		if busy {
+			continue
+		}
+		s.spawn(func(ctx context.Context) {
+			defer func() {
+				s.healingMu.Lock()
+				delete(s.healing, ref)
+				s.healingMu.Unlock()
+			}()
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+			defer cancel()
+			if err := s.HealShard(ctx, ref.file, ref.segment, ref.index); err != nil {
+				s.log.Debug("inline heal not done; repair or scrub will retry", "shard", ref.id().String(), "err", err)
+			}
+		})
+	}
+}
+
+// relocate rebuilds a shard onto a new node and commits the move. If the layout changed meanwhile
+// (another repair, a delete), the new copy is removed again and nothing changes.
+func (s *Service) relocate(ctx context.Context, file fsm.File, ref shardRef, to string, limiter *rate.Limiter) error {
+	from := file.Layout.Segments[ref.segment].Nodes[ref.index]
+	if _, err := s.rebuildTo(ctx, file, ref, to, limiter); err != nil {
+		return err
+	}
+	err := s.propose(ctx, fsm.CmdMoveShard, fsm.MoveShard{
+		FileID: file.ID, Segment: ref.segment, Index: ref.index, From: from, To: to,
+	})
+	if err != nil {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, fsm.ErrConflict) {
+			_ = s.shards.DeleteShard(ctx, to, ref.id())
+		}
+		return err
+	}
+	s.log.Info("shard relocated", "shard", ref.id().String(), "from", from, "to", to)
+	if from != "" {
+		// The old holder may be down; then the garbage collector removes it when it returns.
+		_ = s.shards.DeleteShard(ctx, from, ref.id())
+	}
+	return nil
+}
+
+// RunRepair is the leader's repair loop: every Interval, while isLeader, it walks the committed
+// layouts (so the queue is rebuilt from Raft state after every leader change) and moves shards
+// away from nodes that are removed, or down for longer than Delay, and places shards that were
+// never written (degraded uploads) as soon as a suitable node is up.
+func (s *Service) RunRepair(ctx context.Context, cfg RepairConfig, health NodeHealth, isLeader func() bool) {
+	var limiter *rate.Limiter
+	if cfg.BytesPerSecond > 0 {
+		limiter = rate.NewLimiter(rate.Limit(cfg.BytesPerSecond), int(min(cfg.BytesPerSecond, pacedChunk)))
+	}
+	t := time.NewTicker(cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !isLeader() {
+			continue
+		}
+		s.repairPass(ctx, cfg, health, limiter)
+	}
+}
+
+// repairPass does one walk over every layout and repairs what it can.
+func (s *Service) repairPass(ctx context.Context, cfg RepairConfig, health NodeHealth, limiter *rate.Limiter) SegmentHealth {
+	now := time.Now()
+	clusterCfg, _ := s.state.Config()
+	removed := clusterCfg.RemovedNodes
+	candidates := health.ShardCandidates()
+	var files []fsm.File
+	s.state.Files(func(f fsm.File) bool {
+		files = append(files, f)
+		return true
+	})
+	var report SegmentHealth
+	for _, f := range files {
+		for si, seg := range f.Layout.Segments {
+			available := 0
+			var todo []int
+			for i, node := range seg.Nodes {
+				since, down := health.DownSince(node)
+				switch {
+				case node == "" || slices.Contains(removed, node):
+					todo = append(todo, i)
+				case down:
+					if now.Sub(since) >= cfg.Delay {
+						todo = append(todo, i)
+					}
+				default:
+					available++
+				}
+			}
+			switch {
+			case available < f.Layout.Geometry.Data:
+				report.Unrecoverable++
+			case available < len(seg.Nodes):
+				report.Degraded++
+			default:
+				report.Healthy++
+			}
+			report.PendingShards += len(todo)
+			for _, i := range todo {
+				if ctx.Err() != nil || available < f.Layout.Geometry.Data {
+					break
+				}
+				target := pickTarget(f.ID, si, i, seg.Nodes, candidates, removed)
+				if target == "" {
+					continue // no node can take it now; the next pass retries
+				}
+				if err := s.relocate(ctx, f, shardRef{f.ID, si, i}, target, limiter); err != nil {
+					s.log.Warn("shard repair failed; retrying next pass", "shard", shardRef{f.ID, si, i}.id().String(), "err", err)
+					continue
+				}
+				report.PendingShards--
+				// Later slots of this segment must see the new holder.
+				seg.Nodes = slices.Clone(seg.Nodes)
+				seg.Nodes[i] = target
+			}
+		}
+	}
+	s.metrics.segmentHealth(report)
+	return report
+}
+
+// pickTarget chooses a new node for one shard slot: an alive candidate that holds no other shard
+// of the segment, preferring zones the segment does not use yet, by rendezvous order.
+func pickTarget(fileID string, segment, index int, holders []string, candidates []erasure.Candidate, removed []string) string {
+	used := map[string]bool{}
+	for _, h := range holders {
+		used[h] = true
+	}
+	zoneUse := map[string]int{}
+	var free []erasure.Candidate
+	for _, c := range candidates {
+		if used[c.NodeID] {
+			zoneUse[c.Zone]++
+			continue
+		}
+		if !slices.Contains(removed, c.NodeID) {
+			free = append(free, c)
+		}
+	}
+	if len(free) == 0 {
+		return ""
+	}
+	order := erasure.Place(fileID+"/"+strconv.Itoa(segment)+"/"+strconv.Itoa(index), free, len(free))
+	best, bestUse := "", -1
+	for _, id := range order {
+		zone := ""
+		for _, c := range free {
+			if c.NodeID == id {
+				zone = c.Zone
+			}
+		}
+		if u := zoneUse[zone]; bestUse < 0 || u < bestUse {
+			best, bestUse = id, u
+		}
+	}
+	return best
+}
+
+// pacedChunk is the largest write the pacer lets through at once.
+const pacedChunk = 64 << 10
+
+// pacedWriter paces writes with a token bucket of bytes.
+type pacedWriter struct {
+	ctx     context.Context
+	w       io.Writer
+	limiter *rate.Limiter
+}
+
+func (p *pacedWriter) Write(b []byte) (int, error) {
+	written := 0
+	for len(b) > 0 {
+		n := min(len(b), p.limiter.Burst(), pacedChunk)
+		if err := p.limiter.WaitN(p.ctx, n); err != nil {
+			return written, err
+		}
+		m, err := p.w.Write(b[:n])
+		written += m
+		if err != nil {
+			return written, err
+		}
+		b = b[n:]
+	}
+	return written, nil
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// healingSet is embedded state of the Service for inline heals in flight.
+type healingSet struct {
+	healingMu sync.Mutex
+	healing   map[shardRef]bool
+}
