@@ -27,6 +27,8 @@ type NodeMeta struct {
 	// Leaving is announced right before a graceful leave. memberlist reports a departure the same
 	// way whether the node left or died, so this flag is how the others tell the two apart.
 	Leaving bool `json:"l,omitempty"`
+	// Full is set while the node's free space is under its reserve: it takes no new shards.
+	Full bool `json:"x,omitempty"`
 }
 
 // Member states as cairn reports them. memberlist does not report suspicion to its delegates, so

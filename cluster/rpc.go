@@ -65,6 +65,7 @@ const (
 	rpcCodeNotFound     = "not_found"
 	rpcCodeInvalidRange = "invalid_range"
 	rpcCodeNotLeader    = "not_leader"
+	rpcCodeNoSpace      = "no_space"
 	rpcCodeInternal     = "internal"
 )
 
@@ -251,6 +252,8 @@ func (s *RPCServer) writeError(w http.ResponseWriter, r *http.Request, err error
 		status, code = http.StatusBadRequest, rpcCodeBadRequest
 	case errors.Is(err, ErrNotLeader):
 		status, code = http.StatusServiceUnavailable, rpcCodeNotLeader
+	case errors.Is(err, erasure.ErrNoSpace):
+		status, code = http.StatusInsufficientStorage, rpcCodeNoSpace
 	default:
 		s.logger.Warn("rpc call failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
@@ -414,6 +417,8 @@ func (c *RPCClient) call(ctx context.Context, method, addr, path string, body io
 		return nil, fmt.Errorf("%w (remote: %s)", erasure.ErrInvalidRange, e.Message)
 	case rpcCodeNotLeader:
 		return nil, fmt.Errorf("%w (remote: %s)", ErrNotLeader, e.Message)
+	case rpcCodeNoSpace:
+		return nil, fmt.Errorf("%w (remote: %s)", erasure.ErrNoSpace, e.Message)
 	}
 	return nil, fmt.Errorf("%w: %s: %s", ErrRemote, resp.Status, e.Message)
 }

@@ -48,6 +48,8 @@ type ShardTransport interface {
 // Placer lists the nodes that can take new shards now.
 type Placer interface {
 	ShardCandidates() []erasure.Candidate
+	// FullNodes counts alive nodes that refuse shards for lack of space.
+	FullNodes() int
 }
 
 // Config holds the use cases' settings.

@@ -152,6 +152,9 @@ func (u *upload) openSegment(index int, offset int64) (*segmentWriter, error) {
 	g := u.cfg.Geometry
 	nodes := erasure.Place(u.fileID+"/"+strconv.Itoa(index), u.s.placer.ShardCandidates(), g.Total())
 	if len(nodes) < u.quorum {
+		if full := u.s.placer.FullNodes(); full > 0 && len(nodes)+full >= u.quorum {
+			return nil, fmt.Errorf("%w: %d nodes have room, %d are full, write quorum is %d", ErrNoSpace, len(nodes), full, u.quorum)
+		}
 		return nil, fmt.Errorf("%w: %d shard nodes available, write quorum is %d", ErrUnavailable, len(nodes), u.quorum)
 	}
 	ctx, cancel := context.WithCancel(u.ctx)
@@ -183,8 +186,12 @@ func (u *upload) finishSegment(seg *segmentWriter) error {
 	}
 	seg.cancel()
 	if acked < u.quorum {
+		kind := ErrUnavailable
+		if errors.Is(seg.firstErr(), erasure.ErrNoSpace) {
+			kind = ErrNoSpace
+		}
 		return fmt.Errorf("%w: segment %d: %d of %d shards durable, write quorum is %d: %w",
-			ErrUnavailable, seg.index, acked, u.cfg.Geometry.Total(), u.quorum, seg.firstErr())
+			kind, seg.index, acked, u.cfg.Geometry.Total(), u.quorum, seg.firstErr())
 	}
 	if acked < u.cfg.Geometry.Total() {
 		u.s.metrics.degradedSegment()
@@ -314,8 +321,12 @@ func (w *segmentWriter) write(frames [][]byte) error {
 		}
 	}
 	if healthy < w.quorum {
+		kind := ErrUnavailable
+		if errors.Is(w.firstErr(), erasure.ErrNoSpace) {
+			kind = ErrNoSpace
+		}
 		return fmt.Errorf("%w: segment %d: only %d shard streams healthy, write quorum is %d: %w",
-			ErrUnavailable, w.index, healthy, w.quorum, w.firstErr())
+			kind, w.index, healthy, w.quorum, w.firstErr())
 	}
 	return nil
 }

@@ -20,6 +20,8 @@ var (
 	// ErrNotEnoughNodes means placement found fewer nodes than a segment needs. Place itself never
 	// fails; callers that require k+m (or a write quorum of) distinct nodes report it.
 	ErrNotEnoughNodes = errors.New("not enough nodes for placement")
+	// ErrNoSpace: the node keeps its free-space reserve and takes no new shard, or the disk is full.
+	ErrNoSpace = errors.New("not enough free space for the shard")
 )
 
 // castagnoli is read-only after package init; crc32.MakeTable returns a shared, immutable table.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -100,7 +101,11 @@ func (w *ShardWriter) Write(p []byte) (int, error) {
 	if w.done {
 		return 0, fmt.Errorf("write shard %s: %w", w.id, os.ErrClosed)
 	}
-	return w.f.Write(p)
+	n, err := w.f.Write(p)
+	if errors.Is(err, syscall.ENOSPC) {
+		err = fmt.Errorf("write shard %s: %w: %w", w.id, ErrNoSpace, err)
+	}
+	return n, err
 }
 
 // Commit fsyncs the file, renames it into place atomically (replacing an existing shard of that id),

@@ -58,6 +58,9 @@ type Config struct {
 	ReconcileInterval time.Duration
 	MetaInterval      time.Duration // how often free space and state are re-announced
 	ShutdownTimeout   time.Duration
+	// MinFree is the free-space reserve: below it the node takes no new shards and tells the others
+	// so through gossip, so placement avoids it.
+	MinFree int64
 	// RepairDelay is how long a node must be unreachable before its shards are rebuilt elsewhere.
 	RepairDelay time.Duration
 	// RepairRate limits the bytes per second repair writes (0: unlimited).
@@ -106,6 +109,7 @@ func DefaultConfig() Config {
 		LeaderWait:        5 * time.Second,
 		ExpiryInterval:    10 * time.Second,
 		RepairDelay:       10 * time.Minute,
+		MinFree:           256 << 20,
 		RepairRate:        64 << 20,
 		RepairInterval:    30 * time.Second,
 	}
@@ -156,6 +160,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WriteQuorum < 0 || (c.WriteQuorum > 0 && (c.WriteQuorum < c.Erasure.Data || c.WriteQuorum > c.Erasure.Total())) {
 		errs = append(errs, fmt.Errorf("--write-quorum must be between k=%d and k+m=%d", c.Erasure.Data, c.Erasure.Total()))
+	}
+	if c.MinFree < 0 {
+		errs = append(errs, errors.New("--min-free must not be negative"))
 	}
 	if c.RepairDelay < 0 || c.RepairRate < 0 || c.RepairInterval <= 0 {
 		errs = append(errs, errors.New("--repair-delay and --repair-rate must not be negative, the repair interval must be positive"))

@@ -51,6 +51,7 @@ type Node struct {
 	wg     sync.WaitGroup
 
 	started      time.Time
+	announceNow  chan struct{}
 	bootstrapped atomic.Bool
 	freeBytes    atomic.Uint64
 	stopping     atomic.Bool
@@ -76,7 +77,8 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	log := cfg.Logger.With("node", cfg.NodeID)
 	ctx, cancel := context.WithCancel(context.Background())
-	n = &Node{cfg: cfg, log: log, reg: cfg.Registry, ctx: ctx, cancel: cancel, started: time.Now()}
+	n = &Node{cfg: cfg, log: log, reg: cfg.Registry, ctx: ctx, cancel: cancel, started: time.Now(),
+		announceNow: make(chan struct{}, 1)}
 	// Anything opened before a failure is closed again.
 	var closers []func() error
 	defer func() {
@@ -139,7 +141,7 @@ func New(cfg Config) (n *Node, err error) {
 		n.consensus.LeaderWait = cfg.LeaderWait
 	}
 	closers = append(closers, func() error { n.consensus.Close(); return nil })
-	n.rpcServer = cluster.NewRPCServer(localShards{n.shards}, n.consensus.LeaderEndpoint(), log.With("component", "rpc"))
+	n.rpcServer = cluster.NewRPCServer(n.local(), n.consensus.LeaderEndpoint(), log.With("component", "rpc"))
 	rpcLn := n.mux.Listener(cluster.ConnRPC)
 	n.spawn(func() { _ = n.rpcServer.Serve(rpcLn) })
 	closers = append(closers, func() error { return n.rpcServer.Shutdown(context.Background()) })
@@ -228,6 +230,7 @@ func (n *Node) meta() cluster.NodeMeta {
 	return cluster.NodeMeta{
 		ID: n.cfg.NodeID, ClusterAddr: n.clusterAddr, HTTPAddr: n.httpAddr, Zone: n.cfg.Zone,
 		FreeBytes: n.freeBytes.Load(), AcceptsShards: !n.stopping.Load(),
+		Full:            int64(n.freeBytes.Load()) < n.cfg.MinFree,
 		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: n.bootstrapped.Load(),
 		Leaving: n.leaving.Load(),
 	}
@@ -236,6 +239,19 @@ func (n *Node) meta() cluster.NodeMeta {
 func (n *Node) refreshFreeBytes() {
 	if free, err := n.shards.FreeBytes(); err == nil {
 		n.freeBytes.Store(free)
+	}
+}
+
+// local is this node's shard store as the RPC server and local puts see it.
+func (n *Node) local() localShards {
+	return localShards{store: n.shards, minFree: n.cfg.MinFree, onFull: n.announceSoon}
+}
+
+// announceSoon asks the announce loop to refresh free space and re-announce now.
+func (n *Node) announceSoon() {
+	select {
+	case n.announceNow <- struct{}{}:
+	default:
 	}
 }
 
@@ -248,15 +264,18 @@ func (n *Node) announceLoop() {
 	last := n.meta()
 	lastFull := time.Now()
 	for {
+		forced := false
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-tick.C:
+		case <-n.announceNow:
+			forced = true
 		}
 		if !n.bootstrapped.Load() && len(n.raft.Servers()) > 0 {
 			n.bootstrapped.Store(true)
 		}
-		if time.Since(lastFull) >= interval {
+		if forced || time.Since(lastFull) >= interval {
 			n.refreshFreeBytes()
 			lastFull = time.Now()
 		}

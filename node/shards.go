@@ -16,10 +16,22 @@ import (
 var errNodeUnreachable = errors.New("node is not an alive member")
 
 // localShards serves this node's shard store, to the internal RPC server and to local callers.
-type localShards struct{ store *erasure.ShardStore }
+type localShards struct {
+	store   *erasure.ShardStore
+	minFree int64
+	// onFull is told when a put is refused for space, so the node re-announces at once.
+	onFull func()
+}
 
-// PutShard writes a whole shard and makes it durable; a broken body leaves nothing behind.
+// PutShard writes a whole shard and makes it durable; a broken body leaves nothing behind. Below
+// the free-space reserve it refuses with erasure.ErrNoSpace before writing anything.
 func (l localShards) PutShard(ctx context.Context, id erasure.ShardID, body io.Reader) error {
+	if free, err := l.store.FreeBytes(); err == nil && int64(free) < l.minFree {
+		if l.onFull != nil {
+			l.onFull()
+		}
+		return fmt.Errorf("%w: %d bytes free, reserve is %d", erasure.ErrNoSpace, free, l.minFree)
+	}
 	w, err := l.store.Create(id)
 	if err != nil {
 		return err
@@ -69,7 +81,7 @@ func (r *shardRouter) addr(nodeID string) (string, error) {
 
 func (r *shardRouter) PutShard(ctx context.Context, nodeID string, id erasure.ShardID, body io.Reader) error {
 	if nodeID == r.node.cfg.NodeID {
-		return localShards{r.node.shards}.PutShard(ctx, id, body)
+		return r.node.local().PutShard(ctx, id, body)
 	}
 	addr, err := r.addr(nodeID)
 	if err != nil {
@@ -106,11 +118,22 @@ type placer struct{ node *Node }
 func (p placer) ShardCandidates() []erasure.Candidate {
 	var out []erasure.Candidate
 	for _, m := range p.node.members.Members() {
-		if m.State == cluster.StateAlive && m.Meta.AcceptsShards {
+		if m.State == cluster.StateAlive && m.Meta.AcceptsShards && !m.Meta.Full {
 			out = append(out, erasure.Candidate{NodeID: m.Meta.ID, Zone: m.Meta.Zone})
 		}
 	}
 	return out
+}
+
+// FullNodes counts the alive members that refuse shards for lack of space.
+func (p placer) FullNodes() int {
+	full := 0
+	for _, m := range p.node.members.Members() {
+		if m.State == cluster.StateAlive && m.Meta.Full {
+			full++
+		}
+	}
+	return full
 }
 
 // DownSince reports whether nodeID is unreachable and since when this node knows it. A node that

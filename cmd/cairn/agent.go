@@ -22,6 +22,8 @@ type agentFlags struct {
 	join        string
 	erasureSpec string
 	maxFileSize string
+	minFree     string
+	repairRate  string
 	logLevel    string
 	logJSON     bool
 }
@@ -43,6 +45,9 @@ func newAgentFlags(fs *flag.FlagSet) *agentFlags {
 	fs.IntVar(&c.WriteQuorum, "write-quorum", 0, "shards that must be durable before an upload commits (0: k, or k+1 when k == m)")
 	fs.StringVar(&c.Zone, "zone", "", "failure zone of this node; shards spread across zones")
 	fs.StringVar(&a.maxFileSize, "max-file-size", "8MiB", "largest accepted upload, e.g. 8MiB, 1GiB")
+	fs.StringVar(&a.minFree, "min-free", "256MiB", "free-space reserve: below it this node takes no new shards")
+	fs.DurationVar(&c.RepairDelay, "repair-delay", c.RepairDelay, "how long a node may be unreachable before its shards are rebuilt elsewhere")
+	fs.StringVar(&a.repairRate, "repair-rate", "64MiB", "bytes per second repair may write (0: unlimited)")
 	fs.StringVar(&c.RootKey, "root-key", "", "bootstrap API key with every permission (required with --bootstrap-expect)")
 	fs.StringVar(&c.ClusterSecret, "cluster-secret", "", "secret that authenticates nodes to each other (default: derived from --root-key)")
 	fs.BoolVar(&c.AllowAnonymousUpload, "allow-anonymous-upload", false, "accept uploads without an API key")
@@ -63,6 +68,12 @@ func (a *agentFlags) finish() error {
 		return fmt.Errorf("--max-file-size: %w", err)
 	}
 	a.cfg.MaxFileSize = size
+	if a.cfg.MinFree, err = node.ParseSize(a.minFree); err != nil {
+		return fmt.Errorf("--min-free: %w", err)
+	}
+	if a.cfg.RepairRate, err = node.ParseSize(a.repairRate); err != nil {
+		return fmt.Errorf("--repair-rate: %w", err)
+	}
 	a.cfg.Join = nil
 	for _, s := range strings.Split(a.join, ",") {
 		if s = strings.TrimSpace(s); s != "" {

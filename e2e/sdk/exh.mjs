@@ -7,6 +7,7 @@
 
 import {
     ApiError,
+    FileTooLargeError,
     InvalidRqlError,
     InvalidTokenError,
     TokenNotDeleteableError,
@@ -15,17 +16,15 @@ import {
     createProxyClient,
     rqlBuilder,
 } from "@extrahorizon/javascript-sdk";
-import { bytesEqual, check, config, content, done, equal, rejects, step } from "./harness.mjs";
+import { bytesEqual, check, config, content, done, equal, gap, rejects, step } from "./harness.mjs";
 
 const { baseUrl, apiKey, run } = config();
 
 // The SDK rewrites any host that does not contain "localhost" to https://apx.<host> (its hosted
 // proxy naming). Production points it at an https://apx.… name; a local node is reached by name.
 const host = baseUrl.replace("://127.0.0.1", "://localhost");
-check(host.includes("localhost"), `the EXH SDK can reach a plain-HTTP node only as "localhost"; CAIRN_URL=${baseUrl}`);
-
-const exh = createProxyClient({ host, headers: { Authorization: `Bearer ${apiKey}` } });
-const anonymous = createProxyClient({ host });
+let exh; // the application's client, with the API key
+let anonymous; // the same without a key
 
 const tag = `sdk-e2e-${run}`;
 const name = `sdk e2e ${run}.bin`; // the space exercises the SDK's double-encoded RQL values
@@ -43,6 +42,13 @@ function errorClass(err, cls, status, code) {
     equal(err.status, status, `${cls.name} HTTP status`);
     equal(err.response?.code, code, `${cls.name} body code`);
 }
+
+await step("createProxyClient({host, headers: {Authorization: Bearer <key>}})", async () => {
+    check(host.includes("localhost"), `the EXH SDK reaches a plain-HTTP node only as "localhost"; CAIRN_URL=${baseUrl}`);
+    exh = createProxyClient({ host, headers: { Authorization: `Bearer ${apiKey}` } });
+    anonymous = createProxyClient({ host });
+    equal(exh.raw.defaults.baseURL, host, "the SDK kept the host as given");
+});
 
 await step("files.create(name, Buffer, {tags}) uploads multipart and answers FileDetails with one full token", async () => {
     file = await exh.files.create(name, data, { tags: [tag, "binary"] });
@@ -75,8 +81,11 @@ await step("files.retrieve(full token) returns the uploaded bytes", async () => 
     bytesEqual(await exh.files.retrieve(full), data, "retrieve");
 });
 
-await step("files.retrieveStream(full token) streams the uploaded bytes", async () => {
+await step("files.retrieveStream(full token) streams the uploaded bytes with the file's headers", async () => {
     const res = await exh.files.retrieveStream(full);
+    equal(res.headers["content-type"], file.mimetype, "Content-Type is the stored mimetype");
+    check(/^attachment/.test(res.headers["content-disposition"] ?? ""), "Content-Disposition: attachment",
+        res.headers["content-disposition"]);
     const chunks = [];
     for await (const c of res.data) chunks.push(c);
     bytesEqual(Buffer.concat(chunks), data, "retrieveStream");
@@ -142,8 +151,17 @@ await step("retrieve with an unknown token is a 400 whose body carries code 2605
 });
 
 await step("upload without an API key is UserNotAuthenticatedError (104)", async () => {
-    errorClass(await rejects(() => anonymous.files.create("anon.bin", Buffer.from("x")), "anonymous create"),
-        UserNotAuthenticatedError, 401, 104);
+    // The SDK builds this one class from the body's name alone and keeps neither status nor body.
+    const err = await rejects(() => anonymous.files.create("anon.bin", Buffer.from("x")), "anonymous create");
+    check(err instanceof UserNotAuthenticatedError, "want UserNotAuthenticatedError (code 104)", err);
+    equal(err.name, "USER_NOT_AUTHENTICATED_EXCEPTION", "error name from the body");
+});
+
+await step("an upload over the max file size is FileTooLargeError (2610)", async () => {
+    // The SDK streams multipart with chunked encoding, so the limit is enforced while reading.
+    const max = Number(process.env.CAIRN_MAX_FILE_SIZE || 8 << 20);
+    errorClass(await rejects(() => exh.files.create(`big-${run}.bin`, Buffer.alloc(max + 1, 7), { tags: [tag] }),
+        "create(max+1 bytes)"), FileTooLargeError, 400, 2610);
 });
 
 const bulk = 55; // more than one page of the SDK's findAll, which asks for limit(50)
@@ -190,12 +208,16 @@ await step("bad RQL is InvalidRqlError (19)", async () => {
 await step("files.settings.get and files.settings.update", async () => {
     const before = await exh.files.settings.get();
     check(Array.isArray(before.disableForceDownloadForMimeTypes), "disableForceDownloadForMimeTypes is an array", before);
-    check(before.updateTimestamp instanceof Date && !isNaN(before.updateTimestamp), "updateTimestamp is a valid Date",
-        before.updateTimestamp);
+    // FileServiceSettings.updateTimestamp is a required Date in the SDK's types, also before any update.
+    gap(before.updateTimestamp instanceof Date && !isNaN(before.updateTimestamp),
+        "GET /files/v1/settings: updateTimestamp must be present (SDK type FileServiceSettings.updateTimestamp: Date)",
+        before);
     const want = ["image/png", `application/x-${run}`];
     equal(await exh.files.settings.update({ disableForceDownloadForMimeTypes: want }), { affectedRecords: 1 }, "update");
     const after = await exh.files.settings.get();
     equal(after.disableForceDownloadForMimeTypes, want, "settings after update");
+    check(after.updateTimestamp instanceof Date && !isNaN(after.updateTimestamp), "updateTimestamp after an update",
+        after.updateTimestamp);
     equal(await exh.files.settings.update({ disableForceDownloadForMimeTypes: before.disableForceDownloadForMimeTypes }),
         { affectedRecords: 1 }, "restore");
 });

@@ -16,9 +16,12 @@ export function config() {
 }
 
 let passed = 0;
+let current = "";
+const gaps = [];
 
 /** step runs one named step; its first failed check ends the process with exit code 1. */
 export async function step(name, fn) {
+    current = name;
     const start = process.hrtime.bigint();
     try {
         await fn();
@@ -30,8 +33,22 @@ export async function step(name, fn) {
     console.log(`ok   ${String(passed).padStart(2)}  ${name}  (${ms.toFixed(0)} ms)`);
 }
 
-/** done prints the summary line the Go test looks for. */
+/**
+ * gap records an incompatibility that does not stop the flow: a field the SDK's types promise but
+ * the answer lacks, say. The step goes on, so the later steps still run, and done fails the run.
+ */
+export function gap(cond, what, got) {
+    if (cond) return;
+    const msg = got === undefined ? what : `${what}; got ${show(got)}`;
+    gaps.push(`[${current}] ${msg}`);
+    console.log(`GAP      ${msg}`);
+}
+
+/** done prints the summary; recorded gaps make the run fail after all steps have had their say. */
 export function done(flow) {
+    if (gaps.length > 0) {
+        die(`${flow}: ${passed} steps ran, ${gaps.length} incompatibilities:\n${gaps.map((g) => `  - ${g}`).join("\n")}`);
+    }
     console.log(`PASS ${flow}: ${passed} steps`);
 }
 
