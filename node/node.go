@@ -272,6 +272,9 @@ func (n *Node) announceLoop() {
 		case <-n.announceNow:
 			forced = true
 		}
+		if n.stopping.Load() {
+			return // shutdown announces the final state itself
+		}
 		if !n.bootstrapped.Load() && len(n.raft.Servers()) > 0 {
 			n.bootstrapped.Store(true)
 		}
@@ -280,7 +283,8 @@ func (n *Node) announceLoop() {
 			lastFull = time.Now()
 		}
 		if cur := n.meta(); cur != last {
-			if err := n.members.UpdateMeta(5 * time.Second); err != nil {
+			// Short: the next tick retries, and shutdown must never wait on this.
+			if err := n.members.UpdateMeta(time.Second); err != nil {
 				n.log.Debug("announce metadata failed", "err", err)
 				continue
 			}
