@@ -103,6 +103,16 @@ func (r *Reconciler) reconcile() {
 		case StateAlive:
 			addr := raft.ServerAddress(m.Meta.ClusterAddr)
 			if inRaft && s.Address == addr {
+				// A non-voter is promoted when a voter slot is free (e.g. after a dead voter was
+				// cleaned up), so the cluster keeps MaxVoters voters when it can.
+				if s.Suffrage != raft.Voter && voters < r.MaxVoters {
+					if err := r.Node.Raft.AddVoter(s.ID, addr, 0, 0).Error(); err != nil {
+						r.Logger.Warn("promote non-voter failed", "member", id, "err", err)
+						continue
+					}
+					voters++
+					r.Logger.Info("promoted raft non-voter", "member", id)
+				}
 				continue
 			}
 			if inRaft { // same id, new address: replace the stale entry first
