@@ -1,6 +1,10 @@
 package core
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the use cases' Prometheus series. A nil *Metrics records nothing.
 type Metrics struct {
@@ -14,6 +18,10 @@ type Metrics struct {
 	repairedShards   prometheus.Counter
 	segments         *prometheus.GaugeVec
 	repairQueue      prometheus.Gauge
+
+	// Totals also kept as plain numbers for the status page.
+	repairedBytesTotal atomic.Int64
+	corruptReadsTotal  atomic.Int64
 }
 
 // NewMetrics registers the use-case metrics on reg.
@@ -82,6 +90,7 @@ func (m *Metrics) shardFault(corrupt bool) {
 	kind := "unavailable"
 	if corrupt {
 		kind = "corrupt"
+		m.corruptReadsTotal.Add(1)
 	}
 	m.shardFaults.WithLabelValues(kind).Inc()
 }
@@ -101,6 +110,7 @@ func (m *Metrics) repaired(bytes int64) {
 	if m != nil {
 		m.repairedShards.Inc()
 		m.repairedBytes.Add(float64(bytes))
+		m.repairedBytesTotal.Add(bytes)
 	}
 }
 
@@ -112,4 +122,13 @@ func (m *Metrics) segmentHealth(h SegmentHealth) {
 	m.segments.WithLabelValues("degraded").Set(float64(h.Degraded))
 	m.segments.WithLabelValues("unrecoverable").Set(float64(h.Unrecoverable))
 	m.repairQueue.Set(float64(h.PendingShards))
+}
+
+// StorageCounters returns the bytes this node rebuilt by repair and heal, and the corrupt chunks its
+// reads found, since it started.
+func (s *Service) StorageCounters() (repairedBytes, checksumFailures int64) {
+	if s.metrics == nil {
+		return 0, 0
+	}
+	return s.metrics.repairedBytesTotal.Load(), s.metrics.corruptReadsTotal.Load()
 }

@@ -197,10 +197,49 @@ func (s *Service) RunRepair(ctx context.Context, cfg RepairConfig, health NodeHe
 
 // repairPass does one walk over every layout and repairs what it can.
 func (s *Service) repairPass(ctx context.Context, cfg RepairConfig, health NodeHealth, limiter *rate.Limiter) SegmentHealth {
-	now := time.Now()
 	clusterCfg, _ := s.state.Config()
 	removed := clusterCfg.RemovedNodes
 	candidates := health.ShardCandidates()
+	report := s.walkSegments(cfg.Delay, health, func(f fsm.File, si int, seg fsm.Segment, todo []int, available int) int {
+		repaired := 0
+		for _, i := range todo {
+			if ctx.Err() != nil || available < f.Layout.Geometry.Data {
+				break
+			}
+			target := pickTarget(f.ID, si, i, seg.Nodes, candidates, removed)
+			if target == "" {
+				continue // no node can take it now; the next pass retries
+			}
+			ref := shardRef{f.ID, si, i}
+			if err := s.relocate(ctx, f, ref, target, limiter); err != nil {
+				s.log.Warn("shard repair failed; retrying next pass", "shard", ref.id().String(), "err", err)
+				continue
+			}
+			repaired++
+			// Later slots of this segment must see the new holder.
+			seg.Nodes = slices.Clone(seg.Nodes)
+			seg.Nodes[i] = target
+		}
+		return repaired
+	})
+	s.metrics.segmentHealth(report)
+	return report
+}
+
+// StorageHealth classifies every committed segment by the reachability of its shards, as repair
+// sees it, without repairing anything (for status pages).
+func (s *Service) StorageHealth(delay time.Duration, health NodeHealth) SegmentHealth {
+	return s.walkSegments(delay, health, nil)
+}
+
+// walkSegments visits every segment of every file, works out which shard slots need repair (never
+// written, on a removed node, or on a node down for at least delay), and classifies the segment.
+// fix, when given, repairs a segment's slots and returns how many it repaired.
+func (s *Service) walkSegments(delay time.Duration, health NodeHealth,
+	fix func(f fsm.File, si int, seg fsm.Segment, todo []int, available int) int) SegmentHealth {
+	now := time.Now()
+	clusterCfg, _ := s.state.Config()
+	removed := clusterCfg.RemovedNodes
 	var files []fsm.File
 	s.state.Files(func(f fsm.File) bool {
 		files = append(files, f)
@@ -217,7 +256,7 @@ func (s *Service) repairPass(ctx context.Context, cfg RepairConfig, health NodeH
 				case node == "" || slices.Contains(removed, node):
 					todo = append(todo, i)
 				case down:
-					if now.Sub(since) >= cfg.Delay {
+					if now.Sub(since) >= delay {
 						todo = append(todo, i)
 					}
 				default:
@@ -233,26 +272,11 @@ func (s *Service) repairPass(ctx context.Context, cfg RepairConfig, health NodeH
 				report.Healthy++
 			}
 			report.PendingShards += len(todo)
-			for _, i := range todo {
-				if ctx.Err() != nil || available < f.Layout.Geometry.Data {
-					break
-				}
-				target := pickTarget(f.ID, si, i, seg.Nodes, candidates, removed)
-				if target == "" {
-					continue // no node can take it now; the next pass retries
-				}
-				if err := s.relocate(ctx, f, shardRef{f.ID, si, i}, target, limiter); err != nil {
-					s.log.Warn("shard repair failed; retrying next pass", "shard", shardRef{f.ID, si, i}.id().String(), "err", err)
-					continue
-				}
-				report.PendingShards--
-				// Later slots of this segment must see the new holder.
-				seg.Nodes = slices.Clone(seg.Nodes)
-				seg.Nodes[i] = target
+			if fix != nil && len(todo) > 0 {
+				report.PendingShards -= fix(f, si, seg, todo, available)
 			}
 		}
 	}
-	s.metrics.segmentHealth(report)
 	return report
 }
 

@@ -109,6 +109,18 @@ type Status struct {
 	Erasure      string         `json:"erasure"`
 	WriteQuorum  int            `json:"writeQuorum"`
 	Members      []MemberStatus `json:"members"`
+	Storage      StorageStatus  `json:"storage"`
+}
+
+// StorageStatus is the data plane as this node sees it.
+type StorageStatus struct {
+	SegmentsHealthy       int   `json:"segmentsHealthy"`
+	SegmentsDegraded      int   `json:"segmentsDegraded"`
+	SegmentsUnrecoverable int   `json:"segmentsUnrecoverable"`
+	RepairQueue           int   `json:"repairQueue"` // shard slots waiting for repair
+	ShardBytes            int64 `json:"shardBytes"`  // committed shard bytes on this node
+	RepairedBytes         int64 `json:"repairedBytes"`
+	ChecksumFailures      int64 `json:"checksumFailures"` // corrupt chunks found by reads on this node
 }
 
 // MemberStatus is one node as seen by memberlist and Raft.

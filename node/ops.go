@@ -64,6 +64,13 @@ func (n *Node) Status() core.Status {
 			st.WriteQuorum = n.cfg.WriteQuorum
 		}
 	}
+	health := n.service.StorageHealth(n.cfg.RepairDelay, placer{n})
+	repaired, corrupt := n.service.StorageCounters()
+	st.Storage = core.StorageStatus{
+		SegmentsHealthy: health.Healthy, SegmentsDegraded: health.Degraded,
+		SegmentsUnrecoverable: health.Unrecoverable, RepairQueue: health.PendingShards,
+		ShardBytes: n.shards.UsedBytes(), RepairedBytes: repaired, ChecksumFailures: corrupt,
+	}
 	suffrage := map[string]string{}
 	for _, s := range n.raft.Servers() {
 		if s.Suffrage == raft.Voter {
