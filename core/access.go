@@ -126,9 +126,13 @@ func (s *Service) CurrentSettings() Settings {
 	if !ok {
 		return Settings{}
 	}
+	updated := cfg.Settings.UpdatedAt
+	if updated.IsZero() {
+		updated = cfg.CreatedAt // never changed: the defaults date from the cluster's creation
+	}
 	return Settings{
 		DisableForceDownloadForMimeTypes: slices.Clone(cfg.Settings.DisableForceDownloadForMimeTypes),
-		UpdatedAt:                        cfg.Settings.UpdatedAt,
+		UpdatedAt:                        updated,
 	}
 }
 
@@ -283,7 +287,7 @@ func (s *Service) CreateFileToken(ctx context.Context, p Principal, fileID strin
 	}
 	tok := TokenInfo{
 		ID: NewTokenID(), FileID: f.ID, Access: AccessRead, CreatorID: p.ID, CreatedAt: now,
-		ExpiresAt: expiresAt.UTC(), Ephemeral: ephemeral,
+		ExpiresAt: expiresAt.UTC(), Ephemeral: ephemeral, CreatedByNode: s.cfg.NodeID,
 	}
 	if expiresAt.IsZero() {
 		tok.ExpiresAt = time.Time{}
@@ -300,7 +304,7 @@ func (s *Service) CreateFileToken(ctx context.Context, p Principal, fileID strin
 	tok.Secret = NewSecret()
 	stored := fsm.Token{
 		ID: tok.ID, Secret: tok.Secret, FileID: f.ID, Access: fsm.AccessRead, CreatorID: p.ID,
-		CreatedAt: now, ExpiresAt: tok.ExpiresAt,
+		CreatedAt: now, ExpiresAt: tok.ExpiresAt, CreatedBy: s.cfg.NodeID,
 	}
 	if err := s.propose(ctx, fsm.CmdCreateToken, fsm.CreateToken{Token: stored}); err != nil {
 		return TokenInfo{}, err
@@ -326,4 +330,15 @@ func (s *Service) TokenByID(ctx context.Context, p Principal, id string) (TokenI
 		return TokenInfo{}, ErrNotFound
 	}
 	return tokenInfo(t), nil
+}
+
+// FileReference returns a shareable read reference to a file the caller has already resolved:
+// an ephemeral token (no Raft write) that expires with the file. The enmeshed FileDTO carries it as
+// truncatedReference.
+func (s *Service) FileReference(f FileInfo) (string, error) {
+	cfg, err := s.clusterConfig()
+	if err != nil {
+		return "", err
+	}
+	return mintEphemeral(cfg.SigningKey, f.ID, f.ExpiresAt), nil
 }

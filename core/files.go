@@ -163,7 +163,7 @@ func (s *Service) CreateToken(ctx context.Context, secret string, access AccessL
 	}
 	created := fsm.Token{
 		ID: NewTokenID(), Secret: NewSecret(), FileID: file.ID, Access: access,
-		CreatorID: tok.CreatorID, CreatedAt: now, ExpiresAt: expiresAt.UTC(),
+		CreatorID: tok.CreatorID, CreatedAt: now, ExpiresAt: expiresAt.UTC(), CreatedBy: s.cfg.NodeID,
 	}
 	if expiresAt.IsZero() {
 		created.ExpiresAt = time.Time{}
@@ -267,6 +267,6 @@ func fileInfo(f fsm.File) FileInfo {
 func tokenInfo(t fsm.Token) TokenInfo {
 	return TokenInfo{
 		ID: t.ID, Secret: t.Secret, FileID: t.FileID, Access: t.Access, CreatorID: t.CreatorID,
-		CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt,
+		CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, CreatedByNode: t.CreatedBy,
 	}
 }

@@ -70,6 +70,8 @@ type TokenInfo struct {
 	CreatedAt time.Time
 	ExpiresAt time.Time // zero: never
 	Ephemeral bool
+	// CreatedByNode is the node that issued the token.
+	CreatedByNode string
 }
 
 // FileAttrs are the metadata an uploader supplies, known only once the whole multipart body is read

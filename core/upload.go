@@ -219,7 +219,7 @@ func (u *upload) Commit(ctx context.Context, attrs FileAttrs) (FileInfo, []Token
 	}
 	token := fsm.Token{
 		ID: NewTokenID(), Secret: NewSecret(), FileID: u.fileID, Access: fsm.AccessFull,
-		CreatorID: u.principal.ID, CreatedAt: now,
+		CreatorID: u.principal.ID, CreatedAt: now, CreatedBy: u.s.cfg.NodeID,
 	}
 	if err := u.s.propose(ctx, fsm.CmdCreateFile, fsm.CreateFile{File: file, Tokens: []fsm.Token{token}}); err != nil {
 		// When the outcome is unknown (the proposal may still commit), Abort must not delete the

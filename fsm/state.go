@@ -94,6 +94,8 @@ type Token struct {
 	CreatorID string      `json:"creatorId"`
 	CreatedAt time.Time   `json:"createdAt"`
 	ExpiresAt time.Time   `json:"expiresAt,omitzero"`
+	// CreatedBy is the node that took the request that created the token.
+	CreatedBy string `json:"createdByNode,omitempty"`
 }
 
 // Expired reports whether the token has an expiry at or before now. Reads return expired tokens

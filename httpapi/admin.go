@@ -18,6 +18,7 @@ type AdminService interface {
 	ListAPIKeys(ctx context.Context, p core.Principal) ([]core.APIKeyInfo, error)
 	RevokeAPIKey(ctx context.Context, p core.Principal, id string) error
 	RotateSigningKey(ctx context.Context, p core.Principal) error
+	RemoveNode(ctx context.Context, p core.Principal, nodeID string) error
 }
 
 // adminAPI serves cairn's own administration routes under /v1, in the /files/v1 error format:
@@ -33,6 +34,7 @@ func (a *adminAPI) routes() []route {
 		{"/v1/apikeys", "/v1/apikeys", map[string]http.HandlerFunc{http.MethodGet: a.listKeys, http.MethodPost: a.createKey}},
 		{"/v1/apikeys/{id}", "/v1/apikeys/{id}", map[string]http.HandlerFunc{http.MethodDelete: a.revokeKey}},
 		{"/v1/signing-key/rotate", "/v1/signing-key/rotate", map[string]http.HandlerFunc{http.MethodPost: a.rotate}},
+		{"/v1/nodes/{id}", "/v1/nodes/{id}", map[string]http.HandlerFunc{http.MethodDelete: a.removeNode}}, // admin_nodes.go
 	}
 }
 

@@ -33,6 +33,9 @@ type EnmeshedService interface {
 	// TokenByID returns a persisted token visible to p (p created it or has VIEW_FILES); ephemeral or
 	// unknown ids -> core.ErrNotFound.
 	TokenByID(ctx context.Context, p core.Principal, id string) (core.TokenInfo, error)
+	// FileReference returns a shareable read reference to a file p may see (FileDTO's
+	// truncatedReference): a capability that works as a read token on /files/v1.
+	FileReference(f core.FileInfo) (string, error)
 }
 
 // Media types /api/v2 answers with.
@@ -70,8 +73,10 @@ func (a *enmeshedAPI) routes() []v2Route {
 		{"/api/v2/Files/Own", "File", map[string]v2Handler{
 			http.MethodGet:  {json, a.listFiles(true)},
 			http.MethodPost: {json, a.upload}}},
+		// Accept: image/png on a file or token answers a QR code of its reference, as the SDK's
+		// getQrCodeForFile and getQrCodeForToken ask.
 		{"/api/v2/Files/{id}", "File", map[string]v2Handler{
-			http.MethodGet:    {json, a.getFile},
+			http.MethodGet:    {[]string{mediaJSON, mediaPNG}, a.getFile},
 			http.MethodDelete: {nil, a.deleteFile}}},
 		// A download answers with the file's own type, whatever the client accepts: a 406 here
 		// would only break clients that send a narrow Accept for a file they know.
@@ -80,7 +85,7 @@ func (a *enmeshedAPI) routes() []v2Route {
 		{"/api/v2/Files/{id}/Token", "File", map[string]v2Handler{
 			http.MethodPost: {[]string{mediaJSON, mediaPNG}, a.createToken}}},
 		{"/api/v2/Tokens/{id}", "Token", map[string]v2Handler{
-			http.MethodGet: {json, a.getToken}}},
+			http.MethodGet: {[]string{mediaJSON, mediaPNG}, a.getToken}}},
 	}
 }
 

@@ -31,22 +31,25 @@ type fileDTO struct {
 	Mimetype        string   `json:"mimetype"`
 	Title           string   `json:"title"`
 	Description     string   `json:"description,omitempty"`
+	// TruncatedReference is a shareable read reference to the file (an ephemeral token).
+	TruncatedReference string `json:"truncatedReference"`
 }
 
-func newFileDTO(f core.FileInfo, p core.Principal) fileDTO {
+func newFileDTO(f core.FileInfo, p core.Principal, ref string) fileDTO {
 	return fileDTO{
-		ID:              f.ID,
-		IsOwn:           f.CreatorID == p.ID,
-		Filename:        f.Name,
-		Tags:            f.Tags,
-		Filesize:        f.Size,
-		CreatedAt:       v2Time(f.CreatedAt),
-		CreatedBy:       f.CreatorID,
-		CreatedByDevice: f.CreatedByNode,
-		ExpiresAt:       v2Expiry(f.ExpiresAt),
-		Mimetype:        f.MimeType,
-		Title:           f.Title,
-		Description:     f.Description,
+		TruncatedReference: ref,
+		ID:                 f.ID,
+		IsOwn:              f.CreatorID == p.ID,
+		Filename:           f.Name,
+		Tags:               f.Tags,
+		Filesize:           f.Size,
+		CreatedAt:          v2Time(f.CreatedAt),
+		CreatedBy:          f.CreatorID,
+		CreatedByDevice:    f.CreatedByNode,
+		ExpiresAt:          v2Expiry(f.ExpiresAt),
+		Mimetype:           f.MimeType,
+		Title:              f.Title,
+		Description:        f.Description,
 	}
 }
 
@@ -60,6 +63,7 @@ type tokenDTO struct {
 	Content            tokenContentDTO `json:"content"`
 	TruncatedReference string          `json:"truncatedReference"`
 	IsEphemeral        bool            `json:"isEphemeral"`
+	CreatedByDevice    string          `json:"createdByDevice"`
 }
 
 type tokenContentDTO struct {
@@ -77,6 +81,7 @@ func newTokenDTO(t core.TokenInfo, p core.Principal) tokenDTO {
 		Content:            tokenContentDTO{Type: "TokenContentFile", FileID: t.FileID},
 		TruncatedReference: t.Secret,
 		IsEphemeral:        t.Ephemeral,
+		CreatedByDevice:    t.CreatedByNode,
 	}
 }
 

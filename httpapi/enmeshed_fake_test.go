@@ -290,3 +290,7 @@ func (u *fakeV2Upload) state() (committed, aborted bool) {
 
 // The real use cases must satisfy the interface this package declares.
 var _ EnmeshedService = (*core.Service)(nil)
+
+func (f *fakeEnmeshed) FileReference(file core.FileInfo) (string, error) {
+	return "ref-" + file.ID, nil
+}

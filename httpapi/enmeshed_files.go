@@ -11,7 +11,7 @@ import (
 	"github.com/cairn-dev/cairn/core"
 )
 
-func (a *enmeshedAPI) getFile(w http.ResponseWriter, r *http.Request, p core.Principal, _ string) error {
+func (a *enmeshedAPI) getFile(w http.ResponseWriter, r *http.Request, p core.Principal, mediaType string) error {
 	id, err := fileIDParam(r)
 	if err != nil {
 		return err
@@ -20,8 +20,24 @@ func (a *enmeshedAPI) getFile(w http.ResponseWriter, r *http.Request, p core.Pri
 	if err != nil {
 		return err
 	}
-	writeResult(w, http.StatusOK, newFileDTO(f, p))
+	dto, err := a.fileDTO(f, p)
+	if err != nil {
+		return err
+	}
+	if mediaType == mediaPNG {
+		return writeQR(w, http.StatusOK, dto.TruncatedReference, f.ID)
+	}
+	writeResult(w, http.StatusOK, dto)
 	return nil
+}
+
+// fileDTO renders f with a fresh shareable reference.
+func (a *enmeshedAPI) fileDTO(f core.FileInfo, p core.Principal) (fileDTO, error) {
+	ref, err := a.svc.FileReference(f)
+	if err != nil {
+		return fileDTO{}, err
+	}
+	return newFileDTO(f, p, ref), nil
 }
 
 // listFiles serves GET /api/v2/Files (ownOnly false) and /api/v2/Files/Own. The filter is parsed
@@ -43,7 +59,11 @@ func (a *enmeshedAPI) listFiles(ownOnly bool) func(http.ResponseWriter, *http.Re
 		out := make([]fileDTO, 0, len(files))
 		for _, f := range files {
 			if filter.match(f) {
-				out = append(out, newFileDTO(f, p))
+				dto, err := a.fileDTO(f, p)
+				if err != nil {
+					return err
+				}
+				out = append(out, dto)
 			}
 		}
 		writeResult(w, http.StatusOK, out)

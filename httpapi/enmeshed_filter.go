@@ -58,6 +58,9 @@ var filterFields = map[string]filterField{
 	"mimetype": {values: func(f core.FileInfo) []string { return []string{f.MimeType} }},
 	"title":    {values: func(f core.FileInfo) []string { return []string{f.Title} }},
 	"tags":     {values: func(f core.FileInfo) []string { return f.Tags }},
+	// Not in the written contract, but offered by the Connector SDK's GetOwnFilesRequest.
+	"description":     {values: func(f core.FileInfo) []string { return []string{f.Description} }},
+	"createdByDevice": {values: func(f core.FileInfo) []string { return []string{f.CreatedByNode} }},
 }
 
 var neverExpiresTime = time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)

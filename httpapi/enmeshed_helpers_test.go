@@ -130,7 +130,7 @@ func resultObject(t testing.TB, r response, status int, keys ...string) map[stri
 }
 
 var (
-	fileDTOKeys     = []string{"id", "isOwn", "filename", "tags", "filesize", "createdAt", "createdBy", "createdByDevice", "expiresAt", "mimetype", "title", "description"}
-	fileDTOBareKeys = []string{"id", "isOwn", "filename", "filesize", "createdAt", "createdBy", "createdByDevice", "expiresAt", "mimetype", "title"}
-	tokenDTOKeys    = []string{"id", "isOwn", "createdBy", "createdAt", "expiresAt", "content", "truncatedReference", "isEphemeral"}
+	fileDTOKeys     = []string{"id", "isOwn", "filename", "tags", "filesize", "createdAt", "createdBy", "createdByDevice", "expiresAt", "mimetype", "title", "description", "truncatedReference"}
+	fileDTOBareKeys = []string{"id", "isOwn", "filename", "filesize", "createdAt", "createdBy", "createdByDevice", "expiresAt", "mimetype", "title", "truncatedReference"}
+	tokenDTOKeys    = []string{"id", "isOwn", "createdBy", "createdAt", "expiresAt", "content", "truncatedReference", "isEphemeral", "createdByDevice"}
 )

@@ -93,21 +93,26 @@ func (a *enmeshedAPI) createToken(w http.ResponseWriter, r *http.Request, p core
 		writeResult(w, http.StatusCreated, newTokenDTO(t, p))
 		return nil
 	}
-	img, err := qrPNG(t.Secret)
+	return writeQR(w, http.StatusCreated, t.Secret, req.fileID)
+}
+
+// writeQR answers a PNG QR code of reference, as an attachment named after name.
+func writeQR(w http.ResponseWriter, status int, reference, name string) error {
+	img, err := qrPNG(reference)
 	if err != nil {
 		return err
 	}
 	h := w.Header()
 	h.Set("Content-Type", mediaPNG)
 	h.Set("Content-Length", strconv.Itoa(len(img)))
-	h.Set("Content-Disposition", "attachment;filename="+req.fileID+".png")
-	w.WriteHeader(http.StatusCreated)
+	h.Set("Content-Disposition", "attachment;filename="+name+".png")
+	w.WriteHeader(status)
 	_, _ = w.Write(img) // the client went away; nothing left to tell it
 	return nil
 }
 
 // getToken serves GET /api/v2/Tokens/{id}: persisted tokens only (ephemeral ones are not stored).
-func (a *enmeshedAPI) getToken(w http.ResponseWriter, r *http.Request, p core.Principal, _ string) error {
+func (a *enmeshedAPI) getToken(w http.ResponseWriter, r *http.Request, p core.Principal, mediaType string) error {
 	id := r.PathValue("id")
 	if !validID(id, "TOK") {
 		return invalidProperty(msgTokenIDPattern)
@@ -115,6 +120,9 @@ func (a *enmeshedAPI) getToken(w http.ResponseWriter, r *http.Request, p core.Pr
 	t, err := a.svc.TokenByID(r.Context(), p, id)
 	if err != nil {
 		return err
+	}
+	if mediaType == mediaPNG {
+		return writeQR(w, http.StatusOK, t.Secret, t.ID)
 	}
 	writeResult(w, http.StatusOK, newTokenDTO(t, p))
 	return nil

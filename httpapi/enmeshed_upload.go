@@ -42,7 +42,11 @@ func (a *enmeshedAPI) upload(w http.ResponseWriter, r *http.Request, p core.Prin
 	if err != nil {
 		return err
 	}
-	writeResult(w, http.StatusCreated, newFileDTO(info, p))
+	dto, err := a.fileDTO(info, p)
+	if err != nil {
+		return err
+	}
+	writeResult(w, http.StatusCreated, dto)
 	return nil
 }
 

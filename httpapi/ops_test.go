@@ -48,7 +48,7 @@ func TestOpsEndpoints(t *testing.T) {
 		{"not ready", "/readyz", errors.New("no leader"), 503, []string{"status", "reason"},
 			map[string]any{"status": "unavailable", "reason": "no leader"}},
 		{"status", "/v1/status", nil, 200, []string{"nodeId", "leaderId", "raftState", "term", "commitIndex",
-			"appliedIndex", "erasure", "writeQuorum", "members"}, map[string]any{"nodeId": "n1", "erasure": "4+2"}},
+			"appliedIndex", "erasure", "writeQuorum", "members", "storage"}, map[string]any{"nodeId": "n1", "erasure": "4+2"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -69,6 +69,30 @@ type Config struct {
 	RepairInterval time.Duration
 	// ExpiryInterval is how often the leader removes expired files and tokens through Raft.
 	ExpiryInterval time.Duration
+
+	// GCInterval is the pause between garbage-collection passes over the local shard store.
+	GCInterval time.Duration
+	// GCGracePeriod is how long an unreferenced shard is kept after it was written. An upload
+	// writes its shards before its Raft commit, so the longest upload must take less than this.
+	GCGracePeriod time.Duration
+	// ScrubCycle is the period in which every local shard is re-verified once; passes are paced
+	// to spread over it.
+	ScrubCycle time.Duration
+	// ScrubRate caps the bytes per second the scrubber reads.
+	ScrubRate int64
+
+	// Autopilot (node/autopilot.go). CleanupDeadServers lets the leader remove servers that have
+	// been dead for DeadServerCleanupAfter from Raft; never a majority at once, never below
+	// BootstrapExpect voters. LastContactThreshold, MaxTrailingLogs and ServerStabilizationTime
+	// judge a server healthy and a non-voter ready for promotion. AutopilotInterval is how often
+	// health is refreshed and dead servers are looked for.
+	CleanupDeadServers      bool
+	DeadServerCleanupAfter  time.Duration
+	LastContactThreshold    time.Duration
+	MaxTrailingLogs         uint64
+	ServerStabilizationTime time.Duration
+	AutopilotInterval       time.Duration
+
 	// LeaderWait is how long a request waits for a usable Raft leader before it fails with 503.
 	LeaderWait time.Duration
 	// SnapshotThreshold: Raft log entries between snapshots (0 = raft's default).
@@ -106,12 +130,27 @@ func DefaultConfig() Config {
 		ReconcileInterval: 5 * time.Second,
 		MetaInterval:      10 * time.Second,
 		ShutdownTimeout:   30 * time.Second,
+		// Followers learn a new commit index on the next append; raft's 50 ms default would add up
+		// to 50 ms to every write forwarded through a follower (which waits to apply its own write).
+		RaftTimings: cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
 		LeaderWait:        5 * time.Second,
 		ExpiryInterval:    10 * time.Second,
 		RepairDelay:       10 * time.Minute,
 		MinFree:           256 << 20,
 		RepairRate:        64 << 20,
 		RepairInterval:    30 * time.Second,
+		// Autopilot: Consul's health thresholds; dead servers go with the repair delay.
+		CleanupDeadServers:      true,
+		DeadServerCleanupAfter:  10 * time.Minute,
+		LastContactThreshold:    200 * time.Millisecond,
+		MaxTrailingLogs:         250,
+		ServerStabilizationTime: 10 * time.Second,
+		AutopilotInterval:       2 * time.Second,
+		// GC and scrub.
+		GCInterval:    10 * time.Minute,
+		GCGracePeriod: time.Hour,
+		ScrubCycle:    7 * 24 * time.Hour,
+		ScrubRate:     32 << 20,
 	}
 }
 
@@ -166,6 +205,20 @@ func (c *Config) Validate() error {
 	}
 	if c.RepairDelay < 0 || c.RepairRate < 0 || c.RepairInterval <= 0 {
 		errs = append(errs, errors.New("--repair-delay and --repair-rate must not be negative, the repair interval must be positive"))
+	}
+	// Autopilot.
+	if c.DeadServerCleanupAfter < 0 || c.ServerStabilizationTime < 0 {
+		errs = append(errs, errors.New("the dead-server cleanup delay and server stabilization time must not be negative"))
+	}
+	if c.LastContactThreshold <= 0 || c.MaxTrailingLogs == 0 || c.AutopilotInterval <= 0 {
+		errs = append(errs, errors.New("the autopilot last-contact threshold, max trailing logs and interval must be positive"))
+	}
+	// GC and scrub.
+	if c.GCInterval <= 0 || c.GCGracePeriod <= 0 {
+		errs = append(errs, errors.New("--gc-interval and --gc-grace-period must be positive (the grace period must exceed the longest upload)"))
+	}
+	if c.ScrubCycle <= 0 || c.ScrubRate <= 0 {
+		errs = append(errs, errors.New("--scrub-cycle and --scrub-rate must be positive"))
 	}
 	if c.ExpiryInterval <= 0 {
 		errs = append(errs, errors.New("expiry interval must be positive"))
