@@ -33,3 +33,9 @@ bench:
 
 clean:
 	rm -rf bin
+
+# The official JavaScript SDKs (Extra Horizon files, enmeshed Connector 6.x) run their file and token
+# flows against a fresh `cairn dev` cluster. Needs node, npm and the npm registry; `make test` skips it.
+.PHONY: sdk-test
+sdk-test:
+	CAIRN_SDK_TEST=1 $(GO) test -count=1 -v -timeout 10m ./e2e/

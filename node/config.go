@@ -132,13 +132,13 @@ func DefaultConfig() Config {
 		ShutdownTimeout:   30 * time.Second,
 		// Followers learn a new commit index on the next append; raft's 50 ms default would add up
 		// to 50 ms to every write forwarded through a follower (which waits to apply its own write).
-		RaftTimings: cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
-		LeaderWait:        5 * time.Second,
-		ExpiryInterval:    10 * time.Second,
-		RepairDelay:       10 * time.Minute,
-		MinFree:           256 << 20,
-		RepairRate:        64 << 20,
-		RepairInterval:    30 * time.Second,
+		RaftTimings:    cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
+		LeaderWait:     5 * time.Second,
+		ExpiryInterval: 10 * time.Second,
+		RepairDelay:    10 * time.Minute,
+		MinFree:        256 << 20,
+		RepairRate:     64 << 20,
+		RepairInterval: 30 * time.Second,
 		// Autopilot: Consul's health thresholds; dead servers go with the repair delay.
 		CleanupDeadServers:      true,
 		DeadServerCleanupAfter:  10 * time.Minute,

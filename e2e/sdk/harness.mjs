@@ -1,5 +1,7 @@
-// Shared harness of the SDK flows: configuration from the environment, one line per passed step,
-// and a loud exit on the first mismatch. Each flow script stays a plain list of SDK calls.
+// Shared harness of the SDK flows: configuration from the environment, one "ok" line per passed
+// step, and exit code 1 with a "FAIL" line on the first mismatch. A field or route the SDK expects
+// beyond what the flow itself needs is a "GAP": reported where found, and the run fails at its end.
+// Each flow script stays a plain list of SDK calls.
 
 import { randomBytes } from "node:crypto";
 import { inspect } from "node:util";
@@ -39,15 +41,16 @@ export async function step(name, fn) {
  */
 export function gap(cond, what, got) {
     if (cond) return;
+    if (gaps.some((g) => g.what === what)) return; // one report per kind, not one per token
     const msg = got === undefined ? what : `${what}; got ${show(got)}`;
-    gaps.push(`[${current}] ${msg}`);
+    gaps.push({ what, line: `[${current}] ${what}` });
     console.log(`GAP      ${msg}`);
 }
 
 /** done prints the summary; recorded gaps make the run fail after all steps have had their say. */
 export function done(flow) {
     if (gaps.length > 0) {
-        die(`${flow}: ${passed} steps ran, ${gaps.length} incompatibilities:\n${gaps.map((g) => `  - ${g}`).join("\n")}`);
+        die(`${flow}: ${passed} steps ran, ${gaps.length} incompatibilities (evidence in the GAP lines above):\n${gaps.map((g) => `  - ${g.line}`).join("\n")}`);
     }
     console.log(`PASS ${flow}: ${passed} steps`);
 }
