@@ -333,12 +333,12 @@ func (s *Service) TokenByID(ctx context.Context, p Principal, id string) (TokenI
 }
 
 // FileReference returns a shareable read reference to a file the caller has already resolved:
-// an ephemeral token (no Raft write) that expires with the file. The enmeshed FileDTO carries it as
-// truncatedReference.
+// a stable ephemeral token (no Raft write) that expires with the file and dies with it or with a
+// key rotation. The enmeshed FileDTO carries it as truncatedReference.
 func (s *Service) FileReference(f FileInfo) (string, error) {
 	cfg, err := s.clusterConfig()
 	if err != nil {
 		return "", err
 	}
-	return mintEphemeral(cfg.SigningKey, f.ID, f.ExpiresAt), nil
+	return fileReference(cfg.SigningKey, f.ID, f.ExpiresAt), nil
 }

@@ -31,8 +31,25 @@ const ephemeralMACContext = "cairn ephemeral token v1\x00"
 
 func isEphemeral(token string) bool { return strings.HasPrefix(token, ephemeralPrefix) }
 
-// mintEphemeral signs a read token for fileID that expires at expiresAt (zero: never).
+// mintEphemeral signs a read token for fileID that expires at expiresAt (zero: never), with a
+// random nonce: every call gives a new token.
 func mintEphemeral(key []byte, fileID string, expiresAt time.Time) string {
+	var nonce [12]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	return sealEphemeral(key, fileID, expiresAt, nonce[:])
+}
+
+// fileReference is the stable ephemeral token of a file: its nonce is derived from the file id
+// and expiry, so the same file always shows the same reference (until the key rotates).
+func fileReference(key []byte, fileID string, expiresAt time.Time) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("cairn file reference v1\x00" + fileID))
+	return sealEphemeral(key, fileID, expiresAt, m.Sum(nil)[:12])
+}
+
+func sealEphemeral(key []byte, fileID string, expiresAt time.Time, nonce []byte) string {
 	body := make([]byte, ephemeralBodyLen, ephemeralBodyLen+ephemeralMACLen)
 	copy(body, fileID)
 	var ms int64
@@ -40,9 +57,7 @@ func mintEphemeral(key []byte, fileID string, expiresAt time.Time) string {
 		ms = expiresAt.UnixMilli()
 	}
 	binary.BigEndian.PutUint64(body[ephemeralFileLen:], uint64(ms))
-	if _, err := rand.Read(body[ephemeralFileLen+8:]); err != nil {
-		panic("crypto/rand failed: " + err.Error())
-	}
+	copy(body[ephemeralFileLen+8:], nonce)
 	return ephemeralPrefix + base64.RawURLEncoding.EncodeToString(append(body, ephemeralMAC(key, body)...))
 }
 
