@@ -10,10 +10,17 @@ import (
 	"github.com/hashicorp/raft"
 )
 
+// RemovedNodes lists the nodes an operator decommissioned (fsm's ClusterConfig.RemovedNodes).
+type RemovedNodes interface {
+	RemovedNodes() []string
+}
+
 // Reconciler makes Raft's configuration follow memberlist, on the leader only, the way Consul and
 // Nomad do: alive members become voters (up to MaxVoters, the rest non-voters); a member that merely
-// failed is never removed; a member that left gracefully is removed while at least MinQuorum voters
-// remain, so a rolling restart cannot shrink the quorum below the size the cluster was built for.
+// failed is never removed here (Autopilot cleans up long-dead ones); a member that left gracefully
+// is removed while at least MinQuorum voters remain, so a rolling restart cannot shrink the quorum
+// below the size the cluster was built for. A decommissioned node is removed whatever its state and
+// never added back, unless it is the last voter.
 type Reconciler struct {
 	Node      *RaftNode
 	Members   *Membership
@@ -23,8 +30,11 @@ type Reconciler struct {
 	Interval  time.Duration
 	// Barrier commits an entry of the current term (Consensus.Barrier); the leader reconciles only
 	// after it, so that it acts on an up-to-date configuration and state.
-	Barrier    func(ctx context.Context) error
-	OnLeader   func(ctx context.Context) // runs once per leadership term, before reconciling
+	Barrier  func(ctx context.Context) error
+	OnLeader func(ctx context.Context) // runs once per leadership term, before reconciling
+	// Removed lists decommissioned nodes; nil means none. It is read after the term's barrier, so
+	// every acknowledged removal is in it.
+	Removed    RemovedNodes
 	Logger     *slog.Logger
 	leaderTerm uint64
 }
@@ -93,9 +103,17 @@ func (r *Reconciler) reconcile() {
 			voters++
 		}
 	}
+	var removed []string
+	if r.Removed != nil {
+		removed = r.Removed.RemovedNodes()
+	}
+	voters, selfRemoved := r.removeDecommissioned(servers, removed, voters)
+	if selfRemoved {
+		return // no longer the leader: the next leader reconciles
+	}
 	for _, m := range r.Members.Members() {
 		id := m.Meta.ID
-		if id == r.Self {
+		if id == r.Self || slices.Contains(removed, id) {
 			continue
 		}
 		s, inRaft := byID[id]
@@ -157,6 +175,45 @@ func (r *Reconciler) reconcile() {
 	}
 }
 
+// removeDecommissioned removes the decommissioned servers still in Raft, this leader last, and
+// returns the voters left and whether this leader removed itself. It refuses to remove the last
+// voter: Raft could not commit anything afterwards.
+func (r *Reconciler) removeDecommissioned(servers []raft.Server, removed []string, voters int) (int, bool) {
+	var self *raft.Server
+	for _, s := range servers {
+		if !slices.Contains(removed, string(s.ID)) {
+			continue
+		}
+		if string(s.ID) == r.Self {
+			self = &s
+			continue
+		}
+		if !r.removeDecommissionedServer(s, voters) {
+			continue
+		}
+		if s.Suffrage == raft.Voter {
+			voters--
+		}
+	}
+	if self == nil || !r.removeDecommissionedServer(*self, voters) {
+		return voters, false
+	}
+	return voters - 1, true
+}
+
+func (r *Reconciler) removeDecommissionedServer(s raft.Server, voters int) bool {
+	if s.Suffrage == raft.Voter && voters <= 1 {
+		r.Logger.Warn("decommissioned node is the last raft voter; keeping it", "member", s.ID)
+		return false
+	}
+	if err := r.Node.Raft.RemoveServer(s.ID, 0, 0).Error(); err != nil {
+		r.Logger.Warn("remove decommissioned raft server failed", "member", s.ID, "err", err)
+		return false
+	}
+	r.Logger.Info("removed decommissioned raft server", "member", s.ID)
+	return true
+}
+
 // Bootstrapper performs the first start of a cluster with --bootstrap-expect N: once N nodes that
 // all expect a bootstrap see each other, and none of them already belongs to a cluster, the node
 // with the lowest id bootstraps Raft with all of them as voters. The same command line is then
@@ -166,7 +223,9 @@ type Bootstrapper struct {
 	Members *Membership
 	Self    string
 	Expect  int
-	Logger  *slog.Logger
+	// MaxVoters caps the voters of the first configuration; the others start as non-voters.
+	MaxVoters int
+	Logger    *slog.Logger
 }
 
 // Run waits for the bootstrap condition until ctx ends or the node is part of a cluster.
@@ -221,9 +280,13 @@ func (b *Bootstrapper) tryBootstrap() bool {
 		return false
 	}
 	var conf raft.Configuration
-	for _, m := range ready {
+	for i, m := range ready {
+		suffrage := raft.Voter
+		if b.MaxVoters > 0 && i >= b.MaxVoters {
+			suffrage = raft.Nonvoter
+		}
 		conf.Servers = append(conf.Servers, raft.Server{
-			Suffrage: raft.Voter, ID: raft.ServerID(m.Meta.ID), Address: raft.ServerAddress(m.Meta.ClusterAddr),
+			Suffrage: suffrage, ID: raft.ServerID(m.Meta.ID), Address: raft.ServerAddress(m.Meta.ClusterAddr),
 		})
 	}
 	if err := b.Node.Raft.BootstrapCluster(conf).Error(); err != nil {

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	autopilot "github.com/hashicorp/raft-autopilot"
+
 	"github.com/cairn-dev/cairn/erasure"
 )
 
@@ -93,19 +95,27 @@ type rpcIndexResponse struct {
 	Index uint64 `json:"index"`
 }
 
+// rpcRaftStats is one node's Raft progress, what autopilot judges a server's health by.
+type rpcRaftStats struct {
+	LastContactNanos int64  `json:"lastContactNanos"` // -1: never heard from a leader
+	LastTerm         uint64 `json:"lastTerm"`
+	LastIndex        uint64 `json:"lastIndex"`
+}
+
 // RPCServer serves internal routes over HTTP/1.1 on the mux's ConnRPC listener, so only nodes that
 // passed the cluster handshake can reach them.
 type RPCServer struct {
 	shards ShardService
 	leader LeaderService
 	logger *slog.Logger
+	mux    *http.ServeMux
 	srv    *http.Server
 }
 
 // NewRPCServer returns a server for the given services.
 func NewRPCServer(shards ShardService, leader LeaderService, logger *slog.Logger) *RPCServer {
-	s := &RPCServer{shards: shards, leader: leader, logger: logger}
 	mux := http.NewServeMux()
+	s := &RPCServer{shards: shards, leader: leader, logger: logger, mux: mux}
 	mux.HandleFunc("PUT "+rpcPrefix+"/shards/{id}", s.putShard)
 	mux.HandleFunc("GET "+rpcPrefix+"/shards/{id}", s.openShard)
 	mux.HandleFunc("DELETE "+rpcPrefix+"/shards/{id}", s.deleteShard)
@@ -138,6 +148,23 @@ func (s *RPCServer) Shutdown(ctx context.Context) error {
 		s.srv.Close()
 	}
 	return err
+}
+
+// ServeRaftStats adds the route that reports this node's Raft progress to the leader's autopilot.
+// It is separate from NewRPCServer because the stats come from Raft, which starts after the server;
+// it may be called while serving, and until then peers see the route fail and judge this node
+// unhealthy, which is the truth. Call it once.
+func (s *RPCServer) ServeRaftStats(stats func() (autopilot.ServerStats, error)) {
+	s.mux.HandleFunc("GET "+rpcPrefix+"/raftstats", func(w http.ResponseWriter, r *http.Request) {
+		st, err := stats()
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		s.writeJSON(w, http.StatusOK, rpcRaftStats{
+			LastContactNanos: int64(st.LastContact), LastTerm: st.LastTerm, LastIndex: st.LastIndex,
+		})
+	})
 }
 
 func (s *RPCServer) shardID(w http.ResponseWriter, r *http.Request) (erasure.ShardID, bool) {
@@ -368,6 +395,18 @@ func (c *RPCClient) ReadIndex(ctx context.Context, addr string) (uint64, error) 
 		return 0, fmt.Errorf("read index from %s: %w", addr, err)
 	}
 	return out.Index, nil
+}
+
+// RaftStats asks the node at addr for its Raft progress (last leader contact, last log term and
+// index).
+func (c *RPCClient) RaftStats(ctx context.Context, addr string) (autopilot.ServerStats, error) {
+	var out rpcRaftStats
+	if err := c.callJSON(ctx, http.MethodGet, addr, rpcPrefix+"/raftstats", nil, true, &out); err != nil {
+		return autopilot.ServerStats{}, fmt.Errorf("raft stats from %s: %w", addr, err)
+	}
+	return autopilot.ServerStats{
+		LastContact: time.Duration(out.LastContactNanos), LastTerm: out.LastTerm, LastIndex: out.LastIndex,
+	}, nil
 }
 
 func rpcShardPath(id erasure.ShardID) string {

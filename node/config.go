@@ -84,8 +84,8 @@ type Config struct {
 	// Autopilot (node/autopilot.go). CleanupDeadServers lets the leader remove servers that have
 	// been dead for DeadServerCleanupAfter from Raft; never a majority at once, never below
 	// BootstrapExpect voters. LastContactThreshold, MaxTrailingLogs and ServerStabilizationTime
-	// judge a server healthy and a non-voter ready for promotion. AutopilotInterval is how often
-	// health is refreshed and dead servers are looked for.
+	// judge a server healthy (AutopilotHealth). AutopilotInterval is how often health is
+	// refreshed and dead servers are looked for.
 	CleanupDeadServers      bool
 	DeadServerCleanupAfter  time.Duration
 	LastContactThreshold    time.Duration

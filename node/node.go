@@ -40,6 +40,7 @@ type Node struct {
 	rpcServer *cluster.RPCServer
 	rpcClient *cluster.RPCClient
 	service   *core.Service
+	autopilot *cluster.Autopilot // node/autopilot.go
 
 	httpLn      net.Listener
 	httpServer  *http.Server
@@ -190,15 +191,19 @@ func New(cfg Config) (n *Node, err error) {
 	n.members.Start()
 	(&cluster.Bootstrapper{
 		Node: n.raft, Members: n.members, Self: cfg.NodeID, Expect: cfg.BootstrapExpect,
-		Logger: log.With("component", "bootstrap"),
+		MaxVoters: cfg.MaxVoters, Logger: log.With("component", "bootstrap"),
 	}).Run(ctx, &n.wg)
 	(&cluster.Reconciler{
 		Node: n.raft, Members: n.members, Self: cfg.NodeID, MaxVoters: cfg.MaxVoters,
 		MinQuorum: max(cfg.BootstrapExpect, 1), Interval: cfg.ReconcileInterval, Barrier: n.consensus.Barrier, OnLeader: n.onLeader,
-		Logger: log.With("component", "reconcile"),
+		Removed: removedNodes{n.fsm}, // node/autopilot.go
+		Logger:  log.With("component", "reconcile"),
 	}).Run(ctx, &n.wg)
+	n.autopilot = n.runAutopilot(ctx) // node/autopilot.go
 	n.spawn(n.announceLoop)
 	n.spawn(func() { n.service.RunExpiry(ctx, cfg.ExpiryInterval, n.IsLeader) })
+	n.spawn(n.gcLoop)    // node/gc.go
+	n.spawn(n.scrubLoop) // node/scrub.go
 	n.spawn(func() {
 		n.service.RunRepair(ctx, core.RepairConfig{
 			Delay: cfg.RepairDelay, BytesPerSecond: cfg.RepairRate, Interval: cfg.RepairInterval,

@@ -303,6 +303,9 @@ func (c *Cluster) nodeConfig(i int, seeds []string) node.Config {
 	cfg.ExpiryInterval = 200 * time.Millisecond
 	cfg.RepairDelay = 2 * time.Second
 	cfg.RepairInterval = 300 * time.Millisecond
+	cfg.DeadServerCleanupAfter = 2 * time.Second
+	cfg.ServerStabilizationTime = time.Second
+	cfg.AutopilotInterval = 200 * time.Millisecond
 	cfg.Network = c.Net.Node(id)
 	cfg.Logger = c.logger
 	cfg.Join = seeds

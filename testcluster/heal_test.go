@@ -65,9 +65,6 @@ func fullyHealthy(t *testing.T, c *Cluster, tokens []string) bool {
 // segment again has 5 healthy shards on the 5 live nodes; then two more die at once and every file
 // still reads byte-exact through any survivor.
 func TestRepairAfterNodeLoss(t *testing.T) {
-	if !deadServerCleanup {
-		t.Skip("needs dead-server cleanup (autopilot) to keep a Raft quorum after the second and third kill")
-	}
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewSource(seed))
@@ -94,6 +91,25 @@ func TestRepairAfterNodeLoss(t *testing.T) {
 	c.Kill(victim)
 	WaitFor(t, 30*time.Second, "every segment back to 5 healthy shards on the 5 live nodes", func() bool {
 		return fullyHealthy(t, c, tokens())
+	})
+	dead := c.Config(victim).NodeID
+	defer func() {
+		if t.Failed() {
+			t.Logf("members seen by node%d: %+v", c.Running()[0], c.Node(c.Running()[0]).Status().Members)
+		}
+	}()
+	WaitFor(t, 30*time.Second, "dead-server cleanup: "+dead+" out of Raft, 5 voters on the live nodes", func() bool {
+		st := c.Node(c.Running()[0]).Status()
+		voters := 0
+		for _, m := range st.Members {
+			if m.ID == dead && m.Suffrage != "" {
+				return false
+			}
+			if m.Suffrage == "voter" && m.State == "alive" {
+				voters++
+			}
+		}
+		return voters == 5
 	})
 	survivors := c.Running()
 	rng.Shuffle(len(survivors), func(i, j int) { survivors[i], survivors[j] = survivors[j], survivors[i] })
@@ -303,6 +319,3 @@ func TestKillDuringLargeUpload(t *testing.T) {
 		t.Logf("upload failed cleanly with %d", res.resp.Status)
 	}
 }
-
-// deadServerCleanup is switched on once autopilot's dead-server cleanup is wired into the nodes.
-const deadServerCleanup = false

@@ -26,6 +26,7 @@ Usage:
   cairn apikey create|list|revoke [flags]
                           manage API keys (needs a key with MANAGE_API_KEYS)
   cairn keys rotate       rotate the ephemeral-token signing key (needs MANAGE_CLUSTER)
+  cairn node remove <id>  decommission a node: out of Raft, shards moved (needs MANAGE_CLUSTER)
   cairn bench [flags]     measure token creation on an in-process 3-node cluster
   cairn version           print the version
 
@@ -66,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runAPIKey(ctx, rest, stdout, stderr)
 	case "keys":
 		return runKeys(ctx, rest, stdout, stderr)
+	case "node":
+		return runNode(ctx, rest, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
