@@ -24,6 +24,7 @@ type agentFlags struct {
 	maxFileSize string
 	minFree     string
 	repairRate  string
+	scrubRate   string
 	logLevel    string
 	logJSON     bool
 }
@@ -48,6 +49,12 @@ func newAgentFlags(fs *flag.FlagSet) *agentFlags {
 	fs.StringVar(&a.minFree, "min-free", "256MiB", "free-space reserve: below it this node takes no new shards")
 	fs.DurationVar(&c.RepairDelay, "repair-delay", c.RepairDelay, "how long a node may be unreachable before its shards are rebuilt elsewhere")
 	fs.StringVar(&a.repairRate, "repair-rate", "64MiB", "bytes per second repair may write (0: unlimited)")
+	fs.DurationVar(&c.GCInterval, "gc-interval", c.GCInterval, "pause between garbage-collection passes over this node's shards")
+	fs.DurationVar(&c.GCGracePeriod, "gc-grace-period", c.GCGracePeriod, "age below which an unreferenced shard is kept (must exceed the longest upload)")
+	fs.DurationVar(&c.ScrubCycle, "scrub-cycle", c.ScrubCycle, "period in which every local shard is re-verified once")
+	fs.StringVar(&a.scrubRate, "scrub-rate", "32MiB", "bytes per second the scrubber may read")
+	fs.BoolVar(&c.CleanupDeadServers, "cleanup-dead-servers", c.CleanupDeadServers, "let the leader remove Raft servers that stay dead (autopilot)")
+	fs.DurationVar(&c.DeadServerCleanupAfter, "dead-server-cleanup-after", c.DeadServerCleanupAfter, "how long a server must be dead before autopilot removes it")
 	fs.StringVar(&c.RootKey, "root-key", "", "bootstrap API key with every permission (required with --bootstrap-expect)")
 	fs.StringVar(&c.ClusterSecret, "cluster-secret", "", "secret that authenticates nodes to each other (default: derived from --root-key)")
 	fs.BoolVar(&c.AllowAnonymousUpload, "allow-anonymous-upload", false, "accept uploads without an API key")
@@ -73,6 +80,9 @@ func (a *agentFlags) finish() error {
 	}
 	if a.cfg.RepairRate, err = node.ParseSize(a.repairRate); err != nil {
 		return fmt.Errorf("--repair-rate: %w", err)
+	}
+	if a.cfg.ScrubRate, err = node.ParseSize(a.scrubRate); err != nil {
+		return fmt.Errorf("--scrub-rate: %w", err)
 	}
 	a.cfg.Join = nil
 	for _, s := range strings.Split(a.join, ",") {
