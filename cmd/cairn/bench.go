@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,10 +11,12 @@ import (
 	"io"
 	"log/slog"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"os"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -36,6 +39,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	key := fs.String("key", "", "API key for --addr (default: the in-process cluster's root key)")
 	logLevel := fs.String("log-level", "", "log level of the in-process cluster (default: silent)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (cluster included) to this file")
+	modes := fs.String("modes", "persisted,ephemeral", "which modes to run (for profiling one alone)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -100,8 +104,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "cairn bench: token creation on %d nodes, %d clients, %d x %s per mode\n\n",
 		len(endpoints), *concurrency, *rounds, *duration)
 	results := map[bool]*benchResult{false: {}, true: {}}
+	var run []bool
+	for _, m := range strings.Split(*modes, ",") {
+		switch strings.TrimSpace(m) {
+		case "persisted":
+			run = append(run, false)
+		case "ephemeral":
+			run = append(run, true)
+		default:
+			return fmt.Errorf("--modes: unknown mode %q", m)
+		}
+	}
 	for range *rounds {
-		for _, ephemeral := range []bool{false, true} {
+		for _, ephemeral := range run {
 			r := benchTokens(ctx, client, endpoints, *key, fileID, ephemeral, *concurrency, *duration)
 			results[ephemeral].merge(r)
 			if ctx.Err() != nil {
@@ -158,12 +173,16 @@ func (r *benchResult) percentile(p float64) time.Duration {
 	return s[min(len(s)-1, int(p*float64(len(s))))].Round(10 * time.Microsecond)
 }
 
-// benchTokens runs concurrency clients creating tokens for duration.
-func benchTokens(ctx context.Context, client *http.Client, endpoints []string, key, fileID string,
+// benchTokens runs concurrency clients creating tokens for duration. Each client keeps one
+// keep-alive connection per node and speaks HTTP/1.1 on it directly: net/http's Transport hands
+// every request between goroutines, which on a 2-core machine costs more CPU than creating an
+// ephemeral token and would hide the difference being measured.
+func benchTokens(ctx context.Context, _ *http.Client, endpoints []string, key, fileID string,
 	ephemeral bool, concurrency int, duration time.Duration) *benchResult {
 	body := fmt.Sprintf(`{"ephemeral":%t}`, ephemeral)
 	ctx, cancel := context.WithTimeout(ctx, duration)
 	defer cancel()
+	deadline, _ := ctx.Deadline()
 	var mu sync.Mutex
 	total := &benchResult{}
 	var wg sync.WaitGroup
@@ -173,14 +192,23 @@ func benchTokens(ctx context.Context, client *http.Client, endpoints []string, k
 		go func() {
 			defer wg.Done()
 			local := &benchResult{}
-			for i := w; ctx.Err() == nil; i++ {
-				url := endpoints[i%len(endpoints)] + "/api/v2/Files/" + fileID + "/Token"
+			conns := make([]*benchConn, len(endpoints))
+			defer func() {
+				for _, c := range conns {
+					if c != nil {
+						c.conn.Close()
+					}
+				}
+			}()
+			for i := w; ctx.Err() == nil && time.Now().Before(deadline); i++ {
+				n := i % len(endpoints)
 				t0 := time.Now()
-				err := benchPost(ctx, client, url, key, body)
+				err := benchPost(ctx, &conns[n], endpoints[n], "/api/v2/Files/"+fileID+"/Token", key, body)
 				switch {
 				case err == nil:
 					local.latencies = append(local.latencies, time.Since(t0))
-				case ctx.Err() == nil:
+				case time.Now().Before(deadline):
+					// Failures at the very end are the deadline cutting a request short.
 					local.errors++
 				}
 			}
@@ -194,19 +222,45 @@ func benchTokens(ctx context.Context, client *http.Client, endpoints []string, k
 	return total
 }
 
-func benchPost(ctx context.Context, client *http.Client, url, key, body string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+// benchConn is one keep-alive HTTP/1.1 connection to a node.
+type benchConn struct {
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+// benchPost sends one POST on *c (dialling it first when needed) and checks for 201. A failed
+// connection is dropped and redialled on the next call.
+func benchPost(ctx context.Context, c **benchConn, endpoint, path, key, body string) (err error) {
+	if *c == nil {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", strings.TrimPrefix(endpoint, "http://"))
+		if err != nil {
+			return err
+		}
+		*c = &benchConn{conn: conn, br: bufio.NewReader(conn)}
+	}
+	defer func() {
+		if err != nil {
+			(*c).conn.Close()
+			*c = nil
+		}
+	}()
+	cc := *c
+	if dl, ok := ctx.Deadline(); ok {
+		cc.conn.SetDeadline(dl)
+	}
+	req := "POST " + path + " HTTP/1.1\r\nHost: cairn\r\nX-API-KEY: " + key +
+		"\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	if _, err := io.WriteString(cc.conn, req); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(cc.br, nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("X-API-KEY", key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
 	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
 		return err
 	}
 	if resp.StatusCode != http.StatusCreated {
