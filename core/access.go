@@ -260,11 +260,16 @@ func (s *Service) OpenFileByID(ctx context.Context, p Principal, id string) (Fil
 	return s.content(f)
 }
 
-// DeleteFileByID deletes a file p may see, its tokens, and (best effort) its shards.
+// DeleteFileByID deletes a file p created, its tokens, and (best effort) its shards.
+// Only the file's creator may delete it: VIEW_FILES lets a principal see and read every file, not
+// destroy it (ErrPermissionDenied).
 func (s *Service) DeleteFileByID(ctx context.Context, p Principal, id string) error {
 	f, err := s.fileByID(ctx, p, id)
 	if err != nil {
 		return err
+	}
+	if f.CreatorID != p.ID {
+		return ErrPermissionDenied
 	}
 	return s.deleteFile(ctx, f)
 }

@@ -95,8 +95,8 @@ func (s *Service) rebuildTo(ctx context.Context, file fsm.File, ref shardRef, ta
 }
 
 // HealShard rewrites a missing or corrupt shard in place, on the node the layout names for it
-// (inline heal after a read fault, and the scrubber). A slot that was never written is relocated
-// to a new node instead.
+// (inline heal after a read fault, and the scrubber). A slot that was never written has no node to
+// heal on: that is an error here, and the leader's repair loop places it.
 func (s *Service) HealShard(ctx context.Context, fileID string, segment, index int) error {
 	file, ok := s.state.File(fileID)
 	if !ok {
@@ -182,6 +182,7 @@ func (s *Service) RunRepair(ctx context.Context, cfg RepairConfig, health NodeHe
 	}
 	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
+	wasLeader := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -189,8 +190,13 @@ func (s *Service) RunRepair(ctx context.Context, cfg RepairConfig, health NodeHe
 		case <-t.C:
 		}
 		if !isLeader() {
+			if wasLeader {
+				s.metrics.segmentHealth(SegmentHealth{}) // only the leader reports these
+				wasLeader = false
+			}
 			continue
 		}
+		wasLeader = true
 		s.repairPass(ctx, cfg, health, limiter)
 	}
 }

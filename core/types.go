@@ -122,13 +122,13 @@ type StorageStatus struct {
 	RepairQueue           int   `json:"repairQueue"` // shard slots waiting for repair
 	ShardBytes            int64 `json:"shardBytes"`  // committed shard bytes on this node
 	RepairedBytes         int64 `json:"repairedBytes"`
-	ChecksumFailures      int64 `json:"checksumFailures"` // corrupt chunks found by reads on this node
+	ChecksumFailures      int64 `json:"checksumFailures"` // corrupt shards this node's reads and rebuilds met (wherever they live); the scrubber counts separately in metrics
 }
 
 // MemberStatus is one node as seen by memberlist and Raft.
 type MemberStatus struct {
 	ID          string `json:"id"`
-	State       string `json:"state"`    // alive, suspect, dead, left
+	State       string `json:"state"`    // alive, dead, left (memberlist does not report suspicion)
 	Suffrage    string `json:"suffrage"` // voter, nonvoter, or "" when not in the Raft configuration
 	ClusterAddr string `json:"clusterAddr"`
 	HTTPAddr    string `json:"httpAddr"`

@@ -31,7 +31,7 @@ func (a *enmeshedAPI) getFile(w http.ResponseWriter, r *http.Request, p core.Pri
 	return nil
 }
 
-// fileDTO renders f with a fresh shareable reference.
+// fileDTO renders f with its stable shareable reference.
 func (a *enmeshedAPI) fileDTO(f core.FileInfo, p core.Principal) (fileDTO, error) {
 	ref, err := a.svc.FileReference(f)
 	if err != nil {

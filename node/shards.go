@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/cairn-dev/cairn/cluster"
@@ -116,9 +117,11 @@ func (r *shardRouter) DeleteShard(ctx context.Context, nodeID string, id erasure
 type placer struct{ node *Node }
 
 func (p placer) ShardCandidates() []erasure.Candidate {
+	cfg, _ := p.node.fsm.Config()
 	var out []erasure.Candidate
 	for _, m := range p.node.members.Members() {
-		if m.State == cluster.StateAlive && m.Meta.AcceptsShards && !m.Meta.Full {
+		if m.State == cluster.StateAlive && m.Meta.AcceptsShards && !m.Meta.Full &&
+			!slices.Contains(cfg.RemovedNodes, m.Meta.ID) { // decommissioned nodes take nothing new
 			out = append(out, erasure.Candidate{NodeID: m.Meta.ID, Zone: m.Meta.Zone})
 		}
 	}

@@ -195,6 +195,10 @@ func TestVisibilityByID(t *testing.T) {
 	if resp.Status != http.StatusOK || !strings.Contains(string(resp.Body), `"isOwn":false`) {
 		t.Fatalf("viewer with VIEW_FILES: %d %s", resp.Status, resp.Body)
 	}
+	resp, _ = c.Client(2).Do(http.MethodDelete, "/api/v2/Files/"+id, nil, withKey(nil, viewer))
+	if resp.Status != http.StatusForbidden || !strings.Contains(string(resp.Body), `"error"`) {
+		t.Fatalf("VIEW_FILES may see but not delete another's file: %d %s", resp.Status, resp.Body)
+	}
 	resp, _ = c.Client(2).Do(http.MethodGet, "/api/v2/Files/"+id, nil, withKey(nil, alice))
 	if resp.Status != http.StatusOK || !strings.Contains(string(resp.Body), `"isOwn":true`) {
 		t.Fatalf("owner: %d %s", resp.Status, resp.Body)

@@ -56,7 +56,7 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer, membersOnly
 		fmt.Fprintf(tw, "node\t%s\nleader\t%s\nraft state\t%s\nterm\t%d\ncommit index\t%d\napplied index\t%d\nerasure\t%s (write quorum %d)\n",
 			st.NodeID, st.LeaderID, st.RaftState, st.Term, st.CommitIndex, st.AppliedIndex, st.Erasure, st.WriteQuorum)
 		s := st.Storage
-		fmt.Fprintf(tw, "segments\t%d healthy, %d degraded, %d unrecoverable\nrepair queue\t%d shards\nshard bytes here\t%s\nrepaired here\t%s\nchecksum failures here\t%d\n\n",
+		fmt.Fprintf(tw, "segments\t%d healthy, %d degraded, %d unrecoverable\nrepair queue\t%d shards\nshard bytes here\t%s\nrepaired here\t%s\ncorrupt shards read here\t%d\n\n",
 			s.SegmentsHealthy, s.SegmentsDegraded, s.SegmentsUnrecoverable, s.RepairQueue,
 			humanBytes(uint64(s.ShardBytes)), humanBytes(uint64(s.RepairedBytes)), s.ChecksumFailures)
 	}
