@@ -38,9 +38,11 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	for i := range n {
 		cfg := raft.DefaultConfig()
 		cfg.LocalID = raft.ServerID(c.addrs[i])
-		cfg.HeartbeatTimeout = 50 * time.Millisecond
-		cfg.ElectionTimeout = 50 * time.Millisecond
-		cfg.LeaderLeaseTimeout = 50 * time.Millisecond
+		// Tight, but not so tight that a loaded 2-core machine under -race flaps leadership
+		// mid-test (applies would then fail with "leadership lost").
+		cfg.HeartbeatTimeout = 250 * time.Millisecond
+		cfg.ElectionTimeout = 250 * time.Millisecond
+		cfg.LeaderLeaseTimeout = 125 * time.Millisecond
 		cfg.CommitTimeout = 5 * time.Millisecond
 		cfg.BatchApplyCh = true
 		cfg.TrailingLogs = 4 // so that a lagging follower must catch up by snapshot
