@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"testing"
+	"time"
 
 	"github.com/cairn-dev/cairn/erasure"
 )
@@ -20,12 +21,22 @@ func randomData(seed int64, n int) []byte {
 	return b
 }
 
-// mustUpload uploads through node i with the root key and returns the full token.
+// mustUpload uploads through node i with the root key and returns the full token. A 503 (the
+// cluster is electing a leader, e.g. on a loaded machine) is retried as a client honouring
+// Retry-After would; any other failure fails the test.
 func mustUpload(t *testing.T, c *Cluster, i int, name string, data []byte, tags ...string) (string, FileMetadata) {
 	t.Helper()
 	cl := *c.Client(i)
 	cl.APIKey = c.RootKey
-	meta, resp, err := cl.Upload(name, data, tags...)
+	var (
+		meta FileMetadata
+		resp Response
+		err  error
+	)
+	WaitFor(t, 20*time.Second, fmt.Sprintf("an upload of %s through node%d that is not 503", name, i), func() bool {
+		meta, resp, err = cl.Upload(name, data, tags...)
+		return err != nil || resp.Status != http.StatusServiceUnavailable
+	})
 	if err != nil || resp.Status != http.StatusOK {
 		t.Fatalf("upload %s through node%d: err=%v status=%d body=%s", name, i, err, resp.Status, resp.Body)
 	}
@@ -35,10 +46,17 @@ func mustUpload(t *testing.T, c *Cluster, i int, name string, data []byte, tags 
 	return meta.Tokens[0].Token, meta
 }
 
-// mustDownload checks that node i serves exactly want for token.
+// mustDownload checks that node i serves exactly want for token (retrying 503s like mustUpload).
 func mustDownload(t *testing.T, c *Cluster, i int, token string, want []byte) {
 	t.Helper()
-	resp, err := c.Client(i).Download(token)
+	var (
+		resp Response
+		err  error
+	)
+	WaitFor(t, 20*time.Second, fmt.Sprintf("a download through node%d that is not 503", i), func() bool {
+		resp, err = c.Client(i).Download(token)
+		return err != nil || resp.Status != http.StatusServiceUnavailable
+	})
 	if err != nil || resp.Status != http.StatusOK {
 		t.Fatalf("download through node%d: err=%v status=%d body=%.200s", i, err, resp.Status, resp.Body)
 	}
