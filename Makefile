@@ -39,3 +39,14 @@ clean:
 .PHONY: sdk-test
 sdk-test:
 	CAIRN_SDK_TEST=1 $(GO) test -count=1 -v -timeout 10m ./e2e/
+
+# The fault-injection suite (testcluster/chaos_test.go): random kills, graceful restarts and
+# partitions of a 5-node 3+2 cluster under concurrent clients for CHAOS_DURATION, then a porcupine
+# check of the recorded history and a byte-exact read of every acknowledged upload through every node.
+# CHAOS_SEED=0 takes a seed from the clock; the test always logs it, and on failure prints how to rerun
+# it and where the HTML report went (CHAOS_REPORT_DIR, default the system temp dir).
+# The timeout is CHAOS_DURATION plus 10m: Go durations may repeat a unit, so "2m10m" is 12m.
+CHAOS_SEED ?= 0
+chaos:
+	$(GO) test -race -count=1 -v -run '^TestChaos$$' -timeout $(CHAOS_DURATION)10m ./testcluster/ \
+		-args -chaos.duration=$(CHAOS_DURATION) -chaos.seed=$(CHAOS_SEED)
