@@ -33,7 +33,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("cairn bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	duration := fs.Duration("duration", 5*time.Second, "how long each mode runs")
-	concurrency := fs.Int("concurrency", 32, "concurrent clients")
+	concurrencyList := fs.String("concurrency", "8,32", "comma-separated numbers of concurrent clients; each level is measured with both modes")
 	rounds := fs.Int("rounds", 2, "alternating rounds of the two modes (the table sums them)")
 	addrs := fs.String("addr", "", "comma-separated HTTP addresses of a running cluster (default: start an in-process 3-node cluster)")
 	key := fs.String("key", "", "API key for --addr (default: the in-process cluster's root key)")
@@ -46,8 +46,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := applyEnv(fs); err != nil {
 		return err
 	}
-	if *duration <= 0 || *concurrency <= 0 || *rounds <= 0 {
-		return errors.New("--duration, --concurrency and --rounds must be positive")
+	var levels []int
+	for _, f := range strings.Split(*concurrencyList, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return fmt.Errorf("--concurrency: %q is not a positive number", f)
+		}
+		levels = append(levels, n)
+	}
+	if *duration <= 0 || *rounds <= 0 {
+		return errors.New("--duration and --rounds must be positive")
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -96,14 +104,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			endpoints = append(endpoints, "http://"+n.HTTPAddr())
 		}
 	}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *concurrency}, Timeout: 30 * time.Second}
+	client := &http.Client{Timeout: 30 * time.Second}
 	fileID, err := benchUpload(ctx, client, endpoints[0], *key)
 	if err != nil {
 		return fmt.Errorf("upload the benchmark file: %w", err)
 	}
-	fmt.Fprintf(stdout, "cairn bench: token creation on %d nodes, %d clients, %d x %s per mode\n\n",
-		len(endpoints), *concurrency, *rounds, *duration)
-	results := map[bool]*benchResult{false: {}, true: {}}
 	var run []bool
 	for _, m := range strings.Split(*modes, ",") {
 		switch strings.TrimSpace(m) {
@@ -115,33 +120,36 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("--modes: unknown mode %q", m)
 		}
 	}
-	for range *rounds {
-		for _, ephemeral := range run {
-			r := benchTokens(ctx, client, endpoints, *key, fileID, ephemeral, *concurrency, *duration)
-			results[ephemeral].merge(r)
-			if ctx.Err() != nil {
-				return ctx.Err()
+	fmt.Fprintf(stdout, "cairn bench: token creation through /api/v2 on %d nodes, %d x %s per mode and level\n\n",
+		len(endpoints), *rounds, *duration)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "clients\tmode\trequests\terrors\ttokens/s\tp50\tp99\tephemeral/persisted\t")
+	for _, clients := range levels {
+		results := map[bool]*benchResult{false: {}, true: {}}
+		// Modes alternate within a level, so that drift on a noisy machine hits both alike.
+		for range *rounds {
+			for _, ephemeral := range run {
+				r := benchTokens(ctx, endpoints, *key, fileID, ephemeral, clients, *duration)
+				results[ephemeral].merge(r)
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
 			}
 		}
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\trequests\terrors\ttokens/s\tp50\tp99\t")
-	for _, ephemeral := range []bool{false, true} {
-		r := results[ephemeral]
-		name := "persisted"
-		if ephemeral {
-			name = "ephemeral"
+		for _, ephemeral := range run {
+			r := results[ephemeral]
+			name, ratio := "persisted", ""
+			if ephemeral {
+				name = "ephemeral"
+				if p := results[false].rate(); p > 0 {
+					ratio = fmt.Sprintf("%.1fx", r.rate()/p)
+				}
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t\n", clients, name, len(r.latencies), r.errors,
+				r.rate(), r.percentile(0.50), r.percentile(0.99), ratio)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t\n", name, len(r.latencies), r.errors, r.rate(),
-			r.percentile(0.50), r.percentile(0.99))
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if p := results[false].rate(); p > 0 {
-		fmt.Fprintf(stdout, "\nephemeral / persisted throughput: %.1fx\n", results[true].rate()/p)
-	}
-	return nil
+	return tw.Flush()
 }
 
 // benchResult collects one mode's successful latencies and error count.
@@ -177,7 +185,7 @@ func (r *benchResult) percentile(p float64) time.Duration {
 // keep-alive connection per node and speaks HTTP/1.1 on it directly: net/http's Transport hands
 // every request between goroutines, which on a 2-core machine costs more CPU than creating an
 // ephemeral token and would hide the difference being measured.
-func benchTokens(ctx context.Context, _ *http.Client, endpoints []string, key, fileID string,
+func benchTokens(ctx context.Context, endpoints []string, key, fileID string,
 	ephemeral bool, concurrency int, duration time.Duration) *benchResult {
 	body := fmt.Sprintf(`{"ephemeral":%t}`, ephemeral)
 	ctx, cancel := context.WithTimeout(ctx, duration)
