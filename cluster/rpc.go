@@ -309,6 +309,10 @@ type RPCClient struct {
 // NewRPCClient returns a client that dials through nw with secret.
 func NewRPCClient(nw Network, secret []byte, logger *slog.Logger) *RPCClient {
 	dial := func(ctx context.Context, _, addr string) (net.Conn, error) {
+		// A peer that is down or black-holed must fail the dial quickly, so callers fall back to
+		// other shards or report the cluster unavailable instead of hanging.
+		ctx, cancel := context.WithTimeout(ctx, rpcDialTimeout)
+		defer cancel()
 		return DialCluster(ctx, nw, addr, ConnRPC, secret)
 	}
 	transport := func(keepAlive bool) *http.Client {
@@ -318,12 +322,21 @@ func NewRPCClient(nw Network, secret []byte, logger *slog.Logger) *RPCClient {
 			DisableCompression:  true, // shards are incompressible and JSON bodies tiny
 			MaxIdleConnsPerHost: 32,   // parallel shard streams to one peer
 			IdleConnTimeout:     90 * time.Second,
-			WriteBufferSize:     64 << 10,
-			ReadBufferSize:      64 << 10,
+			// The answer to a small call, and to a shard put once its body is sent, comes fast
+			// from a healthy peer; shard bodies themselves are guarded by core's stall timeout.
+			ResponseHeaderTimeout: rpcResponseHeaderTimeout,
+			WriteBufferSize:       64 << 10,
+			ReadBufferSize:        64 << 10,
 		}}
 	}
 	return &RPCClient{logger: logger, pooled: transport(true), fresh: transport(false)}
 }
+
+// Timeouts of the internal RPC client.
+const (
+	rpcDialTimeout           = 5 * time.Second
+	rpcResponseHeaderTimeout = 30 * time.Second
+)
 
 // Close closes idle connections; calls in flight are unaffected.
 func (c *RPCClient) Close() {

@@ -253,7 +253,15 @@ func (src *segmentSource) OpenShard(ctx context.Context, index int, off, n int64
 		return nil, fmt.Errorf("shard %d of segment %d was never written: %w", index, src.segment, erasure.ErrShardNotFound)
 	}
 	id := erasure.ShardID{File: src.fileID, Segment: src.segment, Index: index}
-	return src.s.shards.OpenShard(ctx, src.nodes[index], id, off, n)
+	ctx, cancel := context.WithCancel(ctx)
+	rc, err := src.s.shards.OpenShard(ctx, src.nodes[index], id, off, n)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	// A shard whose node stops sending is abandoned after the stall timeout, and the read goes on
+	// from parity: one slow node must not hold a download.
+	return newStallGuard(rc, src.s.cfg.ShardStallTimeout, cancel), nil
 }
 
 func fileInfo(f fsm.File) FileInfo {

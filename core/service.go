@@ -62,6 +62,9 @@ type Config struct {
 	// ShardPipelineDepth is how many blocks may queue per shard stream (memory bound per upload is
 	// about (depth+1) blocks times (k+m)/k).
 	ShardPipelineDepth int
+	// ShardStallTimeout is how long a shard stream (a put or a read) may make no progress before it
+	// is abandoned; 0 means 15 s.
+	ShardStallTimeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -103,6 +106,9 @@ func NewService(cfg Config, state State, consensus Consensus, shards ShardTransp
 	}
 	if cfg.ShardPipelineDepth <= 0 {
 		cfg.ShardPipelineDepth = 2
+	}
+	if cfg.ShardStallTimeout <= 0 {
+		cfg.ShardStallTimeout = 15 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{

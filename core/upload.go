@@ -398,6 +398,9 @@ func (s *Service) startShardStream(ctx context.Context, node string, id erasure.
 	for range depth + 1 {
 		st.free <- nil
 	}
+	// A node that stops taking the stream is abandoned after the stall timeout; the segment still
+	// commits if the write quorum remains.
+	putCtx, cancelPut := context.WithCancel(ctx)
 	// Pump: queue -> pipe. It stops writing once the put failed, but keeps recycling buffers.
 	pumpDone := make(chan struct{})
 	go func() {
@@ -405,7 +408,7 @@ func (s *Service) startShardStream(ctx context.Context, node string, id erasure.
 		var werr error
 		for frame := range st.queue {
 			if werr == nil {
-				if _, werr = pw.Write(frame); werr != nil {
+				if _, werr = writeGuarded(pw, frame, s.cfg.ShardStallTimeout, cancelPut); werr != nil {
 					st.markDead()
 				}
 			}
@@ -417,7 +420,8 @@ func (s *Service) startShardStream(ctx context.Context, node string, id erasure.
 	}()
 	// Put: pipe -> node. Its result is the shard's durable ack.
 	go func() {
-		err := s.shards.PutShard(ctx, node, id, pr)
+		err := s.shards.PutShard(putCtx, node, id, pr)
+		cancelPut()
 		pr.CloseWithError(errPutEnded)
 		if err != nil {
 			st.markDead()
