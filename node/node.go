@@ -397,7 +397,7 @@ func (n *Node) shutdown(ctx context.Context, graceful bool) error {
 		if err := n.members.UpdateMeta(time.Second); err != nil {
 			n.log.Warn("announcing the leave failed; peers will see this node as failed", "err", err)
 		}
-		if err := n.members.Leave(5 * time.Second); err != nil {
+		if err := n.members.Leave(2 * time.Second); err != nil {
 			n.log.Warn("gossip leave failed", "err", err)
 		}
 	} else {
