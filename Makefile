@@ -50,3 +50,17 @@ CHAOS_SEED ?= 0
 chaos:
 	$(GO) test -race -count=1 -v -run '^TestChaos$$' -timeout $(CHAOS_DURATION)10m ./testcluster/ \
 		-args -chaos.duration=$(CHAOS_DURATION) -chaos.seed=$(CHAOS_SEED)
+
+# Real-process tests only: the cairn binary as separate processes (also part of `make test`).
+e2e:
+	$(GO) test -race -count=1 -v -run 'E2E' ./cmd/cairn/
+
+# Every fuzz target for FUZZTIME each (go test runs one fuzz target per invocation).
+FUZZTIME ?= 20s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
