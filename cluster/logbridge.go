@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -70,6 +71,11 @@ func (w hclogWriter) Write(p []byte) (int, error) {
 			level = slog.LevelError
 		}
 		msg, _ := rec["@message"].(string)
+		// Raft reports connections the node itself closed while shutting down as errors; they are
+		// routine (net.ErrClosed), not failures.
+		if e, ok := rec["error"].(string); ok && level > slog.LevelDebug && strings.Contains(e, net.ErrClosed.Error()) {
+			level = slog.LevelDebug
+		}
 		attrs := make([]any, 0, 2*len(rec))
 		for k, v := range rec {
 			if !strings.HasPrefix(k, "@") {
