@@ -40,9 +40,11 @@ func (s *Service) ReapExpired(ctx context.Context) (files, tokens int, err error
 			return files, tokens, err
 		}
 		files += len(batch)
-		for _, f := range batch {
-			s.spawn(func(ctx context.Context) { s.deleteShards(ctx, f.ID, f.Layout.Segments) })
-		}
+		s.spawn(func(ctx context.Context) {
+			for _, f := range batch {
+				s.deleteShards(ctx, f.ID, f.Layout.Segments)
+			}
+		})
 	}
 	for len(tokenIDs) > 0 {
 		batch := tokenIDs[:min(expireBatch, len(tokenIDs))]

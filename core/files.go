@@ -33,7 +33,7 @@ func (s *Service) Authenticate(ctx context.Context, apiKey string) (Principal, e
 // read index; anything else is ErrInvalidToken.
 func (s *Service) resolve(ctx context.Context, secret string) (TokenInfo, fsm.File, error) {
 	ephemeral := isEphemeral(secret)
-	if !ephemeral && !plausibleSecret(secret) {
+	if ephemeral && len(secret) != ephemeralLen || !ephemeral && !plausibleSecret(secret) {
 		return TokenInfo{}, fsm.File{}, ErrInvalidToken
 	}
 	if err := s.readIndex(ctx); err != nil {

@@ -121,6 +121,9 @@ func (s *Service) HealShard(ctx context.Context, fileID string, segment, index i
 // up, at most once at a time per shard.
 func (s *Service) healInBackground(fileID string, segment int, faults []erasure.ShardFault) {
 	for _, f := range faults {
+		if !f.Corrupt && !errors.Is(f.Err, erasure.ErrShardNotFound) {
+			continue // an unreachable or stalled node: repair moves the shard if it stays away
+		}
 		ref := shardRef{fileID, segment, f.Index}
 		s.healingMu.Lock()
 		if s.healing == nil {
@@ -159,7 +162,10 @@ func (s *Service) relocate(ctx context.Context, file fsm.File, ref shardRef, to 
 	})
 	if err != nil {
 		if errors.Is(err, ErrNotFound) || errors.Is(err, fsm.ErrConflict) {
-			_ = s.shards.DeleteShard(ctx, to, ref.id())
+			// The layout moved on: remove our copy unless the slot names this very node now.
+			if cur, ok := s.state.File(file.ID); !ok || cur.Layout.Segments[ref.segment].Nodes[ref.index] != to {
+				_ = s.shards.DeleteShard(ctx, to, ref.id())
+			}
 		}
 		return err
 	}
@@ -197,20 +203,20 @@ func (s *Service) RunRepair(ctx context.Context, cfg RepairConfig, health NodeHe
 			continue
 		}
 		wasLeader = true
-		s.repairPass(ctx, cfg, health, limiter)
+		s.repairPass(ctx, cfg, health, limiter, isLeader)
 	}
 }
 
 // repairPass does one walk over every layout and repairs what it can.
-func (s *Service) repairPass(ctx context.Context, cfg RepairConfig, health NodeHealth, limiter *rate.Limiter) SegmentHealth {
+func (s *Service) repairPass(ctx context.Context, cfg RepairConfig, health NodeHealth, limiter *rate.Limiter, isLeader func() bool) SegmentHealth {
 	clusterCfg, _ := s.state.Config()
 	removed := clusterCfg.RemovedNodes
 	candidates := health.ShardCandidates()
 	report := s.walkSegments(cfg.Delay, health, func(f fsm.File, si int, seg fsm.Segment, todo []int, available int) int {
 		repaired := 0
 		for _, i := range todo {
-			if ctx.Err() != nil || available < f.Layout.Geometry.Data {
-				break
+			if ctx.Err() != nil || available < f.Layout.Geometry.Data || !isLeader() {
+				break // a node that lost leadership stops repairing at once
 			}
 			target := pickTarget(f.ID, si, i, seg.Nodes, candidates, removed)
 			if target == "" {

@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/raft"
+
+	"github.com/cairn-dev/cairn/cluster"
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/fsm"
 )
@@ -62,6 +65,10 @@ type Config struct {
 	// ShardPipelineDepth is how many blocks may queue per shard stream (memory bound per upload is
 	// about (depth+1) blocks times (k+m)/k).
 	ShardPipelineDepth int
+	// MaxUploadAge bounds an upload from BeginUpload to Commit. The garbage collector removes
+	// unreferenced shards older than its grace period, so an upload must commit well within it;
+	// node sets half the grace period. 0 means no bound.
+	MaxUploadAge time.Duration
 	// ShardStallTimeout is how long a shard stream (a put or a read) may make no progress before it
 	// is abandoned; 0 means 15 s.
 	ShardStallTimeout time.Duration
@@ -89,6 +96,8 @@ type Service struct {
 	codecs   map[codecKey]*erasure.Codec
 
 	healingSet
+	// deleteSlots bounds the shard deletes in flight across the service.
+	deleteSlots chan struct{}
 }
 
 type codecKey struct {
@@ -114,7 +123,7 @@ func NewService(cfg Config, state State, consensus Consensus, shards ShardTransp
 	return &Service{
 		cfg: cfg, state: state, consensus: consensus, shards: shards, placer: placer,
 		metrics: metrics, log: cfg.Logger, bgCtx: ctx, bgCancel: cancel,
-		codecs: make(map[codecKey]*erasure.Codec),
+		codecs: make(map[codecKey]*erasure.Codec), deleteSlots: make(chan struct{}, 32),
 	}
 }
 
@@ -155,6 +164,9 @@ func (s *Service) clusterConfig() (fsm.ClusterConfig, error) {
 	}
 	return cfg, nil
 }
+
+// WriteQuorum is how many shards of a segment must be durable before an upload commits.
+func (s *Service) WriteQuorum(g erasure.Geometry) int { return s.writeQuorum(g) }
 
 func (s *Service) writeQuorum(g erasure.Geometry) int {
 	if s.cfg.WriteQuorum > 0 {
@@ -224,6 +236,9 @@ func unavailable(err error) error {
 	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrShuttingDown) ||
 		errors.Is(err, context.Canceled) {
 		return err
+	}
+	if errors.Is(err, cluster.ErrShutdown) || errors.Is(err, raft.ErrRaftShutdown) {
+		return fmt.Errorf("%w: %w", ErrShuttingDown, err)
 	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }

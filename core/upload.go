@@ -39,7 +39,7 @@ func (s *Service) BeginUpload(ctx context.Context, p Principal) (Upload, error) 
 	}
 	return &upload{
 		s: s, ctx: ctx, principal: p, fileID: NewFileID(), cfg: cfg, codec: codec,
-		quorum: s.writeQuorum(cfg.Geometry), hash: sha256.New(),
+		quorum: s.writeQuorum(cfg.Geometry), hash: sha256.New(), started: time.Now(),
 	}, nil
 }
 
@@ -58,6 +58,7 @@ type upload struct {
 	sniff    []byte
 	segments []fsm.Segment
 
+	started        time.Time
 	read           bool // ReadFrom completed successfully
 	outcomeUnknown bool // Commit failed in a way that may still have committed
 	failed         error
@@ -205,6 +206,11 @@ func (u *upload) Commit(ctx context.Context, attrs FileAttrs) (FileInfo, []Token
 	if !u.read || u.committed || u.aborted {
 		return FileInfo{}, nil, errors.New("upload: Commit without a completed ReadFrom")
 	}
+	if max := u.s.cfg.MaxUploadAge; max > 0 && time.Since(u.started) > max {
+		// Its first shards may be old enough for the garbage collector by now: committing could
+		// reference shards that are gone. Refuse; Abort removes what is left.
+		return FileInfo{}, nil, fmt.Errorf("%w: the upload took longer than %s", ErrUnavailable, max)
+	}
 	now := u.s.now()
 	name := attrs.Name
 	file := fsm.File{
@@ -284,8 +290,17 @@ func (s *Service) deleteShards(ctx context.Context, fileID string, segments []fs
 				continue
 			}
 			id := erasure.ShardID{File: fileID, Segment: si, Index: i}
+			// A shared bound on concurrent deletes: reaping thousands of files at once must not
+			// open thousands of connections.
+			select {
+			case s.deleteSlots <- struct{}{}:
+			case <-ctx.Done():
+				wg.Wait()
+				return
+			}
 			wg.Add(1)
 			go func() {
+				defer func() { <-s.deleteSlots }()
 				defer wg.Done()
 				if err := s.shards.DeleteShard(ctx, node, id); err != nil {
 					s.log.Debug("shard delete failed; left for GC", "shard", id.String(), "node", node, "err", err)

@@ -393,7 +393,11 @@ func moveShard(txn *memdb.Txn, p *MoveShard) error {
 	if p.Segment >= len(f.Layout.Segments) || p.Index >= f.Layout.Geometry.Total() {
 		return ErrNotFound
 	}
-	if f.Layout.Segments[p.Segment].Nodes[p.Index] != p.From {
+	switch f.Layout.Segments[p.Segment].Nodes[p.Index] {
+	case p.To:
+		return nil // an earlier repair already made this move (e.g. the previous leader's)
+	case p.From:
+	default:
 		return ErrConflict
 	}
 	moved := f.clone()

@@ -250,6 +250,8 @@ func TestApplyRules(t *testing.T) {
 				{typ: CmdCreateFile, req: "f1", payload: fileCmd("FIL1")},
 				{typ: CmdMoveShard, req: "m1", payload: MoveShard{FileID: "FIL1", Segment: 0, Index: 1, From: "n2", To: "n9"}},
 				{typ: CmdMoveShard, req: "m2", payload: MoveShard{FileID: "FIL1", Segment: 0, Index: 1, From: "n2", To: "n8"}, want: ErrConflict},
+				// The same move proposed again (by a former leader's repair pass) is a no-op success.
+				{typ: CmdMoveShard, req: "m2b", payload: MoveShard{FileID: "FIL1", Segment: 0, Index: 1, From: "n2", To: "n9"}},
 				{typ: CmdMoveShard, req: "m3", payload: MoveShard{FileID: "FIL1", Segment: 3, Index: 1, From: "n2", To: "n8"}, want: ErrNotFound},
 				{typ: CmdMoveShard, req: "m4", payload: MoveShard{FileID: "FIL9", Segment: 0, Index: 1, From: "n2", To: "n8"}, want: ErrNotFound},
 				{typ: CmdRemoveNode, req: "r1", payload: RemoveNode{NodeID: "n3"}},

@@ -52,6 +52,9 @@ type Node struct {
 	wg     sync.WaitGroup
 
 	started      time.Time
+	healthMu     sync.Mutex // guards the cached storage health of /v1/status
+	health       core.SegmentHealth
+	healthAt     time.Time
 	announceNow  chan struct{}
 	bootstrapped atomic.Bool
 	freeBytes    atomic.Uint64
@@ -162,7 +165,7 @@ func New(cfg Config) (n *Node, err error) {
 	metrics := core.NewMetrics(n.reg)
 	n.service = core.NewService(core.Config{
 		NodeID: cfg.NodeID, MaxFileSize: cfg.MaxFileSize, AllowAnonymousUpload: cfg.AllowAnonymousUpload,
-		WriteQuorum: cfg.WriteQuorum, Logger: log.With("component", "core"),
+		WriteQuorum: cfg.WriteQuorum, MaxUploadAge: cfg.GCGracePeriod / 2, Logger: log.With("component", "core"),
 	}, n.fsm, n.consensus, &shardRouter{node: n}, placer{n}, metrics)
 	closers = append(closers, func() error { n.service.Close(); return nil })
 	n.registerMetrics()

@@ -59,12 +59,9 @@ func (n *Node) Status() core.Status {
 	}
 	if cfg, ok := n.fsm.Config(); ok {
 		st.Erasure = cfg.Geometry.String()
-		st.WriteQuorum = cfg.Geometry.DefaultWriteQuorum()
-		if n.cfg.WriteQuorum > 0 {
-			st.WriteQuorum = n.cfg.WriteQuorum
-		}
+		st.WriteQuorum = n.service.WriteQuorum(cfg.Geometry)
 	}
-	health := n.service.StorageHealth(n.cfg.RepairDelay, placer{n})
+	health := n.storageHealth()
 	repaired, corrupt := n.service.StorageCounters()
 	st.Storage = core.StorageStatus{
 		SegmentsHealthy: health.Healthy, SegmentsDegraded: health.Degraded,
@@ -145,4 +142,19 @@ func (c raftStateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(raftStateDesc, prometheus.GaugeValue, v, s.String())
 	}
+}
+
+// storageHealthTTL bounds how often /v1/status walks every layout: the endpoint is public, and the
+// walk grows with the number of files.
+const storageHealthTTL = 5 * time.Second
+
+// storageHealth returns the segment health, recomputed at most once per storageHealthTTL.
+func (n *Node) storageHealth() core.SegmentHealth {
+	n.healthMu.Lock()
+	defer n.healthMu.Unlock()
+	if n.healthAt.IsZero() || time.Since(n.healthAt) > storageHealthTTL {
+		n.health = n.service.StorageHealth(n.cfg.RepairDelay, placer{n})
+		n.healthAt = time.Now()
+	}
+	return n.health
 }
