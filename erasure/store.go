@@ -53,6 +53,9 @@ func OpenShardStore(dir string) (*ShardStore, error) {
 			return nil, fmt.Errorf("shard store: remove leftover temp file: %w", err)
 		}
 	}
+	if err := s.migrateLayout(); err != nil {
+		return nil, err
+	}
 	var used int64
 	if err := s.List(func(info ShardInfo) error { used += info.Size; return nil }); err != nil {
 		return nil, err
@@ -63,7 +66,14 @@ func OpenShardStore(dir string) (*ShardStore, error) {
 
 // Path returns where shard id lives (or would live) on disk; for tests that corrupt a shard on purpose.
 func (s *ShardStore) Path(id ShardID) string {
-	return filepath.Join(s.shardsDir, id.File[:min(2, len(id.File))], id.String())
+	return filepath.Join(s.shardsDir, StoreOrder(id))
+}
+
+// StoreOrder is a shard's path relative to the store: a fan-out directory named after the last two
+// characters of the file id (the random part; every id starts with the same "FIL"), then the id.
+// List visits shards in ascending StoreOrder, so a resumable walk can checkpoint on it.
+func StoreOrder(id ShardID) string {
+	return id.File[max(0, len(id.File)-2):] + "/" + id.String()
 }
 
 // path is Path for ids that must be valid, so that no id can name a file outside the store.
@@ -312,4 +322,32 @@ func (s *ShardStore) FreeBytes() (uint64, error) {
 		return 0, fmt.Errorf("statfs %s: %w", s.shardsDir, err)
 	}
 	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// migrateLayout moves shards written under an earlier fan-out (the first two characters of the
+// file id) to where Path puts them now. Each move is one atomic rename, so a crash leaves every
+// shard either here or there, and the next open finishes the job.
+func (s *ShardStore) migrateLayout() error {
+	var moves [][2]string
+	err := filepath.WalkDir(s.shardsDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !d.Type().IsRegular() {
+			return err
+		}
+		if id, perr := ParseShardID(d.Name()); perr == nil && p != s.Path(id) {
+			moves = append(moves, [2]string{p, s.Path(id)})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("shard store: scan for migration: %w", err)
+	}
+	for _, m := range moves {
+		if err := os.MkdirAll(filepath.Dir(m[1]), 0o750); err != nil {
+			return fmt.Errorf("shard store: migrate: %w", err)
+		}
+		if err := os.Rename(m[0], m[1]); err != nil {
+			return fmt.Errorf("shard store: migrate %s: %w", m[0], err)
+		}
+	}
+	return nil
 }

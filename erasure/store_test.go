@@ -93,7 +93,7 @@ func TestShardStoreCommitVisibility(t *testing.T) {
 	if err != nil || info.ID != id || info.Size != 11 || info.ModTime.IsZero() {
 		t.Fatalf("Stat = %+v, %v", info, err)
 	}
-	if want := filepath.Join("shards", "FI", "FILabc.0.2"); !bytes.HasSuffix([]byte(s.Path(id)), []byte(want)) {
+	if want := filepath.Join("shards", "bc", "FILabc.0.2"); !bytes.HasSuffix([]byte(s.Path(id)), []byte(want)) {
 		t.Fatalf("Path = %s, want it to end in %s", s.Path(id), want)
 	}
 
@@ -355,4 +355,34 @@ func FuzzParseShardID(f *testing.F) {
 			t.Fatalf("ParseShardID(%q) accepted %+v", s, id)
 		}
 	})
+}
+
+// TestShardStoreMigratesOldFanout: shards written under the earlier fan-out (first two characters
+// of the file id) are moved into place when the store opens, and read back intact.
+func TestShardStoreMigratesOldFanout(t *testing.T) {
+	dir := t.TempDir()
+	id := ShardID{File: "FILxyz", Segment: 1, Index: 0}
+	old := filepath.Join(dir, "shards", "FI", id.String())
+	if err := os.MkdirAll(filepath.Dir(old), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(old, []byte("shard bytes"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenShardStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("old path still there: %v", err)
+	}
+	rc, err := s.OpenRange(id, 0, 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, _ := io.ReadAll(rc)
+	if string(b) != "shard bytes" || s.UsedBytes() != 11 {
+		t.Fatalf("after migration: %q, used %d", b, s.UsedBytes())
+	}
 }

@@ -56,9 +56,10 @@ type scrubCheckpoint struct {
 	// Started is when the current (or, when Done, the last) pass began; the next pass begins one
 	// ScrubCycle after it.
 	Started time.Time `json:"started"`
-	// After is the last shard the current pass handled. ShardStore.List walks in name order
-	// (filepath.WalkDir is lexical), so a restarted pass resumes after it; were that order to
-	// change, a resumed pass would merely skip some shards until the next one.
+	// After is the erasure.StoreOrder key of the last shard the current pass handled.
+	// ShardStore.List walks in StoreOrder (filepath.WalkDir is lexical), so a restarted pass
+	// resumes after it; were that order to change, a resumed pass would merely skip some shards
+	// until the next one.
 	After string `json:"after,omitempty"`
 	Done  bool   `json:"done"`
 }
@@ -92,7 +93,7 @@ func (n *Node) scrubLoop() {
 		limiter := rate.NewLimiter(n.scrubPace(), scrubChunk)
 		lastSave := time.Now()
 		_, _, err := n.scrubPass(n.ctx, limiter, cp.After, func(id erasure.ShardID) {
-			cp.After = id.String()
+			cp.After = erasure.StoreOrder(id)
 			if time.Since(lastSave) >= scrubSaveEvery {
 				n.saveScrubCheckpoint(cp)
 				lastSave = time.Now()
@@ -150,7 +151,7 @@ func (n *Node) scrubPass(ctx context.Context, limiter *rate.Limiter, after strin
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if info.ID.String() <= after {
+		if erasure.StoreOrder(info.ID) <= after {
 			return nil
 		}
 		verified, bad, err := n.verifyShard(ctx, info, limiter)
