@@ -14,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/cairn-dev/cairn/erasure"
+	"github.com/cairn-dev/cairn/fsm"
 )
 
 const (
@@ -182,7 +183,53 @@ func (n *Node) scrubPass(ctx context.Context, limiter *rate.Limiter, after strin
 		}
 		return nil
 	})
+	if err == nil {
+		// A walk over the disk cannot see a shard that is gone; the layouts can.
+		var missing int
+		missing, err = n.healMissing(ctx)
+		corrupt += missing
+	}
 	return checked, corrupt, err
+}
+
+// healMissing finds the shards committed layouts place on this node that are not on its disk (a
+// lost file, a wiped directory) and rebuilds them in place. It counts them with the scrub's
+// checksum failures: for a reader, a missing shard is as bad as a corrupt one.
+func (n *Node) healMissing(ctx context.Context) (int, error) {
+	self := n.cfg.NodeID
+	var missing []erasure.ShardID
+	n.fsm.Files(func(f fsm.File) bool {
+		for si, seg := range f.Layout.Segments {
+			for idx, holder := range seg.Nodes {
+				if holder != self {
+					continue
+				}
+				id := erasure.ShardID{File: f.ID, Segment: si, Index: idx}
+				if _, err := n.shards.Stat(id); errors.Is(err, erasure.ErrShardNotFound) {
+					missing = append(missing, id)
+				}
+			}
+		}
+		return ctx.Err() == nil
+	})
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	m := n.scrubMetrics()
+	for _, id := range missing {
+		m.failures.Inc()
+		n.log.Warn("scrub found a missing shard; rebuilding it", "shard", id.String())
+		hctx, cancel := context.WithTimeout(ctx, scrubHealTimeout)
+		err := n.service.HealShard(hctx, id.File, id.Segment, id.Index)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return len(missing), ctx.Err()
+			}
+			n.log.Warn("rebuilding a missing shard failed; the next pass retries", "shard", id.String(), "err", err)
+		}
+	}
+	return len(missing), nil
 }
 
 // verifyShard reads one shard through erasure.VerifyShard with its segment's geometry. verified

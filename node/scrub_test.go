@@ -93,3 +93,35 @@ func TestScrubOnceHealsCorruptShard(t *testing.T) {
 		})
 	}
 }
+
+// TestScrubOnceRebuildsMissingShard: a shard the layout places on a node but that is gone from its
+// disk is found by the scrub (no read involved) and rebuilt in place.
+func TestScrubOnceRebuildsMissingShard(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{})
+	data := randomData(5, 100_000)
+	token, f := upload(t, c, 0, data)
+	id := erasure.ShardID{File: f.ID, Segment: 1, Index: 2} // parity: no read touches it
+	at := nodeIndex(t, c, f.Layout.Segments[1].Nodes[2])
+	store := c.Node(at).Shards()
+	if err := store.Delete(id); err != nil {
+		t.Fatal(err)
+	}
+	before := metricValue(t, c, at, "cairn_scrub_checksum_failures_total")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, bad, err := c.Node(at).ScrubOnce(ctx); err != nil || bad != 1 {
+		t.Fatalf("ScrubOnce: %d corrupt, %v; want 1 (the missing shard)", bad, err)
+	}
+	if got := metricValue(t, c, at, "cairn_scrub_checksum_failures_total"); got != before+1 {
+		t.Fatalf("metric went from %v to %v, want +1", before, got)
+	}
+	if err := verify(store, f, id); err != nil {
+		t.Fatalf("the rebuilt shard does not verify: %v", err)
+	}
+	for i := range 3 {
+		r, err := c.Client(i).Download(token)
+		if err != nil || r.Status != 200 || string(r.Body) != string(data) {
+			t.Fatalf("download through node%d after the rebuild: %v %d", i, err, r.Status)
+		}
+	}
+}
