@@ -209,10 +209,8 @@ func (s *Service) RunRepair(ctx context.Context, cfg RepairConfig, health NodeHe
 
 // repairPass does one walk over every layout and repairs what it can.
 func (s *Service) repairPass(ctx context.Context, cfg RepairConfig, health NodeHealth, limiter *rate.Limiter, isLeader func() bool) SegmentHealth {
-	clusterCfg, _ := s.state.Config()
-	removed := clusterCfg.RemovedNodes
 	candidates := health.ShardCandidates()
-	report := s.walkSegments(cfg.Delay, health, func(f fsm.File, si int, seg fsm.Segment, todo []int, available int) int {
+	report := s.walkSegments(cfg.Delay, health, func(f fsm.File, si int, seg fsm.Segment, todo []int, available int, removed []string) int {
 		repaired := 0
 		for _, i := range todo {
 			if ctx.Err() != nil || available < f.Layout.Geometry.Data || !isLeader() {
@@ -248,7 +246,7 @@ func (s *Service) StorageHealth(delay time.Duration, health NodeHealth) SegmentH
 // written, on a removed node, or on a node down for at least delay), and classifies the segment.
 // fix, when given, repairs a segment's slots and returns how many it repaired.
 func (s *Service) walkSegments(delay time.Duration, health NodeHealth,
-	fix func(f fsm.File, si int, seg fsm.Segment, todo []int, available int) int) SegmentHealth {
+	fix func(f fsm.File, si int, seg fsm.Segment, todo []int, available int, removed []string) int) SegmentHealth {
 	now := time.Now()
 	clusterCfg, _ := s.state.Config()
 	removed := clusterCfg.RemovedNodes
@@ -285,7 +283,7 @@ func (s *Service) walkSegments(delay time.Duration, health NodeHealth,
 			}
 			report.PendingShards += len(todo)
 			if fix != nil && len(todo) > 0 {
-				report.PendingShards -= fix(f, si, seg, todo, available)
+				report.PendingShards -= fix(f, si, seg, todo, available, removed)
 			}
 		}
 	}

@@ -187,12 +187,8 @@ func (u *upload) finishSegment(seg *segmentWriter) error {
 	}
 	seg.cancel()
 	if acked < u.quorum {
-		kind := ErrUnavailable
-		if errors.Is(seg.firstErr(), erasure.ErrNoSpace) {
-			kind = ErrNoSpace
-		}
 		return fmt.Errorf("%w: segment %d: %d of %d shards durable, write quorum is %d: %w",
-			kind, seg.index, acked, u.cfg.Geometry.Total(), u.quorum, seg.firstErr())
+			quorumFailure(seg.firstErr()), seg.index, acked, u.cfg.Geometry.Total(), u.quorum, seg.firstErr())
 	}
 	if acked < u.cfg.Geometry.Total() {
 		u.s.metrics.degradedSegment()
@@ -336,12 +332,8 @@ func (w *segmentWriter) write(frames [][]byte) error {
 		}
 	}
 	if healthy < w.quorum {
-		kind := ErrUnavailable
-		if errors.Is(w.firstErr(), erasure.ErrNoSpace) {
-			kind = ErrNoSpace
-		}
 		return fmt.Errorf("%w: segment %d: only %d shard streams healthy, write quorum is %d: %w",
-			kind, w.index, healthy, w.quorum, w.firstErr())
+			quorumFailure(w.firstErr()), w.index, healthy, w.quorum, w.firstErr())
 	}
 	return nil
 }
@@ -472,3 +464,12 @@ func (st *shardStream) send(frame []byte) bool {
 }
 
 func (st *shardStream) close() { close(st.queue) }
+
+// quorumFailure is the error kind of a segment that missed its write quorum: out of space when the
+// shard nodes refused for space (507), unavailable otherwise (503).
+func quorumFailure(cause error) error {
+	if errors.Is(cause, erasure.ErrNoSpace) {
+		return ErrNoSpace
+	}
+	return ErrUnavailable
+}
