@@ -232,4 +232,3 @@ func copyFile(t testing.TB, from, to string) {
 		t.Fatal(err)
 	}
 }
-
