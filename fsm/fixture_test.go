@@ -18,8 +18,8 @@ import (
 	"github.com/cairn-dev/cairn/erasure"
 )
 
-// writeFixtures regenerates nothing that exists: it writes the fixtures of the newest command and
-// snapshot versions into a directory of their own and refuses to touch a directory that is already
+// writeFixtures regenerates nothing that exists: it writes the fixtures of this build's protocol
+// version into testdata/v<ProtocolVersion> and refuses to touch a directory that is already
 // there, because a committed fixture is what an old cluster really wrote and must stay as it is.
 //
 //	go test ./fsm -run TestWriteFixtures -fsm.write-fixtures
@@ -143,13 +143,13 @@ func fixtureLog(t testing.TB) []fixtureEntry {
 	}
 }
 
-// TestWriteFixtures writes testdata/v<CommandVersion>/: raft.db, the raft-boltdb store of a real
+// TestWriteFixtures writes testdata/v<ProtocolVersion>/: raft.db, the raft-boltdb store of a real
 // single-node Raft that applied fixtureLog, and snapshot.ndjson, the FSM snapshot after it.
 func TestWriteFixtures(t *testing.T) {
 	if !*writeFixtures {
 		t.Skip("fixtures are written only with -fsm.write-fixtures")
 	}
-	dir := filepath.Join("testdata", fmt.Sprintf("v%d", CommandVersion))
+	dir := filepath.Join("testdata", fmt.Sprintf("v%d", ProtocolVersion))
 	if _, err := os.Stat(dir); err == nil {
 		t.Fatalf("%s exists: committed fixtures are never rewritten; bump the version first", dir)
 	}
