@@ -116,40 +116,25 @@ func newAutopilot(cfg AutopilotConfig, r autopilot.Raft, members memberLister) *
 	return &Autopilot{ap: ap, raft: r, d: d, interval: cfg.Interval}
 }
 
-// Run keeps autopilot running while this node leads and stopped otherwise, as the library asks
-// (only one instance may act in a cluster), until ctx ends; then it stops it and waits.
-func (a *Autopilot) Run(ctx context.Context, wg *sync.WaitGroup) {
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(a.interval)
-		defer tick.Stop()
-		for {
-			a.step(ctx)
-			select {
-			case <-ctx.Done():
-				<-a.ap.Stop()
-				a.d.endTerm()
-				return
-			case <-tick.C:
-			}
+// Run runs autopilot for one leadership term; it is a LeaderTask's Run. The library wants exactly
+// one running instance in a cluster, on the leader, which the leadership loop guarantees. Run
+// starts autopilot, looks for removable dead servers every interval (they become removable when
+// their time is up, not on a membership event, so it looks more often than autopilot's slower
+// reconcile tick), and when ctx ends stops autopilot, waits for it and clears the health view.
+func (a *Autopilot) Run(ctx context.Context) {
+	a.d.endTerm() // a new term starts from a clean slate
+	a.ap.Start(ctx)
+	tick := time.NewTicker(a.interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			<-a.ap.Stop()
+			a.d.endTerm()
+			return
+		case <-tick.C:
+			a.ap.RemoveDeadServers()
 		}
-	}()
-}
-
-func (a *Autopilot) step(ctx context.Context) {
-	status, _ := a.ap.IsRunning()
-	switch leader := a.raft.State() == raft.Leader; {
-	case leader && status == autopilot.NotRunning:
-		a.d.endTerm() // a new term starts from a clean slate
-		a.ap.Start(ctx)
-	case leader:
-		// Dead servers become removable when their time is up, not on a membership event, so
-		// look every interval instead of only on autopilot's slower reconcile tick.
-		a.ap.RemoveDeadServers()
-	case status != autopilot.NotRunning:
-		<-a.ap.Stop()
-		a.d.endTerm()
 	}
 }
 

@@ -144,7 +144,11 @@ func runAP(t *testing.T, cfg AutopilotConfig, r *apRaft, members memberLister) *
 	a := newAutopilot(cfg, r, members)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	a.Run(ctx, &wg)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.Run(ctx)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
@@ -281,21 +285,31 @@ func TestAutopilotHealth(t *testing.T) {
 	}
 }
 
-// TestAutopilotOnlyOnLeader: autopilot runs while this node leads and stops when it does not.
-func TestAutopilotOnlyOnLeader(t *testing.T) {
+// TestAutopilotRunsForItsTerm: autopilot runs while its leader task runs, and the end of the
+// term stops it and clears the leader's health view.
+func TestAutopilotRunsForItsTerm(t *testing.T) {
 	r := newAPRaft(3, 0)
-	r.setState(raft.Follower)
 	members := apMembers{apMember("s0", StateAlive, time.Hour), apMember("s1", StateAlive, time.Hour), apMember("s2", StateAlive, time.Hour)}
-	a := runAP(t, apConfig(), r, members)
+	a := newAutopilot(apConfig(), r, members)
 	running := func(want autopilot.ExecutionStatus) func() bool {
 		return func() bool { s, _ := a.ap.IsRunning(); return s == want }
 	}
-	r.setState(raft.Leader)
-	waitFor(t, "autopilot running on the leader", running(autopilot.Running))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.Run(ctx)
+	}()
+	waitFor(t, "autopilot running for the term", running(autopilot.Running))
 	waitFor(t, "leader health", func() bool { h, ok := a.Health(); return ok && h.Healthy })
-	r.setState(raft.Follower)
-	waitFor(t, "autopilot stopped on a follower", running(autopilot.NotRunning))
-	waitFor(t, "no health on a follower", func() bool { _, ok := a.Health(); return !ok })
+	cancel()
+	<-done
+	if s, _ := a.ap.IsRunning(); s != autopilot.NotRunning {
+		t.Fatalf("autopilot %s after its term ended", s)
+	}
+	if _, ok := a.Health(); ok {
+		t.Fatal("health still reported after the term ended")
+	}
 }
 
 func TestKnownServers(t *testing.T) {

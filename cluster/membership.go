@@ -227,6 +227,14 @@ func (m *Membership) Subscribe() <-chan struct{} {
 	return ch
 }
 
+// Unsubscribe stops the signals of a channel Subscribe returned (a leader task's, at the end of its
+// term).
+func (m *Membership) Unsubscribe(ch <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.subscribers = slices.DeleteFunc(m.subscribers, func(c chan struct{}) bool { return c == ch })
+}
+
 // UpdateMeta re-announces this node's metadata (after Meta's answer changed).
 func (m *Membership) UpdateMeta(timeout time.Duration) error { return m.ml.UpdateNode(timeout) }
 

@@ -15,12 +15,12 @@ type RemovedNodes interface {
 	RemovedNodes() []string
 }
 
-// Reconciler makes Raft's configuration follow memberlist, on the leader only, the way Consul and
-// Nomad do: alive members become voters (up to MaxVoters, the rest non-voters); a member that merely
-// failed is never removed here (Autopilot cleans up long-dead ones); a member that left gracefully
-// is removed while at least MinQuorum voters remain, so a rolling restart cannot shrink the quorum
-// below the size the cluster was built for. A decommissioned node is removed whatever its state and
-// never added back, unless it is the last voter.
+// Reconciler makes Raft's configuration follow memberlist, as a leader task (Leadership), the way
+// Consul and Nomad do: alive members become voters (up to MaxVoters, the rest non-voters); a member
+// that merely failed is never removed here (Autopilot cleans up long-dead ones); a member that left
+// gracefully is removed while at least MinQuorum voters remain, so a rolling restart cannot shrink
+// the quorum below the size the cluster was built for. A decommissioned node is removed whatever
+// its state and never added back, unless it is the last voter.
 type Reconciler struct {
 	Node      *RaftNode
 	Members   *Membership
@@ -28,66 +28,31 @@ type Reconciler struct {
 	MaxVoters int
 	MinQuorum int
 	Interval  time.Duration
-	// Barrier commits an entry of the current term (Consensus.Barrier); the leader reconciles only
-	// after it, so that it acts on an up-to-date configuration and state.
-	Barrier  func(ctx context.Context) error
-	OnLeader func(ctx context.Context) // runs once per leadership term, before reconciling
-	// Removed lists decommissioned nodes; nil means none. It is read after the term's barrier, so
-	// every acknowledged removal is in it.
-	Removed    RemovedNodes
-	Logger     *slog.Logger
-	leaderTerm uint64
+	// Removed lists decommissioned nodes; nil means none. The leadership loop starts the
+	// reconciler after the term's barrier, so every acknowledged removal is in it.
+	Removed RemovedNodes
+	Logger  *slog.Logger
 }
 
-// Run reconciles on every membership change, on leadership gain and every Interval, until ctx ends.
-func (r *Reconciler) Run(ctx context.Context, wg *sync.WaitGroup) {
+// Run reconciles at once, then on every membership change and every Interval, until ctx ends (the
+// end of the leadership term). It is a LeaderTask's Run.
+func (r *Reconciler) Run(ctx context.Context) {
 	if r.Interval <= 0 {
 		r.Interval = 5 * time.Second
 	}
 	sig := r.Members.Subscribe()
-	obsCh := make(chan raft.Observation, 4)
-	obs := raft.NewObserver(obsCh, false, func(o *raft.Observation) bool {
-		_, ok := o.Data.(raft.LeaderObservation)
-		return ok
-	})
-	r.Node.Raft.RegisterObserver(obs)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer r.Node.Raft.DeregisterObserver(obs)
-		tick := time.NewTicker(r.Interval)
-		defer tick.Stop()
-		for {
-			r.step(ctx)
-			select {
-			case <-ctx.Done():
-				return
-			case <-sig:
-			case <-obsCh:
-			case <-tick.C:
-			}
-		}
-	}()
-}
-
-func (r *Reconciler) step(ctx context.Context) {
-	if r.Node.Raft.State() != raft.Leader {
-		r.leaderTerm = 0
-		return
-	}
-	if term := r.Node.Raft.CurrentTerm(); term != r.leaderTerm {
-		bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := r.Barrier(bctx)
-		cancel()
-		if err != nil {
+	defer r.Members.Unsubscribe(sig)
+	tick := time.NewTicker(r.Interval)
+	defer tick.Stop()
+	for {
+		r.reconcile()
+		select {
+		case <-ctx.Done():
 			return
-		}
-		r.leaderTerm = term
-		if r.OnLeader != nil {
-			r.OnLeader(ctx)
+		case <-sig:
+		case <-tick.C:
 		}
 	}
-	r.reconcile()
 }
 
 func (r *Reconciler) reconcile() {

@@ -60,8 +60,9 @@ func (s *Service) ReapExpired(ctx context.Context) (files, tokens int, err error
 	return files, tokens, nil
 }
 
-// RunExpiry calls ReapExpired every interval while isLeader reports true, until ctx ends.
-func (s *Service) RunExpiry(ctx context.Context, interval time.Duration, isLeader func() bool) {
+// RunExpiry calls ReapExpired every interval until ctx ends. It is a leader task: node runs it
+// under the leadership term's context, so it stops the moment this node stops leading.
+func (s *Service) RunExpiry(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -69,9 +70,6 @@ func (s *Service) RunExpiry(ctx context.Context, interval time.Duration, isLeade
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		if !isLeader() {
-			continue
 		}
 		if _, _, err := s.ReapExpired(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("expiry pass failed; retrying next interval", "err", err)

@@ -177,44 +177,37 @@ func (s *Service) relocate(ctx context.Context, file fsm.File, ref shardRef, to 
 	return nil
 }
 
-// RunRepair is the leader's repair loop: every Interval, while isLeader, it walks the committed
-// layouts (so the queue is rebuilt from Raft state after every leader change) and moves shards
-// away from nodes that are removed, or down for longer than Delay, and places shards that were
-// never written (degraded uploads) as soon as a suitable node is up.
-func (s *Service) RunRepair(ctx context.Context, cfg RepairConfig, health NodeHealth, isLeader func() bool) {
+// RunRepair is the leader's repair loop, a leader task: every Interval until ctx ends (the end of
+// the leadership term) it walks the committed layouts (so the queue is rebuilt from Raft state
+// after every leader change) and moves shards away from nodes that are removed, or down for longer
+// than Delay, and places shards that were never written (degraded uploads) as soon as a suitable
+// node is up. When the term ends it zeroes the segment-health gauges: only the leader reports them.
+func (s *Service) RunRepair(ctx context.Context, cfg RepairConfig, health NodeHealth) {
 	var limiter *rate.Limiter
 	if cfg.BytesPerSecond > 0 {
 		limiter = rate.NewLimiter(rate.Limit(cfg.BytesPerSecond), int(min(cfg.BytesPerSecond, pacedChunk)))
 	}
 	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
-	wasLeader := false
+	defer s.metrics.segmentHealth(SegmentHealth{})
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if !isLeader() {
-			if wasLeader {
-				s.metrics.segmentHealth(SegmentHealth{}) // only the leader reports these
-				wasLeader = false
-			}
-			continue
-		}
-		wasLeader = true
-		s.repairPass(ctx, cfg, health, limiter, isLeader)
+		s.repairPass(ctx, cfg, health, limiter)
 	}
 }
 
 // repairPass does one walk over every layout and repairs what it can.
-func (s *Service) repairPass(ctx context.Context, cfg RepairConfig, health NodeHealth, limiter *rate.Limiter, isLeader func() bool) SegmentHealth {
+func (s *Service) repairPass(ctx context.Context, cfg RepairConfig, health NodeHealth, limiter *rate.Limiter) SegmentHealth {
 	candidates := health.ShardCandidates()
 	report := s.walkSegments(cfg.Delay, health, func(f fsm.File, si int, seg fsm.Segment, todo []int, available int, removed []string) int {
 		repaired := 0
 		for _, i := range todo {
-			if ctx.Err() != nil || available < f.Layout.Geometry.Data || !isLeader() {
-				break // a node that lost leadership stops repairing at once
+			if ctx.Err() != nil || available < f.Layout.Geometry.Data {
+				break // a node that lost leadership (its term's context ended) stops at once
 			}
 			target := pickTarget(f.ID, si, i, seg.Nodes, candidates, removed)
 			if target == "" {

@@ -1,8 +1,6 @@
 package node
 
 import (
-	"context"
-
 	"github.com/cairn-dev/cairn/cluster"
 	"github.com/cairn-dev/cairn/fsm"
 )
@@ -17,9 +15,9 @@ func (r removedNodes) RemovedNodes() []string {
 	return cfg.RemovedNodes
 }
 
-// runAutopilot serves this node's Raft progress to whichever node leads, and runs autopilot, which
-// acts only while this node leads. It stops with ctx; Shutdown waits for it.
-func (n *Node) runAutopilot(ctx context.Context) *cluster.Autopilot {
+// newAutopilot serves this node's Raft progress to whichever node leads, and prepares autopilot,
+// which the leadership loop runs while this node leads.
+func (n *Node) newAutopilot() *cluster.Autopilot {
 	n.rpcServer.ServeRaftStats(cluster.LocalRaftStats(n.raft.Raft))
 	c := n.cfg
 	ap := cluster.NewAutopilot(cluster.AutopilotConfig{
@@ -33,7 +31,6 @@ func (n *Node) runAutopilot(ctx context.Context) *cluster.Autopilot {
 		MinQuorum: min(max(c.BootstrapExpect, 1), 3), Interval: c.AutopilotInterval,
 		Logger: n.log.With("component", "autopilot"),
 	})
-	ap.Run(ctx, &n.wg)
 	return ap
 }
 

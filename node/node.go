@@ -42,6 +42,8 @@ type Node struct {
 	rpcClient *cluster.RPCClient
 	service   *core.Service
 	autopilot *cluster.Autopilot // node/autopilot.go
+	// leadership runs the leader tasks (initialisation, reconcile, autopilot, expiry, repair).
+	leadership *cluster.Leadership
 
 	httpLn      net.Listener
 	httpServer  *http.Server
@@ -201,22 +203,30 @@ func New(cfg Config) (n *Node, err error) {
 		Node: n.raft, Members: n.members, Self: cfg.NodeID, Expect: cfg.BootstrapExpect,
 		MaxVoters: cfg.MaxVoters, Logger: log.With("component", "bootstrap"),
 	}).Run(ctx, &n.wg)
-	(&cluster.Reconciler{
+	// Every leader task runs under the one leadership loop: after the term's barrier, under a
+	// context the end of the term cancels, and the next term starts only once they all returned.
+	n.autopilot = n.newAutopilot() // node/autopilot.go
+	reconciler := &cluster.Reconciler{
 		Node: n.raft, Members: n.members, Self: cfg.NodeID, MaxVoters: cfg.MaxVoters,
-		MinQuorum: max(cfg.BootstrapExpect, 1), Interval: cfg.ReconcileInterval, Barrier: n.consensus.Barrier, OnLeader: n.onLeader,
+		MinQuorum: max(cfg.BootstrapExpect, 1), Interval: cfg.ReconcileInterval,
 		Removed: removedNodes{n.fsm}, // node/autopilot.go
 		Logger:  log.With("component", "reconcile"),
-	}).Run(ctx, &n.wg)
-	n.autopilot = n.runAutopilot(ctx) // node/autopilot.go
+	}
+	repair := core.RepairConfig{Delay: cfg.RepairDelay, BytesPerSecond: cfg.RepairRate, Interval: cfg.RepairInterval}
+	n.leadership = &cluster.Leadership{
+		Raft: n.raft.Raft, Barrier: n.consensus.Barrier, Logger: log.With("component", "leadership"),
+		Tasks: []cluster.LeaderTask{
+			{Name: "initialise cluster", Run: n.initCluster},
+			{Name: "reconcile membership", Run: reconciler.Run},
+			{Name: "autopilot", Run: n.autopilot.Run},
+			{Name: "expiry", Run: func(ctx context.Context) { n.service.RunExpiry(ctx, cfg.ExpiryInterval) }},
+			{Name: "repair", Run: func(ctx context.Context) { n.service.RunRepair(ctx, repair, placer{n}) }},
+		},
+	}
+	n.leadership.Run(ctx, &n.wg)
 	n.spawn(n.announceLoop)
-	n.spawn(func() { n.service.RunExpiry(ctx, cfg.ExpiryInterval, n.IsLeader) })
 	n.spawn(n.gcLoop)    // node/gc.go
 	n.spawn(n.scrubLoop) // node/scrub.go
-	n.spawn(func() {
-		n.service.RunRepair(ctx, core.RepairConfig{
-			Delay: cfg.RepairDelay, BytesPerSecond: cfg.RepairRate, Interval: cfg.RepairInterval,
-		}, placer{n}, n.IsLeader)
-	})
 	log.Info("node started", "http", n.httpAddr, "cluster", n.clusterAddr, "gossip", n.members.LocalGossipAddr(),
 		"erasure", cfg.Erasure.String(), "restarted", n.raft.HadState)
 	return n, nil
@@ -307,9 +317,9 @@ func (n *Node) announceLoop() {
 	}
 }
 
-// onLeader runs once per leadership term on the leader: a fresh cluster gets its configuration and
-// root key, recorded in Raft.
-func (n *Node) onLeader(ctx context.Context) {
+// initCluster is the leader task that gives a fresh cluster its configuration and root key,
+// recorded in Raft; it returns at once when the cluster has them.
+func (n *Node) initCluster(ctx context.Context) {
 	if _, ok := n.fsm.Config(); ok || n.cfg.RootKey == "" {
 		return
 	}
@@ -402,7 +412,8 @@ func (n *Node) shutdown(ctx context.Context, graceful bool) error {
 			errs = append(errs, fmt.Errorf("drain http: %w", err))
 		}
 		if n.IsLeader() && len(n.raft.Servers()) > 1 {
-			if err := n.raft.Raft.LeadershipTransfer().Error(); err != nil {
+			// Stops this node's leader tasks first, so the next leader never runs beside them.
+			if err := n.leadership.Transfer(); err != nil {
 				n.log.Warn("leadership transfer failed", "err", err)
 			}
 		}
