@@ -13,6 +13,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	autopilot "github.com/hashicorp/raft-autopilot"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // apFuture is a completed raft future.
@@ -159,22 +161,9 @@ func runAP(t *testing.T, cfg AutopilotConfig, r *apRaft, members memberLister) *
 	return a
 }
 
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond) // polling a condition, not synchronising
-	}
-}
-
-// waitPasses waits until autopilot ran n more dead-server cleanup passes, all on the same inputs.
 func waitPasses(t *testing.T, a *Autopilot, n uint64) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d cleanup passes", n), func() bool {
+	testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("%d cleanup passes", n), func() bool {
 		h, _ := a.Health()
 		return h.CleanupPasses >= n
 	})
@@ -248,7 +237,7 @@ func TestAutopilotCleanupDisabled(t *testing.T) {
 	cfg.CleanupDeadServers = false
 	a := runAP(t, cfg, r, members)
 	// With cleanup off autopilot never asks for removals; health updates still flow.
-	waitFor(t, "health naming the dead server", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "health naming the dead server", func() bool {
 		h, ok := a.Health()
 		return ok && slices.Equal(h.Unhealthy, []string{"s4"})
 	})
@@ -269,7 +258,7 @@ func TestAutopilotHealth(t *testing.T) {
 	cfg := apConfig()
 	cfg.Stats = apStats{down: map[string]bool{"s5:1": true}}
 	a := runAP(t, cfg, r, members)
-	waitFor(t, "health of six servers, s5 out of contact", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "health of six servers, s5 out of contact", func() bool {
 		h, ok := a.Health()
 		return ok && len(h.Voters) == 4 && slices.Equal(h.Unhealthy, []string{"s5"}) && !h.Healthy && h.FailureTolerance == 1
 	})
@@ -300,8 +289,8 @@ func TestAutopilotRunsForItsTerm(t *testing.T) {
 		defer close(done)
 		a.Run(ctx)
 	}()
-	waitFor(t, "autopilot running for the term", running(autopilot.Running))
-	waitFor(t, "leader health", func() bool { h, ok := a.Health(); return ok && h.Healthy })
+	testutil.WaitFor(t, 10*time.Second, "autopilot running for the term", running(autopilot.Running))
+	testutil.WaitFor(t, 10*time.Second, "leader health", func() bool { h, ok := a.Health(); return ok && h.Healthy })
 	cancel()
 	<-done
 	if s, _ := a.ap.IsRunning(); s != autopilot.NotRunning {

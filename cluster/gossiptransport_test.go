@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // gossipTestConfig is a LAN config with Nomad-style tight timings.
@@ -44,13 +46,13 @@ func TestGossipTransportJoin(t *testing.T) {
 	}
 	seed := lists[0].LocalNode().Address()
 	for _, ml := range lists[1:] {
-		transportWaitFor(t, 10*time.Second, "join", func() bool {
+		testutil.WaitFor(t, 10*time.Second, "join", func() bool {
 			_, err := ml.Join([]string{seed})
 			return err == nil
 		})
 	}
 	for i, ml := range lists {
-		transportWaitFor(t, 10*time.Second, "node "+strconv.Itoa(i)+" to see 3 members", func() bool {
+		testutil.WaitFor(t, 10*time.Second, "node "+strconv.Itoa(i)+" to see 3 members", func() bool {
 			return ml.NumMembers() == 3
 		})
 	}
@@ -59,7 +61,7 @@ func TestGossipTransportJoin(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	transportWaitFor(t, 10*time.Second, "goroutines to return to baseline", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "goroutines to return to baseline", func() bool {
 		return runtime.NumGoroutine() <= base
 	})
 }

@@ -2,16 +2,16 @@ package cluster
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/cairn-dev/cairn/fsm"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // taskEvent is one leader task starting or stopping on one node.
@@ -67,25 +67,10 @@ const longTasks = 2
 func newLeadershipCluster(t *testing.T) *leadershipCluster {
 	t.Helper()
 	c := &leadershipCluster{rec: &taskRecorder{running: map[int]int{}}}
-	var conf raft.Configuration
+	trans, conf := testutil.InmemRafts("n", 3)
+	c.trans = trans
 	for i := range 3 {
-		addr, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("n%d", i)))
-		c.trans = append(c.trans, tr)
-		conf.Servers = append(conf.Servers, raft.Server{ID: raft.ServerID(addr), Address: addr})
-	}
-	for i := range 3 {
-		for j := range 3 {
-			if i != j {
-				c.trans[i].Connect(conf.Servers[j].Address, c.trans[j])
-			}
-		}
-	}
-	for i := range 3 {
-		cfg := raft.DefaultConfig()
-		cfg.LocalID = conf.Servers[i].ID
-		cfg.HeartbeatTimeout, cfg.ElectionTimeout = 200*time.Millisecond, 200*time.Millisecond
-		cfg.LeaderLeaseTimeout, cfg.CommitTimeout = 100*time.Millisecond, 5*time.Millisecond
-		cfg.Logger = hclog.NewNullLogger()
+		cfg := testutil.RaftConfig(conf.Servers[i].ID)
 		f := fsm.New(nil)
 		store := raft.NewInmemStore()
 		r, err := raft.NewRaft(cfg, f, store, store, raft.NewInmemSnapshotStore(), c.trans[i])
@@ -124,7 +109,7 @@ func newLeadershipCluster(t *testing.T) *leadershipCluster {
 func (c *leadershipCluster) leaderWithTasks(t *testing.T, not int) int {
 	t.Helper()
 	leader := -1
-	waitFor(t, "a new leader running its tasks", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a new leader running its tasks", func() bool {
 		for i, r := range c.rafts {
 			if i != not && r.State() == raft.Leader && c.rec.runningOn(i) == longTasks {
 				leader = i
@@ -180,7 +165,7 @@ func TestLeadershipLostWithoutNotice(t *testing.T) {
 			c.trans[i].Disconnect(c.trans[old].LocalAddr())
 		}
 	}
-	waitFor(t, "the cut-off leader to stop its tasks", func() bool { return c.rec.runningOn(old) == 0 })
+	testutil.WaitFor(t, 10*time.Second, "the cut-off leader to stop its tasks", func() bool { return c.rec.runningOn(old) == 0 })
 	next := c.leaderWithTasks(t, old)
 
 	c.cancel[next]()

@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 var (
@@ -21,20 +23,6 @@ var (
 // transportTestLogger logs at debug level into the void, so that the logging paths run.
 func transportTestLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// transportWaitFor polls cond until it holds or the deadline passes.
-func transportWaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
 }
 
 // muxTestServe starts a Mux on a loopback port and closes it at cleanup.
@@ -108,7 +96,7 @@ func TestMuxHandshake(t *testing.T) {
 					t.Fatalf("DialCluster err = %v, want %v", err, tt.wantErr)
 				}
 				// The client gives up on the server's proof, so the server sees no proof: rejected.
-				transportWaitFor(t, 10*time.Second, "server-side rejection", func() bool { return m.RejectedConns() == 1 })
+				testutil.WaitFor(t, 10*time.Second, "server-side rejection", func() bool { return m.RejectedConns() == 1 })
 				return
 			}
 			if err != nil {
@@ -176,7 +164,7 @@ func TestMuxRejectsBadClients(t *testing.T) {
 			if len(got) > hsNonceLen+hsMACLen {
 				t.Fatalf("server sent %d bytes to a bad client", len(got))
 			}
-			transportWaitFor(t, 10*time.Second, "rejection count", func() bool { return m.RejectedConns() == 1 })
+			testutil.WaitFor(t, 10*time.Second, "rejection count", func() bool { return m.RejectedConns() == 1 })
 		})
 	}
 }
@@ -226,7 +214,7 @@ func TestMuxCloseLeavesNoGoroutines(t *testing.T) {
 		t.Fatal(err)
 	}
 	clients = append(clients, authed)
-	transportWaitFor(t, 10*time.Second, "handshakes to start", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "handshakes to start", func() bool {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		return len(m.pending) == 5
@@ -241,7 +229,7 @@ func TestMuxCloseLeavesNoGoroutines(t *testing.T) {
 	for _, c := range clients {
 		c.Close()
 	}
-	transportWaitFor(t, 10*time.Second, "goroutines to return to baseline", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "goroutines to return to baseline", func() bool {
 		return runtime.NumGoroutine() <= base
 	})
 }

@@ -7,10 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/cairn-dev/cairn/fsm"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 type staticServers []raft.Server
@@ -102,10 +103,7 @@ func (g refuseGate) Allows(typ fsm.CommandType) error {
 // gate before appending it; a refused one never reaches the log, and the refusal is the
 // command's result (not retried as a transport failure).
 func TestConsensusGateKeepsRefusedCommandsOutOfTheLog(t *testing.T) {
-	cfg := raft.DefaultConfig()
-	cfg.LocalID = "n1"
-	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
-	cfg.Logger = hclog.NewNullLogger()
+	cfg := testutil.RaftConfig("n1")
 	f := fsm.New(nil)
 	store := raft.NewInmemStore()
 	_, trans := raft.NewInmemTransport("n1")
@@ -117,7 +115,7 @@ func TestConsensusGateKeepsRefusedCommandsOutOfTheLog(t *testing.T) {
 	if err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: "n1"}}}).Error(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "leadership", func() bool { return r.State() == raft.Leader })
+	testutil.WaitFor(t, 10*time.Second, "leadership", func() bool { return r.State() == raft.Leader })
 	c := NewConsensus("n1", r, f, nil, transportTestLogger())
 	c.Gate = refuseGate(fsm.CmdRemoveNode)
 	t.Cleanup(c.Close)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // raftTestFSM records applied commands.
@@ -94,12 +96,12 @@ func TestRaftLayerElectsAndReplicates(t *testing.T) {
 		want = append(want, cmd)
 		// Retry through whoever leads: tight timings under -race on one CPU can make leadership
 		// flap, and an indeterminate failure may apply a command twice (checked below).
-		transportWaitFor(t, 20*time.Second, "commit of "+cmd, func() bool {
+		testutil.WaitFor(t, 20*time.Second, "commit of "+cmd, func() bool {
 			l := leader()
 			return l != nil && l.Apply([]byte(cmd), time.Second).Error() == nil
 		})
 	}
-	transportWaitFor(t, 20*time.Second, "every node to apply the same log", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "every node to apply the same log", func() bool {
 		first := fsms[0].applied()
 		for _, f := range fsms[1:] {
 			if !slices.Equal(f.applied(), first) {

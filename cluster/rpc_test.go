@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn/erasure"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // rpcTestShards is a map-backed ShardService that records aborted puts.
@@ -368,7 +370,7 @@ func TestRPCBrokenPutAborts(t *testing.T) {
 	if err := c.PutShard(ctx, addr, rpcTestID, &rpcTestBrokenReader{left: 1 << 20}); err == nil {
 		t.Fatal("PutShard succeeded with a broken body")
 	}
-	transportWaitFor(t, 10*time.Second, "server to abort the shard", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "server to abort the shard", func() bool {
 		return len(shards.abortedIDs()) == 1
 	})
 	if _, err := c.StatShard(ctx, addr, rpcTestID); !errors.Is(err, erasure.ErrShardNotFound) {
@@ -584,7 +586,7 @@ func TestRPCShutdownLeavesNoGoroutines(t *testing.T) {
 			}
 		}
 	})
-	transportWaitFor(t, 10*time.Second, "goroutines to return to baseline", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "goroutines to return to baseline", func() bool {
 		return runtime.NumGoroutine() <= base
 	})
 }

@@ -16,6 +16,8 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/cairn-dev/cairn/erasure"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // writeFixtures regenerates nothing that exists: it writes the fixtures of this build's protocol
@@ -165,7 +167,7 @@ func TestWriteFixtures(t *testing.T) {
 	if err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: fixtureNode, Address: fixtureNode}}}).Error(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "leadership", func() bool { return r.State() == raft.Leader })
+	testutil.WaitFor(t, 10*time.Second, "leadership", func() bool { return r.State() == raft.Leader })
 	for _, e := range fixtureLog(t) {
 		fu := r.Apply(e.raw, 5*time.Second)
 		if err := fu.Error(); err != nil {

@@ -3,12 +3,12 @@ package fsm
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // testCluster is three raft nodes over in-memory transports, each with its own FSM.
@@ -23,32 +23,21 @@ type testCluster struct {
 func newTestCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
 	c := &testCluster{}
-	for i := range n {
-		addr, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("node%d", i)))
-		c.addrs, c.trans = append(c.addrs, addr), append(c.trans, tr)
-		c.config.Servers = append(c.config.Servers, raft.Server{ID: raft.ServerID(addr), Address: addr})
+	c.trans, c.config = testutil.InmemRafts("node", n)
+	for _, srv := range c.config.Servers {
+		c.addrs = append(c.addrs, srv.Address)
 	}
 	for i := range n {
-		for j := range n {
-			if i != j {
-				c.trans[i].Connect(c.addrs[j], c.trans[j])
-			}
-		}
-	}
-	for i := range n {
-		cfg := raft.DefaultConfig()
-		cfg.LocalID = raft.ServerID(c.addrs[i])
-		// Tight, but not so tight that a loaded 2-core machine under -race flaps leadership
+		cfg := testutil.RaftConfig(raft.ServerID(c.addrs[i]))
+		// Wider than testutil's: a loaded 2-core machine under -race must not flap leadership
 		// mid-test (applies would then fail with "leadership lost").
 		cfg.HeartbeatTimeout = 250 * time.Millisecond
 		cfg.ElectionTimeout = 250 * time.Millisecond
 		cfg.LeaderLeaseTimeout = 125 * time.Millisecond
-		cfg.CommitTimeout = 5 * time.Millisecond
 		cfg.BatchApplyCh = true
 		cfg.TrailingLogs = 4 // so that a lagging follower must catch up by snapshot
 		cfg.SnapshotThreshold = 1 << 20
 		cfg.SnapshotInterval = time.Hour
-		cfg.Logger = hclog.NewNullLogger()
 		f := New(nil)
 		logs := raft.NewInmemStore()
 		r, err := raft.NewRaft(cfg, f, logs, logs, raft.NewInmemSnapshotStore(), c.trans[i])
@@ -68,24 +57,10 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	return c
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
-
 func (c *testCluster) leader(t *testing.T) int {
 	t.Helper()
 	leader := -1
-	waitFor(t, "a leader", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a leader", func() bool {
 		for i, r := range c.rafts {
 			if r.State() == raft.Leader {
 				leader = i

@@ -7,6 +7,8 @@ import (
 
 	"github.com/cairn-dev/cairn/node"
 	"github.com/cairn-dev/cairn/testcluster"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // suffrages is node i's view of the Raft configuration: id -> "voter" / "nonvoter", gossip-only
@@ -63,17 +65,17 @@ func fastAutopilot(bootstrapExpect int, cleanup bool) func(int, *node.Config) {
 func TestAutopilotRemovesDeadServer(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Nodes: 5, Configure: fastAutopilot(3, true)})
 	leader := c.WaitLeader(10 * time.Second)
-	testcluster.WaitFor(t, 10*time.Second, "five voters", func() bool { return voters(suffrages(c, leader)) == 5 })
+	testutil.WaitFor(t, 10*time.Second, "five voters", func() bool { return voters(suffrages(c, leader)) == 5 })
 	victim := (leader + 1) % 5
 	victimID := c.Node(victim).ID()
 	c.Kill(victim)
 
-	testcluster.WaitFor(t, 20*time.Second, victimID+" out of raft, four voters", func() bool {
+	testutil.WaitFor(t, 20*time.Second, victimID+" out of raft, four voters", func() bool {
 		s := suffrages(c, c.WaitLeader(10*time.Second))
 		_, in := s[victimID]
 		return !in && voters(s) == 4
 	})
-	testcluster.WaitFor(t, 10*time.Second, "autopilot health: four healthy voters", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "autopilot health: four healthy voters", func() bool {
 		h, ok := c.Node(c.WaitLeader(10 * time.Second)).AutopilotHealth()
 		return ok && h.Healthy && len(h.Voters) == 4 && h.FailureTolerance == 1
 	})
@@ -88,15 +90,15 @@ func TestAutopilotKeepsQuorumSize(t *testing.T) {
 	victimID := c.Node(victim).ID()
 	c.Kill(victim)
 
-	testcluster.WaitFor(t, 10*time.Second, "the leader to see "+victimID+" dead", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the leader to see "+victimID+" dead", func() bool {
 		return memberState(c, leader, victimID) == "dead"
 	})
 	deadAt := time.Now()
-	testcluster.WaitFor(t, 10*time.Second, "the cleanup delay to pass", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the cleanup delay to pass", func() bool {
 		return time.Since(deadAt) > c.Config(leader).DeadServerCleanupAfter
 	})
 	h, _ := c.Node(leader).AutopilotHealth()
-	testcluster.WaitFor(t, 10*time.Second, "three more cleanup passes", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "three more cleanup passes", func() bool {
 		now, ok := c.Node(leader).AutopilotHealth()
 		return ok && now.CleanupPasses >= h.CleanupPasses+3
 	})
@@ -114,7 +116,7 @@ func TestAutopilotKeepsQuorumSize(t *testing.T) {
 func TestRemoveNodeRoute(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Nodes: 4, Configure: fastAutopilot(3, false)})
 	leader := c.WaitLeader(10 * time.Second)
-	testcluster.WaitFor(t, 10*time.Second, "four voters", func() bool { return voters(suffrages(c, leader)) == 4 })
+	testutil.WaitFor(t, 10*time.Second, "four voters", func() bool { return voters(suffrages(c, leader)) == 4 })
 	victim := (leader + 1) % 4
 	victimID := c.Node(victim).ID()
 	caller := (leader + 2) % 4 // a follower: the removal is forwarded to the leader
@@ -136,23 +138,23 @@ func TestRemoveNodeRoute(t *testing.T) {
 			t.Fatalf("DELETE %s: %v %d %s, want %d", tc.path, err, resp.Status, resp.Body, tc.want)
 		}
 	}
-	testcluster.WaitFor(t, 10*time.Second, victimID+" out of raft", func() bool {
+	testutil.WaitFor(t, 10*time.Second, victimID+" out of raft", func() bool {
 		s := suffrages(c, leader)
 		_, in := s[victimID]
 		return !in && voters(s) == 3
 	})
 
-	testcluster.WaitFor(t, 10*time.Second, "the leader to see "+victimID+" dead", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the leader to see "+victimID+" dead", func() bool {
 		return memberState(c, leader, victimID) == "dead"
 	})
 	c.Restart(victim)
-	testcluster.WaitFor(t, 10*time.Second, "the leader to see "+victimID+" alive", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the leader to see "+victimID+" alive", func() bool {
 		return memberState(c, leader, victimID) == "alive"
 	})
 	// The reconcile pass that adds the newcomer sees the removed node alive too, and skips it.
 	added := c.AddNode()
 	addedID := c.Node(added).ID()
-	testcluster.WaitFor(t, 10*time.Second, addedID+" added to raft", func() bool {
+	testutil.WaitFor(t, 10*time.Second, addedID+" added to raft", func() bool {
 		_, in := suffrages(c, leader)[addedID]
 		return in
 	})

@@ -17,6 +17,8 @@ import (
 	"github.com/cairn-dev/cairn/fsm"
 	"github.com/cairn-dev/cairn/node"
 	"github.com/cairn-dev/cairn/testcluster"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // pastGrace is an age beyond the default grace period: tests age shards by their modification
@@ -41,7 +43,7 @@ func upload(t *testing.T, c *testcluster.Cluster, i int, data []byte) (string, f
 	}
 	token := meta.Tokens[0].Token
 	var f fsm.File
-	testcluster.WaitFor(t, 10*time.Second, "the upload applied on node"+fmt.Sprint(i), func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the upload applied on node"+fmt.Sprint(i), func() bool {
 		tok, ok := c.Node(i).FSM().TokenBySecret(token)
 		if ok {
 			f, ok = c.Node(i).FSM().File(tok.FileID)
@@ -173,11 +175,11 @@ func TestGCRemovesShardsDeletedWhileNodeDown(t *testing.T) {
 	}
 	c.Kill(down)
 	// Once node0 knows the node is gone, the delete's own clean-up does not even try it.
-	testcluster.WaitFor(t, 10*time.Second, "node0 to see the killed node fail", func() bool { return c.Node(0).AliveMembers() == 2 })
+	testutil.WaitFor(t, 10*time.Second, "node0 to see the killed node fail", func() bool { return c.Node(0).AliveMembers() == 2 })
 	if resp, err := c.Client(0).Delete(goneTok); err != nil || resp.Status != http.StatusOK {
 		t.Fatalf("delete: %v %d %s", err, resp.Status, resp.Body)
 	}
-	testcluster.WaitFor(t, 10*time.Second, "the delete's clean-up on the nodes that are up", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the delete's clean-up on the nodes that are up", func() bool {
 		return orphans(0) == 0 && orphans(1) == 0
 	})
 	c.Restart(down)
@@ -296,7 +298,7 @@ func TestGCKeepsOnlyReferencedShards(t *testing.T) {
 		age(t, store, id, pastGrace)
 		c.Net.Isolate(c.Config(cut).NodeID)
 		t.Cleanup(c.Net.Heal)
-		testcluster.WaitFor(t, 15*time.Second, "GC refused for want of a leader", func() bool {
+		testutil.WaitFor(t, 15*time.Second, "GC refused for want of a leader", func() bool {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			n, err := c.Node(cut).CollectGarbage(ctx)
@@ -334,11 +336,11 @@ func TestGCAndScrubLoopsRun(t *testing.T) {
 	id := erasure.ShardID{File: f.ID, Segment: 0, Index: 1}
 	corrupt(t, store, id, flipByte)
 
-	testcluster.WaitFor(t, 10*time.Second, "the stray shard collected", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the stray shard collected", func() bool {
 		_, err := store.Stat(stray)
 		return errors.Is(err, erasure.ErrShardNotFound)
 	})
-	testcluster.WaitFor(t, 10*time.Second, "the corrupt shard healed by the scrub loop", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the corrupt shard healed by the scrub loop", func() bool {
 		return verify(store, f, id) == nil
 	})
 	if got := metricValue(t, c, at, "cairn_scrub_checksum_failures_total"); got < 1 {

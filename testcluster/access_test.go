@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // jsonBody is a request body and its header.
@@ -136,7 +138,7 @@ func TestEphemeralTokenAcrossNodes(t *testing.T) {
 			t.Fatalf("token: %d", status)
 		}
 		mustDownload(t, c, 2, tok, data)
-		WaitFor(t, 10*time.Second, "the token to expire", func() bool { return time.Now().After(exp) })
+		testutil.WaitFor(t, 10*time.Second, "the token to expire", func() bool { return time.Now().After(exp) })
 		resp, _ := c.Client(2).Download(tok)
 		wantError(t, "expired ephemeral token", resp, http.StatusBadRequest, 2605)
 	})
@@ -219,12 +221,12 @@ func TestTokenExpiryRefusedAtOnceAndReaped(t *testing.T) {
 	var g TokenGrant
 	_ = json.Unmarshal(resp.Body, &g)
 	mustDownload(t, c, 1, g.Token, randomData(54, 100))
-	WaitFor(t, 10*time.Second, "the token to expire", func() bool { return time.Now().After(exp) })
+	testutil.WaitFor(t, 10*time.Second, "the token to expire", func() bool { return time.Now().After(exp) })
 	for i := range 3 {
 		resp, _ := c.Client(i).Download(g.Token)
 		wantError(t, fmt.Sprintf("expired token on node%d", i), resp, http.StatusBadRequest, 2605)
 	}
-	WaitFor(t, 10*time.Second, "the expired token removed from every node's state", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the expired token removed from every node's state", func() bool {
 		for i := range 3 {
 			if _, ok := c.Node(i).FSM().TokenBySecret(g.Token); ok {
 				return false
@@ -264,7 +266,7 @@ func TestSettingsControlDisposition(t *testing.T) {
 	if resp.Status != http.StatusOK || !strings.Contains(string(resp.Body), meta.MimeType) {
 		t.Fatalf("GET settings: %d %s", resp.Status, resp.Body)
 	}
-	WaitFor(t, 5*time.Second, "inline disposition on node1", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "inline disposition on node1", func() bool {
 		r, _ := c.Client(1).Download(tok)
 		return strings.HasPrefix(r.Header.Get("Content-Disposition"), "inline")
 	})

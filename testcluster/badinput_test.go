@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // TestBadInputLeavesNothingBehind drives every bad upload and token case of the contract through a
@@ -25,7 +27,7 @@ func TestBadInputLeavesNothingBehind(t *testing.T) {
 	// nothingLeft waits for aborted uploads' shards to be removed and checks no file appeared.
 	nothingLeft := func(t *testing.T, what string) {
 		t.Helper()
-		WaitFor(t, 10*time.Second, what+": shards of the failed upload removed", func() bool {
+		testutil.WaitFor(t, 10*time.Second, what+": shards of the failed upload removed", func() bool {
 			return countShards(t, c, "") == shards
 		})
 		for _, i := range c.Running() {
@@ -85,7 +87,7 @@ func TestBadInputLeavesNothingBehind(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Wait until the node has written shards for it, then vanish.
-		WaitFor(t, 10*time.Second, "shards of the in-flight upload", func() bool {
+		testutil.WaitFor(t, 10*time.Second, "shards of the in-flight upload", func() bool {
 			return countShards(t, c, "") > shards
 		})
 		conn.Close()

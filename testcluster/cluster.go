@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -13,6 +12,8 @@ import (
 	"github.com/cairn-dev/cairn/cluster"
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/node"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // Options shape an in-process cluster. Zero values take test-friendly defaults.
@@ -79,7 +80,10 @@ func New(t testing.TB, opts Options) *Cluster {
 		opts.MaxFileSize = node.DefaultMaxFileSize
 	}
 	c := &Cluster{t: t, Net: NewFaultNet(), RootKey: "test-root-key-" + t.Name(), opts: opts,
-		base: t.TempDir(), logger: testLogger()}
+		base: t.TempDir()}
+	var closeLog func()
+	c.logger, closeLog = testLogger(t)
+	t.Cleanup(closeLog) // runs after shutdownAll, registered below
 	for i := range opts.Nodes {
 		if _, err := c.startNew(i, c.seeds()); err != nil {
 			c.shutdownAll()
@@ -97,18 +101,6 @@ func New(t testing.TB, opts Options) *Cluster {
 	t.Cleanup(c.shutdownAll)
 	c.WaitReady(30 * time.Second)
 	return c
-}
-
-// testLogger logs to stderr when CAIRN_TEST_LOG is set (debug with CAIRN_TEST_LOG=debug).
-func testLogger() *slog.Logger {
-	switch os.Getenv("CAIRN_TEST_LOG") {
-	case "":
-		return slog.New(slog.DiscardHandler)
-	case "debug":
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	default:
-		return slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
 }
 
 func (c *Cluster) shutdownAll() {
@@ -203,25 +195,11 @@ func (c *Cluster) Restart(i int) {
 	c.mu.Unlock()
 }
 
-// WaitFor polls cond until it holds or the timeout passes, then fails the test with msg.
-func WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	wait := 5 * time.Millisecond
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, msg)
-		}
-		time.Sleep(wait) // polling interval of a condition wait, not a synchronisation sleep
-		wait = min(wait*2, 100*time.Millisecond)
-	}
-}
-
 // WaitLeader waits until all running nodes agree on one leader, and returns its index.
 func (c *Cluster) WaitLeader(timeout time.Duration) int {
 	c.t.Helper()
 	leader := -1
-	WaitFor(c.t, timeout, "an agreed leader", func() bool {
+	testutil.WaitFor(c.t, timeout, "an agreed leader", func() bool {
 		leader = -1
 		var id string
 		for _, i := range c.Running() {
@@ -246,7 +224,7 @@ func (c *Cluster) WaitLeader(timeout time.Duration) int {
 // WaitReady waits until every running node reports ready.
 func (c *Cluster) WaitReady(timeout time.Duration) {
 	c.t.Helper()
-	WaitFor(c.t, timeout, "all running nodes ready", func() bool {
+	testutil.WaitFor(c.t, timeout, "all running nodes ready", func() bool {
 		for _, i := range c.Running() {
 			n := c.Node(i)
 			if n == nil || n.Ready() != nil {
@@ -260,7 +238,7 @@ func (c *Cluster) WaitReady(timeout time.Duration) {
 // WaitAlive waits until every running node sees want alive gossip members.
 func (c *Cluster) WaitAlive(want int, timeout time.Duration) {
 	c.t.Helper()
-	WaitFor(c.t, timeout, fmt.Sprintf("%d alive members on every running node", want), func() bool {
+	testutil.WaitFor(c.t, timeout, fmt.Sprintf("%d alive members on every running node", want), func() bool {
 		for _, i := range c.Running() {
 			n := c.Node(i)
 			if n == nil || n.AliveMembers() != want {

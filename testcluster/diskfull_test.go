@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn/node"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // mountTmpfs mounts a size-limited tmpfs at a fresh directory and unmounts it at cleanup (after the
@@ -43,7 +45,7 @@ func TestDiskFull(t *testing.T) {
 		cfg.MetaInterval = 200 * time.Millisecond
 	}})
 	full := c.Config(3).NodeID
-	WaitFor(t, 10*time.Second, "every node to know that "+full+" is full", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "every node to know that "+full+" is full", func() bool {
 		for _, i := range c.Running() {
 			for _, m := range c.Node(i).Status().Members {
 				if m.ID == full && m.FreeBytes >= reserve {
@@ -95,7 +97,7 @@ func TestDiskFull(t *testing.T) {
 			t.Fatalf("delete: %v %d", err, resp.Status)
 		}
 	}
-	WaitFor(t, 20*time.Second, "uploads to resume after deletes", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "uploads to resume after deletes", func() bool {
 		cl := *c.Client(2)
 		cl.APIKey = c.RootKey
 		_, resp, err := cl.Upload("again", randomData(99, 512<<10))

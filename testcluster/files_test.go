@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn/fsm"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // TestUploadThenReadThroughEveryNode uploads through node 0 and reads bytes and details through
@@ -166,7 +168,7 @@ func TestLeaderFailoverDuringUploads(t *testing.T) {
 			}
 		}()
 	}
-	WaitFor(t, 20*time.Second, "10 uploads before the kill", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "10 uploads before the kill", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(acks) >= 10
@@ -176,7 +178,7 @@ func TestLeaderFailoverDuringUploads(t *testing.T) {
 	killed.Store(true)
 	newLeader := c.WaitLeader(10 * time.Second)
 	t.Logf("new leader node%d after %s", newLeader, time.Since(killedAt).Round(time.Millisecond))
-	WaitFor(t, 30*time.Second, "10 uploads acknowledged after the kill", func() bool { return afterKill.Load() >= 10 })
+	testutil.WaitFor(t, 30*time.Second, "10 uploads acknowledged after the kill", func() bool { return afterKill.Load() >= 10 })
 	close(stop)
 	wg.Wait()
 	t.Logf("%d uploads acknowledged of %d attempted", len(acks), attempts.Load())

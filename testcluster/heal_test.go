@@ -16,6 +16,8 @@ import (
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/fsm"
 	"github.com/cairn-dev/cairn/node"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 var geometry32 = erasure.Geometry{Data: 3, Parity: 2}
@@ -89,7 +91,7 @@ func TestRepairAfterNodeLoss(t *testing.T) {
 	victim := rng.Intn(6)
 	t.Logf("killing node%d for good", victim)
 	c.Kill(victim)
-	WaitFor(t, 30*time.Second, "every segment back to 5 healthy shards on the 5 live nodes", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "every segment back to 5 healthy shards on the 5 live nodes", func() bool {
 		return fullyHealthy(t, c, tokens())
 	})
 	dead := c.Config(victim).NodeID
@@ -98,7 +100,7 @@ func TestRepairAfterNodeLoss(t *testing.T) {
 			t.Logf("members seen by node%d: %+v", c.Running()[0], c.Node(c.Running()[0]).Status().Members)
 		}
 	}()
-	WaitFor(t, 30*time.Second, "dead-server cleanup: "+dead+" out of Raft, 5 voters on the live nodes", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "dead-server cleanup: "+dead+" out of Raft, 5 voters on the live nodes", func() bool {
 		st := c.Node(c.Running()[0]).Status()
 		voters := 0
 		for _, m := range st.Members {
@@ -118,7 +120,7 @@ func TestRepairAfterNodeLoss(t *testing.T) {
 	c.Kill(survivors[1])
 	for _, f := range files {
 		for _, i := range c.Running() {
-			WaitFor(t, 20*time.Second, fmt.Sprintf("a byte-exact read through node%d", i), func() bool {
+			testutil.WaitFor(t, 20*time.Second, fmt.Sprintf("a byte-exact read through node%d", i), func() bool {
 				r, err := c.Client(i).Download(f.token)
 				return err == nil && r.Status == http.StatusOK && bytes.Equal(r.Body, f.data)
 			})
@@ -160,7 +162,7 @@ func TestCorruptShardHealedOnRead(t *testing.T) {
 	if after := metricValue(t, c, reader, `cairn_read_shard_faults_total{kind="corrupt"}`); after != before+1 {
 		t.Fatalf("corrupt-fault metric went from %v to %v", before, after)
 	}
-	WaitFor(t, 10*time.Second, "the corrupt shard rewritten", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the corrupt shard rewritten", func() bool {
 		got, err := os.ReadFile(path)
 		return err == nil && bytes.Equal(got, orig)
 	})
@@ -241,13 +243,13 @@ func TestPartitionDuringUploads(t *testing.T) {
 	}
 	c.Net.Partition(minority, majority)
 	t.Logf("partitioned %v | %v", minority, majority)
-	WaitFor(t, 15*time.Second, "the minority to refuse writes with 503", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "the minority to refuse writes with 503", func() bool {
 		status, _ := upload(minorityIdx[0], 100)
 		return status == http.StatusServiceUnavailable
 	})
 	for seq := 200; seq < 205; seq++ {
 		for _, i := range majorityIdx {
-			WaitFor(t, 15*time.Second, "an upload on the majority side", func() bool {
+			testutil.WaitFor(t, 15*time.Second, "an upload on the majority side", func() bool {
 				_, ok := upload(i, seq)
 				return ok
 			})
@@ -264,7 +266,7 @@ func TestPartitionDuringUploads(t *testing.T) {
 	for _, a := range acks {
 		tokens = append(tokens, a.token)
 	}
-	WaitFor(t, 30*time.Second, "layouts converged to 5 healthy shards per segment", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "layouts converged to 5 healthy shards per segment", func() bool {
 		return fullyHealthy(t, c, tokens)
 	})
 	for _, a := range acks {

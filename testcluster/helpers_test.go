@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn/erasure"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // randomData returns n reproducible random bytes for a seed.
@@ -33,7 +35,7 @@ func mustUpload(t *testing.T, c *Cluster, i int, name string, data []byte, tags 
 		resp Response
 		err  error
 	)
-	WaitFor(t, 20*time.Second, fmt.Sprintf("an upload of %s through node%d that is not 503", name, i), func() bool {
+	testutil.WaitFor(t, 20*time.Second, fmt.Sprintf("an upload of %s through node%d that is not 503", name, i), func() bool {
 		meta, resp, err = cl.Upload(name, data, tags...)
 		return err != nil || resp.Status != http.StatusServiceUnavailable
 	})
@@ -53,7 +55,7 @@ func mustDownload(t *testing.T, c *Cluster, i int, token string, want []byte) {
 		resp Response
 		err  error
 	)
-	WaitFor(t, 20*time.Second, fmt.Sprintf("a download through node%d that is not 503", i), func() bool {
+	testutil.WaitFor(t, 20*time.Second, fmt.Sprintf("a download through node%d that is not 503", i), func() bool {
 		resp, err = c.Client(i).Download(token)
 		return err != nil || resp.Status != http.StatusServiceUnavailable
 	})

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn/node"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // TestDeleteFileRemovesShards: deleting a file removes its shards from every node that is up.
@@ -23,7 +25,7 @@ func TestDeleteFileRemovesShards(t *testing.T) {
 	if resp, err := c.Client(2).Delete(token); err != nil || resp.Status != http.StatusOK || strings.TrimSpace(string(resp.Body)) != `{"affectedRecords":1}` {
 		t.Fatalf("delete: %v %d %s", err, resp.Status, resp.Body)
 	}
-	WaitFor(t, 10*time.Second, "every shard of the deleted file removed", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "every shard of the deleted file removed", func() bool {
 		return countShards(t, c, tok.FileID) == 0
 	})
 	resp, _ := c.Client(0).Download(token)
@@ -51,12 +53,12 @@ func TestLaggingFollowerCatchesUpBySnapshot(t *testing.T) {
 			t.Fatalf("create token: %d %s", resp.Status, resp.Body)
 		}
 	}
-	WaitFor(t, 10*time.Second, "the leader to snapshot and compact", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the leader to snapshot and compact", func() bool {
 		return c.Node(leader).RaftStat("last_snapshot_index") != "0"
 	})
 	c.Restart(lagger)
 	c.WaitReady(20 * time.Second)
-	WaitFor(t, 10*time.Second, "the lagging follower to install a snapshot", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the lagging follower to install a snapshot", func() bool {
 		return c.Node(lagger).RaftStat("last_snapshot_index") != "0"
 	})
 	for _, tok := range tokens {
@@ -78,7 +80,7 @@ func TestGracefulStopAndRestart(t *testing.T) {
 	}
 	newLeader := c.WaitLeader(10 * time.Second)
 	t.Logf("graceful stop took %s; new leader node%d", time.Since(start).Round(time.Millisecond), newLeader)
-	WaitFor(t, 10*time.Second, "the stopped node marked left", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the stopped node marked left", func() bool {
 		for _, m := range c.Node(newLeader).Status().Members {
 			if m.ID == c.Config(leader).NodeID {
 				return m.State == "left" && m.Suffrage == "voter"

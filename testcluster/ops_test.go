@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn/core"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // TestScaleUpAddsVoter: a fourth node started with the same command line (bootstrap-expect 3)
@@ -19,7 +21,7 @@ func TestScaleUpAddsVoter(t *testing.T) {
 	old, _ := mustUpload(t, c, 0, "before.bin", data)
 	i := c.AddNode()
 	c.WaitReady(20 * time.Second)
-	WaitFor(t, 10*time.Second, "node3 a voter on every node", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "node3 a voter on every node", func() bool {
 		for _, j := range c.Running() {
 			voter := false
 			for _, m := range c.Node(j).Status().Members {
@@ -85,7 +87,7 @@ func TestOpsEndpoints(t *testing.T) {
 	}
 	// A node that is shutting down is not ready.
 	c.Kill(2)
-	WaitFor(t, 10*time.Second, "readyz on node0 still 200 with one node down", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "readyz on node0 still 200 with one node down", func() bool {
 		r, err := c.Client(0).Do(http.MethodGet, "/readyz", nil, nil)
 		return err == nil && r.Status == http.StatusOK
 	})
@@ -101,7 +103,7 @@ func TestIsolatedNodeNotReadyAndRefuses(t *testing.T) {
 	lonely := (leader + 1) % 3
 	start := time.Now()
 	c.Net.Isolate(c.Config(lonely).NodeID)
-	WaitFor(t, 10*time.Second, "the isolated node to report not ready", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the isolated node to report not ready", func() bool {
 		r, err := c.Client(lonely).Do(http.MethodGet, "/readyz", nil, nil)
 		return err == nil && r.Status == http.StatusServiceUnavailable
 	})

@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // cairnBin is the binary TestMain builds; it stays empty under -short, where every e2e test skips.
@@ -210,22 +212,6 @@ func (p *process) waitExit(t *testing.T, timeout time.Duration) int {
 	return 0
 }
 
-// waitFor polls cond until it returns nil, failing the test with cond's last error at the deadline.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %s: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // errPermanent marks a poll result that no amount of waiting will fix, such as wrong bytes.
 var errPermanent = errors.New("permanent")
 
@@ -233,7 +219,7 @@ var errPermanent = errors.New("permanent")
 func waitForOrFail(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
 	var fatal error
-	waitFor(t, timeout, what, func() error {
+	testutil.WaitForNil(t, timeout, what, func() error {
 		err := cond()
 		if errors.Is(err, errPermanent) {
 			fatal = err
@@ -281,7 +267,7 @@ func checkReady(c *http.Client, base string) error {
 
 func waitReady(t *testing.T, c *http.Client, timeout time.Duration, bases ...string) {
 	t.Helper()
-	waitFor(t, timeout, "nodes ready", func() error {
+	testutil.WaitForNil(t, timeout, "nodes ready", func() error {
 		for _, b := range bases {
 			if err := checkReady(c, b); err != nil {
 				return err

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // randomBytes draws n bytes from a seeded generator; the seed is logged so that a failure can be
@@ -71,7 +73,7 @@ func TestE2EDev(t *testing.T) {
 	p := startCairn(t, "cairn dev", []string{"TMPDIR=" + tmp}, "dev", "--base-port", strconv.Itoa(base))
 
 	var out string
-	waitFor(t, 15*time.Second, "cairn dev prints its root key", func() error {
+	testutil.WaitForNil(t, 15*time.Second, "cairn dev prints its root key", func() error {
 		if p.exited() {
 			return fmt.Errorf("%w: cairn dev exited early", errPermanent)
 		}
@@ -164,7 +166,7 @@ func TestE2EAgentCrashRestartAndGracefulStop(t *testing.T) {
 	// The environment was read (root key, bootstrap size, join list, size limit) and the
 	// --erasure flag beat the invalid CAIRN_ERASURE.
 	var leader int
-	waitFor(t, 10*time.Second, "status shows the cluster", func() error {
+	testutil.WaitForNil(t, 10*time.Second, "status shows the cluster", func() error {
 		leader = -1
 		for i, u := range cl.urls(0, 1, 2) {
 			st, err := getStatus(c, u)

@@ -1,0 +1,81 @@
+// Package testutil holds the helpers every package's tests share: waiting on a condition with a
+// deadline (never a sleep to synchronise) and the tight Raft timings of in-process clusters. It
+// imports nothing of cairn, so any package's tests may use it; non-test code must not.
+package testutil
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// WaitFor polls cond until it holds, failing the test with what once timeout has passed. The poll
+// starts at 2 ms and backs off to 100 ms, so a quick condition costs little and a slow one little
+// CPU.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	WaitForNil(t, timeout, what, func() error {
+		if cond() {
+			return nil
+		}
+		return errNotYet
+	})
+}
+
+var errNotYet = errors.New("condition not met")
+
+// WaitForNil polls cond until it returns nil, failing the test with what and cond's last error
+// once timeout has passed.
+func WaitForNil(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	wait := 2 * time.Millisecond
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, err)
+		}
+		time.Sleep(wait) // the poll interval of a condition wait, not a synchronisation
+		wait = min(wait*2, 100*time.Millisecond)
+	}
+}
+
+// RaftConfig is a raft.Config with the tight timings of in-process tests (Nomad's TestServer uses
+// 50 ms; these are wider so that a loaded 2-core machine under -race does not flap leadership)
+// and raft's own logs discarded.
+func RaftConfig(id raft.ServerID) *raft.Config {
+	cfg := raft.DefaultConfig()
+	cfg.LocalID = id
+	cfg.HeartbeatTimeout = 200 * time.Millisecond
+	cfg.ElectionTimeout = 200 * time.Millisecond
+	cfg.LeaderLeaseTimeout = 100 * time.Millisecond
+	cfg.CommitTimeout = 5 * time.Millisecond
+	cfg.Logger = hclog.NewNullLogger()
+	return cfg
+}
+
+// InmemRafts connects n in-memory Raft transports to each other and returns them with the
+// configuration that makes them one cluster (ids and addresses "<prefix>0", "<prefix>1", …).
+func InmemRafts(prefix string, n int) ([]*raft.InmemTransport, raft.Configuration) {
+	var trans []*raft.InmemTransport
+	var conf raft.Configuration
+	for i := range n {
+		addr, tr := raft.NewInmemTransport(raft.ServerAddress(prefix + string(rune('0'+i))))
+		trans = append(trans, tr)
+		conf.Servers = append(conf.Servers, raft.Server{ID: raft.ServerID(addr), Address: addr})
+	}
+	for i := range n {
+		for j := range n {
+			if i != j {
+				trans[i].Connect(conf.Servers[j].Address, trans[j])
+			}
+		}
+	}
+	return trans, conf
+}
