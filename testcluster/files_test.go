@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cairn-dev/cairn/fsm"
 )
 
 // TestUploadThenReadThroughEveryNode uploads through node 0 and reads bytes and details through
@@ -36,6 +38,13 @@ func TestUploadThenReadThroughEveryNode(t *testing.T) {
 				}
 			}
 		})
+	}
+	// Every node announces the protocol it speaks, so each one's gate sees the whole cluster at
+	// this build's protocol.
+	for i := range c.Size() {
+		if got := c.Node(i).ClusterProtocol(); got != fsm.ProtocolVersion {
+			t.Errorf("node%d: cluster protocol %d, want %d", i, got, fsm.ProtocolVersion)
+		}
 	}
 }
 
