@@ -73,6 +73,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, kind := range []string{"persisted", "ephemeral"} {
 		m.tokensCreated.WithLabelValues(kind)
 	}
+	m.segmentHealth(SegmentHealth{}) // what a follower reports, until the first repair pass
 	reg.MustRegister(m.repairedBytes, m.repairedShards, m.segments, m.repairQueue, m.tokensCreated, m.uploadsTotal, m.uploadedBytes, m.downloadedBytes, m.deletesTotal, m.degradedSegments, m.shardFaults)
 	return m
 }
