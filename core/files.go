@@ -214,6 +214,7 @@ func (c *fileContent) ReadRange(ctx context.Context, w io.Writer, off, n int64) 
 		return fmt.Errorf("%w: range %d+%d outside a file of %d bytes", ErrInvalidInput, off, n, c.file.Size)
 	}
 	end := off + n
+	w = c.s.metrics.countDownload(w)
 	for si, seg := range c.file.Layout.Segments {
 		segEnd := seg.Offset + seg.Size
 		if segEnd <= off || seg.Offset >= end {

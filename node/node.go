@@ -59,6 +59,7 @@ type Node struct {
 	announceNow  chan struct{}
 	bootstrapped atomic.Bool
 	freeBytes    atomic.Uint64
+	scrub        scrubProgress // node/metrics.go
 	stopping     atomic.Bool
 	leaving      atomic.Bool // announced before a graceful leave
 	stopOnce     sync.Once
