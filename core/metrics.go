@@ -18,6 +18,7 @@ type Metrics struct {
 	repairedShards   prometheus.Counter
 	segments         *prometheus.GaugeVec
 	repairQueue      prometheus.Gauge
+	contentMismatches prometheus.Counter
 
 	// Totals also kept as plain numbers for the status page.
 	repairedBytesTotal atomic.Int64
@@ -60,7 +61,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.repairQueue = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cairn_repair_queue_shards", Help: "Shard slots waiting for repair at the leader's last pass.",
 	})
-	reg.MustRegister(m.repairedBytes, m.repairedShards, m.segments, m.repairQueue, m.tokensCreated, m.uploadsTotal, m.uploadedBytes, m.deletesTotal, m.degradedSegments, m.shardFaults)
+	m.contentMismatches = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cairn_read_content_mismatches_total",
+		Help: "Full-file reads whose bytes did not match the file's SHA-256 although every shard checksum passed; each response was aborted and the file's shards checked.",
+	})
+	reg.MustRegister(m.contentMismatches, m.repairedBytes, m.repairedShards, m.segments, m.repairQueue, m.tokensCreated, m.uploadsTotal, m.uploadedBytes, m.deletesTotal, m.degradedSegments, m.shardFaults)
 	return m
 }
 
@@ -93,6 +98,13 @@ func (m *Metrics) shardFault(corrupt bool) {
 		m.corruptReadsTotal.Add(1)
 	}
 	m.shardFaults.WithLabelValues(kind).Inc()
+}
+
+func (m *Metrics) contentMismatch() {
+	if m != nil {
+		m.contentMismatches.Inc()
+		m.corruptReadsTotal.Add(1)
+	}
 }
 
 func (m *Metrics) tokenCreated(ephemeral bool) {

@@ -1,6 +1,7 @@
 package erasure
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -22,9 +23,10 @@ type ShardInfo struct {
 	ModTime time.Time
 }
 
-// ShardStore keeps one node's committed shards as files under dir/shards/<first 2 chars of file
-// id>/<id>, written through temp files in dir/tmp so that a shard is either absent or complete.
-// It is safe for concurrent use.
+// ShardStore keeps one node's committed shards as files under dir/shards/<last 2 chars of file
+// id>/<id> (see StoreOrder), written through temp files in dir/tmp so that a shard is either
+// absent or complete. It stores shard bytes verbatim, in whatever format the writer sends;
+// OpenFrames reads both formats. It is safe for concurrent use.
 type ShardStore struct {
 	shardsDir string
 	tmpDir    string
@@ -205,17 +207,20 @@ func syncDir(dir string) error {
 	return err
 }
 
-// shardRange is an open byte range of a shard file.
-type shardRange struct {
-	*io.SectionReader
+// frameStream is the header of a shard followed by a range of its frames.
+type frameStream struct {
+	io.Reader
 	f *os.File
 }
 
-func (r shardRange) Close() error { return r.f.Close() }
+func (r frameStream) Close() error { return r.f.Close() }
 
-// OpenRange returns bytes [off, off+n) of a committed shard. A missing shard gives an error
-// wrapping ErrShardNotFound, a range not inside the shard one wrapping ErrInvalidRange.
-func (s *ShardStore) OpenRange(id ShardID, off, n int64) (io.ReadCloser, error) {
+// OpenFrames returns shard id as readers want it: the shard header (ShardHeaderLen bytes: the
+// stored one of a v2 shard, a synthesised v1 header for a shard of the original headerless
+// format), then the frame bytes [off, off+n), offsets counted from the first frame; n < 0 means
+// to the end of the shard. A missing shard gives an error wrapping ErrShardNotFound, a range not
+// inside the shard (a truncated shard, for one) one wrapping ErrInvalidRange.
+func (s *ShardStore) OpenFrames(id ShardID, off, n int64) (io.ReadCloser, error) {
 	p, err := s.path(id)
 	if err != nil {
 		return nil, err
@@ -232,11 +237,22 @@ func (s *ShardStore) OpenRange(id ShardID, off, n int64) (io.ReadCloser, error) 
 		f.Close()
 		return nil, fmt.Errorf("open shard %s: %w", id, err)
 	}
-	if off < 0 || n < 0 || off > fi.Size()-n {
+	header := make([]byte, ShardHeaderLen)
+	hn, err := f.ReadAt(header, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
 		f.Close()
-		return nil, fmt.Errorf("open shard %s [%d,+%d) of %d bytes: %w", id, off, n, fi.Size(), ErrInvalidRange)
+		return nil, fmt.Errorf("open shard %s: %w", id, err)
 	}
-	return shardRange{SectionReader: io.NewSectionReader(f, off, n), f: f}, nil
+	header, base := readerHeader(header[:hn])
+	size := fi.Size() - base
+	if n < 0 && off >= 0 && off <= size {
+		n = size - off
+	}
+	if off < 0 || n < 0 || off > size-n {
+		f.Close()
+		return nil, fmt.Errorf("open shard %s frames [%d,+%d) of %d bytes: %w", id, off, n, size, ErrInvalidRange)
+	}
+	return frameStream{Reader: io.MultiReader(bytes.NewReader(header), io.NewSectionReader(f, base+off, n)), f: f}, nil
 }
 
 // Stat describes a committed shard, or returns an error wrapping ErrShardNotFound.

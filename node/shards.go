@@ -45,7 +45,7 @@ func (l localShards) PutShard(ctx context.Context, id erasure.ShardID, body io.R
 }
 
 func (l localShards) OpenShard(_ context.Context, id erasure.ShardID, off, n int64) (io.ReadCloser, error) {
-	return l.store.OpenRange(id, off, n)
+	return l.store.OpenFrames(id, off, n)
 }
 
 func (l localShards) DeleteShard(_ context.Context, id erasure.ShardID) error {
@@ -93,7 +93,7 @@ func (r *shardRouter) PutShard(ctx context.Context, nodeID string, id erasure.Sh
 
 func (r *shardRouter) OpenShard(ctx context.Context, nodeID string, id erasure.ShardID, off, n int64) (io.ReadCloser, error) {
 	if nodeID == r.node.cfg.NodeID {
-		return r.node.shards.OpenRange(id, off, n)
+		return r.node.shards.OpenFrames(id, off, n)
 	}
 	addr, err := r.addr(nodeID)
 	if err != nil {
