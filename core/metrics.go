@@ -8,16 +8,16 @@ import (
 
 // Metrics are the use cases' Prometheus series. A nil *Metrics records nothing.
 type Metrics struct {
-	uploadsTotal     prometheus.Counter
-	uploadedBytes    prometheus.Counter
-	deletesTotal     prometheus.Counter
-	degradedSegments prometheus.Counter
-	shardFaults      *prometheus.CounterVec
-	tokensCreated    *prometheus.CounterVec
-	repairedBytes    prometheus.Counter
-	repairedShards   prometheus.Counter
-	segments         *prometheus.GaugeVec
-	repairQueue      prometheus.Gauge
+	uploadsTotal      prometheus.Counter
+	uploadedBytes     prometheus.Counter
+	deletesTotal      prometheus.Counter
+	degradedSegments  prometheus.Counter
+	shardFaults       *prometheus.CounterVec
+	tokensCreated     *prometheus.CounterVec
+	repairedBytes     prometheus.Counter
+	repairedShards    prometheus.Counter
+	segments          *prometheus.GaugeVec
+	repairQueue       prometheus.Gauge
 	contentMismatches prometheus.Counter
 
 	// Totals also kept as plain numbers for the status page.
