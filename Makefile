@@ -29,7 +29,12 @@ lint:
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
 
-bench:
+# cairn bench: the four data-plane workloads of issue 9 against a 3-node cluster on this disk, with
+# the machine's ceilings in the same run (BENCH_DURATION per workload after a 1 s warm-up, about
+# 1 minute in all), then the Go micro-benchmarks with allocation counts.
+BENCH_DURATION ?= 5s
+bench: build
+	./$(BIN) bench --duration $(BENCH_DURATION) --warmup 1s
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 20m ./erasure/ ./fsm/ ./httpapi/
 
 clean:

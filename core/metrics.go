@@ -9,17 +9,18 @@ import (
 
 // Metrics are the use cases' Prometheus series. A nil *Metrics records nothing.
 type Metrics struct {
-	uploadsTotal     prometheus.Counter
-	uploadedBytes    prometheus.Counter
-	downloadedBytes  prometheus.Counter
-	deletesTotal     prometheus.Counter
-	degradedSegments prometheus.Counter
-	shardFaults      *prometheus.CounterVec
-	tokensCreated    *prometheus.CounterVec
-	repairedBytes    prometheus.Counter
-	repairedShards   prometheus.Counter
-	segments         *prometheus.GaugeVec
-	repairQueue      prometheus.Gauge
+	uploadsTotal      prometheus.Counter
+	uploadedBytes     prometheus.Counter
+	downloadedBytes   prometheus.Counter
+	deletesTotal      prometheus.Counter
+	degradedSegments  prometheus.Counter
+	shardFaults       *prometheus.CounterVec
+	tokensCreated     *prometheus.CounterVec
+	repairedBytes     prometheus.Counter
+	repairedShards    prometheus.Counter
+	segments          *prometheus.GaugeVec
+	repairQueue       prometheus.Gauge
+	contentMismatches prometheus.Counter
 
 	// Totals also kept as plain numbers for the status page.
 	repairedBytesTotal atomic.Int64
@@ -65,6 +66,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.repairQueue = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cairn_repair_queue_shards", Help: "Shard slots waiting for repair at the leader's last pass.",
 	})
+	m.contentMismatches = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cairn_read_content_mismatches_total",
+		Help: "Full-file reads whose bytes did not match the file's SHA-256 although every shard checksum passed; each response was aborted and the file's shards checked.",
+	})
 	// Every label value exists from the start, at zero, so that rate() and alerts see the first
 	// increment rather than a new series.
 	for _, kind := range []string{"corrupt", "unavailable"} {
@@ -74,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.tokensCreated.WithLabelValues(kind)
 	}
 	m.segmentHealth(SegmentHealth{}) // what a follower reports, until the first repair pass
-	reg.MustRegister(m.repairedBytes, m.repairedShards, m.segments, m.repairQueue, m.tokensCreated, m.uploadsTotal, m.uploadedBytes, m.downloadedBytes, m.deletesTotal, m.degradedSegments, m.shardFaults)
+	reg.MustRegister(m.contentMismatches, m.repairedBytes, m.repairedShards, m.segments, m.repairQueue, m.tokensCreated, m.uploadsTotal, m.uploadedBytes, m.downloadedBytes, m.deletesTotal, m.degradedSegments, m.shardFaults)
 	return m
 }
 
@@ -127,6 +132,13 @@ func (m *Metrics) shardFault(corrupt bool) {
 		m.corruptReadsTotal.Add(1)
 	}
 	m.shardFaults.WithLabelValues(kind).Inc()
+}
+
+func (m *Metrics) contentMismatch() {
+	if m != nil {
+		m.contentMismatches.Inc()
+		m.corruptReadsTotal.Add(1)
+	}
 }
 
 func (m *Metrics) tokenCreated(ephemeral bool) {

@@ -125,6 +125,7 @@ func (n *Node) registerMetrics() {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_members", Help: "Members known to gossip, alive or not."},
 			func() float64 { return float64(len(n.members.Members())) }),
 	)
+	n.registerShardStoreMetrics()
 }
 
 var raftStateDesc = prometheus.NewDesc("cairn_raft_state",

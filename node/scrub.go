@@ -249,12 +249,15 @@ func (n *Node) verifyShard(ctx context.Context, info erasure.ShardInfo, limiter 
 	if !ok {
 		return false, nil, nil
 	}
-	r, err := n.shards.OpenRange(info.ID, 0, info.Size)
+	r, err := n.shards.OpenFrames(info.ID, 0, -1)
 	if errors.Is(err, erasure.ErrShardNotFound) {
 		return false, nil, nil
 	}
+	if errors.Is(err, erasure.ErrInvalidRange) { // shorter than a header, say: truncated
+		err = fmt.Errorf("%w: %w", erasure.ErrCorrupt, err)
+	}
 	if err == nil {
-		err = erasure.VerifyShard(&pacedReader{ctx: ctx, r: r, limiter: limiter},
+		err = erasure.VerifyShard(&pacedReader{ctx: ctx, r: r, limiter: limiter}, info.ID,
 			f.Layout.Segments[info.ID.Segment].Size, f.Layout.BlockSize, f.Layout.Geometry)
 		r.Close()
 	}

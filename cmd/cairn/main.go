@@ -28,7 +28,7 @@ Usage:
                           manage API keys (needs a key with MANAGE_API_KEYS)
   cairn keys rotate       rotate the ephemeral-token signing key (needs MANAGE_CLUSTER)
   cairn node remove <id>  decommission a node: out of Raft, shards moved (needs MANAGE_CLUSTER)
-  cairn bench [flags]     measure token creation on an in-process 3-node cluster
+  cairn bench [flags]     measure file PUT/GET and token workloads against the machine's ceilings
   cairn version           print the version
 
 Run 'cairn <command> -h' for a command's flags.
