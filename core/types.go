@@ -125,11 +125,18 @@ type StorageStatus struct {
 	ChecksumFailures      int64 `json:"checksumFailures"` // corrupt shards this node's reads and rebuilds met (wherever they live); the scrubber counts separately in metrics
 }
 
+// MemberRemoved is the state Status reports for a decommissioned node, whatever gossip says.
+const MemberRemoved = "removed"
+
 // MemberStatus is one node as seen by memberlist and Raft.
 type MemberStatus struct {
 	ID          string `json:"id"`
-	State       string `json:"state"`    // alive, dead, left (memberlist does not report suspicion)
-	Suffrage    string `json:"suffrage"` // voter, nonvoter, or "" when not in the Raft configuration
+	// State is alive, dead or left as gossip sees it (memberlist does not report suspicion),
+	// unknown for a Raft server gossip has not seen, or removed for a decommissioned node.
+	State    string `json:"state"`
+	Suffrage string `json:"suffrage"` // voter, nonvoter, or "" when not in the Raft configuration
+	// Leader is true for the Raft leader this node knows.
+	Leader      bool   `json:"leader,omitempty"`
 	ClusterAddr string `json:"clusterAddr"`
 	HTTPAddr    string `json:"httpAddr"`
 	Zone        string `json:"zone,omitempty"`
