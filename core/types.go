@@ -130,7 +130,7 @@ const MemberRemoved = "removed"
 
 // MemberStatus is one node as seen by memberlist and Raft.
 type MemberStatus struct {
-	ID          string `json:"id"`
+	ID string `json:"id"`
 	// State is alive, dead or left as gossip sees it (memberlist does not report suspicion),
 	// unknown for a Raft server gossip has not seen, or removed for a decommissioned node.
 	State    string `json:"state"`
