@@ -69,7 +69,7 @@ type Node struct {
 
 // New starts a node: it binds every port, opens the data dir, starts Raft and memberlist, and
 // serves. It returns once the node is serving; joining a cluster continues in the background.
-func New(cfg Config) (n *Node, err error) {
+func New(cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -84,11 +84,10 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	log := cfg.Logger.With("node", cfg.NodeID)
 	ctx, cancel := context.WithCancel(context.Background())
-	// The node under construction has its own name: every failure below returns (nil, err), which
-	// sets the named result n to nil before the deferred cleanup runs.
-	node := &Node{cfg: cfg, log: log, reg: cfg.Registry, ctx: ctx, cancel: cancel, started: time.Now(),
+	// n is not the named result: every failure below returns (nil, err), and the deferred cleanup
+	// and the goroutines already started must still see the node.
+	n := &Node{cfg: cfg, log: log, reg: cfg.Registry, ctx: ctx, cancel: cancel, started: time.Now(),
 		announceNow: make(chan struct{}, 1), drainNow: make(chan struct{})}
-	n = node
 	// Anything opened before a failure is closed again.
 	var closers []func() error
 	defer func() {
@@ -97,7 +96,7 @@ func New(cfg Config) (n *Node, err error) {
 			for i := len(closers) - 1; i >= 0; i-- {
 				_ = closers[i]()
 			}
-			node.wg.Wait()
+			n.wg.Wait()
 		}
 	}()
 
