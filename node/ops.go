@@ -53,17 +53,12 @@ func (n *Node) Status() core.Status {
 	}
 	clusterCfg, _ := n.fsm.Config()
 	leader := n.LeaderID()
-	state := func(id, gossipState string) string {
-		if slices.Contains(clusterCfg.RemovedNodes, id) {
-			return core.MemberRemoved
-		}
-		return gossipState
-	}
 	seen := map[string]bool{}
 	for _, m := range n.members.Members() {
 		seen[m.Meta.ID] = true
 		st.Members = append(st.Members, core.MemberStatus{
-			ID: m.Meta.ID, State: state(m.Meta.ID, m.State), Suffrage: suffrage[m.Meta.ID], Leader: m.Meta.ID == leader,
+			ID: m.Meta.ID, State: m.State, Removed: slices.Contains(clusterCfg.RemovedNodes, m.Meta.ID),
+			Suffrage: suffrage[m.Meta.ID], Leader: m.Meta.ID == leader,
 			ClusterAddr: m.Meta.ClusterAddr, HTTPAddr: m.Meta.HTTPAddr, Zone: m.Meta.Zone, FreeBytes: m.Meta.FreeBytes,
 		})
 	}
@@ -71,8 +66,9 @@ func (n *Node) Status() core.Status {
 	for _, s := range n.raft.Servers() {
 		if !seen[string(s.ID)] {
 			st.Members = append(st.Members, core.MemberStatus{
-				ID: string(s.ID), State: state(string(s.ID), "unknown"), Suffrage: suffrage[string(s.ID)],
-				Leader: string(s.ID) == leader, ClusterAddr: string(s.Address),
+				ID: string(s.ID), State: "unknown", Removed: slices.Contains(clusterCfg.RemovedNodes, string(s.ID)),
+				Suffrage: suffrage[string(s.ID)],
+				Leader:   string(s.ID) == leader, ClusterAddr: string(s.Address),
 			})
 		}
 	}
