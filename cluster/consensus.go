@@ -50,6 +50,10 @@ type Consensus struct {
 	// Gate decides, on the leader, whether a command's type may enter the log yet (ProtocolGate);
 	// nil admits every type this build knows. Set it before use.
 	Gate CommandGate
+	// LocalLogErr, when set, reports a failing local Raft log (RaftNode.LogWriteErr). A proposal
+	// made while the local log is out of space fails at once with ErrLogStoreFull: this node could
+	// never apply it, so waiting for it would only end in a timeout.
+	LocalLogErr func() error
 
 	// readyTerm is the term in which this node, as leader, has committed a barrier; only then can its
 	// commit index be trusted for reads.
@@ -113,6 +117,11 @@ func (c *Consensus) Propose(ctx context.Context, cmd []byte) (uint64, error) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultProposeTimeout)
 		defer cancel()
+	}
+	if c.LocalLogErr != nil {
+		if err := c.LocalLogErr(); errors.Is(err, ErrLogStoreFull) {
+			return 0, fmt.Errorf("propose: %w", err)
+		}
 	}
 	begin := time.Now()
 	var lastErr error
@@ -262,6 +271,16 @@ func (c *Consensus) ReadIndex(ctx context.Context) error {
 			return fmt.Errorf("read index: %w (last error: %w)", werr, err)
 		}
 	}
+}
+
+// LeaderCommitIndex returns the leader's commit index, confirmed by a leadership check, without
+// waiting for the local state machine: readiness compares it with the local applied index. It
+// shares the read index's batched rounds.
+func (c *Consensus) LeaderCommitIndex(ctx context.Context) (uint64, error) {
+	if c.raft.State() == raft.Leader {
+		return c.leaderRounds.do(ctx)
+	}
+	return c.followerRounds.do(ctx)
 }
 
 // LeaderReadIndex is the leader side of a follower's read index: this node's commit index, once it

@@ -229,6 +229,8 @@ func (s *Service) proposeAt(ctx context.Context, at time.Time, typ fsm.CommandTy
 		return ErrLastFullToken
 	case errors.Is(err, fsm.ErrNotInitialized):
 		return fmt.Errorf("%w: cluster not initialised yet", ErrUnavailable)
+	case errors.Is(err, cluster.ErrLogStoreFull):
+		return fmt.Errorf("%w: this node's raft log: %w", ErrNoSpace, err)
 	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrInvalidCommand),
 		errors.Is(err, fsm.ErrAlreadyInitialized):
 		return fmt.Errorf("%s: %w", typ, err)

@@ -58,6 +58,10 @@ type Config struct {
 	ReconcileInterval time.Duration
 	MetaInterval      time.Duration // how often free space and state are re-announced
 	ShutdownTimeout   time.Duration
+	// DrainDelay is how long a graceful shutdown answers /readyz 503 while it still serves every
+	// request, before it stops accepting: long enough for a load balancer's health check to take
+	// the node out of rotation (check interval times fall count). 0 skips the drain.
+	DrainDelay time.Duration
 	// MinFree is the free-space reserve: below it the node takes no new shards and tells the others
 	// so through gossip, so placement avoids it.
 	MinFree int64
@@ -117,6 +121,9 @@ const (
 	DefaultBlockSize        = 1 << 20
 	DefaultBlocksPerSegment = 64
 	DefaultMaxVoters        = 5
+	// DefaultDrainDelay covers HAProxy's default check (inter 2s, fall 3: 6 s) with room for a
+	// check in flight; raise it for slower checks (Kubernetes' default readiness probe needs 30 s).
+	DefaultDrainDelay = 10 * time.Second
 )
 
 // DefaultConfig returns a configuration with every default filled in.
@@ -134,6 +141,7 @@ func DefaultConfig() Config {
 		ReconcileInterval: 5 * time.Second,
 		MetaInterval:      10 * time.Second,
 		ShutdownTimeout:   30 * time.Second,
+		DrainDelay:        DefaultDrainDelay,
 		// Followers learn a new commit index on the next append; raft's 50 ms default would add up
 		// to 50 ms to every write forwarded through a follower (which waits to apply its own write).
 		RaftTimings:    cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
@@ -226,6 +234,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ExpiryInterval <= 0 {
 		errs = append(errs, errors.New("expiry interval must be positive"))
+	}
+	if c.DrainDelay < 0 {
+		errs = append(errs, errors.New("--drain-delay must not be negative"))
 	}
 	if c.MaxVoters < 1 {
 		errs = append(errs, errors.New("max voters must be at least 1"))

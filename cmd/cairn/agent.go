@@ -5,7 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,6 +57,7 @@ func newAgentFlags(fs *flag.FlagSet) *agentFlags {
 	fs.StringVar(&a.scrubRate, "scrub-rate", "32MiB", "bytes per second the scrubber may read")
 	fs.BoolVar(&c.CleanupDeadServers, "cleanup-dead-servers", c.CleanupDeadServers, "let the leader remove Raft servers that stay dead (autopilot)")
 	fs.DurationVar(&c.DeadServerCleanupAfter, "dead-server-cleanup-after", c.DeadServerCleanupAfter, "how long a server must be dead before autopilot removes it")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "on SIGTERM/SIGINT, answer /readyz 503 for this long while still serving, before stopping (a second signal skips it)")
 	fs.StringVar(&c.RootKey, "root-key", "", "bootstrap API key with every permission (required with --bootstrap-expect)")
 	fs.StringVar(&c.ClusterSecret, "cluster-secret", "", "secret that authenticates nodes to each other (default: derived from --root-key)")
 	fs.BoolVar(&c.AllowAnonymousUpload, "allow-anonymous-upload", false, "accept uploads without an API key")
@@ -120,13 +124,33 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := cluster.BridgeLibraryMetrics(a.cfg.Registry); err != nil {
 		return err
 	}
+	// Every SIGINT/SIGTERM lands here as well as in ctx (which only the first one ends): the one
+	// after the first skips the drain.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	n, err := node.New(a.cfg)
 	if err != nil {
 		return err
 	}
 	<-ctx.Done()
-	logger.Info("signal received, shutting down gracefully")
-	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout+5*time.Second)
+	logger.Info("signal received, shutting down gracefully; a second signal skips the drain", "drain", a.cfg.DrainDelay)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-sigs: // the signal that ended ctx
+		case <-done:
+			return
+		}
+		select {
+		case <-sigs:
+			logger.Info("second signal received, skipping the drain")
+			n.SkipDrain()
+		case <-done:
+		}
+	}()
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.DrainDelay+a.cfg.ShutdownTimeout+5*time.Second)
 	defer cancel()
 	return n.Shutdown(sctx)
 }
