@@ -93,6 +93,13 @@ type Config struct {
 	ServerStabilizationTime time.Duration
 	AutopilotInterval       time.Duration
 
+	// MaxConcurrentUploads caps the uploads this node receives at once (both APIs together); the
+	// next one answers 503 with Retry-After. Each upload holds a few erasure blocks of memory.
+	MaxConcurrentUploads int
+	// UploadIdleTimeout aborts an upload whose body sends nothing for this long; its shards are
+	// removed.
+	UploadIdleTimeout time.Duration
+
 	// LeaderWait is how long a request waits for a usable Raft leader before it fails with 503.
 	LeaderWait time.Duration
 	// SnapshotThreshold: Raft log entries between snapshots (0 = raft's default).
@@ -113,6 +120,8 @@ const (
 	DefaultBlockSize        = 1 << 20
 	DefaultBlocksPerSegment = 64
 	DefaultMaxVoters        = 5
+	// DefaultMaxConcurrentUploads is the per-node upload cap (--max-concurrent-uploads).
+	DefaultMaxConcurrentUploads = 64
 )
 
 // DefaultConfig returns a configuration with every default filled in.
@@ -132,13 +141,17 @@ func DefaultConfig() Config {
 		ShutdownTimeout:   30 * time.Second,
 		// Followers learn a new commit index on the next append; raft's 50 ms default would add up
 		// to 50 ms to every write forwarded through a follower (which waits to apply its own write).
-		RaftTimings:    cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
-		LeaderWait:     5 * time.Second,
-		ExpiryInterval: 10 * time.Second,
-		RepairDelay:    10 * time.Minute,
-		MinFree:        256 << 20,
-		RepairRate:     64 << 20,
-		RepairInterval: 30 * time.Second,
+		RaftTimings: cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
+		LeaderWait:  5 * time.Second,
+		// Uploads: at 1 MiB blocks and 2+1, one upload holds about 10 MiB at most, so 64 bound a
+		// node's upload memory near 640 MiB; 30 s without a byte is a dead client, not a slow one.
+		MaxConcurrentUploads: DefaultMaxConcurrentUploads,
+		UploadIdleTimeout:    30 * time.Second,
+		ExpiryInterval:       10 * time.Second,
+		RepairDelay:          10 * time.Minute,
+		MinFree:              256 << 20,
+		RepairRate:           64 << 20,
+		RepairInterval:       30 * time.Second,
 		// Autopilot: Consul's health thresholds; dead servers go with the repair delay.
 		CleanupDeadServers:      true,
 		DeadServerCleanupAfter:  10 * time.Minute,
@@ -199,6 +212,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WriteQuorum < 0 || (c.WriteQuorum > 0 && (c.WriteQuorum < c.Erasure.Data || c.WriteQuorum > c.Erasure.Total())) {
 		errs = append(errs, fmt.Errorf("--write-quorum must be between k=%d and k+m=%d", c.Erasure.Data, c.Erasure.Total()))
+	}
+	if c.MaxConcurrentUploads < 0 || c.UploadIdleTimeout < 0 {
+		errs = append(errs, errors.New("--max-concurrent-uploads and --upload-idle-timeout must not be negative (0: no bound)"))
 	}
 	if c.MinFree < 0 {
 		errs = append(errs, errors.New("--min-free must not be negative"))

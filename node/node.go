@@ -172,7 +172,8 @@ func New(cfg Config) (n *Node, err error) {
 
 	handler, err := httpapi.New(httpapi.Config{
 		Files: n.service, Enmeshed: n.service, Admin: n.service, Ops: ops{n}, Registry: n.reg,
-		Logger: log.With("component", "http"),
+		Logger:               log.With("component", "http"),
+		MaxConcurrentUploads: cfg.MaxConcurrentUploads, UploadIdleTimeout: cfg.UploadIdleTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("http api: %w", err)
