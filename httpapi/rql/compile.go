@@ -333,4 +333,3 @@ func parseTime(s string, epochMillis bool) (time.Time, bool) {
 	// Beyond four-digit years ISO-8601 needs an extension that neither side speaks.
 	return t, t.Year() >= 0 && t.Year() <= 9999
 }
-
