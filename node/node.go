@@ -161,6 +161,10 @@ func New(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, n.members.Shutdown)
+	n.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "cairn_gossip_bad_packets_total",
+		Help: "Gossip packets and streams refused as undecryptable or malformed (their log lines are rate-limited).",
+	}, func() float64 { return float64(n.members.BadPackets()) }))
 
 	metrics := core.NewMetrics(n.reg)
 	n.service = core.NewService(core.Config{
