@@ -160,12 +160,12 @@ func TestHostileClientsAreBounded(t *testing.T) {
 func rawAnswer(t *testing.T, addr, request string, within time.Duration) Response {
 	t.Helper()
 	var resp Response
-	WaitFor(t, 30*time.Second, "an answer that is not 503", func() bool {
+	WaitForState(t, 30*time.Second, "an answer that is not 503", func() (bool, string) {
 		conn := rawConn(t, addr)
 		send(t, conn, request)
 		resp = readAnswer(t, conn, within)
 		conn.Close()
-		return resp.Status != http.StatusServiceUnavailable
+		return resp.Status != http.StatusServiceUnavailable, fmt.Sprintf("status %d body %.300s", resp.Status, resp.Body)
 	})
 	return resp
 }
@@ -174,12 +174,12 @@ func rawAnswer(t *testing.T, addr, request string, within time.Duration) Respons
 func not503(t *testing.T, do func() (Response, error)) Response {
 	t.Helper()
 	var resp Response
-	WaitFor(t, 30*time.Second, "an answer that is not 503", func() bool {
+	WaitForState(t, 30*time.Second, "an answer that is not 503", func() (bool, string) {
 		var err error
 		if resp, err = do(); err != nil {
 			t.Fatal(err)
 		}
-		return resp.Status != http.StatusServiceUnavailable
+		return resp.Status != http.StatusServiceUnavailable, fmt.Sprintf("status %d body %.300s", resp.Status, resp.Body)
 	})
 	return resp
 }

@@ -217,28 +217,52 @@ func WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) 
 	}
 }
 
+// WaitForState is WaitFor for a condition that can say where it stands: on timeout the failure
+// shows the last state cond reported (an HTTP status and body, each node's view), so that a flaky
+// failure can be diagnosed from its message alone.
+func WaitForState(t testing.TB, timeout time.Duration, msg string, cond func() (bool, string)) {
+	t.Helper()
+	var state string
+	deadline := time.Now().Add(timeout)
+	wait := 5 * time.Millisecond
+	for {
+		var ok bool
+		if ok, state = cond(); ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, msg, state)
+		}
+		time.Sleep(wait) // polling interval of a condition wait, not a synchronisation sleep
+		wait = min(wait*2, 100*time.Millisecond)
+	}
+}
+
 // WaitLeader waits until all running nodes agree on one leader, and returns its index.
 func (c *Cluster) WaitLeader(timeout time.Duration) int {
 	c.t.Helper()
 	leader := -1
-	WaitFor(c.t, timeout, "an agreed leader", func() bool {
+	WaitForState(c.t, timeout, "an agreed leader", func() (bool, string) {
 		leader = -1
 		var id string
+		agreed := true
+		views := ""
 		for _, i := range c.Running() {
 			n := c.Node(i)
 			if n == nil {
-				return false
+				return false, fmt.Sprintf("node%d is starting", i)
 			}
 			l := n.LeaderID()
+			views += fmt.Sprintf("node%d sees %q; ", i, l)
 			if l == "" || (id != "" && l != id) {
-				return false
+				agreed = false
 			}
 			id = l
 			if n.IsLeader() {
 				leader = i
 			}
 		}
-		return leader >= 0
+		return agreed && leader >= 0, views
 	})
 	return leader
 }
@@ -246,28 +270,34 @@ func (c *Cluster) WaitLeader(timeout time.Duration) int {
 // WaitReady waits until every running node reports ready.
 func (c *Cluster) WaitReady(timeout time.Duration) {
 	c.t.Helper()
-	WaitFor(c.t, timeout, "all running nodes ready", func() bool {
+	WaitForState(c.t, timeout, "all running nodes ready", func() (bool, string) {
 		for _, i := range c.Running() {
 			n := c.Node(i)
-			if n == nil || n.Ready() != nil {
-				return false
+			if n == nil {
+				return false, fmt.Sprintf("node%d is starting", i)
+			}
+			if err := n.Ready(); err != nil {
+				return false, fmt.Sprintf("node%d not ready: %v", i, err)
 			}
 		}
-		return true
+		return true, ""
 	})
 }
 
 // WaitAlive waits until every running node sees want alive gossip members.
 func (c *Cluster) WaitAlive(want int, timeout time.Duration) {
 	c.t.Helper()
-	WaitFor(c.t, timeout, fmt.Sprintf("%d alive members on every running node", want), func() bool {
+	WaitForState(c.t, timeout, fmt.Sprintf("%d alive members on every running node", want), func() (bool, string) {
 		for _, i := range c.Running() {
 			n := c.Node(i)
-			if n == nil || n.AliveMembers() != want {
-				return false
+			if n == nil {
+				return false, fmt.Sprintf("node%d is starting", i)
+			}
+			if got := n.AliveMembers(); got != want {
+				return false, fmt.Sprintf("node%d sees %d alive", i, got)
 			}
 		}
-		return true
+		return true, ""
 	})
 }
 
