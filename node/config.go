@@ -52,7 +52,11 @@ type Config struct {
 	BlocksPerSegment int // blocks per segment; a segment's shards share one placement
 	MaxVoters        int
 
-	RaftTimings       cluster.RaftTimings
+	RaftTimings cluster.RaftTimings
+	// RaftMultiplier scales Raft's heartbeat, election and leader-lease timeouts (RaftTimings, or
+	// hashicorp/raft's 1 s / 1 s / 500 ms defaults) together, like Consul's raft_multiplier. Higher
+	// keeps a CPU-starved leader in place; lower fails over faster. 1..10.
+	RaftMultiplier    int
 	GossipTimings     cluster.GossipTimings
 	RejoinInterval    time.Duration
 	ReconcileInterval time.Duration
@@ -120,6 +124,8 @@ const (
 	DefaultBlockSize        = 1 << 20
 	DefaultBlocksPerSegment = 64
 	DefaultMaxVoters        = 5
+	// DefaultRaftMultiplier is --raft-multiplier's default (see docs/operations.md).
+	DefaultRaftMultiplier = 2
 	// DefaultMaxConcurrentUploads is the per-node upload cap (--max-concurrent-uploads).
 	DefaultMaxConcurrentUploads = 64
 )
@@ -213,6 +219,9 @@ func (c *Config) Validate() error {
 	if c.WriteQuorum < 0 || (c.WriteQuorum > 0 && (c.WriteQuorum < c.Erasure.Data || c.WriteQuorum > c.Erasure.Total())) {
 		errs = append(errs, fmt.Errorf("--write-quorum must be between k=%d and k+m=%d", c.Erasure.Data, c.Erasure.Total()))
 	}
+	if c.RaftMultiplier < 1 || c.RaftMultiplier > 10 {
+		errs = append(errs, errors.New("--raft-multiplier must be between 1 and 10"))
+	}
 	if c.MaxConcurrentUploads < 0 || c.UploadIdleTimeout < 0 {
 		errs = append(errs, errors.New("--max-concurrent-uploads and --upload-idle-timeout must not be negative (0: no bound)"))
 	}
@@ -246,6 +255,13 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("--zone must be at most 64 characters"))
 	}
 	return errors.Join(errs...)
+}
+
+// raftTimings are the Raft timings with the multiplier applied.
+func (c *Config) raftTimings() cluster.RaftTimings {
+	t := c.RaftTimings
+	t.Multiplier = c.RaftMultiplier
+	return t
 }
 
 // derivedSecret derives a purpose-bound 32-byte key from the cluster secret.

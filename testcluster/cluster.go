@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -42,7 +43,7 @@ type Cluster struct {
 	clients []*Client
 }
 
-// FastRaft are Raft timings for tests: failover in well under a second.
+// FastRaft are Raft timings for tests (Nomad's TestServer style), scaled by TestRaftMultiplier.
 var FastRaft = cluster.RaftTimings{
 	HeartbeatTimeout:   150 * time.Millisecond,
 	ElectionTimeout:    150 * time.Millisecond,
@@ -50,14 +51,31 @@ var FastRaft = cluster.RaftTimings{
 	CommitTimeout:      5 * time.Millisecond,
 }
 
-// FastGossip are memberlist timings for tests.
+// TestRaftMultiplier scales FastRaft's failure detection (--raft-multiplier): 3 gives 450 ms
+// heartbeat and election timeouts, failover in about a second. Unscaled, 150 ms was shorter than a
+// vote round trip on a 2-core machine loaded by parallel -race test runs (load 15-20): a 5-node
+// cluster then went through 18 terms before one candidate collected its votes in time, leaders
+// stepped down, and tests such as TestPartitionDuringUploads failed on the 503s in between.
+// CAIRN_TEST_RAFT_MULTIPLIER overrides it.
+var TestRaftMultiplier = envInt("CAIRN_TEST_RAFT_MULTIPLIER", 3)
+
+// FastGossip are memberlist timings for tests. The probe timeout leaves room for a loaded machine:
+// at 50 ms, members were suspected and refuted all the time under load, and a node that saw fewer
+// shard nodes alive than the write quorum answered 503.
 var FastGossip = cluster.GossipTimings{
-	ProbeInterval:       100 * time.Millisecond,
-	ProbeTimeout:        50 * time.Millisecond,
+	ProbeInterval:       200 * time.Millisecond,
+	ProbeTimeout:        100 * time.Millisecond,
 	GossipInterval:      20 * time.Millisecond,
-	SuspicionMult:       2,
+	SuspicionMult:       3,
 	PushPullInterval:    time.Second,
 	GossipToTheDeadTime: 2 * time.Second,
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }
 
 // New starts the cluster and waits until every node is ready. Cleanup shuts it down.
@@ -324,6 +342,7 @@ func (c *Cluster) nodeConfig(i int, seeds []string) node.Config {
 	cfg.MaxFileSize = c.opts.MaxFileSize
 	cfg.RootKey = c.RootKey
 	cfg.RaftTimings = FastRaft
+	cfg.RaftMultiplier = TestRaftMultiplier
 	cfg.GossipTimings = FastGossip
 	cfg.RejoinInterval = 500 * time.Millisecond
 	cfg.ReconcileInterval = 200 * time.Millisecond

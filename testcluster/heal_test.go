@@ -199,6 +199,9 @@ func metricValue(t *testing.T, c *Cluster, i int, series string) float64 {
 // and after the heal the layouts converge to full redundancy.
 func TestPartitionDuringUploads(t *testing.T) {
 	c := New(t, Options{Nodes: 5, Erasure: geometry32})
+	// Uploads before the partition must succeed, so every node must first see all five shard
+	// nodes: ready alone does not say that the gossip view is complete.
+	c.WaitAlive(5, 20*time.Second)
 	leader := c.WaitLeader(10 * time.Second)
 	var minority, majority []string
 	var minorityIdx, majorityIdx []int
