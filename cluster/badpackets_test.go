@@ -14,9 +14,9 @@ import (
 type countingHandler struct{ n *atomic.Int64 }
 
 func (h countingHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
-func (h countingHandler) Handle(context.Context, slog.Record) error  { h.n.Add(1); return nil }
-func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler         { return h }
-func (h countingHandler) WithGroup(string) slog.Handler              { return h }
+func (h countingHandler) Handle(context.Context, slog.Record) error    { h.n.Add(1); return nil }
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h countingHandler) WithGroup(string) slog.Handler                { return h }
 
 // TestGarbageGossipIsCountedNotLogged sends 5,000 garbage datagrams to the gossip port of an
 // encrypted memberlist, as a scanner or a node with the wrong key would. Every one is counted;

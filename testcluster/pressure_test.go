@@ -124,7 +124,7 @@ func TestLeaderStaysPutUnderCPUPressure(t *testing.T) {
 			data := randomData(int64(i), 4096)
 			meta, resp, err := cl.Upload(fmt.Sprintf("load-%d", i), data)
 			if err == nil && resp.Status == http.StatusOK {
-				resp, err = c.Client((i+1)%3).Download(meta.Tokens[0].Token)
+				resp, err = c.Client((i + 1) % 3).Download(meta.Tokens[0].Token)
 			}
 			ops++
 			slowest = max(slowest, time.Since(start))
