@@ -92,6 +92,9 @@ type Membership struct {
 	transport *GossipTransport
 	localAddr string
 	log       *slog.Logger
+	// badPackets counts (and rate-limits the log lines of) packets memberlist could not decrypt
+	// or decode.
+	badPackets badPacketLog
 
 	mu          sync.Mutex
 	members     map[string]Member
@@ -103,6 +106,9 @@ type Membership struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
+
+// BadPackets is how many packets or streams memberlist refused as undecryptable or malformed.
+func (m *Membership) BadPackets() uint64 { return m.badPackets.Total() }
 
 // NewMembership starts memberlist. Call Start to join the seeds.
 func NewMembership(cfg MembershipConfig) (*Membership, error) {
@@ -134,7 +140,7 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 	mc.Delegate = metaDelegate{m}
 	mc.Events = eventDelegate{m}
 	mc.SecretKey = cfg.SecretKey
-	mc.Logger = newStdLogger(cfg.Logger.With("component", "memberlist"))
+	mc.Logger = newStdLogger(cfg.Logger.With("component", "memberlist"), &m.badPackets)
 	t := cfg.Timings
 	setIf(&mc.ProbeInterval, t.ProbeInterval)
 	setIf(&mc.ProbeTimeout, t.ProbeTimeout)

@@ -205,7 +205,9 @@ type readScope struct{ done atomic.Bool }
 // WithReadScope marks ctx as one request: the use cases called with it share a single read index
 // (e.g. authenticating the API key and then looking up the file it asks for).
 func WithReadScope(ctx context.Context) context.Context {
-	return context.WithValue(ctx, readScopeKey{}, &readScope{})
+	// The same request shares one leader-wait budget across its read index and its proposal, so
+	// it answers (or fails with 503) within the documented leader wait.
+	return context.WithValue(cluster.WithWaitBudget(ctx), readScopeKey{}, &readScope{})
 }
 
 // propose encodes and replicates one command, mapping the fsm's outcomes onto core's errors.

@@ -138,7 +138,7 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	layer := cluster.NewRaftLayer(n.mux.Listener(cluster.ConnRaft), advAddr, cfg.Network, clusterSecret)
 	n.raft, err = cluster.StartRaft(cluster.RaftOptions{
-		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Layer: layer, FSM: n.fsm, Timings: cfg.RaftTimings,
+		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Layer: layer, FSM: n.fsm, Timings: cfg.raftTimings(),
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs, SnapshotInterval: cfg.SnapshotInterval,
 		Logger: log.With("component", "raft"),
 	})
@@ -162,6 +162,10 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("listen --gossip-addr %s: %w", cfg.GossipAddr, err)
 	}
 	closers = append(closers, n.members.Shutdown)
+	n.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "cairn_gossip_bad_packets_total",
+		Help: "Gossip packets and streams refused as undecryptable or malformed (their log lines are rate-limited).",
+	}, func() float64 { return float64(n.members.BadPackets()) }))
 
 	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecret, log.With("component", "rpc"))
 	closers = append(closers, func() error { n.rpcClient.Close(); return nil })
@@ -188,7 +192,8 @@ func New(cfg Config) (_ *Node, err error) {
 
 	handler, err := httpapi.New(httpapi.Config{
 		Files: n.service, Enmeshed: n.service, Admin: n.service, Ops: ops{n}, Registry: n.reg,
-		Logger: log.With("component", "http"),
+		Logger:               log.With("component", "http"),
+		MaxConcurrentUploads: cfg.MaxConcurrentUploads, UploadIdleTimeout: cfg.UploadIdleTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("http api: %w", err)
