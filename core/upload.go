@@ -97,7 +97,7 @@ func (u *upload) readFrom(r io.Reader) (int64, error) {
 		n, rerr := io.ReadFull(r, buf)
 		if n > 0 {
 			if total+int64(n) > u.s.cfg.MaxFileSize {
-				return total, ErrFileTooLarge
+				return total, &FileTooLargeError{Limit: u.s.cfg.MaxFileSize}
 			}
 			block := buf[:n]
 			u.hash.Write(block)

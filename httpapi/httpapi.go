@@ -51,6 +51,10 @@ type Config struct {
 	// Admin serves cairn's administration routes (/v1/apikeys, /v1/signing-key/rotate); nil
 	// leaves them unmounted.
 	Admin AdminService
+	// Debug serves GET /v1/config (MANAGE_CLUSTER); nil leaves it unmounted.
+	Debug DebugService
+	// EnablePprof mounts /debug/pprof (MANAGE_CLUSTER) next to Debug's routes (--enable-debug).
+	EnablePprof bool
 }
 
 // route is one path pattern with a handler per method. Dispatching on the method ourselves (rather
@@ -88,6 +92,9 @@ func New(cfg Config) (http.Handler, error) {
 	routes := append(v1.routes(), ops.routes()...)
 	if cfg.Admin != nil {
 		routes = append(routes, (&adminAPI{admin: cfg.Admin, v1: v1, log: logger}).routes()...)
+	}
+	if cfg.Debug != nil {
+		routes = append(routes, (&debugAPI{debug: cfg.Debug, v1: v1, pprofs: cfg.EnablePprof}).routes()...)
 	}
 	mux := http.NewServeMux()
 	for _, rt := range routes {

@@ -172,6 +172,7 @@ func New(cfg Config) (n *Node, err error) {
 
 	handler, err := httpapi.New(httpapi.Config{
 		Files: n.service, Enmeshed: n.service, Admin: n.service, Ops: ops{n}, Registry: n.reg,
+		Debug: debugView{n}, EnablePprof: cfg.EnableDebug,
 		Logger: log.With("component", "http"),
 	})
 	if err != nil {
