@@ -58,7 +58,7 @@ func newHTTPClient() *http.Client {
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second, // uploads send Expect: 100-continue
+		ExpectContinueTimeout: time.Second,     // uploads send Expect: 100-continue
 		ResponseHeaderTimeout: 2 * time.Minute, // an upload's answer comes after its last shard is durable
 		MaxIdleConnsPerHost:   4,
 	}}

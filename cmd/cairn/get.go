@@ -134,7 +134,9 @@ func (d *download) toFile(ctx context.Context, out string) error {
 // toWriter streams to w (standard output); an interruption resumes with Range in this run.
 func (d *download) toWriter(ctx context.Context, w io.Writer) error {
 	h := sha256.New()
-	noRestart := func() error { return errors.New("the server restarted the file from the beginning; cannot rewind standard output") }
+	noRestart := func() error {
+		return errors.New("the server restarted the file from the beginning; cannot rewind standard output")
+	}
 	if err := d.transfer(ctx, w, h, 0, noRestart); err != nil {
 		return err
 	}

@@ -34,6 +34,7 @@ func newProgress(stderr io.Writer, quiet bool, description string, total, done i
 		progressbar.OptionSetDescription(description),
 		progressbar.OptionShowBytes(true),
 		progressbar.OptionShowTotalBytes(true),
+		progressbar.OptionUseIECUnits(true), // KiB, MiB: the units of every size flag
 		progressbar.OptionShowCount(),
 		progressbar.OptionSetPredictTime(true), // the ETA
 		progressbar.OptionSetWidth(30),

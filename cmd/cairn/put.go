@@ -17,9 +17,9 @@ import (
 
 // uploadedFile is the part of /files/v1's FileMetadata that put shows.
 type uploadedFile struct {
-	Name     string `json:"name"`
-	Mimetype string `json:"mimetype"`
-	Size     int64  `json:"size"`
+	Name     string   `json:"name"`
+	Mimetype string   `json:"mimetype"`
+	Size     int64    `json:"size"`
 	Tags     []string `json:"tags"`
 	Tokens   []struct {
 		Token       string `json:"token"`
