@@ -78,14 +78,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "\nRoot API key: %s\n", *rootKey)
 	fmt.Fprintf(stdout, `
 Try it:
-  export CAIRN_KEY=%s
+  export CAIRN_KEY=%s CAIRN_ADDR=%s
   echo 'hello, cairn' > hello.txt
+  TOKEN=$(cairn put hello.txt)                         # upload; prints the full token
+  cairn get $TOKEN -o - --addr %s              # read it through another node
+  # or with curl:
   curl -s -H "Authorization: Bearer $CAIRN_KEY" -F name=hello.txt -F file=@hello.txt %s/files/v1/
-  # take "token" from the answer, then read it through another node:
-  curl -s http://%s/files/v1/<token>/file
+  curl -s http://%s/files/v1/$TOKEN/file
 
 Press Ctrl-C to stop.
-`, *rootKey, first, nodes[1].HTTPAddr())
+`, *rootKey, nodes[0].HTTPAddr(), nodes[1].HTTPAddr(), first, nodes[1].HTTPAddr())
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "\ncairn dev: stopping")
 	return stopAll()
