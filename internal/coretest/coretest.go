@@ -276,7 +276,9 @@ func (s *Shards) PutShard(ctx context.Context, nodeID string, id erasure.ShardID
 	return nil
 }
 
-// OpenShard returns bytes [off, off+n) of a shard; n < 0 reads to the end.
+// OpenShard returns a shard as erasure.ShardStore.OpenFrames does: its header, then the frame
+// bytes [off, off+n) counted from the first frame (n < 0: to the end); a range outside the shard
+// wraps erasure.ErrInvalidRange.
 func (s *Shards) OpenShard(_ context.Context, nodeID string, id erasure.ShardID, off, n int64) (io.ReadCloser, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -288,14 +290,18 @@ func (s *Shards) OpenShard(_ context.Context, nodeID string, id erasure.ShardID,
 	if !ok {
 		return nil, fmt.Errorf("%s on %s: %w", id, nodeID, erasure.ErrShardNotFound)
 	}
-	if off > int64(len(b)) {
-		off = int64(len(b))
+	if len(b) < erasure.ShardHeaderLen {
+		return nil, fmt.Errorf("%s on %s: shorter than its header: %w", id, nodeID, erasure.ErrInvalidRange)
 	}
-	end := int64(len(b))
-	if n >= 0 && off+n < end {
-		end = off + n
+	header, frames := b[:erasure.ShardHeaderLen], b[erasure.ShardHeaderLen:]
+	size := int64(len(frames))
+	if n < 0 && off >= 0 && off <= size {
+		n = size - off
 	}
-	return io.NopCloser(bytes.NewReader(b[off:end])), nil
+	if off < 0 || n < 0 || off > size-n {
+		return nil, fmt.Errorf("%s on %s frames [%d,+%d) of %d bytes: %w", id, nodeID, off, n, size, erasure.ErrInvalidRange)
+	}
+	return io.NopCloser(io.MultiReader(bytes.NewReader(header), bytes.NewReader(frames[off:off+n]))), nil
 }
 
 // DeleteShard removes a shard; a missing one is not an error.

@@ -46,6 +46,19 @@ func WaitForNil(t testing.TB, timeout time.Duration, what string, cond func() er
 	}
 }
 
+// WaitForState is WaitFor for a condition that can say where it stands: on timeout the failure
+// shows the last state cond reported (an HTTP status and body, each node's view), so that a flaky
+// failure can be diagnosed from its message alone.
+func WaitForState(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	WaitForNil(t, timeout, what, func() error {
+		if ok, state := cond(); !ok {
+			return errors.New(state)
+		}
+		return nil
+	})
+}
+
 // RaftConfig is a raft.Config with the tight timings of in-process tests (Nomad's TestServer uses
 // 50 ms; these are wider so that a loaded 2-core machine under -race does not flap leadership)
 // and raft's own logs discarded.
