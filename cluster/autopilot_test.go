@@ -101,11 +101,6 @@ func (r *apRaft) State() raft.RaftState {
 	return r.state
 }
 
-func (r *apRaft) setState(s raft.RaftState) {
-	r.mu.Lock()
-	r.state = s
-	r.mu.Unlock()
-}
 
 func (r *apRaft) changes() (removed, promoted []raft.ServerID) {
 	r.mu.Lock()

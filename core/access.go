@@ -197,7 +197,7 @@ func (s *Service) ListFilesWithTokens(ctx context.Context, p Principal) ([]FileL
 	now := s.now()
 	var out []FileListing
 	s.state.Files(func(f fsm.File) bool {
-		if !expired(f.ExpiresAt, now) {
+		if !f.Expired(now) {
 			out = append(out, FileListing{File: fileInfo(f), Tokens: s.liveTokens(f.ID)})
 		}
 		return true
@@ -220,7 +220,7 @@ func (s *Service) fileByID(ctx context.Context, p Principal, id string) (fsm.Fil
 		return fsm.File{}, err
 	}
 	f, ok := s.state.File(id)
-	if !ok || expired(f.ExpiresAt, s.now()) || !visible(p, f) {
+	if !ok || f.Expired(s.now()) || !visible(p, f) {
 		return fsm.File{}, ErrNotFound
 	}
 	return f, nil
@@ -247,7 +247,7 @@ func (s *Service) ListFiles(ctx context.Context, p Principal, ownOnly bool) ([]F
 	var out []FileInfo
 	s.state.Files(func(f fsm.File) bool {
 		own := f.CreatorID == p.ID
-		if !expired(f.ExpiresAt, now) && (own || (!ownOnly && visible(p, f))) {
+		if !f.Expired(now) && (own || (!ownOnly && visible(p, f))) {
 			out = append(out, fileInfo(f))
 		}
 		return true
@@ -332,10 +332,10 @@ func (s *Service) TokenByID(ctx context.Context, p Principal, id string) (TokenI
 	}
 	t, ok := s.state.Token(id)
 	now := s.now()
-	if !ok || expired(t.ExpiresAt, now) || (t.CreatorID != p.ID && !p.Has(PermViewFiles)) {
+	if !ok || t.Expired(now) || (t.CreatorID != p.ID && !p.Has(PermViewFiles)) {
 		return TokenInfo{}, ErrNotFound
 	}
-	if f, ok := s.state.File(t.FileID); !ok || expired(f.ExpiresAt, now) {
+	if f, ok := s.state.File(t.FileID); !ok || f.Expired(now) {
 		return TokenInfo{}, ErrNotFound
 	}
 	return tokenInfo(t), nil

@@ -17,14 +17,14 @@ func (s *Service) ReapExpired(ctx context.Context) (files, tokens int, err error
 	now := s.now()
 	var expiredFiles []fsm.File
 	s.state.Files(func(f fsm.File) bool {
-		if expired(f.ExpiresAt, now) {
+		if f.Expired(now) {
 			expiredFiles = append(expiredFiles, f)
 		}
 		return true
 	})
 	var tokenIDs []string
 	s.state.Tokens(func(t fsm.Token) bool {
-		if expired(t.ExpiresAt, now) {
+		if t.Expired(now) {
 			tokenIDs = append(tokenIDs, t.ID)
 		}
 		return true

@@ -62,17 +62,15 @@ func (s *Service) resolve(ctx context.Context, secret string) (TokenInfo, fsm.Fi
 		tok = tokenInfo(t)
 	}
 	now := s.now()
-	if expired(tok.ExpiresAt, now) {
+	if fsm.Expired(tok.ExpiresAt, now) {
 		return TokenInfo{}, fsm.File{}, ErrInvalidToken
 	}
 	file, ok := s.state.File(tok.FileID)
-	if !ok || expired(file.ExpiresAt, now) {
+	if !ok || file.Expired(now) {
 		return TokenInfo{}, fsm.File{}, ErrInvalidToken
 	}
 	return tok, file, nil
 }
-
-func expired(at, now time.Time) bool { return !at.IsZero() && !now.Before(at) }
 
 // resolveFull is resolve plus the rule that the token must grant full access.
 func (s *Service) resolveFull(ctx context.Context, secret string) (TokenInfo, fsm.File, error) {
@@ -103,7 +101,7 @@ func (s *Service) liveTokens(fileID string) []TokenInfo {
 	now := s.now()
 	var out []TokenInfo
 	for _, t := range s.state.FileTokens(fileID) {
-		if !expired(t.ExpiresAt, now) {
+		if !t.Expired(now) {
 			out = append(out, tokenInfo(t))
 		}
 	}

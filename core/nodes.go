@@ -8,8 +8,15 @@ import (
 	"github.com/cairn-dev/cairn/fsm"
 )
 
-// nodeIDPattern is the --node-id rule of node.Config; an id outside it cannot name a node.
+// nodeIDPattern is what can name a node: node.Config's --node-id, and so every id in gossip,
+// Raft and shard layouts.
 var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// NodeIDRule says in words what ValidNodeID accepts, for error messages.
+const NodeIDRule = "1-63 characters of [A-Za-z0-9._-], starting alphanumeric"
+
+// ValidNodeID reports whether id can name a node.
+func ValidNodeID(id string) bool { return nodeIDPattern.MatchString(id) }
 
 // RemoveNode decommissions a node (needs MANAGE_CLUSTER). Once the command commits, the leader
 // removes the node from Raft and never adds it back, and repair moves its shards away at once
@@ -20,8 +27,8 @@ func (s *Service) RemoveNode(ctx context.Context, p Principal, nodeID string) er
 	if err := s.require(p, PermManageCluster); err != nil {
 		return err
 	}
-	if !nodeIDPattern.MatchString(nodeID) {
-		return fmt.Errorf("%w: node id must be 1-63 characters of [A-Za-z0-9._-], starting alphanumeric", ErrInvalidInput)
+	if !ValidNodeID(nodeID) {
+		return fmt.Errorf("%w: node id must be %s", ErrInvalidInput, NodeIDRule)
 	}
 	return s.propose(ctx, fsm.CmdRemoveNode, fsm.RemoveNode{NodeID: nodeID})
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/fsm"
+
+	"github.com/cairn-dev/cairn/internal/pace"
 )
 
 // NodeHealth tells repair which nodes can hold shards and how long the others have been gone.
@@ -72,7 +74,7 @@ func (s *Service) rebuildTo(ctx context.Context, file fsm.File, ref shardRef, ta
 		defer close(done)
 		var w io.Writer = pw
 		if limiter != nil {
-			w = &pacedWriter{ctx: ctx, w: pw, limiter: limiter}
+			w = pace.NewWriter(ctx, pw, limiter)
 		}
 		var rerr error
 		faults, rerr = codec.RebuildShard(ctx, w, erasure.SegmentID{File: file.ID, Segment: ref.segment}, seg.Size, ref.index, src)
@@ -243,7 +245,7 @@ const healthRefreshInterval = 10 * time.Second
 func (s *Service) RunRepair(ctx context.Context, cfg RepairConfig, health NodeHealth) {
 	var limiter *rate.Limiter
 	if cfg.BytesPerSecond > 0 {
-		limiter = rate.NewLimiter(rate.Limit(cfg.BytesPerSecond), int(min(cfg.BytesPerSecond, pacedChunk)))
+		limiter = rate.NewLimiter(rate.Limit(cfg.BytesPerSecond), int(min(cfg.BytesPerSecond, pace.MaxChunk)))
 	}
 	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
@@ -398,33 +400,6 @@ func pickTarget(fileID string, segment, index int, holders []string, candidates 
 		}
 	}
 	return best
-}
-
-// pacedChunk is the largest write the pacer lets through at once.
-const pacedChunk = 64 << 10
-
-// pacedWriter paces writes with a token bucket of bytes.
-type pacedWriter struct {
-	ctx     context.Context
-	w       io.Writer
-	limiter *rate.Limiter
-}
-
-func (p *pacedWriter) Write(b []byte) (int, error) {
-	written := 0
-	for len(b) > 0 {
-		n := min(len(b), p.limiter.Burst(), pacedChunk)
-		if err := p.limiter.WaitN(p.ctx, n); err != nil {
-			return written, err
-		}
-		m, err := p.w.Write(b[:n])
-		written += m
-		if err != nil {
-			return written, err
-		}
-		b = b[n:]
-	}
-	return written, nil
 }
 
 // countingReader counts the bytes read through it.

@@ -42,7 +42,7 @@ type File struct {
 
 // Expired reports whether the file has an expiry at or before now. The FSM never filters by
 // expiry on reads because it has no clock; callers pass theirs.
-func (f File) Expired(now time.Time) bool { return expired(f.ExpiresAt, now) }
+func (f File) Expired(now time.Time) bool { return Expired(f.ExpiresAt, now) }
 
 // clone deep-copies f so that callers can never mutate rows held by the immutable store.
 func (f File) clone() File {
@@ -100,9 +100,10 @@ type Token struct {
 
 // Expired reports whether the token has an expiry at or before now. Reads return expired tokens
 // until a delete command removes them; callers check with their own clock.
-func (t Token) Expired(now time.Time) bool { return expired(t.ExpiresAt, now) }
+func (t Token) Expired(now time.Time) bool { return Expired(t.ExpiresAt, now) }
 
-func expired(expiresAt, now time.Time) bool {
+// Expired is the one expiry rule: an expiry at or before now has passed; a zero one never does.
+func Expired(expiresAt, now time.Time) bool {
 	return !expiresAt.IsZero() && !now.Before(expiresAt)
 }
 

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"reflect"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/core"
 	"github.com/cairn-dev/cairn/erasure"
 )
 
@@ -188,15 +188,13 @@ func DefaultConfig() Config {
 	}
 }
 
-var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-
 // Validate reports every configuration problem at once, in the flags' own words and always in the
 // same order (the order of the checks below). The result is nil or an errors.Join of one error per
 // problem, so a caller can print them one per line (errors.Unwrap as interface{ Unwrap() []error }).
 func (c *Config) Validate() error {
 	var errs []error
-	if !nodeIDPattern.MatchString(c.NodeID) {
-		errs = append(errs, errors.New("--node-id must be 1-63 characters of [A-Za-z0-9._-], starting alphanumeric"))
+	if !core.ValidNodeID(c.NodeID) {
+		errs = append(errs, errors.New("--node-id must be "+core.NodeIDRule))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))

@@ -100,7 +100,7 @@ func (n *Node) registerMetrics() {
 			func() float64 { return float64(n.shards.UsedBytes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_disk_free_bytes", Help: "Free bytes on the filesystem holding the shard store."},
 			func() float64 { return float64(n.freeBytes.Load()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_cluster_port_rejected_connections", Help: "Connections to the cluster port that failed authentication."},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cairn_cluster_port_rejected_connections_total", Help: "Connections to the cluster port that failed authentication."},
 			func() float64 { return float64(n.mux.RejectedConns()) }),
 		membersCollector{n},
 	)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -15,6 +14,8 @@ import (
 
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/fsm"
+
+	"github.com/cairn-dev/cairn/internal/pace"
 )
 
 const (
@@ -257,7 +258,7 @@ func (n *Node) verifyShard(ctx context.Context, info erasure.ShardInfo, limiter 
 		err = fmt.Errorf("%w: %w", erasure.ErrCorrupt, err)
 	}
 	if err == nil {
-		err = erasure.VerifyShard(&pacedReader{ctx: ctx, r: r, limiter: limiter}, info.ID,
+		err = erasure.VerifyShard(pace.NewReader(ctx, r, limiter), info.ID,
 			f.Layout.Segments[info.ID.Segment].Size, f.Layout.BlockSize, f.Layout.Geometry)
 		r.Close()
 	}
@@ -265,21 +266,6 @@ func (n *Node) verifyShard(ctx context.Context, info erasure.ShardInfo, limiter 
 		return false, nil, ctx.Err()
 	}
 	return true, err, nil
-}
-
-// pacedReader paces reads with a token bucket of bytes.
-type pacedReader struct {
-	ctx     context.Context
-	r       io.Reader
-	limiter *rate.Limiter
-}
-
-func (p *pacedReader) Read(b []byte) (int, error) {
-	b = b[:min(len(b), p.limiter.Burst())]
-	if err := p.limiter.WaitN(p.ctx, len(b)); err != nil {
-		return 0, err
-	}
-	return p.r.Read(b)
 }
 
 // pause waits for d, or returns false when the node stops first.

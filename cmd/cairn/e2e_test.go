@@ -309,7 +309,7 @@ func TestE2EGarbageOnClusterPort(t *testing.T) {
 	cl.startAll()
 	waitReady(t, c, 15*time.Second, cl.urls(0, 1, 2)...)
 	target := specs[0].addr(specs[0].clusterPort)
-	rejectedBefore, err := metricValue(c, specs[0].url(), "cairn_cluster_port_rejected_connections")
+	rejectedBefore, err := metricValue(c, specs[0].url(), "cairn_cluster_port_rejected_connections_total")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,14 +380,14 @@ func TestE2EGarbageOnClusterPort(t *testing.T) {
 	// The node counts a rejection just after closing, so the count may trail what the client saw.
 	want := rejectedBefore + float64(len(garbage))
 	waitForOrFail(t, 5*time.Second, "rejected connections counted", func() error {
-		v, err := metricValue(c, specs[0].url(), "cairn_cluster_port_rejected_connections")
+		v, err := metricValue(c, specs[0].url(), "cairn_cluster_port_rejected_connections_total")
 		switch {
 		case err != nil:
 			return err
 		case v > want:
-			return fmt.Errorf("%w: cairn_cluster_port_rejected_connections is %v, want %v", errPermanent, v, want)
+			return fmt.Errorf("%w: cairn_cluster_port_rejected_connections_total is %v, want %v", errPermanent, v, want)
 		case v < want:
-			return fmt.Errorf("cairn_cluster_port_rejected_connections is %v, want %v", v, want)
+			return fmt.Errorf("cairn_cluster_port_rejected_connections_total is %v, want %v", v, want)
 		}
 		return nil
 	})
