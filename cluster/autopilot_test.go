@@ -101,7 +101,6 @@ func (r *apRaft) State() raft.RaftState {
 	return r.state
 }
 
-
 func (r *apRaft) changes() (removed, promoted []raft.ServerID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
