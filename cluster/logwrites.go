@@ -45,10 +45,10 @@ func (s *trackedStore) track(err error) error {
 }
 
 // writeErr is the error of the last write, nil when it succeeded, and since when writes fail.
-func (s *trackedStore) writeErr() (error, time.Time) {
+func (s *trackedStore) writeErr() (time.Time, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.lastErr, s.failedAt
+	return s.failedAt, s.lastErr
 }
 
 func (s *trackedStore) StoreLog(l *raft.Log) error    { return s.track(s.BoltStore.StoreLog(l)) }
@@ -64,7 +64,7 @@ func (s *trackedStore) SetUint64(k []byte, v uint64) error {
 // LogWriteErr is nil when the last write to the Raft log or stable store succeeded; otherwise it
 // says what failed and since when. A full disk wraps ErrLogStoreFull.
 func (n *RaftNode) LogWriteErr() error {
-	err, since := n.store.writeErr()
+	since, err := n.store.writeErr()
 	if err == nil {
 		return nil
 	}
