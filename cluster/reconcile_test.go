@@ -1,0 +1,210 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/cairn-dev/cairn/fsm"
+	"github.com/cairn-dev/cairn/internal/testutil"
+)
+
+// reconcileNode is one real Raft (in-memory transport) with a real Membership on loopback.
+type reconcileNode struct {
+	id      string
+	raft    *RaftNode
+	members *Membership
+	meta    NodeMeta
+	mu      sync.Mutex
+}
+
+func (n *reconcileNode) currentMeta() NodeMeta {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.meta
+}
+
+// removedList is a RemovedNodes the test sets.
+type removedList struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (r *removedList) RemovedNodes() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.ids)
+}
+
+func newReconcileNodes(t *testing.T, n int) []*reconcileNode {
+	t.Helper()
+	nodes := newUnjoinedNodes(t, n, 0)
+	// Only the first node starts as a cluster; the reconciler must bring in the others.
+	if err := nodes[0].raft.Raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: raft.ServerID(nodes[0].id), Address: raft.ServerAddress(nodes[0].meta.ClusterAddr)}}}).Error(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "a leader", func() bool { return nodes[0].raft.Raft.State() == raft.Leader })
+	joinAll(t, nodes)
+	return nodes
+}
+
+// joinAll joins every node's gossip to the first one's.
+func joinAll(t *testing.T, nodes []*reconcileNode) {
+	t.Helper()
+	for _, node := range nodes[1:] {
+		if _, err := node.members.Join([]string{nodes[0].members.LocalGossipAddr()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// newUnjoinedNodes starts n Rafts without a configuration and their gossip, not yet joined;
+// expect is the BootstrapExpect they announce.
+func newUnjoinedNodes(t *testing.T, n, expect int) []*reconcileNode {
+	t.Helper()
+	trans, conf := testutil.InmemRafts("r", n)
+	var nodes []*reconcileNode
+	for i := range n {
+		id := string(conf.Servers[i].ID)
+		f := fsm.New(nil)
+		store := raft.NewInmemStore()
+		r, err := raft.NewRaft(testutil.RaftConfig(conf.Servers[i].ID), f, store, store, raft.NewInmemSnapshotStore(), trans[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		node := &reconcileNode{id: id, raft: &RaftNode{Raft: r}, meta: NodeMeta{ID: id, ClusterAddr: string(conf.Servers[i].Address), BootstrapExpect: expect}}
+		node.members, err = NewMembership(MembershipConfig{
+			NodeID: id, BindAddr: "127.0.0.1:0", Network: OSNetwork{},
+			Timings: GossipTimings{ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond,
+				GossipInterval: 20 * time.Millisecond, SuspicionMult: 2, PushPullInterval: time.Second, GossipToTheDeadTime: 2 * time.Second},
+			Meta: node.currentMeta, Logger: transportTestLogger(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = node.members.Shutdown()
+			_ = r.Shutdown().Error()
+		})
+		nodes = append(nodes, node)
+	}
+	return nodes
+}
+
+func suffrages(n *RaftNode) map[string]raft.ServerSuffrage {
+	out := map[string]raft.ServerSuffrage{}
+	for _, s := range n.Servers() {
+		out[string(s.ID)] = s.Suffrage
+	}
+	return out
+}
+
+// TestReconcilerFollowsMembership: alive members join Raft as voters up to MaxVoters and as
+// non-voters beyond; a member that left gracefully is removed while MinQuorum voters remain; a
+// decommissioned member is removed and never re-added, even while alive.
+func TestReconcilerFollowsMembership(t *testing.T) {
+	nodes := newReconcileNodes(t, 4)
+	leader := nodes[0]
+	removed := &removedList{}
+	r := &Reconciler{Node: leader.raft, Members: leader.members, Self: leader.id, MaxVoters: 3, MinQuorum: 2,
+		Interval: 50 * time.Millisecond, Removed: removed, Logger: transportTestLogger()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	want := func(what string, expect map[string]raft.ServerSuffrage) {
+		t.Helper()
+		testutil.WaitForState(t, 20*time.Second, what, func() (bool, string) {
+			got := suffrages(leader.raft)
+			if len(got) != len(expect) {
+				return false, fmt.Sprint(got)
+			}
+			for id, s := range expect {
+				if g, ok := got[id]; !ok || g != s {
+					return false, fmt.Sprint(got)
+				}
+			}
+			return true, ""
+		})
+	}
+	want("three voters and one non-voter", map[string]raft.ServerSuffrage{
+		"r0": raft.Voter, "r1": raft.Voter, "r2": raft.Voter, "r3": raft.Nonvoter,
+	})
+
+	// r2 leaves gracefully: it goes, and the non-voter is promoted into the free voter slot.
+	nodes[2].mu.Lock()
+	nodes[2].meta.Leaving = true
+	nodes[2].mu.Unlock()
+	if err := nodes[2].members.UpdateMeta(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[2].members.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	want("r2 removed, r3 promoted", map[string]raft.ServerSuffrage{"r0": raft.Voter, "r1": raft.Voter, "r3": raft.Voter})
+
+	// r3 is decommissioned while alive: it goes and stays out.
+	removed.mu.Lock()
+	removed.ids = []string{"r3"}
+	removed.mu.Unlock()
+	want("r3 decommissioned", map[string]raft.ServerSuffrage{"r0": raft.Voter, "r1": raft.Voter})
+	for range 3 {
+		r.reconcile()
+	}
+	if _, back := suffrages(leader.raft)["r3"]; back {
+		t.Fatal("a decommissioned node was added back")
+	}
+}
+
+// TestBootstrapperBootstrapsOnce: nodes that all expect three bootstrap exactly one cluster, by the
+// lowest id, with every one of them as a voter; a node that finds a bootstrapped member waits to be
+// added instead of bootstrapping a second cluster.
+func TestBootstrapperBootstrapsOnce(t *testing.T) {
+	nodes := newUnjoinedNodes(t, 4, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for _, n := range nodes[:3] {
+		(&Bootstrapper{Node: n.raft, Members: n.members, Self: n.id, Expect: 3, Logger: transportTestLogger()}).Run(ctx, &wg)
+	}
+	joinAll(t, nodes[:3])
+	testutil.WaitForState(t, 20*time.Second, "one three-voter cluster led by one of them", func() (bool, string) {
+		got := suffrages(nodes[0].raft)
+		return len(got) == 3 && got["r0"] == raft.Voter && got["r1"] == raft.Voter && got["r2"] == raft.Voter, fmt.Sprint(got)
+	})
+	for _, n := range nodes[1:3] {
+		testutil.WaitFor(t, 10*time.Second, n.id+" in the cluster", func() bool { return len(n.raft.Servers()) == 3 })
+	}
+	// r0 announces it belongs to a cluster now; the late r3 must not bootstrap on its own.
+	nodes[0].mu.Lock()
+	nodes[0].meta.Bootstrapped = true
+	nodes[0].mu.Unlock()
+	if err := nodes[0].members.UpdateMeta(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	late := nodes[3]
+	b := &Bootstrapper{Node: late.raft, Members: late.members, Self: late.id, Expect: 3, Logger: transportTestLogger()}
+	if _, err := late.members.Join([]string{nodes[0].members.LocalGossipAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "r3 to see r0 bootstrapped", func() bool {
+		for _, m := range late.members.Members() {
+			if m.Meta.ID == "r0" && m.Meta.Bootstrapped {
+				return true
+			}
+		}
+		return false
+	})
+	if done := b.tryBootstrap(); done || len(late.raft.Servers()) != 0 {
+		t.Fatalf("the late node bootstrapped (done=%v, servers %v)", done, late.raft.Servers())
+	}
+}
