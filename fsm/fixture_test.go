@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
@@ -198,16 +197,10 @@ func TestWriteFixtures(t *testing.T) {
 // whole log stays in the store.
 func fixtureRaft(t testing.TB, f *FSM, store *raftboltdb.BoltStore) (*raft.Raft, *raft.InmemTransport) {
 	t.Helper()
-	cfg := raft.DefaultConfig()
-	cfg.LocalID = fixtureNode
-	cfg.HeartbeatTimeout = 100 * time.Millisecond
-	cfg.ElectionTimeout = 100 * time.Millisecond
-	cfg.LeaderLeaseTimeout = 50 * time.Millisecond
-	cfg.CommitTimeout = 5 * time.Millisecond
+	cfg := testutil.RaftConfig(fixtureNode)
 	cfg.BatchApplyCh = true
 	cfg.SnapshotThreshold = 1 << 30
 	cfg.SnapshotInterval = time.Hour
-	cfg.Logger = hclog.NewNullLogger()
 	_, trans := raft.NewInmemTransport(fixtureNode)
 	r, err := raft.NewRaft(cfg, f, store, store, raft.NewInmemSnapshotStore(), trans)
 	if err != nil {
