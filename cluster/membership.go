@@ -29,7 +29,13 @@ type NodeMeta struct {
 	Leaving bool `json:"l,omitempty"`
 	// Full is set while the node's free space is under its reserve: it takes no new shards.
 	Full bool `json:"x,omitempty"`
+	// Version is the node's build version (cairn version); empty from releases before v0.2, which
+	// did not announce it. At most MaxVersionLen bytes, so the metadata stays within 512 bytes.
+	Version string `json:"v,omitempty"`
 }
+
+// MaxVersionLen bounds NodeMeta.Version.
+const MaxVersionLen = 64
 
 // Member states as cairn reports them. memberlist does not report suspicion to its delegates, so
 // a suspect member shows as alive until it is declared dead.

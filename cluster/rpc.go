@@ -304,6 +304,9 @@ type RPCClient struct {
 	// until used, so an idempotent call that failed on a reused connection is retried once here,
 	// as rqlite's cluster client does.
 	fresh *http.Client
+	// streaming carries snapshot archives (rpc_snapshot.go): no response-header timeout, since a
+	// leader answers a restore only once Raft has installed it.
+	streaming *http.Client
 }
 
 // NewRPCClient returns a client that dials through nw with secret.
@@ -315,7 +318,7 @@ func NewRPCClient(nw Network, secret []byte, logger *slog.Logger) *RPCClient {
 		defer cancel()
 		return DialCluster(ctx, nw, addr, ConnRPC, secret)
 	}
-	transport := func(keepAlive bool) *http.Client {
+	transport := func(keepAlive bool, headerTimeout time.Duration) *http.Client {
 		return &http.Client{Transport: &http.Transport{
 			DialContext:         dial,
 			DisableKeepAlives:   !keepAlive,
@@ -324,12 +327,13 @@ func NewRPCClient(nw Network, secret []byte, logger *slog.Logger) *RPCClient {
 			IdleConnTimeout:     90 * time.Second,
 			// The answer to a small call, and to a shard put once its body is sent, comes fast
 			// from a healthy peer; shard bodies themselves are guarded by core's stall timeout.
-			ResponseHeaderTimeout: rpcResponseHeaderTimeout,
+			ResponseHeaderTimeout: headerTimeout,
 			WriteBufferSize:       64 << 10,
 			ReadBufferSize:        64 << 10,
 		}}
 	}
-	return &RPCClient{logger: logger, pooled: transport(true), fresh: transport(false)}
+	return &RPCClient{logger: logger, pooled: transport(true, rpcResponseHeaderTimeout),
+		fresh: transport(false, rpcResponseHeaderTimeout), streaming: transport(false, 0)}
 }
 
 // Timeouts of the internal RPC client.
@@ -342,6 +346,7 @@ const (
 func (c *RPCClient) Close() {
 	c.pooled.CloseIdleConnections()
 	c.fresh.CloseIdleConnections()
+	c.streaming.CloseIdleConnections()
 }
 
 // PutShard streams body to addr as shard id and returns once the remote node committed it

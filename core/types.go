@@ -103,6 +103,7 @@ type Content interface {
 // Status is what /v1/status reports about a node and its view of the cluster.
 type Status struct {
 	NodeID       string         `json:"nodeId"`
+	Version      string         `json:"version,omitempty"` // this node's build version
 	LeaderID     string         `json:"leaderId"`
 	RaftState    string         `json:"raftState"`
 	Term         uint64         `json:"term"`
@@ -134,4 +135,7 @@ type MemberStatus struct {
 	HTTPAddr    string `json:"httpAddr"`
 	Zone        string `json:"zone,omitempty"`
 	FreeBytes   uint64 `json:"freeBytes"`
+	// Version is the member's build version from its gossip metadata; "" for a release that did not
+	// announce one (before v0.2) or a member gossip has not described.
+	Version string `json:"version,omitempty"`
 }

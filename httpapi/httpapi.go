@@ -51,6 +51,9 @@ type Config struct {
 	// Admin serves cairn's administration routes (/v1/apikeys, /v1/signing-key/rotate); nil
 	// leaves them unmounted.
 	Admin AdminService
+	// Snapshots serves /v1/snapshot (admin_snapshot.go); it needs Admin for authentication. nil
+	// leaves the snapshot routes unmounted.
+	Snapshots SnapshotService
 }
 
 // route is one path pattern with a handler per method. Dispatching on the method ourselves (rather
@@ -87,7 +90,11 @@ func New(cfg Config) (http.Handler, error) {
 
 	routes := append(v1.routes(), ops.routes()...)
 	if cfg.Admin != nil {
-		routes = append(routes, (&adminAPI{admin: cfg.Admin, v1: v1, log: logger}).routes()...)
+		admin := &adminAPI{admin: cfg.Admin, v1: v1, log: logger}
+		routes = append(routes, admin.routes()...)
+		if cfg.Snapshots != nil {
+			routes = append(routes, (&snapshotAPI{admin: admin, snapshots: cfg.Snapshots}).routes()...)
+		}
 	}
 	mux := http.NewServeMux()
 	for _, rt := range routes {

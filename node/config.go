@@ -101,6 +101,13 @@ type Config struct {
 	// SnapshotInterval is how often Raft checks whether to snapshot (0 = raft's default, 2 min).
 	SnapshotInterval time.Duration
 
+	// Version is the build version this node announces in gossip and /v1/status (cmd/cairn sets it
+	// from its -ldflags version); empty announces nothing, as releases before v0.2 did.
+	Version string
+	// Recover replaces the Raft configuration with the one in DataDir/raft/peers.json before Raft
+	// starts (hashicorp/raft RecoverCluster): the way back from a permanently lost quorum.
+	Recover bool
+
 	// Network opens every inter-node socket; nil means the operating system's.
 	Network  cluster.Network
 	Registry *prometheus.Registry // nil: a fresh registry per node

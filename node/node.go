@@ -59,6 +59,7 @@ type Node struct {
 	bootstrapped atomic.Bool
 	freeBytes    atomic.Uint64
 	stopping     atomic.Bool
+	restoring    atomic.Bool // a snapshot restore runs on this leader (snapshot.go)
 	leaving      atomic.Bool // announced before a graceful leave
 	stopOnce     sync.Once
 	stopErr      error
@@ -130,7 +131,7 @@ func New(cfg Config) (n *Node, err error) {
 	n.raft, err = cluster.StartRaft(cluster.RaftOptions{
 		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Layer: layer, FSM: n.fsm, Timings: cfg.RaftTimings,
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs, SnapshotInterval: cfg.SnapshotInterval,
-		Logger: log.With("component", "raft"),
+		Recover: cfg.Recover, Logger: log.With("component", "raft"),
 	})
 	if err != nil {
 		return nil, err
@@ -146,6 +147,7 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	closers = append(closers, func() error { n.consensus.Close(); return nil })
 	n.rpcServer = cluster.NewRPCServer(n.local(), n.consensus.LeaderEndpoint(), log.With("component", "rpc"))
+	n.rpcServer.ServeSnapshots(snapshotEndpoint{n}) // snapshot.go
 	rpcLn := n.mux.Listener(cluster.ConnRPC)
 	n.spawn(func() { _ = n.rpcServer.Serve(rpcLn) })
 	closers = append(closers, func() error { return n.rpcServer.Shutdown(context.Background()) })
@@ -171,7 +173,7 @@ func New(cfg Config) (n *Node, err error) {
 	n.registerMetrics()
 
 	handler, err := httpapi.New(httpapi.Config{
-		Files: n.service, Enmeshed: n.service, Admin: n.service, Ops: ops{n}, Registry: n.reg,
+		Files: n.service, Enmeshed: n.service, Admin: n.service, Snapshots: n, Ops: ops{n}, Registry: n.reg,
 		Logger: log.With("component", "http"),
 	})
 	if err != nil {
@@ -240,7 +242,7 @@ func (n *Node) meta() cluster.NodeMeta {
 		FreeBytes: n.freeBytes.Load(), AcceptsShards: !n.stopping.Load(),
 		Full:            int64(n.freeBytes.Load()) < n.cfg.MinFree,
 		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: n.bootstrapped.Load(),
-		Leaving: n.leaving.Load(),
+		Leaving: n.leaving.Load(), Version: announcedVersion(n.cfg.Version),
 	}
 }
 

@@ -51,6 +51,7 @@ func (n *Node) Status() core.Status {
 	r := n.raft.Raft
 	st := core.Status{
 		NodeID:       n.cfg.NodeID,
+		Version:      announcedVersion(n.cfg.Version),
 		LeaderID:     n.LeaderID(),
 		RaftState:    r.State().String(),
 		Term:         r.CurrentTerm(),
@@ -81,7 +82,7 @@ func (n *Node) Status() core.Status {
 		seen[m.Meta.ID] = true
 		st.Members = append(st.Members, core.MemberStatus{
 			ID: m.Meta.ID, State: m.State, Suffrage: suffrage[m.Meta.ID], ClusterAddr: m.Meta.ClusterAddr,
-			HTTPAddr: m.Meta.HTTPAddr, Zone: m.Meta.Zone, FreeBytes: m.Meta.FreeBytes,
+			HTTPAddr: m.Meta.HTTPAddr, Zone: m.Meta.Zone, FreeBytes: m.Meta.FreeBytes, Version: m.Meta.Version,
 		})
 	}
 	// Raft servers memberlist has never seen (e.g. right after a restart) still belong in the report.

@@ -63,20 +63,25 @@ func (c *adminClient) call(ctx context.Context, method, path string, body, out a
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		var apiErr struct {
-			Code    int    `json:"code"`
-			Name    string `json:"name"`
-			Message string `json:"message"`
-		}
-		if json.Unmarshal(b, &apiErr) == nil && apiErr.Name != "" {
-			return fmt.Errorf("%s: %s (%s, code %d)", resp.Status, apiErr.Message, apiErr.Name, apiErr.Code)
-		}
-		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(b))
+		return responseError(resp, b)
 	}
 	if out != nil {
 		return json.Unmarshal(b, out)
 	}
 	return nil
+}
+
+// responseError turns a non-2xx answer into an error quoting the API's message.
+func responseError(resp *http.Response, body []byte) error {
+	var apiErr struct {
+		Code    int    `json:"code"`
+		Name    string `json:"name"`
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(body, &apiErr) == nil && apiErr.Name != "" {
+		return fmt.Errorf("%s: %s (%s, code %d)", resp.Status, apiErr.Message, apiErr.Name, apiErr.Code)
+	}
+	return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
 }
 
 type apiKeyOut struct {

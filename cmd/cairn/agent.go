@@ -57,6 +57,7 @@ func newAgentFlags(fs *flag.FlagSet) *agentFlags {
 	fs.DurationVar(&c.DeadServerCleanupAfter, "dead-server-cleanup-after", c.DeadServerCleanupAfter, "how long a server must be dead before autopilot removes it")
 	fs.StringVar(&c.RootKey, "root-key", "", "bootstrap API key with every permission (required with --bootstrap-expect)")
 	fs.StringVar(&c.ClusterSecret, "cluster-secret", "", "secret that authenticates nodes to each other (default: derived from --root-key)")
+	fs.BoolVar(&c.Recover, "recover", false, "replace the Raft configuration with DATA_DIR/raft/peers.json before starting (recovery from lost quorum; see docs/operations.md)")
 	fs.BoolVar(&c.AllowAnonymousUpload, "allow-anonymous-upload", false, "accept uploads without an API key")
 	fs.StringVar(&a.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&a.logJSON, "log-json", false, "log JSON lines instead of text")
@@ -114,6 +115,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	a.cfg.Logger = logger
+	a.cfg.Version = version
 	// One node per process here, so raft's and memberlist's process-global go-metrics can be bridged
 	// into this node's registry (cairn dev, with three nodes in one process, does not do this).
 	a.cfg.Registry = prometheus.NewRegistry()

@@ -27,14 +27,13 @@ Usage:
                           manage API keys (needs a key with MANAGE_API_KEYS)
   cairn keys rotate       rotate the ephemeral-token signing key (needs MANAGE_CLUSTER)
   cairn node remove <id>  decommission a node: out of Raft, shards moved (needs MANAGE_CLUSTER)
+  cairn snapshot save|inspect|restore FILE
+                          back up or restore the metadata (needs MANAGE_CLUSTER)
   cairn bench [flags]     measure token creation on an in-process 3-node cluster
   cairn version           print the version
 
 Run 'cairn <command> -h' for a command's flags.
 `
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
@@ -72,8 +71,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "cairn", version)
-		return nil
+		return runVersion(stdout) // version.go
+	case "snapshot":
+		return runSnapshot(ctx, rest, stdout, stderr) // snapshot.go
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
