@@ -228,8 +228,8 @@ func (a *archive) close() {
 // and the SHA-256 sums (raft-snapshot's Verify), reads it again with the manifest, and decodes the
 // state exactly as the FSM's Restore would. Errors wrap core.ErrInvalidSnapshot, except failures
 // of this node's own disk.
-func (n *Node) readArchive(body io.Reader) (a *archive, err error) {
-	a = &archive{}
+func (n *Node) readArchive(body io.Reader) (_ *archive, err error) {
+	a := &archive{}
 	defer func() {
 		if err != nil {
 			a.close()
