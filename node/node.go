@@ -67,7 +67,7 @@ type Node struct {
 
 // New starts a node: it binds every port, opens the data dir, starts Raft and memberlist, and
 // serves. It returns once the node is serving; joining a cluster continues in the background.
-func New(cfg Config) (n *Node, err error) {
+func New(cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -82,7 +82,9 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	log := cfg.Logger.With("node", cfg.NodeID)
 	ctx, cancel := context.WithCancel(context.Background())
-	n = &Node{cfg: cfg, log: log, reg: cfg.Registry, ctx: ctx, cancel: cancel, started: time.Now(),
+	// n is not the named result: an error return must not nil it under the goroutines already
+	// started, nor under the cleanup below.
+	n := &Node{cfg: cfg, log: log, reg: cfg.Registry, ctx: ctx, cancel: cancel, started: time.Now(),
 		announceNow: make(chan struct{}, 1)}
 	// Anything opened before a failure is closed again.
 	var closers []func() error

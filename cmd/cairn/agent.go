@@ -48,6 +48,7 @@ func newAgentFlags(fs *flag.FlagSet) *agentFlags {
 	fs.StringVar(&a.maxFileSize, "max-file-size", "8MiB", "largest accepted upload, e.g. 8MiB, 1GiB")
 	fs.StringVar(&a.minFree, "min-free", "256MiB", "free-space reserve: below it this node takes no new shards")
 	fs.DurationVar(&c.RepairDelay, "repair-delay", c.RepairDelay, "how long a node may be unreachable before its shards are rebuilt elsewhere")
+	fs.DurationVar(&c.RepairInterval, "repair-interval", c.RepairInterval, "pause between the leader's repair passes")
 	fs.StringVar(&a.repairRate, "repair-rate", "64MiB", "bytes per second repair may write (0: unlimited)")
 	fs.DurationVar(&c.GCInterval, "gc-interval", c.GCInterval, "pause between garbage-collection passes over this node's shards")
 	fs.DurationVar(&c.GCGracePeriod, "gc-grace-period", c.GCGracePeriod, "age below which an unreferenced shard is kept (must exceed the longest upload)")
