@@ -12,10 +12,10 @@ import (
 	"github.com/cairn-dev/cairn/fsm"
 )
 
-// PeersFile is the name, inside DATA_DIR/raft, of the configuration a recovering node adopts: the
+// RaftPeersFile is the name, inside DATA_DIR/raft, of the configuration a recovering node adopts: the
 // peers.json of hashicorp/raft (a JSON array of {"id", "address", "non_voter"}), as Consul and
 // Nomad read it.
-const PeersFile = "peers.json"
+const RaftPeersFile = "peers.json"
 
 // recoveredSuffix is appended to peers.json once it has been applied, so that the next start does
 // not apply it again and the operator can still see what was applied.
@@ -31,7 +31,7 @@ var ErrNoRaftState = errors.New("no raft state to recover")
 // replays into is a throwaway: raft.NewRaft restores the real one from the snapshot it writes.
 func recoverCluster(conf *raft.Config, dir string, hadState bool, logs raft.LogStore, stable raft.StableStore,
 	snaps raft.SnapshotStore, trans raft.Transport) (raft.Configuration, error) {
-	peersPath := filepath.Join(dir, PeersFile)
+	peersPath := filepath.Join(dir, RaftPeersFile)
 	if !hadState {
 		return raft.Configuration{}, fmt.Errorf("--recover: %s holds %w (a new node joins with --join instead)", dir, ErrNoRaftState)
 	}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 )
@@ -29,11 +30,33 @@ Usage:
   cairn node remove <id>  decommission a node: out of Raft, shards moved (needs MANAGE_CLUSTER)
   cairn snapshot save|inspect|restore FILE
                           back up or restore the metadata (needs MANAGE_CLUSTER)
-  cairn bench [flags]     measure token creation on an in-process 3-node cluster
+  cairn bench [flags]     measure file PUT/GET and token workloads against the machine's ceilings
   cairn version           print the version
 
 Run 'cairn <command> -h' for a command's flags.
 `
+
+// version and revision are set at build time with -ldflags "-X main.version=... -X main.revision=..."
+// (the Makefile does); revision falls back to the VCS revision go build records.
+var (
+	version  = "dev"
+	revision = ""
+)
+
+// buildRevision is the commit this binary was built from, or "" when unknown.
+func buildRevision() string {
+	if revision != "" {
+		return revision
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return ""
+}
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {

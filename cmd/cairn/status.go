@@ -63,8 +63,15 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer, membersOnly
 	}
 	fmt.Fprintln(tw, "MEMBER\tSTATE\tRAFT\tVERSION\tCLUSTER ADDR\tHTTP ADDR\tZONE\tFREE")
 	for _, m := range st.Members {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.State, dash(m.Suffrage), versionOrUnknown(m.Version),
-			m.ClusterAddr, dash(m.HTTPAddr), dash(m.Zone), humanBytes(m.FreeBytes))
+		role, state := dash(m.Suffrage), m.State
+		if m.Leader {
+			role = "leader"
+		}
+		if m.Removed {
+			state = core.MemberRemoved
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, state, role, versionOrUnknown(m.Version), m.ClusterAddr,
+			dash(m.HTTPAddr), dash(m.Zone), humanBytes(m.FreeBytes))
 	}
 	return tw.Flush()
 }
