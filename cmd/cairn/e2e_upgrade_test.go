@@ -14,7 +14,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+
+	"github.com/cairn-dev/cairn/fsm"
 )
+
+// oldProtocol is the fsm protocol of the previous release. v0.1.0 announces none in gossip, which
+// the protocol gate counts as 1.
+const oldProtocol = 1
 
 // previousRelease is cmd/cairn/testdata/previous-release: the tag and commit of the release an
 // upgrade starts from.
@@ -242,6 +252,7 @@ func TestE2ERollingUpgrade(t *testing.T) {
 	})
 
 	// Followers first, the leader last.
+	var mixedUntil uint64
 	leader := leaderIndex(t, c, specs, 0, 1, 2)
 	order := []int{(leader + 1) % 3, (leader + 2) % 3, leader}
 	for step, i := range order {
@@ -264,8 +275,13 @@ func TestE2ERollingUpgrade(t *testing.T) {
 		})
 		load.check(t)
 		checkOld(specs[i].url())
-		// The new node reports its version and the old ones report none (they predate it).
-		waitFor(t, 20*time.Second, "versions in /v1/status", func() error {
+		// The new node reports its version and the old ones report none (they predate it). The
+		// protocol gate holds new command kinds back while any server runs the old release.
+		wantProtocol := min(oldProtocol, fsm.ProtocolVersion)
+		if step == len(order)-1 {
+			wantProtocol = fsm.ProtocolVersion
+		}
+		waitFor(t, 20*time.Second, "versions and cluster protocol in /v1/status", func() error {
 			st, err := getVersions(c, specs[i].url())
 			if err != nil {
 				return err
@@ -275,12 +291,23 @@ func TestE2ERollingUpgrade(t *testing.T) {
 				if cl.bins[j] == cairnBin {
 					want = "dev"
 				}
-				if st[specs[j].id] != want {
-					return fmt.Errorf("%s reports version %q, want %q", specs[j].id, st[specs[j].id], want)
+				if st.versions[specs[j].id] != want {
+					return fmt.Errorf("%s reports version %q, want %q", specs[j].id, st.versions[specs[j].id], want)
 				}
+			}
+			if st.clusterProtocol != wantProtocol {
+				return fmt.Errorf("cluster protocol %d, want %d", st.clusterProtocol, wantProtocol)
 			}
 			return nil
 		})
+		if step == len(order)-1 {
+			// Everything proposed up to here was proposed while some server ran the old release.
+			st, err := getVersions(c, specs[i].url())
+			if err != nil {
+				t.Fatal(err)
+			}
+			mixedUntil = st.commitIndex
+		}
 		t.Logf("step %d: %s on the new build after %s; %d uploads acknowledged so far", step+1, specs[i].id,
 			time.Since(start).Round(time.Millisecond), load.ackedCount())
 	}
@@ -297,27 +324,91 @@ func TestE2ERollingUpgrade(t *testing.T) {
 	if strings.Contains(out, "unknown") {
 		t.Fatalf("a member still reports no version after the upgrade:\n%s", out)
 	}
+
+	// The log shows it: no entry up to the end of the mixed phase is of a command kind the old
+	// release does not speak.
+	cl.procs[order[0]].signal(t, syscall.SIGTERM)
+	cl.procs[order[0]].waitExit(t, 60*time.Second)
+	checked, later := checkLogProtocols(t, filepath.Join(cl.dirs[order[0]], "raft", "raft.db"), mixedUntil, oldProtocol)
+	t.Logf("%d commands up to index %d (mixed versions) all of protocol <= %d; %d commands after", checked, mixedUntil, oldProtocol, later)
 }
 
-// getVersions maps member id to the version /v1/status reports for it.
-func getVersions(c *http.Client, base string) (map[string]string, error) {
+// checkLogProtocols reads a stopped node's Raft log and fails the test if a command at or below
+// index until is of a kind introduced after protocol maxProtocol. It returns how many commands it
+// checked and how many lie after until.
+func checkLogProtocols(t *testing.T, path string, until uint64, maxProtocol int) (checked, later int) {
+	t.Helper()
+	store, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second}})
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	defer store.Close()
+	first, err := store.FirstIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := store.LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first > 1 {
+		t.Logf("the log starts at %d (compacted); earlier entries are in a snapshot", first)
+	}
+	for idx := first; idx <= last; idx++ {
+		var l raft.Log
+		if err := store.GetLog(idx, &l); err != nil {
+			t.Fatalf("log %d: %v", idx, err)
+		}
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		if idx > until {
+			later++
+			continue
+		}
+		cmd, _, err := fsm.DecodeCommand(l.Data)
+		if err != nil {
+			t.Fatalf("log %d does not decode: %v", idx, err)
+		}
+		since, ok := fsm.CommandProtocol(cmd.Type)
+		if !ok || since > maxProtocol {
+			t.Fatalf("log %d holds %q (protocol %d) while a server spoke only protocol %d", idx, cmd.Type, since, maxProtocol)
+		}
+		checked++
+	}
+	if checked == 0 {
+		t.Fatalf("no command at or below %d in %s", until, path)
+	}
+	return checked, later
+}
+
+// versionView is what /v1/status of one node says about versions.
+type versionView struct {
+	versions        map[string]string // member id to announced build version
+	clusterProtocol int
+	commitIndex     uint64
+}
+
+func getVersions(c *http.Client, base string) (versionView, error) {
 	resp, err := c.Get(base + "/v1/status")
 	if err != nil {
-		return nil, err
+		return versionView{}, err
 	}
 	defer resp.Body.Close()
 	var st struct {
-		Members []struct {
+		ClusterProtocol int    `json:"clusterProtocol"`
+		CommitIndex     uint64 `json:"commitIndex"`
+		Members         []struct {
 			ID      string `json:"id"`
 			Version string `json:"version"`
 		} `json:"members"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return nil, err
+		return versionView{}, err
 	}
-	out := map[string]string{}
+	v := versionView{versions: map[string]string{}, clusterProtocol: st.ClusterProtocol, commitIndex: st.CommitIndex}
 	for _, m := range st.Members {
-		out[m.ID] = m.Version
+		v.versions[m.ID] = m.Version
 	}
-	return out, nil
+	return v, nil
 }
