@@ -56,6 +56,10 @@ type Config struct {
 	MaxConcurrentUploads int
 	// UploadIdleTimeout aborts an upload whose body sends nothing for this long. 0: no deadline.
 	UploadIdleTimeout time.Duration
+	// Debug serves GET /v1/config (MANAGE_CLUSTER); nil leaves it unmounted.
+	Debug DebugService
+	// EnablePprof mounts /debug/pprof (MANAGE_CLUSTER) next to Debug's routes (--enable-debug).
+	EnablePprof bool
 	// Snapshots serves /v1/snapshot (admin_snapshot.go); it needs Admin for authentication. nil
 	// leaves the snapshot routes unmounted.
 	Snapshots SnapshotService
@@ -106,6 +110,9 @@ func New(cfg Config) (http.Handler, error) {
 		if cfg.Snapshots != nil {
 			routes = append(routes, (&snapshotAPI{admin: admin, snapshots: cfg.Snapshots}).routes()...)
 		}
+	}
+	if cfg.Debug != nil {
+		routes = append(routes, (&debugAPI{debug: cfg.Debug, v1: v1, pprofs: cfg.EnablePprof}).routes()...)
 	}
 	mux := http.NewServeMux()
 	for _, rt := range routes {

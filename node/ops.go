@@ -165,3 +165,17 @@ func (n *Node) storageHealth() core.SegmentHealth {
 	}
 	return n.health
 }
+
+// debugView serves httpapi's debugging routes: the service's key checks and this node's
+// configuration, redacted.
+type debugView struct{ n *Node }
+
+func (d debugView) Authenticate(ctx context.Context, apiKey string) (core.Principal, error) {
+	return d.n.service.Authenticate(ctx, apiKey)
+}
+
+func (d debugView) Authorize(p core.Principal, perm string) error {
+	return d.n.service.Authorize(p, perm)
+}
+
+func (d debugView) Config() map[string]any { return d.n.cfg.Redacted() }

@@ -42,14 +42,9 @@ func loopbackSpecs(t *testing.T, prefix string, n, first int) []agentSpec {
 	return specs
 }
 
-// cliResult is the outcome of one cairn CLI command.
-type cliResult struct {
-	stdout, stderr string
-	code           int
-}
-
-// runCLI runs `cairn args...` with the given binary to its end and returns its output.
-func runCLI(t *testing.T, bin string, args ...string) cliResult {
+// runCLIProcess runs `cairn args...` as a child process of the given binary to its end and
+// returns its output (cliResult of cli_test.go, without err).
+func runCLIProcess(t *testing.T, bin string, args ...string) cliResult {
 	t.Helper()
 	p := startBinary(t, bin, "cairn "+strings.Join(args, " "), nil, args...)
 	code := p.waitExit(t, 2*time.Minute)
@@ -59,7 +54,7 @@ func runCLI(t *testing.T, bin string, args ...string) cliResult {
 // mustCLI is runCLI that fails the test unless the command exits 0.
 func mustCLI(t *testing.T, args ...string) string {
 	t.Helper()
-	r := runCLI(t, cairnBin, args...)
+	r := runCLIProcess(t, cairnBin, args...)
 	if r.code != 0 {
 		t.Fatalf("cairn %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
 	}

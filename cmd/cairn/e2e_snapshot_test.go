@@ -148,16 +148,16 @@ func TestE2ESnapshotSaveRestore(t *testing.T) {
 		}
 		bad[name] = nil
 		for _, sub := range []string{"inspect", "restore"} {
-			r := runCLI(t, cairnBin, "snapshot", sub, "--addr", urls[follower], "--key", root, p)
-			if r.code == 0 || !strings.Contains(r.stderr, "400 Bad Request: the snapshot is refused") {
+			r := runCLIProcess(t, cairnBin, "snapshot", sub, "--addr", urls[follower], "--key", root, p)
+			if r.code == 0 || !strings.Contains(r.stderr, "the snapshot is refused") || !strings.Contains(r.stderr, "BODY_FORMAT_EXCEPTION, code 22, HTTP 400") {
 				t.Fatalf("snapshot %s of a %s archive: exit %d, stderr %q; want a refusal", sub, name, r.code, r.stderr)
 			}
 			t.Logf("%s %s: %s", sub, name, strings.TrimSpace(r.stderr))
 		}
 	}
 	for _, sub := range []string{"inspect", "restore"} {
-		r := runCLI(t, cairnBin, "snapshot", sub, "--addr", urls[leader], "--key", root, foreign)
-		if r.code == 0 || !strings.Contains(r.stderr, "409 Conflict: the snapshot belongs to cluster") {
+		r := runCLIProcess(t, cairnBin, "snapshot", sub, "--addr", urls[leader], "--key", root, foreign)
+		if r.code == 0 || !strings.Contains(r.stderr, "the snapshot belongs to cluster") || !strings.Contains(r.stderr, "HTTP 409") {
 			t.Fatalf("snapshot %s of another cluster's archive: exit %d, stderr %q; want a refusal", sub, r.code, r.stderr)
 		}
 		t.Logf("%s foreign: %s", sub, strings.TrimSpace(r.stderr))
@@ -189,8 +189,8 @@ func TestE2ESnapshotSaveRestore(t *testing.T) {
 		}
 		return nil
 	})
-	r := runCLI(t, cairnBin, "snapshot", "restore", "--addr", urls[leader], "--key", root, snapFile)
-	if r.code == 0 || !strings.Contains(r.stderr, "another restore is running") {
+	r := runCLIProcess(t, cairnBin, "snapshot", "restore", "--addr", urls[leader], "--key", root, snapFile)
+	if r.code == 0 || !strings.Contains(r.stderr, "another restore is running") || !strings.Contains(r.stderr, "HTTP 409") {
 		t.Fatalf("second restore: exit %d, stderr %q; want it refused", r.code, r.stderr)
 	}
 	if _, err := pw.Write(raw[len(raw)/2:]); err != nil {

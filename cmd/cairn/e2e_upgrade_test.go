@@ -220,7 +220,7 @@ func TestE2ERollingUpgrade(t *testing.T) {
 	root := cl.rootKey
 
 	// State written by the old release.
-	r := runCLI(t, old, "apikey", "create", "--addr", urls[0], "--key", root, "--name", "app")
+	r := runCLIProcess(t, old, "apikey", "create", "--addr", urls[0], "--key", root, "--name", "app")
 	if r.code != 0 {
 		t.Fatalf("old apikey create: %d %s", r.code, r.stderr)
 	}

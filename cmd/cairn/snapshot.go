@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,74 +17,117 @@ import (
 	"github.com/cairn-dev/cairn/core"
 )
 
-const snapshotUsage = `usage: cairn snapshot save|inspect|restore [flags] FILE
-  save FILE      download a point-in-time snapshot of the metadata into FILE
-  inspect FILE   have the cluster verify FILE and describe it (changes nothing)
-  restore FILE   replace the metadata of every node with FILE's (see docs/operations.md)`
+const snapshotGroupUsage = `Usage: cairn snapshot save|inspect|restore [flags] FILE
+
+Back up and restore the cluster's metadata (needs MANAGE_CLUSTER); see docs/operations.md,
+"Backup and restore".
+
+  cairn snapshot save FILE      download a point-in-time snapshot of the metadata into FILE
+  cairn snapshot inspect FILE   have the cluster verify FILE and describe it (changes nothing)
+  cairn snapshot restore FILE   replace the metadata of every node with FILE's
+
+Run 'cairn snapshot <subcommand> -h' for its flags.
+`
+
+// snapshotFlags are the flags every snapshot subcommand takes.
+type snapshotFlags struct {
+	cmd          *command
+	client       *clientFlags
+	otherCluster *bool
+	timeout      *time.Duration
+}
+
+func newSnapshotCommand(name, summary string, stderr io.Writer, withOtherCluster bool) *snapshotFlags {
+	f := &snapshotFlags{cmd: newCommand(name, "FILE", summary, stderr)}
+	f.client = addClientFlags(f.cmd.fs, adminKeyUsage)
+	f.timeout = f.cmd.fs.Duration("timeout", 10*time.Minute, "give up after this long")
+	if withOtherCluster {
+		f.otherCluster = f.cmd.fs.Bool("allow-other-cluster", false, "accept a snapshot of another cluster (rebuilding a lost cluster from its backup)")
+	}
+	return f
+}
+
+// parse returns the client, FILE and the query string of the call.
+func (f *snapshotFlags) parse(args []string) (*apiClient, string, string, error) {
+	pos, err := f.cmd.parse(args, 1)
+	if err != nil {
+		return nil, "", "", err
+	}
+	c, err := f.client.client()
+	if err != nil {
+		return nil, "", "", err
+	}
+	query := ""
+	if f.otherCluster != nil && *f.otherCluster {
+		query = "?allowOtherCluster=true"
+	}
+	return c, pos[0], query, nil
+}
 
 // runSnapshot implements `cairn snapshot save|inspect|restore FILE` over /v1/snapshot.
 func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return errors.New(snapshotUsage)
-	}
-	sub, rest := args[0], args[1:]
-	fs := flag.NewFlagSet("cairn snapshot "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	c := adminFlags(fs)
-	otherCluster := fs.Bool("allow-other-cluster", false, "inspect/restore: accept a snapshot of another cluster (rebuilding a lost cluster from its backup)")
-	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
-	if err := fs.Parse(rest); err != nil {
-		return err
-	}
-	if err := applyEnv(fs); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return errors.New(snapshotUsage)
-	}
-	file := fs.Arg(0)
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	query := ""
-	if *otherCluster {
-		query = "?allowOtherCluster=true"
-	}
-	switch sub {
-	case "save":
-		return snapshotSave(ctx, c, file, stdout)
-	case "inspect":
-		var info core.SnapshotInfo
-		if err := c.sendFile(ctx, http.MethodPost, "/v1/snapshot/inspect"+query, file, &info); err != nil {
-			return fmt.Errorf("inspect %s: %w", file, err)
-		}
-		return printSnapshotInfo(stdout, info)
-	case "restore":
-		var rep core.RestoreReport
-		if err := c.sendFile(ctx, http.MethodPut, "/v1/snapshot"+query, file, &rep); err != nil {
-			return fmt.Errorf("restore %s: %w", file, err)
-		}
-		fmt.Fprintf(stdout, "restored %s: the metadata of every node is now the snapshot's (raft index %d)\n", file, rep.RestoredIndex)
-		if err := printSnapshotInfo(stdout, rep.Snapshot); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "unreadable files: %d", rep.UnreadableFiles)
-		if rep.UnreadableFiles > 0 {
-			fmt.Fprintf(stdout, " (their shards are gone; listed: %s)", strings.Join(rep.UnreadableFileIDs, ","))
-		}
-		fmt.Fprintln(stdout)
-		return nil
-	default:
-		return fmt.Errorf("unknown snapshot command %q\n%s", sub, snapshotUsage)
-	}
+	return group("cairn snapshot", snapshotGroupUsage, args, stdout, stderr, map[string]func([]string) error{
+		"save": func(args []string) error {
+			f := newSnapshotCommand("cairn snapshot save", "Download a point-in-time snapshot of the metadata into FILE (written as FILE.part, verified, then renamed).", stderr, false)
+			c, file, _, err := f.parse(args)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(ctx, *f.timeout)
+			defer cancel()
+			return snapshotSave(ctx, c, file, stdout)
+		},
+		"inspect": func(args []string) error {
+			f := newSnapshotCommand("cairn snapshot inspect", "Have the cluster verify FILE as a restore would, and print what it holds. Nothing changes.", stderr, true)
+			c, file, query, err := f.parse(args)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(ctx, *f.timeout)
+			defer cancel()
+			var info core.SnapshotInfo
+			if err := sendSnapshot(ctx, c, http.MethodPost, "/v1/snapshot/inspect"+query, file, &info); err != nil {
+				return fmt.Errorf("inspect %s: %w", file, err)
+			}
+			return printSnapshotInfo(stdout, info)
+		},
+		"restore": func(args []string) error {
+			f := newSnapshotCommand("cairn snapshot restore", "Replace the metadata of every node with FILE's, through Raft on the leader.", stderr, true)
+			c, file, query, err := f.parse(args)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(ctx, *f.timeout)
+			defer cancel()
+			var rep core.RestoreReport
+			if err := sendSnapshot(ctx, c, http.MethodPut, "/v1/snapshot"+query, file, &rep); err != nil {
+				return fmt.Errorf("restore %s: %w", file, err)
+			}
+			fmt.Fprintf(stdout, "restored %s: the metadata of every node is now the snapshot's (raft index %d)\n", file, rep.RestoredIndex)
+			if err := printSnapshotInfo(stdout, rep.Snapshot); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "unreadable files: %d", rep.UnreadableFiles)
+			if rep.UnreadableFiles > 0 {
+				fmt.Fprintf(stdout, " (their shards are gone; listed: %s)", strings.Join(rep.UnreadableFileIDs, ","))
+			}
+			fmt.Fprintln(stdout)
+			return nil
+		},
+	})
 }
 
 // snapshotSave streams the archive into FILE.part, checks it as inspect would offline (gzip
 // stream and SHA-256 sums), fsyncs it and only then renames it to FILE, so FILE is never a
 // partial archive.
-func snapshotSave(ctx context.Context, c *adminClient, file string, stdout io.Writer) error {
-	resp, err := c.do(ctx, http.MethodGet, "/v1/snapshot", nil)
+func snapshotSave(ctx context.Context, c *apiClient, file string, stdout io.Writer) error {
+	req, err := c.newRequest(ctx, http.MethodGet, "/v1/snapshot", nil, true)
 	if err != nil {
-		return fmt.Errorf("save: %w", err)
+		return err
+	}
+	resp, err := c.do(req)
+	if err != nil {
+		return fmt.Errorf("save %s: %w", file, err)
 	}
 	defer resp.Body.Close()
 	part := file + ".part"
@@ -103,11 +144,11 @@ func snapshotSave(ctx context.Context, c *adminClient, file string, stdout io.Wr
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("save: download broke after %d bytes: %w", n, err)
+		return fmt.Errorf("save %s: the download broke after %d bytes: %w", file, n, err)
 	}
-	meta, err := verifySnapshotFile(part)
+	index, term, err := verifySnapshotFile(part)
 	if err != nil {
-		return fmt.Errorf("save: the downloaded archive does not verify: %w", err)
+		return fmt.Errorf("save %s: the downloaded archive does not verify: %w", file, err)
 	}
 	if err := os.Rename(part, file); err != nil {
 		return fmt.Errorf("save: %w", err)
@@ -116,23 +157,42 @@ func snapshotSave(ctx context.Context, c *adminClient, file string, stdout io.Wr
 		_ = d.Sync()
 		d.Close()
 	}
-	fmt.Fprintf(stdout, "saved %s: raft index %d, term %d, %d bytes\n", file, meta.Index, meta.Term, n)
+	fmt.Fprintf(stdout, "saved %s: raft index %d, term %d, %d bytes\n", file, index, term, n)
 	return nil
 }
 
-type snapshotMeta struct{ Index, Term uint64 }
-
-func verifySnapshotFile(path string) (snapshotMeta, error) {
+// verifySnapshotFile checks an archive's gzip stream and SHA-256 sums (raft-snapshot's Verify).
+func verifySnapshotFile(path string) (index, term uint64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return snapshotMeta{}, err
+		return 0, 0, err
 	}
 	defer f.Close()
 	m, err := snapshot.Verify(f)
 	if err != nil {
-		return snapshotMeta{}, err
+		return 0, 0, err
 	}
-	return snapshotMeta{Index: m.Index, Term: m.Term}, nil
+	return m.Index, m.Term, nil
+}
+
+// sendSnapshot streams a local archive as the request body and decodes the JSON answer into out.
+func sendSnapshot(ctx context.Context, c *apiClient, method, path, file string, out any) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	req, err := c.newRequest(ctx, method, path, f, true)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/gzip")
+	resp, err := c.do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
 }
 
 func printSnapshotInfo(w io.Writer, info core.SnapshotInfo) error {
@@ -140,45 +200,4 @@ func printSnapshotInfo(w io.Writer, info core.SnapshotInfo) error {
 	fmt.Fprintf(tw, "index\t%d\nterm\t%d\nsize\t%d bytes\ncairn version\t%s\ncluster\t%s\nfiles\t%d\ntokens\t%d\napi keys\t%d\n",
 		info.Index, info.Term, info.Size, versionOrUnknown(info.CairnVersion), info.ClusterID, info.Files, info.Tokens, info.APIKeys)
 	return tw.Flush()
-}
-
-// do sends one request with the API key and returns a 2xx response; other answers become errors
-// quoting the API's message.
-func (c *adminClient) do(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
-	if c.key == "" {
-		return nil, errors.New("--key (or CAIRN_KEY) is required")
-	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.addr, "/")+path, body)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.key)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/gzip")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return nil, responseError(resp, b)
-	}
-	return resp, nil
-}
-
-// sendFile streams a local file as the request body and decodes the JSON answer into out.
-func (c *adminClient) sendFile(ctx context.Context, method, path, file string, out any) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	resp, err := c.do(ctx, method, path, f)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
 }
