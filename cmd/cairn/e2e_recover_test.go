@@ -149,7 +149,7 @@ func TestE2ERecoverBadInput(t *testing.T) {
 	skipShort(t)
 	specs := loopbackSpecs(t, "fresh", 1, 40)
 	cl := newAgentCluster(t, specs, "1MiB")
-	cl.extra = []string{"--recover"}
+	cl.extra = []string{"--erasure", "1+1", "--write-quorum", "1", "--recover"} // one node: readiness needs k alive members
 	p := cl.start(0)
 	if code := p.waitExit(t, 30*time.Second); code == 0 || !strings.Contains(p.stderr.String(), "holds no raft state to recover") {
 		t.Fatalf("--recover on an empty data dir: exit %d, stderr %q", code, tail(p.stderr.String(), 2000))
@@ -157,12 +157,12 @@ func TestE2ERecoverBadInput(t *testing.T) {
 	t.Logf("empty data dir: %s", lastLine(p.stderr.String()))
 
 	// A node with Raft state but no peers.json.
-	cl.extra = nil
+	cl.extra = []string{"--erasure", "1+1", "--write-quorum", "1"}
 	cl.start(0)
 	waitReady(t, newClient(), 30*time.Second, cl.urls(0)...)
 	cl.procs[0].signal(t, syscall.SIGTERM)
 	cl.procs[0].waitExit(t, 30*time.Second)
-	cl.extra = []string{"--recover"}
+	cl.extra = []string{"--erasure", "1+1", "--write-quorum", "1", "--recover"}
 	p = cl.start(0)
 	if code := p.waitExit(t, 30*time.Second); code == 0 || !strings.Contains(p.stderr.String(), "--recover needs") {
 		t.Fatalf("--recover without peers.json: exit %d, stderr %q", code, tail(p.stderr.String(), 2000))

@@ -136,6 +136,7 @@ func TestE2ESnapshotSaveRestore(t *testing.T) {
 	bad["tampered"][len(raw)/2] ^= 0x40
 	other := loopbackSpecs(t, "other", 1, 23)
 	ocl := newAgentCluster(t, other, "1MiB")
+	ocl.extra = []string{"--erasure", "1+1", "--write-quorum", "1"} // one node: readiness needs k alive members
 	ocl.startAll()
 	waitReady(t, c, 30*time.Second, ocl.urls(0)...)
 	foreign := filepath.Join(t.TempDir(), "foreign.snap")
