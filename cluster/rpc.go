@@ -465,22 +465,32 @@ func (c *RPCClient) call(ctx context.Context, method, addr, path string, body io
 	if resp.StatusCode/100 == 2 {
 		return resp, nil
 	}
+	return nil, remoteError(resp)
+}
+
+// remoteError reads and closes a non-2xx answer and maps its error code back to the sentinel the
+// remote side wrote it for.
+func remoteError(resp *http.Response) error {
 	defer resp.Body.Close()
 	var e rpcError
 	if err := json.NewDecoder(io.LimitReader(resp.Body, rpcMaxErrorBody)).Decode(&e); err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrRemote, resp.Status)
+		return fmt.Errorf("%w: %s", ErrRemote, resp.Status)
 	}
 	switch e.Code {
 	case rpcCodeNotFound:
-		return nil, fmt.Errorf("%w (remote: %s)", erasure.ErrShardNotFound, e.Message)
+		return fmt.Errorf("%w (remote: %s)", erasure.ErrShardNotFound, e.Message)
 	case rpcCodeInvalidRange:
-		return nil, fmt.Errorf("%w (remote: %s)", erasure.ErrInvalidRange, e.Message)
+		return fmt.Errorf("%w (remote: %s)", erasure.ErrInvalidRange, e.Message)
 	case rpcCodeNotLeader:
-		return nil, fmt.Errorf("%w (remote: %s)", ErrNotLeader, e.Message)
+		return fmt.Errorf("%w (remote: %s)", ErrNotLeader, e.Message)
 	case rpcCodeNoSpace:
-		return nil, fmt.Errorf("%w (remote: %s)", erasure.ErrNoSpace, e.Message)
+		return fmt.Errorf("%w (remote: %s)", erasure.ErrNoSpace, e.Message)
+	case rpcCodeSnapshotInvalid: // rpc_snapshot.go
+		return fmt.Errorf("%w: %s", ErrSnapshotInvalid, e.Message)
+	case rpcCodeSnapshotConflict:
+		return fmt.Errorf("%w: %s", ErrSnapshotConflict, e.Message)
 	}
-	return nil, fmt.Errorf("%w: %s: %s", ErrRemote, resp.Status, e.Message)
+	return fmt.Errorf("%w: %s: %s", ErrRemote, resp.Status, e.Message)
 }
 
 func (c *RPCClient) send(ctx context.Context, hc *http.Client, method, addr, path string, body io.Reader, ctype string) (*http.Response, bool, error) {

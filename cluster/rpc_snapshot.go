@@ -124,8 +124,8 @@ func (c *RPCClient) RestoreSnapshot(ctx context.Context, addr string, body io.Re
 	return nil
 }
 
-// snapshotCall is call with the snapshot error codes mapped back to their sentinels. It never
-// retries: a snapshot body cannot be replayed.
+// snapshotCall is call on the streaming client. It never retries: a snapshot body cannot be
+// replayed.
 func (c *RPCClient) snapshotCall(ctx context.Context, method, addr, path string, body io.Reader) (*http.Response, error) {
 	// No response-header timeout here: the leader answers a restore only once Raft has installed it.
 	resp, _, err := c.send(ctx, c.streaming, method, addr, path, body, rpcOctetStream)
@@ -135,18 +135,5 @@ func (c *RPCClient) snapshotCall(ctx context.Context, method, addr, path string,
 	if resp.StatusCode/100 == 2 {
 		return resp, nil
 	}
-	defer resp.Body.Close()
-	var e rpcError
-	if err := json.NewDecoder(io.LimitReader(resp.Body, rpcMaxErrorBody)).Decode(&e); err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrRemote, resp.Status)
-	}
-	switch e.Code {
-	case rpcCodeSnapshotInvalid:
-		return nil, fmt.Errorf("%w: %s", ErrSnapshotInvalid, e.Message)
-	case rpcCodeSnapshotConflict:
-		return nil, fmt.Errorf("%w: %s", ErrSnapshotConflict, e.Message)
-	case rpcCodeNotLeader:
-		return nil, fmt.Errorf("%w (remote: %s)", ErrNotLeader, e.Message)
-	}
-	return nil, fmt.Errorf("%w: %s: %s", ErrRemote, resp.Status, e.Message)
+	return nil, remoteError(resp)
 }
