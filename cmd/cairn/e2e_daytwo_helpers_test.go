@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // loopbackSpecs returns n agents on 127.0.0.<first>…, sharing one set of ports; it skips the test
@@ -113,7 +115,7 @@ func uploadTracked(t *testing.T, c *http.Client, base, key, name string, data []
 	before := shardsOnDisk(t, dirs...)
 	token = upload(t, c, base, key, name, data)
 	var ids []string
-	waitFor(t, 10*time.Second, "shards of "+name+" on disk", func() error {
+	testutil.WaitForNil(t, 10*time.Second, "shards of "+name+" on disk", func() error {
 		ids = newFileIDs(before, shardsOnDisk(t, dirs...))
 		if len(ids) != 1 {
 			return fmt.Errorf("%d new file ids on disk, want 1", len(ids))
@@ -177,7 +179,7 @@ func createReadToken(t *testing.T, c *http.Client, base, fullToken string) strin
 func leaderIndex(t *testing.T, c *http.Client, specs []agentSpec, among ...int) int {
 	t.Helper()
 	idx := -1
-	waitFor(t, 20*time.Second, "one agreed leader", func() error {
+	testutil.WaitForNil(t, 20*time.Second, "one agreed leader", func() error {
 		var leader string
 		for _, i := range among {
 			st, err := getStatus(c, specs[i].url())

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // TestE2ERecoverLostQuorum follows docs/operations.md "Recovering from lost quorum": a 5-node
@@ -40,7 +42,7 @@ func TestE2ERecoverLostQuorum(t *testing.T) {
 		}
 		return d
 	}
-	waitFor(t, 20*time.Second, "every segment at 5 shards before the loss", func() error {
+	testutil.WaitForNil(t, 20*time.Second, "every segment at 5 shards before the loss", func() error {
 		return segmentsAt(t, 5, len(files), dirsOf(alive)...)
 	})
 
@@ -51,7 +53,7 @@ func TestE2ERecoverLostQuorum(t *testing.T) {
 		cl.procs[i].waitExit(t, 10*time.Second)
 	}
 	survivors := []int{0, 1}
-	waitFor(t, 30*time.Second, "survivors report no quorum", func() error {
+	testutil.WaitForNil(t, 30*time.Second, "survivors report no quorum", func() error {
 		for _, u := range cl.urls(survivors...) {
 			if checkReady(c, u) == nil {
 				return fmt.Errorf("%s still ready", u)
@@ -112,7 +114,7 @@ func TestE2ERecoverLostQuorum(t *testing.T) {
 		out := mustCLI(t, "node", "remove", "--addr", specs[0].url(), "--key", root, specs[i].id)
 		t.Logf("node remove %s: %s", specs[i].id, strings.TrimSpace(out))
 	}
-	waitFor(t, 90*time.Second, "repair brings every segment back to k+m=5 shards", func() error {
+	testutil.WaitForNil(t, 90*time.Second, "repair brings every segment back to k+m=5 shards", func() error {
 		return segmentsAt(t, 5, len(files), dirsOf(alive)...)
 	})
 	for tok, data := range files {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/cairn-dev/cairn/core"
 	"github.com/cairn-dev/cairn/fsm"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // snapshotState is the replicated metadata an archive holds, as canonical JSON per table.
@@ -120,7 +122,7 @@ func TestE2ESnapshotSaveRestore(t *testing.T) {
 		t.Fatalf("revoke the read token of b.bin: %d %s %v", status, body, err)
 	}
 	mustCLI(t, "apikey", "revoke", "--addr", urls[2], "--key", root, appID)
-	waitFor(t, 15*time.Second, "shards of the deleted a.bin removed", func() error {
+	testutil.WaitForNil(t, 15*time.Second, "shards of the deleted a.bin removed", func() error {
 		if n := len(shardsOnDisk(t, dirs...)[idA]); n != 0 {
 			return fmt.Errorf("a.bin still has shards in %d segments", n)
 		}
@@ -183,7 +185,7 @@ func TestE2ESnapshotSaveRestore(t *testing.T) {
 	if _, err := pw.Write(raw[:len(raw)/2]); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the first restore spooling on the leader", func() error {
+	testutil.WaitForNil(t, 10*time.Second, "the first restore spooling on the leader", func() error {
 		m, _ := filepath.Glob(filepath.Join(dirs[leader], "snapshot-upload-*.tmp"))
 		if len(m) == 0 {
 			return fmt.Errorf("no upload spool in %s", dirs[leader])
@@ -249,7 +251,7 @@ func TestE2ESnapshotSaveRestore(t *testing.T) {
 	upload(t, c, urls[follower], appKey, "d.bin", []byte("after the restore"))
 	// The shards of c.bin, created after the snapshot, are garbage now: GC removes them after its
 	// grace period.
-	waitFor(t, 30*time.Second, "GC collects c.bin's shards", func() error {
+	testutil.WaitForNil(t, 30*time.Second, "GC collects c.bin's shards", func() error {
 		if n := len(shardsOnDisk(t, dirs...)[idC]); n != 0 {
 			return fmt.Errorf("c.bin still has shards in %d segments", n)
 		}

@@ -20,6 +20,8 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/cairn-dev/cairn/fsm"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // oldProtocol is the fsm protocol of the previous release. v0.1.0 announces none in gossip, which
@@ -244,7 +246,7 @@ func TestE2ERollingUpgrade(t *testing.T) {
 	}
 	checkOld(urls...)
 	load := startUploadLoad(t, urls, appKey, 2)
-	waitFor(t, 30*time.Second, "load running on the old release", func() error {
+	testutil.WaitForNil(t, 30*time.Second, "load running on the old release", func() error {
 		if n := load.ackedCount(); n < 5 {
 			return fmt.Errorf("%d uploads acknowledged", n)
 		}
@@ -267,7 +269,7 @@ func TestE2ERollingUpgrade(t *testing.T) {
 		// The mixed cluster serves: the load makes progress through the step, and every old file
 		// reads back byte-exact through the new node.
 		before := load.ackedCount()
-		waitFor(t, 30*time.Second, "load progresses after the step", func() error {
+		testutil.WaitForNil(t, 30*time.Second, "load progresses after the step", func() error {
 			if n := load.ackedCount(); n < before+5 {
 				return fmt.Errorf("%d uploads acknowledged, want %d", n, before+5)
 			}
@@ -281,7 +283,7 @@ func TestE2ERollingUpgrade(t *testing.T) {
 		if step == len(order)-1 {
 			wantProtocol = fsm.ProtocolVersion
 		}
-		waitFor(t, 20*time.Second, "versions and cluster protocol in /v1/status", func() error {
+		testutil.WaitForNil(t, 20*time.Second, "versions and cluster protocol in /v1/status", func() error {
 			st, err := getVersions(c, specs[i].url())
 			if err != nil {
 				return err
