@@ -306,11 +306,11 @@ func (s *ShardStore) refuseDirect(err error) {
 
 // DirectIO reports whether shard writes use O_DIRECT (false once the filesystem refused it, with
 // the refusal), and the bytes written each way so far.
-func (s *ShardStore) DirectIO() (ok bool, refusal error, directBytes, bufferedBytes int64) {
+func (s *ShardStore) DirectIO() (ok bool, directBytes, bufferedBytes int64, refusal error) {
 	if e := s.directErr.Load(); e != nil {
 		refusal = *e
 	}
-	return s.directOK.Load(), refusal, s.directBytes.Load(), s.bufferedBytes.Load()
+	return s.directOK.Load(), s.directBytes.Load(), s.bufferedBytes.Load(), refusal
 }
 
 // Commit fsyncs the file, renames it into place atomically (replacing an existing shard of that id),

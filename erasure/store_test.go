@@ -437,7 +437,7 @@ func TestShardWriterSizesAndDirectIO(t *testing.T) {
 			})
 		}
 	}
-	ok, refusal, direct, buffered := s.DirectIO()
+	ok, direct, buffered, refusal := s.DirectIO()
 	t.Logf("O_DIRECT ok=%v (%v): %d bytes direct, %d buffered", ok, refusal, direct, buffered)
 	if ok && direct == 0 {
 		t.Fatal("no byte went out with O_DIRECT although the filesystem takes it")

@@ -72,10 +72,10 @@ func (n *Node) registerShardStoreMetrics() {
 			}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cairn_shard_write_direct_bytes_total",
 			Help: "Shard bytes written with O_DIRECT."},
-			func() float64 { _, _, d, _ := n.shards.DirectIO(); return float64(d) }),
+			func() float64 { _, d, _, _ := n.shards.DirectIO(); return float64(d) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cairn_shard_write_buffered_bytes_total",
 			Help: "Shard bytes written through the page cache (small shards, tails under 4 KiB, or all of them without O_DIRECT)."},
-			func() float64 { _, _, _, b := n.shards.DirectIO(); return float64(b) }),
+			func() float64 { _, _, b, _ := n.shards.DirectIO(); return float64(b) }),
 	)
 }
 
