@@ -56,30 +56,10 @@ func TestRaftLayerElectsAndReplicates(t *testing.T) {
 		trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream: layer, MaxPool: 2, Timeout: 2 * time.Second, Logger: hlog,
 		})
-		conf := raft.DefaultConfig()
-		conf.LocalID = servers[i].ID
+		conf := testutil.RaftConfig(servers[i].ID)
 		conf.Logger = hlog
-		conf.HeartbeatTimeout = 100 * time.Millisecond
-		conf.ElectionTimeout = 100 * time.Millisecond
-		conf.LeaderLeaseTimeout = 100 * time.Millisecond
-		conf.CommitTimeout = 5 * time.Millisecond
-		logs := raft.NewInmemStore()
-		snaps := raft.NewInmemSnapshotStore()
-		if err := raft.BootstrapCluster(conf, logs, logs, snaps, trans, raft.Configuration{Servers: servers}); err != nil {
-			t.Fatal(err)
-		}
 		fsms[i] = &raftTestFSM{}
-		r, err := raft.NewRaft(conf, fsms[i], logs, logs, snaps, trans)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rafts[i] = r
-		t.Cleanup(func() {
-			if err := r.Shutdown().Error(); err != nil {
-				t.Errorf("raft shutdown: %v", err)
-			}
-			trans.Close()
-		})
+		rafts[i] = testutil.StartRaft(t, conf, fsms[i], trans, servers)
 	}
 
 	leader := func() *raft.Raft {

@@ -16,6 +16,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 var fnTestSecret = []byte("0123456789abcdef-faultnet-secret")
@@ -397,28 +399,10 @@ func TestFaultNetPartitionsRaft(t *testing.T) {
 		trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream: layers[name], MaxPool: 2, Timeout: time.Second, Logger: hlog,
 		})
-		conf := raft.DefaultConfig()
-		conf.LocalID = raft.ServerID(name)
+		conf := testutil.RaftConfig(raft.ServerID(name))
 		conf.Logger = hlog
-		conf.HeartbeatTimeout = 100 * time.Millisecond
-		conf.ElectionTimeout = 100 * time.Millisecond
-		conf.LeaderLeaseTimeout = 100 * time.Millisecond
-		conf.CommitTimeout = 5 * time.Millisecond
-		logs := raft.NewInmemStore()
-		snaps := raft.NewInmemSnapshotStore()
-		if err := raft.BootstrapCluster(conf, logs, logs, snaps, trans, raft.Configuration{Servers: servers}); err != nil {
-			t.Fatal(err)
-		}
 		fsms[name] = &fnTestFSM{}
-		r, err := raft.NewRaft(conf, fsms[name], logs, logs, snaps, trans)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rafts[name] = r
-		t.Cleanup(func() {
-			r.Shutdown().Error()
-			trans.Close()
-		})
+		rafts[name] = testutil.StartRaft(t, conf, fsms[name], trans, servers)
 	}
 	leaderAmong := func(candidates ...string) string {
 		for _, name := range candidates {

@@ -73,6 +73,33 @@ func RaftConfig(id raft.ServerID) *raft.Config {
 	return cfg
 }
 
+// StartRaft starts a Raft with in-memory log, stable and snapshot stores on trans, bootstrapped
+// with servers unless that is empty, and shuts it down (then closes trans when it can be closed)
+// when the test ends.
+func StartRaft(t testing.TB, cfg *raft.Config, fsm raft.FSM, trans raft.Transport, servers []raft.Server) *raft.Raft {
+	t.Helper()
+	logs := raft.NewInmemStore()
+	snaps := raft.NewInmemSnapshotStore()
+	if len(servers) > 0 {
+		if err := raft.BootstrapCluster(cfg, logs, logs, snaps, trans, raft.Configuration{Servers: servers}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := raft.NewRaft(cfg, fsm, logs, logs, snaps, trans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.Shutdown().Error(); err != nil {
+			t.Errorf("raft shutdown: %v", err)
+		}
+		if c, ok := trans.(interface{ Close() error }); ok {
+			_ = c.Close()
+		}
+	})
+	return r
+}
+
 // InmemRafts connects n in-memory Raft transports to each other and returns them with the
 // configuration that makes them one cluster (ids and addresses "<prefix>0", "<prefix>1", …).
 func InmemRafts(prefix string, n int) ([]*raft.InmemTransport, raft.Configuration) {
