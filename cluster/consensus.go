@@ -112,7 +112,8 @@ func (c *Consensus) IsLeader() bool { return c.raft.State() == raft.Leader }
 // Propose replicates cmd and returns once the local FSM has applied it. The command's own result
 // comes back as an fsm sentinel error. Indeterminate failures (leadership lost mid-flight) are
 // retried with the same bytes, which the FSM de-duplicates by request id.
-func (c *Consensus) Propose(ctx context.Context, cmd []byte) (uint64, error) {
+func (c *Consensus) Propose(ctx context.Context, cmd []byte) (_ uint64, err error) {
+	defer func() { err = translate(err) }()
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultProposeTimeout)
@@ -302,7 +303,8 @@ func (c *Consensus) ApplyForwarded(ctx context.Context, cmd []byte) (uint64, str
 // ReadIndex returns once the local FSM has applied every entry committed before the call: the
 // read-index recipe (leader commit index, leadership confirmed, wait for apply), batched so that
 // one leadership round trip serves every request that arrived meanwhile.
-func (c *Consensus) ReadIndex(ctx context.Context) error {
+func (c *Consensus) ReadIndex(ctx context.Context) (err error) {
+	defer func() { err = translate(err) }()
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultReadIndexTimeout)
@@ -425,6 +427,15 @@ func (c *Consensus) followerReadIndexRound(ctx context.Context) (uint64, error) 
 		return 0, ErrNoLeader
 	}
 	return c.forward.ReadIndex(ctx, string(addr))
+}
+
+// translate gives raft's errors that leave Consensus cairn's own sentinels, so that callers (core)
+// need not know raft: a shut-down Raft is ErrShutdown. The raft error stays in the chain.
+func translate(err error) error {
+	if errors.Is(err, raft.ErrRaftShutdown) && !errors.Is(err, ErrShutdown) {
+		return fmt.Errorf("%w: %w", ErrShutdown, err)
+	}
+	return err
 }
 
 // retryable reports whether an error is about who leads, not about the command.

@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/cairn-dev/cairn/cluster"
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/fsm"
@@ -247,7 +245,7 @@ func unavailable(err error) error {
 		errors.Is(err, context.Canceled) {
 		return err
 	}
-	if errors.Is(err, cluster.ErrShutdown) || errors.Is(err, raft.ErrRaftShutdown) {
+	if errors.Is(err, cluster.ErrShutdown) {
 		return fmt.Errorf("%w: %w", ErrShuttingDown, err)
 	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
