@@ -6,11 +6,12 @@ PKGS      ?= ./...
 STATICCHECK_VERSION ?= v0.8.2
 CHAOS_DURATION ?= 2m
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null)
 
 .PHONY: build run test test-short lint bench chaos e2e fuzz clean
 
 build:
-	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/cairn
+	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.revision=$(REVISION)" -o $(BIN) ./cmd/cairn
 
 run: build
 	./$(BIN) dev

@@ -29,6 +29,10 @@ type NodeMeta struct {
 	Leaving bool `json:"l,omitempty"`
 	// Full is set while the node's free space is under its reserve: it takes no new shards.
 	Full bool `json:"x,omitempty"`
+	// ProtocolMin and ProtocolMax are the fsm protocol versions the node speaks (see Protocols and
+	// ProtocolGate). Builds from before they existed leave them out and speak protocol 1 only.
+	ProtocolMin int `json:"pn,omitempty"`
+	ProtocolMax int `json:"px,omitempty"`
 }
 
 // Member states as cairn reports them. memberlist does not report suspicion to its delegates, so

@@ -239,6 +239,7 @@ func (c *fileContent) ReadRange(ctx context.Context, w io.Writer, off, n int64) 
 
 func (c *fileContent) readRange(ctx context.Context, w io.Writer, off, n int64) error {
 	end := off + n
+	w = c.s.metrics.countDownload(w)
 	for si, seg := range c.file.Layout.Segments {
 		segEnd := seg.Offset + seg.Size
 		if segEnd <= off || seg.Offset >= end {

@@ -101,6 +101,10 @@ type Config struct {
 	// SnapshotInterval is how often Raft checks whether to snapshot (0 = raft's default, 2 min).
 	SnapshotInterval time.Duration
 
+	// Version and Revision label cairn_build_info (cmd/cairn passes its build's).
+	Version  string
+	Revision string
+
 	// Network opens every inter-node socket; nil means the operating system's.
 	Network  cluster.Network
 	Registry *prometheus.Registry // nil: a fresh registry per node

@@ -36,6 +36,7 @@ type Node struct {
 	mux       *cluster.Mux
 	raft      *cluster.RaftNode
 	consensus *cluster.Consensus
+	protocol  *cluster.ProtocolGate // which commands the leader may propose (fsm/DESIGN.md)
 	members   *cluster.Membership
 	rpcServer *cluster.RPCServer
 	rpcClient *cluster.RPCClient
@@ -58,6 +59,7 @@ type Node struct {
 	announceNow  chan struct{}
 	bootstrapped atomic.Bool
 	freeBytes    atomic.Uint64
+	scrub        scrubProgress // node/metrics.go
 	stopping     atomic.Bool
 	leaving      atomic.Bool // announced before a graceful leave
 	stopOnce     sync.Once
@@ -138,18 +140,8 @@ func New(cfg Config) (n *Node, err error) {
 	closers = append(closers, n.raft.Shutdown)
 	n.bootstrapped.Store(n.raft.HadState)
 
-	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecret, log.With("component", "rpc"))
-	closers = append(closers, func() error { n.rpcClient.Close(); return nil })
-	n.consensus = cluster.NewConsensus(cfg.NodeID, n.raft.Raft, n.fsm, n.rpcClient, log.With("component", "consensus"))
-	if cfg.LeaderWait > 0 {
-		n.consensus.LeaderWait = cfg.LeaderWait
-	}
-	closers = append(closers, func() error { n.consensus.Close(); return nil })
-	n.rpcServer = cluster.NewRPCServer(n.local(), n.consensus.LeaderEndpoint(), log.With("component", "rpc"))
-	rpcLn := n.mux.Listener(cluster.ConnRPC)
-	n.spawn(func() { _ = n.rpcServer.Serve(rpcLn) })
-	closers = append(closers, func() error { return n.rpcServer.Shutdown(context.Background()) })
-
+	// Gossip starts before consensus, which needs it for the protocol gate; it joins nobody until
+	// Start below.
 	n.refreshFreeBytes()
 	n.members, err = cluster.NewMembership(cluster.MembershipConfig{
 		NodeID: cfg.NodeID, BindAddr: cfg.GossipAddr, AdvertiseAddr: cfg.AdvertiseGossip,
@@ -161,6 +153,20 @@ func New(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, n.members.Shutdown)
+
+	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecret, log.With("component", "rpc"))
+	closers = append(closers, func() error { n.rpcClient.Close(); return nil })
+	n.consensus = cluster.NewConsensus(cfg.NodeID, n.raft.Raft, n.fsm, n.rpcClient, log.With("component", "consensus"))
+	if cfg.LeaderWait > 0 {
+		n.consensus.LeaderWait = cfg.LeaderWait
+	}
+	n.protocol = cluster.NewProtocolGate(cfg.NodeID, n.raft, n.members)
+	n.consensus.Gate = n.protocol
+	closers = append(closers, func() error { n.consensus.Close(); return nil })
+	n.rpcServer = cluster.NewRPCServer(n.local(), n.consensus.LeaderEndpoint(), log.With("component", "rpc"))
+	rpcLn := n.mux.Listener(cluster.ConnRPC)
+	n.spawn(func() { _ = n.rpcServer.Serve(rpcLn) })
+	closers = append(closers, func() error { return n.rpcServer.Shutdown(context.Background()) })
 
 	metrics := core.NewMetrics(n.reg)
 	n.service = core.NewService(core.Config{
@@ -240,7 +246,8 @@ func (n *Node) meta() cluster.NodeMeta {
 		FreeBytes: n.freeBytes.Load(), AcceptsShards: !n.stopping.Load(),
 		Full:            int64(n.freeBytes.Load()) < n.cfg.MinFree,
 		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: n.bootstrapped.Load(),
-		Leaving: n.leaving.Load(),
+		Leaving:     n.leaving.Load(),
+		ProtocolMin: fsm.MinProtocolVersion, ProtocolMax: fsm.ProtocolVersion,
 	}
 }
 
@@ -336,6 +343,10 @@ func (n *Node) onLeader(ctx context.Context) {
 	}
 	n.log.Info("cluster initialised", "erasure", n.cfg.Erasure.String())
 }
+
+// ClusterProtocol is the newest fsm protocol version every Raft server speaks, as this node's
+// gossip view tells.
+func (n *Node) ClusterProtocol() int { return n.protocol.ClusterProtocol() }
 
 // ID is the node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }

@@ -97,6 +97,7 @@ func (n *Node) Status() core.Status {
 
 // registerMetrics exposes Raft state and shard storage on the node's registry.
 func (n *Node) registerMetrics() {
+	n.registerStateMetrics() // node/metrics.go
 	n.reg.MustRegister(raftStateCollector{n},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_raft_term", Help: "Current Raft term."},
 			func() float64 { return float64(n.raft.Raft.CurrentTerm()) }),

@@ -8,10 +8,9 @@ import (
 	"strings"
 	"time"
 
-	gometrics "github.com/hashicorp/go-metrics"
-	gmprometheus "github.com/hashicorp/go-metrics/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cairn-dev/cairn/cluster"
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/node"
 )
@@ -114,10 +113,11 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	a.cfg.Logger = logger
+	a.cfg.Version, a.cfg.Revision = version, buildRevision()
 	// One node per process here, so raft's and memberlist's process-global go-metrics can be bridged
 	// into this node's registry (cairn dev, with three nodes in one process, does not do this).
 	a.cfg.Registry = prometheus.NewRegistry()
-	if err := bridgeLibraryMetrics(a.cfg.Registry); err != nil {
+	if err := cluster.BridgeLibraryMetrics(a.cfg.Registry); err != nil {
 		return err
 	}
 	n, err := node.New(a.cfg)
@@ -129,22 +129,4 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout+5*time.Second)
 	defer cancel()
 	return n.Shutdown(sctx)
-}
-
-// bridgeLibraryMetrics routes hashicorp/raft's and memberlist's go-metrics into reg, under
-// cairn_lib_ (e.g. cairn_lib_raft_commitTime, cairn_lib_memberlist_gossip).
-func bridgeLibraryMetrics(reg prometheus.Registerer) error {
-	sink, err := gmprometheus.NewPrometheusSinkFrom(gmprometheus.PrometheusOpts{
-		Registerer: reg, Expiration: 5 * time.Minute, Name: "cairn_lib_sink",
-	})
-	if err != nil {
-		return fmt.Errorf("metrics bridge: %w", err)
-	}
-	conf := gometrics.DefaultConfig("cairn_lib")
-	conf.EnableHostname = false
-	conf.EnableRuntimeMetrics = false // the Go collector already reports these
-	if _, err := gometrics.NewGlobal(conf, sink); err != nil {
-		return fmt.Errorf("metrics bridge: %w", err)
-	}
-	return nil
 }

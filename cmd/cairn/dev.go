@@ -172,6 +172,7 @@ func startDevCluster(dc devClusterConfig) (nodes []*node.Node, stop func() error
 		cfg.BootstrapExpect = devNodes
 		cfg.Erasure = erasure.Geometry{Data: 2, Parity: 1}
 		cfg.RootKey = dc.rootKey
+		cfg.Version, cfg.Revision = version, buildRevision()
 		cfg.AllowAnonymousUpload = dc.anonymous
 		cfg.MaxFileSize = dc.maxFileSize
 		cfg.RejoinInterval = 2 * time.Second

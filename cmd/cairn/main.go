@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 )
@@ -33,8 +34,27 @@ Usage:
 Run 'cairn <command> -h' for a command's flags.
 `
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and revision are set at build time with -ldflags "-X main.version=... -X main.revision=..."
+// (the Makefile does); revision falls back to the VCS revision go build records.
+var (
+	version  = "dev"
+	revision = ""
+)
+
+// buildRevision is the commit this binary was built from, or "" when unknown.
+func buildRevision() string {
+	if revision != "" {
+		return revision
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return ""
+}
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
