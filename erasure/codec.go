@@ -108,7 +108,9 @@ func NewCodec(g Geometry, blockSize int) (*Codec, error) {
 	if blockSize <= 0 {
 		return nil, fmt.Errorf("erasure: block size %d: must be positive", blockSize)
 	}
-	rs, err := reedsolomon.New(g.Data, g.Parity, reedsolomon.WithAutoGoroutines(ChunkLen(blockSize, g)))
+	// One goroutine per call: on a node every concurrent upload and read already runs its own
+	// codec call, and reedsolomon's fan-out allocates on every block (see DESIGN.md, "Speed").
+	rs, err := reedsolomon.New(g.Data, g.Parity, reedsolomon.WithMaxGoroutines(1))
 	if err != nil {
 		return nil, fmt.Errorf("erasure: reed-solomon %s: %w", g, err)
 	}
