@@ -336,7 +336,7 @@ type benchResult struct {
 	errors    map[string]*benchErrors
 	elapsed   time.Duration
 	cpu       float64 // server CPU seconds, or -1 when unknown
-	peakRSS   int64 // growth of the servers' peak resident set over the run
+	peakRSS   int64   // growth of the servers' peak resident set over the run
 	load      string
 }
 
@@ -721,7 +721,7 @@ func startBenchChild(ctx context.Context, workloads []benchWorkload, logLevel, c
 	child.dir = info.Dir
 	child.target = benchTarget{
 		endpoints: info.Endpoints, key: info.Key, fileServer: info.FileServer,
-		cpu:       func() (float64, bool) { return procCPUSeconds(pid) },
+		cpu: func() (float64, bool) { return procCPUSeconds(pid) },
 		resetPeak: func() int64 {
 			os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 			return procStatus(pid, "VmRSS:")
