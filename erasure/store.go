@@ -330,13 +330,22 @@ func (s *ShardStore) refuseDirect(err error) {
 	}
 }
 
-// DirectIO reports whether shard writes use O_DIRECT (false once the filesystem refused it, with
-// the refusal), and the bytes written each way so far.
-func (s *ShardStore) DirectIO() (ok bool, refusal error, directBytes, bufferedBytes int64) {
+// DirectIOStats is how a ShardStore writes shards.
+type DirectIOStats struct {
+	// Enabled is false once the filesystem refused O_DIRECT; Refusal then says how.
+	Enabled bool
+	Refusal error
+	// DirectBytes and BufferedBytes are the shard bytes written each way so far.
+	DirectBytes, BufferedBytes int64
+}
+
+// DirectIO reports whether shard writes use O_DIRECT and the bytes written each way so far.
+func (s *ShardStore) DirectIO() DirectIOStats {
+	st := DirectIOStats{Enabled: s.directOK.Load(), DirectBytes: s.directBytes.Load(), BufferedBytes: s.bufferedBytes.Load()}
 	if e := s.directErr.Load(); e != nil {
-		refusal = *e
+		st.Refusal = *e
 	}
-	return s.directOK.Load(), refusal, s.directBytes.Load(), s.bufferedBytes.Load()
+	return st
 }
 
 // Commit fsyncs the file, renames it into place atomically (replacing an existing shard of that id),
