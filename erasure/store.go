@@ -116,8 +116,7 @@ type ShardWriter struct {
 }
 
 const (
-	// directChunk is the unit of O_DIRECT writes, and the size below which a shard is written
-	// with a single buffered write.
+	// directChunk is the largest O_DIRECT write, and the size of the aligned buffer.
 	directChunk = 1 << 20
 	// directAlign is the alignment O_DIRECT wants for buffers, offsets and lengths.
 	directAlign = 4096

@@ -74,7 +74,7 @@ func (n *Node) registerShardStoreMetrics() {
 			Help: "Shard bytes written with O_DIRECT."},
 			func() float64 { return float64(n.shards.DirectIO().DirectBytes) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cairn_shard_write_buffered_bytes_total",
-			Help: "Shard bytes written through the page cache (small shards, tails under 4 KiB, or all of them without O_DIRECT)."},
+			Help: "Shard bytes written through the page cache (shards up to 64 KiB, tails under 4 KiB, or all of them without O_DIRECT)."},
 			func() float64 { return float64(n.shards.DirectIO().BufferedBytes) }),
 	)
 }
