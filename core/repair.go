@@ -231,6 +231,10 @@ func (s *Service) relocate(ctx context.Context, file fsm.File, ref shardRef, to 
 	return nil
 }
 
+// healthRefreshInterval is how often the segment-health gauges are recomputed while a repair pass
+// runs.
+const healthRefreshInterval = 10 * time.Second
+
 // RunRepair is the leader's repair loop: every Interval, while isLeader, it walks the committed
 // layouts (so the queue is rebuilt from Raft state after every leader change) and moves shards
 // away from nodes that are removed, or down for longer than Delay, and places shards that were
@@ -263,6 +267,30 @@ func (s *Service) RunRepair(ctx context.Context, cfg RepairConfig, health NodeHe
 
 // repairPass does one walk over every layout and repairs what it can.
 func (s *Service) repairPass(ctx context.Context, cfg RepairConfig, health NodeHealth, limiter *rate.Limiter, isLeader func() bool) SegmentHealth {
+	// A pass over many files at a limited rate can take hours; the health gauges must not show
+	// the previous pass's numbers meanwhile, so a classification-only walk refreshes them.
+	passDone := make(chan struct{})
+	var refresher sync.WaitGroup
+	refresher.Go(func() {
+		t := time.NewTicker(healthRefreshInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-passDone:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if isLeader() {
+					s.metrics.segmentHealth(s.StorageHealth(cfg.Delay, health))
+				}
+			}
+		}
+	})
+	defer func() {
+		close(passDone)
+		refresher.Wait()
+	}()
 	candidates := health.ShardCandidates()
 	report := s.walkSegments(cfg.Delay, health, func(f fsm.File, si int, seg fsm.Segment, todo []int, available int, removed []string) int {
 		repaired := 0

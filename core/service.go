@@ -205,7 +205,9 @@ type readScope struct{ done atomic.Bool }
 // WithReadScope marks ctx as one request: the use cases called with it share a single read index
 // (e.g. authenticating the API key and then looking up the file it asks for).
 func WithReadScope(ctx context.Context) context.Context {
-	return context.WithValue(ctx, readScopeKey{}, &readScope{})
+	// The same request shares one leader-wait budget across its read index and its proposal, so
+	// it answers (or fails with 503) within the documented leader wait.
+	return context.WithValue(cluster.WithWaitBudget(ctx), readScopeKey{}, &readScope{})
 }
 
 // propose encodes and replicates one command, mapping the fsm's outcomes onto core's errors.
@@ -229,6 +231,8 @@ func (s *Service) proposeAt(ctx context.Context, at time.Time, typ fsm.CommandTy
 		return ErrLastFullToken
 	case errors.Is(err, fsm.ErrNotInitialized):
 		return fmt.Errorf("%w: cluster not initialised yet", ErrUnavailable)
+	case errors.Is(err, cluster.ErrLogStoreFull):
+		return fmt.Errorf("%w: this node's raft log: %w", ErrNoSpace, err)
 	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrInvalidCommand),
 		errors.Is(err, fsm.ErrAlreadyInitialized):
 		return fmt.Errorf("%s: %w", typ, err)

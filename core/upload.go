@@ -98,7 +98,7 @@ func (u *upload) readFrom(r io.Reader) (int64, error) {
 		block, rerr := blocks.next()
 		if n := len(block); n > 0 {
 			if total+int64(n) > u.s.cfg.MaxFileSize {
-				return total, ErrFileTooLarge
+				return total, &FileTooLargeError{Limit: u.s.cfg.MaxFileSize}
 			}
 			u.hash.Write(block)
 			if len(u.sniff) < sniffLen {

@@ -165,7 +165,7 @@ func TestEnmeshedErrorTable(t *testing.T) {
 			"error.runtime.validation.invalidPropertyValue", "fileId must match pattern FIL[A-Za-z0-9]{17}"},
 		{"malformed JSON", "POST", "/api/v2/Files/" + id + "/Token", `{"ephemeral":`, key, 400,
 			"error.connector.validation.invalidJsonInPayload", "The given payload is not a valid json object."},
-		{"unknown filter", "GET", "/api/v2/Files?color=red", "", key, 400, "", "query must NOT have additional properties"},
+		{"unknown filter", "GET", "/api/v2/Files?color=red", "", key, 400, "", "query must NOT have additional properties: unknown key 'color' (known: createdAt, createdBy, createdByDevice, description, expiresAt, filename, filesize, mimetype, tags, title)"},
 		{"wrong method", "PUT", "/api/v2/Files/" + id, "", key, 405, "error.connector.http.methodNotAllowed", ""},
 		{"unknown route", "GET", "/api/v2/Nothing", "", key, 404, "error.connector.http.routeDoesNotExist", ""},
 		{"ephemeral token is not at Tokens/{id}", "GET", "/api/v2/Tokens/TOK" + strings.Repeat("c", 17), "", key, 404, "error.runtime.recordNotFound", ""},

@@ -28,20 +28,6 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// requireTool finds an installed tool. .ci/run installs Debian's prometheus package, so under
-// CI=true a missing tool fails the test instead of skipping it.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found (install Debian's prometheus package): %v", name, err)
-		}
-		t.Skipf("%s not found (apt-get install prometheus); skipped outside CI: %v", name, err)
-	}
-	return path
-}
-
 // scrape returns a node's /metrics text.
 func scrape(c *http.Client, base string) (string, error) {
 	resp, err := c.Get(base + "/metrics")
@@ -103,8 +89,8 @@ func namedMetrics(t *testing.T, path string) []string {
 
 func TestE2EPrometheus(t *testing.T) {
 	skipShort(t)
-	promtool := requireTool(t, "promtool")
-	prometheusBin := requireTool(t, "prometheus")
+	promtool := requireTool(t, "promtool", "prometheus")
+	prometheusBin := requireTool(t, "prometheus", "prometheus")
 	const ip = "127.0.0.1"
 	ports := freePorts(t, []string{ip}, 10)
 	var specs []agentSpec
