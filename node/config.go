@@ -106,6 +106,10 @@ type Config struct {
 
 	// LeaderWait is how long a request waits for a usable Raft leader before it fails with 503.
 	LeaderWait time.Duration
+	// ShardStallTimeout is how long a shard stream to or from a peer (open, read, write, the
+	// durable ack) may make no progress before the peer is given up: reads go on from parity,
+	// uploads with the write quorum.
+	ShardStallTimeout time.Duration
 	// SnapshotThreshold: Raft log entries between snapshots (0 = raft's default).
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
@@ -218,6 +222,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WriteQuorum < 0 || (c.WriteQuorum > 0 && (c.WriteQuorum < c.Erasure.Data || c.WriteQuorum > c.Erasure.Total())) {
 		errs = append(errs, fmt.Errorf("--write-quorum must be between k=%d and k+m=%d", c.Erasure.Data, c.Erasure.Total()))
+	}
+	if c.ShardStallTimeout < 0 {
+		errs = append(errs, errors.New("--shard-stall-timeout must not be negative"))
 	}
 	if c.RaftMultiplier < 1 || c.RaftMultiplier > 10 {
 		errs = append(errs, errors.New("--raft-multiplier must be between 1 and 10"))

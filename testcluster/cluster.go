@@ -349,6 +349,7 @@ func (c *Cluster) nodeConfig(i int, seeds []string) node.Config {
 	cfg.MetaInterval = time.Second
 	cfg.ShutdownTimeout = 10 * time.Second
 	cfg.LeaderWait = 2 * time.Second
+	cfg.ShardStallTimeout = 2 * time.Second
 	cfg.ExpiryInterval = 200 * time.Millisecond
 	cfg.RepairDelay = 2 * time.Second
 	cfg.RepairInterval = 300 * time.Millisecond
