@@ -55,7 +55,7 @@ type Config struct {
 	RaftTimings cluster.RaftTimings
 	// RaftMultiplier scales Raft's heartbeat, election and leader-lease timeouts (RaftTimings, or
 	// hashicorp/raft's 1 s / 1 s / 500 ms defaults) together, like Consul's raft_multiplier. Higher
-	// keeps a CPU-starved leader in place; lower fails over faster. 1..10.
+	// keeps a CPU-starved leader in place; lower fails over faster. 1..10; 0 means 1.
 	RaftMultiplier    int
 	GossipTimings     cluster.GossipTimings
 	RejoinInterval    time.Duration
@@ -152,7 +152,9 @@ func DefaultConfig() Config {
 		// Followers learn a new commit index on the next append; raft's 50 ms default would add up
 		// to 50 ms to every write forwarded through a follower (which waits to apply its own write).
 		RaftTimings: cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
-		LeaderWait:  5 * time.Second,
+		// Starved of CPU for a second, a leader keeps its place (docs/operations.md has the figures).
+		RaftMultiplier: DefaultRaftMultiplier,
+		LeaderWait:     5 * time.Second,
 		// Uploads: at 1 MiB blocks and 2+1, one upload holds about 10 MiB at most, so 64 bound a
 		// node's upload memory near 640 MiB; 30 s without a byte is a dead client, not a slow one.
 		MaxConcurrentUploads: DefaultMaxConcurrentUploads,
@@ -226,7 +228,7 @@ func (c *Config) Validate() error {
 	if c.ShardStallTimeout < 0 {
 		errs = append(errs, errors.New("--shard-stall-timeout must not be negative"))
 	}
-	if c.RaftMultiplier < 1 || c.RaftMultiplier > 10 {
+	if c.RaftMultiplier < 0 || c.RaftMultiplier > 10 {
 		errs = append(errs, errors.New("--raft-multiplier must be between 1 and 10"))
 	}
 	if c.MaxConcurrentUploads < 0 || c.UploadIdleTimeout < 0 {
