@@ -159,11 +159,13 @@ func DefaultConfig() Config {
 		// node's upload memory near 640 MiB; 30 s without a byte is a dead client, not a slow one.
 		MaxConcurrentUploads: DefaultMaxConcurrentUploads,
 		UploadIdleTimeout:    30 * time.Second,
-		ExpiryInterval:       10 * time.Second,
-		RepairDelay:          10 * time.Minute,
-		MinFree:              256 << 20,
-		RepairRate:           64 << 20,
-		RepairInterval:       30 * time.Second,
+		// A peer silent for as long as a request may wait for a leader is gone for this request.
+		ShardStallTimeout: 5 * time.Second,
+		ExpiryInterval:    10 * time.Second,
+		RepairDelay:       10 * time.Minute,
+		MinFree:           256 << 20,
+		RepairRate:        64 << 20,
+		RepairInterval:    30 * time.Second,
 		// Autopilot: Consul's health thresholds; dead servers go with the repair delay.
 		CleanupDeadServers:      true,
 		DeadServerCleanupAfter:  10 * time.Minute,
