@@ -47,6 +47,13 @@ type Consensus struct {
 	// off from the quorum fails fast with "unavailable" instead of holding every request until its
 	// deadline. Set it before use.
 	LeaderWait time.Duration
+	// Gate decides, on the leader, whether a command's type may enter the log yet (ProtocolGate);
+	// nil admits every type this build knows. Set it before use.
+	Gate CommandGate
+	// LocalLogErr, when set, reports a failing local Raft log (RaftNode.LogWriteErr). A proposal
+	// made while the local log is out of space fails at once with ErrLogStoreFull: this node could
+	// never apply it, so waiting for it would only end in a timeout.
+	LocalLogErr func() error
 
 	// readyTerm is the term in which this node, as leader, has committed a barrier; only then can its
 	// commit index be trusted for reads.
@@ -72,6 +79,11 @@ const DefaultLeaderWait = 5 * time.Second
 
 // DefaultReadIndexTimeout bounds a read index when the caller's context has no deadline.
 const DefaultReadIndexTimeout = 10 * time.Second
+
+// CommandGate says whether a command type may be proposed now. *ProtocolGate implements it.
+type CommandGate interface {
+	Allows(typ fsm.CommandType) error
+}
 
 // NewConsensus wraps a running Raft.
 func NewConsensus(nodeID string, r *raft.Raft, applied AppliedWaiter, forward ForwardClient, logger *slog.Logger) *Consensus {
@@ -105,6 +117,11 @@ func (c *Consensus) Propose(ctx context.Context, cmd []byte) (uint64, error) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultProposeTimeout)
 		defer cancel()
+	}
+	if c.LocalLogErr != nil {
+		if err := c.LocalLogErr(); errors.Is(err, ErrLogStoreFull) {
+			return 0, fmt.Errorf("propose: %w", err)
+		}
 	}
 	caller := ctx
 	ctx, done := c.bounded(ctx)
@@ -209,8 +226,35 @@ func (c *Consensus) proposeOnce(ctx context.Context, cmd []byte) (uint64, error,
 	return idx, fsm.ErrorFromCode(code), nil
 }
 
+// CanPropose returns nil when a command of type typ may be proposed now, and an error wrapping
+// fsm.ErrNotEnabled while some Raft server does not speak the protocol that introduced it. A
+// proposer with an older alternative (a new command that replaces an old one, a new field) checks
+// it first and falls back; the leader checks it again on every command it appends, so a command
+// the cluster cannot apply never reaches the log whatever the proposer believed.
+func (c *Consensus) CanPropose(typ fsm.CommandType) error {
+	if c.Gate == nil {
+		if _, ok := fsm.CommandProtocol(typ); !ok {
+			return fmt.Errorf("%w: unknown command type %q", fsm.ErrInvalidCommand, typ)
+		}
+		return nil
+	}
+	return c.Gate.Allows(typ)
+}
+
+// admit is the leader's gate on every entry it appends; a refusal is the command's result.
+func (c *Consensus) admit(cmd []byte) error {
+	typ, err := fsm.PeekCommandType(cmd)
+	if err != nil {
+		return nil // the FSM refuses it as ErrInvalidCommand, as it always has
+	}
+	return c.CanPropose(typ)
+}
+
 // applyLocal applies on this node, which must be the leader, and waits under ctx.
 func (c *Consensus) applyLocal(ctx context.Context, cmd []byte) (*fsm.Result, error) {
+	if err := c.admit(cmd); err != nil {
+		return &fsm.Result{Err: err}, nil
+	}
 	c.closeMu.Lock()
 	if c.closed {
 		c.closeMu.Unlock()
@@ -297,6 +341,16 @@ func (c *Consensus) ReadIndex(ctx context.Context) error {
 			return fmt.Errorf("read index: %w (last error: %w)", werr, err)
 		}
 	}
+}
+
+// LeaderCommitIndex returns the leader's commit index, confirmed by a leadership check, without
+// waiting for the local state machine: readiness compares it with the local applied index. It
+// shares the read index's batched rounds.
+func (c *Consensus) LeaderCommitIndex(ctx context.Context) (uint64, error) {
+	if c.raft.State() == raft.Leader {
+		return c.leaderRounds.do(ctx)
+	}
+	return c.followerRounds.do(ctx)
 }
 
 // LeaderReadIndex is the leader side of a follower's read index: this node's commit index, once it

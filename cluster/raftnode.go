@@ -55,7 +55,7 @@ type RaftOptions struct {
 type RaftNode struct {
 	Raft      *raft.Raft
 	Transport *raft.NetworkTransport
-	store     *raftboltdb.BoltStore
+	store     *trackedStore
 	// HadState reports whether the data dir held Raft state when the node started.
 	HadState bool
 }
@@ -67,13 +67,17 @@ func StartRaft(opts RaftOptions) (*RaftNode, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raft dir: %w", err)
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{
+	bolt, err := raftboltdb.New(raftboltdb.Options{
 		Path:        filepath.Join(dir, "raft.db"),
 		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true},
 	})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return nil, fmt.Errorf("open raft store %s: locked by another process (is another cairn agent using this data dir?)", filepath.Join(dir, "raft.db"))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open raft store: %w", err)
 	}
+	store := &trackedStore{BoltStore: bolt}
 	cache, err := raft.NewLogCache(512, store)
 	if err != nil {
 		store.Close()

@@ -15,7 +15,7 @@ import (
 
 // Validation messages of the upload, worded as the Connector's runtime words them.
 const (
-	msgContentRequired  = "must have required property 'content'"
+	msgContentRequired  = "must have required property 'content': send the file as the multipart field 'file'"
 	msgExpiresAtFormat  = "expiresAt must match ISO8601 datetime format"
 	msgExpiresAtFuture  = "'expiresAt' must be in the future"
 	msgOneFilePart      = "file must be given exactly once"

@@ -56,6 +56,10 @@ type Config struct {
 	MaxConcurrentUploads int
 	// UploadIdleTimeout aborts an upload whose body sends nothing for this long. 0: no deadline.
 	UploadIdleTimeout time.Duration
+	// Debug serves GET /v1/config (MANAGE_CLUSTER); nil leaves it unmounted.
+	Debug DebugService
+	// EnablePprof mounts /debug/pprof (MANAGE_CLUSTER) next to Debug's routes (--enable-debug).
+	EnablePprof bool
 }
 
 // route is one path pattern with a handler per method. Dispatching on the method ourselves (rather
@@ -99,6 +103,9 @@ func New(cfg Config) (http.Handler, error) {
 	routes := append(v1.routes(), ops.routes()...)
 	if cfg.Admin != nil {
 		routes = append(routes, (&adminAPI{admin: cfg.Admin, v1: v1, log: logger}).routes()...)
+	}
+	if cfg.Debug != nil {
+		routes = append(routes, (&debugAPI{debug: cfg.Debug, v1: v1, pprofs: cfg.EnablePprof}).routes()...)
 	}
 	mux := http.NewServeMux()
 	for _, rt := range routes {

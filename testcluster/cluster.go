@@ -348,6 +348,7 @@ func (c *Cluster) nodeConfig(i int, seeds []string) node.Config {
 	cfg.ReconcileInterval = 200 * time.Millisecond
 	cfg.MetaInterval = time.Second
 	cfg.ShutdownTimeout = 10 * time.Second
+	cfg.DrainDelay = 0 // no load balancer to drain for
 	cfg.LeaderWait = 2 * time.Second
 	cfg.ShardStallTimeout = 2 * time.Second
 	cfg.ExpiryInterval = 200 * time.Millisecond
