@@ -8,7 +8,7 @@ CHAOS_DURATION ?= 2m
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null)
 
-.PHONY: build run test test-short lint bench chaos e2e fuzz clean
+.PHONY: build run test test-short lint bench chaos e2e fuzz clean pressure
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.revision=$(REVISION)" -o $(BIN) ./cmd/cairn
@@ -56,6 +56,16 @@ CHAOS_SEED ?= 0
 chaos:
 	$(GO) test -race -count=1 -v -run '^TestChaos$$' -timeout $(CHAOS_DURATION)10m ./testcluster/ \
 		-args -chaos.duration=$(CHAOS_DURATION) -chaos.seed=$(CHAOS_SEED)
+
+# A 3-node cluster (production timings, real Raft and memberlist) next to a child process that keeps
+# every core busy for PRESSURE_DURATION, under a light upload/download load: any leader election
+# fails it (testcluster/pressure_test.go). No -race: it measures the build that runs in production.
+# PRESSURE_MULTIPLIER=0 takes the default --raft-multiplier.
+PRESSURE_DURATION ?= 2m
+PRESSURE_MULTIPLIER ?= 0
+pressure:
+	$(GO) test -count=1 -v -run '^TestLeaderStaysPutUnderCPUPressure$$' -timeout $(PRESSURE_DURATION)5m ./testcluster/ \
+		-args -pressure.duration=$(PRESSURE_DURATION) -pressure.multiplier=$(PRESSURE_MULTIPLIER)
 
 # Real-process tests only: the cairn binary as separate processes (also part of `make test`).
 e2e:

@@ -300,7 +300,16 @@ func (src *segmentSource) OpenShard(ctx context.Context, index int, off, n int64
 	}
 	id := erasure.ShardID{File: src.fileID, Segment: src.segment, Index: index}
 	ctx, cancel := context.WithCancel(ctx)
+	// Opening is bounded by the stall timeout too: a partitioned peer never answers the request.
+	opening := time.AfterFunc(src.s.cfg.ShardStallTimeout, cancel)
 	rc, err := src.s.shards.OpenShard(ctx, src.nodes[index], id, off, n)
+	if !opening.Stop() {
+		if err == nil {
+			rc.Close()
+		}
+		cancel()
+		return nil, fmt.Errorf("open shard %s on %s: no answer for %s: %w", id, src.nodes[index], src.s.cfg.ShardStallTimeout, errStalled)
+	}
 	if err != nil {
 		cancel()
 		return nil, err

@@ -158,7 +158,7 @@ func (u *upload) openSegment(index int, offset int64) (*segmentWriter, error) {
 	ctx, cancel := context.WithCancel(u.ctx)
 	seg := &segmentWriter{
 		index: index, offset: offset, quorum: u.quorum, cancel: cancel,
-		streams: make([]*shardStream, g.Total()),
+		streams: make([]*shardStream, g.Total()), ackTimeout: u.s.cfg.ShardStallTimeout,
 	}
 	// Record the segment before any byte is sent so that Abort can find every shard.
 	u.segments = append(u.segments, fsm.Segment{Offset: offset, Nodes: make([]string, g.Total())})
@@ -319,6 +319,8 @@ type segmentWriter struct {
 	taken   []bool         // bufs[i] came from stream i
 	cancel  context.CancelFunc
 	closed  bool
+	// ackTimeout bounds the wait for the shard nodes' durable acks (the stall timeout).
+	ackTimeout time.Duration
 }
 
 // write encodes one block straight into buffers of the shard streams and hands frame i to
@@ -378,9 +380,15 @@ func (w *segmentWriter) closeAll() {
 	}
 }
 
-// wait closes the streams and waits for every remote put to end; it returns how many succeeded.
+// wait closes the streams and waits for every remote put to end; it returns how many succeeded. A
+// node that does not ack within ackTimeout (partitioned after taking the data) is given up, so
+// the upload answers within a bound; the quorum decides.
 func (w *segmentWriter) wait() int {
 	w.closeAll()
+	if w.ackTimeout > 0 {
+		giveUp := time.AfterFunc(w.ackTimeout, w.cancel)
+		defer giveUp.Stop()
+	}
 	acked := 0
 	for _, st := range w.streams {
 		if st == nil {

@@ -58,7 +58,7 @@ type Config struct {
 	RaftTimings cluster.RaftTimings
 	// RaftMultiplier scales Raft's heartbeat, election and leader-lease timeouts (RaftTimings, or
 	// hashicorp/raft's 1 s / 1 s / 500 ms defaults) together, like Consul's raft_multiplier. Higher
-	// keeps a CPU-starved leader in place; lower fails over faster. 1..10.
+	// keeps a CPU-starved leader in place; lower fails over faster. 1..10; 0 means 1.
 	RaftMultiplier    int
 	GossipTimings     cluster.GossipTimings
 	RejoinInterval    time.Duration
@@ -113,6 +113,10 @@ type Config struct {
 
 	// LeaderWait is how long a request waits for a usable Raft leader before it fails with 503.
 	LeaderWait time.Duration
+	// ShardStallTimeout is how long a shard stream to or from a peer (open, read, write, the
+	// durable ack) may make no progress before the peer is given up: reads go on from parity,
+	// uploads with the write quorum.
+	ShardStallTimeout time.Duration
 	// SnapshotThreshold: Raft log entries between snapshots (0 = raft's default).
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
@@ -166,18 +170,21 @@ func DefaultConfig() Config {
 		DrainDelay:        DefaultDrainDelay,
 		// Followers learn a new commit index on the next append; raft's 50 ms default would add up
 		// to 50 ms to every write forwarded through a follower (which waits to apply its own write).
-		RaftTimings:    cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
+		RaftTimings: cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
+		// Starved of CPU for a second, a leader keeps its place (docs/operations.md has the figures).
 		RaftMultiplier: DefaultRaftMultiplier,
 		LeaderWait:     5 * time.Second,
 		// Uploads: at 1 MiB blocks and 2+1, one upload holds about 10 MiB at most, so 64 bound a
 		// node's upload memory near 640 MiB; 30 s without a byte is a dead client, not a slow one.
 		MaxConcurrentUploads: DefaultMaxConcurrentUploads,
 		UploadIdleTimeout:    30 * time.Second,
-		ExpiryInterval:       10 * time.Second,
-		RepairDelay:          10 * time.Minute,
-		MinFree:              256 << 20,
-		RepairRate:           64 << 20,
-		RepairInterval:       30 * time.Second,
+		// A peer silent for as long as a request may wait for a leader is gone for this request.
+		ShardStallTimeout: 5 * time.Second,
+		ExpiryInterval:    10 * time.Second,
+		RepairDelay:       10 * time.Minute,
+		MinFree:           256 << 20,
+		RepairRate:        64 << 20,
+		RepairInterval:    30 * time.Second,
 		// Autopilot: Consul's health thresholds; dead servers go with the repair delay.
 		CleanupDeadServers:      true,
 		DeadServerCleanupAfter:  10 * time.Minute,
@@ -242,7 +249,10 @@ func (c *Config) Validate() error {
 	if c.WriteQuorum < 0 || (c.WriteQuorum > 0 && (c.WriteQuorum < c.Erasure.Data || c.WriteQuorum > c.Erasure.Total())) {
 		errs = append(errs, fmt.Errorf("--write-quorum must be between k=%d and k+m=%d", c.Erasure.Data, c.Erasure.Total()))
 	}
-	if c.RaftMultiplier < 1 || c.RaftMultiplier > 10 {
+	if c.ShardStallTimeout < 0 {
+		errs = append(errs, errors.New("--shard-stall-timeout must not be negative"))
+	}
+	if c.RaftMultiplier < 0 || c.RaftMultiplier > 10 {
 		errs = append(errs, errors.New("--raft-multiplier must be between 1 and 10"))
 	}
 	if c.MaxConcurrentUploads < 0 || c.UploadIdleTimeout < 0 {

@@ -190,6 +190,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.service = core.NewService(core.Config{
 		NodeID: cfg.NodeID, MaxFileSize: cfg.MaxFileSize, AllowAnonymousUpload: cfg.AllowAnonymousUpload,
 		WriteQuorum: cfg.WriteQuorum, MaxUploadAge: cfg.GCGracePeriod / 2, Logger: log.With("component", "core"),
+		ShardStallTimeout: cfg.ShardStallTimeout,
 	}, n.fsm, n.consensus, &shardRouter{node: n}, placer{n}, metrics)
 	closers = append(closers, func() error { n.service.Close(); return nil })
 	n.registerMetrics()

@@ -43,9 +43,12 @@ const (
 	chaosCheckTime  = 60 * time.Second // porcupine's budget; past it the verdict is Unknown
 	chaosFinalRead  = 30 * time.Second // per final read, to get a definite answer after healing
 	chaosSlow       = time.Second      // a request slower than this is counted as slow
-	chaosRecover    = 60 * time.Second // for the healed cluster to be ready again
-	chaosMinGap     = time.Second      // the nemesis acts every chaosMinGap + [0, chaosGapRange)
-	chaosGapRange   = 2 * time.Second
+	// chaosMargin is what a request may exceed its bound by (scheduling on a loaded machine)
+	// before the run fails; the bound is the leader wait plus two shard stalls (see chaosBound).
+	chaosMargin   = time.Second
+	chaosRecover  = 60 * time.Second // for the healed cluster to be ready again
+	chaosMinGap   = time.Second      // the nemesis acts every chaosMinGap + [0, chaosGapRange)
+	chaosGapRange = 2 * time.Second
 
 	chaosUnknownRet = int64(math.MaxInt64) // return time of an operation whose outcome is unknown
 	chaosFinalActor = chaosWorkers         // porcupine client id of the final check's reads
@@ -95,7 +98,8 @@ func TestChaos(t *testing.T) {
 	var wg sync.WaitGroup
 	workers := make([]*chaosWorker, chaosWorkers)
 	for i := range workers {
-		w := &chaosWorker{id: i, clients: clients, rng: rand.New(rand.NewSource(seed + 1 + int64(i))), now: now, unknown: map[string]int{}}
+		w := &chaosWorker{id: i, clients: clients, rng: rand.New(rand.NewSource(seed + 1 + int64(i))), now: now,
+			unknown: map[string]int{}, bound: chaosBound(c)}
 		workers[i] = w
 		wg.Add(1)
 		go func() {
@@ -133,6 +137,29 @@ func TestChaos(t *testing.T) {
 		t.Logf("unknown outcomes during the faults: %v; while the final check waited for answers: %v", unknown, final.unknown)
 		t.Logf("requests slower than %s during the faults: %d, slowest %s; final check slowest %s", chaosSlow, slow,
 			slowest.Round(time.Millisecond), final.slowest.Round(time.Millisecond))
+		var late []chaosLate
+		for _, w := range workers {
+			late = append(late, w.overBound...)
+		}
+		slices.SortFunc(late, func(a, b chaosLate) int { return int(a.at - b.at) })
+		bound := chaosBound(c)
+		t.Logf("requests over the %s bound (leader wait + 2 shard stalls): %d", bound, len(late))
+		for i, l := range late {
+			if i == chaosMaxReports {
+				t.Logf("... and %d more", len(late)-i)
+				break
+			}
+			t.Logf("over the bound: [%7.2fs] %s took %s", l.at.Seconds(), l.what, l.took.Round(time.Millisecond))
+		}
+		var beyond int
+		for _, l := range late {
+			if l.took > bound+chaosMargin {
+				beyond++
+			}
+		}
+		if beyond > 0 {
+			t.Errorf("%d requests exceeded the %s bound by more than %s", beyond, bound, chaosMargin)
+		}
 		slices.Sort(stalls)
 		for i, s := range stalls {
 			if i == chaosMaxReports {
@@ -275,15 +302,35 @@ type chaosWorker struct {
 	slow      int            // requests that took longer than chaosSlow
 	stalls    []string       // requests that ran into the client timeout: when they began, where
 	slowest   time.Duration
+	bound     time.Duration // requests slower than this are reported (0: not tracked)
+	overBound []chaosLate
 }
 
 // latency notes how long a request took: a node that stalls clients instead of answering shows up
 // here even when its answers are correct.
-func (w *chaosWorker) latency(d time.Duration) {
+func (w *chaosWorker) latency(in chaosInput, begin int64, d time.Duration) {
 	if d > chaosSlow {
 		w.slow++
 	}
 	w.slowest = max(w.slowest, d)
+	if w.bound > 0 && d > w.bound {
+		w.overBound = append(w.overBound, chaosLate{at: time.Duration(begin), took: d,
+			what: fmt.Sprintf("%s %s @node%d", in.Kind, in.File, in.Node)})
+	}
+}
+
+// chaosLate is a request that took longer than the bound.
+type chaosLate struct {
+	at, took time.Duration
+	what     string
+}
+
+// chaosBound is how long any request may take under faults: one leader wait (its read index and
+// proposal share it) plus two shard stalls (a peer given up on the way in, another on the way out,
+// e.g. a data shard and then a parity shard, or a put and its ack).
+func chaosBound(c *Cluster) time.Duration {
+	cfg := c.Config(0)
+	return cfg.LeaderWait + 2*cfg.ShardStallTimeout
 }
 
 func (w *chaosWorker) run(ctx context.Context) {
@@ -346,7 +393,7 @@ func (w *chaosWorker) do(in chaosInput, call func(*Client) (Response, error)) (c
 		begin := w.now()
 		resp, err := call(w.clients[node])
 		end := w.now()
-		w.latency(time.Duration(end - begin))
+		w.latency(in, begin, time.Duration(end-begin))
 		if errors.Is(err, syscall.ECONNREFUSED) {
 			node = (node + 1) % len(w.clients)
 			continue
@@ -501,7 +548,7 @@ func (w *chaosWorker) finalRead(f *chaosFile, name, secret string, node int) (Re
 		begin := w.now()
 		resp, err := w.clients[node].Download(secret)
 		end := w.now()
-		w.latency(time.Duration(end - begin))
+		w.latency(in, begin, time.Duration(end-begin))
 		out := chaosOutput{Result: w.classify(in, resp, err)}
 		if out.Result != chaosUnknown {
 			if out.Result == chaosOK {

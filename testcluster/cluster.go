@@ -52,13 +52,14 @@ var FastRaft = cluster.RaftTimings{
 	CommitTimeout:      5 * time.Millisecond,
 }
 
-// TestRaftMultiplier scales FastRaft's failure detection (--raft-multiplier): 3 gives 450 ms
-// heartbeat and election timeouts, failover in about a second. Unscaled, 150 ms was shorter than a
-// vote round trip on a 2-core machine loaded by parallel -race test runs (load 15-20): a 5-node
-// cluster then went through 18 terms before one candidate collected its votes in time, leaders
-// stepped down, and tests such as TestPartitionDuringUploads failed on the 503s in between.
-// CAIRN_TEST_RAFT_MULTIPLIER overrides it.
-var TestRaftMultiplier = envInt("CAIRN_TEST_RAFT_MULTIPLIER", 3)
+// TestRaftMultiplier scales FastRaft's failure detection (--raft-multiplier): 5 gives 750 ms
+// heartbeat and election timeouts and a 500 ms lease, failover in one to two seconds. Unscaled,
+// 150 ms was shorter than a vote round trip on a 2-core machine loaded by parallel -race test runs
+// (load 15-20): a 5-node cluster then went through 18 terms before one candidate collected its
+// votes in time, and leaders stepped down mid-test, so tests such as TestPartitionDuringUploads
+// and TestDiskFull failed on the 503s in between. At 3 (a 300 ms lease) leaders still stepped down
+// at load 9. CAIRN_TEST_RAFT_MULTIPLIER overrides it.
+var TestRaftMultiplier = envInt("CAIRN_TEST_RAFT_MULTIPLIER", 5)
 
 // FastGossip are memberlist timings for tests. The probe timeout leaves room for a loaded machine:
 // at 50 ms, members were suspected and refuted all the time under load, and a node that saw fewer
@@ -306,7 +307,11 @@ func (c *Cluster) nodeConfig(i int, seeds []string) node.Config {
 	cfg.MetaInterval = time.Second
 	cfg.ShutdownTimeout = 10 * time.Second
 	cfg.DrainDelay = 0 // no load balancer to drain for
-	cfg.LeaderWait = 2 * time.Second
+	// A request's whole leader wait (read index and proposal together, see cluster.WithWaitBudget):
+	// failover takes about a second here, but a commit on the loaded test machine can take more
+	// than one, and 2 s turned slow-but-healthy writes right after start into 503s.
+	cfg.LeaderWait = 4 * time.Second
+	cfg.ShardStallTimeout = 2 * time.Second
 	cfg.ExpiryInterval = 200 * time.Millisecond
 	cfg.RepairDelay = 2 * time.Second
 	cfg.RepairInterval = 300 * time.Millisecond
