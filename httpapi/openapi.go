@@ -16,13 +16,13 @@ import (
 
 // openAPIFiles are the OpenAPI 3 specs of each front-end, one file per area, kept next to the
 // handlers they describe. Each file stands alone (its component names carry its prefix: V1, V2,
-// Admin, Ops), so that OpenAPIDocument can merge them without renaming.
+// Admin, Debug, Ops), so that OpenAPIDocument can merge them without renaming.
 //
 //go:embed openapi/*.yaml
 var openAPIFiles embed.FS
 
 // OpenAPISpecFiles lists the embedded spec files, in merge order.
-var OpenAPISpecFiles = []string{"openapi/files-v1.yaml", "openapi/api-v2.yaml", "openapi/admin.yaml", "openapi/ops.yaml"}
+var OpenAPISpecFiles = []string{"openapi/files-v1.yaml", "openapi/api-v2.yaml", "openapi/admin.yaml", "openapi/debug.yaml", "openapi/ops.yaml"}
 
 // OpenAPIDocument merges the embedded specs into one OpenAPI 3 document: every path and component
 // of every file. Two files defining the same path or component is an error.
@@ -30,7 +30,7 @@ func OpenAPIDocument() (*openapi3.T, error) {
 	merged := &openapi3.T{
 		OpenAPI: "3.0.3",
 		Info: &openapi3.Info{Title: "cairn HTTP API", Version: "1",
-			Description: "Every route a cairn node serves on --http-addr: /files/v1, /api/v2, the admin routes and the ops endpoints. docs/api.md is the prose reference."},
+			Description: "Every route a cairn node serves on --http-addr: /files/v1, /api/v2, the admin, debugging and ops routes. docs/api.md is the prose reference."},
 		Paths:      openapi3.NewPaths(),
 		Components: &openapi3.Components{},
 	}

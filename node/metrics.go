@@ -1,12 +1,11 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"time"
-	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -33,6 +32,9 @@ var (
 		[]string{"peer_id"}, nil)
 )
 
+// readyScrapeTimeout bounds the readiness check of one scrape.
+const readyScrapeTimeout = 500 * time.Millisecond
+
 // stateCollector reports readiness and, on the leader, autopilot's view of the other servers.
 type stateCollector struct{ n *Node }
 
@@ -45,7 +47,11 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ready, reason := 1.0, "ready"
-	if err := c.n.Ready(); err != nil {
+	// Readiness asks the leader for its commit index; a scrape waits for it only briefly (an
+	// unreachable leader then shows as leader_unreachable) so that /metrics stays fast.
+	ctx, cancel := context.WithTimeout(c.n.ctx, readyScrapeTimeout)
+	defer cancel()
+	if err := c.n.ReadyContext(ctx); err != nil {
 		ready, reason = 0, readyReason(err)
 	}
 	ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, ready, reason)
@@ -76,29 +82,14 @@ func boolGauge(b bool) float64 {
 	return 0
 }
 
-// readyReason is the reason label of cairn_ready: the error's Reason() when it has one, else its
-// message in snake_case (Ready's messages are a small fixed set, so the label stays bounded).
+// readyReason is the reason label of cairn_ready: the NotReadyError's stable reason (ReadyReasons),
+// or "unknown" for any other error, so that the label set stays small.
 func readyReason(err error) string {
-	msg := err.Error()
-	var r interface{ Reason() string }
-	if errors.As(err, &r) {
-		msg = r.Reason()
+	var nr *NotReadyError
+	if errors.As(err, &nr) {
+		return nr.Reason
 	}
-	var b strings.Builder
-	under := false
-	for _, c := range strings.ToLower(msg) {
-		if unicode.IsLetter(c) || unicode.IsDigit(c) {
-			b.WriteRune(c)
-			under = false
-		} else if !under && b.Len() > 0 {
-			b.WriteByte('_')
-			under = true
-		}
-		if b.Len() >= 64 {
-			break
-		}
-	}
-	return strings.TrimSuffix(b.String(), "_")
+	return "unknown"
 }
 
 // scrubProgress is the scrubber's position, for the cairn_scrub_pass_* series.
