@@ -47,6 +47,8 @@ type Config struct {
 	// encryption). Empty: derived from RootKey, so nodes started with the same root key trust each
 	// other.
 	ClusterSecret string
+	// TLS turns on HTTPS and, with a CA, mutual TLS on the cluster port (node/tls.go).
+	TLS TLSConfig
 
 	BlockSize        int // data bytes per erasure block
 	BlocksPerSegment int // blocks per segment; a segment's shards share one placement
@@ -229,6 +231,7 @@ func (c *Config) Validate() error {
 	if len(c.Zone) > 64 {
 		errs = append(errs, errors.New("--zone must be at most 64 characters"))
 	}
+	errs = append(errs, c.TLS.validate()...) // node/tls.go
 	return errors.Join(errs...)
 }
 

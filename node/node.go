@@ -41,6 +41,7 @@ type Node struct {
 	rpcClient *cluster.RPCClient
 	service   *core.Service
 	autopilot *cluster.Autopilot // node/autopilot.go
+	tls       *nodeTLS           // node/tls.go; nil without TLS
 
 	httpLn      net.Listener
 	httpServer  *http.Server
@@ -80,9 +81,14 @@ func New(cfg Config) (n *Node, err error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger.With("node", cfg.NodeID)
+	// Certificates first: a bad file must fail the start before any port is bound.
+	tlsState, err := loadTLS(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n = &Node{cfg: cfg, log: log, reg: cfg.Registry, ctx: ctx, cancel: cancel, started: time.Now(),
-		announceNow: make(chan struct{}, 1)}
+		announceNow: make(chan struct{}, 1), tls: tlsState}
 	// Anything opened before a failure is closed again.
 	var closers []func() error
 	defer func() {
@@ -112,12 +118,12 @@ func New(cfg Config) (n *Node, err error) {
 	n.httpAddr = advertised(cfg.AdvertiseHTTP, n.httpLn.Addr())
 
 	// Cluster port: Raft and internal RPC on one authenticated, multiplexed listener.
-	clusterSecret := cfg.derivedSecret("cluster handshake")
+	clusterSecurity := n.tls.clusterSecurity(cfg.derivedSecret("cluster handshake"))
 	ln, err := cfg.Network.Listen("tcp", cfg.ClusterAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen --cluster-addr %s: %w", cfg.ClusterAddr, err)
 	}
-	n.mux = cluster.NewMux(ln, clusterSecret, log.With("component", "mux"))
+	n.mux = cluster.NewMux(ln, clusterSecurity, log.With("component", "mux"))
 	closers = append(closers, n.mux.Close)
 	n.clusterAddr = advertised(cfg.AdvertiseCluster, ln.Addr())
 	n.spawn(func() { _ = n.mux.Serve() })
@@ -126,7 +132,7 @@ func New(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("advertise cluster address %s: %w", n.clusterAddr, err)
 	}
-	layer := cluster.NewRaftLayer(n.mux.Listener(cluster.ConnRaft), advAddr, cfg.Network, clusterSecret)
+	layer := cluster.NewRaftLayer(n.mux.Listener(cluster.ConnRaft), advAddr, cfg.Network, clusterSecurity)
 	n.raft, err = cluster.StartRaft(cluster.RaftOptions{
 		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Layer: layer, FSM: n.fsm, Timings: cfg.RaftTimings,
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs, SnapshotInterval: cfg.SnapshotInterval,
@@ -138,7 +144,7 @@ func New(cfg Config) (n *Node, err error) {
 	closers = append(closers, n.raft.Shutdown)
 	n.bootstrapped.Store(n.raft.HadState)
 
-	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecret, log.With("component", "rpc"))
+	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecurity, log.With("component", "rpc"))
 	closers = append(closers, func() error { n.rpcClient.Close(); return nil })
 	n.consensus = cluster.NewConsensus(cfg.NodeID, n.raft.Raft, n.fsm, n.rpcClient, log.With("component", "consensus"))
 	if cfg.LeaderWait > 0 {
@@ -169,6 +175,7 @@ func New(cfg Config) (n *Node, err error) {
 	}, n.fsm, n.consensus, &shardRouter{node: n}, placer{n}, metrics)
 	closers = append(closers, func() error { n.service.Close(); return nil })
 	n.registerMetrics()
+	n.registerTLSMetrics() // node/tls.go
 
 	handler, err := httpapi.New(httpapi.Config{
 		Files: n.service, Enmeshed: n.service, Admin: n.service, Ops: ops{n}, Registry: n.reg,
@@ -184,8 +191,14 @@ func New(cfg Config) (n *Node, err error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug),
 	}
+	serve := n.httpServer.Serve
+	if n.tls != nil {
+		n.httpServer.TLSConfig = n.tls.httpConfig()
+		serve = func(ln net.Listener) error { return n.httpServer.ServeTLS(ln, "", "") }
+		n.spawn(n.watchTLS)
+	}
 	n.spawn(func() {
-		if err := n.httpServer.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "err", err)
 		}
 	})
