@@ -160,18 +160,21 @@ func New(cfg Config) (n *Node, err error) {
 	n.members, err = cluster.NewMembership(cluster.MembershipConfig{
 		NodeID: cfg.NodeID, BindAddr: cfg.GossipAddr, AdvertiseAddr: cfg.AdvertiseGossip,
 		Network: cfg.Network, SecretKey: cfg.derivedSecret("gossip encryption"),
-		Seeds: cfg.Join, RejoinInterval: cfg.RejoinInterval, Timings: cfg.GossipTimings,
+		KeyringFile: filepath.Join(cfg.DataDir, gossipKeyringFile), // node/tls.go
+		Seeds:       cfg.Join, RejoinInterval: cfg.RejoinInterval, Timings: cfg.GossipTimings,
 		Meta: n.meta, Logger: log,
 	})
 	if err != nil {
 		return nil, err
 	}
 	closers = append(closers, n.members.Shutdown)
+	n.rpcServer.ServeKeyring(n.members)
 
 	metrics := core.NewMetrics(n.reg)
 	n.service = core.NewService(core.Config{
 		NodeID: cfg.NodeID, MaxFileSize: cfg.MaxFileSize, AllowAnonymousUpload: cfg.AllowAnonymousUpload,
 		WriteQuorum: cfg.WriteQuorum, MaxUploadAge: cfg.GCGracePeriod / 2, Logger: log.With("component", "core"),
+		Keyring: &cluster.KeyringAdmin{Self: cfg.NodeID, Members: n.members, RPC: n.rpcClient},
 	}, n.fsm, n.consensus, &shardRouter{node: n}, placer{n}, metrics)
 	closers = append(closers, func() error { n.service.Close(); return nil })
 	n.registerMetrics()

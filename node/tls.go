@@ -39,6 +39,10 @@ func (c TLSConfig) ClusterEnabled() bool { return c.CAFile != "" }
 
 const defaultTLSReloadInterval = 5 * time.Second
 
+// gossipKeyringFile, in the data dir, holds the gossip keyring once `cairn keyring` has changed it;
+// it then wins over the key derived from the cluster secret.
+const gossipKeyringFile = "gossip-keyring.json"
+
 // validate checks the flags fit together; the files themselves are read by loadTLS.
 func (c TLSConfig) validate() []error {
 	var errs []error

@@ -19,13 +19,15 @@ import (
 type adminClient struct {
 	addr string
 	key  string
+	tls  *clientTLSFlags // httpclient.go
 }
 
-// adminFlags adds --addr and --key (CAIRN_ADDR, CAIRN_KEY) to fs.
+// adminFlags adds --addr and --key (CAIRN_ADDR, CAIRN_KEY) and the client TLS flags to fs.
 func adminFlags(fs *flag.FlagSet) *adminClient {
 	c := &adminClient{}
-	fs.StringVar(&c.addr, "addr", "http://127.0.0.1:8081", "HTTP address of any node")
+	fs.StringVar(&c.addr, "addr", "http://127.0.0.1:8081", "HTTP(S) address of any node")
 	fs.StringVar(&c.key, "key", "", "API key with the needed permission (e.g. the root key)")
+	c.tls = addClientTLSFlags(fs)
 	return c
 }
 
@@ -53,7 +55,11 @@ func (c *adminClient) call(ctx context.Context, method, path string, body, out a
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client, err := c.tls.httpClient(0)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

@@ -60,6 +60,7 @@ func newAgentFlags(fs *flag.FlagSet) *agentFlags {
 	fs.BoolVar(&c.AllowAnonymousUpload, "allow-anonymous-upload", false, "accept uploads without an API key")
 	fs.StringVar(&a.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&a.logJSON, "log-json", false, "log JSON lines instead of text")
+	addAgentTLSFlags(fs, &c.TLS) // tls.go
 	return a
 }
 
@@ -120,10 +121,12 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := bridgeLibraryMetrics(a.cfg.Registry); err != nil {
 		return err
 	}
+	warnUnencrypted(logger, a.cfg.TLS) // tls.go
 	n, err := node.New(a.cfg)
 	if err != nil {
 		return err
 	}
+	defer reloadTLSOnSIGHUP(n)() // tls.go
 	<-ctx.Done()
 	logger.Info("signal received, shutting down gracefully")
 	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout+5*time.Second)

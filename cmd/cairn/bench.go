@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -40,6 +41,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logLevel := fs.String("log-level", "", "log level of the in-process cluster (default: silent)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (cluster included) to this file")
 	modes := fs.String("modes", "persisted,ephemeral", "which modes to run (for profiling one alone)")
+	useTLS := fs.Bool("tls", false, "run the in-process cluster with HTTPS and mutual TLS on the cluster port")
+	clientTLS := addClientTLSFlags(fs) // httpclient.go
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -90,9 +93,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer os.RemoveAll(dir)
 		*key = core.NewSecret()
-		nodes, stop, err := startDevCluster(devClusterConfig{
-			host: "127.0.0.1", dir: dir, rootKey: *key, maxFileSize: 1 << 20, logger: logger,
-		})
+		dc := devClusterConfig{host: "127.0.0.1", dir: dir, rootKey: *key, maxFileSize: 1 << 20, logger: logger}
+		if *useTLS {
+			if dc.tls, err = makeDevTLS(dir); err != nil { // dev_tls.go
+				return err
+			}
+			clientTLS.caCert = dc.tls.caFile
+		}
+		nodes, stop, err := startDevCluster(dc)
 		if err != nil {
 			return err
 		}
@@ -101,10 +109,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		for _, n := range nodes {
-			endpoints = append(endpoints, "http://"+n.HTTPAddr())
+			endpoints = append(endpoints, dc.scheme()+"://"+n.HTTPAddr())
 		}
 	}
-	client := &http.Client{Timeout: 30 * time.Second}
+	client, err := clientTLS.httpClient(30 * time.Second)
+	if err != nil {
+		return err
+	}
+	tlsConfig, _ := clientTLS.tlsConfig()
 	fileID, err := benchUpload(ctx, client, endpoints[0], *key)
 	if err != nil {
 		return fmt.Errorf("upload the benchmark file: %w", err)
@@ -129,7 +141,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		// Modes alternate within a level, so that drift on a noisy machine hits both alike.
 		for range *rounds {
 			for _, ephemeral := range run {
-				r := benchTokens(ctx, endpoints, *key, fileID, ephemeral, clients, *duration)
+				r := benchTokens(ctx, endpoints, tlsConfig, *key, fileID, ephemeral, clients, *duration)
 				results[ephemeral].merge(r)
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -185,7 +197,7 @@ func (r *benchResult) percentile(p float64) time.Duration {
 // keep-alive connection per node and speaks HTTP/1.1 on it directly: net/http's Transport hands
 // every request between goroutines, which on a 2-core machine costs more CPU than creating an
 // ephemeral token and would hide the difference being measured.
-func benchTokens(ctx context.Context, endpoints []string, key, fileID string,
+func benchTokens(ctx context.Context, endpoints []string, tlsConfig *tls.Config, key, fileID string,
 	ephemeral bool, concurrency int, duration time.Duration) *benchResult {
 	body := fmt.Sprintf(`{"ephemeral":%t}`, ephemeral)
 	ctx, cancel := context.WithTimeout(ctx, duration)
@@ -211,7 +223,7 @@ func benchTokens(ctx context.Context, endpoints []string, key, fileID string,
 			for i := w; ctx.Err() == nil && time.Now().Before(deadline); i++ {
 				n := i % len(endpoints)
 				t0 := time.Now()
-				err := benchPost(ctx, &conns[n], endpoints[n], "/api/v2/Files/"+fileID+"/Token", key, body)
+				err := benchPost(ctx, &conns[n], endpoints[n], tlsConfig, "/api/v2/Files/"+fileID+"/Token", key, body)
 				switch {
 				case err == nil:
 					local.latencies = append(local.latencies, time.Since(t0))
@@ -236,12 +248,11 @@ type benchConn struct {
 	br   *bufio.Reader
 }
 
-// benchPost sends one POST on *c (dialling it first when needed) and checks for 201. A failed
-// connection is dropped and redialled on the next call.
-func benchPost(ctx context.Context, c **benchConn, endpoint, path, key, body string) (err error) {
+// benchPost sends one POST on *c (dialling it first when needed, with TLS for an https://
+// endpoint) and checks for 201. A failed connection is dropped and redialled on the next call.
+func benchPost(ctx context.Context, c **benchConn, endpoint string, tlsConfig *tls.Config, path, key, body string) (err error) {
 	if *c == nil {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", strings.TrimPrefix(endpoint, "http://"))
+		conn, err := benchDial(ctx, endpoint, tlsConfig)
 		if err != nil {
 			return err
 		}
@@ -275,6 +286,18 @@ func benchPost(ctx context.Context, c **benchConn, endpoint, path, key, body str
 		return fmt.Errorf("status %s", resp.Status)
 	}
 	return nil
+}
+
+// benchDial opens one connection to endpoint: TCP for http://, TLS speaking HTTP/1.1 for https://.
+func benchDial(ctx context.Context, endpoint string, tlsConfig *tls.Config) (net.Conn, error) {
+	if host, ok := strings.CutPrefix(endpoint, "https://"); ok {
+		cfg := tlsConfig.Clone()
+		cfg.NextProtos = []string{"http/1.1"}
+		d := tls.Dialer{Config: cfg}
+		return d.DialContext(ctx, "tcp", host)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", strings.TrimPrefix(endpoint, "http://"))
 }
 
 // benchUpload stores a small file through /api/v2 and returns its id.

@@ -32,6 +32,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	anonymous := fs.Bool("allow-anonymous-upload", false, "accept uploads without an API key")
 	maxFileSize := fs.String("max-file-size", "8MiB", "largest accepted upload")
+	useTLS := fs.Bool("tls", false, "generate a CA and certificates in the temp dir: HTTPS, and mutual TLS between the nodes")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -60,10 +61,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer os.RemoveAll(dir)
 	}
 
-	nodes, stopAll, err := startDevCluster(devClusterConfig{
+	dc := devClusterConfig{
 		host: *host, basePort: *basePort, dir: dir, rootKey: *rootKey, anonymous: *anonymous,
 		maxFileSize: size, logger: logger,
-	})
+	}
+	if *useTLS {
+		if dc.tls, err = makeDevTLS(dir); err != nil { // dev_tls.go
+			return err
+		}
+	}
+	nodes, stopAll, err := startDevCluster(dc)
 	if err != nil {
 		return err
 	}
@@ -73,21 +80,28 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	fmt.Fprintln(stdout, "\ncairn dev cluster is ready.")
+	scheme := dc.scheme()
 	for _, n := range nodes {
-		fmt.Fprintf(stdout, "  %-5s http://%s\n", n.ID(), n.HTTPAddr())
+		fmt.Fprintf(stdout, "  %-5s %s://%s\n", n.ID(), scheme, n.HTTPAddr())
 	}
-	first := "http://" + nodes[0].HTTPAddr()
+	first := scheme + "://" + nodes[0].HTTPAddr()
 	fmt.Fprintf(stdout, "\nRoot API key: %s\n", *rootKey)
+	curl, env := "curl -s", ""
+	if dc.tls != nil {
+		fmt.Fprintf(stdout, "CA certificate: %s\nClient certificate: %s (key %s)\n", dc.tls.caFile, dc.tls.clientCert, dc.tls.clientKey)
+		curl = "curl -s --cacert " + dc.tls.caFile
+		env = "  export CAIRN_CACERT=" + dc.tls.caFile + "   # for the cairn CLI\n"
+	}
 	fmt.Fprintf(stdout, `
 Try it:
   export CAIRN_KEY=%s
-  echo 'hello, cairn' > hello.txt
-  curl -s -H "Authorization: Bearer $CAIRN_KEY" -F name=hello.txt -F file=@hello.txt %s/files/v1/
+%s  echo 'hello, cairn' > hello.txt
+  %s -H "Authorization: Bearer $CAIRN_KEY" -F name=hello.txt -F file=@hello.txt %s/files/v1/
   # take "token" from the answer, then read it through another node:
-  curl -s http://%s/files/v1/<token>/file
+  %s %s://%s/files/v1/<token>/file
 
 Press Ctrl-C to stop.
-`, *rootKey, first, nodes[1].HTTPAddr())
+`, *rootKey, env, curl, first, curl, scheme, nodes[1].HTTPAddr())
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "\ncairn dev: stopping")
 	return stopAll()
@@ -129,6 +143,7 @@ type devClusterConfig struct {
 	anonymous   bool
 	maxFileSize int64
 	logger      *slog.Logger
+	tls         *devTLS // dev_tls.go; nil: plain HTTP and TCP
 }
 
 // startDevCluster starts devNodes nodes in this process. stop shuts them all down gracefully.
@@ -177,6 +192,9 @@ func startDevCluster(dc devClusterConfig) (nodes []*node.Node, stop func() error
 		cfg.RejoinInterval = 2 * time.Second
 		cfg.ReconcileInterval = time.Second
 		cfg.Logger = dc.logger
+		if dc.tls != nil {
+			cfg.TLS = dc.tls.nodeConfig()
+		}
 		n, err := node.New(cfg)
 		if err != nil {
 			_ = stop()

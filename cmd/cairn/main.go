@@ -28,6 +28,10 @@ Usage:
   cairn keys rotate       rotate the ephemeral-token signing key (needs MANAGE_CLUSTER)
   cairn node remove <id>  decommission a node: out of Raft, shards moved (needs MANAGE_CLUSTER)
   cairn bench [flags]     measure token creation on an in-process 3-node cluster
+  cairn tls ca create | cert create --server|--client
+                          make a cluster CA and node or client certificates (PEM)
+  cairn keyring list|install|use|remove
+                          rotate the gossip encryption key on every member (needs MANAGE_CLUSTER)
   cairn version           print the version
 
 Run 'cairn <command> -h' for a command's flags.
@@ -71,6 +75,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runNode(ctx, rest, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
+	case "tls":
+		return runTLS(rest, stdout, stderr) // tls.go
+	case "keyring":
+		return runKeyring(ctx, rest, stdout, stderr) // keyring.go
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "cairn", version)
 		return nil

@@ -17,8 +17,9 @@ import (
 func runStatus(ctx context.Context, args []string, stdout io.Writer, membersOnly bool) error {
 	fs := flag.NewFlagSet("cairn status", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
-	addr := fs.String("addr", "http://127.0.0.1:8081", "HTTP address of any node")
+	addr := fs.String("addr", "http://127.0.0.1:8081", "HTTP(S) address of any node")
 	asJSON := fs.Bool("json", false, "print the raw JSON")
+	clientTLS := addClientTLSFlags(fs) // httpclient.go
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -31,7 +32,11 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer, membersOnly
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client, err := clientTLS.httpClient(0)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}
