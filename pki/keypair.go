@@ -133,47 +133,42 @@ func (k *KeyPair) Reload() (changed bool, err error) {
 	return true, nil
 }
 
-// Changed reports whether the files' contents differ from the pair in use, without loading them.
-// An unreadable file counts as changed, so that Watch reports the error.
-func (k *KeyPair) Changed() bool {
-	certPEM, err1 := os.ReadFile(k.certFile)
-	keyPEM, err2 := os.ReadFile(k.keyFile)
-	if err1 != nil || err2 != nil {
-		return true
-	}
-	sum := sha256.Sum256(append(append(certPEM, 0), keyPEM...))
-	return !bytes.Equal(sum[:], k.cur.Load().sum[:])
-}
-
 // Watch polls the files every interval until ctx ends, and reloads when their contents change.
 // Polling the contents (not inotify) also sees atomic renames and Kubernetes' symlink swaps.
-// report is called after every reload attempt. A failing pair is retried only once its files
-// change again, so one bad pair is reported once, not every interval.
+// report is called after every reload that changed the pair or failed. A pair that fails is
+// retried on the next poll before it is reported, since an operator replacing two files is
+// briefly between them; once reported, it is retried only after its files change again.
 func (k *KeyPair) Watch(ctx context.Context, interval time.Duration, report func(changed bool, err error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var lastBad [sha256.Size]byte
+	var lastBad, pending [sha256.Size]byte
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if !k.Changed() {
-			continue
-		}
-		certPEM, _ := os.ReadFile(k.certFile)
-		keyPEM, _ := os.ReadFile(k.keyFile)
-		sum := sha256.Sum256(append(append(certPEM, 0), keyPEM...))
-		if sum == lastBad {
+		sum, ok := k.filesSum()
+		if ok && sum == k.cur.Load().sum || sum == lastBad {
 			continue
 		}
 		changed, err := k.Reload()
+		if err != nil && sum != pending {
+			pending = sum // maybe mid-replacement: look again next tick
+			continue
+		}
 		if err != nil {
 			lastBad = sum
 		}
 		report(changed, err)
 	}
+}
+
+// filesSum hashes both files' contents; ok is false when one cannot be read.
+func (k *KeyPair) filesSum() (sum [sha256.Size]byte, ok bool) {
+	certPEM, err1 := os.ReadFile(k.certFile)
+	keyPEM, err2 := os.ReadFile(k.keyFile)
+	return sha256.Sum256(append(append(certPEM, 0), keyPEM...)), err1 == nil && err2 == nil
 }
 
 // NotAfter is when the certificate in use expires.
