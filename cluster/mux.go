@@ -31,7 +31,7 @@ type Mux struct {
 	ln       net.Listener
 	security Security
 	logger   *slog.Logger
-	subs   map[byte]*muxListener
+	subs     map[byte]*muxListener
 
 	done      chan struct{}
 	closeOnce sync.Once

@@ -74,8 +74,8 @@ func runTLSCertCreate(args []string, stdout, stderr io.Writer) error {
 	var dns, ips listFlag
 	fs.Var(&dns, "dns", "extra DNS names, comma-separated or repeated (the names clients use for HTTPS)")
 	fs.Var(&ips, "ip", "extra IP addresses, comma-separated or repeated")
-	caFile := fs.String("ca", defaultCAFile, "CA certificate")
-	caKeyFile := fs.String("ca-key", defaultCAKeyFile, "CA key")
+	caFile := fs.String("ca", "", "CA certificate (default: "+defaultCAFile+" in --dir)")
+	caKeyFile := fs.String("ca-key", "", "CA key (default: "+defaultCAKeyFile+" in --dir)")
 	dir := fs.String("dir", ".", "directory to write the certificate and key into")
 	days := fs.Int("days", int(pki.DefaultCertValidity/(24*time.Hour)), "days the certificate is valid")
 	if err := fs.Parse(args); err != nil {
@@ -94,6 +94,12 @@ func runTLSCertCreate(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--ip %q is not an IP address", s)
 		}
 		ipList = append(ipList, ip)
+	}
+	if *caFile == "" {
+		*caFile = filepath.Join(*dir, defaultCAFile)
+	}
+	if *caKeyFile == "" {
+		*caKeyFile = filepath.Join(*dir, defaultCAKeyFile)
 	}
 	ca, err := pki.LoadCA(*caFile, *caKeyFile)
 	if err != nil {
