@@ -113,6 +113,19 @@ func TestE2ETLSCluster(t *testing.T) {
 		start(i)
 	}
 	waitReady(t, c, 30*time.Second, urls(0, 1, 2)...)
+	// A client that opens the HTTPS port and never starts its TLS handshake is cut off by the
+	// server's handshake deadline (10 s, the header timeout); checked at the end of the test.
+	silent, err := net.DialTimeout("tcp", specs[1].addr(specs[1].httpPort), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	silentClosed := make(chan error, 1)
+	go func() {
+		silent.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err := silent.Read(make([]byte, 1))
+		silentClosed <- err
+	}()
 	for i, p := range cl.procs {
 		if strings.Contains(p.stderr.String(), "cluster port is not encrypted") {
 			t.Errorf("node%d warns about an unencrypted cluster port although it runs TLS", i+1)
@@ -197,6 +210,9 @@ func TestE2ETLSCluster(t *testing.T) {
 	start(leader)
 	waitReady(t, c, 30*time.Second, urls(leader)...)
 	expectFile(t, c, 10*time.Second, token2, data2, urls(leader)...)
+	if err := <-silentClosed; err == nil || isTimeout(err) {
+		t.Errorf("a connection that never starts TLS was not closed by the server: %v", err)
+	}
 	cl.stopAll(syscall.SIGTERM, 30*time.Second)
 }
 

@@ -53,6 +53,9 @@ func runTLSCACreate(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 || *days <= 0 {
 		return errors.New(tlsUsage)
 	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return fmt.Errorf("--dir: %w", err)
+	}
 	ca, keyPEM, err := pki.NewCA(*name, time.Duration(*days)*24*time.Hour)
 	if err != nil {
 		return err
@@ -126,6 +129,9 @@ func runTLSCertCreate(args []string, stdout, stderr io.Writer) error {
 				break
 			}
 		}
+	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return fmt.Errorf("--dir: %w", err)
 	}
 	certPath, keyPath := filepath.Join(*dir, name+".pem"), filepath.Join(*dir, name+"-key.pem")
 	if err := pki.WriteFiles(certPath, certPEM, keyPath, keyPEM); err != nil {
