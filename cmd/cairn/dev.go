@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,28 +23,26 @@ import (
 const devNodes = 3
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cairn dev", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	basePort := fs.Int("base-port", 8081, "HTTP port of the first node; the others follow (cluster ports at +100, gossip at +200)")
+	cmd := newCommand("cairn dev", "", "Run a ready 3-node cluster in this process, data in a temporary directory; print its endpoints and root key.", stderr)
+	fs := cmd.fs
+	defaults := node.DefaultConfig()
+	_, defaultPort, _ := net.SplitHostPort(defaults.HTTPAddr)
+	firstPort, _ := strconv.Atoi(defaultPort)
+	basePort := fs.Int("base-port", firstPort, "HTTP port of the first node; the others follow (cluster ports at +100, gossip at +200)")
 	host := fs.String("host", "127.0.0.1", "address to bind every port on")
 	rootKey := fs.String("root-key", "", "root API key (default: generated and printed)")
 	keep := fs.Bool("keep-data", false, "keep the temporary data directory on exit")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
-	anonymous := fs.Bool("allow-anonymous-upload", false, "accept uploads without an API key")
-	maxFileSize := fs.String("max-file-size", "8MiB", "largest accepted upload")
+	anonymous := fs.Bool("allow-anonymous-upload", defaults.AllowAnonymousUpload, "accept uploads without an API key")
+	enableDebug := fs.Bool("enable-debug", defaults.EnableDebug, "serve /debug/pprof (to keys with MANAGE_CLUSTER)")
 	useTLS := fs.Bool("tls", false, "generate a CA and certificates in the temp dir: HTTPS, and mutual TLS between the nodes")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := applyEnv(fs); err != nil {
+	size := defaults.MaxFileSize
+	sizeVar(fs, &size, "max-file-size", "largest accepted upload")
+	if _, err := cmd.parse(args, 0); err != nil {
 		return err
 	}
 	if *basePort < 1 || *basePort+200+devNodes > 65535 {
-		return errors.New("--base-port out of range")
-	}
-	size, err := node.ParseSize(*maxFileSize)
-	if err != nil {
-		return fmt.Errorf("--max-file-size: %w", err)
+		return cmd.usageErr("--base-port out of range")
 	}
 	logger, err := newLogger(stderr, *logLevel, false)
 	if err != nil {
@@ -63,7 +61,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	dc := devClusterConfig{
 		host: *host, basePort: *basePort, dir: dir, rootKey: *rootKey, anonymous: *anonymous,
-		maxFileSize: size, logger: logger,
+		maxFileSize: size, enableDebug: *enableDebug, logger: logger,
 	}
 	if *useTLS {
 		if dc.tls, err = makeDevTLS(dir); err != nil { // dev_tls.go
@@ -84,24 +82,26 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	for _, n := range nodes {
 		fmt.Fprintf(stdout, "  %-5s %s://%s\n", n.ID(), scheme, n.HTTPAddr())
 	}
-	first := scheme + "://" + nodes[0].HTTPAddr()
+	first, second := scheme+"://"+nodes[0].HTTPAddr(), scheme+"://"+nodes[1].HTTPAddr()
 	fmt.Fprintf(stdout, "\nRoot API key: %s\n", *rootKey)
-	curl, env := "curl -s", ""
+	curl, caEnv := "curl -s", ""
 	if dc.tls != nil {
 		fmt.Fprintf(stdout, "CA certificate: %s\nClient certificate: %s (key %s)\n", dc.tls.caFile, dc.tls.clientCert, dc.tls.clientKey)
 		curl = "curl -s --cacert " + dc.tls.caFile
-		env = "  export CAIRN_CACERT=" + dc.tls.caFile + "   # for the cairn CLI\n"
+		caEnv = " CAIRN_CACERT=" + dc.tls.caFile
 	}
 	fmt.Fprintf(stdout, `
 Try it:
-  export CAIRN_KEY=%s
-%s  echo 'hello, cairn' > hello.txt
+  export CAIRN_KEY=%s CAIRN_ADDR=%s%s
+  echo 'hello, cairn' > hello.txt
+  TOKEN=$(cairn put hello.txt)                         # upload; prints the full token
+  cairn get $TOKEN -o - --addr %s              # read it through another node
+  # or with curl:
   %s -H "Authorization: Bearer $CAIRN_KEY" -F name=hello.txt -F file=@hello.txt %s/files/v1/
-  # take "token" from the answer, then read it through another node:
-  %s %s://%s/files/v1/<token>/file
+  %s %s/files/v1/$TOKEN/file
 
 Press Ctrl-C to stop.
-`, *rootKey, env, curl, first, curl, scheme, nodes[1].HTTPAddr())
+`, *rootKey, first, caEnv, second, curl, first, curl, second)
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "\ncairn dev: stopping")
 	return stopAll()
@@ -142,6 +142,7 @@ type devClusterConfig struct {
 	rootKey     string
 	anonymous   bool
 	maxFileSize int64
+	enableDebug bool
 	logger      *slog.Logger
 	tls         *devTLS // dev_tls.go; nil: plain HTTP and TCP
 }
@@ -185,10 +186,13 @@ func startDevCluster(dc devClusterConfig) (nodes []*node.Node, stop func() error
 		}
 		cfg.Join = slices.Clone(seeds)
 		cfg.BootstrapExpect = devNodes
+		cfg.DrainDelay = 0 // no load balancer in front of a dev cluster
 		cfg.Erasure = erasure.Geometry{Data: 2, Parity: 1}
 		cfg.RootKey = dc.rootKey
+		cfg.Version, cfg.Revision = version, buildRevision()
 		cfg.AllowAnonymousUpload = dc.anonymous
 		cfg.MaxFileSize = dc.maxFileSize
+		cfg.EnableDebug = dc.enableDebug
 		cfg.RejoinInterval = 2 * time.Second
 		cfg.ReconcileInterval = time.Second
 		cfg.Logger = dc.logger

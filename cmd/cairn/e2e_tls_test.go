@@ -18,8 +18,8 @@ import (
 	"github.com/cairn-dev/cairn/pki"
 )
 
-// runCLI runs the cairn binary to completion and returns its combined output.
-func runCLI(t *testing.T, env []string, args ...string) (string, error) {
+// runBinary runs the cairn binary to completion and returns its combined output.
+func runBinary(t *testing.T, env []string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(cairnBin, args...)
 	for _, kv := range os.Environ() {
@@ -32,9 +32,9 @@ func runCLI(t *testing.T, env []string, args ...string) (string, error) {
 	return string(out), err
 }
 
-func mustCLI(t *testing.T, env []string, args ...string) string {
+func mustBinary(t *testing.T, env []string, args ...string) string {
 	t.Helper()
-	out, err := runCLI(t, env, args...)
+	out, err := runBinary(t, env, args...)
 	if err != nil {
 		t.Fatalf("cairn %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -74,12 +74,12 @@ func TestE2ETLSCluster(t *testing.T) {
 		l.Close()
 	}
 	dir := t.TempDir()
-	mustCLI(t, nil, "tls", "ca", "create", "--dir", dir)
+	mustBinary(t, nil, "tls", "ca", "create", "--dir", dir)
 	caFile := filepath.Join(dir, "cairn-agent-ca.pem")
 	for i, ip := range ips {
-		mustCLI(t, nil, "tls", "cert", "create", "--server", "--node-id", "node"+strconv.Itoa(i+1), "--ip", ip, "--dir", dir)
+		mustBinary(t, nil, "tls", "cert", "create", "--server", "--node-id", "node"+strconv.Itoa(i+1), "--ip", ip, "--dir", dir)
 	}
-	mustCLI(t, nil, "tls", "cert", "create", "--client", "--dir", dir)
+	mustBinary(t, nil, "tls", "cert", "create", "--client", "--dir", dir)
 	clientCert, clientKey := filepath.Join(dir, "client-cairn-0.pem"), filepath.Join(dir, "client-cairn-0-key.pem")
 	for _, f := range []string{"cairn-agent-ca-key.pem", "server-node1-key.pem", "client-cairn-0-key.pem"} {
 		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Mode().Perm() != 0o600 {
@@ -138,22 +138,22 @@ func TestE2ETLSCluster(t *testing.T) {
 	expectFile(t, c, 10*time.Second, token, data, urls(0, 1, 2)...)
 	cliTLS := []string{"--ca-cert", caFile, "--client-cert", clientCert, "--client-key", clientKey}
 	for _, u := range urls(0, 1, 2) {
-		out := mustCLI(t, nil, append([]string{"members", "--addr", u}, cliTLS...)...)
+		out := mustBinary(t, nil, append([]string{"members", "--addr", u}, cliTLS...)...)
 		if strings.Count(out, "alive") != 3 {
 			t.Errorf("cairn members --addr %s:\n%s", u, out)
 		}
 	}
 	// CAIRN_CACERT is the CA for the CLI too.
-	out := mustCLI(t, []string{"CAIRN_CACERT=" + caFile, "CAIRN_KEY=" + cl.rootKey}, "keyring", "list",
+	out := mustBinary(t, []string{"CAIRN_CACERT=" + caFile, "CAIRN_KEY=" + cl.rootKey}, "keyring", "list",
 		"--addr", urls(1)[0], "--client-cert", clientCert, "--client-key", clientKey)
 	if strings.Count(out, "\n") != 4 {
 		t.Errorf("cairn keyring list shows not 3 members:\n%s", out)
 	}
 	// Without the client certificate, or without the CA, the CLI is refused.
-	if out, err := runCLI(t, nil, "status", "--addr", urls(2)[0], "--ca-cert", caFile); err == nil {
+	if out, err := runBinary(t, nil, "status", "--addr", urls(2)[0], "--ca-cert", caFile); err == nil {
 		t.Errorf("cairn status without a client certificate succeeded:\n%s", out)
 	}
-	if out, err := runCLI(t, nil, "status", "--addr", urls(2)[0], "--client-cert", clientCert, "--client-key", clientKey); err == nil ||
+	if out, err := runBinary(t, nil, "status", "--addr", urls(2)[0], "--client-cert", clientCert, "--client-key", clientKey); err == nil ||
 		!strings.Contains(out, "certificate") {
 		t.Errorf("cairn status without the CA: %v\n%s", err, out)
 	}
@@ -221,11 +221,11 @@ func TestE2ETLSCluster(t *testing.T) {
 func TestE2ETLSBadFiles(t *testing.T) {
 	skipShort(t)
 	dir := t.TempDir()
-	mustCLI(t, nil, "tls", "ca", "create", "--dir", dir)
+	mustBinary(t, nil, "tls", "ca", "create", "--dir", dir)
 	ca := filepath.Join(dir, "cairn-agent-ca.pem")
-	mustCLI(t, nil, "tls", "cert", "create", "--server", "--dir", dir)
-	mustCLI(t, nil, "tls", "cert", "create", "--server", "--dir", dir)
-	mustCLI(t, nil, "tls", "cert", "create", "--client", "--dir", dir)
+	mustBinary(t, nil, "tls", "cert", "create", "--server", "--dir", dir)
+	mustBinary(t, nil, "tls", "cert", "create", "--server", "--dir", dir)
+	mustBinary(t, nil, "tls", "cert", "create", "--client", "--dir", dir)
 	cert, key := filepath.Join(dir, "server-cairn-0.pem"), filepath.Join(dir, "server-cairn-0-key.pem")
 	otherKey := filepath.Join(dir, "server-cairn-1-key.pem")
 	clientCert, clientKey := filepath.Join(dir, "client-cairn-0.pem"), filepath.Join(dir, "client-cairn-0-key.pem")
@@ -244,8 +244,8 @@ func TestE2ETLSBadFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	foreignDir := t.TempDir()
-	mustCLI(t, nil, "tls", "ca", "create", "--dir", foreignDir)
-	mustCLI(t, nil, "tls", "cert", "create", "--server", "--dir", foreignDir,
+	mustBinary(t, nil, "tls", "ca", "create", "--dir", foreignDir)
+	mustBinary(t, nil, "tls", "cert", "create", "--server", "--dir", foreignDir,
 		"--ca", filepath.Join(foreignDir, "cairn-agent-ca.pem"), "--ca-key", filepath.Join(foreignDir, "cairn-agent-ca-key.pem"))
 	foreign, foreignKey := filepath.Join(foreignDir, "server-cairn-0.pem"), filepath.Join(foreignDir, "server-cairn-0-key.pem")
 

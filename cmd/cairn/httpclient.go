@@ -6,25 +6,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
-	"sync"
-	"time"
 )
 
-// clientTLSFlags are the TLS flags of every subcommand that talks to a cluster: --ca-cert (env
-// CAIRN_CACERT, or CAIRN_CA_CERT like every flag), --client-cert and --client-key. Build HTTP
-// clients through httpClient, so that https:// addresses, a private CA and client certificates
-// work the same in every command.
+// clientTLSFlags are the TLS flags of every command that talks to a cluster (addClientFlags adds
+// them): --ca-cert (env CAIRN_CACERT, or CAIRN_CA_CERT like every flag), --client-cert and
+// --client-key. tlsConfig turns them into the client TLS configuration newHTTPClient uses.
 type clientTLSFlags struct {
 	caCert     string
 	clientCert string
 	clientKey  string
-
-	once   sync.Once
-	client *http.Client
-	config *tls.Config
-	err    error
 }
 
 // addClientTLSFlags adds --ca-cert, --client-cert and --client-key to fs.
@@ -37,37 +28,8 @@ func addClientTLSFlags(fs *flag.FlagSet) *clientTLSFlags {
 }
 
 // tlsConfig is the client TLS configuration the flags describe: TLS 1.2 at least, the CA (or the
-// system roots), and the client certificate when given. Errors name the flag.
+// system's roots), and the client certificate when given. Errors name the flag.
 func (f *clientTLSFlags) tlsConfig() (*tls.Config, error) {
-	f.build()
-	return f.config, f.err
-}
-
-// httpClient returns the one HTTP client of this command (http:// and https://). timeout bounds
-// each request; zero means none (streams bound themselves with a context).
-func (f *clientTLSFlags) httpClient(timeout time.Duration) (*http.Client, error) {
-	f.build()
-	if f.err != nil {
-		return nil, f.err
-	}
-	c := *f.client
-	c.Timeout = timeout
-	return &c, nil
-}
-
-func (f *clientTLSFlags) build() {
-	f.once.Do(func() {
-		f.config, f.err = f.load()
-		if f.err != nil {
-			return
-		}
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.TLSClientConfig = f.config
-		f.client = &http.Client{Transport: t}
-	})
-}
-
-func (f *clientTLSFlags) load() (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	ca := f.caCert
 	if ca == "" {

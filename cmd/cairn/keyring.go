@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,70 +13,78 @@ import (
 	"github.com/cairn-dev/cairn/cluster"
 )
 
-const keyringUsage = `usage:
+const keyringGroupUsage = `Usage: cairn keyring generate|list|install|use|remove [flags]
+
+Rotate the gossip encryption key on every member (needs MANAGE_CLUSTER). Keys are shown by
+fingerprint only.
+
   cairn keyring generate                 print a new random gossip key (base64, 32 bytes)
-  cairn keyring list [flags]             every member's gossip keys, by fingerprint
-  cairn keyring install <key> [flags]    add a key on every member
-  cairn keyring use <key|fingerprint>    make it the key gossip is encrypted with, on every member
-  cairn keyring remove <key|fingerprint> drop a key no member uses any more
-flags: --addr URL --key KEY (MANAGE_CLUSTER) --ca-cert FILE --client-cert FILE --client-key FILE`
+  cairn keyring list                     every member's gossip keys and its primary key
+  cairn keyring install KEY              add a key on every member
+  cairn keyring use KEY|FINGERPRINT      encrypt with it on every member (once all have it)
+  cairn keyring remove KEY|FINGERPRINT   drop it from every member (once none uses it)
+
+Run 'cairn keyring <subcommand> -h' for its flags.
+`
 
 type keyringAnswer struct {
 	Data []cluster.MemberKeys `json:"data"`
 }
 
-// runKeyring implements `cairn keyring`: gossip key rotation through POST /v1/keyring/{op}.
+// runKeyring implements `cairn keyring`: gossip key rotation through /v1/keyring.
 func runKeyring(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return errors.New(keyringUsage)
-	}
-	sub, rest := args[0], args[1:]
-	if sub == "generate" {
-		key := make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return err
+	change := func(op, synopsis, summary string) func([]string) error {
+		return func(args []string) error {
+			cmd := newCommand("cairn keyring "+op, synopsis, summary, stderr)
+			cf := addClientFlags(cmd.fs, "API key with MANAGE_CLUSTER")
+			want := 1
+			if op == "list" {
+				want = 0
+			}
+			pos, err := cmd.parse(args, want)
+			if err != nil {
+				return err
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			var out keyringAnswer
+			if op == "list" {
+				err = c.callJSON(ctx, http.MethodGet, "/v1/keyring", true, nil, &out)
+			} else {
+				err = c.callJSON(ctx, http.MethodPost, "/v1/keyring/"+op, true, map[string]string{"key": pos[0]}, &out)
+			}
+			if err != nil {
+				return err
+			}
+			return printKeyrings(stdout, out.Data)
 		}
-		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
-		return nil
 	}
-	// The key argument may come before or after the flags.
-	var ref string
-	if sub != "list" && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		ref, rest = rest[0], rest[1:]
-	}
-	fs := flag.NewFlagSet("cairn keyring "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	c := adminFlags(fs)
-	if err := fs.Parse(rest); err != nil {
-		return err
-	}
-	if err := applyEnv(fs); err != nil {
-		return err
-	}
-	if ref == "" && fs.NArg() == 1 {
-		ref = fs.Arg(0)
-	} else if fs.NArg() != 0 {
-		return errors.New(keyringUsage)
-	}
-	var out keyringAnswer
-	switch sub {
-	case "list":
-		if err := c.call(ctx, http.MethodGet, "/v1/keyring", nil, &out); err != nil {
-			return err
-		}
-	case "install", "use", "remove":
-		if ref == "" {
-			return errors.New(keyringUsage)
-		}
-		if err := c.call(ctx, http.MethodPost, "/v1/keyring/"+sub, map[string]string{"key": ref}, &out); err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("unknown keyring command %q\n%s", sub, keyringUsage)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	return group("cairn keyring", keyringGroupUsage, args, stdout, stderr, map[string]func([]string) error{
+		"generate": func(args []string) error {
+			cmd := newCommand("cairn keyring generate", "", "Print a new random 32-byte gossip key, base64.", stderr)
+			if _, err := cmd.parse(args, 0); err != nil {
+				return err
+			}
+			key := make([]byte, 32)
+			if _, err := rand.Read(key); err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
+			return nil
+		},
+		"list":    change("list", "", "List every member's gossip keys by fingerprint, and its primary key."),
+		"install": change("install", "<key>", "Install a base64 gossip key on every member it reaches."),
+		"use":     change("use", "<key|fingerprint>", "Make an installed key primary on every member; refused until every member has it."),
+		"remove":  change("remove", "<key|fingerprint>", "Remove a key from every member; refused while any member uses it as primary."),
+	})
+}
+
+func printKeyrings(w io.Writer, keys []cluster.MemberKeys) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tPRIMARY\tKEYS")
-	for _, mk := range out.Data {
+	for _, mk := range keys {
 		if mk.Error != "" {
 			fmt.Fprintf(tw, "%s\t-\t(%s)\n", mk.Node, mk.Error)
 			continue
