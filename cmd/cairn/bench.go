@@ -251,7 +251,7 @@ type benchTarget struct {
 	endpoints  []string
 	key        string
 	tls        *tls.Config // for https:// endpoints (--ca-cert, --client-cert)
-	fileServer string // base URL of the trivial file server (child mode only)
+	fileServer string      // base URL of the trivial file server (child mode only)
 	// cpu returns the servers' CPU seconds so far, or false when it cannot tell.
 	cpu func() (float64, bool)
 	// peakRSS resets and reads the servers' peak resident set (child mode only).
