@@ -157,6 +157,7 @@ func DefaultConfig() Config {
 		BlockSize:         DefaultBlockSize,
 		BlocksPerSegment:  DefaultBlocksPerSegment,
 		MaxVoters:         DefaultMaxVoters,
+		RaftMultiplier:    DefaultRaftMultiplier, // lost in the merge of h/bounds and h/toolkit
 		RejoinInterval:    30 * time.Second,
 		ReconcileInterval: 5 * time.Second,
 		MetaInterval:      10 * time.Second,
