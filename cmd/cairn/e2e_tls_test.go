@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -66,13 +65,7 @@ func tlsClient(t *testing.T, caFile, certFile, keyFile string) *http.Client {
 func TestE2ETLSCluster(t *testing.T) {
 	skipShort(t)
 	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
-	for _, ip := range ips {
-		l, err := net.Listen("tcp", ip+":0")
-		if err != nil {
-			t.Skipf("cannot bind %s (loopback aliases beyond 127.0.0.1 are not routed here): %v", ip, err)
-		}
-		l.Close()
-	}
+	requireLoopbackAliases(t, ips)
 	dir := t.TempDir()
 	mustBinary(t, nil, "tls", "ca", "create", "--dir", dir)
 	caFile := filepath.Join(dir, "cairn-agent-ca.pem")
@@ -184,20 +177,7 @@ func TestE2ETLSCluster(t *testing.T) {
 	})
 
 	// SIGKILL the leader: the other two elect a new one over mutual TLS and serve.
-	leader := -1
-	waitFor(t, 10*time.Second, "a leader", func() error {
-		for i, u := range urls(0, 1, 2) {
-			st, err := getStatus(c, u)
-			if err != nil {
-				return err
-			}
-			if st.LeaderID == st.NodeID {
-				leader = i
-				return nil
-			}
-		}
-		return errors.New("no node says it leads")
-	})
+	leader := waitLeader(t, c, 10*time.Second, urls(0, 1, 2))
 	others := []int{(leader + 1) % 3, (leader + 2) % 3}
 	t.Logf("SIGKILL %s (the leader)", specs[leader].id)
 	cl.procs[leader].signal(t, syscall.SIGKILL)
