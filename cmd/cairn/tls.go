@@ -32,6 +32,10 @@ const tlsUsage = `usage:
 
 // runTLS implements `cairn tls ca create` and `cairn tls cert create`.
 func runTLS(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprintln(stdout, tlsUsage)
+		return nil
+	}
 	if len(args) < 2 || args[1] != "create" || (args[0] != "ca" && args[0] != "cert") {
 		return errors.New(tlsUsage)
 	}
