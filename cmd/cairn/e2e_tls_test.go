@@ -176,6 +176,34 @@ func TestE2ETLSCluster(t *testing.T) {
 		return nil
 	})
 
+	// Certificate rotation on a real process: new files renamed over node3's, then SIGHUP; the
+	// next handshakes get the new certificate and the node keeps serving.
+	dir2 := t.TempDir()
+	mustBinary(t, nil, "tls", "cert", "create", "--server", "--node-id", "node3", "--ip", ips[2], "--dir", dir2,
+		"--ca", caFile, "--ca-key", filepath.Join(dir, "cairn-agent-ca-key.pem"))
+	for _, f := range []string{"server-node3-key.pem", "server-node3.pem"} {
+		if err := os.Rename(filepath.Join(dir2, f), filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newPair, err := tls.LoadX509KeyPair(filepath.Join(dir, "server-node3.pem"), filepath.Join(dir, "server-node3-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.procs[2].signal(t, syscall.SIGHUP)
+	waitForOrFail(t, 10*time.Second, "node3 serves its new certificate", func() error {
+		resp, err := c.Get(urls(2)[0] + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if got := resp.TLS.PeerCertificates[0].SerialNumber; got.Cmp(newPair.Leaf.SerialNumber) != 0 {
+			return fmt.Errorf("node3 still serves serial %v", got)
+		}
+		return nil
+	})
+	expectFile(t, c, 10*time.Second, token, data, urls(2)...)
+
 	// SIGKILL the leader: the other two elect a new one over mutual TLS and serve.
 	leader := waitLeader(t, c, 10*time.Second, urls(0, 1, 2))
 	others := []int{(leader + 1) % 3, (leader + 2) % 3}
