@@ -199,6 +199,7 @@ func startDevCluster(dc devClusterConfig) (nodes []*node.Node, stop func() error
 		if dc.tls != nil {
 			cfg.TLS = dc.tls.nodeConfig()
 		}
+		cfg.Version = version
 		n, err := node.New(cfg)
 		if err != nil {
 			_ = stop()
