@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -48,18 +49,22 @@ func hsCheckSecret(secret []byte) error {
 	return nil
 }
 
-func hsMAC(secret []byte, label byte, kind byte, clientNonce, serverNonce []byte) []byte {
+// hsMAC is one side's proof. binding is the TLS channel's exported keying material (nil on plain
+// TCP): with it the proof is valid for this TLS session only, so it can neither be relayed into
+// another channel nor made without the secret by someone who merely holds a certificate.
+func hsMAC(secret []byte, label byte, kind byte, clientNonce, serverNonce, binding []byte) []byte {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte{label, kind})
 	m.Write(clientNonce)
 	m.Write(serverNonce)
+	m.Write(binding)
 	return m.Sum(nil)
 }
 
 // hsServer runs the server side on a fresh connection and returns the kind the client asked for.
 // The caller sets the deadline; every read is a fixed size, so garbage or a huge blob costs at most
 // hsHelloLen+hsMACLen bytes of reading.
-func hsServer(conn net.Conn, secret []byte) (byte, error) {
+func hsServer(conn net.Conn, secret, binding []byte) (byte, error) {
 	hello := make([]byte, hsHelloLen)
 	if _, err := io.ReadFull(conn, hello); err != nil {
 		return 0, fmt.Errorf("read hello: %w", err)
@@ -77,7 +82,7 @@ func hsServer(conn net.Conn, secret []byte) (byte, error) {
 		return 0, fmt.Errorf("server nonce: %w", err)
 	}
 	serverNonce := reply[:hsNonceLen]
-	reply = append(reply, hsMAC(secret, 's', kind, clientNonce, serverNonce)...)
+	reply = append(reply, hsMAC(secret, 's', kind, clientNonce, serverNonce, binding)...)
 	if _, err := conn.Write(reply); err != nil {
 		return 0, fmt.Errorf("write challenge: %w", err)
 	}
@@ -85,7 +90,7 @@ func hsServer(conn net.Conn, secret []byte) (byte, error) {
 	if _, err := io.ReadFull(conn, proof); err != nil {
 		return 0, fmt.Errorf("read client proof: %w", err)
 	}
-	if !hmac.Equal(proof, hsMAC(secret, 'c', kind, clientNonce, serverNonce)) {
+	if !hmac.Equal(proof, hsMAC(secret, 'c', kind, clientNonce, serverNonce, binding)) {
 		return 0, fmt.Errorf("client proof: %w", ErrAuthFailed)
 	}
 	if _, err := conn.Write([]byte{hsOK}); err != nil {
@@ -95,7 +100,7 @@ func hsServer(conn net.Conn, secret []byte) (byte, error) {
 }
 
 // hsClient runs the client side; the caller sets the deadline.
-func hsClient(conn net.Conn, kind byte, secret []byte) error {
+func hsClient(conn net.Conn, kind byte, secret, binding []byte) error {
 	hello := make([]byte, 0, hsHelloLen)
 	hello = append(hello, hsMagic...)
 	hello = append(hello, kind)
@@ -112,10 +117,10 @@ func hsClient(conn net.Conn, kind byte, secret []byte) error {
 		return fmt.Errorf("read challenge: %w", err)
 	}
 	serverNonce := challenge[:hsNonceLen]
-	if !hmac.Equal(challenge[hsNonceLen:], hsMAC(secret, 's', kind, clientNonce, serverNonce)) {
+	if !hmac.Equal(challenge[hsNonceLen:], hsMAC(secret, 's', kind, clientNonce, serverNonce, binding)) {
 		return fmt.Errorf("server proof: %w", ErrAuthFailed)
 	}
-	if _, err := conn.Write(hsMAC(secret, 'c', kind, clientNonce, serverNonce)); err != nil {
+	if _, err := conn.Write(hsMAC(secret, 'c', kind, clientNonce, serverNonce, binding)); err != nil {
 		return fmt.Errorf("write proof: %w", err)
 	}
 	var ack [1]byte
@@ -137,17 +142,18 @@ func hsIsTimeout(err error) bool {
 	return ok && ne.Timeout()
 }
 
-// DialCluster opens an authenticated connection of the given kind to a node's cluster address.
-// ctx bounds both the dial and the handshake (at most 5 s for the handshake when ctx has no
-// earlier deadline); the returned connection has no deadline set.
-func DialCluster(ctx context.Context, nw Network, addr string, kind byte, secret []byte) (net.Conn, error) {
-	if err := hsCheckSecret(secret); err != nil {
+// DialCluster opens an authenticated connection of the given kind to a node's cluster address:
+// mutual TLS first when sec.TLS is set, then the HMAC handshake (bound to the TLS channel). ctx
+// bounds the dial and both handshakes (at most 5 s for the handshakes when ctx has no earlier
+// deadline); the returned connection has no deadline set.
+func DialCluster(ctx context.Context, nw Network, addr string, kind byte, sec Security) (net.Conn, error) {
+	if err := sec.validate(); err != nil {
 		return nil, err
 	}
 	if !hsValidKind(kind) {
 		return nil, fmt.Errorf("cluster: dial %s: unknown connection kind %q", addr, kind)
 	}
-	conn, err := nw.DialContext(ctx, "tcp", addr)
+	raw, err := nw.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: dial %s: %w", addr, err)
 	}
@@ -157,13 +163,29 @@ func DialCluster(ctx context.Context, nw Network, addr string, kind byte, secret
 	if ctxDeadline {
 		deadline = d
 	}
-	if err := conn.SetDeadline(deadline); err != nil {
-		conn.Close()
+	if err := raw.SetDeadline(deadline); err != nil {
+		raw.Close()
 		return nil, fmt.Errorf("cluster: dial %s: %w", addr, err)
 	}
 	// Cancellation must interrupt a handshake blocked in I/O, not only the deadline.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	err = hsClient(conn, kind, secret)
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
+	conn := raw
+	if sec.TLS != nil {
+		tc := tls.Client(raw, sec.TLS.clientConfig())
+		// The raw deadline and the AfterFunc above bound this handshake; ctx is not passed in so
+		// that a cancel maps to the same errors as the HMAC step.
+		err = tc.Handshake()
+		if err != nil {
+			err = fmt.Errorf("tls: %w", err)
+		}
+		conn = tc
+	}
+	if err == nil {
+		var binding []byte
+		if binding, err = channelBinding(conn); err == nil {
+			err = hsClient(conn, kind, sec.Secret, binding)
+		}
+	}
 	if !stop() && err == nil {
 		// ctx ended just after success and may have poisoned the deadline: honour the cancel.
 		err = context.Cause(ctx)

@@ -74,8 +74,11 @@ type MembershipConfig struct {
 	BindAddr      string // host:port for gossip UDP and TCP
 	AdvertiseAddr string // "" = the bind address
 	Network       Network
-	// SecretKey encrypts and authenticates gossip (AES-GCM, 16/24/32 bytes).
+	// SecretKey encrypts and authenticates gossip (AES-GCM, 16/24/32 bytes). It is the initial
+	// key: once KeyringFile exists, the keyring in it wins (keys rotated with KeyringAdmin).
 	SecretKey []byte
+	// KeyringFile persists the gossip keyring across restarts ("" = not persisted).
+	KeyringFile string
 	// Seeds are gossip addresses to join at start and to re-join periodically.
 	Seeds []string
 	// PeersFile keeps the members seen last (id and gossip address), so that a restarted node
@@ -95,6 +98,7 @@ type MembershipConfig struct {
 type Membership struct {
 	cfg       MembershipConfig
 	ml        *memberlist.Memberlist
+	keyring   *localKeyring // keyring.go
 	transport *GossipTransport
 	localAddr string
 	log       *slog.Logger
@@ -140,12 +144,21 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 		return nil, fmt.Errorf("gossip transport: %w", err)
 	}
 	m.transport = tr
+	keyring, fromFile, err := openKeyring(cfg.KeyringFile, cfg.SecretKey)
+	if err != nil {
+		tr.Shutdown()
+		return nil, err
+	}
+	if fromFile {
+		cfg.Logger.Info("gossip keyring loaded", "file", cfg.KeyringFile, "keys", len(keyring.ring.GetKeys()))
+	}
+	m.keyring = keyring
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.NodeID
 	mc.Transport = tr
 	mc.Delegate = metaDelegate{m}
 	mc.Events = eventDelegate{m}
-	mc.SecretKey = cfg.SecretKey
+	mc.Keyring = keyring.ring
 	mc.Logger = newStdLogger(cfg.Logger.With("component", "memberlist"), &m.badPackets)
 	t := cfg.Timings
 	setIf(&mc.ProbeInterval, t.ProbeInterval)

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,15 +28,16 @@ type Mux struct {
 	// HandshakeTimeout bounds each incoming handshake (default 5 s). Set it before Serve.
 	HandshakeTimeout time.Duration
 
-	ln     net.Listener
-	secret []byte
-	logger *slog.Logger
-	subs   map[byte]*muxListener
+	ln       net.Listener
+	security Security
+	logger   *slog.Logger
+	subs     map[byte]*muxListener
 
 	done      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 	rejected  atomic.Uint64
+	byReason  map[string]*atomic.Uint64 // fixed keys (RejectReasons), so read without a lock
 
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // connections still in the handshake, closed by Close
@@ -42,15 +45,20 @@ type Mux struct {
 	quiet   uint64 // rejections not logged since lastLog
 }
 
-// NewMux returns a Mux over ln. secret must be at least 16 bytes (Serve fails otherwise).
-func NewMux(ln net.Listener, secret []byte, logger *slog.Logger) *Mux {
+// NewMux returns a Mux over ln. The secret must be at least 16 bytes, and TLS (when set) needs a
+// CA and a certificate; Serve fails otherwise.
+func NewMux(ln net.Listener, sec Security, logger *slog.Logger) *Mux {
 	m := &Mux{
 		HandshakeTimeout: hsDefaultTimeout,
 		ln:               ln,
-		secret:           secret,
+		security:         sec,
 		logger:           logger,
 		done:             make(chan struct{}),
 		pending:          make(map[net.Conn]struct{}),
+		byReason:         make(map[string]*atomic.Uint64, len(RejectReasons)),
+	}
+	for _, r := range RejectReasons {
+		m.byReason[r] = new(atomic.Uint64)
 	}
 	m.subs = map[byte]*muxListener{
 		ConnRaft: m.newListener(),
@@ -72,9 +80,17 @@ func (m *Mux) Listener(kind byte) net.Listener {
 // RejectedConns is the number of connections closed because their handshake failed.
 func (m *Mux) RejectedConns() uint64 { return m.rejected.Load() }
 
+// Rejected is the number of connections refused for reason (one of RejectReasons).
+func (m *Mux) Rejected(reason string) uint64 {
+	if c, ok := m.byReason[reason]; ok {
+		return c.Load()
+	}
+	return 0
+}
+
 // Serve accepts connections until Close, then returns nil.
 func (m *Mux) Serve() error {
-	if err := hsCheckSecret(m.secret); err != nil {
+	if err := m.security.validate(); err != nil {
 		return err
 	}
 	var delay time.Duration
@@ -106,7 +122,7 @@ func (m *Mux) Serve() error {
 		case muxTracked:
 			go m.handle(conn)
 		case muxFull:
-			m.reject(conn, errors.New("too many pending handshakes"))
+			m.reject(conn, RejectOverload, errors.New("too many pending handshakes"))
 		case muxClosed:
 			conn.Close()
 			return nil
@@ -146,27 +162,42 @@ func (m *Mux) untrack(conn net.Conn) {
 	m.mu.Unlock()
 }
 
-func (m *Mux) handle(conn net.Conn) {
+// handle runs the handshakes of one connection under one deadline: TLS (when on), then HMAC. The
+// raw connection stays in pending throughout, so Close interrupts either step.
+func (m *Mux) handle(raw net.Conn) {
 	defer m.wg.Done()
-	err := conn.SetDeadline(time.Now().Add(m.HandshakeTimeout))
+	conn := raw
+	reason := RejectHandshake
+	err := raw.SetDeadline(time.Now().Add(m.HandshakeTimeout))
+	if err == nil && m.security.TLS != nil {
+		tc := tls.Server(raw, m.security.TLS.serverConfig())
+		if err = tc.Handshake(); err != nil {
+			reason, err = classifyTLSError(err), fmt.Errorf("tls: %w", err)
+		}
+		conn = tc
+	}
 	var kind byte
 	if err == nil {
-		kind, err = hsServer(conn, m.secret)
+		var binding []byte
+		if binding, err = channelBinding(conn); err == nil {
+			kind, err = hsServer(conn, m.security.Secret, binding)
+		}
 	}
 	if err == nil {
 		err = conn.SetDeadline(time.Time{})
 	}
-	m.untrack(conn)
+	m.untrack(raw)
 	if err != nil {
-		m.reject(conn, err)
+		m.reject(conn, reason, err)
 		return
 	}
 	m.subs[kind].deliver(conn)
 }
 
-func (m *Mux) reject(conn net.Conn, err error) {
+func (m *Mux) reject(conn net.Conn, reason string, err error) {
 	conn.Close()
 	m.rejected.Add(1)
+	m.byReason[reason].Add(1)
 	m.mu.Lock()
 	now := time.Now()
 	if now.Sub(m.lastLog) < muxLogEvery {
@@ -177,8 +208,13 @@ func (m *Mux) reject(conn net.Conn, err error) {
 	suppressed := m.quiet
 	m.lastLog, m.quiet = now, 0
 	m.mu.Unlock()
-	m.logger.Debug("cluster connection rejected", "remote", conn.RemoteAddr().String(), "err", err,
-		"suppressed", suppressed)
+	level := slog.LevelDebug
+	if reason == RejectUnknownCA || reason == RejectExpired || reason == RejectWrongRole {
+		// A certificate problem is a misconfigured peer or an intruder, not line noise.
+		level = slog.LevelWarn
+	}
+	m.logger.Log(context.Background(), level, "cluster connection rejected", "remote", conn.RemoteAddr().String(),
+		"reason", reason, "err", err, "suppressed", suppressed)
 }
 
 // Close stops Serve, closes the sub-listeners and every connection still in its handshake, and

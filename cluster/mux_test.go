@@ -27,12 +27,17 @@ func transportTestLogger() *slog.Logger {
 
 // muxTestServe starts a Mux on a loopback port and closes it at cleanup.
 func muxTestServe(t testing.TB, secret []byte, handshakeTimeout time.Duration) *Mux {
+	return muxTestServeSecurity(t, Security{Secret: secret}, handshakeTimeout)
+}
+
+// muxTestServeSecurity starts a Mux with sec on a loopback port and closes it at cleanup.
+func muxTestServeSecurity(t testing.TB, sec Security, handshakeTimeout time.Duration) *Mux {
 	t.Helper()
 	ln, err := OSNetwork{}.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewMux(ln, secret, transportTestLogger())
+	m := NewMux(ln, sec, transportTestLogger())
 	if handshakeTimeout > 0 {
 		m.HandshakeTimeout = handshakeTimeout
 	}
@@ -90,7 +95,7 @@ func TestMuxHandshake(t *testing.T) {
 			addr := m.Listener(tt.kind).Addr().String()
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
-			conn, err := DialCluster(ctx, OSNetwork{}, addr, tt.kind, tt.clientSecret)
+			conn, err := DialCluster(ctx, OSNetwork{}, addr, tt.kind, Security{Secret: tt.clientSecret})
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("DialCluster err = %v, want %v", err, tt.wantErr)
@@ -179,7 +184,7 @@ func TestMuxListenerCloseIsPerKind(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	conn, err := DialCluster(ctx, OSNetwork{}, m.Listener(ConnRPC).Addr().String(), ConnRPC, muxTestSecret)
+	conn, err := DialCluster(ctx, OSNetwork{}, m.Listener(ConnRPC).Addr().String(), ConnRPC, Security{Secret: muxTestSecret})
 	if err != nil {
 		t.Fatalf("RPC still served: %v", err)
 	}
@@ -193,7 +198,7 @@ func TestMuxCloseLeavesNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewMux(ln, muxTestSecret, transportTestLogger())
+	m := NewMux(ln, Security{Secret: muxTestSecret}, transportTestLogger())
 	served := make(chan error, 1)
 	go func() { served <- m.Serve() }()
 	addr := ln.Addr().String()
@@ -209,7 +214,7 @@ func TestMuxCloseLeavesNoGoroutines(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	authed, err := DialCluster(ctx, OSNetwork{}, addr, ConnRaft, muxTestSecret)
+	authed, err := DialCluster(ctx, OSNetwork{}, addr, ConnRaft, Security{Secret: muxTestSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +270,7 @@ func TestDialClusterErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), tt.timeout)
 			defer cancel()
-			conn, err := DialCluster(ctx, OSNetwork{}, ln.Addr().String(), tt.kind, tt.secret)
+			conn, err := DialCluster(ctx, OSNetwork{}, ln.Addr().String(), tt.kind, Security{Secret: tt.secret})
 			if err == nil {
 				conn.Close()
 				t.Fatal("DialCluster succeeded")
@@ -282,7 +287,7 @@ func TestMuxServeRefusesShortSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewMux(ln, []byte("too short"), transportTestLogger())
+	m := NewMux(ln, Security{Secret: []byte("too short")}, transportTestLogger())
 	t.Cleanup(func() { m.Close() })
 	if err := m.Serve(); err == nil {
 		t.Fatal("Serve accepted a 9-byte secret")
@@ -306,7 +311,7 @@ func FuzzHandshakeServer(f *testing.F) {
 			cli.Write(in)
 		}()
 		srv.SetDeadline(time.Now().Add(time.Second))
-		if _, err := hsServer(srv, muxTestSecret); err == nil {
+		if _, err := hsServer(srv, muxTestSecret, nil); err == nil {
 			t.Fatalf("handshake accepted %x", in)
 		}
 	})
@@ -326,7 +331,7 @@ func BenchmarkDialCluster(b *testing.B) {
 	}()
 	ctx := context.Background()
 	for b.Loop() {
-		c, err := DialCluster(ctx, OSNetwork{}, addr, ConnRPC, muxTestSecret)
+		c, err := DialCluster(ctx, OSNetwork{}, addr, ConnRPC, Security{Secret: muxTestSecret})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -20,7 +20,7 @@ type RaftLayer struct {
 	ln        net.Listener
 	advertise net.Addr
 	nw        Network
-	secret    []byte
+	security  Security
 
 	mu     sync.Mutex
 	closed bool
@@ -60,11 +60,11 @@ var _ raft.StreamLayer = (*RaftLayer)(nil)
 
 // NewRaftLayer returns a stream layer accepting on ln (the mux's ConnRaft listener) and
 // advertising advertise to peers; a nil advertise means ln.Addr().
-func NewRaftLayer(ln net.Listener, advertise net.Addr, nw Network, secret []byte) *RaftLayer {
+func NewRaftLayer(ln net.Listener, advertise net.Addr, nw Network, sec Security) *RaftLayer {
 	if advertise == nil {
 		advertise = ln.Addr()
 	}
-	return &RaftLayer{ln: ln, advertise: advertise, nw: nw, secret: secret, conns: make(map[*raftConn]struct{})}
+	return &RaftLayer{ln: ln, advertise: advertise, nw: nw, security: sec, conns: make(map[*raftConn]struct{})}
 }
 
 // Accept waits for the next authenticated Raft connection.
@@ -103,7 +103,7 @@ func (r *RaftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	conn, err := DialCluster(ctx, r.nw, string(address), ConnRaft, r.secret)
+	conn, err := DialCluster(ctx, r.nw, string(address), ConnRaft, r.security)
 	if err != nil {
 		return nil, err
 	}

@@ -44,7 +44,7 @@ func TestRaftLayerElectsAndReplicates(t *testing.T) {
 	var servers []raft.Server
 	for i := range layers {
 		m := muxTestServe(t, muxTestSecret, 0)
-		layers[i] = NewRaftLayer(m.Listener(ConnRaft), nil, OSNetwork{}, muxTestSecret)
+		layers[i] = NewRaftLayer(m.Listener(ConnRaft), nil, OSNetwork{}, Security{Secret: muxTestSecret})
 		servers = append(servers, raft.Server{
 			ID:      raft.ServerID("n" + strconv.Itoa(i)),
 			Address: raft.ServerAddress(layers[i].Addr().String()),

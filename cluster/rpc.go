@@ -312,14 +312,14 @@ type RPCClient struct {
 	streaming *http.Client
 }
 
-// NewRPCClient returns a client that dials through nw with secret.
-func NewRPCClient(nw Network, secret []byte, logger *slog.Logger) *RPCClient {
+// NewRPCClient returns a client that dials through nw, authenticated and protected by sec.
+func NewRPCClient(nw Network, sec Security, logger *slog.Logger) *RPCClient {
 	dial := func(ctx context.Context, _, addr string) (net.Conn, error) {
 		// A peer that is down or black-holed must fail the dial quickly, so callers fall back to
 		// other shards or report the cluster unavailable instead of hanging.
 		ctx, cancel := context.WithTimeout(ctx, rpcDialTimeout)
 		defer cancel()
-		return DialCluster(ctx, nw, addr, ConnRPC, secret)
+		return DialCluster(ctx, nw, addr, ConnRPC, sec)
 	}
 	transport := func(keepAlive bool, headerTimeout time.Duration) *http.Client {
 		return &http.Client{Transport: &http.Transport{

@@ -142,7 +142,7 @@ func rpcTestServe(t testing.TB, shards ShardService, leader LeaderService) strin
 }
 
 func rpcTestClient(t testing.TB, nw Network, secret []byte) *RPCClient {
-	c := NewRPCClient(nw, secret, transportTestLogger())
+	c := NewRPCClient(nw, Security{Secret: secret}, transportTestLogger())
 	t.Cleanup(c.Close)
 	return c
 }
@@ -426,7 +426,7 @@ func TestRPCWrongSecretCannotCall(t *testing.T) {
 // rpcTestRawClient sends hand-made requests over an authenticated connection.
 func rpcTestRawClient(t *testing.T) *http.Client {
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-		return DialCluster(ctx, OSNetwork{}, addr, ConnRPC, muxTestSecret)
+		return DialCluster(ctx, OSNetwork{}, addr, ConnRPC, Security{Secret: muxTestSecret})
 	}}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr}

@@ -79,6 +79,8 @@ type Config struct {
 	// Now is the clock; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Keyring is the cluster-wide gossip keyring (keyring.go); nil: not managed here.
+	Keyring GossipKeyring
 }
 
 // Service implements the use cases over the three planes.

@@ -30,12 +30,12 @@ type adminAPI struct {
 }
 
 func (a *adminAPI) routes() []route {
-	return []route{
+	return append(a.keyringRoutes(), []route{ // admin_keyring.go
 		{"/v1/apikeys", "/v1/apikeys", map[string]http.HandlerFunc{http.MethodGet: a.listKeys, http.MethodPost: a.createKey}},
 		{"/v1/apikeys/{id}", "/v1/apikeys/{id}", map[string]http.HandlerFunc{http.MethodDelete: a.revokeKey}},
 		{"/v1/signing-key/rotate", "/v1/signing-key/rotate", map[string]http.HandlerFunc{http.MethodPost: a.rotate}},
 		{"/v1/nodes/{id}", "/v1/nodes/{id}", map[string]http.HandlerFunc{http.MethodDelete: a.removeNode}}, // admin_nodes.go
-	}
+	}...)
 }
 
 // apiKeyJSON is an API key as the admin routes show it. Key (the secret) is set only on creation.

@@ -48,6 +48,8 @@ type Config struct {
 	// encryption). Empty: derived from RootKey, so nodes started with the same root key trust each
 	// other.
 	ClusterSecret string
+	// TLS turns on HTTPS and, with a CA, mutual TLS on the cluster port (node/tls.go).
+	TLS TLSConfig
 	// EnableDebug serves /debug/pprof on the HTTP port, to API keys with MANAGE_CLUSTER.
 	EnableDebug bool
 
@@ -290,6 +292,7 @@ func (c *Config) Validate() error {
 	if len(c.Zone) > 64 {
 		errs = append(errs, errors.New("--zone must be at most 64 characters"))
 	}
+	errs = append(errs, c.TLS.validate()...) // node/tls.go
 	return errors.Join(errs...)
 }
 

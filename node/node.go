@@ -44,6 +44,7 @@ type Node struct {
 	autopilot *cluster.Autopilot // node/autopilot.go
 	// leadership runs the leader tasks (initialisation, reconcile, autopilot, expiry, repair).
 	leadership *cluster.Leadership
+	tls        *nodeTLS // node/tls.go; nil without TLS
 
 	httpLn      net.Listener
 	httpServer  *http.Server
@@ -88,11 +89,16 @@ func New(cfg Config) (_ *Node, err error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger.With("node", cfg.NodeID)
+	// Certificates first: a bad file must fail the start before any port is bound.
+	tlsState, err := loadTLS(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	// n is not the named result: every failure below returns (nil, err), and the deferred cleanup
 	// and the goroutines already started must still see the node.
 	n := &Node{cfg: cfg, log: log, reg: cfg.Registry, ctx: ctx, cancel: cancel, started: time.Now(),
-		announceNow: make(chan struct{}, 1), drainNow: make(chan struct{})}
+		announceNow: make(chan struct{}, 1), drainNow: make(chan struct{}), tls: tlsState}
 	// Anything opened before a failure is closed again.
 	var closers []func() error
 	defer func() {
@@ -125,12 +131,12 @@ func New(cfg Config) (_ *Node, err error) {
 	n.httpAddr = advertised(cfg.AdvertiseHTTP, n.httpLn.Addr())
 
 	// Cluster port: Raft and internal RPC on one authenticated, multiplexed listener.
-	clusterSecret := cfg.derivedSecret("cluster handshake")
+	clusterSecurity := n.tls.clusterSecurity(cfg.derivedSecret("cluster handshake"))
 	ln, err := cfg.Network.Listen("tcp", cfg.ClusterAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen --cluster-addr %s: %w", cfg.ClusterAddr, err)
 	}
-	n.mux = cluster.NewMux(ln, clusterSecret, log.With("component", "mux"))
+	n.mux = cluster.NewMux(ln, clusterSecurity, log.With("component", "mux"))
 	closers = append(closers, n.mux.Close)
 	n.clusterAddr = advertised(cfg.AdvertiseCluster, ln.Addr())
 	n.spawn(func() { _ = n.mux.Serve() })
@@ -139,7 +145,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("advertise cluster address %s: %w", n.clusterAddr, err)
 	}
-	layer := cluster.NewRaftLayer(n.mux.Listener(cluster.ConnRaft), advAddr, cfg.Network, clusterSecret)
+	layer := cluster.NewRaftLayer(n.mux.Listener(cluster.ConnRaft), advAddr, cfg.Network, clusterSecurity)
 	n.raft, err = cluster.StartRaft(cluster.RaftOptions{
 		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Layer: layer, FSM: n.fsm, Timings: cfg.raftTimings(),
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs, SnapshotInterval: cfg.SnapshotInterval,
@@ -157,7 +163,8 @@ func New(cfg Config) (_ *Node, err error) {
 	n.members, err = cluster.NewMembership(cluster.MembershipConfig{
 		NodeID: cfg.NodeID, BindAddr: cfg.GossipAddr, AdvertiseAddr: cfg.AdvertiseGossip,
 		Network: cfg.Network, SecretKey: cfg.derivedSecret("gossip encryption"),
-		Seeds: cfg.Join, PeersFile: filepath.Join(cfg.DataDir, "gossip-peers.json"), KnownPeers: n.raftPeersGossip,
+		KeyringFile: filepath.Join(cfg.DataDir, gossipKeyringFile), // node/tls.go
+		Seeds:       cfg.Join, PeersFile: filepath.Join(cfg.DataDir, "gossip-peers.json"), KnownPeers: n.raftPeersGossip,
 		RejoinInterval: cfg.RejoinInterval, Timings: cfg.GossipTimings,
 		Meta: n.meta, Logger: log,
 	})
@@ -170,7 +177,7 @@ func New(cfg Config) (_ *Node, err error) {
 		Help: "Gossip packets and streams refused as undecryptable or malformed (their log lines are rate-limited).",
 	}, func() float64 { return float64(n.members.BadPackets()) }))
 
-	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecret, log.With("component", "rpc"))
+	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecurity, log.With("component", "rpc"))
 	closers = append(closers, func() error { n.rpcClient.Close(); return nil })
 	n.consensus = cluster.NewConsensus(cfg.NodeID, n.raft.Raft, n.fsm, n.rpcClient, log.With("component", "consensus"))
 	if cfg.LeaderWait > 0 {
@@ -186,14 +193,18 @@ func New(cfg Config) (_ *Node, err error) {
 	n.spawn(func() { _ = n.rpcServer.Serve(rpcLn) })
 	closers = append(closers, func() error { return n.rpcServer.Shutdown(context.Background()) })
 
+	n.rpcServer.ServeKeyring(n.members)
+
 	metrics := core.NewMetrics(n.reg)
 	n.service = core.NewService(core.Config{
 		NodeID: cfg.NodeID, MaxFileSize: cfg.MaxFileSize, AllowAnonymousUpload: cfg.AllowAnonymousUpload,
 		WriteQuorum: cfg.WriteQuorum, MaxUploadAge: cfg.GCGracePeriod / 2, Logger: log.With("component", "core"),
 		ShardStallTimeout: cfg.ShardStallTimeout,
+		Keyring:           &cluster.KeyringAdmin{Self: cfg.NodeID, Members: n.members, RPC: n.rpcClient},
 	}, n.fsm, n.consensus, &shardRouter{node: n}, placer{n}, metrics)
 	closers = append(closers, func() error { n.service.Close(); return nil })
 	n.registerMetrics()
+	n.registerTLSMetrics() // node/tls.go
 
 	handler, err := httpapi.New(httpapi.Config{
 		Files: n.service, Enmeshed: n.service, Admin: n.service, Snapshots: n, Ops: ops{n}, Registry: n.reg,
@@ -211,8 +222,14 @@ func New(cfg Config) (_ *Node, err error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug),
 	}
+	serve := n.httpServer.Serve
+	if n.tls != nil {
+		n.httpServer.TLSConfig = n.tls.httpConfig()
+		serve = func(ln net.Listener) error { return n.httpServer.ServeTLS(ln, "", "") }
+		n.spawn(n.watchTLS)
+	}
 	n.spawn(func() {
-		if err := n.httpServer.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "err", err)
 		}
 	})

@@ -2,6 +2,7 @@ package testcluster
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -27,6 +28,12 @@ func NewClient(addr string) *Client {
 		Base: "http://" + addr,
 		HTTP: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
 	}
+}
+
+// UseTLS switches the client to HTTPS with (a copy of) cfg.
+func (c *Client) UseTLS(cfg *tls.Config) {
+	c.Base = "https://" + strings.TrimPrefix(c.Base, "http://")
+	c.HTTP.Transport = &http.Transport{MaxIdleConnsPerHost: 16, TLSClientConfig: cfg.Clone(), ForceAttemptHTTP2: true}
 }
 
 // FileMetadata is the /files/v1 file shape.

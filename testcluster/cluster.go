@@ -2,6 +2,7 @@ package testcluster
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
@@ -26,6 +27,9 @@ type Options struct {
 	MaxFileSize      int64            // default 8 MiB
 	// Configure adjusts node i's configuration before it starts (first start and restarts).
 	Configure func(i int, cfg *node.Config)
+	// ClientTLS makes the test clients speak HTTPS with this configuration (for nodes configured
+	// with TLS); nil: plain HTTP.
+	ClientTLS *tls.Config
 }
 
 // Cluster is an N-node cairn cluster in this process, on loopback, with temp data dirs and tight
@@ -341,7 +345,11 @@ func (c *Cluster) startNew(i int, seeds []string) (*node.Node, error) {
 	c.mu.Lock()
 	c.configs = append(c.configs, cfg)
 	c.nodes = append(c.nodes, n)
-	c.clients = append(c.clients, NewClient(n.HTTPAddr()))
+	cl := NewClient(n.HTTPAddr())
+	if c.opts.ClientTLS != nil {
+		cl.UseTLS(c.opts.ClientTLS)
+	}
+	c.clients = append(c.clients, cl)
 	c.mu.Unlock()
 	return n, nil
 }

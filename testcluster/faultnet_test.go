@@ -381,7 +381,7 @@ func TestFaultNetPartitionsRaft(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := cluster.NewMux(ln, fnTestSecret, slog.New(slog.DiscardHandler))
+		m := cluster.NewMux(ln, cluster.Security{Secret: fnTestSecret}, slog.New(slog.DiscardHandler))
 		served := make(chan error, 1)
 		go func() { served <- m.Serve() }()
 		t.Cleanup(func() {
@@ -390,7 +390,7 @@ func TestFaultNetPartitionsRaft(t *testing.T) {
 				t.Errorf("mux serve: %v", err)
 			}
 		})
-		layers[name] = cluster.NewRaftLayer(m.Listener(cluster.ConnRaft), nil, f.Node(name), fnTestSecret)
+		layers[name] = cluster.NewRaftLayer(m.Listener(cluster.ConnRaft), nil, f.Node(name), cluster.Security{Secret: fnTestSecret})
 		servers = append(servers, raft.Server{ID: raft.ServerID(name), Address: raft.ServerAddress(ln.Addr().String())})
 	}
 	rafts := make(map[string]*raft.Raft)

@@ -62,6 +62,7 @@ func newAgentFlags(fs *flag.FlagSet) *agentFlags {
 	fs.BoolVar(&c.EnableDebug, "enable-debug", c.EnableDebug, "serve /debug/pprof (to keys with MANAGE_CLUSTER)")
 	fs.StringVar(&a.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&a.logJSON, "log-json", false, "log JSON lines instead of text")
+	addAgentTLSFlags(fs, &c.TLS) // tls.go
 	return a
 }
 
@@ -100,10 +101,12 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	warnUnencrypted(logger, a.cfg.TLS) // tls.go
 	n, err := node.New(a.cfg)
 	if err != nil {
 		return err
 	}
+	defer reloadTLSOnSIGHUP(n)() // tls.go
 	<-ctx.Done()
 	logger.Info("signal received, shutting down gracefully; a second signal skips the drain", "drain", a.cfg.DrainDelay)
 	done := make(chan struct{})

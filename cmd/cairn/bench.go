@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -54,6 +55,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	serve := fs.Bool("serve-cluster", false, "internal: run the bench cluster and a file server in this process, for a parent cairn bench")
 	serveSizes := fs.String("serve-sizes", "", "internal: file sizes the file server offers")
 	maxFileSize := fs.Int64("max-file-size", 0, "internal: the bench cluster's --max-file-size")
+	clientTLS := addClientTLSFlags(fs) // httpclient.go: for https:// addresses
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -80,7 +82,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			target.endpoints = append(target.endpoints, normalizeBenchAddr(a))
 		}
 		target.key = *key
-		target.cpu = scrapeServerCPU(target.endpoints)
+		if target.tls, err = clientTLS.tlsConfig(); err != nil {
+			return err
+		}
+		target.cpu = scrapeServerCPU(target.endpoints, target.tls)
 		if *cpuProfile != "" {
 			return errors.New("--cpuprofile profiles the bench cluster; with --addr use the nodes' own profiling")
 		}
@@ -110,7 +115,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ceil.print(stdout)
 	}
 
-	b := &benchRunner{target: target, client: &http.Client{Timeout: 60 * time.Second}}
+	b := &benchRunner{target: target, client: &http.Client{Timeout: 60 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: target.tls.Clone()}}}
 	if err := b.prepare(ctx, workloads); err != nil {
 		return err
 	}
@@ -244,7 +250,8 @@ func loadAverage() string {
 type benchTarget struct {
 	endpoints  []string
 	key        string
-	fileServer string // base URL of the trivial file server (child mode only)
+	tls        *tls.Config // for https:// endpoints (--ca-cert, --client-cert)
+	fileServer string      // base URL of the trivial file server (child mode only)
 	// cpu returns the servers' CPU seconds so far, or false when it cannot tell.
 	cpu func() (float64, bool)
 	// resetPeak resets the servers' peak resident set and returns the resident set now; peakRSS
@@ -522,12 +529,12 @@ func (b *benchRunner) one(ctx context.Context, c **benchConn, endpoint string, w
 			path = "/files/v1/" + files[client%len(files)] + "/file"
 		}
 		req := "GET " + path + " HTTP/1.1\r\nHost: cairn\r\n\r\n"
-		return benchDo(ctx, c, endpoint, []byte(req), nil, http.StatusOK, w.size, nil)
+		return benchDo(ctx, c, endpoint, b.target.tls, []byte(req), nil, http.StatusOK, w.size, nil)
 	default:
 		body := fmt.Sprintf(`{"ephemeral":%t}`, w.kind == "token-ephemeral")
 		req := "POST /api/v2/Files/" + b.fileID + "/Token HTTP/1.1\r\nHost: cairn\r\nX-API-KEY: " + b.target.key +
 			"\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
-		return benchDo(ctx, c, endpoint, []byte(req), nil, http.StatusCreated, -1, nil)
+		return benchDo(ctx, c, endpoint, b.target.tls, []byte(req), nil, http.StatusCreated, -1, nil)
 	}
 }
 
@@ -537,7 +544,7 @@ func (b *benchRunner) put(ctx context.Context, c **benchConn, endpoint string, s
 	hdr := "POST /files/v1/ HTTP/1.1\r\nHost: cairn\r\nAuthorization: Bearer " + b.target.key +
 		"\r\nContent-Type: " + body.contentType + "\r\nContent-Length: " + strconv.Itoa(len(body.body)) + "\r\n\r\n"
 	var token string
-	status, sample, err := benchDo(ctx, c, endpoint, []byte(hdr), body.body, http.StatusOK, -1, func(b []byte) error {
+	status, sample, err := benchDo(ctx, c, endpoint, b.target.tls, []byte(hdr), body.body, http.StatusOK, -1, func(b []byte) error {
 		var out struct {
 			Tokens []struct {
 				Token string `json:"token"`
@@ -560,15 +567,15 @@ type benchConn struct {
 	br   *bufio.Reader
 }
 
-// benchDo sends one request on *c (dialling first when needed) and reads the answer. A status
+// benchDo sends one request on *c (dialling first when needed, with TLS for an https:// endpoint)
+// and reads the answer. A status
 // other than want is an error with a sample of the body. With wantLen >= 0 the body must be that
 // long; decode (may be nil) sees the body of a successful answer. A failed connection is dropped
 // and redialled on the next call.
-func benchDo(ctx context.Context, c **benchConn, endpoint string, head, body []byte, want int, wantLen int64,
+func benchDo(ctx context.Context, c **benchConn, endpoint string, tlsConfig *tls.Config, head, body []byte, want int, wantLen int64,
 	decode func([]byte) error) (status int, sample string, err error) {
 	if *c == nil {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", strings.TrimPrefix(endpoint, "http://"))
+		conn, err := benchDial(ctx, endpoint, tlsConfig)
 		if err != nil {
 			return 0, "", err
 		}
@@ -616,6 +623,21 @@ func benchDo(ctx context.Context, c **benchConn, endpoint string, head, body []b
 		return 0, "", fmt.Errorf("body of %d bytes, want %d", n, wantLen)
 	}
 	return resp.StatusCode, "", nil
+}
+
+// benchDial opens one connection to endpoint: TCP for http://, TLS speaking HTTP/1.1 for https://.
+func benchDial(ctx context.Context, endpoint string, tlsConfig *tls.Config) (net.Conn, error) {
+	if host, ok := strings.CutPrefix(endpoint, "https://"); ok {
+		cfg := tlsConfig.Clone()
+		if cfg == nil {
+			cfg = &tls.Config{}
+		}
+		cfg.NextProtos = []string{"http/1.1"}
+		d := tls.Dialer{Config: cfg}
+		return d.DialContext(ctx, "tcp", host)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", strings.TrimPrefix(endpoint, "http://"))
 }
 
 // benchUpload stores a small file through /api/v2 and returns its id.
@@ -781,8 +803,8 @@ func procStatus(pid int, field string) int64 {
 
 // scrapeServerCPU sums process_cpu_seconds_total over the nodes' /metrics, counting a process
 // once when several nodes share it (cairn dev), told apart by process_start_time_seconds.
-func scrapeServerCPU(endpoints []string) func() (float64, bool) {
-	client := &http.Client{Timeout: 5 * time.Second}
+func scrapeServerCPU(endpoints []string, tlsConfig *tls.Config) func() (float64, bool) {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig.Clone()}}
 	return func() (float64, bool) {
 		perProcess := map[string]float64{}
 		for _, e := range endpoints {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -30,6 +31,7 @@ const (
 type clientFlags struct {
 	addr string
 	key  string
+	tls  *clientTLSFlags // httpclient.go: --ca-cert, --client-cert, --client-key
 }
 
 // addClientFlags adds --addr and, when keyUsage is not empty, --key (CAIRN_ADDR, CAIRN_KEY) to fs.
@@ -39,6 +41,7 @@ func addClientFlags(fs *flag.FlagSet, keyUsage string) *clientFlags {
 	if keyUsage != "" {
 		fs.StringVar(&f.key, "key", "", keyUsage)
 	}
+	f.tls = addClientTLSFlags(fs)
 	return f
 }
 
@@ -48,13 +51,19 @@ func (f *clientFlags) client() (*apiClient, error) {
 	if err != nil {
 		return nil, usageError{"cairn", err.Error(), false}
 	}
-	return &apiClient{base: base, key: f.key, http: newHTTPClient()}, nil
+	tlsConfig, err := f.tls.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	return &apiClient{base: base, key: f.key, http: newHTTPClient(tlsConfig)}, nil
 }
 
 // newHTTPClient is the one place the CLI builds its HTTP client. Timeouts bound connecting and
 // waiting for an answer's headers, never a transfer (a download of a large file may take hours).
-func newHTTPClient() *http.Client {
+// tlsConfig is for https:// nodes (nil: the system's roots, no client certificate).
+func newHTTPClient(tlsConfig *tls.Config) *http.Client {
 	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig:       tlsConfig,
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   10 * time.Second,

@@ -35,6 +35,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	anonymous := fs.Bool("allow-anonymous-upload", defaults.AllowAnonymousUpload, "accept uploads without an API key")
 	enableDebug := fs.Bool("enable-debug", defaults.EnableDebug, "serve /debug/pprof (to keys with MANAGE_CLUSTER)")
+	useTLS := fs.Bool("tls", false, "generate a CA and certificates in the temp dir: HTTPS, and mutual TLS between the nodes")
 	size := defaults.MaxFileSize
 	sizeVar(fs, &size, "max-file-size", "largest accepted upload")
 	if _, err := cmd.parse(args, 0); err != nil {
@@ -58,10 +59,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer os.RemoveAll(dir)
 	}
 
-	nodes, stopAll, err := startDevCluster(devClusterConfig{
+	dc := devClusterConfig{
 		host: *host, basePort: *basePort, dir: dir, rootKey: *rootKey, anonymous: *anonymous,
 		maxFileSize: size, enableDebug: *enableDebug, logger: logger,
-	})
+	}
+	if *useTLS {
+		if dc.tls, err = makeDevTLS(dir); err != nil { // dev_tls.go
+			return err
+		}
+	}
+	nodes, stopAll, err := startDevCluster(dc)
 	if err != nil {
 		return err
 	}
@@ -71,23 +78,30 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	fmt.Fprintln(stdout, "\ncairn dev cluster is ready.")
+	scheme := dc.scheme()
 	for _, n := range nodes {
-		fmt.Fprintf(stdout, "  %-5s http://%s\n", n.ID(), n.HTTPAddr())
+		fmt.Fprintf(stdout, "  %-5s %s://%s\n", n.ID(), scheme, n.HTTPAddr())
 	}
-	first := "http://" + nodes[0].HTTPAddr()
+	first, second := scheme+"://"+nodes[0].HTTPAddr(), scheme+"://"+nodes[1].HTTPAddr()
 	fmt.Fprintf(stdout, "\nRoot API key: %s\n", *rootKey)
+	curl, caEnv := "curl -s", ""
+	if dc.tls != nil {
+		fmt.Fprintf(stdout, "CA certificate: %s\nClient certificate: %s (key %s)\n", dc.tls.caFile, dc.tls.clientCert, dc.tls.clientKey)
+		curl = "curl -s --cacert " + dc.tls.caFile
+		caEnv = " CAIRN_CACERT=" + dc.tls.caFile
+	}
 	fmt.Fprintf(stdout, `
 Try it:
-  export CAIRN_KEY=%s CAIRN_ADDR=%s
+  export CAIRN_KEY=%s CAIRN_ADDR=%s%s
   echo 'hello, cairn' > hello.txt
   TOKEN=$(cairn put hello.txt)                         # upload; prints the full token
   cairn get $TOKEN -o - --addr %s              # read it through another node
   # or with curl:
-  curl -s -H "Authorization: Bearer $CAIRN_KEY" -F name=hello.txt -F file=@hello.txt %s/files/v1/
-  curl -s http://%s/files/v1/$TOKEN/file
+  %s -H "Authorization: Bearer $CAIRN_KEY" -F name=hello.txt -F file=@hello.txt %s/files/v1/
+  %s %s/files/v1/$TOKEN/file
 
 Press Ctrl-C to stop.
-`, *rootKey, nodes[0].HTTPAddr(), nodes[1].HTTPAddr(), first, nodes[1].HTTPAddr())
+`, *rootKey, first, caEnv, second, curl, first, curl, second)
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "\ncairn dev: stopping")
 	return stopAll()
@@ -130,6 +144,7 @@ type devClusterConfig struct {
 	maxFileSize int64
 	enableDebug bool
 	logger      *slog.Logger
+	tls         *devTLS // dev_tls.go; nil: plain HTTP and TCP
 }
 
 // startDevCluster starts devNodes nodes in this process. stop shuts them all down gracefully.
@@ -181,6 +196,9 @@ func startDevCluster(dc devClusterConfig) (nodes []*node.Node, stop func() error
 		cfg.RejoinInterval = 2 * time.Second
 		cfg.ReconcileInterval = time.Second
 		cfg.Logger = dc.logger
+		if dc.tls != nil {
+			cfg.TLS = dc.tls.nodeConfig()
+		}
 		cfg.Version = version
 		n, err := node.New(cfg)
 		if err != nil {

@@ -582,3 +582,35 @@ func requireTool(t *testing.T, name, debianPackage string) string {
 	t.Skipf("%s is missing (apt-get install %s): %v", name, debianPackage, err)
 	return ""
 }
+
+// requireLoopbackAliases skips the test unless every ip (127.0.0.2, …) can be bound here.
+func requireLoopbackAliases(t *testing.T, ips []string) {
+	t.Helper()
+	for _, ip := range ips {
+		l, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Skipf("cannot bind %s (loopback aliases beyond 127.0.0.1 are not routed here): %v", ip, err)
+		}
+		l.Close()
+	}
+}
+
+// waitLeader waits until one of the nodes at urls says it leads, and returns its index.
+func waitLeader(t *testing.T, c *http.Client, timeout time.Duration, urls []string) int {
+	t.Helper()
+	leader := -1
+	testutil.WaitForNil(t, timeout, "a leader", func() error {
+		for i, u := range urls {
+			st, err := getStatus(c, u)
+			if err != nil {
+				return err
+			}
+			if st.LeaderID == st.NodeID {
+				leader = i
+				return nil
+			}
+		}
+		return errors.New("no node says it leads")
+	})
+	return leader
+}

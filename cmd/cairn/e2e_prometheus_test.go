@@ -109,20 +109,7 @@ func TestE2EPrometheus(t *testing.T) {
 	waitReady(t, c, 20*time.Second, urls...)
 	t.Logf("3 agents ready after %s", time.Since(start).Round(time.Millisecond))
 
-	leader := -1
-	testutil.WaitForNil(t, 10*time.Second, "a leader", func() error {
-		for i, u := range urls {
-			st, err := getStatus(c, u)
-			if err != nil {
-				return err
-			}
-			if st.LeaderID == st.NodeID {
-				leader = i
-				return nil
-			}
-		}
-		return fmt.Errorf("no node says it leads")
-	})
+	leader := waitLeader(t, c, 10*time.Second, urls)
 	// Traffic, so that the request, upload and download series exist.
 	data := randomBytes(t, 100<<10)
 	token := upload(t, c, urls[0], cl.rootKey, "metrics.bin", data)

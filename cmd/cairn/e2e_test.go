@@ -162,13 +162,7 @@ func TestE2EDev(t *testing.T) {
 func TestE2EAgentCrashRestartAndGracefulStop(t *testing.T) {
 	skipShort(t)
 	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
-	for _, ip := range ips {
-		l, err := net.Listen("tcp", ip+":0")
-		if err != nil {
-			t.Skipf("cannot bind %s (loopback aliases beyond 127.0.0.1 are not routed here): %v", ip, err)
-		}
-		l.Close()
-	}
+	requireLoopbackAliases(t, ips)
 	ports := freePorts(t, ips, 3)
 	var specs []agentSpec
 	for i, ip := range ips {

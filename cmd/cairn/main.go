@@ -38,10 +38,15 @@ Usage:
   cairn snapshot save|inspect|restore FILE
                                back up, check or restore the metadata (needs MANAGE_CLUSTER)
   cairn bench [flags]          measure file PUT/GET and token workloads against the machine's ceilings
+  cairn tls ca create | cert create --server|--client
+                               make a cluster CA and node or client certificates (PEM)
+  cairn keyring list|install|use|remove|generate
+                               rotate the gossip encryption key on every member (needs MANAGE_CLUSTER)
   cairn version                print the version
 
 Run 'cairn <command> -h' for a command's flags. Client commands take --addr (default ` + defaultAddr() + `)
-and --key, also as CAIRN_ADDR and CAIRN_KEY. Exit codes: 0 ok, 1 failure, 2 usage, 3 denied,
+and --key, also as CAIRN_ADDR and CAIRN_KEY, and for https:// nodes --ca-cert (CAIRN_CACERT),
+--client-cert and --client-key. Exit codes: 0 ok, 1 failure, 2 usage, 3 denied,
 4 not found or invalid token, 5 request rejected, 6 cluster unavailable (retry later).
 `
 
@@ -113,6 +118,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runDebug(ctx, rest, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
+	case "tls":
+		return runTLS(rest, stdout, stderr) // tls.go
+	case "keyring":
+		return runKeyring(ctx, rest, stdout, stderr) // keyring.go
 	case "snapshot":
 		return runSnapshot(ctx, rest, stdout, stderr) // snapshot.go
 	case "version", "--version", "-version":
