@@ -47,9 +47,9 @@ type Consensus struct {
 	// off from the quorum fails fast with "unavailable" instead of holding every request until its
 	// deadline. Set it before use.
 	LeaderWait time.Duration
-	// LocalLogErr, when set, reports a failing local Raft log (RaftNode.LogWriteErr). A proposal
-	// made while the local log is out of space fails at once with ErrLogStoreFull: this node could
-	// never apply it, so waiting for it would only end in a timeout.
+	// LocalLogErr, when set, reports a failing local Raft log (RaftNode.LogWriteErr). A proposal or
+	// read index made while the local log is out of space fails at once with ErrLogStoreFull: this
+	// node could not apply up to the index it waits for, so waiting would only end in a timeout.
 	LocalLogErr func() error
 
 	// readyTerm is the term in which this node, as leader, has committed a barrier; only then can its
@@ -110,10 +110,8 @@ func (c *Consensus) Propose(ctx context.Context, cmd []byte) (uint64, error) {
 		ctx, cancel = context.WithTimeout(ctx, DefaultProposeTimeout)
 		defer cancel()
 	}
-	if c.LocalLogErr != nil {
-		if err := c.LocalLogErr(); errors.Is(err, ErrLogStoreFull) {
-			return 0, fmt.Errorf("propose: %w", err)
-		}
+	if err := c.localLogFull(); err != nil {
+		return 0, fmt.Errorf("propose: %w", err)
 	}
 	begin := time.Now()
 	var lastErr error
@@ -133,6 +131,17 @@ func (c *Consensus) Propose(ctx context.Context, cmd []byte) (uint64, error) {
 			return 0, fmt.Errorf("propose: %w (last error: %w)", werr, lastErr)
 		}
 	}
+}
+
+// localLogFull is the local log's out-of-space error, or nil.
+func (c *Consensus) localLogFull() error {
+	if c.LocalLogErr == nil {
+		return nil
+	}
+	if err := c.LocalLogErr(); errors.Is(err, ErrLogStoreFull) {
+		return err
+	}
+	return nil
 }
 
 // proposeOnce returns (index, command result, transport error).
@@ -213,6 +222,9 @@ func (c *Consensus) ReadIndex(ctx context.Context) error {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultReadIndexTimeout)
 		defer cancel()
+	}
+	if err := c.localLogFull(); err != nil {
+		return fmt.Errorf("read index: %w", err)
 	}
 	begin := time.Now()
 	for attempt := 0; ; attempt++ {
