@@ -3,10 +3,12 @@ package main
 // Helpers of the readiness, start-up and load-balancer end-to-end tests.
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"os"
 	"strconv"
@@ -123,4 +125,15 @@ func servesAtOnce(t *testing.T, c *http.Client, base, key string, files map[stri
 			t.Errorf("upload %d through %s right after it became ready: status %d, err %v: %s", i, base, status, err, tail(string(body), 300))
 		}
 	}
+}
+
+// multipartWriter writes an upload body as the SDK sends it (a name part, then the file part)
+// into body and returns its Content-Type.
+func multipartWriter(body *bytes.Buffer, name string, data []byte) string {
+	mw := multipart.NewWriter(body)
+	_ = mw.WriteField("name", name)
+	fw, _ := mw.CreateFormFile("file", name)
+	_, _ = fw.Write(data)
+	_ = mw.Close()
+	return mw.FormDataContentType()
 }
