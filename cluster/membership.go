@@ -29,6 +29,10 @@ type NodeMeta struct {
 	Leaving bool `json:"l,omitempty"`
 	// Full is set while the node's free space is under its reserve: it takes no new shards.
 	Full bool `json:"x,omitempty"`
+	// ProtocolMin and ProtocolMax are the fsm protocol versions the node speaks (see Protocols and
+	// ProtocolGate). Builds from before they existed leave them out and speak protocol 1 only.
+	ProtocolMin int `json:"pn,omitempty"`
+	ProtocolMax int `json:"px,omitempty"`
 }
 
 // Member states as cairn reports them. memberlist does not report suspicion to its delegates, so
@@ -88,6 +92,9 @@ type Membership struct {
 	transport *GossipTransport
 	localAddr string
 	log       *slog.Logger
+	// badPackets counts (and rate-limits the log lines of) packets memberlist could not decrypt
+	// or decode.
+	badPackets badPacketLog
 
 	mu          sync.Mutex
 	members     map[string]Member
@@ -99,6 +106,9 @@ type Membership struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
+
+// BadPackets is how many packets or streams memberlist refused as undecryptable or malformed.
+func (m *Membership) BadPackets() uint64 { return m.badPackets.Total() }
 
 // NewMembership starts memberlist. Call Start to join the seeds.
 func NewMembership(cfg MembershipConfig) (*Membership, error) {
@@ -130,7 +140,7 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 	mc.Delegate = metaDelegate{m}
 	mc.Events = eventDelegate{m}
 	mc.SecretKey = cfg.SecretKey
-	mc.Logger = newStdLogger(cfg.Logger.With("component", "memberlist"))
+	mc.Logger = newStdLogger(cfg.Logger.With("component", "memberlist"), &m.badPackets)
 	t := cfg.Timings
 	setIf(&mc.ProbeInterval, t.ProbeInterval)
 	setIf(&mc.ProbeTimeout, t.ProbeTimeout)

@@ -38,12 +38,16 @@ type FileListing struct {
 	Tokens []TokenInfo
 }
 
+// Authorize is nil when p is an authenticated principal holding perm; otherwise
+// ErrUnauthenticated, or a MissingPermissionError (which is ErrPermissionDenied) naming perm.
+func (s *Service) Authorize(p Principal, perm string) error { return s.require(p, perm) }
+
 func (s *Service) require(p Principal, perm string) error {
 	if p.ID == "" || p.Anonymous {
 		return ErrUnauthenticated
 	}
 	if !p.Has(perm) {
-		return ErrPermissionDenied
+		return &MissingPermissionError{Permission: perm}
 	}
 	return nil
 }

@@ -1,6 +1,9 @@
 package core
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors of the use cases. Front-ends map them to their own wire format, once, with
 // errors.Is.
@@ -35,3 +38,28 @@ var ErrInvalidInput = errors.New("invalid input")
 // ErrConflict refuses a change that would break an invariant of the current state (e.g. revoking
 // the last administrator key).
 var ErrConflict = errors.New("conflict")
+
+// MissingPermissionError is ErrPermissionDenied with the permission that was needed, so that a
+// front-end can name it (the permission names are public; nothing secret is in them).
+type MissingPermissionError struct {
+	Permission string
+}
+
+func (e *MissingPermissionError) Error() string {
+	return ErrPermissionDenied.Error() + ": " + e.Permission + " required"
+}
+
+// Is makes errors.Is(err, ErrPermissionDenied) hold.
+func (e *MissingPermissionError) Is(target error) bool { return target == ErrPermissionDenied }
+
+// FileTooLargeError is ErrFileTooLarge with the limit, so that the answer can state it.
+type FileTooLargeError struct {
+	Limit int64 // bytes
+}
+
+func (e *FileTooLargeError) Error() string {
+	return fmt.Sprintf("%s: the limit is %d bytes", ErrFileTooLarge, e.Limit)
+}
+
+// Is makes errors.Is(err, ErrFileTooLarge) hold.
+func (e *FileTooLargeError) Is(target error) bool { return target == ErrFileTooLarge }

@@ -70,9 +70,10 @@ func errUnexpected() *v2Error {
 }
 
 // errContentTooLarge is an upload over the cluster's maximum file size. The Connector has no code
-// for it (its runtime validates the content), so it is the runtime's validation failure.
-func errContentTooLarge() *v2Error {
-	return invalidProperty("file content exceeds the maximum file size")
+// for it (its runtime validates the content), so it is the runtime's validation failure; the
+// message states the limit.
+func errContentTooLarge(err error) *v2Error {
+	return invalidProperty("file content exceeds" + strings.TrimPrefix(tooLargeMessage(err), "the file exceeds"))
 }
 
 // v2ErrorFor is the one mapping from errors (core's sentinels, this package's request errors, the
@@ -87,7 +88,7 @@ func v2ErrorFor(err error, entity string) *v2Error {
 	case errors.As(err, &e):
 		return e
 	case errors.Is(err, core.ErrFileTooLarge), errors.As(err, &tooLarge):
-		return errContentTooLarge()
+		return errContentTooLarge(err)
 	case errors.As(err, &v1) && v1.status == http.StatusBadRequest:
 		// The multipart helpers shared with /files/v1 report malformed parts in its type; their
 		// messages are this package's fixed text.
@@ -101,6 +102,10 @@ func v2ErrorFor(err error, entity string) *v2Error {
 	case errors.Is(err, core.ErrUnauthenticated):
 		return &v2Error{http.StatusUnauthorized, codeUnauthorized, "Unauthorized."}
 	case errors.Is(err, core.ErrPermissionDenied):
+		var missing *core.MissingPermissionError
+		if errors.As(err, &missing) {
+			return &v2Error{http.StatusForbidden, codeNotOwnedByYou, "The API key lacks the permission " + missing.Permission + "."}
+		}
 		return &v2Error{http.StatusForbidden, codeNotOwnedByYou, "Only the owner of the File can perform this action."}
 	case errors.Is(err, core.ErrNotFound), errors.Is(err, core.ErrInvalidToken):
 		return &v2Error{http.StatusNotFound, codeRecordNotFound,

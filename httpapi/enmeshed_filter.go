@@ -106,7 +106,7 @@ func parseFileFilter(rawQuery string) (fileFilter, error) {
 		}
 		field, ok := filterFields[key]
 		if !ok {
-			return nil, invalidProperty("query must NOT have additional properties")
+			return nil, invalidProperty(unknownFilterMessage(key))
 		}
 		if n++; n > maxFilterConditions {
 			return nil, invalidProperty(fmt.Sprintf("query must NOT have more than %d conditions", maxFilterConditions))
@@ -209,4 +209,23 @@ func compares(op byte, result int) bool {
 	default:
 		return result == 0
 	}
+}
+
+// filterKeyShape is what a key must look like to be quoted back in an error: a client's key is its
+// own input, so only a short plain name is echoed, never arbitrary text.
+var filterKeyShape = regexp.MustCompile(`^[A-Za-z0-9_.\[\]-]{1,64}$`)
+
+// unknownFilterMessage is the Connector's additional-properties failure, naming the key and the
+// keys that exist.
+func unknownFilterMessage(key string) string {
+	known := make([]string, 0, len(filterFields))
+	for k := range filterFields {
+		known = append(known, k)
+	}
+	slices.Sort(known)
+	name := "an unknown key"
+	if filterKeyShape.MatchString(key) {
+		name = fmt.Sprintf("unknown key '%s'", key)
+	}
+	return fmt.Sprintf("query must NOT have additional properties: %s (known: %s)", name, strings.Join(known, ", "))
 }

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -64,11 +65,16 @@ func v1ErrorFor(err error) *v1Error {
 	case errors.Is(err, core.ErrLastFullToken):
 		return &v1Error{http.StatusForbidden, 2607, "TOKEN_NOT_DELETEABLE_EXCEPTION", "the last full token of a file cannot be deleted"}
 	case errors.Is(err, core.ErrFileTooLarge), errors.As(err, &tooLarge):
-		return &v1Error{http.StatusBadRequest, 2610, "FILE_TOO_LARGE_EXCEPTION", "the file exceeds the maximum file size"}
+		return &v1Error{http.StatusBadRequest, 2610, "FILE_TOO_LARGE_EXCEPTION", tooLargeMessage(err)}
 	case errors.Is(err, core.ErrUnauthenticated):
 		return &v1Error{http.StatusUnauthorized, 104, "USER_NOT_AUTHENTICATED_EXCEPTION", "a valid API key is required"}
 	case errors.Is(err, core.ErrPermissionDenied):
-		return &v1Error{http.StatusUnauthorized, 10, "NO_PERMISSION_EXCEPTION", "the principal lacks the required permission"}
+		msg := "the principal lacks the required permission"
+		var missing *core.MissingPermissionError
+		if errors.As(err, &missing) {
+			msg += " " + missing.Permission
+		}
+		return &v1Error{http.StatusUnauthorized, 10, "NO_PERMISSION_EXCEPTION", msg}
 	case errors.Is(err, core.ErrNotFound):
 		return errResourceUnknown()
 	case errors.Is(err, core.ErrInvalidInput):
@@ -96,3 +102,37 @@ func writeV1Error(w http.ResponseWriter, e *v1Error) {
 
 // notFound answers unknown routes and wrong methods on known ones: the reference service has no 405.
 func notFound(w http.ResponseWriter, _ *http.Request) { writeV1Error(w, errResourceUnknown()) }
+
+// tooLargeMessage states the limit an upload went over, for both front-ends: core reports it with
+// a core.FileTooLargeError, the body limit (the file limit plus the multipart overhead) with an
+// http.MaxBytesError.
+func tooLargeMessage(err error) string {
+	var (
+		fromCore *core.FileTooLargeError
+		fromBody *http.MaxBytesError
+		limit    int64
+	)
+	switch {
+	case errors.As(err, &fromCore):
+		limit = fromCore.Limit
+	case errors.As(err, &fromBody):
+		limit = fromBody.Limit - uploadOverhead
+	}
+	if limit <= 0 {
+		return "the file exceeds the maximum file size"
+	}
+	return fmt.Sprintf("the file exceeds the maximum file size of %s (%d bytes)", sizeText(limit), limit)
+}
+
+// sizeText renders n in the largest binary unit that divides it exactly: 8 MiB, 1536 KiB, 1000 B.
+func sizeText(n int64) string {
+	for _, u := range []struct {
+		unit string
+		mult int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n%u.mult == 0 {
+			return fmt.Sprintf("%d %s", n/u.mult, u.unit)
+		}
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -21,6 +21,7 @@ func (o *opsHandlers) routes() []route {
 		{"/readyz", "/readyz", map[string]http.HandlerFunc{http.MethodGet: o.readyz}},
 		{"/metrics", "/metrics", map[string]http.HandlerFunc{http.MethodGet: metrics.ServeHTTP}},
 		{"/v1/status", "/v1/status", map[string]http.HandlerFunc{http.MethodGet: o.status}},
+		{"/openapi.json", "/openapi.json", map[string]http.HandlerFunc{http.MethodGet: openAPIHandler()}}, // openapi.go
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -47,12 +48,18 @@ type Config struct {
 	// encryption). Empty: derived from RootKey, so nodes started with the same root key trust each
 	// other.
 	ClusterSecret string
+	// EnableDebug serves /debug/pprof on the HTTP port, to API keys with MANAGE_CLUSTER.
+	EnableDebug bool
 
 	BlockSize        int // data bytes per erasure block
 	BlocksPerSegment int // blocks per segment; a segment's shards share one placement
 	MaxVoters        int
 
-	RaftTimings       cluster.RaftTimings
+	RaftTimings cluster.RaftTimings
+	// RaftMultiplier scales Raft's heartbeat, election and leader-lease timeouts (RaftTimings, or
+	// hashicorp/raft's 1 s / 1 s / 500 ms defaults) together, like Consul's raft_multiplier. Higher
+	// keeps a CPU-starved leader in place; lower fails over faster. 1..10.
+	RaftMultiplier    int
 	GossipTimings     cluster.GossipTimings
 	RejoinInterval    time.Duration
 	ReconcileInterval time.Duration
@@ -97,6 +104,13 @@ type Config struct {
 	ServerStabilizationTime time.Duration
 	AutopilotInterval       time.Duration
 
+	// MaxConcurrentUploads caps the uploads this node receives at once (both APIs together); the
+	// next one answers 503 with Retry-After. Each upload holds a few erasure blocks of memory.
+	MaxConcurrentUploads int
+	// UploadIdleTimeout aborts an upload whose body sends nothing for this long; its shards are
+	// removed.
+	UploadIdleTimeout time.Duration
+
 	// LeaderWait is how long a request waits for a usable Raft leader before it fails with 503.
 	LeaderWait time.Duration
 	// SnapshotThreshold: Raft log entries between snapshots (0 = raft's default).
@@ -104,6 +118,10 @@ type Config struct {
 	TrailingLogs      uint64
 	// SnapshotInterval is how often Raft checks whether to snapshot (0 = raft's default, 2 min).
 	SnapshotInterval time.Duration
+
+	// Version and Revision label cairn_build_info (cmd/cairn passes its build's).
+	Version  string
+	Revision string
 
 	// Network opens every inter-node socket; nil means the operating system's.
 	Network  cluster.Network
@@ -120,6 +138,10 @@ const (
 	// DefaultDrainDelay covers HAProxy's default check (inter 2s, fall 3: 6 s) with room for a
 	// check in flight; raise it for slower checks (Kubernetes' default readiness probe needs 30 s).
 	DefaultDrainDelay = 10 * time.Second
+	// DefaultRaftMultiplier is --raft-multiplier's default (see docs/operations.md).
+	DefaultRaftMultiplier = 2
+	// DefaultMaxConcurrentUploads is the per-node upload cap (--max-concurrent-uploads).
+	DefaultMaxConcurrentUploads = 64
 )
 
 // DefaultConfig returns a configuration with every default filled in.
@@ -140,13 +162,17 @@ func DefaultConfig() Config {
 		DrainDelay:        DefaultDrainDelay,
 		// Followers learn a new commit index on the next append; raft's 50 ms default would add up
 		// to 50 ms to every write forwarded through a follower (which waits to apply its own write).
-		RaftTimings:    cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
-		LeaderWait:     5 * time.Second,
-		ExpiryInterval: 10 * time.Second,
-		RepairDelay:    10 * time.Minute,
-		MinFree:        256 << 20,
-		RepairRate:     64 << 20,
-		RepairInterval: 30 * time.Second,
+		RaftTimings: cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
+		LeaderWait:  5 * time.Second,
+		// Uploads: at 1 MiB blocks and 2+1, one upload holds about 10 MiB at most, so 64 bound a
+		// node's upload memory near 640 MiB; 30 s without a byte is a dead client, not a slow one.
+		MaxConcurrentUploads: DefaultMaxConcurrentUploads,
+		UploadIdleTimeout:    30 * time.Second,
+		ExpiryInterval:       10 * time.Second,
+		RepairDelay:          10 * time.Minute,
+		MinFree:              256 << 20,
+		RepairRate:           64 << 20,
+		RepairInterval:       30 * time.Second,
 		// Autopilot: Consul's health thresholds; dead servers go with the repair delay.
 		CleanupDeadServers:      true,
 		DeadServerCleanupAfter:  10 * time.Minute,
@@ -164,7 +190,9 @@ func DefaultConfig() Config {
 
 var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
-// Validate reports every configuration problem at once, in the flags' own words.
+// Validate reports every configuration problem at once, in the flags' own words and always in the
+// same order (the order of the checks below). The result is nil or an errors.Join of one error per
+// problem, so a caller can print them one per line (errors.Unwrap as interface{ Unwrap() []error }).
 func (c *Config) Validate() error {
 	var errs []error
 	if !nodeIDPattern.MatchString(c.NodeID) {
@@ -173,9 +201,12 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))
 	}
-	for name, addr := range map[string]string{"--http-addr": c.HTTPAddr, "--cluster-addr": c.ClusterAddr, "--gossip-addr": c.GossipAddr} {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			errs = append(errs, fmt.Errorf("%s %q: %w", name, addr, err))
+	// A slice, not a map: the problems come out in the same order every time.
+	for _, a := range []struct{ flag, addr string }{
+		{"--http-addr", c.HTTPAddr}, {"--cluster-addr", c.ClusterAddr}, {"--gossip-addr", c.GossipAddr},
+	} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", a.flag, a.addr, err))
 		}
 	}
 	if err := c.Erasure.Validate(); err != nil {
@@ -207,6 +238,12 @@ func (c *Config) Validate() error {
 	}
 	if c.WriteQuorum < 0 || (c.WriteQuorum > 0 && (c.WriteQuorum < c.Erasure.Data || c.WriteQuorum > c.Erasure.Total())) {
 		errs = append(errs, fmt.Errorf("--write-quorum must be between k=%d and k+m=%d", c.Erasure.Data, c.Erasure.Total()))
+	}
+	if c.RaftMultiplier < 1 || c.RaftMultiplier > 10 {
+		errs = append(errs, errors.New("--raft-multiplier must be between 1 and 10"))
+	}
+	if c.MaxConcurrentUploads < 0 || c.UploadIdleTimeout < 0 {
+		errs = append(errs, errors.New("--max-concurrent-uploads and --upload-idle-timeout must not be negative (0: no bound)"))
 	}
 	if c.MinFree < 0 {
 		errs = append(errs, errors.New("--min-free must not be negative"))
@@ -241,6 +278,13 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("--zone must be at most 64 characters"))
 	}
 	return errors.Join(errs...)
+}
+
+// raftTimings are the Raft timings with the multiplier applied.
+func (c *Config) raftTimings() cluster.RaftTimings {
+	t := c.RaftTimings
+	t.Multiplier = c.RaftMultiplier
+	return t
 }
 
 // derivedSecret derives a purpose-bound 32-byte key from the cluster secret.
@@ -285,4 +329,64 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q is too large", s)
 	}
 	return n * mult, nil
+}
+
+// FormatSize renders n in the largest binary unit that divides it exactly (8MiB, 1536KiB, 1000B),
+// so that ParseSize(FormatSize(n)) == n: flag defaults and printed configurations use it.
+func FormatSize(n int64) string {
+	if n == 0 {
+		return "0"
+	}
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10) + "B"
+}
+
+// secretConfigFields are the Config fields Redacted never shows.
+var secretConfigFields = map[string]bool{"RootKey": true, "ClusterSecret": true}
+
+// Redacted is the configuration as plain values for an operator to read (cairn debug, the debug
+// config route): every field but the runtime hooks (Network, Registry, Logger), durations and sizes
+// as text, and the secrets replaced by "<redacted>" when set. Fields added to Config show up
+// without a change here; a new secret must be added to secretConfigFields.
+func (c *Config) Redacted() map[string]any {
+	return redactedStruct(reflect.ValueOf(*c))
+}
+
+func redactedStruct(v reflect.Value) map[string]any {
+	out := map[string]any{}
+	t := v.Type()
+	for i := range t.NumField() {
+		f, fv := t.Field(i), v.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		switch fv.Kind() {
+		case reflect.Interface, reflect.Pointer, reflect.Func, reflect.Chan:
+			continue
+		}
+		switch {
+		case secretConfigFields[f.Name]:
+			if fv.String() != "" {
+				out[f.Name] = "<redacted>"
+			} else {
+				out[f.Name] = ""
+			}
+		case fv.Type() == reflect.TypeFor[time.Duration]():
+			out[f.Name] = time.Duration(fv.Int()).String()
+		case fv.Type().Implements(reflect.TypeFor[fmt.Stringer]()):
+			out[f.Name] = fv.Interface().(fmt.Stringer).String()
+		case fv.Kind() == reflect.Struct:
+			out[f.Name] = redactedStruct(fv)
+		default:
+			out[f.Name] = fv.Interface()
+		}
+	}
+	return out
 }

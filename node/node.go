@@ -36,6 +36,7 @@ type Node struct {
 	mux       *cluster.Mux
 	raft      *cluster.RaftNode
 	consensus *cluster.Consensus
+	protocol  *cluster.ProtocolGate // which commands the leader may propose (fsm/DESIGN.md)
 	members   *cluster.Membership
 	rpcServer *cluster.RPCServer
 	rpcClient *cluster.RPCClient
@@ -58,6 +59,7 @@ type Node struct {
 	announceNow  chan struct{}
 	bootstrapped atomic.Bool
 	freeBytes    atomic.Uint64
+	scrub        scrubProgress // node/metrics.go
 	stopping     atomic.Bool
 	draining     atomic.Bool   // shutdown requested: not ready, serving on for DrainDelay
 	drainNow     chan struct{} // closed by SkipDrain
@@ -137,7 +139,7 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	layer := cluster.NewRaftLayer(n.mux.Listener(cluster.ConnRaft), advAddr, cfg.Network, clusterSecret)
 	n.raft, err = cluster.StartRaft(cluster.RaftOptions{
-		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Layer: layer, FSM: n.fsm, Timings: cfg.RaftTimings,
+		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Layer: layer, FSM: n.fsm, Timings: cfg.raftTimings(),
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs, SnapshotInterval: cfg.SnapshotInterval,
 		Logger: log.With("component", "raft"),
 	})
@@ -147,19 +149,8 @@ func New(cfg Config) (_ *Node, err error) {
 	closers = append(closers, n.raft.Shutdown)
 	n.bootstrapped.Store(n.raft.HadState)
 
-	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecret, log.With("component", "rpc"))
-	closers = append(closers, func() error { n.rpcClient.Close(); return nil })
-	n.consensus = cluster.NewConsensus(cfg.NodeID, n.raft.Raft, n.fsm, n.rpcClient, log.With("component", "consensus"))
-	if cfg.LeaderWait > 0 {
-		n.consensus.LeaderWait = cfg.LeaderWait
-	}
-	n.consensus.LocalLogErr = n.raft.LogWriteErr
-	closers = append(closers, func() error { n.consensus.Close(); return nil })
-	n.rpcServer = cluster.NewRPCServer(n.local(), n.consensus.LeaderEndpoint(), log.With("component", "rpc"))
-	rpcLn := n.mux.Listener(cluster.ConnRPC)
-	n.spawn(func() { _ = n.rpcServer.Serve(rpcLn) })
-	closers = append(closers, func() error { return n.rpcServer.Shutdown(context.Background()) })
-
+	// Gossip starts before consensus, which needs it for the protocol gate; it joins nobody until
+	// Start below.
 	n.refreshFreeBytes()
 	n.members, err = cluster.NewMembership(cluster.MembershipConfig{
 		NodeID: cfg.NodeID, BindAddr: cfg.GossipAddr, AdvertiseAddr: cfg.AdvertiseGossip,
@@ -172,6 +163,25 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("listen --gossip-addr %s: %w", cfg.GossipAddr, err)
 	}
 	closers = append(closers, n.members.Shutdown)
+	n.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "cairn_gossip_bad_packets_total",
+		Help: "Gossip packets and streams refused as undecryptable or malformed (their log lines are rate-limited).",
+	}, func() float64 { return float64(n.members.BadPackets()) }))
+
+	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecret, log.With("component", "rpc"))
+	closers = append(closers, func() error { n.rpcClient.Close(); return nil })
+	n.consensus = cluster.NewConsensus(cfg.NodeID, n.raft.Raft, n.fsm, n.rpcClient, log.With("component", "consensus"))
+	if cfg.LeaderWait > 0 {
+		n.consensus.LeaderWait = cfg.LeaderWait
+	}
+	n.protocol = cluster.NewProtocolGate(cfg.NodeID, n.raft, n.members)
+	n.consensus.Gate = n.protocol
+	n.consensus.LocalLogErr = n.raft.LogWriteErr
+	closers = append(closers, func() error { n.consensus.Close(); return nil })
+	n.rpcServer = cluster.NewRPCServer(n.local(), n.consensus.LeaderEndpoint(), log.With("component", "rpc"))
+	rpcLn := n.mux.Listener(cluster.ConnRPC)
+	n.spawn(func() { _ = n.rpcServer.Serve(rpcLn) })
+	closers = append(closers, func() error { return n.rpcServer.Shutdown(context.Background()) })
 
 	metrics := core.NewMetrics(n.reg)
 	n.service = core.NewService(core.Config{
@@ -183,7 +193,9 @@ func New(cfg Config) (_ *Node, err error) {
 
 	handler, err := httpapi.New(httpapi.Config{
 		Files: n.service, Enmeshed: n.service, Admin: n.service, Ops: ops{n}, Registry: n.reg,
-		Logger: log.With("component", "http"),
+		Logger:               log.With("component", "http"),
+		MaxConcurrentUploads: cfg.MaxConcurrentUploads, UploadIdleTimeout: cfg.UploadIdleTimeout,
+		Debug: debugView{n}, EnablePprof: cfg.EnableDebug,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("http api: %w", err)
@@ -252,7 +264,8 @@ func (n *Node) meta() cluster.NodeMeta {
 		FreeBytes: n.freeBytes.Load(), AcceptsShards: !n.stopping.Load() && !n.draining.Load(),
 		Full:            int64(n.freeBytes.Load()) < n.cfg.MinFree,
 		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: n.bootstrapped.Load(),
-		Leaving: n.leaving.Load(),
+		Leaving:     n.leaving.Load(),
+		ProtocolMin: fsm.MinProtocolVersion, ProtocolMax: fsm.ProtocolVersion,
 	}
 }
 
@@ -348,6 +361,10 @@ func (n *Node) onLeader(ctx context.Context) {
 	}
 	n.log.Info("cluster initialised", "erasure", n.cfg.Erasure.String())
 }
+
+// ClusterProtocol is the newest fsm protocol version every Raft server speaks, as this node's
+// gossip view tells.
+func (n *Node) ClusterProtocol() int { return n.protocol.ClusterProtocol() }
 
 // ID is the node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }

@@ -77,6 +77,7 @@ func (n *Node) Status() core.Status {
 
 // registerMetrics exposes Raft state and shard storage on the node's registry.
 func (n *Node) registerMetrics() {
+	n.registerStateMetrics() // node/metrics.go
 	n.reg.MustRegister(raftStateCollector{n},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_raft_term", Help: "Current Raft term."},
 			func() float64 { return float64(n.raft.Raft.CurrentTerm()) }),
@@ -103,6 +104,7 @@ func (n *Node) registerMetrics() {
 			func() float64 { return float64(n.mux.RejectedConns()) }),
 		membersCollector{n},
 	)
+	n.registerShardStoreMetrics()
 }
 
 var membersDesc = prometheus.NewDesc("cairn_members",
@@ -160,3 +162,17 @@ func (n *Node) storageHealth() core.SegmentHealth {
 	}
 	return n.health
 }
+
+// debugView serves httpapi's debugging routes: the service's key checks and this node's
+// configuration, redacted.
+type debugView struct{ n *Node }
+
+func (d debugView) Authenticate(ctx context.Context, apiKey string) (core.Principal, error) {
+	return d.n.service.Authenticate(ctx, apiKey)
+}
+
+func (d debugView) Authorize(p core.Principal, perm string) error {
+	return d.n.service.Authorize(p, perm)
+}
+
+func (d debugView) Config() map[string]any { return d.n.cfg.Redacted() }

@@ -15,6 +15,7 @@ import (
 // real cluster (the rows that need a broken cluster are covered by the isolation test).
 func TestFilesV1ErrorTable(t *testing.T) {
 	c := New(t, Options{MaxFileSize: 50_000})
+	validateAgainstSpec(t, c)
 	_, plain := createKey(t, c, 0)
 	full, _ := mustUpload(t, c, 0, "a.txt", []byte("hello"))
 	read, resp, _ := c.Client(0).CreateToken(full, "read")
@@ -74,6 +75,7 @@ func TestFilesV1ErrorTable(t *testing.T) {
 // TestAdminListingWithRQL: the SDK's paging and a double-encoded RQL filter on a follower.
 func TestAdminListingWithRQL(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	for i := range 7 {
 		tag := "odd"
 		if i%2 == 0 {
@@ -133,6 +135,7 @@ func TestAdminListingWithRQL(t *testing.T) {
 // TestEnmeshedErrorTable drives the /api/v2 failure rows through a follower.
 func TestEnmeshedErrorTable(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	_, key := createKey(t, c, 0)
 	id := enmeshedUpload(t, c, 0, key, []byte("x"))
 	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
@@ -162,7 +165,7 @@ func TestEnmeshedErrorTable(t *testing.T) {
 			"error.runtime.validation.invalidPropertyValue", "fileId must match pattern FIL[A-Za-z0-9]{17}"},
 		{"malformed JSON", "POST", "/api/v2/Files/" + id + "/Token", `{"ephemeral":`, key, 400,
 			"error.connector.validation.invalidJsonInPayload", "The given payload is not a valid json object."},
-		{"unknown filter", "GET", "/api/v2/Files?color=red", "", key, 400, "", "query must NOT have additional properties"},
+		{"unknown filter", "GET", "/api/v2/Files?color=red", "", key, 400, "", "query must NOT have additional properties: unknown key 'color' (known: createdAt, createdBy, createdByDevice, description, expiresAt, filename, filesize, mimetype, tags, title)"},
 		{"wrong method", "PUT", "/api/v2/Files/" + id, "", key, 405, "error.connector.http.methodNotAllowed", ""},
 		{"unknown route", "GET", "/api/v2/Nothing", "", key, 404, "error.connector.http.routeDoesNotExist", ""},
 		{"ephemeral token is not at Tokens/{id}", "GET", "/api/v2/Tokens/TOK" + strings.Repeat("c", 17), "", key, 404, "error.runtime.recordNotFound", ""},

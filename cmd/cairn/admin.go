@@ -1,83 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"text/tabwriter"
-	"time"
 )
 
-// adminClient calls a node's administration routes with an API key.
-type adminClient struct {
-	addr string
-	key  string
-}
-
-// adminFlags adds --addr and --key (CAIRN_ADDR, CAIRN_KEY) to fs.
-func adminFlags(fs *flag.FlagSet) *adminClient {
-	c := &adminClient{}
-	fs.StringVar(&c.addr, "addr", "http://127.0.0.1:8081", "HTTP address of any node")
-	fs.StringVar(&c.key, "key", "", "API key with the needed permission (e.g. the root key)")
-	return c
-}
-
-// call sends a JSON request and decodes a JSON answer into out (when non-nil). A non-2xx answer
-// becomes an error quoting the API's message.
-func (c *adminClient) call(ctx context.Context, method, path string, body, out any) error {
-	if c.key == "" {
-		return errors.New("--key (or CAIRN_KEY) is required")
-	}
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.addr, "/")+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.key)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		var apiErr struct {
-			Code    int    `json:"code"`
-			Name    string `json:"name"`
-			Message string `json:"message"`
-		}
-		if json.Unmarshal(b, &apiErr) == nil && apiErr.Name != "" {
-			return fmt.Errorf("%s: %s (%s, code %d)", resp.Status, apiErr.Message, apiErr.Name, apiErr.Code)
-		}
-		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(b))
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
-}
+const adminKeyUsage = "API key with the needed permission (e.g. the root key)"
 
 type apiKeyOut struct {
 	ID          string   `json:"id"`
@@ -87,82 +20,113 @@ type apiKeyOut struct {
 	Key         string   `json:"key"`
 }
 
+const apiKeyGroupUsage = `Usage: cairn apikey create|list|revoke [flags]
+
+Manage API keys (needs a key with MANAGE_API_KEYS).
+
+  cairn apikey create --name N --permissions P1,P2   create a key; its secret is printed once
+  cairn apikey list                                  list the keys (never their secrets)
+  cairn apikey revoke ID                             revoke a key
+
+Run 'cairn apikey <subcommand> -h' for its flags.
+`
+
 // runAPIKey implements `cairn apikey create|list|revoke`.
 func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("usage: cairn apikey create|list|revoke [flags]")
-	}
-	sub, rest := args[0], args[1:]
-	fs := flag.NewFlagSet("cairn apikey "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	c := adminFlags(fs)
-	name := fs.String("name", "", "create: a label for the key")
-	perms := fs.String("permissions", "", "create: comma-separated permissions (VIEW_FILES, VIEW_FILE_SERVICE_SETTINGS, UPDATE_FILE_SERVICE_SETTINGS, MANAGE_API_KEYS, MANAGE_CLUSTER)")
-	if err := fs.Parse(rest); err != nil {
-		return err
-	}
-	if err := applyEnv(fs); err != nil {
-		return err
-	}
-	switch sub {
-	case "create":
-		var list []string
-		for _, p := range strings.Split(*perms, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				list = append(list, p)
+	return group("cairn apikey", apiKeyGroupUsage, args, stdout, stderr, map[string]func([]string) error{
+		"create": func(args []string) error {
+			cmd := newCommand("cairn apikey create", "", "Create an API key. Its secret is printed once and stored only as a hash.", stderr)
+			cf := addClientFlags(cmd.fs, adminKeyUsage)
+			name := cmd.fs.String("name", "", "a label for the key")
+			perms := cmd.fs.String("permissions", "", "comma-separated permissions (VIEW_FILES, VIEW_FILE_SERVICE_SETTINGS, UPDATE_FILE_SERVICE_SETTINGS, MANAGE_API_KEYS, MANAGE_CLUSTER)")
+			if _, err := cmd.parse(args, 0); err != nil {
+				return err
 			}
-		}
-		var out apiKeyOut
-		if err := c.call(ctx, http.MethodPost, "/v1/apikeys", map[string]any{"name": *name, "permissions": list}, &out); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "id:          %s\nname:        %s\npermissions: %s\nkey:         %s\n\nThe key is shown only now; store it safely.\n",
-			out.ID, out.Name, strings.Join(out.Permissions, ","), out.Key)
-		return nil
-	case "list":
-		var out struct {
-			Data []apiKeyOut `json:"data"`
-		}
-		if err := c.call(ctx, http.MethodGet, "/v1/apikeys", nil, &out); err != nil {
-			return err
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tPERMISSIONS\tCREATED")
-		for _, k := range out.Data {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.ID, dash(k.Name), strings.Join(k.Permissions, ","), k.CreatedAt)
-		}
-		return tw.Flush()
-	case "revoke":
-		if fs.NArg() != 1 {
-			return errors.New("usage: cairn apikey revoke [flags] <key id>")
-		}
-		if err := c.call(ctx, http.MethodDelete, "/v1/apikeys/"+url.PathEscape(fs.Arg(0)), nil, nil); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "revoked %s\n", fs.Arg(0))
-		return nil
-	default:
-		return fmt.Errorf("unknown apikey command %q (want create, list or revoke)", sub)
-	}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			list := []string{}
+			for _, p := range strings.Split(*perms, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					list = append(list, p)
+				}
+			}
+			var out apiKeyOut
+			if err := c.callJSON(ctx, http.MethodPost, "/v1/apikeys", true, map[string]any{"name": *name, "permissions": list}, &out); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "id:          %s\nname:        %s\npermissions: %s\nkey:         %s\n\nThe key is shown only now; store it safely.\n",
+				out.ID, out.Name, strings.Join(out.Permissions, ","), out.Key)
+			return nil
+		},
+		"list": func(args []string) error {
+			cmd := newCommand("cairn apikey list", "", "List the API keys: id, name, permissions, creation time (never the secrets).", stderr)
+			cf := addClientFlags(cmd.fs, adminKeyUsage)
+			if _, err := cmd.parse(args, 0); err != nil {
+				return err
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			var out struct {
+				Data []apiKeyOut `json:"data"`
+			}
+			if err := c.callJSON(ctx, http.MethodGet, "/v1/apikeys", true, nil, &out); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tPERMISSIONS\tCREATED")
+			for _, k := range out.Data {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.ID, dash(k.Name), strings.Join(k.Permissions, ","), k.CreatedAt)
+			}
+			return tw.Flush()
+		},
+		"revoke": func(args []string) error {
+			cmd := newCommand("cairn apikey revoke", "<key id>", "Revoke an API key: it stops working on every node at once.", stderr)
+			cf := addClientFlags(cmd.fs, adminKeyUsage)
+			pos, err := cmd.parse(args, 1)
+			if err != nil {
+				return err
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			if err := c.callJSON(ctx, http.MethodDelete, "/v1/apikeys/"+url.PathEscape(pos[0]), true, nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "revoked %s\n", pos[0])
+			return nil
+		},
+	})
 }
+
+const keysGroupUsage = `Usage: cairn keys rotate [flags]
+
+Rotate the signing key of ephemeral tokens (needs MANAGE_CLUSTER): every ephemeral token issued
+before stops working at once. Run 'cairn keys rotate -h' for its flags.
+`
 
 // runKeys implements `cairn keys rotate`: a new signing key for ephemeral tokens.
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "rotate" {
-		return errors.New("usage: cairn keys rotate [--addr URL] [--key KEY]")
-	}
-	fs := flag.NewFlagSet("cairn keys rotate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	c := adminFlags(fs)
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
-	}
-	if err := applyEnv(fs); err != nil {
-		return err
-	}
-	if err := c.call(ctx, http.MethodPost, "/v1/signing-key/rotate", nil, nil); err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, "signing key rotated: every ephemeral token issued before is now invalid")
-	return nil
+	return group("cairn keys", keysGroupUsage, args, stdout, stderr, map[string]func([]string) error{
+		"rotate": func(args []string) error {
+			cmd := newCommand("cairn keys rotate", "", "Rotate the ephemeral-token signing key (needs MANAGE_CLUSTER).", stderr)
+			cf := addClientFlags(cmd.fs, adminKeyUsage)
+			if _, err := cmd.parse(args, 0); err != nil {
+				return err
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			if err := c.callJSON(ctx, http.MethodPost, "/v1/signing-key/rotate", true, nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, "signing key rotated: every ephemeral token issued before is now invalid")
+			return nil
+		},
+	})
 }

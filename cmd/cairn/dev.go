@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,27 +23,25 @@ import (
 const devNodes = 3
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cairn dev", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	basePort := fs.Int("base-port", 8081, "HTTP port of the first node; the others follow (cluster ports at +100, gossip at +200)")
+	cmd := newCommand("cairn dev", "", "Run a ready 3-node cluster in this process, data in a temporary directory; print its endpoints and root key.", stderr)
+	fs := cmd.fs
+	defaults := node.DefaultConfig()
+	_, defaultPort, _ := net.SplitHostPort(defaults.HTTPAddr)
+	firstPort, _ := strconv.Atoi(defaultPort)
+	basePort := fs.Int("base-port", firstPort, "HTTP port of the first node; the others follow (cluster ports at +100, gossip at +200)")
 	host := fs.String("host", "127.0.0.1", "address to bind every port on")
 	rootKey := fs.String("root-key", "", "root API key (default: generated and printed)")
 	keep := fs.Bool("keep-data", false, "keep the temporary data directory on exit")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
-	anonymous := fs.Bool("allow-anonymous-upload", false, "accept uploads without an API key")
-	maxFileSize := fs.String("max-file-size", "8MiB", "largest accepted upload")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := applyEnv(fs); err != nil {
+	anonymous := fs.Bool("allow-anonymous-upload", defaults.AllowAnonymousUpload, "accept uploads without an API key")
+	enableDebug := fs.Bool("enable-debug", defaults.EnableDebug, "serve /debug/pprof (to keys with MANAGE_CLUSTER)")
+	size := defaults.MaxFileSize
+	sizeVar(fs, &size, "max-file-size", "largest accepted upload")
+	if _, err := cmd.parse(args, 0); err != nil {
 		return err
 	}
 	if *basePort < 1 || *basePort+200+devNodes > 65535 {
-		return errors.New("--base-port out of range")
-	}
-	size, err := node.ParseSize(*maxFileSize)
-	if err != nil {
-		return fmt.Errorf("--max-file-size: %w", err)
+		return cmd.usageErr("--base-port out of range")
 	}
 	logger, err := newLogger(stderr, *logLevel, false)
 	if err != nil {
@@ -62,7 +60,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	nodes, stopAll, err := startDevCluster(devClusterConfig{
 		host: *host, basePort: *basePort, dir: dir, rootKey: *rootKey, anonymous: *anonymous,
-		maxFileSize: size, logger: logger,
+		maxFileSize: size, enableDebug: *enableDebug, logger: logger,
 	})
 	if err != nil {
 		return err
@@ -80,14 +78,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "\nRoot API key: %s\n", *rootKey)
 	fmt.Fprintf(stdout, `
 Try it:
-  export CAIRN_KEY=%s
+  export CAIRN_KEY=%s CAIRN_ADDR=%s
   echo 'hello, cairn' > hello.txt
+  TOKEN=$(cairn put hello.txt)                         # upload; prints the full token
+  cairn get $TOKEN -o - --addr %s              # read it through another node
+  # or with curl:
   curl -s -H "Authorization: Bearer $CAIRN_KEY" -F name=hello.txt -F file=@hello.txt %s/files/v1/
-  # take "token" from the answer, then read it through another node:
-  curl -s http://%s/files/v1/<token>/file
+  curl -s http://%s/files/v1/$TOKEN/file
 
 Press Ctrl-C to stop.
-`, *rootKey, first, nodes[1].HTTPAddr())
+`, *rootKey, nodes[0].HTTPAddr(), nodes[1].HTTPAddr(), first, nodes[1].HTTPAddr())
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "\ncairn dev: stopping")
 	return stopAll()
@@ -128,6 +128,7 @@ type devClusterConfig struct {
 	rootKey     string
 	anonymous   bool
 	maxFileSize int64
+	enableDebug bool
 	logger      *slog.Logger
 }
 
@@ -173,8 +174,10 @@ func startDevCluster(dc devClusterConfig) (nodes []*node.Node, stop func() error
 		cfg.DrainDelay = 0 // no load balancer in front of a dev cluster
 		cfg.Erasure = erasure.Geometry{Data: 2, Parity: 1}
 		cfg.RootKey = dc.rootKey
+		cfg.Version, cfg.Revision = version, buildRevision()
 		cfg.AllowAnonymousUpload = dc.anonymous
 		cfg.MaxFileSize = dc.maxFileSize
+		cfg.EnableDebug = dc.enableDebug
 		cfg.RejoinInterval = 2 * time.Second
 		cfg.ReconcileInterval = time.Second
 		cfg.Logger = dc.logger

@@ -49,10 +49,7 @@ type lbEvent struct {
 
 func TestE2EHAProxy(t *testing.T) {
 	skipShort(t)
-	haproxyBin, err := exec.LookPath("haproxy")
-	if err != nil {
-		skipOrFailWithoutPrivilege(t, "haproxy is not installed (apt-get install haproxy): %v", err)
-	}
+	haproxyBin := requireTool(t, "haproxy", "haproxy")
 	// The drain must outlast HAProxy's detection (inter 1s, fall 2): 5 s leaves room on a loaded
 	// machine and keeps the test short; the default is 10 s.
 	cl := newLocalCluster(t, 3, false, "CAIRN_DRAIN_DELAY=5s")

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -120,6 +121,25 @@ func TestE2EDev(t *testing.T) {
 	data := randomBytes(t, 1<<20+12345) // two erasure blocks, the second partial
 	token := upload(t, c, urls[0], rootKey, "dev.bin", data)
 	expectFile(t, c, 10*time.Second, token, data, urls[1], urls[2])
+
+	// The file commands of the real binary, as the printed example runs them.
+	file := filepath.Join(tmp, "put.bin")
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	put := startCairn(t, "cairn put", []string{"CAIRN_KEY=" + rootKey, "CAIRN_ADDR=" + urls[0]}, "put", file, "--tag", "e2e")
+	if code := put.waitExit(t, 30*time.Second); code != 0 {
+		t.Fatalf("cairn put exited %d: %s", code, put.stderr.String())
+	}
+	putToken := strings.TrimSpace(put.stdout.String())
+	expectFile(t, c, 10*time.Second, putToken, data, urls[2])
+	get := startCairn(t, "cairn get", nil, "get", putToken, "-o", "-", "--addr", strings.TrimPrefix(urls[1], "http://"))
+	if code := get.waitExit(t, 30*time.Second); code != 0 || get.stdout.String() != string(data) {
+		t.Fatalf("cairn get exited %d with %d bytes: %s", code, len(get.stdout.String()), get.stderr.String())
+	}
+	if put.stderr.String() != "" || get.stderr.String() != "" {
+		t.Errorf("put or get wrote to a stderr that is not a terminal: %q %q", put.stderr.String(), get.stderr.String())
+	}
 
 	stopAt := time.Now()
 	p.signal(t, syscall.SIGINT)

@@ -2,45 +2,38 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 )
 
-const nodeUsage = "usage: cairn node remove <node id> [--addr URL] [--key KEY]"
+const nodeGroupUsage = `Usage: cairn node remove <node id> [flags]
+
+Decommission a node (needs MANAGE_CLUSTER): it leaves Raft for good and the leader rebuilds its
+shards elsewhere. Run 'cairn node remove -h' for its flags.
+`
 
 // runNode implements `cairn node remove <id>`: decommission a node (DELETE /v1/nodes/{id}, needs
-// MANAGE_CLUSTER). The id may come before or after the flags.
+// MANAGE_CLUSTER).
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "remove" {
-		return errors.New(nodeUsage)
-	}
-	rest := args[1:]
-	var id string
-	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		id, rest = rest[0], rest[1:]
-	}
-	fs := flag.NewFlagSet("cairn node remove", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	c := adminFlags(fs)
-	if err := fs.Parse(rest); err != nil {
-		return err
-	}
-	if err := applyEnv(fs); err != nil {
-		return err
-	}
-	if id == "" && fs.NArg() == 1 {
-		id = fs.Arg(0)
-	} else if fs.NArg() != 0 || id == "" {
-		return errors.New(nodeUsage)
-	}
-	if err := c.call(ctx, http.MethodDelete, "/v1/nodes/"+url.PathEscape(id), nil, nil); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "removed %s: it leaves Raft shortly and its shards are rebuilt elsewhere\n", id)
-	return nil
+	return group("cairn node", nodeGroupUsage, args, stdout, stderr, map[string]func([]string) error{
+		"remove": func(args []string) error {
+			cmd := newCommand("cairn node remove", "<node id>", "Decommission a node: out of Raft for good, its shards rebuilt elsewhere (needs MANAGE_CLUSTER).", stderr)
+			cf := addClientFlags(cmd.fs, adminKeyUsage)
+			pos, err := cmd.parse(args, 1)
+			if err != nil {
+				return err
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			if err := c.callJSON(ctx, http.MethodDelete, "/v1/nodes/"+url.PathEscape(pos[0]), true, nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "removed %s: it leaves Raft shortly and its shards are rebuilt elsewhere\n", pos[0])
+			return nil
+		},
+	})
 }

@@ -3,53 +3,43 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"text/tabwriter"
-	"time"
 
 	"github.com/cairn-dev/cairn/core"
 )
 
-func runStatus(ctx context.Context, args []string, stdout io.Writer, membersOnly bool) error {
-	fs := flag.NewFlagSet("cairn status", flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
-	addr := fs.String("addr", "http://127.0.0.1:8081", "HTTP address of any node")
-	asJSON := fs.Bool("json", false, "print the raw JSON")
-	if err := fs.Parse(args); err != nil {
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer, membersOnly bool) error {
+	name, summary := "cairn status", "Show a node's view of the cluster (GET /v1/status); --all shows every node's side by side."
+	if membersOnly {
+		name, summary = "cairn members", "List the cluster's members as a node sees them."
+	}
+	cmd := newCommand(name, "", summary, stderr)
+	cf := addClientFlags(cmd.fs, "")
+	asJSON := cmd.fs.Bool("json", false, "print the raw JSON")
+	all := false
+	if !membersOnly {
+		cmd.fs.BoolVar(&all, "all", false, "ask every member for its own view and show them side by side")
+	}
+	if _, err := cmd.parse(args, 0); err != nil {
 		return err
 	}
-	if err := applyEnv(fs); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *addr+"/v1/status", nil)
+	c, err := cf.client()
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	if all {
+		return runStatusAll(ctx, c, stdout, *asJSON)
+	}
+	st, body, err := fetchStatus(ctx, c)
 	if err != nil {
 		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s: %s", *addr, resp.Status, body)
 	}
 	if *asJSON {
 		_, err := stdout.Write(append(body, '\n'))
 		return err
-	}
-	var st core.Status
-	if err := json.Unmarshal(body, &st); err != nil {
-		return fmt.Errorf("decode status: %w", err)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	if !membersOnly {
@@ -93,4 +83,17 @@ func humanBytes(n uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// fetchStatus gets one node's /v1/status, decoded and raw.
+func fetchStatus(ctx context.Context, c *apiClient) (core.Status, []byte, error) {
+	var raw json.RawMessage
+	if err := c.callJSON(ctx, http.MethodGet, "/v1/status", false, nil, &raw); err != nil {
+		return core.Status{}, nil, err
+	}
+	var st core.Status
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return core.Status{}, nil, fmt.Errorf("decode status of %s: %w", c.base, err)
+	}
+	return st, raw, nil
 }
