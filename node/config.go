@@ -162,8 +162,9 @@ func DefaultConfig() Config {
 		DrainDelay:        DefaultDrainDelay,
 		// Followers learn a new commit index on the next append; raft's 50 ms default would add up
 		// to 50 ms to every write forwarded through a follower (which waits to apply its own write).
-		RaftTimings: cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
-		LeaderWait:  5 * time.Second,
+		RaftTimings:    cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
+		RaftMultiplier: DefaultRaftMultiplier,
+		LeaderWait:     5 * time.Second,
 		// Uploads: at 1 MiB blocks and 2+1, one upload holds about 10 MiB at most, so 64 bound a
 		// node's upload memory near 640 MiB; 30 s without a byte is a dead client, not a slow one.
 		MaxConcurrentUploads: DefaultMaxConcurrentUploads,
