@@ -119,9 +119,13 @@ type Config struct {
 	// SnapshotInterval is how often Raft checks whether to snapshot (0 = raft's default, 2 min).
 	SnapshotInterval time.Duration
 
-	// Version and Revision label cairn_build_info (cmd/cairn passes its build's).
+	// Version and Revision label cairn_build_info (cmd/cairn passes its build's). Version is also
+	// announced in gossip and /v1/status; empty announces nothing, as releases before v0.2 did.
 	Version  string
 	Revision string
+	// Recover replaces the Raft configuration with the one in DataDir/raft/peers.json before Raft
+	// starts (hashicorp/raft RecoverCluster): the way back from a permanently lost quorum.
+	Recover bool
 
 	// Network opens every inter-node socket; nil means the operating system's.
 	Network  cluster.Network
