@@ -50,9 +50,9 @@ type Consensus struct {
 	// Gate decides, on the leader, whether a command's type may enter the log yet (ProtocolGate);
 	// nil admits every type this build knows. Set it before use.
 	Gate CommandGate
-	// LocalLogErr, when set, reports a failing local Raft log (RaftNode.LogWriteErr). A proposal
-	// made while the local log is out of space fails at once with ErrLogStoreFull: this node could
-	// never apply it, so waiting for it would only end in a timeout.
+	// LocalLogErr, when set, reports a failing local Raft log (RaftNode.LogWriteErr). A proposal or
+	// read index made while the local log is out of space fails at once with ErrLogStoreFull: this
+	// node could not apply up to the index it waits for, so waiting would only end in a timeout.
 	LocalLogErr func() error
 
 	// readyTerm is the term in which this node, as leader, has committed a barrier; only then can its
@@ -119,10 +119,8 @@ func (c *Consensus) Propose(ctx context.Context, cmd []byte) (_ uint64, err erro
 		ctx, cancel = context.WithTimeout(ctx, DefaultProposeTimeout)
 		defer cancel()
 	}
-	if c.LocalLogErr != nil {
-		if err := c.LocalLogErr(); errors.Is(err, ErrLogStoreFull) {
-			return 0, fmt.Errorf("propose: %w", err)
-		}
+	if err := c.localLogFull(); err != nil {
+		return 0, fmt.Errorf("propose: %w", err)
 	}
 	caller := ctx
 	ctx, done := c.bounded(ctx)
@@ -147,6 +145,17 @@ func (c *Consensus) Propose(ctx context.Context, cmd []byte) (_ uint64, err erro
 			return 0, fmt.Errorf("propose: %w (last error: %w)", werr, lastErr)
 		}
 	}
+}
+
+// localLogFull is the local log's out-of-space error, or nil.
+func (c *Consensus) localLogFull() error {
+	if c.LocalLogErr == nil {
+		return nil
+	}
+	if err := c.LocalLogErr(); errors.Is(err, ErrLogStoreFull) {
+		return err
+	}
+	return nil
 }
 
 // waitBudget is how long one request may wait for a usable leader, across every proposal and read
@@ -309,6 +318,9 @@ func (c *Consensus) ReadIndex(ctx context.Context) (err error) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultReadIndexTimeout)
 		defer cancel()
+	}
+	if err := c.localLogFull(); err != nil {
+		return fmt.Errorf("read index: %w", err)
 	}
 	caller := ctx
 	ctx, done := c.bounded(ctx)

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -68,8 +70,11 @@ func (n *RaftNode) LogWriteErr() error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		return &LogWriteError{Since: since, Err: errors.Join(ErrLogStoreFull, err)}
+	// bbolt formats some I/O errors with %s (a failed file resize, for one), which drops the
+	// errno, so the message is checked too.
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
+		strings.Contains(err.Error(), syscall.ENOSPC.Error()) {
+		return &LogWriteError{Since: since, Err: fmt.Errorf("%w: %w", ErrLogStoreFull, err)}
 	}
 	return &LogWriteError{Since: since, Err: err}
 }

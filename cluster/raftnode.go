@@ -135,13 +135,29 @@ func StartRaft(opts RaftOptions) (*RaftNode, error) {
 		opts.Logger.Warn("raft configuration replaced from peers.json; every local log entry now counts as committed",
 			"servers", len(configuration.Servers))
 	}
-	r, err := raft.NewRaft(conf, opts.FSM, cache, store, snaps, transport)
+	r, err := raft.NewRaft(conf, opts.FSM, cache, store, snaps, noPipelineTransport{transport})
 	if err != nil {
 		transport.Close()
 		store.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	return &RaftNode{Raft: r, Transport: transport, store: store, HadState: hadState}, nil
+}
+
+// noPipelineTransport is the network transport without pipelined replication. hashicorp/raft's
+// pipeline can deadlock (v1.8.0, MaxRPCsInFlight 2, so its channels are unbuffered): when a
+// follower's answer ends pipelineDecode (a newer term, or a failed append), the send loop may pick
+// one more send, which parks on the pipeline's in-progress channel while the decoder parks on the
+// done channel nobody reads; pipeline.Close is deferred in that very loop. The leader then never
+// replicates to that follower again, and Raft's Shutdown waits forever (seen here as an agent
+// that hung on SIGTERM after losing leadership; Grafana Pyroscope hit the same and disabled the
+// pipeline too, grafana/pyroscope#5518). Without it, raft sends one AppendEntries at a time per
+// follower, batched up to MaxAppendEntries.
+type noPipelineTransport struct{ *raft.NetworkTransport }
+
+// AppendEntriesPipeline tells raft to use plain AppendEntries RPCs.
+func (noPipelineTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
 }
 
 // Shutdown stops Raft and closes its stores.

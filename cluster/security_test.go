@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn/pki"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // tlsTestCA makes a CA and returns it with its pool.
@@ -126,7 +128,7 @@ func TestClusterTLSRefusals(t *testing.T) {
 				conn.Close()
 				t.Fatal("DialCluster succeeded")
 			}
-			transportWaitFor(t, 10*time.Second, "refusal counted as "+tt.reason, func() bool { return m.Rejected(tt.reason) == 1 })
+			testutil.WaitFor(t, 10*time.Second, "refusal counted as "+tt.reason, func() bool { return m.Rejected(tt.reason) == 1 })
 			if n := m.RejectedConns(); n != 1 {
 				t.Fatalf("RejectedConns = %d, want 1", n)
 			}
@@ -187,7 +189,7 @@ func TestClusterTLSHandshakeDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	transportWaitFor(t, 10*time.Second, "silent peer refused", func() bool { return m.Rejected(RejectTLS) == 1 })
+	testutil.WaitFor(t, 10*time.Second, "silent peer refused", func() bool { return m.Rejected(RejectTLS) == 1 })
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil || hsIsTimeout(err) {
 		t.Fatalf("read after the deadline: %v, want the server to have closed", err)

@@ -190,6 +190,9 @@ func (s *Service) readIndex(ctx context.Context) error {
 		return nil
 	}
 	if err := s.consensus.ReadIndex(ctx); err != nil {
+		if errors.Is(err, cluster.ErrLogStoreFull) {
+			return fmt.Errorf("%w: this node's raft log: %w", ErrNoSpace, err)
+		}
 		return unavailable(err)
 	}
 	if scope != nil {

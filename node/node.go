@@ -68,7 +68,8 @@ type Node struct {
 	draining     atomic.Bool   // shutdown requested: not ready, serving on for DrainDelay
 	drainNow     chan struct{} // closed by SkipDrain
 	skipOnce     sync.Once
-	leaving      atomic.Bool // announced before a graceful leave
+	leaving      atomic.Bool  // announced before a graceful leave
+	readyAt      atomic.Int64 // unix ns of the last ready check that passed, 0 after a failure
 	stopOnce     sync.Once
 	stopErr      error
 }

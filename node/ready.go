@@ -63,7 +63,34 @@ func (n *Node) Ready() error {
 }
 
 // ReadyContext is Ready under the caller's context.
+//
+// A node that was ready stays ready through a leader election shorter than LeaderWait: every
+// request waits that long for a usable leader anyway, so it is served, and a load balancer that
+// took every node out during an election would turn a 1-2 s pause into errors. Any other failure
+// counts at once.
 func (n *Node) ReadyContext(ctx context.Context) error {
+	err := n.readiness(ctx)
+	if err == nil {
+		n.readyAt.Store(time.Now().UnixNano())
+		return nil
+	}
+	if nr, ok := err.(*NotReadyError); ok && (nr.Reason == ReasonNoLeader || nr.Reason == ReasonLeaderUnreached) {
+		if last := n.readyAt.Load(); last != 0 && time.Since(time.Unix(0, last)) < n.leaderWait() {
+			return nil
+		}
+	}
+	n.readyAt.Store(0)
+	return err
+}
+
+func (n *Node) leaderWait() time.Duration {
+	if n.cfg.LeaderWait > 0 {
+		return n.cfg.LeaderWait
+	}
+	return cluster.DefaultLeaderWait
+}
+
+func (n *Node) readiness(ctx context.Context) error {
 	switch {
 	case n.draining.Load() && !n.stopping.Load():
 		return notReady(ReasonDraining, "shutting down: draining for %s before it stops accepting requests", n.cfg.DrainDelay)

@@ -24,7 +24,7 @@ func TestBadInputLeavesNothingBehind(t *testing.T) {
 	full, _ := mustUpload(t, c, 0, "keep.bin", data)
 	// The baseline is taken once the kept file has all its shards: written degraded on a loaded
 	// machine, repair would add its missing shard later and the count would never return to it.
-	WaitFor(t, 30*time.Second, "keep.bin fully healthy", func() bool { return fullyHealthy(t, c, []string{full}) })
+	testutil.WaitFor(t, 30*time.Second, "keep.bin fully healthy", func() bool { return fullyHealthy(t, c, []string{full}) })
 	files, _ := c.Node(0).FSM().Counts()
 	shards := countShards(t, c, "")
 

@@ -20,6 +20,8 @@ import (
 	"github.com/cairn-dev/cairn/cluster"
 	"github.com/cairn-dev/cairn/node"
 	"github.com/cairn-dev/cairn/pki"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // testPKI is a cluster CA with one server certificate per node and a client certificate, as
@@ -208,7 +210,7 @@ func (l *load) stop() {
 func (l *load) waitRequests(t *testing.T, n int64) {
 	t.Helper()
 	target := l.ok.Load() + n
-	WaitFor(t, 30*time.Second, fmt.Sprintf("%d more requests under load", n), func() bool { return l.ok.Load() >= target })
+	testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("%d more requests under load", n), func() bool { return l.ok.Load() >= target })
 }
 
 // metric reads one sample (name with its labels, as printed) from a node's /metrics.
@@ -258,7 +260,7 @@ func TestTLSCertificateRotationUnderLoad(t *testing.T) {
 	l.waitRequests(t, 20)
 	for i := range 3 {
 		serial := p.replace(t, i, pki.CertOptions{Server: true, NodeID: fmt.Sprintf("node%d", i)})
-		WaitFor(t, 10*time.Second, fmt.Sprintf("node%d serves its new certificate", i), func() bool {
+		testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("node%d serves its new certificate", i), func() bool {
 			got, err := servedSerial(p, c.Config(i).HTTPAddr)
 			return err == nil && got.Cmp(serial) == 0
 		})
@@ -278,7 +280,7 @@ func TestTLSCertificateRotationUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.replace(t, 0, pki.CertOptions{Server: true, NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
-	WaitFor(t, 10*time.Second, "the failed reload counted", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the failed reload counted", func() bool {
 		return metric(t, c.Client(0), "cairn_tls_cert_reload_failures_total") == 1
 	})
 	if err := c.Node(0).ReloadTLS(); err == nil || !strings.Contains(err.Error(), "expired") {

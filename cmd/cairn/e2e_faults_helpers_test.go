@@ -3,10 +3,12 @@ package main
 // Helpers of the readiness, start-up and load-balancer end-to-end tests.
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"os"
 	"strconv"
@@ -18,16 +20,13 @@ import (
 // errNotYet is a poll result that only needs more time.
 var errNotYet = errors.New("not yet")
 
-// inCI reports whether the test runs on CI (CI=true), where a missing tool or privilege is a
-// failure, not a reason to skip.
-func inCI() bool { return os.Getenv("CI") == "true" }
-
-// skipOrFailWithoutPrivilege skips a test that needs something this machine does not give (root,
-// mount, a package), and fails it on CI, where the machine must provide it.
+// skipOrFailWithoutPrivilege skips a test that needs a privilege this machine does not give (root,
+// mounting a tmpfs), and fails it under CI=true, where .ci/run runs as root (requireTool does the
+// same for programs).
 func skipOrFailWithoutPrivilege(t *testing.T, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
-	if inCI() {
+	if os.Getenv("CI") == "true" {
 		t.Fatalf("CI=true and this test cannot run: %s", msg)
 	}
 	t.Skipf("skipped (set up the machine or run as root to run it): %s", msg)
@@ -123,4 +122,15 @@ func servesAtOnce(t *testing.T, c *http.Client, base, key string, files map[stri
 			t.Errorf("upload %d through %s right after it became ready: status %d, err %v: %s", i, base, status, err, tail(string(body), 300))
 		}
 	}
+}
+
+// multipartWriter writes an upload body as the SDK sends it (a name part, then the file part)
+// into body and returns its Content-Type.
+func multipartWriter(body *bytes.Buffer, name string, data []byte) string {
+	mw := multipart.NewWriter(body)
+	_ = mw.WriteField("name", name)
+	fw, _ := mw.CreateFormFile("file", name)
+	_, _ = fw.Write(data)
+	_ = mw.Close()
+	return mw.FormDataContentType()
 }

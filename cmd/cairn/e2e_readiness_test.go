@@ -4,8 +4,13 @@ package main
 // /readyz 200 of a restarted node, every download and upload through it succeeds on the first try.
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -117,5 +122,108 @@ func checkEachServesFromFirstReady(t *testing.T, c *http.Client, cl *agentCluste
 	}
 	if t.Failed() {
 		t.FailNow()
+	}
+}
+
+// TestE2EFullRaftLogDisk: node3's data dir is a small tmpfs the test mounts and fills. Once a Raft
+// write fails there, its /readyz answers 503 naming the failing log, and uploads through it answer
+// 507 (out of space), not 503. Freeing the space makes it ready again.
+func TestE2EFullRaftLogDisk(t *testing.T) {
+	skipShort(t)
+	mnt := smallTmpfs(t, "32m")
+	cl := newLocalCluster(t, 3, false, "CAIRN_MIN_FREE=1MiB")
+	cl.dirs[2] = filepath.Join(mnt, "node3")
+	c := newClient()
+	cl.startAll()
+	waitReady(t, c, 30*time.Second, cl.urls(0, 1, 2)...)
+	// A node whose stable store cannot be written panics inside hashicorp/raft on a term change,
+	// so node3 must not lead while its disk is full: a graceful restart hands leadership over.
+	if leader, err := leaderOf(c, cl.urls(0)[0]); err == nil && leader == "node3" {
+		cl.procs[2].signal(t, syscall.SIGTERM)
+		cl.procs[2].waitExit(t, 30*time.Second)
+		cl.start(2)
+		waitReady(t, c, 30*time.Second, cl.urls(2)...)
+	}
+	data := randomBytes(t, 100<<10)
+	token := upload(t, c, cl.urls(0)[0], cl.rootKey, "before.bin", data)
+
+	filler := filepath.Join(mnt, "filler")
+	fillDisk(t, filler)
+	// Any write through the cluster makes the leader append to node3's log.
+	testutil.WaitForNil(t, 30*time.Second, "node3 not ready for its raft log", func() error {
+		postFile(c, cl.urls(0)[0], cl.rootKey, "trigger.txt", []byte("trigger"))
+		code, reason := readyz(c, cl.urls(2)[0])
+		if code == http.StatusServiceUnavailable && strings.HasPrefix(reason, "raft_log_write_failed") {
+			t.Logf("node3 /readyz: %d %s", code, reason)
+			return nil
+		}
+		return fmt.Errorf("node3 /readyz %d %s", code, reason)
+	})
+	if !strings.Contains(func() string { _, r := readyz(c, cl.urls(2)[0]); return r }(), "no space left") {
+		t.Errorf("node3's readiness reason does not say the disk is full")
+	}
+	status, body, err := postFile(c, cl.urls(2)[0], cl.rootKey, "full.bin", []byte("no room"))
+	if err != nil || status != http.StatusInsufficientStorage {
+		t.Errorf("upload through node3 with a full raft log: status %d, err %v, body %s; want 507", status, err, body)
+	}
+	// The others go on.
+	expectFile(t, c, 10*time.Second, token, data, cl.urls(0, 1)...)
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitForNil(t, 60*time.Second, "node3 ready once space is back", func() error {
+		postFile(c, cl.urls(0)[0], cl.rootKey, "trigger.txt", []byte("trigger"))
+		return checkReady(c, cl.urls(2)[0])
+	})
+	after := randomBytes(t, 50<<10)
+	token2 := upload(t, c, cl.urls(2)[0], cl.rootKey, "after.bin", after)
+	expectFile(t, c, 10*time.Second, token2, after, cl.urls(0, 1, 2)...)
+	cl.stopAll(syscall.SIGTERM, 30*time.Second)
+}
+
+// smallTmpfs mounts a tmpfs of the given size in a temporary directory and unmounts it at the end.
+func smallTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if os.Geteuid() != 0 {
+		skipOrFailWithoutPrivilege(t, "mounting a tmpfs needs root")
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		skipOrFailWithoutPrivilege(t, "mount tmpfs: %v: %s", err, out)
+	}
+	// Registered after TempDir's own cleanup, so it runs first: the mount goes before the dir.
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// fillDisk writes path until the filesystem is full.
+func fillDisk(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 1<<20)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				break
+			}
+			t.Fatalf("fill %s: %v", path, err)
+		}
+	}
+	// The last partial pages too.
+	for _, n := range []int{64 << 10, 4 << 10, 512, 1} {
+		for {
+			if _, err := f.Write(chunk[:n]); err != nil {
+				break
+			}
+		}
 	}
 }
