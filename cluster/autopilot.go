@@ -57,9 +57,22 @@ type AutopilotHealth struct {
 	FailureTolerance int
 	Voters           []string
 	Unhealthy        []string
+	// Followers is each other server's replication progress, by id.
+	Followers []FollowerProgress
 	// CleanupPasses counts the dead-server cleanup passes of this leadership term, so an operator
 	// (or a test) can see that cleanup ran and chose to keep a dead server.
 	CleanupPasses uint64
+}
+
+// FollowerProgress is how far one server trails the leader, as autopilot last saw it.
+type FollowerProgress struct {
+	ID string
+	// TrailingLogs is the leader's last log index minus the server's.
+	TrailingLogs uint64
+	// LastContact is the time since the server last heard from the leader; negative when unknown
+	// (never, or its stats could not be fetched).
+	LastContact time.Duration
+	Healthy     bool
 }
 
 // Autopilot runs hashicorp/raft-autopilot on the Raft leader: it removes servers that have been
@@ -160,6 +173,7 @@ func (a *Autopilot) Health() (AutopilotHealth, bool) {
 	h := a.d.health
 	h.Voters = slices.Clone(h.Voters)
 	h.Unhealthy = slices.Clone(h.Unhealthy)
+	h.Followers = slices.Clone(h.Followers)
 	h.CleanupPasses = a.d.passes
 	return h, a.d.hasHealth
 }
@@ -325,10 +339,23 @@ func (d *autopilotDelegate) NotifyState(s *autopilot.State) {
 	for _, id := range s.Voters {
 		h.Voters = append(h.Voters, string(id))
 	}
+	var leaderIndex uint64
+	if l := s.Servers[s.Leader]; l != nil {
+		leaderIndex = l.Stats.LastIndex
+	}
 	for _, id := range slices.Sorted(maps.Keys(s.Servers)) {
-		if !s.Servers[id].Health.Healthy {
+		srv := s.Servers[id]
+		if !srv.Health.Healthy {
 			h.Unhealthy = append(h.Unhealthy, string(id))
 		}
+		if id == s.Leader {
+			continue
+		}
+		fp := FollowerProgress{ID: string(id), LastContact: srv.Stats.LastContact, Healthy: srv.Health.Healthy}
+		if leaderIndex > srv.Stats.LastIndex {
+			fp.TrailingLogs = leaderIndex - srv.Stats.LastIndex
+		}
+		h.Followers = append(h.Followers, fp)
 	}
 	d.mu.Lock()
 	d.health, d.hasHealth = h, true

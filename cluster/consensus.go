@@ -47,6 +47,13 @@ type Consensus struct {
 	// off from the quorum fails fast with "unavailable" instead of holding every request until its
 	// deadline. Set it before use.
 	LeaderWait time.Duration
+	// Gate decides, on the leader, whether a command's type may enter the log yet (ProtocolGate);
+	// nil admits every type this build knows. Set it before use.
+	Gate CommandGate
+	// LocalLogErr, when set, reports a failing local Raft log (RaftNode.LogWriteErr). A proposal
+	// made while the local log is out of space fails at once with ErrLogStoreFull: this node could
+	// never apply it, so waiting for it would only end in a timeout.
+	LocalLogErr func() error
 
 	// readyTerm is the term in which this node, as leader, has committed a barrier; only then can its
 	// commit index be trusted for reads.
@@ -72,6 +79,11 @@ const DefaultLeaderWait = 5 * time.Second
 
 // DefaultReadIndexTimeout bounds a read index when the caller's context has no deadline.
 const DefaultReadIndexTimeout = 10 * time.Second
+
+// CommandGate says whether a command type may be proposed now. *ProtocolGate implements it.
+type CommandGate interface {
+	Allows(typ fsm.CommandType) error
+}
 
 // NewConsensus wraps a running Raft.
 func NewConsensus(nodeID string, r *raft.Raft, applied AppliedWaiter, forward ForwardClient, logger *slog.Logger) *Consensus {
@@ -106,24 +118,88 @@ func (c *Consensus) Propose(ctx context.Context, cmd []byte) (uint64, error) {
 		ctx, cancel = context.WithTimeout(ctx, DefaultProposeTimeout)
 		defer cancel()
 	}
-	begin := time.Now()
-	var lastErr error
+	if c.LocalLogErr != nil {
+		if err := c.LocalLogErr(); errors.Is(err, ErrLogStoreFull) {
+			return 0, fmt.Errorf("propose: %w", err)
+		}
+	}
+	caller := ctx
+	ctx, done := c.bounded(ctx)
+	defer done()
+	var lastErr error = ErrNoLeader
 	for attempt := 0; ; attempt++ {
 		idx, result, err := c.proposeOnce(ctx, cmd)
 		if err == nil {
 			return idx, result
 		}
+		if werr := c.waitEnded(caller, ctx); werr != nil {
+			return 0, fmt.Errorf("propose: %w (last error: %w)", werr, err)
+		}
 		if !retryable(err) {
 			return 0, err
 		}
 		lastErr = err
-		if time.Since(begin) > c.LeaderWait {
-			return 0, fmt.Errorf("propose: no usable leader for %s: %w", c.LeaderWait, lastErr)
-		}
 		if werr := backoff(ctx, attempt); werr != nil {
+			if werr = c.waitEnded(caller, ctx); werr == nil {
+				werr = ctx.Err()
+			}
 			return 0, fmt.Errorf("propose: %w (last error: %w)", werr, lastErr)
 		}
 	}
+}
+
+// waitBudget is how long one request may wait for a usable leader, across every proposal and read
+// index it makes: the documented bound (LeaderWait) is per request, not per wait, so a token
+// create (a read index, then a proposal) cannot take twice as long. Waits that succeed at once
+// spend next to nothing of it.
+type waitBudget struct {
+	mu    sync.Mutex
+	spent time.Duration
+}
+
+type waitBudgetKey struct{}
+
+// WithWaitBudget gives every Propose and ReadIndex under ctx one shared leader-wait budget of
+// Consensus.LeaderWait. Without one (background work), each call gets LeaderWait of its own.
+func WithWaitBudget(ctx context.Context) context.Context {
+	return context.WithValue(ctx, waitBudgetKey{}, &waitBudget{})
+}
+
+// errLeaderWait marks a wait cut off by the leader-wait bound rather than by the caller.
+var errLeaderWait = errors.New("no usable leader within the leader wait")
+
+// bounded limits ctx to what is left of the request's leader-wait budget. done records the time
+// spent; call it when the wait is over.
+func (c *Consensus) bounded(ctx context.Context) (context.Context, func()) {
+	b, _ := ctx.Value(waitBudgetKey{}).(*waitBudget)
+	left := c.LeaderWait
+	if b != nil {
+		b.mu.Lock()
+		left -= b.spent
+		b.mu.Unlock()
+	}
+	begin := time.Now()
+	bctx, cancel := context.WithTimeoutCause(ctx, max(left, 0), fmt.Errorf("%w (%s)", errLeaderWait, c.LeaderWait))
+	return bctx, func() {
+		cancel()
+		if b != nil {
+			b.mu.Lock()
+			b.spent += time.Since(begin)
+			b.mu.Unlock()
+		}
+	}
+}
+
+// waitEnded reports why a bounded wait must stop: the caller's own end as is, the leader-wait
+// bound as an ErrNoLeader (the node found no usable leader in time: 503), nil to go on.
+func (c *Consensus) waitEnded(caller, bounded context.Context) error {
+	if err := caller.Err(); err != nil {
+		return err
+	}
+	if bounded.Err() != nil {
+		return fmt.Errorf("%w: %w", ErrNoLeader, context.Cause(bounded))
+	}
+	return nil
 }
 
 // proposeOnce returns (index, command result, transport error).
@@ -150,8 +226,35 @@ func (c *Consensus) proposeOnce(ctx context.Context, cmd []byte) (uint64, error,
 	return idx, fsm.ErrorFromCode(code), nil
 }
 
+// CanPropose returns nil when a command of type typ may be proposed now, and an error wrapping
+// fsm.ErrNotEnabled while some Raft server does not speak the protocol that introduced it. A
+// proposer with an older alternative (a new command that replaces an old one, a new field) checks
+// it first and falls back; the leader checks it again on every command it appends, so a command
+// the cluster cannot apply never reaches the log whatever the proposer believed.
+func (c *Consensus) CanPropose(typ fsm.CommandType) error {
+	if c.Gate == nil {
+		if _, ok := fsm.CommandProtocol(typ); !ok {
+			return fmt.Errorf("%w: unknown command type %q", fsm.ErrInvalidCommand, typ)
+		}
+		return nil
+	}
+	return c.Gate.Allows(typ)
+}
+
+// admit is the leader's gate on every entry it appends; a refusal is the command's result.
+func (c *Consensus) admit(cmd []byte) error {
+	typ, err := fsm.PeekCommandType(cmd)
+	if err != nil {
+		return nil // the FSM refuses it as ErrInvalidCommand, as it always has
+	}
+	return c.CanPropose(typ)
+}
+
 // applyLocal applies on this node, which must be the leader, and waits under ctx.
 func (c *Consensus) applyLocal(ctx context.Context, cmd []byte) (*fsm.Result, error) {
+	if err := c.admit(cmd); err != nil {
+		return &fsm.Result{Err: err}, nil
+	}
 	c.closeMu.Lock()
 	if c.closed {
 		c.closeMu.Unlock()
@@ -205,7 +308,9 @@ func (c *Consensus) ReadIndex(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, DefaultReadIndexTimeout)
 		defer cancel()
 	}
-	begin := time.Now()
+	caller := ctx
+	ctx, done := c.bounded(ctx)
+	defer done()
 	for attempt := 0; ; attempt++ {
 		var idx uint64
 		var err error
@@ -215,18 +320,37 @@ func (c *Consensus) ReadIndex(ctx context.Context) error {
 			idx, err = c.followerRounds.do(ctx)
 		}
 		if err == nil {
-			return c.applied.WaitApplied(ctx, idx)
+			// An isolated node may learn an index it cannot reach: the wait for it is bounded too.
+			if err = c.applied.WaitApplied(ctx, idx); err != nil {
+				if werr := c.waitEnded(caller, ctx); werr != nil {
+					return fmt.Errorf("read index: apply up to %d: %w", idx, werr)
+				}
+			}
+			return err
+		}
+		if werr := c.waitEnded(caller, ctx); werr != nil {
+			return fmt.Errorf("read index: %w (last error: %w)", werr, err)
 		}
 		if !retryable(err) {
 			return err
 		}
-		if time.Since(begin) > c.LeaderWait {
-			return fmt.Errorf("read index: no usable leader for %s: %w", c.LeaderWait, err)
-		}
 		if werr := backoff(ctx, attempt); werr != nil {
+			if werr = c.waitEnded(caller, ctx); werr == nil {
+				werr = ctx.Err()
+			}
 			return fmt.Errorf("read index: %w (last error: %w)", werr, err)
 		}
 	}
+}
+
+// LeaderCommitIndex returns the leader's commit index, confirmed by a leadership check, without
+// waiting for the local state machine: readiness compares it with the local applied index. It
+// shares the read index's batched rounds.
+func (c *Consensus) LeaderCommitIndex(ctx context.Context) (uint64, error) {
+	if c.raft.State() == raft.Leader {
+		return c.leaderRounds.do(ctx)
+	}
+	return c.followerRounds.do(ctx)
 }
 
 // LeaderReadIndex is the leader side of a follower's read index: this node's commit index, once it

@@ -9,16 +9,71 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
 
-// newStdLogger bridges a *log.Logger (memberlist's) to slog, mapping its "[LEVEL]" prefixes.
-func newStdLogger(l *slog.Logger) *log.Logger {
-	return log.New(stdLogWriter{l}, "", 0)
+// newStdLogger bridges a *log.Logger (memberlist's) to slog, mapping its "[LEVEL]" prefixes. Lines
+// about packets memberlist could not decrypt or decode go through bad (when not nil), which counts
+// them and lets at most one a second through.
+func newStdLogger(l *slog.Logger, bad *badPacketLog) *log.Logger {
+	return log.New(stdLogWriter{l, bad}, "", 0)
 }
 
-type stdLogWriter struct{ l *slog.Logger }
+type stdLogWriter struct {
+	l   *slog.Logger
+	bad *badPacketLog
+}
+
+// badPacketLogEvery is how often a line about a bad packet may be logged: memberlist writes one
+// per datagram, so garbage sent to the gossip port would otherwise write one line per packet.
+const badPacketLogEvery = time.Second
+
+// badPacketMarkers identify memberlist's lines about an undecryptable, unlabelled or malformed
+// packet or stream from someone else (memberlist v0.7 net.go), as opposed to its own failures.
+var badPacketMarkers = []string{
+	"Decrypt packet failed", "cannot decode label", "label header cannot be empty",
+	"unacceptable label", "double packet label", "double stream label", "invalid checksum",
+	"missing message type byte", "not supported", "Failed to decode", "Failed to decompress",
+	"Compound request had", "Received invalid msgType", "failed to receive",
+}
+
+// badPacketLog counts bad-packet lines and rate-limits them, like the cluster port's rejections.
+type badPacketLog struct {
+	total atomic.Uint64
+	mu    sync.Mutex
+	last  time.Time
+	quiet uint64 // lines suppressed since last
+}
+
+// Total is how many bad-packet lines memberlist has written, logged or not.
+func (b *badPacketLog) Total() uint64 { return b.total.Load() }
+
+// admit counts one line and reports whether to log it, with how many were suppressed before it.
+func (b *badPacketLog) admit(now time.Time) (bool, uint64) {
+	b.total.Add(1)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.last.IsZero() && now.Sub(b.last) < badPacketLogEvery {
+		b.quiet++
+		return false, 0
+	}
+	suppressed := b.quiet
+	b.last, b.quiet = now, 0
+	return true, suppressed
+}
+
+func isBadPacketLine(msg string) bool {
+	for _, m := range badPacketMarkers {
+		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
+}
 
 func (w stdLogWriter) Write(p []byte) (int, error) {
 	msg := strings.TrimSpace(string(p))
@@ -32,6 +87,15 @@ func (w stdLogWriter) Write(p []byte) (int, error) {
 			msg = strings.TrimSpace(strings.TrimPrefix(msg, prefix))
 			break
 		}
+	}
+	if w.bad != nil && level >= slog.LevelWarn && isBadPacketLine(msg) {
+		ok, suppressed := w.bad.admit(time.Now())
+		if !ok {
+			return len(p), nil
+		}
+		w.l.Log(context.Background(), level, msg, "suppressed_since_last", suppressed,
+			"note", "lines like this are logged at most once a second; cairn_gossip_bad_packets_total counts them all")
+		return len(p), nil
 	}
 	w.l.Log(context.Background(), level, msg)
 	return len(p), nil

@@ -29,6 +29,10 @@ type NodeMeta struct {
 	Leaving bool `json:"l,omitempty"`
 	// Full is set while the node's free space is under its reserve: it takes no new shards.
 	Full bool `json:"x,omitempty"`
+	// ProtocolMin and ProtocolMax are the fsm protocol versions the node speaks (see Protocols and
+	// ProtocolGate). Builds from before they existed leave them out and speak protocol 1 only.
+	ProtocolMin int `json:"pn,omitempty"`
+	ProtocolMax int `json:"px,omitempty"`
 }
 
 // Member states as cairn reports them. memberlist does not report suspicion to its delegates, so
@@ -67,7 +71,13 @@ type MembershipConfig struct {
 	// SecretKey encrypts and authenticates gossip (AES-GCM, 16/24/32 bytes).
 	SecretKey []byte
 	// Seeds are gossip addresses to join at start and to re-join periodically.
-	Seeds          []string
+	Seeds []string
+	// PeersFile keeps the members seen last (id and gossip address), so that a restarted node
+	// joins every peer it knew at once, not only its seeds. "" keeps nothing.
+	PeersFile string
+	// KnownPeers, when set, names more gossip addresses worth joining (e.g. those of the Raft
+	// configuration's servers); it is asked at every re-join.
+	KnownPeers     func() []string
 	RejoinInterval time.Duration
 	Timings        GossipTimings
 	// Meta returns this node's current metadata; it is called on every gossip of our state.
@@ -82,28 +92,46 @@ type Membership struct {
 	transport *GossipTransport
 	localAddr string
 	log       *slog.Logger
+	// badPackets counts (and rate-limits the log lines of) packets memberlist could not decrypt
+	// or decode.
+	badPackets badPacketLog
 
 	mu          sync.Mutex
 	members     map[string]Member
 	subscribers []chan struct{}
+	// saved are the peers read from PeersFile at start, by id; members replace them as they appear.
+	saved map[string]string
+	dirty chan struct{} // a member changed: PeersFile is rewritten soon
 
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
+
+// BadPackets is how many packets or streams memberlist refused as undecryptable or malformed.
+func (m *Membership) BadPackets() uint64 { return m.badPackets.Total() }
 
 // NewMembership starts memberlist. Call Start to join the seeds.
 func NewMembership(cfg MembershipConfig) (*Membership, error) {
 	if cfg.RejoinInterval <= 0 {
 		cfg.RejoinInterval = 30 * time.Second
 	}
-	m := &Membership{cfg: cfg, log: cfg.Logger, members: make(map[string]Member), stop: make(chan struct{})}
+	m := &Membership{cfg: cfg, log: cfg.Logger, members: make(map[string]Member), stop: make(chan struct{}),
+		dirty: make(chan struct{}, 1)}
+	if cfg.PeersFile != "" {
+		saved, err := readPeersFile(cfg.PeersFile)
+		if err != nil {
+			// Only a hint: the seeds and the Raft configuration still lead to the cluster.
+			cfg.Logger.Warn("ignoring the saved gossip peers", "file", cfg.PeersFile, "err", err)
+		}
+		m.saved = saved
+	}
 	advertise := cfg.AdvertiseAddr
 	if advertise == "" {
 		advertise = cfg.BindAddr
 	}
 	tr, err := NewGossipTransport(cfg.Network, cfg.BindAddr, advertise, cfg.Logger)
 	if err != nil {
-		return nil, fmt.Errorf("gossip transport on %s: %w", cfg.BindAddr, err)
+		return nil, fmt.Errorf("gossip transport: %w", err)
 	}
 	m.transport = tr
 	mc := memberlist.DefaultLANConfig()
@@ -112,7 +140,7 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 	mc.Delegate = metaDelegate{m}
 	mc.Events = eventDelegate{m}
 	mc.SecretKey = cfg.SecretKey
-	mc.Logger = newStdLogger(cfg.Logger.With("component", "memberlist"))
+	mc.Logger = newStdLogger(cfg.Logger.With("component", "memberlist"), &m.badPackets)
 	t := cfg.Timings
 	setIf(&mc.ProbeInterval, t.ProbeInterval)
 	setIf(&mc.ProbeTimeout, t.ProbeTimeout)
@@ -140,47 +168,105 @@ func setIf(dst *time.Duration, v time.Duration) {
 	}
 }
 
-// Start joins the seeds (failures are logged; the re-join loop keeps trying) and starts the
-// periodic re-join that heals long partitions (memberlist forgets dead nodes after
-// GossipToTheDeadTime and never re-contacts them by itself).
+// Start joins every address it knows (failures are logged; the re-join loop keeps trying) and
+// starts the periodic re-join that heals long partitions (memberlist forgets dead nodes after
+// GossipToTheDeadTime and never re-contacts them by itself). The addresses are the seeds, the
+// peers saved in PeersFile and KnownPeers. While some of them are not alive members the re-join
+// runs fast (1 s, doubling up to RejoinInterval), so a node whose peers were not up yet when it
+// started finds them within a second of their start instead of one RejoinInterval later.
 func (m *Membership) Start() {
-	m.rejoin()
+	pending := m.rejoin()
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		t := time.NewTicker(m.cfg.RejoinInterval)
+		wait := m.cfg.RejoinInterval
+		if pending {
+			wait = min(time.Second, m.cfg.RejoinInterval)
+		}
+		t := time.NewTimer(wait)
 		defer t.Stop()
 		for {
 			select {
 			case <-m.stop:
 				return
 			case <-t.C:
-				m.rejoin()
 			}
+			if m.rejoin() {
+				wait = min(2*wait, m.cfg.RejoinInterval)
+			} else {
+				wait = m.cfg.RejoinInterval
+			}
+			t.Reset(wait)
 		}
 	}()
+	if m.cfg.PeersFile != "" {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.savePeersLoop()
+		}()
+	}
 }
 
-// rejoin contacts the seeds that are not alive members now.
-func (m *Membership) rejoin() {
+// joinTargets are the known gossip addresses that are neither this node nor an alive member.
+func (m *Membership) joinTargets() []string {
 	alive := make(map[string]bool)
+	known := make(map[string]bool)
 	for _, mem := range m.Members() {
+		known[mem.Meta.ID] = true
 		if mem.State == StateAlive {
 			alive[mem.GossipAddr] = true
 		}
 	}
+	self := m.LocalGossipAddr()
 	var targets []string
-	for _, s := range m.cfg.Seeds {
-		if !alive[s] && s != m.LocalGossipAddr() {
-			targets = append(targets, s)
+	add := func(addr string) {
+		if addr != "" && addr != self && !alive[addr] && !slices.Contains(targets, addr) {
+			targets = append(targets, addr)
 		}
 	}
+	for _, s := range m.cfg.Seeds {
+		add(s)
+	}
+	m.mu.Lock()
+	for id, addr := range m.saved {
+		if !known[id] && id != m.cfg.NodeID {
+			add(addr)
+		}
+	}
+	m.mu.Unlock()
+	if m.cfg.KnownPeers != nil {
+		for _, addr := range m.cfg.KnownPeers() {
+			add(addr)
+		}
+	}
+	return targets
+}
+
+// rejoin contacts the known addresses that are not alive members now, and reports whether some
+// of them stay unreached.
+func (m *Membership) rejoin() bool {
+	targets := m.joinTargets()
 	if len(targets) == 0 {
-		return
+		return false
 	}
-	if n, err := m.ml.Join(targets); err != nil {
-		m.log.Debug("gossip join incomplete", "joined", n, "seeds", targets, "err", err)
+	n, err := m.ml.Join(targets)
+	if err != nil {
+		m.log.Debug("gossip join incomplete", "joined", n, "targets", targets, "err", err)
 	}
+	return len(m.joinTargets()) > 0
+}
+
+// GossipAddrOf is the last gossip address known for member id: from the live view, else from the
+// saved peers.
+func (m *Membership) GossipAddrOf(id string) (string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if mem, ok := m.members[id]; ok {
+		return mem.GossipAddr, true
+	}
+	addr, ok := m.saved[id]
+	return addr, ok
 }
 
 // Join contacts extra gossip addresses now.
@@ -265,6 +351,10 @@ func (m *Membership) update(n *memberlist.Node, departed bool) {
 	m.members[n.Name] = Member{Meta: meta, State: state, GossipAddr: n.Address(), Since: since}
 	subs := slices.Clone(m.subscribers)
 	m.mu.Unlock()
+	select {
+	case m.dirty <- struct{}{}:
+	default:
+	}
 	for _, ch := range subs {
 		select {
 		case ch <- struct{}{}:

@@ -19,6 +19,22 @@ type RaftTimings struct {
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
+	// Multiplier scales the heartbeat, election and leader-lease timeouts together (after the
+	// defaults are filled in), as Consul's raft_multiplier does: a loaded or slow machine needs
+	// longer ones, or a leader that is merely starved of CPU for a moment steps down. 0 or 1: as
+	// given. CommitTimeout is a batching delay, not a failure detector, and is not scaled.
+	Multiplier int
+}
+
+// scale applies the multiplier to conf's failure-detection timeouts.
+func (t RaftTimings) scale(conf *raft.Config) {
+	if t.Multiplier <= 1 {
+		return
+	}
+	m := time.Duration(t.Multiplier)
+	conf.HeartbeatTimeout *= m
+	conf.ElectionTimeout *= m
+	conf.LeaderLeaseTimeout *= m
 }
 
 // RaftOptions configures one node's Raft.
@@ -39,7 +55,7 @@ type RaftOptions struct {
 type RaftNode struct {
 	Raft      *raft.Raft
 	Transport *raft.NetworkTransport
-	store     *raftboltdb.BoltStore
+	store     *trackedStore
 	// HadState reports whether the data dir held Raft state when the node started.
 	HadState bool
 }
@@ -51,13 +67,17 @@ func StartRaft(opts RaftOptions) (*RaftNode, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raft dir: %w", err)
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{
+	bolt, err := raftboltdb.New(raftboltdb.Options{
 		Path:        filepath.Join(dir, "raft.db"),
 		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true},
 	})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return nil, fmt.Errorf("open raft store %s: locked by another process (is another cairn agent using this data dir?)", filepath.Join(dir, "raft.db"))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open raft store: %w", err)
 	}
+	store := &trackedStore{BoltStore: bolt}
 	cache, err := raft.NewLogCache(512, store)
 	if err != nil {
 		store.Close()
@@ -89,6 +109,7 @@ func StartRaft(opts RaftOptions) (*RaftNode, error) {
 	setIf(&conf.ElectionTimeout, t.ElectionTimeout)
 	setIf(&conf.LeaderLeaseTimeout, t.LeaderLeaseTimeout)
 	setIf(&conf.CommitTimeout, t.CommitTimeout)
+	t.scale(conf)
 	setIf(&conf.SnapshotInterval, opts.SnapshotInterval)
 	if opts.SnapshotThreshold > 0 {
 		conf.SnapshotThreshold = opts.SnapshotThreshold

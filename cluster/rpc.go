@@ -38,7 +38,8 @@ type ShardService interface {
 	// reads to io.EOF; a read error (the sender's stream broke) must abort the shard so that no
 	// partial shard is ever visible.
 	PutShard(ctx context.Context, id erasure.ShardID, body io.Reader) error
-	// OpenShard returns exactly bytes [off, off+n) of a committed shard.
+	// OpenShard returns exactly erasure.ShardHeaderLen+n bytes: the shard's header, then its
+	// frame bytes [off, off+n) (erasure.ShardStore.OpenFrames).
 	OpenShard(ctx context.Context, id erasure.ShardID, off, n int64) (io.ReadCloser, error)
 	// DeleteShard removes a committed shard.
 	DeleteShard(ctx context.Context, id erasure.ShardID) error
@@ -207,12 +208,14 @@ func (s *RPCServer) openShard(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rc.Close()
 	w.Header().Set("Content-Type", rpcOctetStream)
-	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	// The stream is the shard header, then the frames asked for (erasure.ShardStore.OpenFrames).
+	want := erasure.ShardHeaderLen + n
+	w.Header().Set("Content-Length", strconv.FormatInt(want, 10))
 	w.WriteHeader(http.StatusOK)
-	if copied, err := io.Copy(w, rc); err != nil || copied != n {
+	if copied, err := io.Copy(w, rc); err != nil || copied != want {
 		// Headers are gone, so the only honest signal left is a broken stream: the client sees
 		// an unexpected EOF instead of a silently short shard.
-		s.logger.Warn("rpc shard stream broke", "shard", id.String(), "sent", copied, "want", n, "err", err)
+		s.logger.Warn("rpc shard stream broke", "shard", id.String(), "sent", copied, "want", want, "err", err)
 		panic(http.ErrAbortHandler)
 	}
 }
@@ -354,7 +357,7 @@ func (c *RPCClient) PutShard(ctx context.Context, addr string, id erasure.ShardI
 	return rpcDiscard(resp)
 }
 
-// OpenShard streams bytes [off, off+n) of shard id from addr. A stream that breaks mid-way reads
+// OpenShard streams the header and frame bytes [off, off+n) of shard id from addr. A stream that breaks mid-way reads
 // as an error (io.ErrUnexpectedEOF), never as a short shard.
 func (c *RPCClient) OpenShard(ctx context.Context, addr string, id erasure.ShardID, off, n int64) (io.ReadCloser, error) {
 	q := url.Values{"off": {strconv.FormatInt(off, 10)}, "n": {strconv.FormatInt(n, 10)}}

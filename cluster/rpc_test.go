@@ -59,7 +59,15 @@ func (s *rpcTestShards) OpenShard(_ context.Context, id erasure.ShardID, off, n 
 	if off > int64(len(b))-n {
 		return nil, erasure.ErrInvalidRange
 	}
-	return io.NopCloser(bytes.NewReader(b[off : off+n])), nil
+	return withTestHeader(bytes.NewReader(b[off : off+n])), nil
+}
+
+// rpcTestHeader stands in for the shard header erasure.ShardStore.OpenFrames puts before the
+// frames; RPC carries it as opaque bytes.
+var rpcTestHeader = bytes.Repeat([]byte{'h'}, erasure.ShardHeaderLen)
+
+func withTestHeader(r io.Reader) io.ReadCloser {
+	return io.NopCloser(io.MultiReader(bytes.NewReader(rpcTestHeader), r))
 }
 
 func (s *rpcTestShards) DeleteShard(_ context.Context, id erasure.ShardID) error {
@@ -188,6 +196,10 @@ func TestRPCShardRoundTrip(t *testing.T) {
 			}
 			defer rc.Close()
 			got, err := io.ReadAll(rc)
+			if err == nil && !bytes.HasPrefix(got, rpcTestHeader) {
+				t.Fatalf("stream does not start with the shard header: %q", got)
+			}
+			got = bytes.TrimPrefix(got, rpcTestHeader)
 			if err != nil || string(got) != r.want {
 				t.Fatalf("read %q, %v; want %q", got, err, r.want)
 			}
@@ -304,7 +316,7 @@ func (s *rpcTestStreamShards) PutShard(_ context.Context, _ erasure.ShardID, bod
 }
 
 func (s *rpcTestStreamShards) OpenShard(_ context.Context, _ erasure.ShardID, off, n int64) (io.ReadCloser, error) {
-	return io.NopCloser(newRPCTestGatedReader(2, n, 1<<20, s.readerGate)), nil
+	return withTestHeader(newRPCTestGatedReader(2, n, 1<<20, s.readerGate)), nil
 }
 
 func TestRPCStreamsLargeShard(t *testing.T) {
@@ -332,6 +344,9 @@ func TestRPCStreamsLargeShard(t *testing.T) {
 		t.Fatalf("OpenShard: %v", err)
 	}
 	defer rc.Close()
+	if _, err := io.CopyN(io.Discard, rc, erasure.ShardHeaderLen); err != nil {
+		t.Fatal(err)
+	}
 	got := sha256.New()
 	if _, err := io.CopyN(got, rc, 1<<20); err != nil {
 		t.Fatal(err)

@@ -1,10 +1,14 @@
 package core
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"slices"
 	"time"
@@ -208,12 +212,34 @@ type fileContent struct {
 	codec *erasure.Codec
 }
 
-// ReadRange writes bytes [off, off+n) of the file to w, segment by segment.
+// ReadRange writes bytes [off, off+n) of the file to w, segment by segment. A read of the whole
+// file also checks the file's SHA-256 (its ETag) as it streams, and holds back its last bytes
+// until the digest matched: on a mismatch they are never written and the error wraps
+// ErrUnavailable, so a client sees a short, broken transfer, never a clean end with wrong bytes.
 func (c *fileContent) ReadRange(ctx context.Context, w io.Writer, off, n int64) error {
 	if off < 0 || n < 0 || off+n > c.file.Size {
 		return fmt.Errorf("%w: range %d+%d outside a file of %d bytes", ErrInvalidInput, off, n, c.file.Size)
 	}
+	if off == 0 && n == c.file.Size && n > 0 {
+		if want, err := hex.DecodeString(c.file.ETag); err == nil && len(want) == sha256.Size {
+			dw := &digestWriter{w: w, hash: sha256.New(), want: want, remaining: n}
+			err := c.readRange(ctx, dw, off, n)
+			if errors.Is(err, errDigestMismatch) {
+				c.s.metrics.contentMismatch()
+				c.s.log.Error("file content does not match its SHA-256; response aborted, its shards are being checked",
+					"file", c.file.ID, "size", c.file.Size)
+				c.s.checkFileInBackground(c.file)
+				return fmt.Errorf("%w: file %s: %w", ErrUnavailable, c.file.ID, err)
+			}
+			return err
+		}
+	}
+	return c.readRange(ctx, w, off, n)
+}
+
+func (c *fileContent) readRange(ctx context.Context, w io.Writer, off, n int64) error {
 	end := off + n
+	w = c.s.metrics.countDownload(w)
 	for si, seg := range c.file.Layout.Segments {
 		segEnd := seg.Offset + seg.Size
 		if segEnd <= off || seg.Offset >= end {
@@ -222,7 +248,7 @@ func (c *fileContent) ReadRange(ctx context.Context, w io.Writer, off, n int64) 
 		from := max(off, seg.Offset) - seg.Offset
 		to := min(end, segEnd) - seg.Offset
 		src := &segmentSource{s: c.s, fileID: c.file.ID, segment: si, nodes: seg.Nodes}
-		faults, err := c.codec.ReadSegment(ctx, w, seg.Size, from, to-from, src)
+		faults, err := c.codec.ReadSegment(ctx, w, erasure.SegmentID{File: c.file.ID, Segment: si}, seg.Size, from, to-from, src)
 		for _, f := range faults {
 			c.s.metrics.shardFault(f.Corrupt)
 			c.s.log.Warn("shard read fault", "file", c.file.ID, "segment", si, "shard", f.Index, "corrupt", f.Corrupt, "err", f.Err)
@@ -238,6 +264,28 @@ func (c *fileContent) ReadRange(ctx context.Context, w io.Writer, off, n int64) 
 		}
 	}
 	return nil
+}
+
+// errDigestMismatch: a full read's bytes did not hash to the file's SHA-256.
+var errDigestMismatch = errors.New("content does not match the file's SHA-256")
+
+// digestWriter hashes a full read on its way to w and checks the digest before the last bytes
+// leave: the write that completes the file is hashed first and, on a mismatch, not written.
+type digestWriter struct {
+	w         io.Writer
+	hash      hash.Hash
+	want      []byte
+	remaining int64
+	sum       [sha256.Size]byte
+}
+
+func (d *digestWriter) Write(p []byte) (int, error) {
+	d.hash.Write(p)
+	d.remaining -= int64(len(p))
+	if d.remaining <= 0 && !bytes.Equal(d.hash.Sum(d.sum[:0]), d.want) {
+		return 0, errDigestMismatch
+	}
+	return d.w.Write(p)
 }
 
 // segmentSource serves one segment's shards from the nodes of its layout.

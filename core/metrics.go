@@ -1,6 +1,7 @@
 package core
 
 import (
+	"io"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -8,16 +9,18 @@ import (
 
 // Metrics are the use cases' Prometheus series. A nil *Metrics records nothing.
 type Metrics struct {
-	uploadsTotal     prometheus.Counter
-	uploadedBytes    prometheus.Counter
-	deletesTotal     prometheus.Counter
-	degradedSegments prometheus.Counter
-	shardFaults      *prometheus.CounterVec
-	tokensCreated    *prometheus.CounterVec
-	repairedBytes    prometheus.Counter
-	repairedShards   prometheus.Counter
-	segments         *prometheus.GaugeVec
-	repairQueue      prometheus.Gauge
+	uploadsTotal      prometheus.Counter
+	uploadedBytes     prometheus.Counter
+	downloadedBytes   prometheus.Counter
+	deletesTotal      prometheus.Counter
+	degradedSegments  prometheus.Counter
+	shardFaults       *prometheus.CounterVec
+	tokensCreated     *prometheus.CounterVec
+	repairedBytes     prometheus.Counter
+	repairedShards    prometheus.Counter
+	segments          *prometheus.GaugeVec
+	repairQueue       prometheus.Gauge
+	contentMismatches prometheus.Counter
 
 	// Totals also kept as plain numbers for the status page.
 	repairedBytesTotal atomic.Int64
@@ -32,6 +35,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		uploadedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cairn_uploaded_bytes_total", Help: "Content bytes of files committed through this node.",
+		}),
+		downloadedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_downloaded_bytes_total", Help: "File content bytes this node read out to clients (downloads, ranges included).",
 		}),
 		deletesTotal: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cairn_file_deletes_total", Help: "Files deleted through this node.",
@@ -60,7 +66,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.repairQueue = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cairn_repair_queue_shards", Help: "Shard slots waiting for repair at the leader's last pass.",
 	})
-	reg.MustRegister(m.repairedBytes, m.repairedShards, m.segments, m.repairQueue, m.tokensCreated, m.uploadsTotal, m.uploadedBytes, m.deletesTotal, m.degradedSegments, m.shardFaults)
+	m.contentMismatches = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cairn_read_content_mismatches_total",
+		Help: "Full-file reads whose bytes did not match the file's SHA-256 although every shard checksum passed; each response was aborted and the file's shards checked.",
+	})
+	// Every label value exists from the start, at zero, so that rate() and alerts see the first
+	// increment rather than a new series.
+	for _, kind := range []string{"corrupt", "unavailable"} {
+		m.shardFaults.WithLabelValues(kind)
+	}
+	for _, kind := range []string{"persisted", "ephemeral"} {
+		m.tokensCreated.WithLabelValues(kind)
+	}
+	m.segmentHealth(SegmentHealth{}) // what a follower reports, until the first repair pass
+	reg.MustRegister(m.contentMismatches, m.repairedBytes, m.repairedShards, m.segments, m.repairQueue, m.tokensCreated, m.uploadsTotal, m.uploadedBytes, m.downloadedBytes, m.deletesTotal, m.degradedSegments, m.shardFaults)
 	return m
 }
 
@@ -69,6 +88,26 @@ func (m *Metrics) uploaded(size int64) {
 		m.uploadsTotal.Inc()
 		m.uploadedBytes.Add(float64(size))
 	}
+}
+
+// countDownload wraps the writer a download's content goes to, so that every byte handed to it
+// counts in cairn_downloaded_bytes_total.
+func (m *Metrics) countDownload(w io.Writer) io.Writer {
+	if m == nil {
+		return w
+	}
+	return downloadCounter{w: w, c: m.downloadedBytes}
+}
+
+type downloadCounter struct {
+	w io.Writer
+	c prometheus.Counter
+}
+
+func (d downloadCounter) Write(p []byte) (int, error) {
+	n, err := d.w.Write(p)
+	d.c.Add(float64(n))
+	return n, err
 }
 
 func (m *Metrics) deleted() {
@@ -93,6 +132,13 @@ func (m *Metrics) shardFault(corrupt bool) {
 		m.corruptReadsTotal.Add(1)
 	}
 	m.shardFaults.WithLabelValues(kind).Inc()
+}
+
+func (m *Metrics) contentMismatch() {
+	if m != nil {
+		m.contentMismatches.Inc()
+		m.corruptReadsTotal.Add(1)
+	}
 }
 
 func (m *Metrics) tokenCreated(ephemeral bool) {

@@ -75,7 +75,7 @@ func (s *Service) rebuildTo(ctx context.Context, file fsm.File, ref shardRef, ta
 			w = &pacedWriter{ctx: ctx, w: pw, limiter: limiter}
 		}
 		var rerr error
-		faults, rerr = codec.RebuildShard(ctx, w, seg.Size, ref.index, src)
+		faults, rerr = codec.RebuildShard(ctx, w, erasure.SegmentID{File: file.ID, Segment: ref.segment}, seg.Size, ref.index, src)
 		pw.CloseWithError(rerr)
 	}()
 	counted := &countingReader{r: pr}
@@ -150,6 +150,60 @@ func (s *Service) healInBackground(fileID string, segment int, faults []erasure.
 	}
 }
 
+// checkFileInBackground verifies every shard of a file whose full read failed its SHA-256 and
+// heals those found corrupt, at most once at a time per file. When every shard passes (possible
+// only for shards of the v1 format, whose checksums do not bind a frame to its place), the bad
+// shard cannot be told apart, and it says so at error level for an operator.
+func (s *Service) checkFileInBackground(file fsm.File) {
+	ref := shardRef{file: file.ID, segment: -1, index: -1}
+	s.healingMu.Lock()
+	if s.healing == nil {
+		s.healing = make(map[shardRef]bool)
+	}
+	busy := s.healing[ref]
+	s.healing[ref] = true
+	s.healingMu.Unlock()
+	if busy {
+		return
+	}
+	s.spawn(func(ctx context.Context) {
+		defer func() {
+			s.healingMu.Lock()
+			delete(s.healing, ref)
+			s.healingMu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		defer cancel()
+		codec, err := s.codec(file.Layout.Geometry, file.Layout.BlockSize)
+		if err != nil {
+			return
+		}
+		found := 0
+		for si, seg := range file.Layout.Segments {
+			src := &segmentSource{s: s, fileID: file.ID, segment: si, nodes: seg.Nodes}
+			for index, node := range seg.Nodes {
+				if node == "" {
+					continue
+				}
+				err := codec.CheckShard(ctx, erasure.SegmentID{File: file.ID, Segment: si}, seg.Size, index, src)
+				if !errors.Is(err, erasure.ErrCorrupt) && !errors.Is(err, erasure.ErrShardNotFound) {
+					continue
+				}
+				found++
+				s.metrics.shardFault(true)
+				if err := s.HealShard(ctx, file.ID, si, index); err != nil {
+					s.log.Warn("healing a shard of a file that failed its digest failed", "file", file.ID,
+						"segment", si, "shard", index, "err", err)
+				}
+			}
+		}
+		if found == 0 && ctx.Err() == nil {
+			s.log.Error("file fails its SHA-256 but every shard passes its checksums (v1 shards?); the bad shard cannot be located",
+				"file", file.ID)
+		}
+	})
+}
+
 // relocate rebuilds a shard onto a new node and commits the move. If the layout changed meanwhile
 // (another repair, a delete), the new copy is removed again and nothing changes.
 func (s *Service) relocate(ctx context.Context, file fsm.File, ref shardRef, to string, limiter *rate.Limiter) error {
@@ -176,6 +230,10 @@ func (s *Service) relocate(ctx context.Context, file fsm.File, ref shardRef, to 
 	}
 	return nil
 }
+
+// healthRefreshInterval is how often the segment-health gauges are recomputed while a repair pass
+// runs.
+const healthRefreshInterval = 10 * time.Second
 
 // RunRepair is the leader's repair loop: every Interval, while isLeader, it walks the committed
 // layouts (so the queue is rebuilt from Raft state after every leader change) and moves shards
@@ -209,6 +267,30 @@ func (s *Service) RunRepair(ctx context.Context, cfg RepairConfig, health NodeHe
 
 // repairPass does one walk over every layout and repairs what it can.
 func (s *Service) repairPass(ctx context.Context, cfg RepairConfig, health NodeHealth, limiter *rate.Limiter, isLeader func() bool) SegmentHealth {
+	// A pass over many files at a limited rate can take hours; the health gauges must not show
+	// the previous pass's numbers meanwhile, so a classification-only walk refreshes them.
+	passDone := make(chan struct{})
+	var refresher sync.WaitGroup
+	refresher.Go(func() {
+		t := time.NewTicker(healthRefreshInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-passDone:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if isLeader() {
+					s.metrics.segmentHealth(s.StorageHealth(cfg.Delay, health))
+				}
+			}
+		}
+	})
+	defer func() {
+		close(passDone)
+		refresher.Wait()
+	}()
 	candidates := health.ShardCandidates()
 	report := s.walkSegments(cfg.Delay, health, func(f fsm.File, si int, seg fsm.Segment, todo []int, available int, removed []string) int {
 		repaired := 0

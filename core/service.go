@@ -39,6 +39,12 @@ type Consensus interface {
 	Propose(ctx context.Context, cmd []byte) (index uint64, err error)
 	// ReadIndex returns once the local state has applied everything committed before the call.
 	ReadIndex(ctx context.Context) error
+	// CanPropose returns nil when a command of this type may be proposed now, and an error
+	// wrapping fsm.ErrNotEnabled while some Raft server does not speak the protocol that
+	// introduced it (a rolling upgrade). A use case that has an older way to do the same thing
+	// checks it and falls back; the leader checks every command again before it enters the log,
+	// and propose then fails with ErrUnavailable. See fsm/DESIGN.md.
+	CanPropose(typ fsm.CommandType) error
 }
 
 // ShardTransport moves shards to and from nodes, local or remote.
@@ -199,7 +205,9 @@ type readScope struct{ done atomic.Bool }
 // WithReadScope marks ctx as one request: the use cases called with it share a single read index
 // (e.g. authenticating the API key and then looking up the file it asks for).
 func WithReadScope(ctx context.Context) context.Context {
-	return context.WithValue(ctx, readScopeKey{}, &readScope{})
+	// The same request shares one leader-wait budget across its read index and its proposal, so
+	// it answers (or fails with 503) within the documented leader wait.
+	return context.WithValue(cluster.WithWaitBudget(ctx), readScopeKey{}, &readScope{})
 }
 
 // propose encodes and replicates one command, mapping the fsm's outcomes onto core's errors.
@@ -223,6 +231,8 @@ func (s *Service) proposeAt(ctx context.Context, at time.Time, typ fsm.CommandTy
 		return ErrLastFullToken
 	case errors.Is(err, fsm.ErrNotInitialized):
 		return fmt.Errorf("%w: cluster not initialised yet", ErrUnavailable)
+	case errors.Is(err, cluster.ErrLogStoreFull):
+		return fmt.Errorf("%w: this node's raft log: %w", ErrNoSpace, err)
 	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrInvalidCommand),
 		errors.Is(err, fsm.ErrAlreadyInitialized):
 		return fmt.Errorf("%s: %w", typ, err)

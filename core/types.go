@@ -125,11 +125,21 @@ type StorageStatus struct {
 	ChecksumFailures      int64 `json:"checksumFailures"` // corrupt shards this node's reads and rebuilds met (wherever they live); the scrubber counts separately in metrics
 }
 
+// MemberRemoved is the state `cairn members` and cairn_members report for a decommissioned node,
+// whatever gossip says.
+const MemberRemoved = "removed"
+
 // MemberStatus is one node as seen by memberlist and Raft.
 type MemberStatus struct {
-	ID          string `json:"id"`
-	State       string `json:"state"`    // alive, dead, left (memberlist does not report suspicion)
-	Suffrage    string `json:"suffrage"` // voter, nonvoter, or "" when not in the Raft configuration
+	ID string `json:"id"`
+	// State is alive, dead or left as gossip sees it (memberlist does not report suspicion), or
+	// unknown for a Raft server gossip has not seen.
+	State string `json:"state"`
+	// Removed is true for a node decommissioned with `cairn node remove`.
+	Removed  bool   `json:"removed,omitempty"`
+	Suffrage string `json:"suffrage"` // voter, nonvoter, or "" when not in the Raft configuration
+	// Leader is true for the Raft leader this node knows.
+	Leader      bool   `json:"leader,omitempty"`
 	ClusterAddr string `json:"clusterAddr"`
 	HTTPAddr    string `json:"httpAddr"`
 	Zone        string `json:"zone,omitempty"`

@@ -81,9 +81,10 @@ func (u *upload) ReadFrom(r io.Reader) (int64, error) {
 }
 
 func (u *upload) readFrom(r io.Reader) (int64, error) {
-	blockSize := u.cfg.BlockSize
-	buf := make([]byte, blockSize)
+	blocks := &blockReader{r: r, codec: u.codec}
+	defer blocks.release()
 	enc := u.codec.NewBlockEncoder()
+	defer u.codec.PutBlockEncoder(enc)
 	var seg *segmentWriter
 	// On any failure the segment in flight is torn down; Abort removes what was committed.
 	defer func() {
@@ -94,12 +95,11 @@ func (u *upload) readFrom(r io.Reader) (int64, error) {
 	}()
 	var total int64
 	for {
-		n, rerr := io.ReadFull(r, buf)
-		if n > 0 {
+		block, rerr := blocks.next()
+		if n := len(block); n > 0 {
 			if total+int64(n) > u.s.cfg.MaxFileSize {
 				return total, &FileTooLargeError{Limit: u.s.cfg.MaxFileSize}
 			}
-			block := buf[:n]
 			u.hash.Write(block)
 			if len(u.sniff) < sniffLen {
 				u.sniff = append(u.sniff, block[:min(n, sniffLen-len(u.sniff))]...)
@@ -109,6 +109,7 @@ func (u *upload) readFrom(r io.Reader) (int64, error) {
 				if seg, err = u.openSegment(len(u.segments), total); err != nil {
 					return total, err
 				}
+				enc.Start(erasure.SegmentID{File: u.fileID, Segment: seg.index})
 			}
 			frames, err := enc.Encode(block)
 			if err != nil {
@@ -129,7 +130,7 @@ func (u *upload) readFrom(r io.Reader) (int64, error) {
 			}
 		}
 		switch {
-		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
+		case rerr == io.EOF:
 			u.size = total
 			if seg != nil {
 				err := u.finishSegment(seg)
@@ -167,8 +168,10 @@ func (u *upload) openSegment(index int, offset int64) (*segmentWriter, error) {
 	u.segments = append(u.segments, fsm.Segment{Offset: offset, Nodes: make([]string, g.Total())})
 	for i, node := range nodes {
 		id := erasure.ShardID{File: u.fileID, Segment: index, Index: i}
-		seg.streams[i] = u.s.startShardStream(ctx, node, id, u.s.cfg.ShardPipelineDepth)
+		seg.streams[i] = u.s.startShardStream(ctx, node, id, u.s.cfg.ShardPipelineDepth, u.codec)
 		u.segments[index].Nodes[i] = node
+		// Every shard opens with its header (format version and identity).
+		seg.streams[i].send(erasure.AppendShardHeader(nil, id))
 	}
 	return seg, nil
 }
@@ -359,6 +362,7 @@ func (w *segmentWriter) wait() int {
 			continue
 		}
 		<-st.done
+		st.release()
 		if st.err == nil {
 			acked++
 		}
@@ -384,6 +388,7 @@ func (w *segmentWriter) firstErr() error {
 // shardStream pipes frames to one shard node. A bounded queue of reusable buffers keeps memory per
 // stream at depth+1 chunks, and lets a slow node lag a little without stalling the others at once.
 type shardStream struct {
+	codec *erasure.Codec // whose pool full-frame buffers come from and go back to
 	queue chan []byte
 	free  chan []byte
 	pipe  *io.PipeWriter
@@ -393,9 +398,10 @@ type shardStream struct {
 	once  sync.Once
 }
 
-func (s *Service) startShardStream(ctx context.Context, node string, id erasure.ShardID, depth int) *shardStream {
+func (s *Service) startShardStream(ctx context.Context, node string, id erasure.ShardID, depth int, codec *erasure.Codec) *shardStream {
 	pr, pw := io.Pipe()
 	st := &shardStream{
+		codec: codec,
 		queue: make(chan []byte, depth),
 		free:  make(chan []byte, depth+1),
 		pipe:  pw,
@@ -453,6 +459,13 @@ func (st *shardStream) send(frame []byte) bool {
 		return false
 	case buf = <-st.free:
 	}
+	if cap(buf) < len(frame) {
+		if full := st.codec.FullFrameLen(); len(frame) > full/2 && len(frame) <= full {
+			buf = st.codec.FrameBuffer()
+		} else {
+			buf = make([]byte, 0, len(frame)) // sized to the content: a small file's frames are small
+		}
+	}
 	buf = append(buf[:0], frame...)
 	select {
 	case <-st.dead:
@@ -464,6 +477,18 @@ func (st *shardStream) send(frame []byte) bool {
 }
 
 func (st *shardStream) close() { close(st.queue) }
+
+// release returns the stream's buffers to the codec's pool once the stream is done.
+func (st *shardStream) release() {
+	for {
+		select {
+		case buf := <-st.free:
+			st.codec.PutBuffer(buf)
+		default:
+			return
+		}
+	}
+}
 
 // quorumFailure is the error kind of a segment that missed its write quorum: out of space when the
 // shard nodes refused for space (507), unavailable otherwise (503).

@@ -16,6 +16,7 @@ func BenchmarkEncode(b *testing.B) {
 				b.Fatal(err)
 			}
 			enc := c.NewBlockEncoder()
+			enc.Start(testSeg)
 			block := randomBytes(rand.New(rand.NewPCG(1, 2)), benchBlockSize)
 			b.SetBytes(benchBlockSize)
 			for b.Loop() {
@@ -48,7 +49,7 @@ func BenchmarkReadSegment(b *testing.B) {
 			src := newMemSource(tt.shards)
 			b.SetBytes(segLen)
 			for b.Loop() {
-				if _, err := c.ReadSegment(b.Context(), io.Discard, segLen, 0, segLen, src); err != nil {
+				if _, err := c.ReadSegment(b.Context(), io.Discard, testSeg, segLen, 0, segLen, src); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,10 +1,10 @@
 package erasure
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sync"
 
 	"github.com/klauspost/reedsolomon"
 )
@@ -15,11 +15,10 @@ var (
 	ErrShardNotFound = errors.New("shard not found")
 	// ErrUnrecoverable means more than m shards of a segment failed, so its data cannot be rebuilt.
 	ErrUnrecoverable = errors.New("segment unrecoverable: too many shards lost")
-	// ErrCorrupt means a frame's CRC-32C did not match its chunk (bit rot, torn or foreign data).
+	// ErrCorrupt means a shard failed its checks: a frame's checksum does not match its chunk and
+	// place (bit rot, a torn, misdirected or misplaced write, another shard's data), the header
+	// names another shard, or the shard is shorter or longer than its segment needs.
 	ErrCorrupt = errors.New("shard corrupt")
-	// ErrNotEnoughNodes means placement found fewer nodes than a segment needs. Place itself never
-	// fails; callers that require k+m (or a write quorum of) distinct nodes report it.
-	ErrNotEnoughNodes = errors.New("not enough nodes for placement")
 	// ErrNoSpace: the node keeps its free-space reserve and takes no new shard, or the disk is full.
 	ErrNoSpace = errors.New("not enough free space for the shard")
 )
@@ -27,13 +26,79 @@ var (
 // castagnoli is read-only after package init; crc32.MakeTable returns a shared, immutable table.
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// SegmentID names one segment of a file: the identity every frame checksum of its shards binds.
+type SegmentID struct {
+	File    string
+	Segment int
+}
+
+// Shard is the id of the segment's shard index.
+func (s SegmentID) Shard(index int) ShardID {
+	return ShardID{File: s.File, Segment: s.Segment, Index: index}
+}
+
 // Codec erasure-codes blocks of one geometry and block size. It is safe for concurrent use; the
-// per-stream state lives in BlockEncoder and in each ReadSegment call.
+// per-stream state lives in BlockEncoder and in each ReadSegment call. It pools block encoders,
+// so that a steady stream of uploads allocates no per-block or per-upload buffers.
 type Codec struct {
 	g         Geometry
 	blockSize int
 	rs        reedsolomon.Encoder
+	encoders  sync.Pool // *BlockEncoder
+	frameBufs sync.Pool // *[][]byte: k+m full-frame buffers for readers
+	small     sync.Pool // *[]byte of smallBufferLen
+	blocks    sync.Pool // *[]byte of blockSize
+	frames    sync.Pool // *[]byte of one full frame
 }
+
+// smallBufferLen is the first buffer of an upload: small files fit, larger ones move on to a block.
+const smallBufferLen = 64 << 10
+
+// BlockSize is the most data bytes a block holds.
+func (c *Codec) BlockSize() int { return c.blockSize }
+
+// SmallBuffer returns an empty pooled buffer of min(64 KiB, block size) capacity.
+func (c *Codec) SmallBuffer() []byte {
+	return c.getBuffer(&c.small, min(smallBufferLen, c.blockSize))
+}
+
+// BlockBuffer returns an empty pooled buffer of one block's capacity.
+func (c *Codec) BlockBuffer() []byte { return c.getBuffer(&c.blocks, c.blockSize) }
+
+// FrameBuffer returns an empty pooled buffer with room for one full block's frame.
+func (c *Codec) FrameBuffer() []byte { return c.getBuffer(&c.frames, int(c.fullFrameLen())) }
+
+// PutBuffer returns a buffer from SmallBuffer, BlockBuffer or FrameBuffer to its pool; buffers of
+// any other capacity are left to the garbage collector.
+func (c *Codec) PutBuffer(b []byte) {
+	var p *sync.Pool
+	switch cap(b) {
+	case c.blockSize:
+		p = &c.blocks
+	case int(c.fullFrameLen()):
+		p = &c.frames
+	case min(smallBufferLen, c.blockSize):
+		p = &c.small
+	default:
+		return
+	}
+	b = b[:0]
+	p.Put(&b)
+}
+
+func (c *Codec) getBuffer(p *sync.Pool, n int) []byte {
+	if b, ok := p.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, n)
+}
+
+// fullFrameLen is the length of a full block's frame.
+func (c *Codec) fullFrameLen() int64 { return int64(ChunkLen(c.blockSize, c.g) + crcLen) }
+
+// FullFrameLen is the length of a full block's frame (chunk and checksum), the capacity of
+// FrameBuffer's buffers.
+func (c *Codec) FullFrameLen() int { return int(c.fullFrameLen()) }
 
 // NewCodec returns a codec for geometry g and blocks of up to blockSize data bytes.
 func NewCodec(g Geometry, blockSize int) (*Codec, error) {
@@ -50,40 +115,61 @@ func NewCodec(g Geometry, blockSize int) (*Codec, error) {
 	return &Codec{g: g, blockSize: blockSize, rs: rs}, nil
 }
 
-// Geometry returns the codec's k+m.
-func (c *Codec) Geometry() Geometry { return c.g }
-
-// BlockSize returns the maximum number of data bytes per block.
-func (c *Codec) BlockSize() int { return c.blockSize }
-
-// BlockEncoder encodes blocks into framed chunks, reusing its buffers (memory O(blockSize)).
-// Not safe for concurrent use.
+// BlockEncoder encodes the blocks of one segment into framed chunks whose checksums bind each
+// frame to its shard and block. Its buffers grow to the largest block it has encoded, so a small
+// file costs small buffers. Not safe for concurrent use.
 type BlockEncoder struct {
 	c      *Codec
-	frames [][]byte // k+m buffers of full-frame capacity
+	frames [][]byte // k+m buffers, each with room for the largest frame so far
 	chunks [][]byte // chunk views into frames, handed to reedsolomon
 	out    [][]byte // frame views returned by Encode
+	seeds  []uint32 // shardSeed per shard index of the current segment
+	block  int      // index of the next block within the segment
 }
 
-// NewBlockEncoder returns an encoder with buffers for one full block.
+// NewBlockEncoder returns an encoder; Start names the segment it encodes. Release it with
+// PutBlockEncoder when done, so the next upload reuses its buffers.
 func (c *Codec) NewBlockEncoder() *BlockEncoder {
+	if e, ok := c.encoders.Get().(*BlockEncoder); ok {
+		return e
+	}
 	n := c.g.Total()
 	return &BlockEncoder{
 		c:      c,
-		frames: reedsolomon.AllocAligned(n, ChunkLen(c.blockSize, c.g)+crcLen),
+		frames: make([][]byte, n),
 		chunks: make([][]byte, n),
 		out:    make([][]byte, n),
+		seeds:  make([]uint32, n),
 	}
 }
 
-// Encode returns k+m frames (chunk||crc) for one block of 1..blockSize data bytes. The returned
-// slices stay valid only until the next Encode call (callers copy or finish with them first).
+// PutBlockEncoder returns e to its codec's pool; e must not be used afterwards.
+func (c *Codec) PutBlockEncoder(e *BlockEncoder) {
+	if e != nil && e.c == c {
+		c.encoders.Put(e)
+	}
+}
+
+// Start begins segment seg: the next Encode is its block 0.
+func (e *BlockEncoder) Start(seg SegmentID) {
+	for i := range e.seeds {
+		e.seeds[i] = shardSeed(seg.Shard(i))
+	}
+	e.block = 0
+}
+
+// Encode returns k+m frames (chunk||crc) for the next block of the segment, of 1..blockSize data
+// bytes. The returned slices stay valid only until the next Encode call (callers copy or finish
+// with them first).
 func (e *BlockEncoder) Encode(block []byte) ([][]byte, error) {
 	if len(block) == 0 || len(block) > e.c.blockSize {
 		return nil, fmt.Errorf("erasure: encode block of %d bytes: want 1..%d", len(block), e.c.blockSize)
 	}
 	k := e.c.g.Data
 	cl := ChunkLen(len(block), e.c.g)
+	if cap(e.frames[0]) < cl+crcLen {
+		e.frames = reedsolomon.AllocAligned(len(e.frames), cl+crcLen)
+	}
 	for i := range e.frames {
 		e.chunks[i] = e.frames[i][:cl]
 		if i < k {
@@ -95,20 +181,9 @@ func (e *BlockEncoder) Encode(block []byte) ([][]byte, error) {
 	if err := e.c.rs.Encode(e.chunks); err != nil {
 		return nil, fmt.Errorf("erasure: encode: %w", err)
 	}
-	for i, f := range e.frames {
-		e.out[i] = appendCRC(f[:cl])
+	for i := range e.frames {
+		e.out[i] = appendFrameCRC(e.chunks[i], e.seeds[i], e.block)
 	}
+	e.block++
 	return e.out, nil
-}
-
-// appendCRC writes the CRC-32C of chunk into the 4 bytes after it; chunk must have the capacity.
-func appendCRC(chunk []byte) []byte {
-	return binary.BigEndian.AppendUint32(chunk, crc32.Checksum(chunk, castagnoli))
-}
-
-// checkFrame verifies a frame and returns its chunk.
-func checkFrame(frame []byte) ([]byte, bool) {
-	cl := len(frame) - crcLen
-	chunk := frame[:cl]
-	return chunk, crc32.Checksum(chunk, castagnoli) == binary.BigEndian.Uint32(frame[cl:])
 }

@@ -46,11 +46,14 @@ func (m *memSource) OpenShard(ctx context.Context, index int, off, n int64) (io.
 	if s == nil {
 		return nil, fmt.Errorf("shard %d: %w", index, ErrShardNotFound)
 	}
-	if off < 0 || n < 0 || off+n > int64(len(s)) {
-		return nil, fmt.Errorf("shard %d [%d,+%d) of %d: %w", index, off, n, len(s), ErrInvalidRange)
+	// As ShardStore.OpenFrames: the header, then frames [off, off+n).
+	header, base := readerHeader(s[:min(len(s), ShardHeaderLen)])
+	frames := s[base:]
+	if off < 0 || n < 0 || off+n > int64(len(frames)) {
+		return nil, fmt.Errorf("shard %d [%d,+%d) of %d: %w", index, off, n, len(frames), ErrInvalidRange)
 	}
 	m.unclosed++
-	return &memStream{Reader: bytes.NewReader(s[off : off+n]), m: m}, nil
+	return &memStream{Reader: bytes.NewReader(append(slices.Clone(header), frames[off:off+n]...)), m: m}, nil
 }
 
 func (m *memSource) checkClosed(t *testing.T) {
@@ -78,12 +81,25 @@ func (s *memStream) Close() error {
 	return nil
 }
 
-// encodeSegment encodes data into k+m shards the way a writer does: block by block, appending
-// frame i to shard i.
+// testSeg is the segment the single-segment tests encode and read.
+var testSeg = SegmentID{File: "FILtest", Segment: 0}
+
+// encodeSegment encodes data as testSeg.
 func encodeSegment(t testing.TB, c *Codec, data []byte) [][]byte {
+	return encodeSegmentAs(t, c, testSeg, data)
+}
+
+// encodeSegmentAs encodes data into k+m shards the way a writer does: the header, then block by
+// block, appending frame i to shard i.
+func encodeSegmentAs(t testing.TB, c *Codec, seg SegmentID, data []byte) [][]byte {
 	t.Helper()
-	shards := make([][]byte, c.Geometry().Total())
+	shards := make([][]byte, c.g.Total())
+	for i := range shards {
+		shards[i] = AppendShardHeader(nil, seg.Shard(i))
+	}
 	enc := c.NewBlockEncoder()
+	defer c.PutBlockEncoder(enc)
+	enc.Start(seg)
 	for off := 0; off < len(data); off += c.BlockSize() {
 		frames, err := enc.Encode(data[off:min(off+c.BlockSize(), len(data))])
 		if err != nil {
@@ -94,25 +110,49 @@ func encodeSegment(t testing.TB, c *Codec, data []byte) [][]byte {
 		}
 	}
 	for i, s := range shards {
-		if want := ShardSize(int64(len(data)), c.BlockSize(), c.Geometry()); int64(len(s)) != want {
+		if want := testShardSize(int64(len(data)), c.BlockSize(), c.g); int64(len(s)) != want {
 			t.Fatalf("shard %d is %d bytes, ShardSize says %d", i, len(s), want)
 		}
 	}
 	return shards
 }
 
-// encodeFile encodes every segment of data.
-func encodeFile(t testing.TB, c *Codec, data []byte, blocksPerSegment int) ([]Span, [][][]byte) {
-	spans := SegmentSpans(int64(len(data)), c.BlockSize(), blocksPerSegment)
+// span is the range of data bytes of one segment within its file.
+type span struct {
+	Offset, Length int64
+}
+
+// segmentSpans cuts a file of fileSize bytes into segments of at most blockSize*blocksPerSegment
+// bytes, as uploads do.
+func segmentSpans(fileSize int64, blockSize, blocksPerSegment int) []span {
+	segSize := int64(blockSize) * int64(blocksPerSegment)
+	var spans []span
+	for off := int64(0); off < fileSize; off += segSize {
+		spans = append(spans, span{Offset: off, Length: min(segSize, fileSize-off)})
+	}
+	return spans
+}
+
+// testShardSize is the byte size of one shard of a segment holding segLen data bytes: the header
+// and every frame.
+func testShardSize(segLen int64, blockSize int, g Geometry) int64 {
+	l := newSegmentLayout(segLen, blockSize, g)
+	_, n := l.shardRange(0, l.blocks-1)
+	return ShardHeaderLen + n
+}
+
+// encodeFile encodes every segment of data, segment s as {testSeg.File, s}.
+func encodeFile(t testing.TB, c *Codec, data []byte, blocksPerSegment int) ([]span, [][][]byte) {
+	spans := segmentSpans(int64(len(data)), c.BlockSize(), blocksPerSegment)
 	segs := make([][][]byte, len(spans))
 	for s, sp := range spans {
-		segs[s] = encodeSegment(t, c, data[sp.Offset:sp.Offset+sp.Length])
+		segs[s] = encodeSegmentAs(t, c, SegmentID{File: testSeg.File, Segment: s}, data[sp.Offset:sp.Offset+sp.Length])
 	}
 	return spans, segs
 }
 
 // readFile reads [off, off+n) of a file through ReadSegment, segment by segment.
-func readFile(ctx context.Context, c *Codec, spans []Span, srcs []*memSource, off, n int64) ([]byte, []ShardFault, error) {
+func readFile(ctx context.Context, c *Codec, spans []span, srcs []*memSource, off, n int64) ([]byte, []ShardFault, error) {
 	var buf bytes.Buffer
 	var faults []ShardFault
 	for s, sp := range spans {
@@ -120,7 +160,7 @@ func readFile(ctx context.Context, c *Codec, spans []Span, srcs []*memSource, of
 		if lo >= hi {
 			continue
 		}
-		f, err := c.ReadSegment(ctx, &buf, sp.Length, lo-sp.Offset, hi-lo, srcs[s])
+		f, err := c.ReadSegment(ctx, &buf, SegmentID{File: testSeg.File, Segment: s}, sp.Length, lo-sp.Offset, hi-lo, srcs[s])
 		faults = append(faults, f...)
 		if err != nil {
 			return buf.Bytes(), faults, err
@@ -327,7 +367,7 @@ func TestReadSegmentRanges(t *testing.T) {
 
 // checkHealthyOpens asserts a healthy read opened exactly the k data shards, once each, over
 // exactly the frames of the blocks overlapping the range.
-func checkHealthyOpens(t *testing.T, src *memSource, sp Span, off, n int64, g Geometry) {
+func checkHealthyOpens(t *testing.T, src *memSource, sp span, off, n int64, g Geometry) {
 	t.Helper()
 	lo, hi := max(off, sp.Offset)-sp.Offset, min(off+n, sp.Offset+sp.Length)-sp.Offset
 	if lo >= hi {
@@ -361,10 +401,10 @@ func TestReadSegmentSwitchesMidStream(t *testing.T) {
 	shards := encodeSegment(t, c, data)
 	frame := int64(ChunkLen(testBlockSize, g) + crcLen)
 	shards[1] = slices.Clone(shards[1])
-	shards[1][2*frame+5] ^= 0xff // block 2 of data shard 1 rots
+	shards[1][ShardHeaderLen+2*frame+5] ^= 0xff // block 2 of data shard 1 rots
 	src := newMemSource(shards)
 	var buf bytes.Buffer
-	faults, err := c.ReadSegment(t.Context(), &buf, int64(len(data)), 0, int64(len(data)), src)
+	faults, err := c.ReadSegment(t.Context(), &buf, testSeg, int64(len(data)), 0, int64(len(data)), src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +445,7 @@ func TestReadSegmentErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			src := newMemSource(shards)
-			_, err := c.ReadSegment(tt.ctx, tt.w, segLen, tt.off, tt.n, src)
+			_, err := c.ReadSegment(tt.ctx, tt.w, testSeg, segLen, tt.off, tt.n, src)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
@@ -414,7 +454,7 @@ func TestReadSegmentErrors(t *testing.T) {
 	}
 	t.Run("empty range reads nothing", func(t *testing.T) {
 		src := newMemSource(shards)
-		faults, err := c.ReadSegment(t.Context(), io.Discard, segLen, 5, 0, src)
+		faults, err := c.ReadSegment(t.Context(), io.Discard, testSeg, segLen, 5, 0, src)
 		if err != nil || faults != nil || len(src.opens) != 0 {
 			t.Fatalf("faults %v, err %v, opens %v; want nothing", faults, err, src.opens)
 		}
@@ -441,7 +481,7 @@ func TestReadSegmentConcurrent(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			var buf bytes.Buffer
-			if _, err := c.ReadSegment(t.Context(), &buf, int64(len(data)), 0, int64(len(data)), newMemSource(shards)); err != nil {
+			if _, err := c.ReadSegment(t.Context(), &buf, testSeg, int64(len(data)), 0, int64(len(data)), newMemSource(shards)); err != nil {
 				errs <- err
 			} else if !bytes.Equal(buf.Bytes(), data) {
 				errs <- errors.New("wrong bytes")
@@ -483,7 +523,7 @@ func TestRebuildShard(t *testing.T) {
 						}
 						var buf bytes.Buffer
 						ms := newMemSource(src)
-						if _, err := c.RebuildShard(t.Context(), &buf, int64(size), index, ms); err != nil {
+						if _, err := c.RebuildShard(t.Context(), &buf, testSeg, int64(size), index, ms); err != nil {
 							t.Fatal(err)
 						}
 						ms.checkClosed(t)
@@ -503,7 +543,7 @@ func TestRebuildShard(t *testing.T) {
 		}
 		shards := encodeSegment(t, c, []byte("hello"))
 		shards[1] = nil
-		if _, err := c.RebuildShard(t.Context(), io.Discard, 5, 0, newMemSource(shards)); !errors.Is(err, ErrUnrecoverable) {
+		if _, err := c.RebuildShard(t.Context(), io.Discard, testSeg, 5, 0, newMemSource(shards)); !errors.Is(err, ErrUnrecoverable) {
 			t.Fatalf("err = %v, want ErrUnrecoverable", err)
 		}
 	})
@@ -517,8 +557,14 @@ func TestVerifyShard(t *testing.T) {
 	}
 	data := randomBytes(rand.New(rand.NewPCG(11, 12)), 2*testBlockSize+100)
 	segLen := int64(len(data))
-	shard := encodeSegment(t, c, data)[4]
+	shards := encodeSegment(t, c, data)
+	shard, sibling := shards[4], shards[3]
+	foreign := encodeSegmentAs(t, c, SegmentID{File: "FILother", Segment: 0}, data)[4]
 	frame := ChunkLen(testBlockSize, g) + crcLen
+	// Blocks 0 and 1 are full, so their frames have the same length and can trade places.
+	swapped := slices.Clone(shard)
+	copy(swapped[ShardHeaderLen:], shard[ShardHeaderLen+frame:ShardHeaderLen+2*frame])
+	copy(swapped[ShardHeaderLen+frame:], shard[ShardHeaderLen:ShardHeaderLen+frame])
 	flip := func(at int) []byte {
 		s := slices.Clone(shard)
 		s[at] ^= 0x10
@@ -530,17 +576,24 @@ func TestVerifyShard(t *testing.T) {
 		wantErr error
 	}{
 		{name: "healthy", shard: shard},
-		{name: "flip in first chunk", shard: flip(0), wantErr: ErrCorrupt},
-		{name: "flip in crc", shard: flip(frame - 1), wantErr: ErrCorrupt},
+		{name: "flip in header", shard: flip(20), wantErr: ErrCorrupt},
+		{name: "flip in first chunk", shard: flip(ShardHeaderLen), wantErr: ErrCorrupt},
+		{name: "flip in crc", shard: flip(ShardHeaderLen + frame - 1), wantErr: ErrCorrupt},
 		{name: "flip in last block", shard: flip(len(shard) - 5), wantErr: ErrCorrupt},
-		{name: "truncated by one", shard: shard[:len(shard)-1], wantErr: io.ErrUnexpectedEOF},
-		{name: "truncated at frame edge", shard: shard[:2*frame], wantErr: io.ErrUnexpectedEOF},
+		{name: "sibling shard", shard: sibling, wantErr: ErrCorrupt},
+		{name: "sibling frames under this header", shard: append(slices.Clone(shard[:ShardHeaderLen]), sibling[ShardHeaderLen:]...), wantErr: ErrCorrupt},
+		{name: "another file's shard", shard: foreign, wantErr: ErrCorrupt},
+		{name: "another file's frames under this header", shard: append(slices.Clone(shard[:ShardHeaderLen]), foreign[ShardHeaderLen:]...), wantErr: ErrCorrupt},
+		{name: "two frames swapped", shard: swapped, wantErr: ErrCorrupt},
+		{name: "truncated by one", shard: shard[:len(shard)-1], wantErr: ErrCorrupt},
+		{name: "truncated at frame edge", shard: shard[:ShardHeaderLen+2*frame], wantErr: io.ErrUnexpectedEOF},
+		{name: "header only", shard: shard[:ShardHeaderLen], wantErr: ErrCorrupt},
 		{name: "empty", shard: nil, wantErr: io.ErrUnexpectedEOF},
 		{name: "trailing byte", shard: append(slices.Clone(shard), 0), wantErr: ErrCorrupt},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := VerifyShard(bytes.NewReader(tt.shard), segLen, testBlockSize, g)
+			err := VerifyShard(bytes.NewReader(tt.shard), testSeg.Shard(4), segLen, testBlockSize, g)
 			if tt.wantErr == nil && err != nil || !errors.Is(err, tt.wantErr) {
 				t.Fatalf("VerifyShard = %v, want %v", err, tt.wantErr)
 			}
@@ -597,7 +650,7 @@ func FuzzReadSegment(f *testing.F) {
 		}
 		src := newMemSource([][]byte{s0, s1, s2})
 		var buf bytes.Buffer
-		_, err := c.ReadSegment(t.Context(), &buf, segLen, off, n, src)
+		_, err := c.ReadSegment(t.Context(), &buf, testSeg, segLen, off, n, src)
 		if err == nil && int64(buf.Len()) != n {
 			t.Fatalf("read %d bytes, asked for %d", buf.Len(), n)
 		}
@@ -618,10 +671,13 @@ func FuzzVerifyShard(f *testing.F) {
 		if segLen > 1<<16 || blockSize > 1<<16 {
 			return
 		}
-		// Must not panic; a shard longer than ShardSize is never accepted.
-		if VerifyShard(bytes.NewReader(shard), segLen, blockSize, g) == nil &&
-			int64(len(shard)) != ShardSize(segLen, blockSize, g) {
-			t.Fatalf("accepted a %d-byte shard, want %d bytes", len(shard), ShardSize(segLen, blockSize, g))
+		// Must not panic; a shard of the wrong length is never accepted. The stream is what
+		// ShardStore.OpenFrames makes of the stored bytes.
+		header, base := readerHeader(shard[:min(len(shard), ShardHeaderLen)])
+		stream := append(slices.Clone(header), shard[base:]...)
+		if VerifyShard(bytes.NewReader(stream), testSeg.Shard(0), segLen, blockSize, g) == nil &&
+			int64(len(stream)) != testShardSize(segLen, blockSize, g) {
+			t.Fatalf("accepted a %d-byte shard, want %d bytes", len(stream), testShardSize(segLen, blockSize, g))
 		}
 	})
 }

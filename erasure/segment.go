@@ -3,25 +3,6 @@ package erasure
 // crcLen is the size of the CRC-32C trailer of every frame.
 const crcLen = 4
 
-// Span is the range of data bytes of one segment within its file.
-type Span struct {
-	Offset, Length int64
-}
-
-// SegmentSpans cuts a file of fileSize bytes into segments of at most blockSize*blocksPerSegment
-// bytes. A 0-byte file has no segments. Non-positive sizes yield nil, as there is no valid layout.
-func SegmentSpans(fileSize int64, blockSize, blocksPerSegment int) []Span {
-	if fileSize <= 0 || blockSize <= 0 || blocksPerSegment <= 0 {
-		return nil
-	}
-	segSize := int64(blockSize) * int64(blocksPerSegment)
-	spans := make([]Span, 0, (fileSize+segSize-1)/segSize)
-	for off := int64(0); off < fileSize; off += segSize {
-		spans = append(spans, Span{Offset: off, Length: min(segSize, fileSize-off)})
-	}
-	return spans
-}
-
 // ChunkLen is the length of each of the k+m chunks of a block holding blockDataLen data bytes:
 // ceil(n/k), the last data chunk being zero-padded. It is 0 for n <= 0.
 func ChunkLen(blockDataLen int, g Geometry) int {
@@ -29,20 +10,6 @@ func ChunkLen(blockDataLen int, g Geometry) int {
 		return 0
 	}
 	return (blockDataLen + g.Data - 1) / g.Data
-}
-
-// ShardSize is the exact byte size of one shard file of a segment holding segLen data bytes
-// (all chunks, including their checksums).
-func ShardSize(segLen int64, blockSize int, g Geometry) int64 {
-	if segLen <= 0 || blockSize <= 0 {
-		return 0
-	}
-	full := segLen / int64(blockSize)
-	size := full * int64(ChunkLen(blockSize, g)+crcLen)
-	if rem := int(segLen % int64(blockSize)); rem > 0 {
-		size += int64(ChunkLen(rem, g) + crcLen)
-	}
-	return size
 }
 
 // segmentLayout answers where each block of one segment lives, in data bytes and in shard bytes.

@@ -1,35 +1,8 @@
 package erasure
 
-import (
-	"slices"
-	"testing"
-)
+import "testing"
 
-func TestSegmentSpans(t *testing.T) {
-	tests := []struct {
-		name       string
-		size       int64
-		bs, perSeg int
-		want       []Span
-	}{
-		{name: "empty", size: 0, bs: 4, perSeg: 2, want: nil},
-		{name: "one byte", size: 1, bs: 4, perSeg: 2, want: []Span{{0, 1}}},
-		{name: "exactly one segment", size: 8, bs: 4, perSeg: 2, want: []Span{{0, 8}}},
-		{name: "one over", size: 9, bs: 4, perSeg: 2, want: []Span{{0, 8}, {8, 1}}},
-		{name: "three", size: 20, bs: 4, perSeg: 2, want: []Span{{0, 8}, {8, 8}, {16, 4}}},
-		{name: "bad block size", size: 20, bs: 0, perSeg: 2, want: nil},
-		{name: "bad blocks per segment", size: 20, bs: 4, perSeg: 0, want: nil},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := SegmentSpans(tt.size, tt.bs, tt.perSeg); !slices.Equal(got, tt.want) {
-				t.Fatalf("SegmentSpans(%d, %d, %d) = %v, want %v", tt.size, tt.bs, tt.perSeg, got, tt.want)
-			}
-		})
-	}
-}
-
-func TestChunkLenAndShardSize(t *testing.T) {
+func TestChunkLenAndFrameBytes(t *testing.T) {
 	g42 := Geometry{Data: 4, Parity: 2}
 	tests := []struct {
 		name      string
@@ -52,8 +25,11 @@ func TestChunkLenAndShardSize(t *testing.T) {
 			if got := ChunkLen(int(min(tt.segLen, int64(tt.blockSize))), tt.g); got != tt.chunkLen {
 				t.Errorf("ChunkLen = %d, want %d", got, tt.chunkLen)
 			}
-			if got := ShardSize(tt.segLen, tt.blockSize, tt.g); got != tt.shardSize {
-				t.Errorf("ShardSize = %d, want %d", got, tt.shardSize)
+			if tt.segLen == 0 {
+				return
+			}
+			if got := testShardSize(tt.segLen, tt.blockSize, tt.g) - ShardHeaderLen; got != tt.shardSize {
+				t.Errorf("frame bytes = %d, want %d", got, tt.shardSize)
 			}
 		})
 	}

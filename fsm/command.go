@@ -13,11 +13,6 @@ import (
 	"github.com/cairn-dev/cairn/erasure"
 )
 
-// CommandVersion is the only envelope version this build applies. The validation rules below are
-// part of it: changing what a command accepts needs a new version, or replicas running different
-// builds would compute different states from the same log.
-const CommandVersion = 1
-
 // CommandType names a command and so the type of its payload.
 type CommandType string
 
@@ -135,51 +130,22 @@ type Barrier struct {
 }
 
 // payload is implemented by every command payload. validate holds the state-independent rules,
-// so that a proposer learns of a malformed command before it reaches the log.
+// so that a proposer learns of a malformed command before it reaches the log. The rules are part
+// of the command version: changing one means a new CommandVersion (DESIGN.md).
 type payload interface {
 	validate() error
 }
 
-func newPayload(typ CommandType) (payload, bool) {
-	switch typ {
-	case CmdInitCluster:
-		return new(InitCluster), true
-	case CmdCreateFile:
-		return new(CreateFile), true
-	case CmdDeleteFile:
-		return new(DeleteFile), true
-	case CmdCreateToken:
-		return new(CreateToken), true
-	case CmdDeleteToken:
-		return new(DeleteToken), true
-	case CmdBarrier:
-		return new(Barrier), true
-	case CmdCreateAPIKey:
-		return new(CreateAPIKey), true
-	case CmdRevokeAPIKey:
-		return new(RevokeAPIKey), true
-	case CmdUpdateSettings:
-		return new(UpdateSettings), true
-	case CmdRotateSigningKey:
-		return new(RotateSigningKey), true
-	case CmdExpire:
-		return new(Expire), true
-	case CmdMoveShard:
-		return new(MoveShard), true
-	case CmdRemoveNode:
-		return new(RemoveNode), true
-	}
-	return nil, false
-}
-
-// EncodeCommand builds the Raft log entry bytes. payload may be the command's payload type or a
-// pointer to it; it is validated with the same rules as DecodeCommand.
+// EncodeCommand builds the Raft log entry bytes in the newest envelope version, CommandVersion.
+// payload may be the command's payload type or a pointer to it; it is validated with the same
+// rules as DecodeCommand. Whether the cluster may be sent typ yet is the proposer's question
+// (CommandProtocol, and the leader's protocol gate in cluster), not the encoder's.
 func EncodeCommand(typ CommandType, requestID string, now time.Time, payload any) ([]byte, error) {
-	want, ok := newPayload(typ)
+	spec, ok := commands[typ]
 	if !ok {
 		return nil, fmt.Errorf("%w: unknown type %q", ErrInvalidCommand, typ)
 	}
-	p, err := asPayload(payload, want)
+	p, err := asPayload(payload, spec.newPayload())
 	if err != nil {
 		return nil, err
 	}
@@ -214,10 +180,11 @@ func asPayload(v any, want payload) (payload, error) {
 	return rv.Interface().(payload), nil
 }
 
-// DecodeCommand decodes strictly: unknown fields anywhere (envelope and payload), an unknown type,
-// an unsupported version, a missing requestId or time, trailing data, or a payload that breaks
-// its command's rules give an error wrapping ErrInvalidCommand. The second result is a pointer to
-// the typed payload (*InitCluster, *CreateFile, ...).
+// DecodeCommand decodes every envelope version ever written (commandVersions), each with the rules
+// of its version, strictly: unknown fields anywhere (envelope and payload), an unknown type, a
+// version this build never heard of, a missing requestId or time, trailing data, or a payload that
+// breaks its command's rules give an error wrapping ErrInvalidCommand. The second result is a
+// pointer to the payload in today's types (*InitCluster, *CreateFile, ...), whatever the version.
 func DecodeCommand(b []byte) (Command, any, error) {
 	var cmd Command
 	if err := decodeStrict(b, &cmd); err != nil {
@@ -226,22 +193,16 @@ func DecodeCommand(b []byte) (Command, any, error) {
 	if err := cmd.validate(); err != nil {
 		return Command{}, nil, err
 	}
-	p, ok := newPayload(cmd.Type)
-	if !ok {
-		return Command{}, nil, fmt.Errorf("%w: unknown type %q", ErrInvalidCommand, cmd.Type)
-	}
-	if err := decodeStrict(cmd.Payload, p); err != nil {
-		return Command{}, nil, fmt.Errorf("%w: %s payload: %v", ErrInvalidCommand, cmd.Type, err)
-	}
-	if err := p.validate(); err != nil {
-		return Command{}, nil, fmt.Errorf("%w: %s: %v", ErrInvalidCommand, cmd.Type, err)
+	p, err := commandVersions[cmd.Version](cmd)
+	if err != nil {
+		return Command{}, nil, err
 	}
 	return cmd, p, nil
 }
 
 func (c Command) validate() error {
 	switch {
-	case c.Version != CommandVersion:
+	case commandVersions[c.Version] == nil:
 		return fmt.Errorf("%w: unsupported version %d", ErrInvalidCommand, c.Version)
 	case c.RequestID == "":
 		return fmt.Errorf("%w: missing requestId", ErrInvalidCommand)

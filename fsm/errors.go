@@ -22,6 +22,10 @@ var (
 	ErrInvalidCommand = errors.New("fsm: invalid command")
 	// ErrLastAdminKey: revoking the key would leave no key that holds MANAGE_API_KEYS.
 	ErrLastAdminKey = errors.New("fsm: last api key with MANAGE_API_KEYS")
+	// ErrNotEnabled: the leader refused to propose the command because a Raft server does not
+	// speak the protocol that introduced it yet (a rolling upgrade is under way). The FSM never
+	// returns it; the leader's protocol gate does, before the command reaches the log.
+	ErrNotEnabled = errors.New("fsm: command not enabled until every raft server speaks its protocol")
 )
 
 // codes are stable: they are stored in the de-duplication table, snapshots and RPC replies.
@@ -36,6 +40,7 @@ var codes = []struct {
 	{"not_initialized", ErrNotInitialized},
 	{"invalid_command", ErrInvalidCommand},
 	{"last_admin_key", ErrLastAdminKey},
+	{"not_enabled", ErrNotEnabled},
 }
 
 // codeInternal stands for any error that is not one of the sentinels.

@@ -16,11 +16,14 @@ import (
 // record, unknown field, inconsistent rows, or a truncated stream.
 var ErrInvalidSnapshot = errors.New("fsm: invalid snapshot")
 
-// snapshotVersion is the stream format written by Persist. The stream is a header followed by
-// one JSON record per line: the config, then API keys, files, tokens (after their files, so
-// Restore can check references in one pass) and request ids, each table in id order, and a
-// final end record whose absence marks a truncated stream.
-const snapshotVersion = 1
+// snapshotReaders maps every snapshot version ever written to its reader; Persist writes
+// SnapshotVersion. Version 1 is a header followed by one JSON record per line: the config, then
+// API keys, files, tokens (after their files, so Restore can check references in one pass) and
+// request ids, each table in id order, and a final end record whose absence marks a truncated
+// stream. A new version gets a reader of its own here, and the old readers stay.
+var snapshotReaders = map[int]func(dec *json.Decoder, hdr snapshotHeader) (*memdb.MemDB, uint64, error){
+	1: readSnapshotV1,
+}
 
 type snapshotHeader struct {
 	Version      int       `json:"version"`
@@ -74,7 +77,7 @@ func (s *snapshot) write(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw)
 	m := loadMeta(s.txn)
-	if err := enc.Encode(snapshotHeader{Version: snapshotVersion, AppliedIndex: m.AppliedIndex, Clock: m.Clock}); err != nil {
+	if err := enc.Encode(snapshotHeader{Version: SnapshotVersion, AppliedIndex: m.AppliedIndex, Clock: m.Clock}); err != nil {
 		return err
 	}
 	if m.Config != nil {
@@ -122,9 +125,15 @@ func readSnapshot(r io.Reader) (*memdb.MemDB, uint64, error) {
 	if err := dec.Decode(&hdr); err != nil {
 		return nil, 0, fmt.Errorf("header: %w", err)
 	}
-	if hdr.Version != snapshotVersion {
+	read, ok := snapshotReaders[hdr.Version]
+	if !ok {
 		return nil, 0, fmt.Errorf("unsupported version %d", hdr.Version)
 	}
+	return read(dec, hdr)
+}
+
+// readSnapshotV1 reads the records of a version 1 stream after its header.
+func readSnapshotV1(dec *json.Decoder, hdr snapshotHeader) (*memdb.MemDB, uint64, error) {
 	db := newDB()
 	txn := db.Txn(true)
 	defer txn.Abort()

@@ -106,9 +106,7 @@ func (a *enmeshedAPI) download(w http.ResponseWriter, r *http.Request, p core.Pr
 	if info.ETag != "" {
 		h.Set("ETag", `"`+info.ETag+`"`)
 	}
-	if strings.Contains(r.Header.Get("Range"), ",") { // see DESIGN.md: multi-range is served whole
-		r.Header.Del("Range")
-	}
+	normalizeRange(r, info.Size) // see DESIGN.md: multi-range is served whole, "-0" is 416
 	src := newContentReader(r.Context(), content, info.Size)
 	defer src.Close()
 	dw := &deferredHeaderWriter{ResponseWriter: w}

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -26,7 +25,15 @@ const (
 // upload serves POST /api/v2/Files/Own: a multipart body streamed into core, never buffered. The
 // size limit is enforced while streaming, as on /files/v1. Any failure aborts the upload.
 func (a *enmeshedAPI) upload(w http.ResponseWriter, r *http.Request, p core.Principal, _ string) error {
-	body := bufio.NewReader(http.MaxBytesReader(w, r.Body, a.svc.MaxFileSize()+uploadOverhead))
+	body, err := a.bounds.body(w, r, a.svc.MaxFileSize()+uploadOverhead)
+	if err != nil {
+		return err
+	}
+	release, err := a.bounds.acquire()
+	if err != nil {
+		return err
+	}
+	defer release() // deferred before the abort below, so it runs after it
 	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
 		// Without a multipart body there is no file, which is how the Connector sees it too.
@@ -90,6 +97,9 @@ func (u *v2UploadReader) readParts(ctx context.Context, mr *multipart.Reader) (c
 				return core.FileAttrs{}, invalidProperty(msgOneFilePart)
 			}
 			sawFile = true
+			if err := checkFilename(part.FileName()); err != nil {
+				return core.FileAttrs{}, err
+			}
 			attrs.Name = strings.ToValidUTF8(part.FileName(), "\uFFFD")
 			attrs.MimeType = partMimetype(part.Header.Get("Content-Type"))
 			if err := u.stream(ctx, part); err != nil {

@@ -11,8 +11,9 @@ import (
 
 // filesV1 is the Extra Horizon-compatible /files/v1 front-end.
 type filesV1 struct {
-	files FileService
-	log   *slog.Logger
+	files  FileService
+	log    *slog.Logger
+	bounds *uploadBounds
 }
 
 func (v *filesV1) routes() []route {

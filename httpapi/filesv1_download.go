@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/cairn-dev/cairn/core"
@@ -34,11 +35,7 @@ func (v *filesV1) download(w http.ResponseWriter, r *http.Request) {
 	if info.ETag != "" {
 		h.Set("ETag", `"`+info.ETag+`"`)
 	}
-	// Several ranges would make ServeContent read from its own goroutine; a server may ignore Range
-	// (RFC 9110 §14.2), so such requests get the whole file.
-	if strings.Contains(r.Header.Get("Range"), ",") {
-		r.Header.Del("Range")
-	}
+	normalizeRange(r, info.Size)
 
 	src := newContentReader(r.Context(), content, info.Size)
 	defer src.Close()
@@ -55,6 +52,29 @@ func (v *filesV1) download(w http.ResponseWriter, r *http.Request) {
 			slog.String("route", r.Pattern),
 			slog.String("error", redact(src.err.Error(), requestSecrets(r)...)))
 		panic(http.ErrAbortHandler)
+	}
+}
+
+// normalizeRange prepares the Range header for http.ServeContent, which both download routes use:
+//   - several ranges would make ServeContent read from its own goroutine; a server may ignore Range
+//     (RFC 9110 §14.2), so such requests get the whole file;
+//   - a suffix range of length zero ("bytes=-0") is unsatisfiable (RFC 9110 §14.1.2), but
+//     ServeContent answers it 206 with an empty, inverted Content-Range. It is rewritten to a range
+//     that starts at the end of the file, which ServeContent answers 416 with "bytes */size", as any
+//     other unsatisfiable range (If-Range still applies first).
+func normalizeRange(r *http.Request, size int64) {
+	spec := r.Header.Get("Range")
+	if strings.Contains(spec, ",") {
+		r.Header.Del("Range")
+		return
+	}
+	unit, ranges, ok := strings.Cut(spec, "=")
+	if !ok || strings.TrimSpace(unit) != "bytes" {
+		return
+	}
+	suffix, isSuffix := strings.CutPrefix(strings.TrimSpace(ranges), "-")
+	if n, err := strconv.ParseInt(suffix, 10, 64); isSuffix && err == nil && n == 0 {
+		r.Header.Set("Range", "bytes="+strconv.FormatInt(size, 10)+"-")
 	}
 }
 

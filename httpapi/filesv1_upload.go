@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -77,8 +76,17 @@ func (v *filesV1) receive(w http.ResponseWriter, r *http.Request) (fileMetadata,
 	if err != nil {
 		return fileMetadata{}, err
 	}
-	// The size limit is enforced while streaming: the SDK sends chunked bodies without a length.
-	body := bufio.NewReader(http.MaxBytesReader(w, r.Body, v.files.MaxFileSize()+uploadOverhead))
+	// A declared length over the limit is refused unread; chunked bodies (the SDK sends those) meet
+	// the limit while streaming. The slot is held until the answer, Abort included.
+	body, err := v.bounds.body(w, r, v.files.MaxFileSize()+uploadOverhead)
+	if err != nil {
+		return fileMetadata{}, err
+	}
+	release, err := v.bounds.acquire()
+	if err != nil {
+		return fileMetadata{}, err
+	}
+	defer release()
 	if _, err := body.Peek(1); errors.Is(err, io.EOF) {
 		return fileMetadata{}, errEmptyBody("the upload has no body")
 	}
@@ -138,6 +146,9 @@ func readParts(mr *multipart.Reader, up core.Upload) (core.FileAttrs, error) {
 			}
 			sawFile = true
 			filename = part.FileName()
+			if err := checkFilename(filename); err != nil {
+				return core.FileAttrs{}, err
+			}
 			// core normalises it, and derives one when it is empty or unusable.
 			attrs.MimeType = strings.TrimSpace(part.Header.Get("Content-Type"))
 			src := &sourceReader{r: part}
@@ -196,11 +207,15 @@ func readField(part *multipart.Part, what string) (string, error) {
 }
 
 // bodyError classifies a failure to read the request body: over the body limit is 2610 (the file
-// is what makes a body large), anything else is a malformed or truncated multipart body.
+// is what makes a body large), a body idle past its deadline says so, anything else is a malformed
+// or truncated multipart body.
 func bodyError(err error) error {
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
 		return err
+	}
+	if errors.Is(err, errStalled) {
+		return errBodyFormat("the request body sent no data for too long")
 	}
 	return errBodyFormat("the multipart body is malformed or truncated")
 }

@@ -51,6 +51,11 @@ type Config struct {
 	// Admin serves cairn's administration routes (/v1/apikeys, /v1/signing-key/rotate); nil
 	// leaves them unmounted.
 	Admin AdminService
+	// MaxConcurrentUploads caps the uploads this node receives at once, on both APIs together;
+	// the next one answers 503 with Retry-After. 0: no cap.
+	MaxConcurrentUploads int
+	// UploadIdleTimeout aborts an upload whose body sends nothing for this long. 0: no deadline.
+	UploadIdleTimeout time.Duration
 	// Debug serves GET /v1/config (MANAGE_CLUSTER); nil leaves it unmounted.
 	Debug DebugService
 	// EnablePprof mounts /debug/pprof (MANAGE_CLUSTER) next to Debug's routes (--enable-debug).
@@ -76,6 +81,8 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, errors.New("httpapi: Config.Ops is required")
 	case cfg.Registry == nil:
 		return nil, errors.New("httpapi: Config.Registry is required")
+	case cfg.MaxConcurrentUploads < 0 || cfg.UploadIdleTimeout < 0:
+		return nil, errors.New("httpapi: MaxConcurrentUploads and UploadIdleTimeout must not be negative")
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -86,7 +93,11 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, err
 	}
 	mw := &middleware{log: logger, metrics: m}
-	v1 := &filesV1{files: cfg.Files, log: logger}
+	bounds, err := newUploadBounds(cfg.Registry, cfg.MaxConcurrentUploads, cfg.UploadIdleTimeout)
+	if err != nil {
+		return nil, err
+	}
+	v1 := &filesV1{files: cfg.Files, log: logger, bounds: bounds}
 	ops := &opsHandlers{ops: cfg.Ops, registry: cfg.Registry}
 
 	routes := append(v1.routes(), ops.routes()...)
@@ -101,7 +112,7 @@ func New(cfg Config) (http.Handler, error) {
 		mux.Handle(rt.pattern, mw.wrap(rt.label, dispatch(rt.methods)))
 	}
 	if cfg.Enmeshed != nil {
-		(&enmeshedAPI{svc: cfg.Enmeshed, log: logger}).mount(mux, mw)
+		(&enmeshedAPI{svc: cfg.Enmeshed, log: logger, bounds: bounds}).mount(mux, mw)
 	}
 	// Everything else, including paths the patterns above do not match, is the reference service's
 	// "unknown resource".

@@ -47,6 +47,9 @@ func TestOpsEndpoints(t *testing.T) {
 		{"ready", "/readyz", nil, 200, []string{"status"}, map[string]any{"status": "ready"}},
 		{"not ready", "/readyz", errors.New("no leader"), 503, []string{"status", "reason"},
 			map[string]any{"status": "unavailable", "reason": "no leader"}},
+		{"not ready with a reason", "/readyz", reasonedErr{"raft_log_write_failed", "no space left on device"}, 503,
+			[]string{"status", "reason", "detail"},
+			map[string]any{"status": "unavailable", "reason": "raft_log_write_failed", "detail": "no space left on device"}},
 		{"status", "/v1/status", nil, 200, []string{"nodeId", "leaderId", "raftState", "term", "commitIndex",
 			"appliedIndex", "erasure", "writeQuorum", "members", "storage"}, map[string]any{"nodeId": "n1", "erasure": "4+2"}},
 	}
@@ -111,3 +114,9 @@ func TestMetricsAndLogsNeverCarrySecrets(t *testing.T) {
 		}
 	}
 }
+
+// reasonedErr is a readiness error with a stable reason apart from its detail, as node's is.
+type reasonedErr struct{ reason, detail string }
+
+func (e reasonedErr) Error() string                        { return e.reason + ": " + e.detail }
+func (e reasonedErr) ReadyReason() (reason, detail string) { return e.reason, e.detail }

@@ -55,12 +55,20 @@ type Config struct {
 	BlocksPerSegment int // blocks per segment; a segment's shards share one placement
 	MaxVoters        int
 
-	RaftTimings       cluster.RaftTimings
+	RaftTimings cluster.RaftTimings
+	// RaftMultiplier scales Raft's heartbeat, election and leader-lease timeouts (RaftTimings, or
+	// hashicorp/raft's 1 s / 1 s / 500 ms defaults) together, like Consul's raft_multiplier. Higher
+	// keeps a CPU-starved leader in place; lower fails over faster. 1..10.
+	RaftMultiplier    int
 	GossipTimings     cluster.GossipTimings
 	RejoinInterval    time.Duration
 	ReconcileInterval time.Duration
 	MetaInterval      time.Duration // how often free space and state are re-announced
 	ShutdownTimeout   time.Duration
+	// DrainDelay is how long a graceful shutdown answers /readyz 503 while it still serves every
+	// request, before it stops accepting: long enough for a load balancer's health check to take
+	// the node out of rotation (check interval times fall count). 0 skips the drain.
+	DrainDelay time.Duration
 	// MinFree is the free-space reserve: below it the node takes no new shards and tells the others
 	// so through gossip, so placement avoids it.
 	MinFree int64
@@ -96,6 +104,13 @@ type Config struct {
 	ServerStabilizationTime time.Duration
 	AutopilotInterval       time.Duration
 
+	// MaxConcurrentUploads caps the uploads this node receives at once (both APIs together); the
+	// next one answers 503 with Retry-After. Each upload holds a few erasure blocks of memory.
+	MaxConcurrentUploads int
+	// UploadIdleTimeout aborts an upload whose body sends nothing for this long; its shards are
+	// removed.
+	UploadIdleTimeout time.Duration
+
 	// LeaderWait is how long a request waits for a usable Raft leader before it fails with 503.
 	LeaderWait time.Duration
 	// SnapshotThreshold: Raft log entries between snapshots (0 = raft's default).
@@ -103,6 +118,10 @@ type Config struct {
 	TrailingLogs      uint64
 	// SnapshotInterval is how often Raft checks whether to snapshot (0 = raft's default, 2 min).
 	SnapshotInterval time.Duration
+
+	// Version and Revision label cairn_build_info (cmd/cairn passes its build's).
+	Version  string
+	Revision string
 
 	// Network opens every inter-node socket; nil means the operating system's.
 	Network  cluster.Network
@@ -116,6 +135,13 @@ const (
 	DefaultBlockSize        = 1 << 20
 	DefaultBlocksPerSegment = 64
 	DefaultMaxVoters        = 5
+	// DefaultDrainDelay covers HAProxy's default check (inter 2s, fall 3: 6 s) with room for a
+	// check in flight; raise it for slower checks (Kubernetes' default readiness probe needs 30 s).
+	DefaultDrainDelay = 10 * time.Second
+	// DefaultRaftMultiplier is --raft-multiplier's default (see docs/operations.md).
+	DefaultRaftMultiplier = 2
+	// DefaultMaxConcurrentUploads is the per-node upload cap (--max-concurrent-uploads).
+	DefaultMaxConcurrentUploads = 64
 )
 
 // DefaultConfig returns a configuration with every default filled in.
@@ -133,15 +159,20 @@ func DefaultConfig() Config {
 		ReconcileInterval: 5 * time.Second,
 		MetaInterval:      10 * time.Second,
 		ShutdownTimeout:   30 * time.Second,
+		DrainDelay:        DefaultDrainDelay,
 		// Followers learn a new commit index on the next append; raft's 50 ms default would add up
 		// to 50 ms to every write forwarded through a follower (which waits to apply its own write).
-		RaftTimings:    cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
-		LeaderWait:     5 * time.Second,
-		ExpiryInterval: 10 * time.Second,
-		RepairDelay:    10 * time.Minute,
-		MinFree:        256 << 20,
-		RepairRate:     64 << 20,
-		RepairInterval: 30 * time.Second,
+		RaftTimings: cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
+		LeaderWait:  5 * time.Second,
+		// Uploads: at 1 MiB blocks and 2+1, one upload holds about 10 MiB at most, so 64 bound a
+		// node's upload memory near 640 MiB; 30 s without a byte is a dead client, not a slow one.
+		MaxConcurrentUploads: DefaultMaxConcurrentUploads,
+		UploadIdleTimeout:    30 * time.Second,
+		ExpiryInterval:       10 * time.Second,
+		RepairDelay:          10 * time.Minute,
+		MinFree:              256 << 20,
+		RepairRate:           64 << 20,
+		RepairInterval:       30 * time.Second,
 		// Autopilot: Consul's health thresholds; dead servers go with the repair delay.
 		CleanupDeadServers:      true,
 		DeadServerCleanupAfter:  10 * time.Minute,
@@ -208,6 +239,12 @@ func (c *Config) Validate() error {
 	if c.WriteQuorum < 0 || (c.WriteQuorum > 0 && (c.WriteQuorum < c.Erasure.Data || c.WriteQuorum > c.Erasure.Total())) {
 		errs = append(errs, fmt.Errorf("--write-quorum must be between k=%d and k+m=%d", c.Erasure.Data, c.Erasure.Total()))
 	}
+	if c.RaftMultiplier < 1 || c.RaftMultiplier > 10 {
+		errs = append(errs, errors.New("--raft-multiplier must be between 1 and 10"))
+	}
+	if c.MaxConcurrentUploads < 0 || c.UploadIdleTimeout < 0 {
+		errs = append(errs, errors.New("--max-concurrent-uploads and --upload-idle-timeout must not be negative (0: no bound)"))
+	}
 	if c.MinFree < 0 {
 		errs = append(errs, errors.New("--min-free must not be negative"))
 	}
@@ -231,6 +268,9 @@ func (c *Config) Validate() error {
 	if c.ExpiryInterval <= 0 {
 		errs = append(errs, errors.New("expiry interval must be positive"))
 	}
+	if c.DrainDelay < 0 {
+		errs = append(errs, errors.New("--drain-delay must not be negative"))
+	}
 	if c.MaxVoters < 1 {
 		errs = append(errs, errors.New("max voters must be at least 1"))
 	}
@@ -238,6 +278,13 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("--zone must be at most 64 characters"))
 	}
 	return errors.Join(errs...)
+}
+
+// raftTimings are the Raft timings with the multiplier applied.
+func (c *Config) raftTimings() cluster.RaftTimings {
+	t := c.RaftTimings
+	t.Multiplier = c.RaftMultiplier
+	return t
 }
 
 // derivedSecret derives a purpose-bound 32-byte key from the cluster secret.

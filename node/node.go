@@ -36,6 +36,7 @@ type Node struct {
 	mux       *cluster.Mux
 	raft      *cluster.RaftNode
 	consensus *cluster.Consensus
+	protocol  *cluster.ProtocolGate // which commands the leader may propose (fsm/DESIGN.md)
 	members   *cluster.Membership
 	rpcServer *cluster.RPCServer
 	rpcClient *cluster.RPCClient
@@ -58,7 +59,11 @@ type Node struct {
 	announceNow  chan struct{}
 	bootstrapped atomic.Bool
 	freeBytes    atomic.Uint64
+	scrub        scrubProgress // node/metrics.go
 	stopping     atomic.Bool
+	draining     atomic.Bool   // shutdown requested: not ready, serving on for DrainDelay
+	drainNow     chan struct{} // closed by SkipDrain
+	skipOnce     sync.Once
 	leaving      atomic.Bool // announced before a graceful leave
 	stopOnce     sync.Once
 	stopErr      error
@@ -66,7 +71,7 @@ type Node struct {
 
 // New starts a node: it binds every port, opens the data dir, starts Raft and memberlist, and
 // serves. It returns once the node is serving; joining a cluster continues in the background.
-func New(cfg Config) (n *Node, err error) {
+func New(cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -81,8 +86,10 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	log := cfg.Logger.With("node", cfg.NodeID)
 	ctx, cancel := context.WithCancel(context.Background())
-	n = &Node{cfg: cfg, log: log, reg: cfg.Registry, ctx: ctx, cancel: cancel, started: time.Now(),
-		announceNow: make(chan struct{}, 1)}
+	// n is not the named result: every failure below returns (nil, err), and the deferred cleanup
+	// and the goroutines already started must still see the node.
+	n := &Node{cfg: cfg, log: log, reg: cfg.Registry, ctx: ctx, cancel: cancel, started: time.Now(),
+		announceNow: make(chan struct{}, 1), drainNow: make(chan struct{})}
 	// Anything opened before a failure is closed again.
 	var closers []func() error
 	defer func() {
@@ -96,10 +103,13 @@ func New(cfg Config) (n *Node, err error) {
 	}()
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
+		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
+	if err := checkWritable(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
 	if n.shards, err = erasure.OpenShardStore(filepath.Join(cfg.DataDir, "shards")); err != nil {
-		return nil, fmt.Errorf("shard store: %w", err)
+		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
 	n.fsm = fsm.New(log.With("component", "fsm"))
 
@@ -128,15 +138,34 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	layer := cluster.NewRaftLayer(n.mux.Listener(cluster.ConnRaft), advAddr, cfg.Network, clusterSecret)
 	n.raft, err = cluster.StartRaft(cluster.RaftOptions{
-		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Layer: layer, FSM: n.fsm, Timings: cfg.RaftTimings,
+		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Layer: layer, FSM: n.fsm, Timings: cfg.raftTimings(),
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs, SnapshotInterval: cfg.SnapshotInterval,
 		Logger: log.With("component", "raft"),
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
 	closers = append(closers, n.raft.Shutdown)
 	n.bootstrapped.Store(n.raft.HadState)
+
+	// Gossip starts before consensus, which needs it for the protocol gate; it joins nobody until
+	// Start below.
+	n.refreshFreeBytes()
+	n.members, err = cluster.NewMembership(cluster.MembershipConfig{
+		NodeID: cfg.NodeID, BindAddr: cfg.GossipAddr, AdvertiseAddr: cfg.AdvertiseGossip,
+		Network: cfg.Network, SecretKey: cfg.derivedSecret("gossip encryption"),
+		Seeds: cfg.Join, PeersFile: filepath.Join(cfg.DataDir, "gossip-peers.json"), KnownPeers: n.raftPeersGossip,
+		RejoinInterval: cfg.RejoinInterval, Timings: cfg.GossipTimings,
+		Meta: n.meta, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen --gossip-addr %s: %w", cfg.GossipAddr, err)
+	}
+	closers = append(closers, n.members.Shutdown)
+	n.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "cairn_gossip_bad_packets_total",
+		Help: "Gossip packets and streams refused as undecryptable or malformed (their log lines are rate-limited).",
+	}, func() float64 { return float64(n.members.BadPackets()) }))
 
 	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecret, log.With("component", "rpc"))
 	closers = append(closers, func() error { n.rpcClient.Close(); return nil })
@@ -144,23 +173,14 @@ func New(cfg Config) (n *Node, err error) {
 	if cfg.LeaderWait > 0 {
 		n.consensus.LeaderWait = cfg.LeaderWait
 	}
+	n.protocol = cluster.NewProtocolGate(cfg.NodeID, n.raft, n.members)
+	n.consensus.Gate = n.protocol
+	n.consensus.LocalLogErr = n.raft.LogWriteErr
 	closers = append(closers, func() error { n.consensus.Close(); return nil })
 	n.rpcServer = cluster.NewRPCServer(n.local(), n.consensus.LeaderEndpoint(), log.With("component", "rpc"))
 	rpcLn := n.mux.Listener(cluster.ConnRPC)
 	n.spawn(func() { _ = n.rpcServer.Serve(rpcLn) })
 	closers = append(closers, func() error { return n.rpcServer.Shutdown(context.Background()) })
-
-	n.refreshFreeBytes()
-	n.members, err = cluster.NewMembership(cluster.MembershipConfig{
-		NodeID: cfg.NodeID, BindAddr: cfg.GossipAddr, AdvertiseAddr: cfg.AdvertiseGossip,
-		Network: cfg.Network, SecretKey: cfg.derivedSecret("gossip encryption"),
-		Seeds: cfg.Join, RejoinInterval: cfg.RejoinInterval, Timings: cfg.GossipTimings,
-		Meta: n.meta, Logger: log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	closers = append(closers, n.members.Shutdown)
 
 	metrics := core.NewMetrics(n.reg)
 	n.service = core.NewService(core.Config{
@@ -172,8 +192,9 @@ func New(cfg Config) (n *Node, err error) {
 
 	handler, err := httpapi.New(httpapi.Config{
 		Files: n.service, Enmeshed: n.service, Admin: n.service, Ops: ops{n}, Registry: n.reg,
+		Logger:               log.With("component", "http"),
+		MaxConcurrentUploads: cfg.MaxConcurrentUploads, UploadIdleTimeout: cfg.UploadIdleTimeout,
 		Debug: debugView{n}, EnablePprof: cfg.EnableDebug,
-		Logger: log.With("component", "http"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("http api: %w", err)
@@ -205,6 +226,7 @@ func New(cfg Config) (n *Node, err error) {
 	}).Run(ctx, &n.wg)
 	n.autopilot = n.runAutopilot(ctx) // node/autopilot.go
 	n.spawn(n.announceLoop)
+	n.spawn(n.watchRemoval) // node/ready.go
 	n.spawn(func() { n.service.RunExpiry(ctx, cfg.ExpiryInterval, n.IsLeader) })
 	n.spawn(n.gcLoop)    // node/gc.go
 	n.spawn(n.scrubLoop) // node/scrub.go
@@ -238,10 +260,11 @@ func (n *Node) spawn(fn func()) {
 func (n *Node) meta() cluster.NodeMeta {
 	return cluster.NodeMeta{
 		ID: n.cfg.NodeID, ClusterAddr: n.clusterAddr, HTTPAddr: n.httpAddr, Zone: n.cfg.Zone,
-		FreeBytes: n.freeBytes.Load(), AcceptsShards: !n.stopping.Load(),
+		FreeBytes: n.freeBytes.Load(), AcceptsShards: !n.stopping.Load() && !n.draining.Load(),
 		Full:            int64(n.freeBytes.Load()) < n.cfg.MinFree,
 		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: n.bootstrapped.Load(),
-		Leaving: n.leaving.Load(),
+		Leaving:     n.leaving.Load(),
+		ProtocolMin: fsm.MinProtocolVersion, ProtocolMax: fsm.ProtocolVersion,
 	}
 }
 
@@ -338,6 +361,10 @@ func (n *Node) onLeader(ctx context.Context) {
 	n.log.Info("cluster initialised", "erasure", n.cfg.Erasure.String())
 }
 
+// ClusterProtocol is the newest fsm protocol version every Raft server speaks, as this node's
+// gossip view tells.
+func (n *Node) ClusterProtocol() int { return n.protocol.ClusterProtocol() }
+
 // ID is the node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }
 
@@ -365,11 +392,19 @@ func (n *Node) LeaderID() string {
 	return string(id)
 }
 
-// Shutdown stops the node gracefully: it stops taking work and reports not ready, lets in-flight
-// requests finish, hands leadership over if it leads, leaves gossip, then stops everything.
+// Shutdown stops the node gracefully. First it drains: /readyz answers 503 and peers stop placing
+// shards here, while every request is still served, for DrainDelay (or until SkipDrain), so that a
+// load balancer takes the node out of rotation by its health check. Then it stops accepting and
+// lets in-flight requests finish, hands leadership over if it leads, leaves gossip, and stops
+// everything.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.stopOnce.Do(func() { n.stopErr = n.shutdown(ctx, true) })
 	return n.stopErr
+}
+
+// SkipDrain ends a running (or later) drain at once: the operator's second signal.
+func (n *Node) SkipDrain() {
+	n.skipOnce.Do(func() { close(n.drainNow) })
 }
 
 // Kill stops the node abruptly, as a crash would: no leadership transfer, no gossip leave, no
@@ -378,7 +413,28 @@ func (n *Node) Kill() {
 	n.stopOnce.Do(func() { n.stopErr = n.shutdown(context.Background(), false) })
 }
 
+// drain reports not ready and takes no new shards, while serving on, for DrainDelay.
+func (n *Node) drain(ctx context.Context) {
+	n.draining.Store(true)
+	_ = n.members.UpdateMeta(time.Second)
+	if n.cfg.DrainDelay <= 0 {
+		return
+	}
+	n.log.Info("draining: /readyz answers 503 while requests are still served", "for", n.cfg.DrainDelay)
+	t := time.NewTimer(n.cfg.DrainDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-n.drainNow:
+		n.log.Info("drain cut short")
+	case <-ctx.Done():
+	}
+}
+
 func (n *Node) shutdown(ctx context.Context, graceful bool) error {
+	if graceful {
+		n.drain(ctx)
+	}
 	n.stopping.Store(true)
 	var errs []error
 	if graceful {
@@ -387,8 +443,7 @@ func (n *Node) shutdown(ctx context.Context, graceful bool) error {
 			ctx, cancel = context.WithTimeout(ctx, n.cfg.ShutdownTimeout)
 			defer cancel()
 		}
-		// Tell peers not to place new shards here, then drain the public API.
-		_ = n.members.UpdateMeta(time.Second)
+		// Stop accepting and let in-flight requests finish.
 		if err := n.httpServer.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("drain http: %w", err))
 		}
@@ -425,6 +480,33 @@ func (n *Node) shutdown(ctx context.Context, graceful bool) error {
 	n.wg.Wait()
 	n.log.Info("node stopped", "graceful", graceful)
 	return errors.Join(errs...)
+}
+
+// raftPeersGossip returns the last known gossip addresses of the servers in the Raft
+// configuration, so that a restarted node joins them at once.
+func (n *Node) raftPeersGossip() []string {
+	var out []string
+	for _, s := range n.raft.Servers() {
+		if string(s.ID) == n.cfg.NodeID {
+			continue
+		}
+		if addr, ok := n.members.GossipAddrOf(string(s.ID)); ok {
+			out = append(out, addr)
+		}
+	}
+	return out
+}
+
+// checkWritable proves dir takes new files, so an unwritable data dir fails the start with its
+// own error instead of a later, vaguer one from the Raft store.
+func checkWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".write-test-*")
+	if err != nil {
+		return fmt.Errorf("not writable: %w", err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
 }
 
 // JoinGossip contacts more gossip addresses now (the configured seeds are re-joined periodically

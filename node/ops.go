@@ -2,12 +2,13 @@ package node
 
 import (
 	"context"
-	"errors"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cairn-dev/cairn/cluster"
 	"github.com/cairn-dev/cairn/core"
 )
 
@@ -17,34 +18,8 @@ type ops struct{ node *Node }
 // Status reports the node's view of Raft and membership.
 func (o ops) Status(context.Context) core.Status { return o.node.Status() }
 
-// Ready is nil when this node has a leader, belongs to the Raft configuration, knows the cluster's
-// configuration and is not shutting down.
-func (o ops) Ready(context.Context) error { return o.node.Ready() }
-
-// Ready is nil when the node can serve requests.
-func (n *Node) Ready() error {
-	switch {
-	case n.stopping.Load():
-		return errors.New("node is shutting down")
-	case n.LeaderID() == "":
-		return errors.New("no raft leader known")
-	case !n.inRaftConfig():
-		return errors.New("not a member of the raft configuration yet")
-	}
-	if _, ok := n.fsm.Config(); !ok {
-		return errors.New("cluster not initialised yet")
-	}
-	return nil
-}
-
-func (n *Node) inRaftConfig() bool {
-	for _, s := range n.raft.Servers() {
-		if string(s.ID) == n.cfg.NodeID {
-			return true
-		}
-	}
-	return false
-}
+// Ready is nil when this node can serve reads and uploads (node/ready.go).
+func (o ops) Ready(ctx context.Context) error { return o.node.ReadyContext(ctx) }
 
 // Status reports the node's view of Raft and membership.
 func (n *Node) Status() core.Status {
@@ -76,19 +51,24 @@ func (n *Node) Status() core.Status {
 			suffrage[string(s.ID)] = "nonvoter"
 		}
 	}
+	clusterCfg, _ := n.fsm.Config()
+	leader := n.LeaderID()
 	seen := map[string]bool{}
 	for _, m := range n.members.Members() {
 		seen[m.Meta.ID] = true
 		st.Members = append(st.Members, core.MemberStatus{
-			ID: m.Meta.ID, State: m.State, Suffrage: suffrage[m.Meta.ID], ClusterAddr: m.Meta.ClusterAddr,
-			HTTPAddr: m.Meta.HTTPAddr, Zone: m.Meta.Zone, FreeBytes: m.Meta.FreeBytes,
+			ID: m.Meta.ID, State: m.State, Removed: slices.Contains(clusterCfg.RemovedNodes, m.Meta.ID),
+			Suffrage: suffrage[m.Meta.ID], Leader: m.Meta.ID == leader,
+			ClusterAddr: m.Meta.ClusterAddr, HTTPAddr: m.Meta.HTTPAddr, Zone: m.Meta.Zone, FreeBytes: m.Meta.FreeBytes,
 		})
 	}
 	// Raft servers memberlist has never seen (e.g. right after a restart) still belong in the report.
 	for _, s := range n.raft.Servers() {
 		if !seen[string(s.ID)] {
 			st.Members = append(st.Members, core.MemberStatus{
-				ID: string(s.ID), State: "unknown", Suffrage: suffrage[string(s.ID)], ClusterAddr: string(s.Address),
+				ID: string(s.ID), State: "unknown", Removed: slices.Contains(clusterCfg.RemovedNodes, string(s.ID)),
+				Suffrage: suffrage[string(s.ID)],
+				Leader:   string(s.ID) == leader, ClusterAddr: string(s.Address),
 			})
 		}
 	}
@@ -97,6 +77,7 @@ func (n *Node) Status() core.Status {
 
 // registerMetrics exposes Raft state and shard storage on the node's registry.
 func (n *Node) registerMetrics() {
+	n.registerStateMetrics() // node/metrics.go
 	n.reg.MustRegister(raftStateCollector{n},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_raft_term", Help: "Current Raft term."},
 			func() float64 { return float64(n.raft.Raft.CurrentTerm()) }),
@@ -121,9 +102,32 @@ func (n *Node) registerMetrics() {
 			func() float64 { return float64(n.freeBytes.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_cluster_port_rejected_connections", Help: "Connections to the cluster port that failed authentication."},
 			func() float64 { return float64(n.mux.RejectedConns()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_members", Help: "Members known to gossip, alive or not."},
-			func() float64 { return float64(len(n.members.Members())) }),
+		membersCollector{n},
 	)
+	n.registerShardStoreMetrics()
+}
+
+var membersDesc = prometheus.NewDesc("cairn_members",
+	"Members known to gossip, by state: alive, dead, left, and removed for decommissioned nodes (whatever gossip says).",
+	[]string{"state"}, nil)
+
+// membersCollector counts the members of this node's gossip view by state at scrape time.
+type membersCollector struct{ n *Node }
+
+func (c membersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- membersDesc }
+func (c membersCollector) Collect(ch chan<- prometheus.Metric) {
+	cfg, _ := c.n.fsm.Config()
+	counts := map[string]int{cluster.StateAlive: 0, cluster.StateDead: 0, cluster.StateLeft: 0, core.MemberRemoved: 0}
+	for _, m := range c.n.members.Members() {
+		if slices.Contains(cfg.RemovedNodes, m.Meta.ID) {
+			counts[core.MemberRemoved]++
+		} else {
+			counts[m.State]++
+		}
+	}
+	for state, v := range counts {
+		ch <- prometheus.MustNewConstMetric(membersDesc, prometheus.GaugeValue, float64(v), state)
+	}
 }
 
 var raftStateDesc = prometheus.NewDesc("cairn_raft_state",

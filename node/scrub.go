@@ -80,6 +80,9 @@ func (n *Node) scrubLoop() {
 		cp = scrubCheckpoint{Started: time.Now(), Done: true}
 		n.saveScrubCheckpoint(cp)
 	}
+	if !cp.Started.IsZero() {
+		n.scrub.passStarted.Store(cp.Started.UnixNano())
+	}
 	retry := min(n.cfg.ScrubCycle, 5*time.Second)
 	for {
 		if cp.Done {
@@ -91,10 +94,14 @@ func (n *Node) scrubLoop() {
 		if cp.Started.IsZero() {
 			cp.Started = time.Now()
 		}
+		if !n.scrub.running.Load() || n.scrub.passStarted.Load() != cp.Started.UnixNano() {
+			n.scrub.start(cp.Started)
+		}
 		limiter := rate.NewLimiter(n.scrubPace(), scrubChunk)
 		lastSave := time.Now()
-		_, _, err := n.scrubPass(n.ctx, limiter, cp.After, func(id erasure.ShardID) {
-			cp.After = erasure.StoreOrder(id)
+		_, _, err := n.scrubPass(n.ctx, limiter, cp.After, func(info erasure.ShardInfo) {
+			n.scrub.passBytes.Add(info.Size)
+			cp.After = erasure.StoreOrder(info.ID)
 			if time.Since(lastSave) >= scrubSaveEvery {
 				n.saveScrubCheckpoint(cp)
 				lastSave = time.Now()
@@ -117,6 +124,7 @@ func (n *Node) scrubLoop() {
 			continue
 		}
 		cp.After, cp.Done = "", true
+		n.scrub.done(time.Now())
 		n.saveScrubCheckpoint(cp)
 	}
 }
@@ -139,7 +147,7 @@ func (n *Node) ScrubOnce(ctx context.Context) (checked, corrupt int, err error) 
 
 // scrubPass verifies the referenced local shards named after `after`, in name order, calling
 // handled (may be nil) after each one.
-func (n *Node) scrubPass(ctx context.Context, limiter *rate.Limiter, after string, handled func(erasure.ShardID)) (checked, corrupt int, err error) {
+func (n *Node) scrubPass(ctx context.Context, limiter *rate.Limiter, after string, handled func(erasure.ShardInfo)) (checked, corrupt int, err error) {
 	if err := n.Ready(); err != nil {
 		return 0, 0, fmt.Errorf("scrub: %w: %w", ErrNotReady, err)
 	}
@@ -179,7 +187,7 @@ func (n *Node) scrubPass(ctx context.Context, limiter *rate.Limiter, after strin
 			}
 		}
 		if handled != nil {
-			handled(info.ID)
+			handled(info)
 		}
 		return nil
 	})
@@ -241,12 +249,15 @@ func (n *Node) verifyShard(ctx context.Context, info erasure.ShardInfo, limiter 
 	if !ok {
 		return false, nil, nil
 	}
-	r, err := n.shards.OpenRange(info.ID, 0, info.Size)
+	r, err := n.shards.OpenFrames(info.ID, 0, -1)
 	if errors.Is(err, erasure.ErrShardNotFound) {
 		return false, nil, nil
 	}
+	if errors.Is(err, erasure.ErrInvalidRange) { // shorter than a header, say: truncated
+		err = fmt.Errorf("%w: %w", erasure.ErrCorrupt, err)
+	}
 	if err == nil {
-		err = erasure.VerifyShard(&pacedReader{ctx: ctx, r: r, limiter: limiter},
+		err = erasure.VerifyShard(&pacedReader{ctx: ctx, r: r, limiter: limiter}, info.ID,
 			f.Layout.Segments[info.ID.Segment].Size, f.Layout.BlockSize, f.Layout.Geometry)
 		r.Close()
 	}

@@ -31,16 +31,12 @@ func corrupt(t *testing.T, store *erasure.ShardStore, id erasure.ShardID, mutate
 
 // verify checks a stored shard's frames against its file's layout.
 func verify(store *erasure.ShardStore, f fsm.File, id erasure.ShardID) error {
-	info, err := store.Stat(id)
-	if err != nil {
-		return err
-	}
-	r, err := store.OpenRange(id, 0, info.Size)
+	r, err := store.OpenFrames(id, 0, -1)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	return erasure.VerifyShard(r, f.Layout.Segments[id.Segment].Size, f.Layout.BlockSize, f.Layout.Geometry)
+	return erasure.VerifyShard(r, id, f.Layout.Segments[id.Segment].Size, f.Layout.BlockSize, f.Layout.Geometry)
 }
 
 // TestScrubOnceHealsCorruptShard damages a stored shard that nothing reads; one scrub pass on its

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/cairn-dev/cairn/cluster"
 	"github.com/cairn-dev/cairn/erasure"
 )
@@ -45,7 +47,7 @@ func (l localShards) PutShard(ctx context.Context, id erasure.ShardID, body io.R
 }
 
 func (l localShards) OpenShard(_ context.Context, id erasure.ShardID, off, n int64) (io.ReadCloser, error) {
-	return l.store.OpenRange(id, off, n)
+	return l.store.OpenFrames(id, off, n)
 }
 
 func (l localShards) DeleteShard(_ context.Context, id erasure.ShardID) error {
@@ -54,6 +56,27 @@ func (l localShards) DeleteShard(_ context.Context, id erasure.ShardID) error {
 
 func (l localShards) StatShard(_ context.Context, id erasure.ShardID) (erasure.ShardInfo, error) {
 	return l.store.Stat(id)
+}
+
+// registerShardStoreMetrics exposes how the shard store writes: whether O_DIRECT is in use (0
+// once the filesystem refused it, tmpfs for one) and the bytes written each way.
+func (n *Node) registerShardStoreMetrics() {
+	n.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_shard_direct_io",
+			Help: "1 while shard writes use O_DIRECT, 0 once the filesystem refused it and writes fell back to the page cache."},
+			func() float64 {
+				if ok, _, _, _ := n.shards.DirectIO(); ok {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cairn_shard_write_direct_bytes_total",
+			Help: "Shard bytes written with O_DIRECT."},
+			func() float64 { _, _, d, _ := n.shards.DirectIO(); return float64(d) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cairn_shard_write_buffered_bytes_total",
+			Help: "Shard bytes written through the page cache (small shards, tails under 4 KiB, or all of them without O_DIRECT)."},
+			func() float64 { _, _, _, b := n.shards.DirectIO(); return float64(b) }),
+	)
 }
 
 // contextReader stops a copy when its context ends.
@@ -93,7 +116,7 @@ func (r *shardRouter) PutShard(ctx context.Context, nodeID string, id erasure.Sh
 
 func (r *shardRouter) OpenShard(ctx context.Context, nodeID string, id erasure.ShardID, off, n int64) (io.ReadCloser, error) {
 	if nodeID == r.node.cfg.NodeID {
-		return r.node.shards.OpenRange(id, off, n)
+		return r.node.shards.OpenFrames(id, off, n)
 	}
 	addr, err := r.addr(nodeID)
 	if err != nil {

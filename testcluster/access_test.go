@@ -78,6 +78,7 @@ func fileToken(t *testing.T, c *Cluster, i int, key, fileID string, body map[str
 // refuses it, every time.
 func TestRevokedKeyRefusedAtOnceEverywhere(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	data := randomData(51, 500)
 	for iter := range 15 {
 		id, key := createKey(t, c, 0)
@@ -107,6 +108,7 @@ func TestRevokedKeyRefusedAtOnceEverywhere(t *testing.T) {
 // refused after expiry, after the file's deletion, and after a signing key rotation.
 func TestEphemeralTokenAcrossNodes(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	_, key := createKey(t, c, 0)
 	data := randomData(52, 20_000)
 
@@ -172,6 +174,7 @@ func TestEphemeralTokenAcrossNodes(t *testing.T) {
 // unless it holds VIEW_FILES.
 func TestVisibilityByID(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	_, alice := createKey(t, c, 0)
 	_, bob := createKey(t, c, 0)
 	_, viewer := createKey(t, c, 0, "VIEW_FILES")
@@ -209,6 +212,7 @@ func TestVisibilityByID(t *testing.T) {
 // the leader removes it (and expired files) from the replicated state.
 func TestTokenExpiryRefusedAtOnceAndReaped(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	full, _ := mustUpload(t, c, 0, "x.bin", randomData(54, 100))
 	exp := time.Now().Add(time.Second)
 	body, h := jsonBody(map[string]any{"accessLevel": "read", "expiresAt": exp.UTC().Format(time.RFC3339Nano)})
@@ -239,6 +243,7 @@ func TestTokenExpiryRefusedAtOnceAndReaped(t *testing.T) {
 // Content-Disposition on another; permissions are enforced.
 func TestSettingsControlDisposition(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	_, weak := createKey(t, c, 0, "VIEW_FILE_SERVICE_SETTINGS")
 	cl := *c.Client(0)
 	cl.APIKey = c.RootKey

@@ -17,6 +17,7 @@ import (
 func TestBadInputLeavesNothingBehind(t *testing.T) {
 	const limit = 100_000
 	c := New(t, Options{MaxFileSize: limit})
+	validateAgainstSpec(t, c)
 	data := randomData(5, 5000)
 	full, _ := mustUpload(t, c, 0, "keep.bin", data)
 	files, _ := c.Node(0).FSM().Counts()

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -42,7 +43,7 @@ type Cluster struct {
 	clients []*Client
 }
 
-// FastRaft are Raft timings for tests: failover in well under a second.
+// FastRaft are Raft timings for tests (Nomad's TestServer style), scaled by TestRaftMultiplier.
 var FastRaft = cluster.RaftTimings{
 	HeartbeatTimeout:   150 * time.Millisecond,
 	ElectionTimeout:    150 * time.Millisecond,
@@ -50,14 +51,31 @@ var FastRaft = cluster.RaftTimings{
 	CommitTimeout:      5 * time.Millisecond,
 }
 
-// FastGossip are memberlist timings for tests.
+// TestRaftMultiplier scales FastRaft's failure detection (--raft-multiplier): 3 gives 450 ms
+// heartbeat and election timeouts, failover in about a second. Unscaled, 150 ms was shorter than a
+// vote round trip on a 2-core machine loaded by parallel -race test runs (load 15-20): a 5-node
+// cluster then went through 18 terms before one candidate collected its votes in time, leaders
+// stepped down, and tests such as TestPartitionDuringUploads failed on the 503s in between.
+// CAIRN_TEST_RAFT_MULTIPLIER overrides it.
+var TestRaftMultiplier = envInt("CAIRN_TEST_RAFT_MULTIPLIER", 3)
+
+// FastGossip are memberlist timings for tests. The probe timeout leaves room for a loaded machine:
+// at 50 ms, members were suspected and refuted all the time under load, and a node that saw fewer
+// shard nodes alive than the write quorum answered 503.
 var FastGossip = cluster.GossipTimings{
-	ProbeInterval:       100 * time.Millisecond,
-	ProbeTimeout:        50 * time.Millisecond,
+	ProbeInterval:       200 * time.Millisecond,
+	ProbeTimeout:        100 * time.Millisecond,
 	GossipInterval:      20 * time.Millisecond,
-	SuspicionMult:       2,
+	SuspicionMult:       3,
 	PushPullInterval:    time.Second,
 	GossipToTheDeadTime: 2 * time.Second,
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }
 
 // New starts the cluster and waits until every node is ready. Cleanup shuts it down.
@@ -217,28 +235,52 @@ func WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) 
 	}
 }
 
+// WaitForState is WaitFor for a condition that can say where it stands: on timeout the failure
+// shows the last state cond reported (an HTTP status and body, each node's view), so that a flaky
+// failure can be diagnosed from its message alone.
+func WaitForState(t testing.TB, timeout time.Duration, msg string, cond func() (bool, string)) {
+	t.Helper()
+	var state string
+	deadline := time.Now().Add(timeout)
+	wait := 5 * time.Millisecond
+	for {
+		var ok bool
+		if ok, state = cond(); ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, msg, state)
+		}
+		time.Sleep(wait) // polling interval of a condition wait, not a synchronisation sleep
+		wait = min(wait*2, 100*time.Millisecond)
+	}
+}
+
 // WaitLeader waits until all running nodes agree on one leader, and returns its index.
 func (c *Cluster) WaitLeader(timeout time.Duration) int {
 	c.t.Helper()
 	leader := -1
-	WaitFor(c.t, timeout, "an agreed leader", func() bool {
+	WaitForState(c.t, timeout, "an agreed leader", func() (bool, string) {
 		leader = -1
 		var id string
+		agreed := true
+		views := ""
 		for _, i := range c.Running() {
 			n := c.Node(i)
 			if n == nil {
-				return false
+				return false, fmt.Sprintf("node%d is starting", i)
 			}
 			l := n.LeaderID()
+			views += fmt.Sprintf("node%d sees %q; ", i, l)
 			if l == "" || (id != "" && l != id) {
-				return false
+				agreed = false
 			}
 			id = l
 			if n.IsLeader() {
 				leader = i
 			}
 		}
-		return leader >= 0
+		return agreed && leader >= 0, views
 	})
 	return leader
 }
@@ -246,28 +288,34 @@ func (c *Cluster) WaitLeader(timeout time.Duration) int {
 // WaitReady waits until every running node reports ready.
 func (c *Cluster) WaitReady(timeout time.Duration) {
 	c.t.Helper()
-	WaitFor(c.t, timeout, "all running nodes ready", func() bool {
+	WaitForState(c.t, timeout, "all running nodes ready", func() (bool, string) {
 		for _, i := range c.Running() {
 			n := c.Node(i)
-			if n == nil || n.Ready() != nil {
-				return false
+			if n == nil {
+				return false, fmt.Sprintf("node%d is starting", i)
+			}
+			if err := n.Ready(); err != nil {
+				return false, fmt.Sprintf("node%d not ready: %v", i, err)
 			}
 		}
-		return true
+		return true, ""
 	})
 }
 
 // WaitAlive waits until every running node sees want alive gossip members.
 func (c *Cluster) WaitAlive(want int, timeout time.Duration) {
 	c.t.Helper()
-	WaitFor(c.t, timeout, fmt.Sprintf("%d alive members on every running node", want), func() bool {
+	WaitForState(c.t, timeout, fmt.Sprintf("%d alive members on every running node", want), func() (bool, string) {
 		for _, i := range c.Running() {
 			n := c.Node(i)
-			if n == nil || n.AliveMembers() != want {
-				return false
+			if n == nil {
+				return false, fmt.Sprintf("node%d is starting", i)
+			}
+			if got := n.AliveMembers(); got != want {
+				return false, fmt.Sprintf("node%d sees %d alive", i, got)
 			}
 		}
-		return true
+		return true, ""
 	})
 }
 
@@ -294,11 +342,13 @@ func (c *Cluster) nodeConfig(i int, seeds []string) node.Config {
 	cfg.MaxFileSize = c.opts.MaxFileSize
 	cfg.RootKey = c.RootKey
 	cfg.RaftTimings = FastRaft
+	cfg.RaftMultiplier = TestRaftMultiplier
 	cfg.GossipTimings = FastGossip
 	cfg.RejoinInterval = 500 * time.Millisecond
 	cfg.ReconcileInterval = 200 * time.Millisecond
 	cfg.MetaInterval = time.Second
 	cfg.ShutdownTimeout = 10 * time.Second
+	cfg.DrainDelay = 0 // no load balancer to drain for
 	cfg.LeaderWait = 2 * time.Second
 	cfg.ExpiryInterval = 200 * time.Millisecond
 	cfg.RepairDelay = 2 * time.Second

@@ -15,6 +15,7 @@ import (
 // real cluster (the rows that need a broken cluster are covered by the isolation test).
 func TestFilesV1ErrorTable(t *testing.T) {
 	c := New(t, Options{MaxFileSize: 50_000})
+	validateAgainstSpec(t, c)
 	_, plain := createKey(t, c, 0)
 	full, _ := mustUpload(t, c, 0, "a.txt", []byte("hello"))
 	read, resp, _ := c.Client(0).CreateToken(full, "read")
@@ -74,6 +75,7 @@ func TestFilesV1ErrorTable(t *testing.T) {
 // TestAdminListingWithRQL: the SDK's paging and a double-encoded RQL filter on a follower.
 func TestAdminListingWithRQL(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	for i := range 7 {
 		tag := "odd"
 		if i%2 == 0 {
@@ -133,6 +135,7 @@ func TestAdminListingWithRQL(t *testing.T) {
 // TestEnmeshedErrorTable drives the /api/v2 failure rows through a follower.
 func TestEnmeshedErrorTable(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	_, key := createKey(t, c, 0)
 	id := enmeshedUpload(t, c, 0, key, []byte("x"))
 	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)

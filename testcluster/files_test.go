@@ -8,12 +8,15 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cairn-dev/cairn/fsm"
 )
 
 // TestUploadThenReadThroughEveryNode uploads through node 0 and reads bytes and details through
 // nodes 1 and 2, across block and segment boundaries (16 KiB blocks, 4 blocks per segment).
 func TestUploadThenReadThroughEveryNode(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	const block = 16 << 10
 	sizes := []int{0, 1, block - 1, block, block + 1, 4*block - 1, 4 * block, 4*block + 1, 300_000}
 	for _, size := range sizes {
@@ -37,11 +40,19 @@ func TestUploadThenReadThroughEveryNode(t *testing.T) {
 			}
 		})
 	}
+	// Every node announces the protocol it speaks, so each one's gate sees the whole cluster at
+	// this build's protocol.
+	for i := range c.Size() {
+		if got := c.Node(i).ClusterProtocol(); got != fsm.ProtocolVersion {
+			t.Errorf("node%d: cluster protocol %d, want %d", i, got, fsm.ProtocolVersion)
+		}
+	}
 }
 
 // TestRangeHeadAndETag checks the HTTP niceties across segments on a follower.
 func TestRangeHeadAndETag(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	data := randomData(7, 200_000)
 	token, _ := mustUpload(t, c, 0, "r.bin", data)
 	cl := c.Client(2)
@@ -71,6 +82,7 @@ func TestRangeHeadAndETag(t *testing.T) {
 // through the survivors; the restarted node catches up and serves again.
 func TestKillShardHolderThenRestart(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	data := randomData(11, 150_000)
 	token, _ := mustUpload(t, c, 0, "k.bin", data)
 	tok, ok := c.Node(0).FSM().TokenBySecret(token)
@@ -110,6 +122,7 @@ func TestKillShardHolderThenRestart(t *testing.T) {
 // byte-exactly afterwards, on every node, including the old leader once it restarts.
 func TestLeaderFailoverDuringUploads(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	leader := c.WaitLeader(10 * time.Second)
 	var others []int
 	for i := range 3 {
@@ -188,6 +201,7 @@ func TestLeaderFailoverDuringUploads(t *testing.T) {
 // by one node, no node honours the token, over many iterations.
 func TestDeletedTokenRefusedAtOnceEverywhere(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	data := randomData(3, 1000)
 	full, _ := mustUpload(t, c, 0, "t.bin", data)
 	for iter := range 40 {

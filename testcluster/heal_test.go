@@ -199,6 +199,9 @@ func metricValue(t *testing.T, c *Cluster, i int, series string) float64 {
 // and after the heal the layouts converge to full redundancy.
 func TestPartitionDuringUploads(t *testing.T) {
 	c := New(t, Options{Nodes: 5, Erasure: geometry32})
+	// Uploads before the partition must succeed, so every node must first see all five shard
+	// nodes: ready alone does not say that the gossip view is complete.
+	c.WaitAlive(5, 20*time.Second)
 	leader := c.WaitLeader(10 * time.Second)
 	var minority, majority []string
 	var minorityIdx, majorityIdx []int
@@ -216,45 +219,44 @@ func TestPartitionDuringUploads(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var acks []acked
-	upload := func(i, seq int) (int, bool) {
+	// upload returns the answer's status (0 on a transport error) and a description for failures.
+	upload := func(i, seq int) (int, string) {
 		data := randomData(int64(i*1000+seq), 30_000+seq*101)
 		cl := *c.Client(i)
 		cl.APIKey = c.RootKey
 		meta, resp, err := cl.Upload(fmt.Sprintf("p%d-%d", i, seq), data)
 		if err != nil {
-			return 0, false
+			return 0, err.Error()
 		}
 		if resp.Status == http.StatusOK {
 			mu.Lock()
 			acks = append(acks, acked{meta.Tokens[0].Token, data})
 			mu.Unlock()
-			return resp.Status, true
 		}
-		return resp.Status, false
+		return resp.Status, fmt.Sprintf("status %d body %.300s", resp.Status, resp.Body)
 	}
 	for seq := range 3 {
 		for i := range 5 {
-			if _, ok := upload(i, seq); !ok {
-				t.Fatalf("upload through node%d before the partition failed", i)
+			if status, why := upload(i, seq); status != http.StatusOK {
+				t.Fatalf("upload through node%d before the partition failed: %s", i, why)
 			}
 		}
 	}
 	c.Net.Partition(minority, majority)
 	t.Logf("partitioned %v | %v", minority, majority)
-	WaitFor(t, 15*time.Second, "the minority to refuse writes with 503", func() bool {
-		status, _ := upload(minorityIdx[0], 100)
-		return status == http.StatusServiceUnavailable
+	WaitForState(t, 15*time.Second, "the minority to refuse writes with 503", func() (bool, string) {
+		status, why := upload(minorityIdx[0], 100)
+		return status == http.StatusServiceUnavailable, why
 	})
 	for seq := 200; seq < 205; seq++ {
 		for _, i := range majorityIdx {
-			WaitFor(t, 15*time.Second, "an upload on the majority side", func() bool {
-				_, ok := upload(i, seq)
-				return ok
+			WaitForState(t, 15*time.Second, "an upload on the majority side", func() (bool, string) {
+				status, why := upload(i, seq)
+				return status == http.StatusOK, why
 			})
 		}
-		status, ok := upload(minorityIdx[1], seq)
-		if ok || status != http.StatusServiceUnavailable {
-			t.Fatalf("minority accepted or failed oddly: status %d", status)
+		if status, why := upload(minorityIdx[1], seq); status != http.StatusServiceUnavailable {
+			t.Fatalf("minority accepted or failed oddly: %s", why)
 		}
 	}
 	c.Net.Heal()

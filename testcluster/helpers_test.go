@@ -33,9 +33,9 @@ func mustUpload(t *testing.T, c *Cluster, i int, name string, data []byte, tags 
 		resp Response
 		err  error
 	)
-	WaitFor(t, 20*time.Second, fmt.Sprintf("an upload of %s through node%d that is not 503", name, i), func() bool {
+	WaitForState(t, 20*time.Second, fmt.Sprintf("an upload of %s through node%d that is not 503", name, i), func() (bool, string) {
 		meta, resp, err = cl.Upload(name, data, tags...)
-		return err != nil || resp.Status != http.StatusServiceUnavailable
+		return err != nil || resp.Status != http.StatusServiceUnavailable, fmt.Sprintf("status %d body %.300s", resp.Status, resp.Body)
 	})
 	if err != nil || resp.Status != http.StatusOK {
 		t.Fatalf("upload %s through node%d: err=%v status=%d body=%s", name, i, err, resp.Status, resp.Body)
@@ -53,9 +53,9 @@ func mustDownload(t *testing.T, c *Cluster, i int, token string, want []byte) {
 		resp Response
 		err  error
 	)
-	WaitFor(t, 20*time.Second, fmt.Sprintf("a download through node%d that is not 503", i), func() bool {
+	WaitForState(t, 20*time.Second, fmt.Sprintf("a download through node%d that is not 503", i), func() (bool, string) {
 		resp, err = c.Client(i).Download(token)
-		return err != nil || resp.Status != http.StatusServiceUnavailable
+		return err != nil || resp.Status != http.StatusServiceUnavailable, fmt.Sprintf("status %d body %.300s", resp.Status, resp.Body)
 	})
 	if err != nil || resp.Status != http.StatusOK {
 		t.Fatalf("download through node%d: err=%v status=%d body=%.200s", i, err, resp.Status, resp.Body)

@@ -15,6 +15,7 @@ import (
 // and serves.
 func TestScaleUpAddsVoter(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	data := randomData(31, 90_000)
 	old, _ := mustUpload(t, c, 0, "before.bin", data)
 	i := c.AddNode()
@@ -44,6 +45,7 @@ func TestScaleUpAddsVoter(t *testing.T) {
 // TestOpsEndpoints checks /healthz, /readyz, /v1/status and /metrics on a follower.
 func TestOpsEndpoints(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	token, _ := mustUpload(t, c, 0, "m.bin", randomData(2, 40_000))
 	mustDownload(t, c, 1, token, randomData(2, 40_000))
 	cl := c.Client(1)
@@ -95,6 +97,7 @@ func TestOpsEndpoints(t *testing.T) {
 // 503 with Retry-After (no quorum), while the majority keeps serving; after healing it serves again.
 func TestIsolatedNodeNotReadyAndRefuses(t *testing.T) {
 	c := New(t, Options{})
+	validateAgainstSpec(t, c)
 	data := randomData(41, 30_000)
 	token, _ := mustUpload(t, c, 0, "p.bin", data)
 	leader := c.WaitLeader(10 * time.Second)

@@ -3,14 +3,15 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
-	gometrics "github.com/hashicorp/go-metrics"
-	gmprometheus "github.com/hashicorp/go-metrics/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cairn-dev/cairn/cluster"
 	"github.com/cairn-dev/cairn/node"
 )
 
@@ -48,6 +49,10 @@ func newAgentFlags(fs *flag.FlagSet) *agentFlags {
 	sizeVar(fs, &c.ScrubRate, "scrub-rate", "bytes per second the scrubber may read")
 	fs.BoolVar(&c.CleanupDeadServers, "cleanup-dead-servers", c.CleanupDeadServers, "let the leader remove Raft servers that stay dead (autopilot)")
 	fs.DurationVar(&c.DeadServerCleanupAfter, "dead-server-cleanup-after", c.DeadServerCleanupAfter, "how long a server must be dead before autopilot removes it")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "on SIGTERM/SIGINT, answer /readyz 503 for this long while still serving, before stopping (a second signal skips it)")
+	fs.IntVar(&c.RaftMultiplier, "raft-multiplier", c.RaftMultiplier, "scales Raft's heartbeat, election and leader-lease timeouts (1 s, 1 s, 500 ms) together, 1-10; higher rides out CPU starvation, lower fails over faster")
+	fs.IntVar(&c.MaxConcurrentUploads, "max-concurrent-uploads", c.MaxConcurrentUploads, "uploads this node receives at once; more answer 503 with Retry-After (0: no cap)")
+	fs.DurationVar(&c.UploadIdleTimeout, "upload-idle-timeout", c.UploadIdleTimeout, "abort an upload whose body sends nothing for this long (0: never)")
 	fs.StringVar(&c.RootKey, "root-key", c.RootKey, "bootstrap API key with every permission (required with --bootstrap-expect)")
 	fs.StringVar(&c.ClusterSecret, "cluster-secret", c.ClusterSecret, "secret that authenticates nodes to each other (default: derived from --root-key)")
 	fs.BoolVar(&c.AllowAnonymousUpload, "allow-anonymous-upload", c.AllowAnonymousUpload, "accept uploads without an API key")
@@ -80,37 +85,40 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	a.cfg.Logger = logger
+	a.cfg.Version, a.cfg.Revision = version, buildRevision()
 	// One node per process here, so raft's and memberlist's process-global go-metrics can be bridged
 	// into this node's registry (cairn dev, with three nodes in one process, does not do this).
 	a.cfg.Registry = prometheus.NewRegistry()
-	if err := bridgeLibraryMetrics(a.cfg.Registry); err != nil {
+	if err := cluster.BridgeLibraryMetrics(a.cfg.Registry); err != nil {
 		return err
 	}
+	// Every SIGINT/SIGTERM lands here as well as in ctx (which only the first one ends): the one
+	// after the first skips the drain.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	n, err := node.New(a.cfg)
 	if err != nil {
 		return err
 	}
 	<-ctx.Done()
-	logger.Info("signal received, shutting down gracefully")
-	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout+5*time.Second)
+	logger.Info("signal received, shutting down gracefully; a second signal skips the drain", "drain", a.cfg.DrainDelay)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-sigs: // the signal that ended ctx
+		case <-done:
+			return
+		}
+		select {
+		case <-sigs:
+			logger.Info("second signal received, skipping the drain")
+			n.SkipDrain()
+		case <-done:
+		}
+	}()
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.DrainDelay+a.cfg.ShutdownTimeout+5*time.Second)
 	defer cancel()
 	return n.Shutdown(sctx)
-}
-
-// bridgeLibraryMetrics routes hashicorp/raft's and memberlist's go-metrics into reg, under
-// cairn_lib_ (e.g. cairn_lib_raft_commitTime, cairn_lib_memberlist_gossip).
-func bridgeLibraryMetrics(reg prometheus.Registerer) error {
-	sink, err := gmprometheus.NewPrometheusSinkFrom(gmprometheus.PrometheusOpts{
-		Registerer: reg, Expiration: 5 * time.Minute, Name: "cairn_lib_sink",
-	})
-	if err != nil {
-		return fmt.Errorf("metrics bridge: %w", err)
-	}
-	conf := gometrics.DefaultConfig("cairn_lib")
-	conf.EnableHostname = false
-	conf.EnableRuntimeMetrics = false // the Go collector already reports these
-	if _, err := gometrics.NewGlobal(conf, sink); err != nil {
-		return fmt.Errorf("metrics bridge: %w", err)
-	}
-	return nil
 }

@@ -171,8 +171,10 @@ func startDevCluster(dc devClusterConfig) (nodes []*node.Node, stop func() error
 		}
 		cfg.Join = slices.Clone(seeds)
 		cfg.BootstrapExpect = devNodes
+		cfg.DrainDelay = 0 // no load balancer in front of a dev cluster
 		cfg.Erasure = erasure.Geometry{Data: 2, Parity: 1}
 		cfg.RootKey = dc.rootKey
+		cfg.Version, cfg.Revision = version, buildRevision()
 		cfg.AllowAnonymousUpload = dc.anonymous
 		cfg.MaxFileSize = dc.maxFileSize
 		cfg.EnableDebug = dc.enableDebug

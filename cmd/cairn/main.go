@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 )
@@ -34,7 +35,7 @@ Usage:
   cairn keys rotate            rotate the ephemeral-token signing key (needs MANAGE_CLUSTER)
   cairn node remove ID         decommission a node: out of Raft, shards moved (needs MANAGE_CLUSTER)
   cairn debug [flags]          write a debug archive from every node (needs MANAGE_CLUSTER)
-  cairn bench [flags]          measure token creation on an in-process 3-node cluster
+  cairn bench [flags]          measure file PUT/GET and token workloads against the machine's ceilings
   cairn version                print the version
 
 Run 'cairn <command> -h' for a command's flags. Client commands take --addr (default ` + defaultAddr() + `)
@@ -42,8 +43,27 @@ and --key, also as CAIRN_ADDR and CAIRN_KEY. Exit codes: 0 ok, 1 failure, 2 usag
 4 not found or invalid token, 5 request rejected, 6 cluster unavailable (retry later).
 `
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and revision are set at build time with -ldflags "-X main.version=... -X main.revision=..."
+// (the Makefile does); revision falls back to the VCS revision go build records.
+var (
+	version  = "dev"
+	revision = ""
+)
+
+// buildRevision is the commit this binary was built from, or "" when unknown.
+func buildRevision() string {
+	if revision != "" {
+		return revision
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return ""
+}
 
 func main() {
 	err := run(os.Args[1:], os.Stdout, os.Stderr)

@@ -52,7 +52,14 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer, mem
 	}
 	fmt.Fprintln(tw, "MEMBER\tSTATE\tRAFT\tCLUSTER ADDR\tHTTP ADDR\tZONE\tFREE")
 	for _, m := range st.Members {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.State, dash(m.Suffrage), m.ClusterAddr,
+		role, state := dash(m.Suffrage), m.State
+		if m.Leader {
+			role = "leader"
+		}
+		if m.Removed {
+			state = core.MemberRemoved
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, state, role, m.ClusterAddr,
 			dash(m.HTTPAddr), dash(m.Zone), humanBytes(m.FreeBytes))
 	}
 	return tw.Flush()

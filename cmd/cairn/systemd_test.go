@@ -13,21 +13,6 @@ import (
 
 const unitPath = "../../deploy/systemd/cairn.service"
 
-// requireTool finds a program the test needs. Without it the test skips, except under CI=true,
-// where .ci/run installs it and its absence is a failure.
-func requireTool(t *testing.T, name, debianPackage string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is missing (.ci/run installs Debian's %s package): %v", name, debianPackage, err)
-	}
-	t.Skipf("%s is missing (apt-get install %s): %v", name, debianPackage, err)
-	return ""
-}
-
 // unitDirectives reads a unit file into directive -> values (a directive may repeat).
 func unitDirectives(t *testing.T, path string) map[string][]string {
 	t.Helper()

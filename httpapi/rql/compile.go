@@ -3,7 +3,6 @@ package rql
 import (
 	"math"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -195,9 +194,7 @@ func (c *compiler) condition(call *syntax) (Node, error) {
 		}
 	}
 	if op == opLike {
-		if n.like, err = likePattern(n.vals[0].str); err != nil {
-			return nil, err
-		}
+		n.like = compileLike(n.vals[0].str)
 	}
 	return n, nil
 }
@@ -335,27 +332,4 @@ func parseTime(s string, epochMillis bool) (time.Time, bool) {
 	t = t.UTC()
 	// Beyond four-digit years ISO-8601 needs an extension that neither side speaks.
 	return t, t.Year() >= 0 && t.Year() <= 9999
-}
-
-// likePattern compiles a like() pattern: '*' is any run of characters, '?' one character, the
-// match is case-insensitive and anchored at both ends.
-func likePattern(p string) (*regexp.Regexp, error) {
-	var b strings.Builder
-	b.WriteString(`(?is)^`)
-	for _, r := range p {
-		switch r {
-		case '*':
-			b.WriteString(`.*`)
-		case '?':
-			b.WriteString(`.`)
-		default:
-			b.WriteString(regexp.QuoteMeta(string(r)))
-		}
-	}
-	b.WriteString(`$`)
-	re, err := regexp.Compile(b.String())
-	if err != nil {
-		return nil, invalidf("bad like() pattern %q: %v", p, err)
-	}
-	return re, nil
 }

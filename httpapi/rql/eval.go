@@ -2,7 +2,6 @@ package rql
 
 import (
 	"cmp"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -136,7 +135,7 @@ type cond struct {
 	field string
 	kind  Kind
 	vals  []value
-	like  *regexp.Regexp
+	like  *likeMatcher
 }
 
 func (c *cond) match(rec Record) bool {
@@ -169,7 +168,7 @@ func (c *cond) test(raw any) bool {
 func (c *cond) testScalar(x value) bool {
 	switch c.op {
 	case opLike:
-		return c.like.MatchString(x.str)
+		return c.like.match(x.str)
 	case opGt:
 		return compareValues(c.kind, x, c.vals[0]) > 0
 	case opGe:

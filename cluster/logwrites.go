@@ -1,0 +1,87 @@
+package cluster
+
+import (
+	"errors"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// ErrLogStoreFull means this node's Raft log or stable store could not be written for lack of
+// space: the node cannot apply new entries, so what it proposes would never be applied here.
+var ErrLogStoreFull = errors.New("raft log store is out of space")
+
+// trackedStore is the Raft log and stable store with the outcome of its last write remembered.
+// hashicorp/raft only logs a failed append (a follower answers the leader "no", a leader steps
+// down), so without this a node with a full disk keeps reporting itself healthy.
+type trackedStore struct {
+	*raftboltdb.BoltStore
+
+	mu       sync.Mutex
+	lastErr  error
+	failedAt time.Time
+}
+
+var (
+	_ raft.LogStore    = (*trackedStore)(nil)
+	_ raft.StableStore = (*trackedStore)(nil)
+)
+
+func (s *trackedStore) track(err error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		s.lastErr, s.failedAt = nil, time.Time{}
+		return nil
+	}
+	if s.lastErr == nil {
+		s.failedAt = time.Now()
+	}
+	s.lastErr = err
+	return err
+}
+
+// writeErr is the error of the last write, nil when it succeeded, and since when writes fail.
+func (s *trackedStore) writeErr() (error, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr, s.failedAt
+}
+
+func (s *trackedStore) StoreLog(l *raft.Log) error    { return s.track(s.BoltStore.StoreLog(l)) }
+func (s *trackedStore) StoreLogs(l []*raft.Log) error { return s.track(s.BoltStore.StoreLogs(l)) }
+func (s *trackedStore) DeleteRange(lo, hi uint64) error {
+	return s.track(s.BoltStore.DeleteRange(lo, hi))
+}
+func (s *trackedStore) Set(k, v []byte) error { return s.track(s.BoltStore.Set(k, v)) }
+func (s *trackedStore) SetUint64(k []byte, v uint64) error {
+	return s.track(s.BoltStore.SetUint64(k, v))
+}
+
+// LogWriteErr is nil when the last write to the Raft log or stable store succeeded; otherwise it
+// says what failed and since when. A full disk wraps ErrLogStoreFull.
+func (n *RaftNode) LogWriteErr() error {
+	err, since := n.store.writeErr()
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return &LogWriteError{Since: since, Err: errors.Join(ErrLogStoreFull, err)}
+	}
+	return &LogWriteError{Since: since, Err: err}
+}
+
+// LogWriteError is a failing Raft log store.
+type LogWriteError struct {
+	Since time.Time
+	Err   error
+}
+
+func (e *LogWriteError) Error() string {
+	return "raft log writes failing for " + time.Since(e.Since).Round(time.Millisecond).String() + ": " + e.Err.Error()
+}
+
+func (e *LogWriteError) Unwrap() error { return e.Err }

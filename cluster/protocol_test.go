@@ -1,0 +1,154 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/cairn-dev/cairn/fsm"
+)
+
+type staticServers []raft.Server
+
+func (s staticServers) Servers() []raft.Server { return s }
+
+func protoMember(id string, lo, hi int, state string) Member {
+	return Member{Meta: NodeMeta{ID: id, ProtocolMin: lo, ProtocolMax: hi}, State: state}
+}
+
+func TestProtocolGate(t *testing.T) {
+	voters := staticServers{
+		{ID: "a", Suffrage: raft.Voter}, {ID: "b", Suffrage: raft.Voter}, {ID: "c", Suffrage: raft.Nonvoter},
+	}
+	tests := []struct {
+		name    string
+		servers staticServers
+		members apMembers
+		want    int
+	}{
+		{"all speak 3", voters, apMembers{protoMember("a", 1, 3, StateAlive), protoMember("b", 2, 3, StateAlive), protoMember("c", 1, 3, StateAlive)}, 3},
+		{"a voter of today's build", voters, apMembers{protoMember("a", 1, 3, StateAlive), protoMember("b", 0, 0, StateAlive), protoMember("c", 1, 3, StateAlive)}, 1},
+		{"a lagging non-voter counts", voters, apMembers{protoMember("a", 1, 3, StateAlive), protoMember("b", 1, 3, StateAlive), protoMember("c", 1, 2, StateAlive)}, 2},
+		{"a failed server keeps its last word", voters, apMembers{protoMember("a", 1, 3, StateAlive), protoMember("b", 1, 2, StateDead), protoMember("c", 1, 3, StateAlive)}, 2},
+		{"a server never seen counts as protocol 1", voters, apMembers{protoMember("a", 1, 3, StateAlive), protoMember("b", 1, 3, StateAlive)}, 1},
+		{"members outside raft do not count", staticServers{{ID: "a"}, {ID: "b"}}, apMembers{protoMember("a", 1, 3, StateAlive), protoMember("b", 1, 3, StateAlive), protoMember("z", 0, 0, StateAlive)}, 3},
+		{"no configuration", nil, apMembers{protoMember("a", 1, 3, StateAlive)}, fsm.MinProtocolVersion},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// "self" is a: its own range is this build's whatever gossip says, so clamp the
+			// expectation to what this build speaks.
+			g := NewProtocolGate("a", tt.servers, tt.members)
+			want := min(tt.want, fsm.ProtocolVersion)
+			if got := g.ClusterProtocol(); got != want {
+				t.Fatalf("ClusterProtocol = %d, want %d", got, want)
+			}
+			for v := 1; v <= 4; v++ {
+				err := g.require("feature", v)
+				if allowed := v <= fsm.MinProtocolVersion || v <= want; (err == nil) != allowed {
+					t.Errorf("require(%d) = %v, want allowed=%v", v, err, allowed)
+				}
+				if err != nil && !errors.Is(err, fsm.ErrNotEnabled) {
+					t.Errorf("require(%d) = %v, want ErrNotEnabled", v, err)
+				}
+				if g.Supports(v) != (err == nil) {
+					t.Errorf("Supports(%d) disagrees with require", v)
+				}
+			}
+			for _, typ := range fsm.CommandTypes() {
+				since, _ := fsm.CommandProtocol(typ)
+				if err := g.Allows(typ); (err == nil) != (since <= max(want, fsm.MinProtocolVersion)) {
+					t.Errorf("Allows(%s) = %v", typ, err)
+				}
+			}
+			if err := g.Allows("noSuchCommand"); !errors.Is(err, fsm.ErrInvalidCommand) {
+				t.Errorf("Allows(unknown) = %v", err)
+			}
+		})
+	}
+}
+
+func TestNodeMetaProtocols(t *testing.T) {
+	for _, tt := range []struct {
+		meta NodeMeta
+		want ProtocolRange
+	}{
+		{NodeMeta{}, ProtocolRange{1, 1}}, // a build from before protocol versions
+		{NodeMeta{ProtocolMin: 1, ProtocolMax: 2}, ProtocolRange{1, 2}},
+		{NodeMeta{ProtocolMin: 3, ProtocolMax: 1}, ProtocolRange{3, 3}},
+	} {
+		if got := tt.meta.Protocols(); got != tt.want {
+			t.Errorf("%+v.Protocols() = %+v, want %+v", tt.meta, got, tt.want)
+		}
+	}
+}
+
+// refuseGate refuses one command type, as a ProtocolGate does for a type some server lacks.
+type refuseGate fsm.CommandType
+
+func (g refuseGate) Allows(typ fsm.CommandType) error {
+	if typ == fsm.CommandType(g) {
+		return fmt.Errorf("%w: %s", fsm.ErrNotEnabled, typ)
+	}
+	return nil
+}
+
+// TestConsensusGateKeepsRefusedCommandsOutOfTheLog: the leader checks every command against its
+// gate before appending it; a refused one never reaches the log, and the refusal is the
+// command's result (not retried as a transport failure).
+func TestConsensusGateKeepsRefusedCommandsOutOfTheLog(t *testing.T) {
+	cfg := raft.DefaultConfig()
+	cfg.LocalID = "n1"
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
+	cfg.Logger = hclog.NewNullLogger()
+	f := fsm.New(nil)
+	store := raft.NewInmemStore()
+	_, trans := raft.NewInmemTransport("n1")
+	r, err := raft.NewRaft(cfg, f, store, store, raft.NewInmemSnapshotStore(), trans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Shutdown().Error() })
+	if err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: "n1"}}}).Error(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "leadership", func() bool { return r.State() == raft.Leader })
+	c := NewConsensus("n1", r, f, nil, transportTestLogger())
+	c.Gate = refuseGate(fsm.CmdRemoveNode)
+	t.Cleanup(c.Close)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Barrier(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := r.LastIndex()
+	cmd, err := fsm.EncodeCommand(fsm.CmdRemoveNode, "req-1", time.Now(), fsm.RemoveNode{NodeID: "n9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CanPropose(fsm.CmdRemoveNode); !errors.Is(err, fsm.ErrNotEnabled) {
+		t.Fatalf("CanPropose = %v, want ErrNotEnabled", err)
+	}
+	if _, err := c.Propose(ctx, cmd); !errors.Is(err, fsm.ErrNotEnabled) {
+		t.Fatalf("Propose = %v, want ErrNotEnabled", err)
+	}
+	idx, code, err := c.ApplyForwarded(ctx, cmd)
+	if err != nil || code != fsm.ErrorCode(fsm.ErrNotEnabled) || idx != 0 {
+		t.Fatalf("ApplyForwarded = %d, %q, %v; want the not_enabled result", idx, code, err)
+	}
+	if got := r.LastIndex(); got != before {
+		t.Fatalf("log moved from %d to %d: a refused command was appended", before, got)
+	}
+	if cfg, _ := f.Config(); len(cfg.RemovedNodes) != 0 {
+		t.Fatal("the refused command was applied")
+	}
+	if err := c.CanPropose(fsm.CmdBarrier); err != nil {
+		t.Fatalf("CanPropose(barrier) = %v", err)
+	}
+}

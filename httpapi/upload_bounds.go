@@ -1,0 +1,134 @@
+package httpapi
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairn-dev/cairn/core"
+)
+
+// uploadBounds are the per-node limits that every upload passes through, on /files/v1 and /api/v2
+// alike: a cap on concurrent uploads, a refusal of declared bodies over the size limit before a
+// byte is read, and an idle deadline on the body. A hostile or broken client can then hold at most
+// `slots` uploads, each for at most `idle` between two bytes.
+type uploadBounds struct {
+	slots    chan struct{} // nil: no cap
+	idle     time.Duration // 0: no idle deadline
+	inFlight prometheus.Gauge
+	refused  *prometheus.CounterVec // by reason: busy, declared_too_large, idle
+}
+
+func newUploadBounds(reg prometheus.Registerer, maxConcurrent int, idle time.Duration) (*uploadBounds, error) {
+	b := &uploadBounds{
+		idle: idle,
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cairn_http_uploads_in_flight",
+			Help: "Uploads this node is receiving now.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_http_uploads_refused_total",
+			Help: "Uploads refused or cut off by a per-node bound, by reason (busy, declared_too_large, idle).",
+		}, []string{"reason"}),
+	}
+	if maxConcurrent > 0 {
+		b.slots = make(chan struct{}, maxConcurrent)
+	}
+	for _, c := range []prometheus.Collector{b.inFlight, b.refused} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("httpapi: register upload metrics: %w", err)
+		}
+	}
+	return b, nil
+}
+
+// acquire takes an upload slot, or fails at once with core.ErrUnavailable (503 with Retry-After in
+// either API's format) when every slot is taken: waiting would hold the client's connection and
+// its memory anyway, and a load balancer or the client's retry can pick a node with room.
+func (b *uploadBounds) acquire() (release func(), err error) {
+	if b.slots != nil {
+		select {
+		case b.slots <- struct{}{}:
+		default:
+			b.refused.WithLabelValues("busy").Inc()
+			return nil, fmt.Errorf("%w: %d uploads in progress on this node", core.ErrUnavailable, cap(b.slots))
+		}
+	}
+	b.inFlight.Inc()
+	return func() {
+		b.inFlight.Dec()
+		if b.slots != nil {
+			<-b.slots
+		}
+	}, nil
+}
+
+// body returns the request body bounded to limit bytes and to the idle deadline. A declared
+// Content-Length over limit is refused before any byte is read (core.ErrFileTooLarge: 2610 on
+// /files/v1); chunked bodies, which declare nothing, meet the same limit while streaming.
+func (b *uploadBounds) body(w http.ResponseWriter, r *http.Request, limit int64) (*bufio.Reader, error) {
+	if r.ContentLength > limit {
+		b.refused.WithLabelValues("declared_too_large").Inc()
+		// The body stays unread; the server closes the connection rather than drain it.
+		return nil, fmt.Errorf("declared Content-Length %d over the limit of %d: %w", r.ContentLength, limit, core.ErrFileTooLarge)
+	}
+	var src io.Reader = r.Body
+	if b.idle > 0 {
+		src = &idleReader{r: r.Body, rc: http.NewResponseController(w), idle: b.idle, refused: b.refused}
+	}
+	return bufio.NewReader(http.MaxBytesReader(w, readCloser{src, r.Body}, limit)), nil
+}
+
+// readCloser pairs a wrapped reader with the body's Close, as MaxBytesReader wants a ReadCloser.
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// idleReader moves the connection's read deadline forward before every read, so a body that sends
+// nothing for idle fails with os.ErrDeadlineExceeded (reported as errBodyStalled), while a slow but
+// steady one is never cut off. Where the connection cannot take a deadline (HTTP/2 without support,
+// a test recorder) the reader passes through unbounded.
+type idleReader struct {
+	r       io.Reader
+	rc      *http.ResponseController
+	idle    time.Duration
+	refused *prometheus.CounterVec
+	off     bool // SetReadDeadline is not supported here
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	if !ir.off {
+		if err := ir.rc.SetReadDeadline(time.Now().Add(ir.idle)); err != nil {
+			ir.off = true
+		}
+	}
+	n, err := ir.r.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		ir.refused.WithLabelValues("idle").Inc()
+		return n, fmt.Errorf("%w (no data for %s)", errStalled, ir.idle)
+	}
+	return n, err
+}
+
+// errStalled marks a body that sent nothing for the idle deadline; bodyError maps it.
+var errStalled = errors.New("the request body stalled")
+
+// maxFilenameBytes caps the filename of the file part like every other text field: the name is
+// stored in Raft, held in every node's memory and returned by every listing.
+const maxFilenameBytes = maxFieldBytes
+
+// checkFilename refuses a filename over maxFilenameBytes in /files/v1's format (code 15, as for the
+// name part); /api/v2 maps it to its validation error.
+func checkFilename(name string) error {
+	if len(name) > maxFilenameBytes {
+		return errFieldFormat(fmt.Sprintf("the filename of the file part exceeds %d bytes", maxFilenameBytes))
+	}
+	return nil
+}

@@ -1,0 +1,235 @@
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cairn-dev/cairn/erasure"
+	"github.com/cairn-dev/cairn/fsm"
+)
+
+// integrityFileSize spans three blocks of the test clusters' 16 KiB (two full ones, so two frames
+// of one shard can trade places) in one segment.
+const integrityFileSize = 40_000
+
+// shardOnDisk is one stored shard of a committed file, where it lives.
+type shardOnDisk struct {
+	id     erasure.ShardID
+	holder int // cluster index of the node holding it
+	path   string
+	orig   []byte
+}
+
+func shardsOf(t *testing.T, c *Cluster, f fsm.File, segment int) []shardOnDisk {
+	t.Helper()
+	var out []shardOnDisk
+	for idx, holder := range f.Layout.Segments[segment].Nodes {
+		i := holder2index(c, holder)
+		id := erasure.ShardID{File: f.ID, Segment: segment, Index: idx}
+		path := c.Node(i).Shards().Path(id)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, shardOnDisk{id: id, holder: i, path: path, orig: b})
+	}
+	return out
+}
+
+// faultCount sums a metric over every node.
+func faultCount(t *testing.T, c *Cluster, series ...string) float64 {
+	t.Helper()
+	var sum float64
+	for i := range c.Size() {
+		for _, s := range series {
+			sum += metricValue(t, c, i, s)
+		}
+	}
+	return sum
+}
+
+// readsNeverLie downloads the file through every node. An answer may be an error (status or a
+// broken transfer) only when allowFail; a 200 that ends cleanly must carry exactly data.
+func readsNeverLie(t *testing.T, c *Cluster, token string, data []byte, allowFail bool) {
+	t.Helper()
+	for i := range c.Size() {
+		resp, err := c.Client(i).Download(token)
+		switch {
+		case err == nil && resp.Status == http.StatusOK:
+			if !bytes.Equal(resp.Body, data) {
+				t.Fatalf("node%d answered 200 with wrong bytes (%d of %d)", i, len(resp.Body), len(data))
+			}
+		case allowFail:
+			t.Logf("node%d: status %d, transfer error %v (allowed)", i, resp.Status, err)
+		default:
+			t.Fatalf("node%d: status %d, err %v, body %.200s", i, resp.Status, err, resp.Body)
+		}
+	}
+}
+
+// TestShardCorruptionCaughtAndHealed damages one shard of a fresh file in each way a disk or an
+// operator can, and checks for each that no node answers 200 with wrong bytes, the fault shows in
+// the metrics, and the shard is rewritten in place within a deadline: once by reading the file,
+// once by one scrub pass on the holder (no read at all). With two of three shards damaged the
+// file cannot be read, and no node pretends it can.
+func TestShardCorruptionCaughtAndHealed(t *testing.T) {
+	c := New(t, Options{})
+	frame := erasure.ChunkLen(16<<10, erasure.Geometry{Data: 2, Parity: 1}) + 4
+	type damage func(t *testing.T, target []shardOnDisk, other []shardOnDisk)
+	write := func(t *testing.T, path string, b []byte) {
+		t.Helper()
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flip := func(t *testing.T, s shardOnDisk) {
+		b := bytes.Clone(s.orig)
+		b[erasure.ShardHeaderLen+frame+100] ^= 0x01 // one bit of block 1's chunk
+		write(t, s.path, b)
+	}
+	tests := []struct {
+		name     string
+		damage   damage
+		healable bool
+		fault    []string // series of which at least one must rise on a read
+	}{
+		{"one byte flipped", func(t *testing.T, s, _ []shardOnDisk) { flip(t, s[0]) }, true,
+			[]string{`cairn_read_shard_faults_total{kind="corrupt"}`}},
+		{"truncated", func(t *testing.T, s, _ []shardOnDisk) { write(t, s[0].path, s[0].orig[:len(s[0].orig)-frame/2]) }, true,
+			[]string{`cairn_read_shard_faults_total{kind="corrupt"}`}},
+		{"deleted", func(t *testing.T, s, _ []shardOnDisk) {
+			if err := os.Remove(s[0].path); err != nil {
+				t.Fatal(err)
+			}
+		}, true, []string{`cairn_read_shard_faults_total{kind="unavailable"}`}},
+		{"sibling copied over", func(t *testing.T, s, _ []shardOnDisk) { write(t, s[0].path, s[1].orig) }, true,
+			[]string{`cairn_read_shard_faults_total{kind="corrupt"}`}},
+		{"another file's shard copied over", func(t *testing.T, s, other []shardOnDisk) { write(t, s[0].path, other[0].orig) }, true,
+			[]string{`cairn_read_shard_faults_total{kind="corrupt"}`}},
+		{"two frames swapped", func(t *testing.T, s, _ []shardOnDisk) {
+			b := bytes.Clone(s[0].orig)
+			h := erasure.ShardHeaderLen
+			copy(b[h:], s[0].orig[h+frame:h+2*frame])
+			copy(b[h+frame:], s[0].orig[h:h+frame])
+			write(t, s[0].path, b)
+		}, true, []string{`cairn_read_shard_faults_total{kind="corrupt"}`}},
+		{"2 of 3 corrupted", func(t *testing.T, s, _ []shardOnDisk) { flip(t, s[0]); flip(t, s[1]) }, false,
+			[]string{`cairn_read_shard_faults_total{kind="corrupt"}`}},
+	}
+	seq := 0
+	for _, tt := range tests {
+		for _, by := range []string{"read", "scrub"} {
+			t.Run(tt.name+"/healed by "+by, func(t *testing.T) {
+				seq++
+				data := randomData(int64(900+seq), integrityFileSize)
+				token, _ := mustUpload(t, c, seq%3, fmt.Sprintf("i%d", seq), data)
+				otherToken, _ := mustUpload(t, c, (seq+1)%3, fmt.Sprintf("o%d", seq), randomData(int64(-seq), integrityFileSize))
+				f := fileOf(t, c, 0, token)
+				target := shardsOf(t, c, f, 0)
+				other := shardsOf(t, c, fileOf(t, c, 0, otherToken), 0)
+				tt.damage(t, target, other)
+
+				if by == "read" {
+					before := faultCount(t, c, tt.fault...)
+					readsNeverLie(t, c, token, data, !tt.healable)
+					if after := faultCount(t, c, tt.fault...); after <= before {
+						t.Fatalf("%v did not rise (%v -> %v)", tt.fault, before, after)
+					}
+				} else {
+					failures := `cairn_scrub_checksum_failures_total`
+					before := faultCount(t, c, failures)
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					damaged := []int{target[0].holder}
+					if !tt.healable {
+						damaged = append(damaged, target[1].holder)
+					}
+					for _, i := range damaged {
+						if _, _, err := c.Node(i).ScrubOnce(ctx); err != nil {
+							t.Fatalf("scrub on node%d: %v", i, err)
+						}
+					}
+					if after := faultCount(t, c, failures); after < before+float64(len(damaged)) {
+						t.Fatalf("scrub failures went from %v to %v, want +%d", before, after, len(damaged))
+					}
+				}
+				if !tt.healable {
+					readsNeverLie(t, c, token, data, true)
+					return
+				}
+				WaitFor(t, 15*time.Second, "the damaged shard rewritten in place", func() bool {
+					got, err := os.ReadFile(target[0].path)
+					return err == nil && bytes.Equal(got, target[0].orig)
+				})
+				readsNeverLie(t, c, token, data, false)
+			})
+		}
+	}
+}
+
+// toV1 rewrites a v2 shard of a segment of segLen bytes in the original v1 format: no header,
+// and each frame's CRC-32C over its chunk alone, as the code before format v2 wrote it.
+func toV1(t *testing.T, v2 []byte, segLen int64, blockSize int, g erasure.Geometry) []byte {
+	t.Helper()
+	frames := v2[erasure.ShardHeaderLen:]
+	var out []byte
+	for off := int64(0); off < segLen; off += int64(blockSize) {
+		cl := erasure.ChunkLen(int(min(int64(blockSize), segLen-off)), g)
+		if len(frames) < cl+4 {
+			t.Fatalf("shard shorter than its frames")
+		}
+		chunk := frames[:cl]
+		out = append(out, chunk...)
+		out = binary.BigEndian.AppendUint32(out, crc32.Checksum(chunk, crc32.MakeTable(crc32.Castagnoli)))
+		frames = frames[cl+4:]
+	}
+	return out
+}
+
+// TestV1ShardsInCluster: a file whose shards are in the v1 format (as every node stored them
+// before format v2) reads back byte-exact through every node. v1 checksums do not bind a frame to
+// its place, so two of its data shards swapped pass every frame check: the file's SHA-256 catches
+// it, no node answers a clean 200, and the mismatch is counted.
+func TestV1ShardsInCluster(t *testing.T) {
+	c := New(t, Options{})
+	data := randomData(77, integrityFileSize)
+	token, _ := mustUpload(t, c, 0, "v1.bin", data)
+	f := fileOf(t, c, 0, token)
+	shards := shardsOf(t, c, f, 0)
+	v1 := make([][]byte, len(shards))
+	for i, s := range shards {
+		v1[i] = toV1(t, s.orig, f.Layout.Segments[0].Size, f.Layout.BlockSize, f.Layout.Geometry)
+		if err := os.WriteFile(s.path, v1[i], 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readsNeverLie(t, c, token, data, false)
+
+	mismatches := `cairn_read_content_mismatches_total`
+	before := faultCount(t, c, mismatches)
+	if err := os.WriteFile(shards[0].path, v1[1], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(shards[1].path, v1[0], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.Size() {
+		resp, err := c.Client(i).Download(token)
+		if err == nil && resp.Status == http.StatusOK {
+			t.Fatalf("node%d answered a clean 200 for swapped shards (right bytes: %v)", i, bytes.Equal(resp.Body, data))
+		}
+		if resp.Status == http.StatusOK && len(resp.Body) >= len(data) {
+			t.Fatalf("node%d sent the whole body before failing", i)
+		}
+	}
+	if after := faultCount(t, c, mismatches); after < before+float64(c.Size()) {
+		t.Fatalf("%s went from %v to %v, want +%d", mismatches, before, after, c.Size())
+	}
+}
