@@ -42,6 +42,7 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 	routes = append(routes, (&filesV1{}).routes()...)
 	routes = append(routes, (&opsHandlers{registry: prometheus.NewRegistry()}).routes()...)
 	routes = append(routes, (&adminAPI{}).routes()...)
+	routes = append(routes, (&debugAPI{pprofs: true}).routes()...)
 	for _, rt := range routes {
 		add(rt.pattern, slices.Collect(maps.Keys(rt.methods)))
 	}

@@ -11,6 +11,7 @@ import (
 // the size limit, the missing multipart field, the unknown filter key, the missing permission.
 func TestErrorsSayWhatIsWrong(t *testing.T) {
 	c := New(t, Options{MaxFileSize: 48 << 10})
+	validateAgainstSpec(t, c)
 	_, plain := createKey(t, c, 0)
 	root := "Bearer " + c.RootKey
 	big := "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n" + strings.Repeat("z", 60_000) + "\r\n--B--\r\n"
