@@ -385,6 +385,18 @@ func TestProgressBarOnTerminal(t *testing.T) {
 		t.Fatal("the download differs")
 	}
 
+	// Through a slow link the bar is drawn while the transfer runs: bytes so far, rate and ETA.
+	slow := httptest.NewServer(&slowProxy{target: urls[2], chunk: 64 << 10, pause: 80 * time.Millisecond})
+	t.Cleanup(slow.Close)
+	tty, output = readPTY(t)
+	if code, err := runCLIWith(io.Discard, tty, "get", token, "-o", "-", "--addr", slow.URL); code != 0 {
+		t.Fatalf("get through a slow link: exit %d: %v", code, err)
+	}
+	running := regexp.MustCompile(`download +[1-9][0-9]?% \|█*[ ]+\| \([0-9.]+/900 KiB, [0-9.]+ [KMG]?i?B/s\) \[\d+s:\d+s\]`)
+	if drawn := output(); !running.MatchString(drawn) {
+		t.Fatalf("no progress drawn during a slow download:\n%q", drawn)
+	}
+
 	// --quiet: nothing on the terminal.
 	tty, output = readPTY(t)
 	if code, err := runCLIWith(io.Discard, tty, "get", token, "-o", "-", "--quiet", "--addr", urls[2]); code != 0 {
@@ -413,5 +425,36 @@ func TestProgressBarOnTerminal(t *testing.T) {
 		if len([]rune(l)) != width {
 			t.Fatalf("the QR code is not square-ish: rows of %d and %d runes", width, len([]rune(l)))
 		}
+	}
+}
+
+// slowProxy forwards to a node and sends each answer's body in chunks with a pause between them,
+// as a slow link does (the pause shapes the transfer; nothing waits on it).
+type slowProxy struct {
+	target string
+	chunk  int64
+	pause  time.Duration
+}
+
+func (p *slowProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req, _ := http.NewRequestWithContext(r.Context(), r.Method, p.target+r.URL.RequestURI(), nil)
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	for {
+		n, err := io.CopyN(w, resp.Body, p.chunk)
+		w.(http.Flusher).Flush()
+		if err != nil || n < p.chunk {
+			return
+		}
+		time.Sleep(p.pause)
 	}
 }
