@@ -33,7 +33,13 @@ type NodeMeta struct {
 	// ProtocolGate). Builds from before they existed leave them out and speak protocol 1 only.
 	ProtocolMin int `json:"pn,omitempty"`
 	ProtocolMax int `json:"px,omitempty"`
+	// Version is the node's build version (cairn version); empty from releases before v0.2, which
+	// did not announce it. At most MaxVersionLen bytes, so the metadata stays within 512 bytes.
+	Version string `json:"v,omitempty"`
 }
+
+// MaxVersionLen bounds NodeMeta.Version.
+const MaxVersionLen = 64
 
 // Member states as cairn reports them. memberlist does not report suspicion to its delegates, so
 // a suspect member shows as alive until it is declared dead.

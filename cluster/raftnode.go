@@ -48,7 +48,10 @@ type RaftOptions struct {
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
 	SnapshotInterval  time.Duration
-	Logger            *slog.Logger
+	// Recover adopts DataDir/raft/peers.json as the Raft configuration before starting
+	// (recover.go): the way back from a permanently lost quorum.
+	Recover bool
+	Logger  *slog.Logger
 }
 
 // RaftNode is a started Raft with the stores it owns.
@@ -121,6 +124,16 @@ func StartRaft(opts RaftOptions) (*RaftNode, error) {
 		transport.Close()
 		store.Close()
 		return nil, fmt.Errorf("raft config: %w", err)
+	}
+	if opts.Recover {
+		configuration, err := recoverCluster(conf, dir, hadState, cache, store, snaps, transport)
+		if err != nil {
+			transport.Close()
+			store.Close()
+			return nil, err
+		}
+		opts.Logger.Warn("raft configuration replaced from peers.json; every local log entry now counts as committed",
+			"servers", len(configuration.Servers))
 	}
 	r, err := raft.NewRaft(conf, opts.FSM, cache, store, snaps, transport)
 	if err != nil {

@@ -307,6 +307,9 @@ type RPCClient struct {
 	// until used, so an idempotent call that failed on a reused connection is retried once here,
 	// as rqlite's cluster client does.
 	fresh *http.Client
+	// streaming carries snapshot archives (rpc_snapshot.go): no response-header timeout, since a
+	// leader answers a restore only once Raft has installed it.
+	streaming *http.Client
 }
 
 // NewRPCClient returns a client that dials through nw with secret.
@@ -318,7 +321,7 @@ func NewRPCClient(nw Network, secret []byte, logger *slog.Logger) *RPCClient {
 		defer cancel()
 		return DialCluster(ctx, nw, addr, ConnRPC, secret)
 	}
-	transport := func(keepAlive bool) *http.Client {
+	transport := func(keepAlive bool, headerTimeout time.Duration) *http.Client {
 		return &http.Client{Transport: &http.Transport{
 			DialContext:         dial,
 			DisableKeepAlives:   !keepAlive,
@@ -327,12 +330,13 @@ func NewRPCClient(nw Network, secret []byte, logger *slog.Logger) *RPCClient {
 			IdleConnTimeout:     90 * time.Second,
 			// The answer to a small call, and to a shard put once its body is sent, comes fast
 			// from a healthy peer; shard bodies themselves are guarded by core's stall timeout.
-			ResponseHeaderTimeout: rpcResponseHeaderTimeout,
+			ResponseHeaderTimeout: headerTimeout,
 			WriteBufferSize:       64 << 10,
 			ReadBufferSize:        64 << 10,
 		}}
 	}
-	return &RPCClient{logger: logger, pooled: transport(true), fresh: transport(false)}
+	return &RPCClient{logger: logger, pooled: transport(true, rpcResponseHeaderTimeout),
+		fresh: transport(false, rpcResponseHeaderTimeout), streaming: transport(false, 0)}
 }
 
 // Timeouts of the internal RPC client.
@@ -345,6 +349,7 @@ const (
 func (c *RPCClient) Close() {
 	c.pooled.CloseIdleConnections()
 	c.fresh.CloseIdleConnections()
+	c.streaming.CloseIdleConnections()
 }
 
 // PutShard streams body to addr as shard id and returns once the remote node committed it
@@ -460,22 +465,32 @@ func (c *RPCClient) call(ctx context.Context, method, addr, path string, body io
 	if resp.StatusCode/100 == 2 {
 		return resp, nil
 	}
+	return nil, remoteError(resp)
+}
+
+// remoteError reads and closes a non-2xx answer and maps its error code back to the sentinel the
+// remote side wrote it for.
+func remoteError(resp *http.Response) error {
 	defer resp.Body.Close()
 	var e rpcError
 	if err := json.NewDecoder(io.LimitReader(resp.Body, rpcMaxErrorBody)).Decode(&e); err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrRemote, resp.Status)
+		return fmt.Errorf("%w: %s", ErrRemote, resp.Status)
 	}
 	switch e.Code {
 	case rpcCodeNotFound:
-		return nil, fmt.Errorf("%w (remote: %s)", erasure.ErrShardNotFound, e.Message)
+		return fmt.Errorf("%w (remote: %s)", erasure.ErrShardNotFound, e.Message)
 	case rpcCodeInvalidRange:
-		return nil, fmt.Errorf("%w (remote: %s)", erasure.ErrInvalidRange, e.Message)
+		return fmt.Errorf("%w (remote: %s)", erasure.ErrInvalidRange, e.Message)
 	case rpcCodeNotLeader:
-		return nil, fmt.Errorf("%w (remote: %s)", ErrNotLeader, e.Message)
+		return fmt.Errorf("%w (remote: %s)", ErrNotLeader, e.Message)
 	case rpcCodeNoSpace:
-		return nil, fmt.Errorf("%w (remote: %s)", erasure.ErrNoSpace, e.Message)
+		return fmt.Errorf("%w (remote: %s)", erasure.ErrNoSpace, e.Message)
+	case rpcCodeSnapshotInvalid: // rpc_snapshot.go
+		return fmt.Errorf("%w: %s", ErrSnapshotInvalid, e.Message)
+	case rpcCodeSnapshotConflict:
+		return fmt.Errorf("%w: %s", ErrSnapshotConflict, e.Message)
 	}
-	return nil, fmt.Errorf("%w: %s: %s", ErrRemote, resp.Status, e.Message)
+	return fmt.Errorf("%w: %s: %s", ErrRemote, resp.Status, e.Message)
 }
 
 func (c *RPCClient) send(ctx context.Context, hc *http.Client, method, addr, path string, body io.Reader, ctype string) (*http.Response, bool, error) {

@@ -102,16 +102,20 @@ type Content interface {
 
 // Status is what /v1/status reports about a node and its view of the cluster.
 type Status struct {
-	NodeID       string         `json:"nodeId"`
-	LeaderID     string         `json:"leaderId"`
-	RaftState    string         `json:"raftState"`
-	Term         uint64         `json:"term"`
-	CommitIndex  uint64         `json:"commitIndex"`
-	AppliedIndex uint64         `json:"appliedIndex"`
-	Erasure      string         `json:"erasure"`
-	WriteQuorum  int            `json:"writeQuorum"`
-	Members      []MemberStatus `json:"members"`
-	Storage      StorageStatus  `json:"storage"`
+	NodeID  string `json:"nodeId"`
+	Version string `json:"version,omitempty"` // this node's build version
+	// ClusterProtocol is the newest fsm protocol every Raft server speaks, as this node sees it:
+	// commands introduced after it are not proposed yet (the protocol gate, fsm/DESIGN.md).
+	ClusterProtocol int            `json:"clusterProtocol,omitempty"`
+	LeaderID        string         `json:"leaderId"`
+	RaftState       string         `json:"raftState"`
+	Term            uint64         `json:"term"`
+	CommitIndex     uint64         `json:"commitIndex"`
+	AppliedIndex    uint64         `json:"appliedIndex"`
+	Erasure         string         `json:"erasure"`
+	WriteQuorum     int            `json:"writeQuorum"`
+	Members         []MemberStatus `json:"members"`
+	Storage         StorageStatus  `json:"storage"`
 }
 
 // StorageStatus is the data plane as this node sees it.
@@ -144,4 +148,9 @@ type MemberStatus struct {
 	HTTPAddr    string `json:"httpAddr"`
 	Zone        string `json:"zone,omitempty"`
 	FreeBytes   uint64 `json:"freeBytes"`
+	// Version is the member's build version from its gossip metadata; "" for a release that did not
+	// announce one (before v0.2) or a member gossip has not described.
+	Version string `json:"version,omitempty"`
+	// ProtocolMax is the newest fsm protocol the member announces (1 for releases before v0.2).
+	ProtocolMax int `json:"protocolMax,omitempty"`
 }

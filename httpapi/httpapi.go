@@ -60,6 +60,9 @@ type Config struct {
 	Debug DebugService
 	// EnablePprof mounts /debug/pprof (MANAGE_CLUSTER) next to Debug's routes (--enable-debug).
 	EnablePprof bool
+	// Snapshots serves /v1/snapshot (admin_snapshot.go); it needs Admin for authentication. nil
+	// leaves the snapshot routes unmounted.
+	Snapshots SnapshotService
 }
 
 // route is one path pattern with a handler per method. Dispatching on the method ourselves (rather
@@ -102,7 +105,11 @@ func New(cfg Config) (http.Handler, error) {
 
 	routes := append(v1.routes(), ops.routes()...)
 	if cfg.Admin != nil {
-		routes = append(routes, (&adminAPI{admin: cfg.Admin, v1: v1, log: logger}).routes()...)
+		admin := &adminAPI{admin: cfg.Admin, v1: v1, log: logger}
+		routes = append(routes, admin.routes()...)
+		if cfg.Snapshots != nil {
+			routes = append(routes, (&snapshotAPI{admin: admin, snapshots: cfg.Snapshots}).routes()...)
+		}
 	}
 	if cfg.Debug != nil {
 		routes = append(routes, (&debugAPI{debug: cfg.Debug, v1: v1, pprofs: cfg.EnablePprof}).routes()...)

@@ -119,9 +119,13 @@ type Config struct {
 	// SnapshotInterval is how often Raft checks whether to snapshot (0 = raft's default, 2 min).
 	SnapshotInterval time.Duration
 
-	// Version and Revision label cairn_build_info (cmd/cairn passes its build's).
+	// Version and Revision label cairn_build_info (cmd/cairn passes its build's). Version is also
+	// announced in gossip and /v1/status; empty announces nothing, as releases before v0.2 did.
 	Version  string
 	Revision string
+	// Recover replaces the Raft configuration with the one in DataDir/raft/peers.json before Raft
+	// starts (hashicorp/raft RecoverCluster): the way back from a permanently lost quorum.
+	Recover bool
 
 	// Network opens every inter-node socket; nil means the operating system's.
 	Network  cluster.Network
@@ -162,8 +166,9 @@ func DefaultConfig() Config {
 		DrainDelay:        DefaultDrainDelay,
 		// Followers learn a new commit index on the next append; raft's 50 ms default would add up
 		// to 50 ms to every write forwarded through a follower (which waits to apply its own write).
-		RaftTimings: cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
-		LeaderWait:  5 * time.Second,
+		RaftTimings:    cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
+		RaftMultiplier: DefaultRaftMultiplier,
+		LeaderWait:     5 * time.Second,
 		// Uploads: at 1 MiB blocks and 2+1, one upload holds about 10 MiB at most, so 64 bound a
 		// node's upload memory near 640 MiB; 30 s without a byte is a dead client, not a slow one.
 		MaxConcurrentUploads: DefaultMaxConcurrentUploads,

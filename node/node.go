@@ -61,6 +61,7 @@ type Node struct {
 	freeBytes    atomic.Uint64
 	scrub        scrubProgress // node/metrics.go
 	stopping     atomic.Bool
+	restoring    atomic.Bool   // a snapshot restore runs on this leader (snapshot.go)
 	draining     atomic.Bool   // shutdown requested: not ready, serving on for DrainDelay
 	drainNow     chan struct{} // closed by SkipDrain
 	skipOnce     sync.Once
@@ -140,7 +141,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.raft, err = cluster.StartRaft(cluster.RaftOptions{
 		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Layer: layer, FSM: n.fsm, Timings: cfg.raftTimings(),
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs, SnapshotInterval: cfg.SnapshotInterval,
-		Logger: log.With("component", "raft"),
+		Recover: cfg.Recover, Logger: log.With("component", "raft"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
@@ -178,6 +179,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.consensus.LocalLogErr = n.raft.LogWriteErr
 	closers = append(closers, func() error { n.consensus.Close(); return nil })
 	n.rpcServer = cluster.NewRPCServer(n.local(), n.consensus.LeaderEndpoint(), log.With("component", "rpc"))
+	n.rpcServer.ServeSnapshots(snapshotEndpoint{n}) // snapshot.go
 	rpcLn := n.mux.Listener(cluster.ConnRPC)
 	n.spawn(func() { _ = n.rpcServer.Serve(rpcLn) })
 	closers = append(closers, func() error { return n.rpcServer.Shutdown(context.Background()) })
@@ -191,7 +193,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.registerMetrics()
 
 	handler, err := httpapi.New(httpapi.Config{
-		Files: n.service, Enmeshed: n.service, Admin: n.service, Ops: ops{n}, Registry: n.reg,
+		Files: n.service, Enmeshed: n.service, Admin: n.service, Snapshots: n, Ops: ops{n}, Registry: n.reg,
 		Logger:               log.With("component", "http"),
 		MaxConcurrentUploads: cfg.MaxConcurrentUploads, UploadIdleTimeout: cfg.UploadIdleTimeout,
 		Debug: debugView{n}, EnablePprof: cfg.EnableDebug,
@@ -265,6 +267,7 @@ func (n *Node) meta() cluster.NodeMeta {
 		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: n.bootstrapped.Load(),
 		Leaving:     n.leaving.Load(),
 		ProtocolMin: fsm.MinProtocolVersion, ProtocolMax: fsm.ProtocolVersion,
+		Version: announcedVersion(n.cfg.Version),
 	}
 }
 

@@ -25,12 +25,14 @@ func (o ops) Ready(ctx context.Context) error { return o.node.ReadyContext(ctx) 
 func (n *Node) Status() core.Status {
 	r := n.raft.Raft
 	st := core.Status{
-		NodeID:       n.cfg.NodeID,
-		LeaderID:     n.LeaderID(),
-		RaftState:    r.State().String(),
-		Term:         r.CurrentTerm(),
-		CommitIndex:  r.CommitIndex(),
-		AppliedIndex: n.fsm.AppliedIndex(),
+		NodeID:          n.cfg.NodeID,
+		Version:         announcedVersion(n.cfg.Version),
+		ClusterProtocol: n.ClusterProtocol(),
+		LeaderID:        n.LeaderID(),
+		RaftState:       r.State().String(),
+		Term:            r.CurrentTerm(),
+		CommitIndex:     r.CommitIndex(),
+		AppliedIndex:    n.fsm.AppliedIndex(),
 	}
 	if cfg, ok := n.fsm.Config(); ok {
 		st.Erasure = cfg.Geometry.String()
@@ -60,6 +62,7 @@ func (n *Node) Status() core.Status {
 			ID: m.Meta.ID, State: m.State, Removed: slices.Contains(clusterCfg.RemovedNodes, m.Meta.ID),
 			Suffrage: suffrage[m.Meta.ID], Leader: m.Meta.ID == leader,
 			ClusterAddr: m.Meta.ClusterAddr, HTTPAddr: m.Meta.HTTPAddr, Zone: m.Meta.Zone, FreeBytes: m.Meta.FreeBytes,
+			Version: m.Meta.Version, ProtocolMax: m.Meta.Protocols().Max,
 		})
 	}
 	// Raft servers memberlist has never seen (e.g. right after a restart) still belong in the report.

@@ -181,6 +181,7 @@ func startDevCluster(dc devClusterConfig) (nodes []*node.Node, stop func() error
 		cfg.RejoinInterval = 2 * time.Second
 		cfg.ReconcileInterval = time.Second
 		cfg.Logger = dc.logger
+		cfg.Version = version
 		n, err := node.New(cfg)
 		if err != nil {
 			_ = stop()

@@ -122,8 +122,14 @@ type process struct {
 // kills it if it still runs, and prints its output if the test failed.
 func startCairn(t *testing.T, name string, env []string, args ...string) *process {
 	t.Helper()
+	return startBinary(t, cairnBin, name, env, args...)
+}
+
+// startBinary is startCairn with another cairn binary (e.g. a previous release).
+func startBinary(t *testing.T, bin, name string, env []string, args ...string) *process {
+	t.Helper()
 	p := &process{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(cairnBin, args...)
+	p.cmd = exec.Command(bin, args...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "CAIRN_") {
 			p.cmd.Env = append(p.cmd.Env, kv)
@@ -493,6 +499,10 @@ type agentCluster struct {
 	dirs    []string
 	env     []string
 	procs   []*process
+	// extra flags every agent gets after the common ones; bins[i], when set, is the binary agent i
+	// runs instead of cairnBin (the upgrade test swaps it node by node).
+	extra []string
+	bins  []string
 }
 
 // newAgentCluster prepares (but does not start) one agent per spec. The environment carries the
@@ -519,19 +529,23 @@ func newAgentCluster(t *testing.T, specs []agentSpec, maxFileSize string) *agent
 
 func (c *agentCluster) args(i int) []string {
 	s := c.specs[i]
-	return []string{"agent",
+	return append([]string{"agent",
 		"--node-id", s.id,
 		"--data-dir", c.dirs[i],
 		"--http-addr", s.addr(s.httpPort),
 		"--cluster-addr", s.addr(s.clusterPort),
 		"--gossip-addr", s.addr(s.gossipPort),
 		"--erasure", "2+1",
-	}
+	}, c.extra...)
 }
 
 // start runs agent i (again), with the same command line and environment every time.
 func (c *agentCluster) start(i int) *process {
-	c.procs[i] = startCairn(c.t, c.specs[i].id, c.env, c.args(i)...)
+	bin := cairnBin
+	if i < len(c.bins) && c.bins[i] != "" {
+		bin = c.bins[i]
+	}
+	c.procs[i] = startBinary(c.t, bin, c.specs[i].id, c.env, c.args(i)...)
 	return c.procs[i]
 }
 

@@ -35,6 +35,8 @@ Usage:
   cairn keys rotate            rotate the ephemeral-token signing key (needs MANAGE_CLUSTER)
   cairn node remove ID         decommission a node: out of Raft, shards moved (needs MANAGE_CLUSTER)
   cairn debug [flags]          write a debug archive from every node (needs MANAGE_CLUSTER)
+  cairn snapshot save|inspect|restore FILE
+                               back up, check or restore the metadata (needs MANAGE_CLUSTER)
   cairn bench [flags]          measure file PUT/GET and token workloads against the machine's ceilings
   cairn version                print the version
 
@@ -111,9 +113,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runDebug(ctx, rest, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
+	case "snapshot":
+		return runSnapshot(ctx, rest, stdout, stderr) // snapshot.go
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "cairn", version)
-		return nil
+		return runVersion(stdout) // version.go
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -43,14 +43,15 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer, mem
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	if !membersOnly {
-		fmt.Fprintf(tw, "node\t%s\nleader\t%s\nraft state\t%s\nterm\t%d\ncommit index\t%d\napplied index\t%d\nerasure\t%s (write quorum %d)\n",
-			st.NodeID, st.LeaderID, st.RaftState, st.Term, st.CommitIndex, st.AppliedIndex, st.Erasure, st.WriteQuorum)
+		fmt.Fprintf(tw, "node\t%s (version %s)\n", st.NodeID, versionOrUnknown(st.Version))
+		fmt.Fprintf(tw, "leader\t%s\nraft state\t%s\nterm\t%d\ncommit index\t%d\napplied index\t%d\nerasure\t%s (write quorum %d)\n",
+			st.LeaderID, st.RaftState, st.Term, st.CommitIndex, st.AppliedIndex, st.Erasure, st.WriteQuorum)
 		s := st.Storage
 		fmt.Fprintf(tw, "segments\t%d healthy, %d degraded, %d unrecoverable\nrepair queue\t%d shards\nshard bytes here\t%s\nrepaired here\t%s\ncorrupt shards read here\t%d\n\n",
 			s.SegmentsHealthy, s.SegmentsDegraded, s.SegmentsUnrecoverable, s.RepairQueue,
 			humanBytes(uint64(s.ShardBytes)), humanBytes(uint64(s.RepairedBytes)), s.ChecksumFailures)
 	}
-	fmt.Fprintln(tw, "MEMBER\tSTATE\tRAFT\tCLUSTER ADDR\tHTTP ADDR\tZONE\tFREE")
+	fmt.Fprintln(tw, "MEMBER\tSTATE\tRAFT\tVERSION\tCLUSTER ADDR\tHTTP ADDR\tZONE\tFREE")
 	for _, m := range st.Members {
 		role, state := dash(m.Suffrage), m.State
 		if m.Leader {
@@ -59,10 +60,18 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer, mem
 		if m.Removed {
 			state = core.MemberRemoved
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, state, role, m.ClusterAddr,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, state, role, versionOrUnknown(m.Version), m.ClusterAddr,
 			dash(m.HTTPAddr), dash(m.Zone), humanBytes(m.FreeBytes))
 	}
 	return tw.Flush()
+}
+
+// versionOrUnknown shows a member that announced no version (a release before v0.2) as such.
+func versionOrUnknown(v string) string {
+	if v == "" {
+		return "unknown"
+	}
+	return v
 }
 
 func dash(s string) string {

@@ -1,0 +1,201 @@
+package main
+
+// Helpers shared by the day-two end-to-end tests: snapshots, recovery from lost quorum, upgrades.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// loopbackSpecs returns n agents on 127.0.0.<first>…, sharing one set of ports; it skips the test
+// when those loopback addresses cannot be bound.
+func loopbackSpecs(t *testing.T, prefix string, n, first int) []agentSpec {
+	t.Helper()
+	var ips []string
+	for i := range n {
+		ip := "127.0.0." + strconv.Itoa(first+i)
+		l, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Skipf("cannot bind %s (loopback aliases beyond 127.0.0.1 are not routed here): %v", ip, err)
+		}
+		l.Close()
+		ips = append(ips, ip)
+	}
+	ports := freePorts(t, ips, 3)
+	var specs []agentSpec
+	for i, ip := range ips {
+		specs = append(specs, agentSpec{id: prefix + strconv.Itoa(i+1), ip: ip,
+			httpPort: ports[0], clusterPort: ports[1], gossipPort: ports[2]})
+	}
+	return specs
+}
+
+// runCLIProcess runs `cairn args...` as a child process of the given binary to its end and
+// returns its output (cliResult of cli_test.go, without err).
+func runCLIProcess(t *testing.T, bin string, args ...string) cliResult {
+	t.Helper()
+	p := startBinary(t, bin, "cairn "+strings.Join(args, " "), nil, args...)
+	code := p.waitExit(t, 2*time.Minute)
+	return cliResult{stdout: p.stdout.String(), stderr: p.stderr.String(), code: code}
+}
+
+// mustCLI is runCLI that fails the test unless the command exits 0.
+func mustCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	r := runCLIProcess(t, cairnBin, args...)
+	if r.code != 0 {
+		t.Fatalf("cairn %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+var shardFileName = regexp.MustCompile(`^(FIL[A-Za-z0-9]+)\.(\d+)\.(\d+)$`)
+
+// shardsOnDisk counts committed shard files per file id and segment in the given data dirs: the
+// ground truth of what the data plane holds, read straight from the disks.
+func shardsOnDisk(t *testing.T, dirs ...string) map[string]map[int]int {
+	t.Helper()
+	out := map[string]map[int]int{}
+	for _, dir := range dirs {
+		root := filepath.Join(dir, "shards")
+		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				if os.IsNotExist(err) {
+					return nil
+				}
+				return err
+			}
+			m := shardFileName.FindStringSubmatch(d.Name())
+			if d.IsDir() || m == nil {
+				return nil
+			}
+			seg, _ := strconv.Atoi(m[2])
+			if out[m[1]] == nil {
+				out[m[1]] = map[int]int{}
+			}
+			out[m[1]][seg]++
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("walk %s: %v", root, err)
+		}
+	}
+	return out
+}
+
+// newFileIDs lists the file ids in after that are not in before.
+func newFileIDs(before, after map[string]map[int]int) []string {
+	var ids []string
+	for id := range after {
+		if _, ok := before[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// uploadTracked uploads data and returns its full token and the file id, found as the one file
+// whose shards appeared on the disks meanwhile (uploads must not run concurrently with it).
+func uploadTracked(t *testing.T, c *http.Client, base, key, name string, data []byte, dirs []string) (token, fileID string) {
+	t.Helper()
+	before := shardsOnDisk(t, dirs...)
+	token = upload(t, c, base, key, name, data)
+	var ids []string
+	waitFor(t, 10*time.Second, "shards of "+name+" on disk", func() error {
+		ids = newFileIDs(before, shardsOnDisk(t, dirs...))
+		if len(ids) != 1 {
+			return fmt.Errorf("%d new file ids on disk, want 1", len(ids))
+		}
+		return nil
+	})
+	return token, ids[0]
+}
+
+// apiCall sends a JSON request and returns the status and the body.
+func apiCall(c *http.Client, method, url, key string, body any) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, b, err
+}
+
+// createReadToken makes a read token for the file of fullToken.
+func createReadToken(t *testing.T, c *http.Client, base, fullToken string) string {
+	t.Helper()
+	var out struct {
+		Token string `json:"token"`
+	}
+	waitForOrFail(t, 10*time.Second, "create read token", func() error {
+		status, body, err := apiCall(c, http.MethodPost, base+"/files/v1/"+fullToken+"/tokens", "", map[string]string{"accessLevel": "read"})
+		switch {
+		case err != nil:
+			return err
+		case status == http.StatusServiceUnavailable:
+			return fmt.Errorf("503: %s", body)
+		case status != http.StatusOK:
+			return fmt.Errorf("%w: status %d: %s", errPermanent, status, body)
+		}
+		return json.Unmarshal(body, &out)
+	})
+	return out.Token
+}
+
+// leaderIndex is the index in specs of the node every given node names as leader.
+func leaderIndex(t *testing.T, c *http.Client, specs []agentSpec, among ...int) int {
+	t.Helper()
+	idx := -1
+	waitFor(t, 20*time.Second, "one agreed leader", func() error {
+		var leader string
+		for _, i := range among {
+			st, err := getStatus(c, specs[i].url())
+			if err != nil {
+				return err
+			}
+			if st.LeaderID == "" || (leader != "" && st.LeaderID != leader) {
+				return fmt.Errorf("leaders disagree: %q vs %q", leader, st.LeaderID)
+			}
+			leader = st.LeaderID
+		}
+		for _, i := range among {
+			if specs[i].id == leader {
+				idx = i
+				return nil
+			}
+		}
+		return fmt.Errorf("leader %q is not among the nodes asked", leader)
+	})
+	return idx
+}
