@@ -67,6 +67,8 @@ func TestCLIEveryCommandAnswersHelp(t *testing.T) {
 		{[]string{"node", "-h"}, "Usage: cairn node remove"},
 		{[]string{"node", "remove", "-h"}, "Usage: cairn node remove [flags] <node id>"},
 		{[]string{"debug", "-h"}, "Usage: cairn debug"},
+		{[]string{"bench", "-h"}, "Usage: cairn bench"},
+		{[]string{"snapshot", "save", "-h"}, "Usage: cairn snapshot save"},
 		{[]string{"help"}, "cairn put FILE"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
