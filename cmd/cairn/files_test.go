@@ -216,12 +216,29 @@ type cuttingProxy struct {
 	ranges []string
 }
 
-func (p *cuttingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req, _ := http.NewRequestWithContext(r.Context(), r.Method, p.target+r.URL.RequestURI(), r.Body)
+// forward sends r on to target and returns the answer (nil after answering 502 itself).
+func forward(w http.ResponseWriter, r *http.Request, target string) *http.Response {
+	req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), r.Body)
 	req.Header = r.Header.Clone()
 	resp, err := http.DefaultTransport.RoundTrip(req)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
+		return nil
+	}
+	return resp
+}
+
+// writeHeader copies the answer's header and status to w.
+func writeHeader(w http.ResponseWriter, resp *http.Response) {
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+}
+
+func (p *cuttingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	resp := forward(w, r, p.target)
+	if resp == nil {
 		return
 	}
 	defer resp.Body.Close()
@@ -235,10 +252,7 @@ func (p *cuttingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		p.mu.Unlock()
 	}
-	for k, v := range resp.Header {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(resp.StatusCode)
+	writeHeader(w, resp)
 	if !cut {
 		_, _ = io.Copy(w, resp.Body)
 		return
@@ -437,18 +451,12 @@ type slowProxy struct {
 }
 
 func (p *slowProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req, _ := http.NewRequestWithContext(r.Context(), r.Method, p.target+r.URL.RequestURI(), nil)
-	req.Header = r.Header.Clone()
-	resp, err := http.DefaultTransport.RoundTrip(req)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
+	resp := forward(w, r, p.target)
+	if resp == nil {
 		return
 	}
 	defer resp.Body.Close()
-	for k, v := range resp.Header {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(resp.StatusCode)
+	writeHeader(w, resp)
 	for {
 		n, err := io.CopyN(w, resp.Body, p.chunk)
 		w.(http.Flusher).Flush()
