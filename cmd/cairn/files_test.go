@@ -172,6 +172,27 @@ func TestPutGetRoundTrip(t *testing.T) {
 		t.Fatalf("share --id of an unknown file: exit %d: %v", r.code, r.err)
 	}
 
+	// put - reads standard input (chunked, no length), with --name required.
+	if r := runCLI(t, "put", "-", "--addr", urls[0], "--key", key); r.code != exitUsage {
+		t.Fatalf("put - without --name: exit %d: %v", r.code, r.err)
+	}
+	stdinFile, stdinData := randomFile(t, dir, "stdin.bin", 40<<10)
+	in, err := os.Open(stdinFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	savedStdin := os.Stdin
+	os.Stdin = in
+	r = runCLI(t, "put", "-", "--name", "from-stdin.bin", "--addr", urls[0], "--key", key)
+	os.Stdin = savedStdin
+	in.Close()
+	if r.code != 0 {
+		t.Fatalf("put -: exit %d: %v", r.code, r.err)
+	}
+	if g := runCLI(t, "get", strings.TrimSpace(r.stdout), "-o", "-", "--addr", urls[1]); g.code != 0 || g.stdout != string(stdinData) {
+		t.Fatalf("get of the stdin upload: exit %d: %v", g.code, g.err)
+	}
+
 	// Errors follow the API: no key, a wrong key, too large, a malformed token.
 	if r := runCLI(t, "put", path, "--addr", urls[0]); r.code != exitDenied || !strings.Contains(r.err.Error(), "USER_NOT_AUTHENTICATED_EXCEPTION") {
 		t.Fatalf("put without a key: exit %d: %v", r.code, r.err)
