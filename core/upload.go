@@ -111,11 +111,7 @@ func (u *upload) readFrom(r io.Reader) (int64, error) {
 				}
 				enc.Start(erasure.SegmentID{File: u.fileID, Segment: seg.index})
 			}
-			frames, err := enc.Encode(block)
-			if err != nil {
-				return total, fmt.Errorf("encode block: %w", err)
-			}
-			if err := seg.write(frames); err != nil {
+			if err := seg.write(enc, block); err != nil {
 				return total, err
 			}
 			total += int64(n)
@@ -318,19 +314,48 @@ type segmentWriter struct {
 	blocks  int
 	quorum  int
 	streams []*shardStream // nil where no node was placed
+	bufs    [][]byte       // this block's frame buffers, by shard index
+	scratch [][]byte       // frame buffers for shards with no healthy stream
+	taken   []bool         // bufs[i] came from stream i
 	cancel  context.CancelFunc
 	closed  bool
 }
 
-// write hands frame i to stream i. A stream that failed is skipped; the segment fails only when
-// fewer than quorum streams are still healthy.
-func (w *segmentWriter) write(frames [][]byte) error {
+// write encodes one block straight into buffers of the shard streams and hands frame i to
+// stream i: no copy after the encode. A stream that failed is skipped (its frame goes to a scratch
+// buffer); the segment fails only when fewer than quorum streams are still healthy.
+func (w *segmentWriter) write(enc *erasure.BlockEncoder, block []byte) error {
+	frameLen := enc.FrameLen(len(block))
+	if w.bufs == nil {
+		w.bufs = make([][]byte, len(w.streams))
+		w.scratch = make([][]byte, len(w.streams))
+		w.taken = make([]bool, len(w.streams))
+	}
+	for i, st := range w.streams {
+		w.taken[i] = false
+		if st != nil {
+			if buf, ok := st.take(frameLen); ok {
+				w.bufs[i], w.taken[i] = buf, true
+				continue
+			}
+		}
+		if cap(w.scratch[i]) < frameLen {
+			w.scratch[i] = make([]byte, 0, frameLen)
+		}
+		w.bufs[i] = w.scratch[i]
+	}
+	frames, err := enc.EncodeInto(block, w.bufs)
+	if err != nil {
+		for i, st := range w.streams {
+			if w.taken[i] {
+				st.free <- w.bufs[i]
+			}
+		}
+		return fmt.Errorf("encode block: %w", err)
+	}
 	healthy := 0
 	for i, st := range w.streams {
-		if st == nil {
-			continue
-		}
-		if st.send(frames[i]) {
+		if w.taken[i] && st.push(frames[i]) {
 			healthy++
 		}
 	}
@@ -451,22 +476,26 @@ var errPutEnded = errors.New("shard put ended")
 
 func (st *shardStream) markDead() { st.once.Do(func() { close(st.dead) }) }
 
-// send queues a copy of frame; false once the stream failed.
-func (st *shardStream) send(frame []byte) bool {
+// take returns a free buffer of the stream with room for n bytes; false once the stream failed.
+func (st *shardStream) take(n int) ([]byte, bool) {
 	var buf []byte
 	select {
 	case <-st.dead:
-		return false
+		return nil, false
 	case buf = <-st.free:
 	}
-	if cap(buf) < len(frame) {
-		if full := st.codec.FullFrameLen(); len(frame) > full/2 && len(frame) <= full {
+	if cap(buf) < n {
+		if full := st.codec.FullFrameLen(); n > full/2 && n <= full {
 			buf = st.codec.FrameBuffer()
 		} else {
-			buf = make([]byte, 0, len(frame)) // sized to the content: a small file's frames are small
+			buf = make([]byte, 0, n) // sized to the content: a small file's frames are small
 		}
 	}
-	buf = append(buf[:0], frame...)
+	return buf[:0], true
+}
+
+// push queues buf (taken from this stream); false once the stream failed.
+func (st *shardStream) push(buf []byte) bool {
 	select {
 	case <-st.dead:
 		st.free <- buf
@@ -474,6 +503,12 @@ func (st *shardStream) send(frame []byte) bool {
 	case st.queue <- buf:
 		return true
 	}
+}
+
+// send queues a copy of frame; false once the stream failed.
+func (st *shardStream) send(frame []byte) bool {
+	buf, ok := st.take(len(frame))
+	return ok && st.push(append(buf, frame...))
 }
 
 func (st *shardStream) close() { close(st.queue) }

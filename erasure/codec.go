@@ -108,7 +108,9 @@ func NewCodec(g Geometry, blockSize int) (*Codec, error) {
 	if blockSize <= 0 {
 		return nil, fmt.Errorf("erasure: block size %d: must be positive", blockSize)
 	}
-	rs, err := reedsolomon.New(g.Data, g.Parity, reedsolomon.WithAutoGoroutines(ChunkLen(blockSize, g)))
+	// One goroutine per call: on a node every concurrent upload and read already runs its own
+	// codec call, and reedsolomon's fan-out allocates on every block (see DESIGN.md, "Speed").
+	rs, err := reedsolomon.New(g.Data, g.Parity, reedsolomon.WithMaxGoroutines(1))
 	if err != nil {
 		return nil, fmt.Errorf("erasure: reed-solomon %s: %w", g, err)
 	}
@@ -165,13 +167,32 @@ func (e *BlockEncoder) Encode(block []byte) ([][]byte, error) {
 	if len(block) == 0 || len(block) > e.c.blockSize {
 		return nil, fmt.Errorf("erasure: encode block of %d bytes: want 1..%d", len(block), e.c.blockSize)
 	}
+	if fl := e.FrameLen(len(block)); cap(e.frames[0]) < fl {
+		e.frames = reedsolomon.AllocAligned(len(e.frames), fl)
+	}
+	return e.EncodeInto(block, e.frames)
+}
+
+// FrameLen is the length of each frame of a block of n data bytes.
+func (e *BlockEncoder) FrameLen(n int) int { return ChunkLen(n, e.c.g) + crcLen }
+
+// EncodeInto is Encode into buffers of the caller's: frames[i] (k+m of them) must have capacity
+// for FrameLen(len(block)) bytes, and the returned frames are frames[i] resliced, so a writer that
+// hands each shard stream its own buffer copies nothing after the encode.
+func (e *BlockEncoder) EncodeInto(block []byte, frames [][]byte) ([][]byte, error) {
+	if len(block) == 0 || len(block) > e.c.blockSize {
+		return nil, fmt.Errorf("erasure: encode block of %d bytes: want 1..%d", len(block), e.c.blockSize)
+	}
 	k := e.c.g.Data
 	cl := ChunkLen(len(block), e.c.g)
-	if cap(e.frames[0]) < cl+crcLen {
-		e.frames = reedsolomon.AllocAligned(len(e.frames), cl+crcLen)
+	if len(frames) != len(e.chunks) {
+		return nil, fmt.Errorf("erasure: encode into %d frames: want %d", len(frames), len(e.chunks))
 	}
-	for i := range e.frames {
-		e.chunks[i] = e.frames[i][:cl]
+	for i := range frames {
+		if cap(frames[i]) < cl+crcLen {
+			return nil, fmt.Errorf("erasure: encode: frame %d has room for %d bytes, want %d", i, cap(frames[i]), cl+crcLen)
+		}
+		e.chunks[i] = frames[i][:cl]
 		if i < k {
 			// Systematic layout: data chunk i is block[i*cl:(i+1)*cl], zero-padded at the end.
 			lo := min(i*cl, len(block))
@@ -181,7 +202,7 @@ func (e *BlockEncoder) Encode(block []byte) ([][]byte, error) {
 	if err := e.c.rs.Encode(e.chunks); err != nil {
 		return nil, fmt.Errorf("erasure: encode: %w", err)
 	}
-	for i := range e.frames {
+	for i := range frames {
 		e.out[i] = appendFrameCRC(e.chunks[i], e.seeds[i], e.block)
 	}
 	e.block++

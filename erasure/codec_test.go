@@ -53,7 +53,7 @@ func (m *memSource) OpenShard(ctx context.Context, index int, off, n int64) (io.
 		return nil, fmt.Errorf("shard %d [%d,+%d) of %d: %w", index, off, n, len(frames), ErrInvalidRange)
 	}
 	m.unclosed++
-	return &memStream{Reader: bytes.NewReader(append(slices.Clone(header), frames[off:off+n]...)), m: m}, nil
+	return &memStream{Reader: io.MultiReader(bytes.NewReader(header), bytes.NewReader(frames[off:off+n])), m: m}, nil
 }
 
 func (m *memSource) checkClosed(t *testing.T) {
@@ -66,7 +66,7 @@ func (m *memSource) checkClosed(t *testing.T) {
 }
 
 type memStream struct {
-	*bytes.Reader
+	io.Reader
 	m      *memSource
 	closed bool
 }

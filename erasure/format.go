@@ -138,11 +138,15 @@ func shardSeed(id ShardID) uint32 {
 	return crc32.Update(0, castagnoli, p)
 }
 
-// frameSeed is the seed of block j's frame in the shard whose seed is shard.
+// frameSeed is the seed of block j's frame in the shard whose seed is shard: the CRC-32C state
+// continued with the block index as 4 big-endian bytes. It is crc32.Update written out for four
+// bytes, because a slice handed to crc32.Update escapes and would cost an allocation per frame.
 func frameSeed(shard uint32, block int) uint32 {
-	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], uint32(block))
-	return crc32.Update(shard, castagnoli, b[:])
+	crc := ^shard
+	for shift := 24; shift >= 0; shift -= 8 {
+		crc = castagnoli[byte(crc)^byte(uint32(block)>>shift)] ^ (crc >> 8)
+	}
+	return ^crc
 }
 
 // frameChecker verifies the frames of one shard in its format.

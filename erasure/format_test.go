@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -160,4 +161,16 @@ func randomBytesSeeded(seed byte, n int) []byte {
 		b[i] = byte(x >> 24)
 	}
 	return b
+}
+
+// TestFrameSeedIsCRCUpdate pins the hand-written four-byte update to crc32.Update.
+func TestFrameSeedIsCRCUpdate(t *testing.T) {
+	for _, seed := range []uint32{0, 1, 0xdeadbeef, shardSeed(testSeg.Shard(2))} {
+		for _, block := range []int{0, 1, 255, 256, 1 << 20, 1<<31 - 1} {
+			b := []byte{byte(block >> 24), byte(block >> 16), byte(block >> 8), byte(block)}
+			if got, want := frameSeed(seed, block), crc32.Update(seed, castagnoli, b); got != want {
+				t.Fatalf("frameSeed(%#x, %d) = %#x, want %#x", seed, block, got, want)
+			}
+		}
+	}
 }

@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -35,6 +34,7 @@ type ShardStore struct {
 	used      atomic.Int64
 
 	buffers       sync.Pool // *[]byte: aligned directChunk buffers
+	smalls        sync.Pool // *[]byte: smallShard buffers
 	directOK      atomic.Bool
 	directErr     atomic.Pointer[error]
 	directBytes   atomic.Int64
@@ -97,7 +97,7 @@ func (s *ShardStore) path(id ShardID) (string, error) {
 
 // ShardWriter streams one shard into a temp file until Commit or Abort. Not safe for concurrent use.
 //
-// Small shards are gathered in memory and written with one write. Larger ones go through an
+// Shards up to 64 KiB are gathered in a pooled buffer and written with one write. Larger ones go through an
 // aligned buffer of directChunk bytes that is written with O_DIRECT, as MinIO writes its shards:
 // no copy into the page cache, and an fsync that has little left to flush. Where the filesystem
 // refuses O_DIRECT (tmpfs, some network filesystems) the store falls back to buffered writes for
@@ -108,7 +108,7 @@ type ShardWriter struct {
 	dst     string
 	f       *os.File
 	done    bool
-	small   []byte // the shard so far, while it is at most directChunk bytes
+	small   []byte // pooled smallShard-capacity buffer: the shard so far, while it fits
 	big     []byte // aligned pooled buffer of directChunk bytes, once the shard outgrew small
 	direct  bool   // f has O_DIRECT set
 	failed  error  // a write to f failed; Commit refuses
@@ -116,11 +116,13 @@ type ShardWriter struct {
 }
 
 const (
-	// directChunk is the unit of O_DIRECT writes, and the size below which a shard is written
-	// with a single buffered write.
+	// directChunk is the largest O_DIRECT write, and the size of the aligned buffer.
 	directChunk = 1 << 20
 	// directAlign is the alignment O_DIRECT wants for buffers, offsets and lengths.
 	directAlign = 4096
+	// smallShard is the buffer a shard starts in; shards that fit are written with one buffered
+	// write, larger ones move on to the aligned O_DIRECT buffer.
+	smallShard = 64 << 10
 )
 
 // Create starts writing a shard into a temp file. Nothing is visible under id until Commit.
@@ -147,12 +149,14 @@ func (w *ShardWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
 		if w.big == nil {
-			if len(w.small)+len(p) <= directChunk {
+			if w.small == nil {
+				w.small = w.s.smallBuffer()
+			}
+			if len(w.small)+len(p) <= cap(w.small) {
 				w.small = append(w.small, p...)
 				return n, nil
 			}
-			w.big = append(w.s.alignedBuffer(), w.small...)
-			w.small = nil
+			w.outgrowSmall()
 		}
 		c := copy(w.big[len(w.big):cap(w.big)], p)
 		w.big, p = w.big[:len(w.big)+c], p[c:]
@@ -176,13 +180,12 @@ func (w *ShardWriter) ReadFrom(r io.Reader) (int64, error) {
 		if w.failed != nil {
 			return total, w.failed
 		}
-		if w.big == nil && len(w.small) == cap(w.small) {
-			// Read small shards into a buffer that grows with them, then move to the aligned one.
-			if len(w.small) >= directChunk/2 {
-				w.big = append(w.s.alignedBuffer(), w.small...)
-				w.small = nil
-			} else {
-				w.small = slices.Grow(w.small, max(4096, len(w.small)))
+		if w.big == nil {
+			if w.small == nil {
+				w.small = w.s.smallBuffer()
+			}
+			if len(w.small) == cap(w.small) {
+				w.outgrowSmall()
 			}
 		}
 		buf := &w.small
@@ -205,6 +208,13 @@ func (w *ShardWriter) ReadFrom(r io.Reader) (int64, error) {
 			return total, err
 		}
 	}
+}
+
+// outgrowSmall moves the shard from the small buffer to the aligned one.
+func (w *ShardWriter) outgrowSmall() {
+	w.big = append(w.s.alignedBuffer(), w.small...)
+	w.s.putSmall(w.small)
+	w.small = nil
 }
 
 // flush writes b (a multiple of directAlign bytes, or the tail at Commit) to the file, with
@@ -290,6 +300,21 @@ func (s *ShardStore) alignedBuffer() []byte {
 	return raw[off : off : off+directChunk]
 }
 
+// smallBuffer returns an empty pooled buffer of smallShard capacity.
+func (s *ShardStore) smallBuffer() []byte {
+	if b, ok := s.smalls.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, smallShard)
+}
+
+func (s *ShardStore) putSmall(b []byte) {
+	if cap(b) == smallShard {
+		b = b[:0]
+		s.smalls.Put(&b)
+	}
+}
+
 func (s *ShardStore) putBuffer(b []byte) {
 	if cap(b) == directChunk {
 		b = b[:0]
@@ -304,13 +329,22 @@ func (s *ShardStore) refuseDirect(err error) {
 	}
 }
 
-// DirectIO reports whether shard writes use O_DIRECT (false once the filesystem refused it, with
-// the refusal), and the bytes written each way so far.
-func (s *ShardStore) DirectIO() (ok bool, refusal error, directBytes, bufferedBytes int64) {
+// DirectIOStats is how a ShardStore writes shards.
+type DirectIOStats struct {
+	// Enabled is false once the filesystem refused O_DIRECT; Refusal then says how.
+	Enabled bool
+	Refusal error
+	// DirectBytes and BufferedBytes are the shard bytes written each way so far.
+	DirectBytes, BufferedBytes int64
+}
+
+// DirectIO reports whether shard writes use O_DIRECT and the bytes written each way so far.
+func (s *ShardStore) DirectIO() DirectIOStats {
+	st := DirectIOStats{Enabled: s.directOK.Load(), DirectBytes: s.directBytes.Load(), BufferedBytes: s.bufferedBytes.Load()}
 	if e := s.directErr.Load(); e != nil {
-		refusal = *e
+		st.Refusal = *e
 	}
-	return s.directOK.Load(), refusal, s.directBytes.Load(), s.bufferedBytes.Load()
+	return st
 }
 
 // Commit fsyncs the file, renames it into place atomically (replacing an existing shard of that id),
@@ -404,7 +438,10 @@ func (w *ShardWriter) release() {
 		w.s.putBuffer(w.big)
 		w.big = nil
 	}
-	w.small = nil
+	if w.small != nil {
+		w.s.putSmall(w.small)
+		w.small = nil
+	}
 }
 
 // ensureDir creates dir if missing and reports whether it did.

@@ -437,12 +437,12 @@ func TestShardWriterSizesAndDirectIO(t *testing.T) {
 			})
 		}
 	}
-	ok, refusal, direct, buffered := s.DirectIO()
-	t.Logf("O_DIRECT ok=%v (%v): %d bytes direct, %d buffered", ok, refusal, direct, buffered)
-	if ok && direct == 0 {
+	st := s.DirectIO()
+	t.Logf("O_DIRECT %+v", st)
+	if st.Enabled && st.DirectBytes == 0 {
 		t.Fatal("no byte went out with O_DIRECT although the filesystem takes it")
 	}
-	if buffered == 0 {
+	if st.BufferedBytes == 0 {
 		t.Fatal("small shards and tails should be buffered writes")
 	}
 }

@@ -134,25 +134,6 @@ func TestDecodeCommandRejects(t *testing.T) {
 	}
 }
 
-func TestLayoutDegraded(t *testing.T) {
-	tests := []struct {
-		name string
-		segs []Segment
-		want bool
-	}{
-		{"no segments", nil, false},
-		{"complete", []Segment{{Nodes: []string{"a", "b", "c"}}, {Nodes: []string{"b", "c", "a"}}}, false},
-		{"missing shard", []Segment{{Nodes: []string{"a", "b", "c"}}, {Nodes: []string{"b", "", "a"}}}, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := (Layout{Geometry: testGeometry, Segments: tt.segs}).Degraded(); got != tt.want {
-				t.Errorf("Degraded() = %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
 // FuzzDecodeCommand: DecodeCommand never panics, and whatever it accepts re-encodes to a command
 // that decodes to the same value.
 func FuzzDecodeCommand(f *testing.F) {

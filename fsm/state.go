@@ -58,17 +58,6 @@ type Layout struct {
 	Segments  []Segment        `json:"segments"`
 }
 
-// Degraded reports whether any segment was written with a shard missing, so that the repairer
-// knows to rebuild it.
-func (l Layout) Degraded() bool {
-	for _, s := range l.Segments {
-		if slices.Contains(s.Nodes, "") {
-			return true
-		}
-	}
-	return false
-}
-
 func (l Layout) clone() Layout {
 	l.Segments = slices.Clone(l.Segments)
 	for i := range l.Segments {

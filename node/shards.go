@@ -65,17 +65,17 @@ func (n *Node) registerShardStoreMetrics() {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_shard_direct_io",
 			Help: "1 while shard writes use O_DIRECT, 0 once the filesystem refused it and writes fell back to the page cache."},
 			func() float64 {
-				if ok, _, _, _ := n.shards.DirectIO(); ok {
+				if n.shards.DirectIO().Enabled {
 					return 1
 				}
 				return 0
 			}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cairn_shard_write_direct_bytes_total",
 			Help: "Shard bytes written with O_DIRECT."},
-			func() float64 { _, _, d, _ := n.shards.DirectIO(); return float64(d) }),
+			func() float64 { return float64(n.shards.DirectIO().DirectBytes) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cairn_shard_write_buffered_bytes_total",
-			Help: "Shard bytes written through the page cache (small shards, tails under 4 KiB, or all of them without O_DIRECT)."},
-			func() float64 { _, _, _, b := n.shards.DirectIO(); return float64(b) }),
+			Help: "Shard bytes written through the page cache (shards up to 64 KiB, tails under 4 KiB, or all of them without O_DIRECT)."},
+			func() float64 { return float64(n.shards.DirectIO().BufferedBytes) }),
 	)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/fsm"
+	"github.com/cairn-dev/cairn/node"
 )
 
 // integrityFileSize spans three blocks of the test clusters' 16 KiB (two full ones, so two frames
@@ -61,6 +63,13 @@ func readsNeverLie(t *testing.T, c *Cluster, token string, data []byte, allowFai
 	t.Helper()
 	for i := range c.Size() {
 		resp, err := c.Client(i).Download(token)
+		// A 503 before any byte (a leader election on a loaded machine) is retried, like a client
+		// honouring Retry-After; it is never wrong bytes.
+		for deadline := time.Now().Add(10 * time.Second); err == nil && resp.Status == http.StatusServiceUnavailable &&
+			!allowFail && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+			resp, err = c.Client(i).Download(token)
+		}
 		switch {
 		case err == nil && resp.Status == http.StatusOK:
 			if !bytes.Equal(resp.Body, data) {
@@ -131,9 +140,10 @@ func TestShardCorruptionCaughtAndHealed(t *testing.T) {
 				data := randomData(int64(900+seq), integrityFileSize)
 				token, _ := mustUpload(t, c, seq%3, fmt.Sprintf("i%d", seq), data)
 				otherToken, _ := mustUpload(t, c, (seq+1)%3, fmt.Sprintf("o%d", seq), randomData(int64(-seq), integrityFileSize))
-				f := fileOf(t, c, 0, token)
+				// Ask the node that took each upload: the others may not have applied it yet.
+				f := fileOf(t, c, seq%3, token)
 				target := shardsOf(t, c, f, 0)
-				other := shardsOf(t, c, fileOf(t, c, 0, otherToken), 0)
+				other := shardsOf(t, c, fileOf(t, c, (seq+1)%3, otherToken), 0)
 				tt.damage(t, target, other)
 
 				if by == "read" {
@@ -152,9 +162,14 @@ func TestShardCorruptionCaughtAndHealed(t *testing.T) {
 						damaged = append(damaged, target[1].holder)
 					}
 					for _, i := range damaged {
-						if _, _, err := c.Node(i).ScrubOnce(ctx); err != nil {
-							t.Fatalf("scrub on node%d: %v", i, err)
-						}
+						// A pass refuses to start while the node has no leader (ErrNotReady).
+						WaitFor(t, 20*time.Second, fmt.Sprintf("a scrub pass on node%d", i), func() bool {
+							_, _, err := c.Node(i).ScrubOnce(ctx)
+							if err != nil && !errors.Is(err, node.ErrNotReady) {
+								t.Fatalf("scrub on node%d: %v", i, err)
+							}
+							return err == nil
+						})
 					}
 					if after := faultCount(t, c, failures); after < before+float64(len(damaged)) {
 						t.Fatalf("scrub failures went from %v to %v, want +%d", before, after, len(damaged))

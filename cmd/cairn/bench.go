@@ -129,7 +129,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tclients\tstarted\tok\terrors\tops/s\tMiB/s\tp50\tp99\tmax\tsrv CPU/op\tsrv RSS peak\tceiling\tratio\tload\t")
+	fmt.Fprintln(tw, "workload\tclients\tstarted\tok\terrors\tops/s\tMiB/s\tp50\tp99\tmax\tsrv CPU/op\tsrv peak RSS growth\tceiling\tratio\tload\t")
 	for i, w := range workloads {
 		r := results[i]
 		ceilName, ratio := ceil.ratio(w, r, fileServer[i])
@@ -218,10 +218,10 @@ func formatSize(n int64) string {
 }
 
 func formatMiB(n int64) string {
-	if n <= 0 {
+	if n == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
+	return fmt.Sprintf("%+.0f MiB", float64(n)/(1<<20))
 }
 
 // loadAverage is the machine's 1, 5 and 15 minute load average.
@@ -244,8 +244,9 @@ type benchTarget struct {
 	fileServer string // base URL of the trivial file server (child mode only)
 	// cpu returns the servers' CPU seconds so far, or false when it cannot tell.
 	cpu func() (float64, bool)
-	// peakRSS resets and reads the servers' peak resident set (child mode only).
-	resetPeak func()
+	// resetPeak resets the servers' peak resident set and returns the resident set now; peakRSS
+	// reads the peak since (child mode only).
+	resetPeak func() int64
 	peakRSS   func() int64
 }
 
@@ -332,7 +333,7 @@ type benchResult struct {
 	errors    map[string]*benchErrors
 	elapsed   time.Duration
 	cpu       float64 // server CPU seconds, or -1 when unknown
-	peakRSS   int64
+	peakRSS   int64   // growth of the servers' peak resident set over the run
 	load      string
 }
 
@@ -431,8 +432,9 @@ func (b *benchRunner) run(ctx context.Context, w benchWorkload, warmup, duration
 		b.runFor(ctx, w, warmup, fileServer)
 	}
 	res := &benchResult{load: loadAverage()}
+	var rss0 int64
 	if b.target.resetPeak != nil {
-		b.target.resetPeak()
+		rss0 = b.target.resetPeak()
 	}
 	cpu0, cpuOK := 0.0, false
 	if b.target.cpu != nil {
@@ -447,7 +449,7 @@ func (b *benchRunner) run(ctx context.Context, w benchWorkload, warmup, duration
 		}
 	}
 	if b.target.peakRSS != nil {
-		res.peakRSS = b.target.peakRSS()
+		res.peakRSS = b.target.peakRSS() - rss0
 	}
 	return res
 }
@@ -716,9 +718,12 @@ func startBenchChild(ctx context.Context, workloads []benchWorkload, logLevel, c
 	child.dir = info.Dir
 	child.target = benchTarget{
 		endpoints: info.Endpoints, key: info.Key, fileServer: info.FileServer,
-		cpu:       func() (float64, bool) { return procCPUSeconds(pid) },
-		resetPeak: func() { os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0) },
-		peakRSS:   func() int64 { return procPeakRSS(pid) },
+		cpu: func() (float64, bool) { return procCPUSeconds(pid) },
+		resetPeak: func() int64 {
+			os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+			return procStatus(pid, "VmRSS:")
+		},
+		peakRSS: func() int64 { return procStatus(pid, "VmHWM:") },
 	}
 	return child, nil
 }
@@ -756,14 +761,14 @@ func procCPUSeconds(pid int) (float64, bool) {
 	return (utime + stime) / clockTicks, true
 }
 
-// procPeakRSS is a process's peak resident set (VmHWM) in bytes, 0 when unknown.
-func procPeakRSS(pid int) int64 {
+// procStatus is a size field of /proc/PID/status (VmRSS:, VmHWM:) in bytes, 0 when unknown.
+func procStatus(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return kb << 10
 		}
