@@ -93,6 +93,7 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"apikey", "revoke"}, "missing <key id>"},
 		{[]string{"apikey", "revoke", "a", "b"}, "unexpected arguments: b"},
 		{[]string{"node", "remove", "--bogus", "n1"}, "flag provided but not defined: -bogus"},
+		{[]string{"apikey", "list", "--an-unknown-but-very-long-flag-name=1"}, "unexpected arguments: --an-unknown-but-very-long-flag-name=1"},
 		{[]string{"get"}, "missing <token>"},
 		{[]string{"status", "--addr", "127.0.0.1"}, `--addr "127.0.0.1": want host:port or an http(s):// URL`},
 		{[]string{"status", "--addr", "ftp://127.0.0.1:21"}, "want host:port or an http(s):// URL"},
@@ -112,6 +113,9 @@ func TestCLIUsageErrors(t *testing.T) {
 	}
 }
 
+// dashToken is a file token that begins with '-', as one in 64 does.
+const dashToken = "-QgOYAbpv3ahVLJgvb_8URj2B_LnUlW7G1P9YrguwxI"
+
 func TestCommandParseInterleavesFlagsAndArguments(t *testing.T) {
 	for _, tc := range []struct {
 		args     []string
@@ -124,6 +128,12 @@ func TestCommandParseInterleavesFlagsAndArguments(t *testing.T) {
 		{[]string{"--tag", "a", "F", "--tag=b"}, []string{"F"}, defaultAddr(), []string{"a", "b"}},
 		{[]string{"--", "--addr", "x:1"}, []string{"--addr", "x:1"}, defaultAddr(), nil},
 		{[]string{"A", "--", "-B"}, []string{"A", "-B"}, defaultAddr(), nil},
+		// A token may begin with '-': it is still an argument, wherever it stands.
+		{[]string{dashToken, "--addr", "x:1"}, []string{dashToken}, "x:1", nil},
+		{[]string{"--addr", "x:1", dashToken, "--tag", "a"}, []string{dashToken}, "x:1", []string{"a"}},
+		{[]string{"--tag", dashToken, "F"}, []string{"F"}, defaultAddr(), []string{dashToken}}, // a flag's value stays its value
+		{[]string{"--", dashToken}, []string{dashToken}, defaultAddr(), nil},
+		{[]string{"F", dashToken, "G"}, []string{"F", dashToken, "G"}, defaultAddr(), nil},
 	} {
 		cmd := newCommand("cairn test", "<args>", "a test", io.Discard)
 		cf := addClientFlags(cmd.fs, "")
