@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,8 +38,9 @@ const defaultBenchWorkloads = "put:4MiB:20,get:4MiB:20,put:4KiB:64,get:4KiB:64"
 // (disk, and a trivial Go file server on the same bytes) and prints each figure as a ratio of its
 // ceiling.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cairn bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	cmd := newCommand("cairn bench", "", "Measure uploads, downloads and token creation against the machine's ceilings (a 3-node\n"+
+		"cluster in a child process, or --addr for a running one) and print a table.", stderr)
+	fs := cmd.fs
 	workloadsFlag := fs.String("workloads", defaultBenchWorkloads,
 		"comma-separated KIND:SIZE:CLIENTS, KIND one of put, get, token-persisted, token-ephemeral (SIZE is ignored for tokens)")
 	duration := fs.Duration("duration", 5*time.Second, "how long each workload is measured, after its warm-up")
@@ -56,10 +56,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	serveSizes := fs.String("serve-sizes", "", "internal: file sizes the file server offers")
 	maxFileSize := fs.Int64("max-file-size", 0, "internal: the bench cluster's --max-file-size")
 	clientTLS := addClientTLSFlags(fs) // httpclient.go: for https:// addresses
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := applyEnv(fs); err != nil {
+	if _, err := cmd.parse(args, 0); err != nil {
 		return err
 	}
 	if *serve {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/cairn-dev/cairn/erasure"
@@ -54,22 +55,30 @@ func (c *command) usage() {
 // the command takes (-1: any number); another count is a usage error.
 func (c *command) parse(args []string, want int) ([]string, error) {
 	var positional []string
-	for {
-		if err := c.fs.Parse(args); err != nil {
+	for len(args) > 0 {
+		if c.isDashToken(args[0]) {
+			positional, args = append(positional, args[0]), args[1:]
+			continue
+		}
+		// The flag package sees only the run of arguments before the next dash token.
+		end := c.flagRunEnd(args)
+		run, after := args[:end], args[end:]
+		if err := c.fs.Parse(run); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, err
 			}
 			return nil, usageError{c.name, err.Error(), false}
 		}
 		rest := c.fs.Args()
-		if len(rest) == 0 {
+		if consumed := len(run) - len(rest); consumed > 0 && run[consumed-1] == "--" {
+			positional = append(append(positional, rest...), after...)
 			break
 		}
-		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
-			positional = append(positional, rest...)
-			break
+		if len(rest) > 0 {
+			positional = append(positional, rest[0])
+			rest = rest[1:]
 		}
-		positional, args = append(positional, rest[0]), rest[1:]
+		args = append(slices.Clone(rest), after...)
 	}
 	c.fromCommandLine = map[string]bool{}
 	c.fs.Visit(func(f *flag.Flag) { c.fromCommandLine[f.Name] = true })
@@ -83,6 +92,36 @@ func (c *command) parse(args []string, want int) ([]string, error) {
 		return nil, c.usageErr("missing %s", c.synopsis)
 	}
 	return positional, nil
+}
+
+// isDashToken says whether a starts with '-' but is a token, not a flag: file tokens are URL-safe
+// base64 and one in 64 begins with '-'. It names no flag of the command and is as long as a token
+// (a mistyped flag is shorter; were it not, it would still fail as an unexpected argument).
+func (c *command) isDashToken(a string) bool {
+	if len(a) < 32 || !strings.HasPrefix(a, "-") {
+		return false
+	}
+	name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+	return c.fs.Lookup(name) == nil
+}
+
+// flagRunEnd is the index of the first dash token in args that is not a flag's value ("--" ends
+// the scan: after it everything is positional anyway).
+func (c *command) flagRunEnd(args []string) int {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			return len(args)
+		case c.isDashToken(a):
+			return i
+		case strings.HasPrefix(a, "-") && a != "-" && !strings.Contains(a, "="):
+			if f := c.fs.Lookup(strings.TrimLeft(a, "-")); f != nil && !isBoolFlag(f) {
+				i++ // its value, whatever it looks like
+			}
+		}
+	}
+	return len(args)
 }
 
 // usageErr is a usage error of this command: main prints it with a pointer to `-h` and exits 2.

@@ -94,8 +94,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 Try it:
   export CAIRN_KEY=%s CAIRN_ADDR=%s%s
   echo 'hello, cairn' > hello.txt
-  TOKEN=$(cairn put hello.txt)                         # upload; prints the full token
-  cairn get $TOKEN -o - --addr %s              # read it through another node
+  # upload (prints the full token), then read it through another node:
+  TOKEN=$(cairn put hello.txt)
+  cairn get $TOKEN -o - --addr %s
   # or with curl:
   %s -H "Authorization: Bearer $CAIRN_KEY" -F name=hello.txt -F file=@hello.txt %s/files/v1/
   %s %s/files/v1/$TOKEN/file

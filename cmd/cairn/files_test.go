@@ -172,6 +172,27 @@ func TestPutGetRoundTrip(t *testing.T) {
 		t.Fatalf("share --id of an unknown file: exit %d: %v", r.code, r.err)
 	}
 
+	// put - reads standard input (chunked, no length), with --name required.
+	if r := runCLI(t, "put", "-", "--addr", urls[0], "--key", key); r.code != exitUsage {
+		t.Fatalf("put - without --name: exit %d: %v", r.code, r.err)
+	}
+	stdinFile, stdinData := randomFile(t, dir, "stdin.bin", 40<<10)
+	in, err := os.Open(stdinFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	savedStdin := os.Stdin
+	os.Stdin = in
+	r = runCLI(t, "put", "-", "--name", "from-stdin.bin", "--addr", urls[0], "--key", key)
+	os.Stdin = savedStdin
+	in.Close()
+	if r.code != 0 {
+		t.Fatalf("put -: exit %d: %v", r.code, r.err)
+	}
+	if g := runCLI(t, "get", strings.TrimSpace(r.stdout), "-o", "-", "--addr", urls[1]); g.code != 0 || g.stdout != string(stdinData) {
+		t.Fatalf("get of the stdin upload: exit %d: %v", g.code, g.err)
+	}
+
 	// Errors follow the API: no key, a wrong key, too large, a malformed token.
 	if r := runCLI(t, "put", path, "--addr", urls[0]); r.code != exitDenied || !strings.Contains(r.err.Error(), "USER_NOT_AUTHENTICATED_EXCEPTION") {
 		t.Fatalf("put without a key: exit %d: %v", r.code, r.err)
@@ -216,12 +237,29 @@ type cuttingProxy struct {
 	ranges []string
 }
 
-func (p *cuttingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req, _ := http.NewRequestWithContext(r.Context(), r.Method, p.target+r.URL.RequestURI(), r.Body)
+// forward sends r on to target and returns the answer (nil after answering 502 itself).
+func forward(w http.ResponseWriter, r *http.Request, target string) *http.Response {
+	req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), r.Body)
 	req.Header = r.Header.Clone()
 	resp, err := http.DefaultTransport.RoundTrip(req)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
+		return nil
+	}
+	return resp
+}
+
+// writeHeader copies the answer's header and status to w.
+func writeHeader(w http.ResponseWriter, resp *http.Response) {
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+}
+
+func (p *cuttingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	resp := forward(w, r, p.target)
+	if resp == nil {
 		return
 	}
 	defer resp.Body.Close()
@@ -235,10 +273,7 @@ func (p *cuttingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		p.mu.Unlock()
 	}
-	for k, v := range resp.Header {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(resp.StatusCode)
+	writeHeader(w, resp)
 	if !cut {
 		_, _ = io.Copy(w, resp.Body)
 		return
@@ -385,6 +420,18 @@ func TestProgressBarOnTerminal(t *testing.T) {
 		t.Fatal("the download differs")
 	}
 
+	// Through a slow link the bar is drawn while the transfer runs: bytes so far, rate and ETA.
+	slow := httptest.NewServer(&slowProxy{target: urls[2], chunk: 64 << 10, pause: 80 * time.Millisecond})
+	t.Cleanup(slow.Close)
+	tty, output = readPTY(t)
+	if code, err := runCLIWith(io.Discard, tty, "get", token, "-o", "-", "--addr", slow.URL); code != 0 {
+		t.Fatalf("get through a slow link: exit %d: %v", code, err)
+	}
+	running := regexp.MustCompile(`download +[1-9][0-9]?% \|█*[ ]+\| \([0-9.]+/900 KiB, [0-9.]+ [KMG]?i?B/s\) \[\d+s:\d+s\]`)
+	if drawn := output(); !running.MatchString(drawn) {
+		t.Fatalf("no progress drawn during a slow download:\n%q", drawn)
+	}
+
 	// --quiet: nothing on the terminal.
 	tty, output = readPTY(t)
 	if code, err := runCLIWith(io.Discard, tty, "get", token, "-o", "-", "--quiet", "--addr", urls[2]); code != 0 {
@@ -413,5 +460,30 @@ func TestProgressBarOnTerminal(t *testing.T) {
 		if len([]rune(l)) != width {
 			t.Fatalf("the QR code is not square-ish: rows of %d and %d runes", width, len([]rune(l)))
 		}
+	}
+}
+
+// slowProxy forwards to a node and sends each answer's body in chunks with a pause between them,
+// as a slow link does (the pause shapes the transfer; nothing waits on it).
+type slowProxy struct {
+	target string
+	chunk  int64
+	pause  time.Duration
+}
+
+func (p *slowProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	resp := forward(w, r, p.target)
+	if resp == nil {
+		return
+	}
+	defer resp.Body.Close()
+	writeHeader(w, resp)
+	for {
+		n, err := io.CopyN(w, resp.Body, p.chunk)
+		w.(http.Flusher).Flush()
+		if err != nil || n < p.chunk {
+			return
+		}
+		time.Sleep(p.pause)
 	}
 }
