@@ -43,6 +43,7 @@ type lbEvent struct {
 	what     string
 	node     string
 	at       time.Time     // signal sent
+	gone     time.Time     // the process was reaped: its sockets, backlog included, are closed
 	downFor  time.Duration // until HAProxy marked the node down
 	upAgain  time.Time     // HAProxy marked it up after its restart
 	sigkill  bool
@@ -138,6 +139,7 @@ func TestE2EHAProxy(t *testing.T) {
 		cl.procs[i].signal(t, sig)
 		ev.downFor = lb.waitState(t, cl.specs[i].id, "DOWN", 30*time.Second).Sub(ev.at)
 		code := cl.procs[i].waitExit(t, 40*time.Second)
+		ev.gone = cl.procs[i].exitAt
 		if sig == syscall.SIGTERM && code != 0 {
 			t.Errorf("%s exited %d after SIGTERM, want 0", cl.specs[i].id, code)
 		}
@@ -214,11 +216,13 @@ func TestE2EHAProxy(t *testing.T) {
 }
 
 // killInFlight is the SIGKILL that excuses failed request r: r was answered (or cut off) for the
-// killed node and had started before the kill (a request sent later would have met a refused
-// connection, which HAProxy retries on another node).
+// killed node and had started before the killed process was gone. Until the kernel has reaped it,
+// its listening socket still completes TCP handshakes into the backlog, so HAProxy's connection
+// succeeds and then meets a reset ("invalid or incomplete response"); a request sent after that
+// meets a refused connection, which HAProxy retries on another node.
 func killInFlight(events []*lbEvent, r lbRequest) *lbEvent {
 	for _, ev := range events {
-		if !ev.sigkill || r.start.After(ev.at.Add(20*time.Millisecond)) || r.end.Before(ev.at) {
+		if !ev.sigkill || r.start.After(ev.gone) || r.end.Before(ev.at) {
 			continue
 		}
 		if r.node == ev.node {

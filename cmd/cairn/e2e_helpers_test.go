@@ -117,6 +117,7 @@ type process struct {
 	stdout syncBuffer
 	stderr syncBuffer
 	done   chan struct{} // closed once the process has exited and its output is copied
+	exitAt time.Time     // when Wait returned; read only after done is closed
 }
 
 // startCairn runs the cairn binary with args and extra environment. The child does not inherit
@@ -148,6 +149,7 @@ func startBinary(t *testing.T, bin, name string, env []string, args ...string) *
 	}
 	go func() {
 		_ = p.cmd.Wait()
+		p.exitAt = time.Now()
 		close(p.done)
 	}()
 	t.Cleanup(func() {
