@@ -127,24 +127,7 @@ func (s *Service) healInBackground(fileID string, segment int, faults []erasure.
 			continue // an unreachable or stalled node: repair moves the shard if it stays away
 		}
 		ref := shardRef{fileID, segment, f.Index}
-		s.healingMu.Lock()
-		if s.healing == nil {
-			s.healing = make(map[shardRef]bool)
-		}
-		busy := s.healing[ref]
-		s.healing[ref] = true
-		s.healingMu.Unlock()
-		if busy {
-			continue
-		}
-		s.spawn(func(ctx context.Context) {
-			defer func() {
-				s.healingMu.Lock()
-				delete(s.healing, ref)
-				s.healingMu.Unlock()
-			}()
-			ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-			defer cancel()
+		s.healOnce(ref, func(ctx context.Context) {
 			if err := s.HealShard(ctx, ref.file, ref.segment, ref.index); err != nil {
 				s.log.Debug("inline heal not done; repair or scrub will retry", "shard", ref.id().String(), "err", err)
 			}
@@ -152,12 +135,9 @@ func (s *Service) healInBackground(fileID string, segment int, faults []erasure.
 	}
 }
 
-// checkFileInBackground verifies every shard of a file whose full read failed its SHA-256 and
-// heals those found corrupt, at most once at a time per file. When every shard passes (possible
-// only for shards of the v1 format, whose checksums do not bind a frame to its place), the bad
-// shard cannot be told apart, and it says so at error level for an operator.
-func (s *Service) checkFileInBackground(file fsm.File) {
-	ref := shardRef{file: file.ID, segment: -1, index: -1}
+// healOnce runs heal in the background with a 5-minute bound, unless a heal of ref is already
+// running: reads that keep meeting the same bad shard must not pile up rebuilds of it.
+func (s *Service) healOnce(ref shardRef, heal func(ctx context.Context)) {
 	s.healingMu.Lock()
 	if s.healing == nil {
 		s.healing = make(map[shardRef]bool)
@@ -176,6 +156,16 @@ func (s *Service) checkFileInBackground(file fsm.File) {
 		}()
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
+		heal(ctx)
+	})
+}
+
+// checkFileInBackground verifies every shard of a file whose full read failed its SHA-256 and
+// heals those found corrupt, at most once at a time per file. When every shard passes (possible
+// only for shards of the v1 format, whose checksums do not bind a frame to its place), the bad
+// shard cannot be told apart, and it says so at error level for an operator.
+func (s *Service) checkFileInBackground(file fsm.File) {
+	s.healOnce(shardRef{file: file.ID, segment: -1, index: -1}, func(ctx context.Context) {
 		codec, err := s.codec(file.Layout.Geometry, file.Layout.BlockSize)
 		if err != nil {
 			return
