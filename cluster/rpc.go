@@ -210,6 +210,22 @@ func (s *RPCServer) openShard(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", rpcOctetStream)
 	// The stream is the shard header, then the frames asked for (erasure.ShardStore.OpenFrames).
 	want := erasure.ShardHeaderLen + n
+	if q.Get(rpcShardHeaderParam) != "1" {
+		// A protocol-1 reader (v0.1.0, during a rolling upgrade) asks without the parameter and
+		// expects the raw frames of a v1 shard. The writers' protocol gate keeps new shards v1
+		// until every server speaks protocol 2; a v2 shard (written before a downgrade, or healed)
+		// is refused, and that reader rebuilds the segment from its other shards.
+		header := make([]byte, erasure.ShardHeaderLen)
+		if _, err := io.ReadFull(rc, header); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if !bytes.Equal(header, erasure.LegacyShardHeader()) {
+			s.writeJSON(w, http.StatusConflict, rpcError{Code: rpcCodeBadRequest, Message: "shard " + id.String() + " is format v2, which a protocol-1 reader cannot read"})
+			return
+		}
+		want = n
+	}
 	w.Header().Set("Content-Length", strconv.FormatInt(want, 10))
 	w.WriteHeader(http.StatusOK)
 	if copied, err := io.Copy(w, rc); err != nil || copied != want {
@@ -365,12 +381,27 @@ func (c *RPCClient) PutShard(ctx context.Context, addr string, id erasure.ShardI
 // OpenShard streams the header and frame bytes [off, off+n) of shard id from addr. A stream that breaks mid-way reads
 // as an error (io.ErrUnexpectedEOF), never as a short shard.
 func (c *RPCClient) OpenShard(ctx context.Context, addr string, id erasure.ShardID, off, n int64) (io.ReadCloser, error) {
-	q := url.Values{"off": {strconv.FormatInt(off, 10)}, "n": {strconv.FormatInt(n, 10)}}
+	q := url.Values{"off": {strconv.FormatInt(off, 10)}, "n": {strconv.FormatInt(n, 10)}, rpcShardHeaderParam: {"1"}}
 	resp, err := c.call(ctx, http.MethodGet, addr, rpcShardPath(id)+"?"+q.Encode(), nil, "", true)
 	if err != nil {
 		return nil, fmt.Errorf("open shard %s on %s: %w", id, addr, err)
 	}
+	if resp.ContentLength == n {
+		// A protocol-1 peer (v0.1.0) knows no header and sends the raw frames of its v1 shard:
+		// put the legacy header in front, as the local store does for v1 shards.
+		return legacyShardStream{Reader: io.MultiReader(bytes.NewReader(erasure.LegacyShardHeader()), resp.Body), Closer: resp.Body}, nil
+	}
 	return resp.Body, nil
+}
+
+// rpcShardHeaderParam asks a shard read for the header in front of the frames. Readers of
+// protocol 1 (v0.1.0) do not send it, and get the raw frames they expect.
+const rpcShardHeaderParam = "h"
+
+// legacyShardStream is a v1 shard stream from a protocol-1 peer with a legacy header in front.
+type legacyShardStream struct {
+	io.Reader
+	io.Closer
 }
 
 // DeleteShard removes shard id on addr.

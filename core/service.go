@@ -73,6 +73,10 @@ type Config struct {
 	// unreferenced shards older than its grace period, so an upload must commit well within it;
 	// node sets half the grace period. 0 means no bound.
 	MaxUploadAge time.Duration
+	// ShardFormat is the shard format new uploads write (erasure.FormatV2, or erasure.FormatV1
+	// while some Raft server speaks a protocol older than fsm.ProtocolShardFormatV2, so that it can
+	// still read and serve them); nil means erasure.FormatCurrent.
+	ShardFormat func() uint16
 	// ShardStallTimeout is how long a shard stream (a put or a read) may make no progress before it
 	// is abandoned; 0 means 15 s.
 	ShardStallTimeout time.Duration

@@ -109,7 +109,7 @@ func (u *upload) readFrom(r io.Reader) (int64, error) {
 				if seg, err = u.openSegment(len(u.segments), total); err != nil {
 					return total, err
 				}
-				enc.Start(erasure.SegmentID{File: u.fileID, Segment: seg.index})
+				enc.StartFormat(erasure.SegmentID{File: u.fileID, Segment: seg.index}, seg.format)
 			}
 			if err := seg.write(enc, block); err != nil {
 				return total, err
@@ -156,8 +156,13 @@ func (u *upload) openSegment(index int, offset int64) (*segmentWriter, error) {
 		return nil, fmt.Errorf("%w: %d shard nodes available, write quorum is %d", ErrUnavailable, len(nodes), u.quorum)
 	}
 	ctx, cancel := context.WithCancel(u.ctx)
+	format := erasure.FormatCurrent
+	if u.s.cfg.ShardFormat != nil {
+		format = u.s.cfg.ShardFormat()
+	}
 	seg := &segmentWriter{
-		index: index, offset: offset, quorum: u.quorum, cancel: cancel,
+		format: format,
+		index:  index, offset: offset, quorum: u.quorum, cancel: cancel,
 		streams: make([]*shardStream, g.Total()), ackTimeout: u.s.cfg.ShardStallTimeout,
 	}
 	// Record the segment before any byte is sent so that Abort can find every shard.
@@ -166,8 +171,10 @@ func (u *upload) openSegment(index int, offset int64) (*segmentWriter, error) {
 		id := erasure.ShardID{File: u.fileID, Segment: index, Index: i}
 		seg.streams[i] = u.s.startShardStream(ctx, node, id, u.s.cfg.ShardPipelineDepth, u.codec)
 		u.segments[index].Nodes[i] = node
-		// Every shard opens with its header (format version and identity).
-		seg.streams[i].send(erasure.AppendShardHeader(nil, id))
+		// A v2 shard opens with its header (format version and identity); a v1 shard has none.
+		if seg.format == erasure.FormatV2 {
+			seg.streams[i].send(erasure.AppendShardHeader(nil, id))
+		}
 	}
 	return seg, nil
 }
@@ -309,6 +316,7 @@ func (s *Service) deleteShards(ctx context.Context, fileID string, segments []fs
 // segmentWriter fans one segment's frames out to its shard streams.
 type segmentWriter struct {
 	index   int
+	format  uint16 // erasure.FormatV1 or FormatV2, fixed for the whole segment
 	offset  int64
 	size    int64
 	blocks  int

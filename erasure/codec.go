@@ -127,6 +127,7 @@ type BlockEncoder struct {
 	out    [][]byte // frame views returned by Encode
 	seeds  []uint32 // shardSeed per shard index of the current segment
 	block  int      // index of the next block within the segment
+	format uint16   // FormatV2, or FormatV1 during a rolling upgrade (StartFormat)
 }
 
 // NewBlockEncoder returns an encoder; Start names the segment it encodes. Release it with
@@ -152,8 +153,13 @@ func (c *Codec) PutBlockEncoder(e *BlockEncoder) {
 	}
 }
 
-// Start begins segment seg: the next Encode is its block 0.
-func (e *BlockEncoder) Start(seg SegmentID) {
+// Start begins segment seg in the current format: the next Encode is its block 0.
+func (e *BlockEncoder) Start(seg SegmentID) { e.StartFormat(seg, FormatCurrent) }
+
+// StartFormat begins segment seg with frames of the given format (FormatV1 or FormatV2). A writer
+// uses FormatV1 only while some Raft server is too old to read v2 shards.
+func (e *BlockEncoder) StartFormat(seg SegmentID, format uint16) {
+	e.format = format
 	for i := range e.seeds {
 		e.seeds[i] = shardSeed(seg.Shard(i))
 	}
@@ -203,7 +209,11 @@ func (e *BlockEncoder) EncodeInto(block []byte, frames [][]byte) ([][]byte, erro
 		return nil, fmt.Errorf("erasure: encode: %w", err)
 	}
 	for i := range frames {
-		e.out[i] = appendFrameCRC(e.chunks[i], e.seeds[i], e.block)
+		if e.format == FormatV1 {
+			e.out[i] = appendFrameCRCv1(e.chunks[i])
+		} else {
+			e.out[i] = appendFrameCRC(e.chunks[i], e.seeds[i], e.block)
+		}
 	}
 	e.block++
 	return e.out, nil

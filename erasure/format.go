@@ -11,7 +11,8 @@ import (
 const (
 	// FormatV1 is the original shard: frames of chunk || CRC-32C(chunk), no header. Its checksums
 	// do not bind a frame to its place, so a misplaced frame or shard reads as good data; only the
-	// file's SHA-256 on a full read catches that. Still read; never written.
+	// file's SHA-256 on a full read catches that. Still read; written only while a Raft server
+	// speaks a protocol older than fsm.ProtocolShardFormatV2 (a rolling upgrade from v0.1.0).
 	FormatV1 uint16 = 1
 	// FormatV2 starts with a ShardHeaderLen-byte header naming the shard, and each frame's
 	// CRC-32C is seeded with the frame's identity (file, segment, shard index, block index).
@@ -62,6 +63,10 @@ func AppendShardHeader(dst []byte, id ShardID) []byte {
 	binary.BigEndian.PutUint32(h[hdrChecksum:], crc32.Update(shardSeed(id), castagnoli, h[:hdrChecksum]))
 	return append(dst, h[:]...)
 }
+
+// LegacyShardHeader is the header a reader puts in front of a v1 shard stream that came without
+// one (a peer of protocol 1 serves raw frames), so that every reader learns the format the same way.
+func LegacyShardHeader() []byte { return legacyHeader() }
 
 // legacyHeader is what the store puts in front of a v1 shard's frames: the magic and version 1,
 // nothing else (a v1 shard does not know its identity).
@@ -166,6 +171,11 @@ func (fc frameChecker) check(frame []byte, j int) ([]byte, bool) {
 		sum = crc32.Update(frameSeed(fc.seed, j), castagnoli, chunk)
 	}
 	return chunk, sum == binary.BigEndian.Uint32(frame[cl:])
+}
+
+// appendFrameCRCv1 writes the v1 checksum (CRC-32C of the chunk alone) into the 4 bytes after it.
+func appendFrameCRCv1(chunk []byte) []byte {
+	return binary.BigEndian.AppendUint32(chunk, crc32.Checksum(chunk, castagnoli))
 }
 
 // appendFrameCRC writes the v2 checksum of block j's chunk into the 4 bytes after it; chunk must

@@ -174,3 +174,53 @@ func TestFrameSeedIsCRCUpdate(t *testing.T) {
 		}
 	}
 }
+
+// TestEncoderWritesV1DuringUpgrade: while a Raft server still speaks protocol 1, uploads write v1
+// shards (no header, unseeded checksums) with StartFormat(FormatV1). They must be exactly what the
+// codec of v0.1.0 wrote, byte for byte the committed fixture, so a v0.1.0 node reads them.
+func TestEncoderWritesV1DuringUpgrade(t *testing.T) {
+	const fixture = "testdata/shards-v1"
+	content, err := os.ReadFile(filepath.Join(fixture, "content.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := Geometry{Data: 2, Parity: 1}
+	c, err := NewCodec(g, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg := SegmentID{File: "FILv1fixture", Segment: 0}
+	enc := c.NewBlockEncoder()
+	defer c.PutBlockEncoder(enc)
+	shards := make([][]byte, g.Total())
+	for _, format := range []uint16{FormatV1, FormatV2} {
+		for i := range shards {
+			shards[i] = nil
+			if format == FormatV2 {
+				shards[i] = AppendShardHeader(nil, seg.Shard(i))
+			}
+		}
+		enc.StartFormat(seg, format)
+		for off := 0; off < len(content); off += 1024 {
+			frames, err := enc.Encode(content[off:min(off+1024, len(content))])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, f := range frames {
+				shards[i] = append(shards[i], f...)
+			}
+		}
+		for i, got := range shards {
+			want, err := os.ReadFile(filepath.Join(fixture, seg.Shard(i).String()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if same := bytes.Equal(got, want); same != (format == FormatV1) {
+				t.Errorf("format v%d shard %d: equal to the v1 fixture = %v", format, i, same)
+			}
+			if stored := storedFormat(got); stored != format {
+				t.Errorf("format v%d shard %d: stored format reads as v%d", format, i, stored)
+			}
+		}
+	}
+}

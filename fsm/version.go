@@ -12,11 +12,16 @@ const (
 	// ProtocolVersion is the newest protocol this build speaks. A protocol version names a set of
 	// command types, payload fields and formats; nodes announce the range they speak in gossip, and
 	// the leader proposes something introduced in protocol P only once every Raft server speaks P.
-	ProtocolVersion = 1
+	ProtocolVersion = 2
 	// MinProtocolVersion is the oldest protocol this build still speaks: it decodes every command
 	// and snapshot a build of that protocol writes. It only rises when support for old entries is
 	// dropped, which the committed fixtures forbid today.
 	MinProtocolVersion = 1
+
+	// ProtocolShardFormatV2 is the protocol that introduced shard format v2 (erasure/format.go):
+	// writers produce v2 shards only once every Raft server speaks it, because a protocol-1 node
+	// (v0.1.0) can neither read v2 shards nor serve shards with a header. It adds no command.
+	ProtocolShardFormatV2 = 2
 
 	// CommandVersion is the envelope version EncodeCommand writes, always the newest. Its rules
 	// (the envelope's fields and the payloads' validation) are frozen: DecodeCommand reads every

@@ -201,7 +201,13 @@ func New(cfg Config) (_ *Node, err error) {
 		NodeID: cfg.NodeID, MaxFileSize: cfg.MaxFileSize, AllowAnonymousUpload: cfg.AllowAnonymousUpload,
 		WriteQuorum: cfg.WriteQuorum, MaxUploadAge: cfg.GCGracePeriod / 2, Logger: log.With("component", "core"),
 		ShardStallTimeout: cfg.ShardStallTimeout,
-		Keyring:           &cluster.KeyringAdmin{Self: cfg.NodeID, Members: n.members, RPC: n.rpcClient},
+		ShardFormat: func() uint16 {
+			if n.protocol.ClusterProtocol() >= fsm.ProtocolShardFormatV2 {
+				return erasure.FormatV2
+			}
+			return erasure.FormatV1
+		},
+		Keyring: &cluster.KeyringAdmin{Self: cfg.NodeID, Members: n.members, RPC: n.rpcClient},
 	}, n.fsm, n.consensus, &shardRouter{node: n}, placer{n}, metrics)
 	closers = append(closers, func() error { n.service.Close(); return nil })
 	n.registerMetrics()
