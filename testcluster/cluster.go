@@ -14,6 +14,7 @@ import (
 
 	"github.com/cairn-dev/cairn/cluster"
 	"github.com/cairn-dev/cairn/erasure"
+	"github.com/cairn-dev/cairn/fsm"
 	"github.com/cairn-dev/cairn/internal/testutil"
 	"github.com/cairn-dev/cairn/node"
 )
@@ -123,6 +124,18 @@ func New(t testing.TB, opts Options) *Cluster {
 	}
 	t.Cleanup(c.shutdownAll)
 	c.WaitReady(30 * time.Second)
+	// Every node runs this build, so once each has seen the others' gossip metadata the cluster
+	// speaks the newest protocol, and uploads write the current shard format (erasure/DESIGN.md).
+	// A test that uploads before that would write v1 shards, whose checksums are not bound to
+	// their place.
+	testutil.WaitForState(t, 30*time.Second, "every node speaks the newest protocol", func() (bool, string) {
+		for _, i := range c.Running() {
+			if p := c.Node(i).ClusterProtocol(); p != fsm.ProtocolVersion {
+				return false, fmt.Sprintf("node%d sees cluster protocol %d", i, p)
+			}
+		}
+		return true, ""
+	})
 	return c
 }
 
