@@ -660,3 +660,60 @@ func BenchmarkRPCPutShard1MiB(b *testing.B) {
 		}
 	}
 }
+
+// legacyShards serves each stored shard behind the legacy (v1) header, as erasure.ShardStore does
+// for a v1 shard file, or behind rpcTestHeader (standing in for a v2 header) when v2 is set.
+type legacyShards struct {
+	*rpcTestShards
+	v2 bool
+}
+
+func (s legacyShards) OpenShard(_ context.Context, id erasure.ShardID, off, n int64) (io.ReadCloser, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.data[id][off : off+n]
+	header := erasure.LegacyShardHeader()
+	if s.v2 {
+		header = rpcTestHeader
+	}
+	return io.NopCloser(io.MultiReader(bytes.NewReader(header), bytes.NewReader(b))), nil
+}
+
+// TestRPCShardReadByProtocol1Reader: a v0.1.0 reader asks for a shard without the h=1 parameter
+// and expects raw frames. A v1 shard is served without its header and with the frames' length; a
+// v2 shard is refused (409), since that reader could not check its frames.
+func TestRPCShardReadByProtocol1Reader(t *testing.T) {
+	frames := []byte("frames-of-a-v1-shard")
+	for _, v2 := range []bool{false, true} {
+		shards := newRPCTestShards()
+		shards.data[rpcTestID] = frames
+		addr := rpcTestServe(t, legacyShards{rpcTestShards: shards, v2: v2}, &rpcTestLeader{})
+		c := rpcTestClient(t, OSNetwork{}, muxTestSecret)
+		resp, err := c.call(rpcTestCtx(t), http.MethodGet, addr, rpcShardPath(rpcTestID)+"?off=7&n=6", nil, "", true)
+		if v2 {
+			if err == nil {
+				resp.Body.Close()
+				t.Fatal("a v2 shard was served to a protocol-1 reader")
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(got) != "of-a-v" || resp.ContentLength != 6 {
+			t.Fatalf("protocol-1 read = %q (Content-Length %d), %v; want the raw frames %q", got, resp.ContentLength, err, "of-a-v")
+		}
+		// A reader of today gets the header in front.
+		rc, err := c.OpenShard(rpcTestCtx(t), addr, rpcTestID, 7, 6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err = io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, append(erasure.LegacyShardHeader(), "of-a-v"...)) {
+			t.Fatalf("current read = %q, %v; want the legacy header then the frames", got, err)
+		}
+	}
+}
