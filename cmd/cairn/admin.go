@@ -61,12 +61,7 @@ func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return nil
 		},
 		"list": func(args []string) error {
-			cmd := newCommand("cairn apikey list", "", "List the API keys: id, name, permissions, creation time (never the secrets).", stderr)
-			cf := addClientFlags(cmd.fs, adminKeyUsage)
-			if _, err := cmd.parse(args, 0); err != nil {
-				return err
-			}
-			c, err := cf.client()
+			_, c, err := adminCommand("cairn apikey list", "", "List the API keys: id, name, permissions, creation time (never the secrets).", args, 0, stderr)
 			if err != nil {
 				return err
 			}
@@ -84,13 +79,7 @@ func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return tw.Flush()
 		},
 		"revoke": func(args []string) error {
-			cmd := newCommand("cairn apikey revoke", "<key id>", "Revoke an API key: it stops working on every node at once.", stderr)
-			cf := addClientFlags(cmd.fs, adminKeyUsage)
-			pos, err := cmd.parse(args, 1)
-			if err != nil {
-				return err
-			}
-			c, err := cf.client()
+			pos, c, err := adminCommand("cairn apikey revoke", "<key id>", "Revoke an API key: it stops working on every node at once.", args, 1, stderr)
 			if err != nil {
 				return err
 			}
@@ -113,12 +102,7 @@ before stops working at once. Run 'cairn keys rotate -h' for its flags.
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return group("cairn keys", keysGroupUsage, args, stdout, stderr, map[string]func([]string) error{
 		"rotate": func(args []string) error {
-			cmd := newCommand("cairn keys rotate", "", "Rotate the ephemeral-token signing key (needs MANAGE_CLUSTER).", stderr)
-			cf := addClientFlags(cmd.fs, adminKeyUsage)
-			if _, err := cmd.parse(args, 0); err != nil {
-				return err
-			}
-			c, err := cf.client()
+			_, c, err := adminCommand("cairn keys rotate", "", "Rotate the ephemeral-token signing key (needs MANAGE_CLUSTER).", args, 0, stderr)
 			if err != nil {
 				return err
 			}
@@ -129,4 +113,20 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return nil
 		},
 	})
+}
+
+// adminCommand parses an admin subcommand that takes only the client flags (--addr, --key, TLS)
+// and want positional arguments, and returns those arguments and a client for it.
+func adminCommand(name, argsUsage, short string, args []string, want int, stderr io.Writer) ([]string, *apiClient, error) {
+	cmd := newCommand(name, argsUsage, short, stderr)
+	cf := addClientFlags(cmd.fs, adminKeyUsage)
+	pos, err := cmd.parse(args, want)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return nil, nil, err
+	}
+	return pos, c, nil
 }

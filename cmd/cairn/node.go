@@ -19,13 +19,7 @@ shards elsewhere. Run 'cairn node remove -h' for its flags.
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return group("cairn node", nodeGroupUsage, args, stdout, stderr, map[string]func([]string) error{
 		"remove": func(args []string) error {
-			cmd := newCommand("cairn node remove", "<node id>", "Decommission a node: out of Raft for good, its shards rebuilt elsewhere (needs MANAGE_CLUSTER).", stderr)
-			cf := addClientFlags(cmd.fs, adminKeyUsage)
-			pos, err := cmd.parse(args, 1)
-			if err != nil {
-				return err
-			}
-			c, err := cf.client()
+			pos, c, err := adminCommand("cairn node remove", "<node id>", "Decommission a node: out of Raft for good, its shards rebuilt elsewhere (needs MANAGE_CLUSTER).", args, 1, stderr)
 			if err != nil {
 				return err
 			}
