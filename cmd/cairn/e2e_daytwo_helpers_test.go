@@ -142,13 +142,8 @@ func createReadToken(t *testing.T, c *http.Client, base, fullToken string) strin
 	}
 	waitForOrFail(t, 10*time.Second, "create read token", func() error {
 		status, body, err := apiCall(c, http.MethodPost, base+"/files/v1/"+fullToken+"/tokens", "", map[string]string{"accessLevel": "read"})
-		switch {
-		case err != nil:
+		if err := answerError(status, body, err); err != nil {
 			return err
-		case status == http.StatusServiceUnavailable:
-			return fmt.Errorf("503: %s", body)
-		case status != http.StatusOK:
-			return fmt.Errorf("%w: status %d: %s", errPermanent, status, body)
 		}
 		return json.Unmarshal(body, &out)
 	})

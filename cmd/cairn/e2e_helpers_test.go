@@ -308,6 +308,20 @@ func send(c *http.Client, method, url, key, contentType string, body io.Reader) 
 	return resp.StatusCode, resp.Header, answer, err
 }
 
+// answerError judges an API answer for waitForOrFail: nil for a 200; a transport error or a 503
+// (the documented "cannot serve yet, retry") as it is; any other status wrapped in errPermanent.
+func answerError(status int, body []byte, err error) error {
+	switch {
+	case err != nil:
+		return err
+	case status == http.StatusServiceUnavailable:
+		return fmt.Errorf("503: %s", body)
+	case status != http.StatusOK:
+		return fmt.Errorf("%w: status %d: %s", errPermanent, status, body)
+	}
+	return nil
+}
+
 // upload stores data through base and returns its full token. A 503 is the documented "cannot
 // serve yet, retry" answer, so it is retried until the deadline; any other failure is final.
 func upload(t *testing.T, c *http.Client, base, key, name string, data []byte) string {
@@ -315,13 +329,8 @@ func upload(t *testing.T, c *http.Client, base, key, name string, data []byte) s
 	var token string
 	waitForOrFail(t, 15*time.Second, "upload "+name+" through "+base, func() error {
 		status, body, err := postFile(c, base, key, name, data)
-		switch {
-		case err != nil:
+		if err := answerError(status, body, err); err != nil {
 			return err
-		case status == http.StatusServiceUnavailable:
-			return fmt.Errorf("503: %s", body)
-		case status != http.StatusOK:
-			return fmt.Errorf("%w: status %d: %s", errPermanent, status, body)
 		}
 		var md struct {
 			Size   int64 `json:"size"`
