@@ -137,7 +137,7 @@ func TestUploadErrors(t *testing.T) {
 		anon       bool
 		header     map[string]string
 		body       func(t *testing.T) (io.Reader, string) // body and Content-Type
-		failCommit  error                                  // what the cluster answers the upload's commit
+		failCommit error                                  // what the cluster answers the upload's commit
 		status     int
 		code       int
 		errName    string
