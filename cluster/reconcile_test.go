@@ -96,6 +96,21 @@ func newUnjoinedNodes(t *testing.T, n, expect int) []*reconcileNode {
 	return nodes
 }
 
+// leaveGracefully announces that n is leaving, then leaves the gossip, as a node shutting down
+// on purpose does.
+func leaveGracefully(t *testing.T, n *reconcileNode) {
+	t.Helper()
+	n.mu.Lock()
+	n.meta.Leaving = true
+	n.mu.Unlock()
+	if err := n.members.UpdateMeta(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.members.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func suffrages(n *RaftNode) map[string]raft.ServerSuffrage {
 	out := map[string]raft.ServerSuffrage{}
 	for _, s := range n.Servers() {
@@ -141,15 +156,7 @@ func TestReconcilerFollowsMembership(t *testing.T) {
 	})
 
 	// r2 leaves gracefully: it goes, and the non-voter is promoted into the free voter slot.
-	nodes[2].mu.Lock()
-	nodes[2].meta.Leaving = true
-	nodes[2].mu.Unlock()
-	if err := nodes[2].members.UpdateMeta(time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := nodes[2].members.Leave(time.Second); err != nil {
-		t.Fatal(err)
-	}
+	leaveGracefully(t, nodes[2])
 	want("r2 removed, r3 promoted", map[string]raft.ServerSuffrage{"r0": raft.Voter, "r1": raft.Voter, "r3": raft.Voter})
 
 	// r3 is decommissioned while alive: it goes and stays out.
@@ -236,15 +243,7 @@ func TestReconcilerKeepsTheQuorumSize(t *testing.T) {
 		return allVoters()
 	})
 
-	nodes[2].mu.Lock()
-	nodes[2].meta.Leaving = true
-	nodes[2].mu.Unlock()
-	if err := nodes[2].members.UpdateMeta(time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := nodes[2].members.Leave(time.Second); err != nil {
-		t.Fatal(err)
-	}
+	leaveGracefully(t, nodes[2])
 	testutil.WaitFor(t, 10*time.Second, "r0 to see r2 leave", func() bool { return memberState(leader, "r2") == StateLeft })
 	if err := nodes[1].members.Shutdown(); err != nil { // no Leave: a crash
 		t.Fatal(err)
