@@ -36,33 +36,36 @@ type stack struct {
 	principals map[string]core.Principal // by id: alice, bob, admin
 }
 
-// stackOption adjusts the harness and core's configuration before the stack starts.
-type stackOption func(*coretest.Options, *core.Config)
+// stackOption adjusts the harness before the stack starts.
+type stackOption func(*coretest.Options)
 
-// anonymousUploads lets uploads without an API key in.
-func anonymousUploads(_ *coretest.Options, c *core.Config) { c.AllowAnonymousUpload = true }
-
-// maxFileSize sets the maximum file size.
-func maxFileSize(n int64) stackOption {
-	return func(_ *coretest.Options, c *core.Config) { c.MaxFileSize = n }
+// configure adds f to the adjustments of core's configuration.
+func configure(f func(*core.Config)) stackOption {
+	return func(o *coretest.Options) {
+		prev := o.Configure
+		o.Configure = func(c *core.Config) {
+			if prev != nil {
+				prev(c)
+			}
+			f(c)
+		}
+	}
 }
 
+// anonymousUploads lets uploads without an API key in.
+var anonymousUploads = configure(func(c *core.Config) { c.AllowAnonymousUpload = true })
+
+// maxFileSize sets the maximum file size.
+func maxFileSize(n int64) stackOption { return configure(func(c *core.Config) { c.MaxFileSize = n }) }
+
 // uninitialized leaves the cluster uninitialised: no configuration and no principals.
-func uninitialized(o *coretest.Options, _ *core.Config) { o.Uninitialized = true }
+func uninitialized(o *coretest.Options) { o.Uninitialized = true }
 
 func newStack(t testing.TB, opts ...stackOption) *stack {
 	t.Helper()
-	var cfg core.Config
-	o := coretest.Options{Start: stackStart}
+	o := coretest.Options{Start: stackStart, Configure: func(c *core.Config) { c.MaxFileSize = testMaxFileSize }}
 	for _, opt := range opts {
-		opt(&o, &cfg)
-	}
-	o.Configure = func(c *core.Config) {
-		c.MaxFileSize = testMaxFileSize
-		if cfg.MaxFileSize > 0 {
-			c.MaxFileSize = cfg.MaxFileSize
-		}
-		c.AllowAnonymousUpload = cfg.AllowAnonymousUpload
+		opt(&o)
 	}
 	h := coretest.New(t, o)
 	s := &stack{core: h, svc: &recordingService{Service: h.Service}, principals: map[string]core.Principal{}}
