@@ -67,7 +67,7 @@ type scaleRow struct {
 }
 
 func runMetadataScale(b *testing.B, targets []int) {
-	f := fsm.New(nil)
+	f := openFSM(b, b.TempDir())
 	var index uint64 = 1
 	applyOne(b, f, index, fsm.CmdInitCluster, "init", scaleInit())
 	heap0, rss0 := memoryInUse()
@@ -156,7 +156,7 @@ func measureSnapshot(b *testing.B, f *fsm.FSM, row *scaleRow) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	fresh := fsm.New(nil)
+	fresh := openFSM(b, b.TempDir())
 	began = time.Now()
 	if err := fresh.Restore(io.NopCloser(bufio.NewReaderSize(in, 1<<20))); err != nil {
 		b.Fatal(err)
@@ -284,4 +284,13 @@ func applyOne(b *testing.B, f *fsm.FSM, index uint64, typ fsm.CommandType, req s
 	if r, ok := f.Apply(&raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}).(*fsm.Result); !ok || r.Err != nil {
 		b.Fatalf("apply %s: %+v", typ, r)
 	}
+}
+
+func openFSM(b *testing.B, dir string) *fsm.FSM {
+	f, err := fsm.New(dir, fsm.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = f.Close() })
+	return f
 }
