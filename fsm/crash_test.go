@@ -114,7 +114,7 @@ func restoreNewest(f *FSM, snaps string) error {
 // crashT lets genLog run outside a test (its Fatalf cannot fire on the generator's own commands).
 type crashT struct{ testing.TB }
 
-func (crashT) Helper()                     {}
+func (crashT) Helper()                      {}
 func (crashT) Fatalf(f string, args ...any) { panic(fmt.Sprintf(f, args...)) }
 
 // TestCrashConsistency SIGKILLs a process that applies batches, persists snapshots and restores
