@@ -27,17 +27,6 @@ const (
 	crashSnapDir = "snaps"
 )
 
-func TestMain(m *testing.M) {
-	if dir := os.Getenv(crashHelperEnv); dir != "" {
-		if err := crashHelper(dir); err != nil {
-			fmt.Fprintln(os.Stderr, "crash helper:", err)
-			os.Exit(2)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
-
 // crashHelper applies the deterministic log to the store in dir from its applied index on, in
 // batches, forever (it starts over at a restore), while snapshots are persisted to files and,
 // every few batches, one of them is restored. It prints "batch <applied index>" after each

@@ -181,7 +181,7 @@ func (f *FSM) applyLogs(logs []*raft.Log) ([]any, error) {
 		return nil, err
 	}
 	defer func() { _ = tx.Rollback() }() // ErrTxClosed after Commit
-	s := store{tx}
+	s := writable(tx)
 	m, err := s.meta()
 	if err != nil {
 		return nil, err

@@ -261,7 +261,7 @@ func readSnapshotV1(dec *json.Decoder, hdr snapshotHeader, db *bolt.DB) (metaRow
 		if rec.Kind == kindEnd && rec.Data == nil {
 			break
 		}
-		if err := restoreRecord(store{tx}, &m, rec); err != nil {
+		if err := restoreRecord(writable(tx), &m, rec); err != nil {
 			return m, fmt.Errorf("record %d (%s): %w", n, rec.Kind, err)
 		}
 		if n%restoreTxnRows == 0 {

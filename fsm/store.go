@@ -64,6 +64,7 @@ func openStore(path string, noSync bool) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         time.Second,
 		InitialMmapSize: defaultMmapSize,
+		FreelistType:    bolt.FreelistMapType,
 		NoSync:          noSync,
 	})
 	if errors.Is(err, bolt.ErrTimeout) {
@@ -165,6 +166,18 @@ func u64(v []byte) uint64 {
 
 // store is the state inside one bbolt transaction, read-only or writable.
 type store struct{ tx *bolt.Tx }
+
+// appendLike are the buckets whose keys grow with time (time-prefixed indexes): new keys land
+// at the end, so their pages are split nearly full instead of bbolt's half-full default.
+var appendLike = [][]byte{bucketFilesByCreate, bucketRequestsByT}
+
+// writable prepares a write transaction's buckets (bucket settings last one transaction).
+func writable(tx *bolt.Tx) store {
+	for _, name := range appendLike {
+		tx.Bucket(name).FillPercent = 0.95
+	}
+	return store{tx}
+}
 
 func (s store) b(name []byte) *bolt.Bucket { return s.tx.Bucket(name) }
 
