@@ -477,7 +477,7 @@ func moveShard(s store, p *MoveShard) error {
 		return ErrConflict
 	}
 	f.Layout.Segments[p.Segment].Nodes[p.Index] = p.To
-	return putRow(s, bucketFiles, f.ID, f) // the indexed fields did not change
+	return s.putFileRow(f) // the indexed fields did not change
 }
 
 // AppliedIndex is the index of the last log entry applied or restored.

@@ -93,8 +93,8 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 // Release ends the read transaction, which lets bbolt reuse the pages it pinned.
 func (s *snapshot) Release() { _ = s.tx.Rollback() }
 
-// write streams the view as version 1 records. The stored rows are the records' JSON already,
-// so they are copied as they are. Request rows that have aged out of the de-duplication window
+// write streams the view as version 1 records. API key and request rows are the records' JSON
+// already and are copied as they are; file and token rows are decoded and encoded. Request rows that have aged out of the de-duplication window
 // are left out: lookups ignore them, and where pruning has got to differs between replicas.
 func (s *snapshot) write(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
@@ -119,7 +119,20 @@ func (s *snapshot) write(w io.Writer) error {
 	}{{bucketAPIKeys, kindAPIKey}, {bucketFiles, kindFile}, {bucketTokens, kindToken}, {bucketRequests, kindRequest}} {
 		prefix := `{"kind":"` + t.kind + `","data":`
 		err := st.b(t.bucket).ForEach(func(k, v []byte) error {
-			if t.kind == kindRequest {
+			switch t.kind {
+			case kindFile, kindToken:
+				var row any
+				var err error
+				if t.kind == kindFile {
+					row, err = decodeFile(v)
+				} else {
+					row, err = decodeToken(v)
+				}
+				if err != nil {
+					return fmt.Errorf("decode %s row %q: %w", t.kind, k, err)
+				}
+				return enc.Encode(recordOut{Kind: t.kind, Data: row})
+			case kindRequest:
 				var r requestRow
 				if err := json.Unmarshal(v, &r); err != nil {
 					return fmt.Errorf("decode request row %q: %w", k, err)
@@ -261,7 +274,7 @@ func readSnapshotV1(dec *json.Decoder, hdr snapshotHeader, db *bolt.DB) (metaRow
 		if rec.Kind == kindEnd && rec.Data == nil {
 			break
 		}
-		if err := restoreRecord(writable(tx), &m, rec); err != nil {
+		if err := restoreRecord(restoring(tx), &m, rec); err != nil {
 			return m, fmt.Errorf("record %d (%s): %w", n, rec.Kind, err)
 		}
 		if n%restoreTxnRows == 0 {

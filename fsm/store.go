@@ -18,8 +18,9 @@ import (
 // StoreFile is the name of the state store inside the FSM's directory.
 const StoreFile = "state.db"
 
-// Buckets of the state store. Index buckets map a composite key to nothing (or to an id); rows are
-// JSON of the same types the snapshot stream carries.
+// Buckets of the state store. Index buckets map a composite key to nothing (or to an id). File
+// and token rows are in the compact binary form of rows.go; the other rows are JSON of the types
+// the snapshot stream carries.
 var (
 	bucketMeta          = []byte("meta")              // metaKey* → value
 	bucketFiles         = []byte("files")             // file id → File
@@ -171,6 +172,19 @@ type store struct{ tx *bolt.Tx }
 // at the end, so their pages are split nearly full instead of bbolt's half-full default.
 var appendLike = [][]byte{bucketFilesByCreate, bucketRequestsByT}
 
+// inKeyOrder are the buckets a snapshot stream fills in key order: Restore packs their pages
+// full, where apply, inserting random ids, must leave room.
+var inKeyOrder = [][]byte{bucketAPIKeys, bucketFiles, bucketTokens, bucketRequests}
+
+// restoring is writable for a transaction of Restore.
+func restoring(tx *bolt.Tx) store {
+	s := writable(tx)
+	for _, name := range inKeyOrder {
+		tx.Bucket(name).FillPercent = 1
+	}
+	return s
+}
+
 // writable prepares a write transaction's buckets (bucket settings last one transaction).
 func writable(tx *bolt.Tx) store {
 	for _, name := range appendLike {
@@ -237,9 +251,28 @@ func (s store) putMeta(m *metaRow) error {
 	return nil
 }
 
-func (s store) file(id string) (*File, bool, error) { return row[File](s, bucketFiles, id) }
+func (s store) file(id string) (*File, bool, error) {
+	return binaryRow(s, bucketFiles, id, decodeFile)
+}
 
-func (s store) token(id string) (*Token, bool, error) { return row[Token](s, bucketTokens, id) }
+func (s store) token(id string) (*Token, bool, error) {
+	return binaryRow(s, bucketTokens, id, decodeToken)
+}
+
+func binaryRow[T any](s store, bucket []byte, key string, decode func([]byte) (*T, error)) (*T, bool, error) {
+	v := s.b(bucket).Get([]byte(key))
+	if v == nil {
+		return nil, false, nil
+	}
+	t, err := decode(v)
+	if err != nil {
+		return nil, false, fmt.Errorf("decode %s row %q: %w", bucket, key, err)
+	}
+	return t, true, nil
+}
+
+// putFileRow stores f's row only (the indexed fields must not have changed).
+func (s store) putFileRow(f *File) error { return s.b(bucketFiles).Put([]byte(f.ID), encodeFile(f)) }
 
 func (s store) apiKey(id string) (*APIKey, bool, error) { return row[APIKey](s, bucketAPIKeys, id) }
 
@@ -267,7 +300,7 @@ func (s store) tokenTaken(t Token) bool {
 
 // putFile stores a new file and indexes it.
 func (s store) putFile(f *File) error {
-	if err := putRow(s, bucketFiles, f.ID, f); err != nil {
+	if err := s.putFileRow(f); err != nil {
 		return err
 	}
 	if err := s.b(bucketFilesByCreate).Put(timeKey(f.CreatedAt, f.ID), nil); err != nil {
@@ -292,7 +325,7 @@ func (s store) deleteFileRow(f *File) error {
 }
 
 func (s store) putToken(t *Token) error {
-	if err := putRow(s, bucketTokens, t.ID, t); err != nil {
+	if err := s.b(bucketTokens).Put([]byte(t.ID), encodeToken(t)); err != nil {
 		return err
 	}
 	err := errors.Join(s.b(bucketTokenBySecret).Put(secretKey(t.Secret), []byte(t.ID)),
