@@ -96,7 +96,7 @@ func runMetadataScale(b *testing.B, targets []int) {
 				index++
 				filled++
 				at := start.Add(time.Duration(filled) * time.Millisecond)
-				data, err := fsm.EncodeCommand(fsm.CmdCreateFile, "req-"+strconv.Itoa(filled), at, scaleFile(filled, at))
+				data, err := fsm.EncodeCommand(fsm.CmdCreateFile, "req-"+scaleID(filled, 'r'), at, scaleFile(filled, at))
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -314,13 +314,25 @@ func scaleFile(n int, at time.Time) fsm.CreateFile {
 		}},
 	}
 	token := fsm.Token{
-		ID: fmt.Sprintf("TOK%017d", n), Secret: scaleSecret(n), FileID: id, Access: fsm.AccessFull,
+		ID: "TOK" + scaleID(n, 't'), Secret: scaleSecret(n), FileID: id, Access: fsm.AccessFull,
 		CreatorID: file.CreatorID, CreatedAt: at, CreatedBy: nodes[0],
 	}
 	return fsm.CreateFile{File: file, Tokens: []fsm.Token{token}}
 }
 
-func scaleFileID(n int) string { return fmt.Sprintf("FIL%017d", n) }
+// scaleFileID is "FIL" and 17 alphanumerics derived from n: as random as the ids the API mints,
+// so the store sees inserts all over its key space, as in production.
+func scaleFileID(n int) string { return "FIL" + scaleID(n, 'f') }
+
+func scaleID(n int, kind byte) string {
+	const alnum = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	sum := sha256.Sum256(binary.BigEndian.AppendUint64([]byte{kind}, uint64(n)))
+	id := make([]byte, 17)
+	for i := range id {
+		id[i] = alnum[int(sum[i])%len(alnum)]
+	}
+	return string(id)
+}
 
 // scaleSecret is a 32-byte secret in URL-safe base64, as the API mints them, derived from n.
 func scaleSecret(n int) string {
