@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // RaftTimings are Raft's clocks. Zero values take hashicorp/raft's defaults.
@@ -82,7 +83,7 @@ func StartRaft(opts RaftOptions) (*RaftNode, error) {
 		Path:        filepath.Join(dir, "raft.db"),
 		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true},
 	})
-	if errors.Is(err, bbolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open raft store %s: locked by another process (is another cairn agent using this data dir?)", filepath.Join(dir, "raft.db"))
 	}
 	if err != nil {

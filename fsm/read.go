@@ -9,6 +9,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Every point read runs in one bbolt read transaction, a consistent view of one applied index,
@@ -25,10 +26,10 @@ func (f *FSM) view(fn func(s store) error) error {
 	for {
 		db := f.db.Load()
 		err := db.View(func(tx *bolt.Tx) error { return fn(store{tx}) })
-		if errors.Is(err, bolt.ErrDatabaseNotOpen) && f.db.Load() != db {
+		if errors.Is(err, bolterrors.ErrDatabaseNotOpen) && f.db.Load() != db {
 			continue
 		}
-		if err != nil && !errors.Is(err, bolt.ErrDatabaseNotOpen) {
+		if err != nil && !errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 			f.logger.Error("state store read failed", "err", err)
 		}
 		return err

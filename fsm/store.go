@@ -13,6 +13,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // StoreFile is the name of the state store inside the FSM's directory.
@@ -68,7 +69,7 @@ func openStore(path string, noSync bool) (*bolt.DB, error) {
 		FreelistType:    bolt.FreelistMapType,
 		NoSync:          noSync,
 	})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open state store %s: locked by another process (is another cairn agent using this data dir?)", path)
 	}
 	if err != nil {
