@@ -10,11 +10,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // genLog returns n deterministic log entries (index 1..n) from commandGen's seed.
@@ -225,30 +226,11 @@ func TestRestoreSwapIsAtomicForReaders(t *testing.T) {
 	}
 }
 
-// mountTmpfs mounts a size-limited tmpfs at a fresh directory and unmounts it at cleanup. It
-// skips the test when mounting is not allowed (not root, or no tmpfs in this sandbox).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "tmpfs")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Skipf("cannot mount a tmpfs (need root): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
 // TestFullDiskRefusesCleanlyAndRecovers fills a small filesystem until a commit fails: the batch
 // is refused, the applied index and the state stay, snapshots are refused, and once space is back
 // the held-back entries are applied before the next batch, as if nothing had happened.
 func TestFullDiskRefusesCleanlyAndRecovers(t *testing.T) {
-	mnt := mountTmpfs(t, "8m")
+	mnt := testutil.MountTmpfs(t, "8m")
 	dir := filepath.Join(mnt, "fsm")
 	f := openFSM(t, dir)
 	defer f.Close()
