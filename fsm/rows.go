@@ -261,3 +261,28 @@ func decodeToken(b []byte) (*Token, error) {
 	}
 	return t, nil
 }
+
+// requestRowV1 is the first version of the binary de-duplication row: id, code, index, time.
+const requestRowV1 = 1
+
+func encodeRequest(r *requestRow) []byte {
+	w := rowWriter{b: make([]byte, 0, 64)}
+	w.b = append(w.b, requestRowV1)
+	w.str(r.ID)
+	w.str(r.Code)
+	w.b = binary.AppendUvarint(w.b, r.Index)
+	w.time(r.Time)
+	return w.b
+}
+
+func decodeRequest(b []byte) (*requestRow, error) {
+	r := rowReader{b: b}
+	if v := r.byte("version"); v != requestRowV1 {
+		return nil, fmt.Errorf("request row: unknown version %d", v)
+	}
+	row := &requestRow{ID: r.str("id"), Code: r.str("code"), Index: r.uvarint("index"), Time: r.time("time")}
+	if err := r.done(); err != nil {
+		return nil, err
+	}
+	return row, nil
+}

@@ -14,7 +14,7 @@ import (
 func TestRowCodecKnowsEveryField(t *testing.T) {
 	for typ, fields := range map[reflect.Type]int{
 		reflect.TypeFor[File](): 14, reflect.TypeFor[Token](): 8, reflect.TypeFor[Layout](): 3,
-		reflect.TypeFor[Segment](): 3,
+		reflect.TypeFor[Segment](): 3, reflect.TypeFor[requestRow](): 4,
 	} {
 		if got := typ.NumField(); got != fields {
 			t.Errorf("%s has %d fields, the row codec knows %d: update rows.go with a new row version", typ, got, fields)
@@ -57,6 +57,14 @@ func TestRowCodecRoundTrip(t *testing.T) {
 		}
 		if a, b := mustJSON(t, tk), mustJSON(t, gotTok); a != b {
 			t.Fatalf("token %d:\n%s\n%s", i, a, b)
+		}
+		req := requestRow{ID: fmt.Sprintf("req-%d", i), Code: ErrorCode([]error{nil, ErrConflict}[i%2]), Index: rng.Uint64(), Time: pick()}
+		gotReq, err := decodeRequest(encodeRequest(&req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, b := mustJSON(t, req), mustJSON(t, gotReq); a != b {
+			t.Fatalf("request %d:\n%s\n%s", i, a, b)
 		}
 	}
 }

@@ -93,8 +93,8 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 // Release ends the read transaction, which lets bbolt reuse the pages it pinned.
 func (s *snapshot) Release() { _ = s.tx.Rollback() }
 
-// write streams the view as version 1 records. API key and request rows are the records' JSON
-// already and are copied as they are; file and token rows are decoded and encoded. Request rows that have aged out of the de-duplication window
+// write streams the view as version 1 records. API key rows are the records' JSON already and are
+// copied as they are; file, token and request rows are decoded and encoded. Request rows that have aged out of the de-duplication window
 // are left out: lookups ignore them, and where pruning has got to differs between replicas.
 func (s *snapshot) write(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
@@ -119,31 +119,30 @@ func (s *snapshot) write(w io.Writer) error {
 	}{{bucketAPIKeys, kindAPIKey}, {bucketFiles, kindFile}, {bucketTokens, kindToken}, {bucketRequests, kindRequest}} {
 		prefix := `{"kind":"` + t.kind + `","data":`
 		err := st.b(t.bucket).ForEach(func(k, v []byte) error {
+			var row any
+			var err error
 			switch t.kind {
-			case kindFile, kindToken:
-				var row any
-				var err error
-				if t.kind == kindFile {
-					row, err = decodeFile(v)
-				} else {
-					row, err = decodeToken(v)
-				}
-				if err != nil {
-					return fmt.Errorf("decode %s row %q: %w", t.kind, k, err)
-				}
-				return enc.Encode(recordOut{Kind: t.kind, Data: row})
+			case kindFile:
+				row, err = decodeFile(v)
+			case kindToken:
+				row, err = decodeToken(v)
 			case kindRequest:
-				var r requestRow
-				if err := json.Unmarshal(v, &r); err != nil {
-					return fmt.Errorf("decode request row %q: %w", k, err)
-				}
-				if r.Time.Before(cutoff) {
+				var r *requestRow
+				if r, err = decodeRequest(v); err == nil && r.Time.Before(cutoff) {
 					return nil
 				}
+				row = r
+			default: // API keys are stored as their JSON
+			}
+			if err != nil {
+				return fmt.Errorf("decode %s row %q: %w", t.kind, k, err)
+			}
+			if row != nil {
+				return enc.Encode(recordOut{Kind: t.kind, Data: row})
 			}
 			_, _ = bw.WriteString(prefix)
 			_, _ = bw.Write(v)
-			_, err := bw.WriteString("}\n")
+			_, err = bw.WriteString("}\n")
 			return err
 		})
 		if err != nil {

@@ -19,9 +19,9 @@ import (
 // StoreFile is the name of the state store inside the FSM's directory.
 const StoreFile = "state.db"
 
-// Buckets of the state store. Index buckets map a composite key to nothing (or to an id). File
-// and token rows are in the compact binary form of rows.go; the other rows are JSON of the types
-// the snapshot stream carries.
+// Buckets of the state store. Index buckets map a composite key to nothing (or to an id). File,
+// token and request rows are in the compact binary form of rows.go; API keys and the config are
+// JSON of the types the snapshot stream carries.
 var (
 	bucketMeta          = []byte("meta")              // metaKey* → value
 	bucketFiles         = []byte("files")             // file id → File
@@ -33,7 +33,7 @@ var (
 	bucketTokensByExp   = []byte("tokens-by-expiry")  // encodeTime(ExpiresAt) ‖ id → ∅ (expiring only)
 	bucketAPIKeys       = []byte("apikeys")           // key id → APIKey
 	bucketAPIKeyByHash  = []byte("apikey-by-hash")    // sha256, 32 bytes → key id
-	bucketRequests      = []byte("requests")          // request id → requestRow
+	bucketRequests      = []byte("requests")          // request id → requestRow (binary)
 	bucketRequestsByT   = []byte("requests-by-time")  // encodeTime(Time) ‖ id → ∅
 
 	allBuckets = [][]byte{bucketMeta, bucketFiles, bucketFilesByCreate, bucketFilesByExpiry, bucketTokens,
@@ -379,7 +379,7 @@ func (s store) apiKeyTaken(k APIKey) bool {
 }
 
 func (s store) request(id string) (*requestRow, bool, error) {
-	return row[requestRow](s, bucketRequests, id)
+	return binaryRow(s, bucketRequests, id, decodeRequest)
 }
 
 // putRequest records r, replacing an aged-out row of the same id.
@@ -391,7 +391,7 @@ func (s store) putRequest(r *requestRow) error {
 			return err
 		}
 	}
-	if err := putRow(s, bucketRequests, r.ID, r); err != nil {
+	if err := s.b(bucketRequests).Put([]byte(r.ID), encodeRequest(r)); err != nil {
 		return err
 	}
 	return s.b(bucketRequestsByT).Put(timeKey(r.Time, r.ID), nil)
