@@ -22,8 +22,12 @@ type SnapshotSummary struct {
 // makes, and summarises it without installing anything. A stream InspectSnapshot accepts is one
 // Restore accepts; errors wrap ErrInvalidSnapshot. Like Restore, it builds the state in a store
 // file, here a temporary one in the system's temp directory, removed before it returns.
-func InspectSnapshot(r io.Reader) (SnapshotSummary, error) {
-	dir, err := os.MkdirTemp("", "cairn-inspect-")
+func InspectSnapshot(r io.Reader) (SnapshotSummary, error) { return InspectSnapshotIn("", r) }
+
+// InspectSnapshotIn is InspectSnapshot with its temporary store under parent (a node passes its
+// data dir: the state of a large snapshot may not fit the system's temp directory).
+func InspectSnapshotIn(parent string, r io.Reader) (SnapshotSummary, error) {
+	dir, err := os.MkdirTemp(parent, "cairn-inspect-")
 	if err != nil {
 		return SnapshotSummary{}, err
 	}
