@@ -81,16 +81,21 @@ type snapshot struct {
 	tx *bolt.Tx
 }
 
-// Persist streams the captured state to sink.
+// Persist streams the captured state to sink and ends the read transaction: Persist is its last
+// use, and raft.RecoverCluster never calls Release (an open transaction keeps the store from
+// closing).
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.write(sink); err != nil {
+	err := s.write(sink)
+	s.Release()
+	if err != nil {
 		_ = sink.Cancel() // the write error is the one worth reporting
 		return fmt.Errorf("persist snapshot: %w", err)
 	}
 	return sink.Close()
 }
 
-// Release ends the read transaction, which lets bbolt reuse the pages it pinned.
+// Release ends the read transaction, which lets bbolt reuse the pages it pinned. It may be called
+// more than once (after Persist, which ends it too).
 func (s *snapshot) Release() { _ = s.tx.Rollback() }
 
 // write streams the view as version 1 records. API key rows are the records' JSON already and are

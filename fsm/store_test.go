@@ -305,3 +305,22 @@ func TestFullDiskRefusesCleanlyAndRecovers(t *testing.T) {
 		t.Fatal("the store that ran full differs from a replica that applied the same log")
 	}
 }
+
+// TestPersistEndsTheReadTransaction: raft.RecoverCluster persists a snapshot and never calls
+// Release; the store must still close (an open read transaction would block Close for ever).
+func TestPersistEndsTheReadTransaction(t *testing.T) {
+	f := openFSM(t, t.TempDir())
+	applyInBatches(f, genLog(t, 3, 50), 16)
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release() // after Persist, and after Close: harmless
+}
