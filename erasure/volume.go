@@ -77,6 +77,9 @@ type volume struct {
 	minSeq  uint64 // lowest sequence number of any record in it (tombstones too)
 	refs    int    // readers in flight, plus one while the volume is in the set
 	retired bool
+	// appending is true while a flusher writes a batch to it; compaction of a volume that was
+	// active waits for that batch.
+	appending bool
 }
 
 // volumeSet is the part of a ShardStore that keeps small shards as records in volume files
@@ -404,6 +407,9 @@ func (vs *volumeSet) flush() {
 		vs.pending = vs.pending[1:]
 	}
 	v := vs.active
+	if v != nil {
+		v.appending = true
+	}
 	vs.mu.Unlock()
 
 	end, err := vs.writeBatch(&v, batch)
@@ -412,8 +418,12 @@ func (vs *volumeSet) flush() {
 	if err == nil {
 		v.size = end
 		vs.applyBatch(v, batch)
-	} else if vs.active == v {
+	} else if v != nil && vs.active == v {
 		vs.active = nil // a failed write or sync leaves the volume suspect: the next batch starts a new one
+	}
+	if v != nil {
+		v.appending = false
+		vs.idle.Broadcast()
 	}
 	more := len(vs.pending) > 0
 	if !more {
@@ -435,6 +445,9 @@ func (vs *volumeSet) flush() {
 func (vs *volumeSet) writeBatch(v **volume, batch []*volumeAppend) (int64, error) {
 	if *v == nil || (*v).size >= vs.sizeLimit {
 		vs.mu.Lock()
+		if *v != nil {
+			(*v).appending = false
+		}
 		id := vs.nextVol
 		vs.nextVol++
 		vs.mu.Unlock()
@@ -443,8 +456,10 @@ func (vs *volumeSet) writeBatch(v **volume, batch []*volumeAppend) (int64, error
 			return 0, err
 		}
 		vs.mu.Lock()
+		nv.appending = true
 		vs.vols[id] = nv
 		vs.active = nv
+		vs.idle.Broadcast()
 		vs.mu.Unlock()
 		*v = nv
 	}
@@ -675,8 +690,20 @@ func (vs *volumeSet) compact(ctx context.Context, limit *rate.Limiter) (int, err
 		var pickDead int64
 		for _, v := range vs.vols {
 			dead := v.size - volumeHeaderLen - v.live - v.tombs
-			if v != vs.active && dead > v.size/2 && dead > pickDead {
+			// The active volume qualifies too (a store that never fills a volume must still get
+			// its space back), but only once its dead part is worth a new volume file.
+			if v == vs.active && dead < min(1<<20, vs.sizeLimit/4) {
+				continue
+			}
+			if dead > v.size/2 && dead > pickDead {
 				pick, pickDead = v, dead
+			}
+		}
+		if pick != nil && pick == vs.active {
+			// Seal it: the next batch starts a new volume; wait for the batch being written to it.
+			vs.active = nil
+			for pick.appending {
+				vs.idle.Wait()
 			}
 		}
 		vs.mu.Unlock()

@@ -1,0 +1,792 @@
+package erasure
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// smallVolumes are options with volumes small enough that tests rotate through several.
+var smallVolumes = StoreOptions{SmallShardMax: smallShard, VolumeSize: 1 << 20}
+
+// testShard is a v2 shard of id: its header, then payload bytes derived from id and size alone,
+// so that a process that did not write it can still say what it must hold.
+func testShard(id ShardID, size int) []byte {
+	b := AppendShardHeader(nil, id)
+	rng := rand.New(rand.NewPCG(uint64(len(id.File))*7919+uint64(id.Segment), uint64(id.Index)*31+uint64(size)))
+	for range size {
+		b = append(b, byte(rng.Uint32()))
+	}
+	return b
+}
+
+// readAll reads a shard through OpenFrames as a reader sees it: header, then every frame byte.
+func readAll(s *ShardStore, id ShardID) ([]byte, error) {
+	r, err := s.OpenFrames(id, 0, -1)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+func mustRead(t *testing.T, s *ShardStore, id ShardID, want []byte) {
+	t.Helper()
+	got, err := readAll(s, id)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("shard %s: %d bytes, %v; want %d bytes byte-exact", id, len(got), err, len(want))
+	}
+}
+
+func volumeFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, "volumes", "*"+volumeSuffix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(m)
+	return m
+}
+
+// TestVolumeStoreLifecycle: small shards go to volumes, read back through every path, survive a
+// reopen with their latest version, and deleted ones stay deleted (tombstones); shards that move
+// between a record and a file as they are rewritten larger or smaller keep one version.
+func TestVolumeStoreLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	want := map[ShardID][]byte{}
+	for i := range 200 {
+		id := ShardID{File: fmt.Sprintf("FILlife%02d", i%40), Segment: i / 40, Index: i % 3}
+		want[id] = testShard(id, 100+i*97)
+		putShard(t, s, id, want[id])
+	}
+	// Overwrites, deletes, and moves between the two homes.
+	over := ShardID{File: "FILlife01", Segment: 0, Index: 1}
+	want[over] = testShard(over, 999)
+	putShard(t, s, over, want[over])
+	gone := ShardID{File: "FILlife02", Segment: 0, Index: 2}
+	if err := s.Delete(gone); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, gone)
+	grown := ShardID{File: "FILlife03", Segment: 1, Index: 0}
+	want[grown] = testShard(grown, 200<<10)
+	putShard(t, s, grown, want[grown])
+	shrunk := ShardID{File: "FILbig", Segment: 0, Index: 0}
+	putShard(t, s, shrunk, testShard(shrunk, 300<<10))
+	want[shrunk] = testShard(shrunk, 10)
+	putShard(t, s, shrunk, want[shrunk])
+
+	check := func(s *ShardStore) {
+		t.Helper()
+		var used int64
+		for id, b := range want {
+			mustRead(t, s, id, b)
+			info, err := s.Stat(id)
+			if err != nil || info.Size != int64(len(b)) || time.Since(info.ModTime) > time.Hour {
+				t.Fatalf("Stat %s = %+v, %v", id, info, err)
+			}
+			used += int64(len(b))
+		}
+		if _, err := s.Stat(gone); !errors.Is(err, ErrShardNotFound) {
+			t.Fatalf("deleted shard: %v", err)
+		}
+		if got := s.UsedBytes(); got != used {
+			t.Fatalf("UsedBytes = %d, want %d", got, used)
+		}
+		var order []string
+		if err := s.List(func(info ShardInfo) error { order = append(order, StoreOrder(info.ID)); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if len(order) != len(want) || !slices.IsSorted(order) {
+			t.Fatalf("List gave %d ids (sorted by StoreOrder: %v), want %d", len(order), slices.IsSorted(order), len(want))
+		}
+		if loc, _ := s.Locate(shrunk); !loc.InVolume {
+			t.Fatal("the shard rewritten small is still a file")
+		}
+		if _, err := os.Stat(s.Path(shrunk)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("the large version's file is still there: %v", err)
+		}
+		if loc, _ := s.Locate(grown); loc.InVolume {
+			t.Fatal("the shard rewritten large is still a record")
+		}
+	}
+	check(s)
+	if st := s.VolumeStats(); st.Volumes < 2 || st.Shards != len(want)-1 {
+		t.Fatalf("stats %+v: want several volumes and %d records", st, len(want)-1)
+	}
+	s.Close()
+	check(openStoreWith(t, dir, smallVolumes))
+	// Volumes stay readable when small shards are no longer written to them.
+	check(openFileStore(t, dir))
+}
+
+// TestVolumeGroupCommit: concurrent writers share fdatasyncs, and every commit is readable
+// when it returns.
+func TestVolumeGroupCommit(t *testing.T) {
+	s := openStoreWith(t, t.TempDir(), smallVolumes)
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				id := ShardID{File: fmt.Sprintf("FILgc%d", g), Segment: i, Index: 0}
+				b := testShard(id, 2000)
+				w, err := s.Create(id)
+				if err == nil {
+					_, err = w.Write(b)
+				}
+				if err == nil {
+					err = w.Commit()
+				}
+				if err == nil {
+					var got []byte
+					got, err = readAll(s, id)
+					if err == nil && !bytes.Equal(got, b) {
+						err = fmt.Errorf("shard %s not byte-exact right after Commit", id)
+					}
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	st := s.VolumeStats()
+	t.Logf("%d records in %d batches (%d fdatasyncs)", st.Records, st.Batches, st.Fsyncs)
+	if st.Records != 640 || st.Fsyncs != st.Batches || st.Batches > st.Records {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestVolumeTornTail cuts a volume at random offsets, as a crash mid-batch leaves it: at the next
+// open every record wholly before the cut reads back byte-exact, the one across it is gone (and
+// counted), nothing after it is visible, and the store takes new writes that survive a reopen.
+func TestVolumeTornTail(t *testing.T) {
+	src := t.TempDir()
+	s := openStoreWith(t, src, smallVolumes)
+	var ids []ShardID
+	for i := range 60 {
+		id := ShardID{File: "FILtorn", Segment: i, Index: 1}
+		putShard(t, s, id, testShard(id, 50+i*97))
+		ids = append(ids, id)
+	}
+	ends := map[ShardID]int64{}
+	for _, id := range ids {
+		loc, _ := s.Locate(id)
+		ends[id] = loc.Offset + loc.Length
+	}
+	s.Close()
+	vol := volumeFiles(t, src)[0]
+	orig, err := os.ReadFile(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(9, 9))
+	for round := range 12 {
+		cut := int64(volumeHeaderLen) + rng.Int64N(int64(len(orig))-volumeHeaderLen)
+		t.Run(fmt.Sprintf("cut at %d", cut), func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(dir, "volumes"), 0o750); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "volumes", filepath.Base(vol)), orig[:cut], 0o640); err != nil {
+				t.Fatal(err)
+			}
+			s := openStoreWith(t, dir, smallVolumes)
+			whole := 0
+			for _, id := range ids {
+				if ends[id] <= cut {
+					mustRead(t, s, id, testShard(id, 50+id.Segment*97))
+					whole++
+				} else if _, err := s.Stat(id); !errors.Is(err, ErrShardNotFound) {
+					t.Fatalf("shard %s past the cut is visible: %v", id, err)
+				}
+			}
+			boundary := cut == volumeHeaderLen
+			for _, end := range ends {
+				boundary = boundary || end == cut
+			}
+			if st := s.VolumeStats(); !boundary && st.TornBytes == 0 {
+				t.Fatalf("a cut mid-record was not counted: %+v", st)
+			}
+			after := ShardID{File: "FILafter", Segment: round, Index: 0}
+			putShard(t, s, after, testShard(after, 300))
+			s.Close()
+			s = openStoreWith(t, dir, smallVolumes)
+			mustRead(t, s, after, testShard(after, 300))
+			if st := s.VolumeStats(); st.TornBytes != 0 {
+				t.Fatalf("the second open found a torn tail again: %+v", st)
+			}
+		})
+	}
+}
+
+// crashChildEnv names the directory of TestVolumeCrashChild, which runs only as the child.
+const crashChildEnv = "CAIRN_VOLUME_CRASH_DIR"
+
+// crashShardSize is the payload size of the crash test's shard id, so that the parent knows what
+// every shard must hold.
+func crashShardSize(id ShardID) int { return 100 + (id.Segment*131+id.Index*17)%6000 }
+
+// TestVolumeCrashChild is the child of TestVolumeSIGKILLMidBatch: it commits small shards from
+// many goroutines, printing "start <id>" before each Commit and "ack <id>" after it returns,
+// until it is killed.
+func TestVolumeCrashChild(t *testing.T) {
+	dir := os.Getenv(crashChildEnv)
+	if dir == "" {
+		t.Skip("runs only as the child of TestVolumeSIGKILLMidBatch")
+	}
+	s, err := OpenShardStoreWith(dir, StoreOptions{SmallShardMax: smallShard, VolumeSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out sync.Mutex
+	say := func(what string, id ShardID) {
+		out.Lock()
+		fmt.Fprintf(os.Stdout, "%s %s\n", what, id)
+		out.Unlock()
+	}
+	var wg sync.WaitGroup
+	for g := range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				id := ShardID{File: fmt.Sprintf("FILcrash%02d", g), Segment: i, Index: g % 3}
+				w, err := s.Create(id)
+				if err != nil {
+					panic(err)
+				}
+				if _, err := w.Write(testShard(id, crashShardSize(id))); err != nil {
+					panic(err)
+				}
+				say("start", id)
+				if err := w.Commit(); err != nil {
+					panic(err)
+				}
+				say("ack", id)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestVolumeSIGKILLMidBatch kills a real process that group-commits small shards from 24
+// goroutines. After the reopen every shard it acknowledged reads back byte-exact, every visible
+// shard is one it started and is whole, and a second crash round on the same directory holds too.
+func TestVolumeSIGKILLMidBatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	dir := t.TempDir()
+	acked := map[ShardID]bool{}
+	started := map[ShardID]bool{}
+	for round := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestVolumeCrashChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
+		cmd.Stderr = os.Stderr
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(stdout)
+		n := 0
+		// Kill at a different point each round, well inside a stream of batches.
+		for target := 300 + 250*round; n < target && sc.Scan(); {
+			what, name, ok := strings.Cut(sc.Text(), " ")
+			id, err := ParseShardID(name)
+			if !ok || err != nil {
+				continue // the test binary's own output
+			}
+			switch what {
+			case "start":
+				started[id] = true
+			case "ack":
+				acked[id] = true
+				n++
+			}
+		}
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		// Lines already in the pipe were printed before the kill: they count too.
+		for sc.Scan() {
+			if what, name, ok := strings.Cut(sc.Text(), " "); ok {
+				if id, err := ParseShardID(name); err == nil {
+					started[id] = true
+					if what == "ack" {
+						acked[id] = true
+					}
+				}
+			}
+		}
+		_ = cmd.Wait()
+		cancel()
+		if n == 0 {
+			t.Fatal("the child acknowledged nothing")
+		}
+
+		s, err := OpenShardStoreWith(dir, StoreOptions{SmallShardMax: smallShard, VolumeSize: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id := range acked {
+			mustRead(t, s, id, testShard(id, crashShardSize(id)))
+		}
+		visible := 0
+		if err := s.List(func(info ShardInfo) error {
+			visible++
+			if !started[info.ID] {
+				return fmt.Errorf("shard %s is visible but was never committed", info.ID)
+			}
+			got, err := readAll(s, info.ID)
+			if err != nil || !bytes.Equal(got, testShard(info.ID, crashShardSize(info.ID))) {
+				return fmt.Errorf("shard %s is visible but not whole: %v", info.ID, err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		st := s.VolumeStats()
+		t.Logf("round %d: %d acknowledged, %d visible, %d started; torn tail %d bytes; %d volumes",
+			round, len(acked), visible, len(started), st.TornBytes, st.Volumes)
+		s.Close()
+	}
+}
+
+// TestVolumeCompactionReclaims: deleting most small shards and compacting shrinks the volumes on
+// disk; the survivors read back before and after a reopen, and the deleted stay deleted.
+func TestVolumeCompactionReclaims(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	var keep, drop []ShardID
+	for i := range 400 {
+		id := ShardID{File: "FILreclaim", Segment: i, Index: 0}
+		putShard(t, s, id, testShard(id, 4000))
+		if i%5 == 0 {
+			keep = append(keep, id)
+		} else {
+			drop = append(drop, id)
+		}
+	}
+	before := s.VolumeStats()
+	for _, id := range drop {
+		if err := s.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.Compact(context.Background(), 0)
+	if err != nil || n == 0 {
+		t.Fatalf("Compact = %d, %v", n, err)
+	}
+	after := s.VolumeStats()
+	t.Logf("volume bytes %d -> %d after deleting 80%% and compacting %d volumes", before.FileBytes, after.FileBytes, n)
+	if after.FileBytes > before.FileBytes/2 || after.ReclaimedBytes == 0 {
+		t.Fatalf("volumes did not shrink: %+v -> %+v", before, after)
+	}
+	var onDisk int64
+	for _, p := range volumeFiles(t, dir) {
+		fi, _ := os.Stat(p)
+		onDisk += fi.Size()
+	}
+	if onDisk != after.FileBytes {
+		t.Fatalf("files hold %d bytes, stats say %d", onDisk, after.FileBytes)
+	}
+	for range 2 {
+		for _, id := range keep {
+			mustRead(t, s, id, testShard(id, 4000))
+		}
+		for _, id := range drop {
+			if _, err := s.Stat(id); !errors.Is(err, ErrShardNotFound) {
+				t.Fatalf("deleted shard %s came back: %v", id, err)
+			}
+		}
+		s.Close()
+		s = openStoreWith(t, dir, smallVolumes)
+	}
+}
+
+// TestVolumeCompactionCrashSafe leaves the files a crash at each step of a compaction would
+// leave, and checks that the next open serves exactly the live shards: a half-written new
+// volume (before its rename) is dropped; old and new volume both present (after the rename,
+// before the old one's removal) dedupe by sequence number, and the old one goes at the next
+// compaction.
+func TestVolumeCompactionCrashSafe(t *testing.T) {
+	setup := func(t *testing.T) (string, []ShardID, []ShardID) {
+		dir := t.TempDir()
+		s := openStoreWith(t, dir, smallVolumes)
+		var keep, drop []ShardID
+		for i := range 300 {
+			id := ShardID{File: "FILcc", Segment: i, Index: 2}
+			putShard(t, s, id, testShard(id, 4000))
+			if i%4 == 0 {
+				keep = append(keep, id)
+			} else {
+				drop = append(drop, id)
+			}
+		}
+		for _, id := range drop {
+			if err := s.Delete(id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+		return dir, keep, drop
+	}
+	verify := func(t *testing.T, s *ShardStore, keep, drop []ShardID) {
+		t.Helper()
+		for _, id := range keep {
+			mustRead(t, s, id, testShard(id, 4000))
+		}
+		for _, id := range drop {
+			if _, err := s.Stat(id); !errors.Is(err, ErrShardNotFound) {
+				t.Fatalf("deleted shard %s came back: %v", id, err)
+			}
+		}
+	}
+	t.Run("before the rename", func(t *testing.T) {
+		dir, keep, drop := setup(t)
+		first := volumeFiles(t, dir)[0]
+		b, _ := os.ReadFile(first)
+		half := filepath.Join(dir, "volumes", volumeName(999)[:8]+compactSuffix)
+		if err := os.WriteFile(half, b[:len(b)/3], 0o640); err != nil {
+			t.Fatal(err)
+		}
+		s := openStoreWith(t, dir, smallVolumes)
+		if _, err := os.Stat(half); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("the unfinished compaction output is still there: %v", err)
+		}
+		verify(t, s, keep, drop)
+	})
+	t.Run("after the rename, before the removal", func(t *testing.T) {
+		dir, keep, drop := setup(t)
+		saved := map[string][]byte{}
+		for _, p := range volumeFiles(t, dir) {
+			saved[p], _ = os.ReadFile(p)
+		}
+		s := openStoreWith(t, dir, smallVolumes)
+		if n, err := s.Compact(context.Background(), 0); err != nil || n == 0 {
+			t.Fatalf("Compact = %d, %v", n, err)
+		}
+		s.Close()
+		for p, b := range saved { // the old volumes back beside their rewritten copies
+			if err := os.WriteFile(p, b, 0o640); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s = openStoreWith(t, dir, smallVolumes)
+		verify(t, s, keep, drop)
+		if n, err := s.Compact(context.Background(), 0); err != nil || n == 0 {
+			t.Fatalf("second Compact = %d, %v: the old volumes should be all dead", n, err)
+		}
+		var old []string
+		for p := range saved {
+			old = append(old, p)
+		}
+		slices.Sort(old)
+		for _, p := range old[:len(old)-1] { // the last one was the active volume: never compacted
+			if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("old volume %s survived its second compaction: %v", p, err)
+			}
+		}
+		verify(t, s, keep, drop)
+		s.Close()
+		verify(t, openStoreWith(t, dir, smallVolumes), keep, drop)
+	})
+}
+
+// TestVolumeReadDuringCompaction: readers and writers run while volumes are rewritten and
+// removed under them; every read is byte-exact.
+func TestVolumeReadDuringCompaction(t *testing.T) {
+	s := openStoreWith(t, t.TempDir(), smallVolumes)
+	var keep []ShardID
+	for i := range 400 {
+		id := ShardID{File: "FILrc", Segment: i, Index: 0}
+		putShard(t, s, id, testShard(id, 3000))
+		if i%3 == 0 {
+			keep = append(keep, id)
+		} else if err := s.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for r := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := r; ctx.Err() == nil; i++ {
+				id := keep[i%len(keep)]
+				got, err := readAll(s, id)
+				if err != nil || !bytes.Equal(got, testShard(id, 3000)) {
+					errs <- fmt.Errorf("read %s during compaction: %v", id, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ctx.Err() == nil; i++ {
+			id := ShardID{File: "FILrcnew", Segment: i, Index: 0}
+			w, _ := s.Create(id)
+			_, _ = w.Write(testShard(id, 500))
+			if err := w.Commit(); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	n, err := s.Compact(context.Background(), 0)
+	cancel()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if err != nil || n == 0 {
+		t.Fatalf("Compact = %d, %v", n, err)
+	}
+	for _, id := range keep {
+		mustRead(t, s, id, testShard(id, 3000))
+	}
+}
+
+// TestVolumeRecordCorruption damages records in place, as a disk or an operator would. Each read
+// fails as corrupt (ErrCorrupt and ErrInvalidRange, which readers count as corrupt and heal),
+// never with wrong bytes; and a record damaged in the middle of a volume does not take the
+// records after it down at the next open.
+func TestVolumeRecordCorruption(t *testing.T) {
+	mk := func(t *testing.T) (string, *ShardStore, []ShardID) {
+		dir := t.TempDir()
+		s := openStoreWith(t, dir, smallVolumes)
+		var ids []ShardID
+		for i := range 6 {
+			id := ShardID{File: "FILdmg", Segment: 0, Index: i}
+			putShard(t, s, id, testShard(id, 3000))
+			ids = append(ids, id)
+		}
+		return dir, s, ids
+	}
+	patch := func(t *testing.T, path string, off int64, b []byte) {
+		t.Helper()
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, s *ShardStore, ids []ShardID)
+	}{
+		{"body byte flipped", func(t *testing.T, s *ShardStore, ids []ShardID) {
+			loc, _ := s.Locate(ids[1])
+			b := storedBytes(t, s, ids[1])
+			patch(t, loc.Path, loc.Offset+500, []byte{b[500] ^ 1})
+		}},
+		{"record header byte flipped", func(t *testing.T, s *ShardStore, ids []ShardID) {
+			loc, _ := s.Locate(ids[1])
+			patch(t, loc.Path, loc.RecordOffset+9, []byte{0xff})
+		}},
+		{"sibling's body copied over", func(t *testing.T, s *ShardStore, ids []ShardID) {
+			loc, _ := s.Locate(ids[1])
+			patch(t, loc.Path, loc.Offset, storedBytes(t, s, ids[2]))
+		}},
+		{"records swapped", func(t *testing.T, s *ShardStore, ids []ShardID) {
+			a, _ := s.Locate(ids[1])
+			b, _ := s.Locate(ids[2])
+			ra, rb := make([]byte, a.Offset+a.Length-a.RecordOffset), make([]byte, b.Offset+b.Length-b.RecordOffset)
+			f, _ := os.Open(a.Path)
+			_, _ = f.ReadAt(ra, a.RecordOffset)
+			_, _ = f.ReadAt(rb, b.RecordOffset)
+			f.Close()
+			patch(t, a.Path, a.RecordOffset, rb)
+			patch(t, a.Path, a.RecordOffset+int64(len(rb)), ra)
+		}},
+		{"volume cut inside the record", func(t *testing.T, s *ShardStore, ids []ShardID) {
+			loc, _ := s.Locate(ids[1])
+			if err := os.Truncate(loc.Path, loc.Offset+100); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, s, ids := mk(t)
+			tt.damage(t, s, ids)
+			_, err := readAll(s, ids[1])
+			if !errors.Is(err, ErrCorrupt) || !errors.Is(err, ErrInvalidRange) {
+				t.Fatalf("read of the damaged shard: %v; want corrupt", err)
+			}
+			mustRead(t, s, ids[0], testShard(ids[0], 3000))
+			if st := s.VolumeStats(); st.CorruptReads == 0 {
+				t.Fatalf("corrupt read not counted: %+v", st)
+			}
+			// A heal writes a new record; it reads back, now and after a reopen.
+			putShard(t, s, ids[1], testShard(ids[1], 3000))
+			mustRead(t, s, ids[1], testShard(ids[1], 3000))
+			s.Close()
+			s = openStoreWith(t, dir, smallVolumes)
+			mustRead(t, s, ids[1], testShard(ids[1], 3000))
+			survivors := 0
+			for _, id := range ids[3:] {
+				if got, err := readAll(s, id); err == nil {
+					if !bytes.Equal(got, testShard(id, 3000)) {
+						t.Fatalf("shard %s reads wrong bytes after the reopen", id)
+					}
+					survivors++
+				}
+			}
+			if tt.name != "volume cut inside the record" && survivors != len(ids[3:]) {
+				t.Fatalf("damage in the middle took %d records after it down at the reopen", len(ids[3:])-survivors)
+			}
+		})
+	}
+}
+
+// TestVolumeFixtureReads reads the committed volume under testdata/volume-v1, written by the
+// first volume code, and checks that today's encoder still writes it byte for byte. Never
+// regenerate it; a new format is a new version with a fixture of its own.
+func TestVolumeFixtureReads(t *testing.T) {
+	fixture := filepath.Join("testdata", "volume-v1", volumeName(1))
+	want, err := os.ReadFile(fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fixtureVolume(); !bytes.Equal(got, want) {
+		t.Fatalf("the encoder no longer writes the v1 fixture byte for byte (%d vs %d bytes)", len(got), len(want))
+	}
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "volumes"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "volumes", volumeName(1)), want, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	s := openStoreWith(t, dir, smallVolumes)
+	for _, r := range fixtureRecords() {
+		info, err := s.Stat(r.id)
+		if r.gone {
+			if !errors.Is(err, ErrShardNotFound) {
+				t.Fatalf("%s: deleted in the fixture, Stat = %v", r.id, err)
+			}
+			continue
+		}
+		if err != nil || !info.ModTime.Equal(time.Unix(1_780_000_000, 0)) {
+			t.Fatalf("%s: Stat = %+v, %v", r.id, info, err)
+		}
+		want := r.body
+		if storedFormat(want) == FormatV1 {
+			want = append(LegacyShardHeader(), want...)
+		}
+		mustRead(t, s, r.id, want)
+	}
+}
+
+type fixtureRecord struct {
+	id   ShardID
+	body []byte
+	gone bool
+}
+
+// fixtureRecords are the shards of the v1 fixture: a v2 shard, a v1 (headerless) shard, one
+// overwritten, one deleted.
+func fixtureRecords() []fixtureRecord {
+	a := ShardID{File: "FILfixtureA", Segment: 0, Index: 0}
+	b := ShardID{File: "FILfixtureB", Segment: 3, Index: 2}
+	c := ShardID{File: "FILfixtureC", Segment: 1, Index: 1}
+	return []fixtureRecord{
+		{id: a, body: testShard(a, 700)},
+		{id: b, body: bytes.Repeat([]byte("v1 frames "), 20)},
+		{id: c, gone: true},
+	}
+}
+
+// fixtureVolume is the v1 fixture as the encoder writes it.
+func fixtureVolume() []byte {
+	at := time.Unix(1_780_000_000, 0)
+	rs := fixtureRecords()
+	v := appendVolumeHeader(nil, 1, at)
+	v = appendRecord(v, recordShard, rs[0].id, 1, at, testShard(rs[0].id, 10)) // replaced below
+	v = appendRecord(v, recordShard, rs[1].id, 2, at, rs[1].body)
+	v = appendRecord(v, recordShard, rs[2].id, 3, at, testShard(rs[2].id, 50))
+	v = appendRecord(v, recordShard, rs[0].id, 4, at, rs[0].body)
+	v = appendRecord(v, recordTomb, rs[2].id, 5, at, nil)
+	return v
+}
+
+// TestWriteVolumeFixture writes testdata/volume-v1 once, when CAIRN_WRITE_VOLUME_FIXTURE is set
+// and the file does not exist yet.
+func TestWriteVolumeFixture(t *testing.T) {
+	if os.Getenv("CAIRN_WRITE_VOLUME_FIXTURE") == "" {
+		t.Skip("writes the committed fixture; never needed again")
+	}
+	p := filepath.Join("testdata", "volume-v1", volumeName(1))
+	if _, err := os.Stat(p); err == nil {
+		t.Fatal("the fixture exists; it must never be regenerated")
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, fixtureVolume(), 0o640); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestVolumeIndexBytesPerEntry measures the RAM the index takes per small shard, which
+// indexEntryBytes reports to operators.
+func TestVolumeIndexBytesPerEntry(t *testing.T) {
+	const n = 200_000
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("FIL%021d", i) // 24 characters, as file ids are
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	index := map[volumeKey]volumeEntry{}
+	for i, f := range ids {
+		index[volumeKey{file: string([]byte(f)), segment: uint32(i % 4), index: 1}] = volumeEntry{seq: uint64(i)}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / n
+	t.Logf("index: %.0f bytes per entry (%d entries)", per, len(index))
+	if per > indexEntryBytes*1.5 || per < indexEntryBytes/2 {
+		t.Fatalf("%.0f bytes per entry; indexEntryBytes says %d: update it", per, indexEntryBytes)
+	}
+	runtime.KeepAlive(index)
+}
