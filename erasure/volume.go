@@ -86,6 +86,7 @@ type volume struct {
 // (see DESIGN.md, "Small shards: volumes").
 type volumeSet struct {
 	dir       string
+	readOnly  bool
 	maxShard  int   // largest shard body stored here
 	sizeLimit int64 // a volume at or above this takes no new batch
 	log       *slog.Logger
@@ -138,16 +139,24 @@ func volumeName(id uint32) string { return fmt.Sprintf("%08d%s", id, volumeSuffi
 // openVolumeSet scans every volume in dir and rebuilds the index. A tail that is not a whole,
 // valid record (a crash tore the last batch, which nobody was told was durable) is truncated
 // away; a damaged record with valid ones after it is skipped. Both are counted and logged.
-func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger) (*volumeSet, error) {
+//
+// readOnly changes nothing on disk (for looking at a running node's store): torn tails and
+// unfinished compactions are ignored instead of removed, and the set must not be written to.
+func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, readOnly bool) (*volumeSet, error) {
 	vs := &volumeSet{
-		dir: dir, maxShard: maxShard, sizeLimit: sizeLimit, log: log,
+		dir: dir, maxShard: maxShard, sizeLimit: sizeLimit, log: log, readOnly: readOnly,
 		index: map[volumeKey]volumeEntry{}, vols: map[uint32]*volume{}, nextVol: 1,
 	}
 	vs.idle = sync.NewCond(&vs.mu)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("volumes: %w", err)
+	if !readOnly {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("volumes: %w", err)
+		}
 	}
 	entries, err := os.ReadDir(dir)
+	if readOnly && errors.Is(err, os.ErrNotExist) {
+		return vs, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("volumes: %w", err)
 	}
@@ -155,7 +164,7 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger) 
 	for _, e := range entries {
 		name := e.Name()
 		switch {
-		case strings.HasSuffix(name, compactSuffix):
+		case strings.HasSuffix(name, compactSuffix) && !readOnly:
 			// A compaction that did not reach its rename: the old volume is still whole.
 			if err := os.Remove(filepath.Join(dir, name)); err != nil {
 				return nil, fmt.Errorf("volumes: remove unfinished compaction: %w", err)
@@ -206,7 +215,11 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger) 
 // its source, the later volume) and its tombstones to tombs.
 func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *uint64) (*volume, error) {
 	path := filepath.Join(vs.dir, volumeName(id))
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	flag := os.O_RDWR
+	if vs.readOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flag, 0)
 	if err != nil {
 		return nil, fmt.Errorf("volumes: open %s: %w", path, err)
 	}
@@ -219,6 +232,9 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 	hdr := make([]byte, volumeHeaderLen)
 	if _, err := f.ReadAt(hdr, 0); err != nil || func() bool { got, err := parseVolumeHeader(hdr); return err != nil || got != id }() {
 		f.Close()
+		if vs.readOnly {
+			return nil, nil // being created, or damaged: the store's own open deals with it
+		}
 		if size <= volumeHeaderLen {
 			// Created but never synced with a record in it (creation syncs the header before the
 			// first batch): nothing acknowledged lives here.
@@ -236,6 +252,9 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 		rec, n, err := readRecord(r, &buf)
 		if err != nil {
 			next := findRecord(f, pos+1, size)
+			if next < 0 && vs.readOnly {
+				break // a batch being written, or a torn tail the store cuts at its next open
+			}
 			if next < 0 {
 				vs.log.Warn("truncating a torn volume tail (an unacknowledged batch)", "volume", path, "at", pos, "bytes", size-pos, "err", err)
 				vs.stats.tornBytes.Add(size - pos)
