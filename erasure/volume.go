@@ -60,6 +60,10 @@ type volumeEntry struct {
 	mtime   uint32 // Unix seconds: the GC's grace period needs no finer
 }
 
+// entrySeconds is a write time for the index, rounded up to the second: a shard may look younger
+// than it is, never older, so the GC's grace period is never cut short.
+func entrySeconds(unixNano int64) uint32 { return uint32((unixNano + 1e9 - 1) / 1e9) }
+
 // recordLen is the length of the entry's whole record.
 func (e volumeEntry) recordLen(k volumeKey) int64 {
 	return int64(recordHeaderLen(len(k.file))) + int64(e.bodyLen)
@@ -282,7 +286,7 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 			tombs[k] = max(tombs[k], rec.seq)
 			v.tombs += n
 		} else if old, ok := vs.index[k]; !ok || rec.seq >= old.seq {
-			vs.index[k] = volumeEntry{seq: rec.seq, vol: id, off: uint32(pos), bodyLen: uint32(rec.bodyLen), mtime: uint32(rec.mtime / 1e9)}
+			vs.index[k] = volumeEntry{seq: rec.seq, vol: id, off: uint32(pos), bodyLen: uint32(rec.bodyLen), mtime: entrySeconds(rec.mtime)}
 		}
 		pos += n
 	}
@@ -538,7 +542,7 @@ func (vs *volumeSet) applyBatch(v *volume, batch []*volumeAppend) {
 		if req.kind == recordTomb {
 			v.tombs += int64(recordHeaderLen(len(req.key.file)))
 		} else {
-			e := volumeEntry{seq: req.seq, vol: v.id, off: uint32(req.off), bodyLen: uint32(req.bodyLen), mtime: uint32(req.mtime / 1e9)}
+			e := volumeEntry{seq: req.seq, vol: v.id, off: uint32(req.off), bodyLen: uint32(req.bodyLen), mtime: entrySeconds(req.mtime)}
 			vs.index[req.key] = e
 			vs.used += int64(e.bodyLen)
 			v.live += e.recordLen(req.key)

@@ -42,7 +42,7 @@ func verify(store *erasure.ShardStore, f fsm.File, id erasure.ShardID) error {
 // TestScrubOnceHealsCorruptShard damages a stored shard that nothing reads; one scrub pass on its
 // node finds exactly that shard (not the unreferenced junk beside it), counts it, and heals it.
 func TestScrubOnceHealsCorruptShard(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{})
+	c := testcluster.New(t, testcluster.Options{Configure: shardFiles})
 	data := randomData(4, 300_000) // 5 segments of 64 KiB
 	token, f := upload(t, c, 0, data)
 	tests := []struct {
