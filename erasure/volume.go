@@ -569,6 +569,9 @@ func (vs *volumeSet) read(id ShardID) (body []byte, e volumeEntry, found bool, e
 	var v *volume
 	if ok {
 		v = vs.vols[e.vol]
+		ok = v != nil
+	}
+	if ok {
 		v.refs++
 	}
 	vs.mu.Unlock()
@@ -781,8 +784,15 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 	for pos := int64(volumeHeaderLen); pos < v.size; {
 		rec, n, err := readRecord(r, &body)
 		if err != nil {
-			// Damage found at open was skipped then; here, stop and leave v as it is.
-			return fail(fmt.Errorf("at %d: %w", pos, err))
+			// Damaged bytes: skipped, as at open. If a live record was among them, the check
+			// before the rename below refuses to drop it.
+			next := findRecord(v.f, pos+1, v.size)
+			if next < 0 {
+				break
+			}
+			pos = next
+			r.Reset(io.NewSectionReader(v.f, pos, v.size-pos))
+			continue
 		}
 		if err := limit.WaitN(ctx, min(int(n), limit.Burst())); err != nil {
 			return fail(err)
@@ -812,6 +822,20 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 	}
 	if err := w.Flush(); err != nil {
 		return fail(err)
+	}
+	// Every record of v that is still live must have been copied; one that could not be read is
+	// left where it is, for a read or the scrub to find corrupt and heal, before v can go.
+	vs.mu.Lock()
+	var copied int64
+	for _, m := range moves {
+		if e, ok := vs.index[m.key]; ok && e.vol == v.id && e.off == m.from {
+			copied += e.recordLen(m.key)
+		}
+	}
+	uncopied := v.live - copied
+	vs.mu.Unlock()
+	if uncopied > 0 {
+		return fail(fmt.Errorf("%d bytes of live records are unreadable; compaction waits until they are healed", uncopied))
 	}
 	if len(moves) == 0 && out == volumeHeaderLen {
 		// Nothing left to keep: the old volume simply goes.
@@ -845,7 +869,7 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 		}
 	}
 	vs.mu.Unlock()
-	vs.log.Info("compacting a volume", "from", filepath.Base(v.path), "to", filepath.Base(final), "bytes_before", v.size, "bytes_after", out, "records_kept", len(moves))
+	vs.log.Info("compacted a volume", "from", filepath.Base(v.path), "to", filepath.Base(final), "bytes_before", v.size, "bytes_after", out, "records_kept", len(moves))
 	return vs.retire(v, out)
 }
 

@@ -790,3 +790,43 @@ func TestVolumeIndexBytesPerEntry(t *testing.T) {
 	}
 	runtime.KeepAlive(index)
 }
+
+// TestVolumeCompactionKeepsDamagedLiveRecord: a live record that rotted after the open cannot be
+// copied; compaction then leaves its volume alone (the shard is still indexed, so reads and the
+// scrub find it corrupt and heal it) and goes ahead once the heal rewrote it.
+func TestVolumeCompactionKeepsDamagedLiveRecord(t *testing.T) {
+	s := openStoreWith(t, t.TempDir(), smallVolumes)
+	var ids []ShardID
+	for i := range 300 {
+		id := ShardID{File: "FILrot", Segment: i, Index: 0}
+		putShard(t, s, id, testShard(id, 4000))
+		ids = append(ids, id)
+	}
+	for _, id := range ids[1:200] {
+		if err := s.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	loc, _ := s.Locate(ids[0])
+	f, err := os.OpenFile(loc.Path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("rot"), loc.Offset+1000); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := s.Compact(context.Background(), 0); err == nil || !strings.Contains(err.Error(), "unreadable") {
+		t.Fatalf("Compact over a damaged live record: %v", err)
+	}
+	if _, err := readAll(s, ids[0]); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("the damaged shard reads %v, want corrupt", err)
+	}
+	putShard(t, s, ids[0], testShard(ids[0], 4000)) // the heal
+	if n, err := s.Compact(context.Background(), 0); err != nil || n == 0 {
+		t.Fatalf("Compact after the heal = %d, %v", n, err)
+	}
+	for _, id := range append([]ShardID{ids[0]}, ids[200:]...) {
+		mustRead(t, s, id, testShard(id, 4000))
+	}
+}
