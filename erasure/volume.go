@@ -682,7 +682,7 @@ type VolumeStats struct {
 
 // indexEntryBytes is the measured RAM per index entry (TestVolumeIndexBytesPerEntry), file ids of
 // 24 characters: map slot, key, entry and the file id's bytes.
-const indexEntryBytes = 96
+const indexEntryBytes = 72
 
 func (vs *volumeSet) statistics() VolumeStats {
 	vs.mu.Lock()
