@@ -362,7 +362,8 @@ func (vs *volumeSet) createVolume(id uint32, suffix string) (*volume, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create volume: %w", err)
 	}
-	if _, err := f.Write(appendVolumeHeader(nil, id, time.Now())); err == nil {
+	_, err = f.Write(appendVolumeHeader(nil, id, time.Now()))
+	if err == nil {
 		err = unix.Fdatasync(int(f.Fd()))
 	}
 	if err == nil {

@@ -79,9 +79,6 @@ type volumeRecord struct {
 	bodyCRC uint32
 }
 
-// headerLen is the length of this record's header.
-func (r volumeRecord) headerLen() int { return recordHeaderLen(len(r.id.File)) }
-
 // appendVolumeHeader appends the header of volume id, created at created, to dst.
 func appendVolumeHeader(dst []byte, id uint32, created time.Time) []byte {
 	var h [volumeHeaderLen]byte
