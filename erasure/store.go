@@ -696,29 +696,19 @@ func (s *ShardStore) Stat(id ShardID) (ShardInfo, error) {
 }
 
 // Delete removes a committed shard; deleting a missing shard is nil, so GC and repair can retry.
-// It does not fsync the directory: a deletion lost in a crash leaves an unreferenced shard that
-// the reconciling GC removes again.
+// A small shard's tombstone is durable when Delete returns. A shard file's removal is not
+// fsynced: a deletion lost in a crash leaves an unreferenced shard that the reconciling GC
+// removes again.
 func (s *ShardStore) Delete(id ShardID) error {
-	p, err := s.path(id)
-	if err != nil {
+	if _, err := s.path(id); err != nil {
 		return err
 	}
 	if _, err := s.vols.remove(id); err != nil {
 		return fmt.Errorf("delete shard %s: %w", id, err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	fi, err := os.Stat(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	if err := s.removeFile(id); err != nil {
 		return fmt.Errorf("delete shard %s: %w", id, err)
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("delete shard %s: %w", id, err)
-	}
-	s.used.Add(-fi.Size())
 	return nil
 }
 

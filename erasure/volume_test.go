@@ -52,6 +52,27 @@ func mustRead(t *testing.T, s *ShardStore, id ShardID, want []byte) {
 	}
 }
 
+// fillThenDelete commits n shards of size payload bytes under file, then deletes all but every
+// keepEvery-th, and returns the kept and the deleted ids.
+func fillThenDelete(t *testing.T, s *ShardStore, file string, n, keepEvery, size int) (keep, drop []ShardID) {
+	t.Helper()
+	for i := range n {
+		id := ShardID{File: file, Segment: i, Index: 0}
+		putShard(t, s, id, testShard(id, size))
+		if i%keepEvery == 0 {
+			keep = append(keep, id)
+		} else {
+			drop = append(drop, id)
+		}
+	}
+	for _, id := range drop {
+		if err := s.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return keep, drop
+}
+
 func volumeFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	m, err := filepath.Glob(filepath.Join(dir, "volumes", "*"+volumeSuffix))
@@ -386,22 +407,8 @@ func TestVolumeSIGKILLMidBatch(t *testing.T) {
 func TestVolumeCompactionReclaims(t *testing.T) {
 	dir := t.TempDir()
 	s := openStoreWith(t, dir, smallVolumes)
-	var keep, drop []ShardID
-	for i := range 400 {
-		id := ShardID{File: "FILreclaim", Segment: i, Index: 0}
-		putShard(t, s, id, testShard(id, 4000))
-		if i%5 == 0 {
-			keep = append(keep, id)
-		} else {
-			drop = append(drop, id)
-		}
-	}
+	keep, drop := fillThenDelete(t, s, "FILreclaim", 400, 5, 4000)
 	before := s.VolumeStats()
-	for _, id := range drop {
-		if err := s.Delete(id); err != nil {
-			t.Fatal(err)
-		}
-	}
 	n, err := s.Compact(context.Background(), 0)
 	if err != nil || n == 0 {
 		t.Fatalf("Compact = %d, %v", n, err)
@@ -442,21 +449,7 @@ func TestVolumeCompactionCrashSafe(t *testing.T) {
 	setup := func(t *testing.T) (string, []ShardID, []ShardID) {
 		dir := t.TempDir()
 		s := openStoreWith(t, dir, smallVolumes)
-		var keep, drop []ShardID
-		for i := range 300 {
-			id := ShardID{File: "FILcc", Segment: i, Index: 2}
-			putShard(t, s, id, testShard(id, 4000))
-			if i%4 == 0 {
-				keep = append(keep, id)
-			} else {
-				drop = append(drop, id)
-			}
-		}
-		for _, id := range drop {
-			if err := s.Delete(id); err != nil {
-				t.Fatal(err)
-			}
-		}
+		keep, drop := fillThenDelete(t, s, "FILcc", 300, 4, 4000)
 		s.Close()
 		return dir, keep, drop
 	}
@@ -526,16 +519,7 @@ func TestVolumeCompactionCrashSafe(t *testing.T) {
 // removed under them; every read is byte-exact.
 func TestVolumeReadDuringCompaction(t *testing.T) {
 	s := openStoreWith(t, t.TempDir(), smallVolumes)
-	var keep []ShardID
-	for i := range 400 {
-		id := ShardID{File: "FILrc", Segment: i, Index: 0}
-		putShard(t, s, id, testShard(id, 3000))
-		if i%3 == 0 {
-			keep = append(keep, id)
-		} else if err := s.Delete(id); err != nil {
-			t.Fatal(err)
-		}
-	}
+	keep, _ := fillThenDelete(t, s, "FILrc", 400, 3, 3000)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
