@@ -3,38 +3,19 @@ package httpapi
 import (
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
-// v2Env is /api/v2 under test with its fake.
-type v2Env struct {
-	svc  *fakeEnmeshed
-	reg  *prometheus.Registry
-	logs *syncBuffer
-	h    http.Handler
-	srv  *httptest.Server
-}
+// v2Env is /api/v2 (and /files/v1) under test, over the real core; its requests go as alice.
+type v2Env struct{ *env }
 
-func newV2Env(t testing.TB) *v2Env {
+func newV2Env(t testing.TB, opts ...stackOption) *v2Env {
 	t.Helper()
-	e := &v2Env{svc: newFakeEnmeshed(), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
-	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h, err := New(Config{Files: newFakeFiles(), Ops: &fakeOps{}, Registry: e.reg, Logger: logger, Enmeshed: e.svc})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	e.h = h
-	e.srv = httptest.NewServer(h)
-	t.Cleanup(e.srv.Close)
-	return e
+	return &v2Env{startEnv(t, true, opts...)}
 }
 
 // do sends a request as alice unless header names another key (an empty X-API-KEY sends none).
@@ -44,7 +25,7 @@ func (e *v2Env) do(t testing.TB, method, path string, body io.Reader, header map
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("X-API-KEY", "key-alice")
+	req.Header.Set("X-API-KEY", keyAlice)
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
