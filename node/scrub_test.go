@@ -135,7 +135,8 @@ func TestScrubOnceRebuildsMissingShard(t *testing.T) {
 // it: damage after the checkpoint is found and healed, damage before it waits for the next pass
 // (which a full ScrubOnce stands in for here).
 func TestScrubLoopResumesFromItsCheckpoint(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *node.Config) {
+	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *node.Config) {
+		shardFiles(i, cfg)
 		cfg.ScrubCycle = time.Hour // no pass but the resumed one during the test
 	}})
 	data := randomData(6, 300_000) // 5 segments: a shard of each on every node
@@ -210,7 +211,7 @@ func TestScrubLoopResumesFromItsCheckpoint(t *testing.T) {
 // TestScrubOnceRefusesWhenNotReady: a node cut off from the leader cannot trust its view of the
 // layouts, so the scrub neither checks nor heals anything until it can.
 func TestScrubOnceRefusesWhenNotReady(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{})
+	c := testcluster.New(t, testcluster.Options{Configure: shardFiles})
 	data := randomData(7, 100_000)
 	_, f := upload(t, c, 0, data)
 	leader := c.WaitLeader(10 * time.Second)
