@@ -106,6 +106,7 @@ type volumeSet struct {
 	closed  bool
 	// Group commit: writers queue here; the first one that finds no flusher becomes it.
 	pending  []*volumeAppend
+	queued   map[volumeKey]int // shard records queued or being written, per id
 	flushing bool
 	idle     *sync.Cond // signalled when flushing ends
 	batchBuf []byte     // the flusher's buffer; only the flusher touches it
@@ -150,6 +151,7 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 	vs := &volumeSet{
 		dir: dir, maxShard: maxShard, sizeLimit: sizeLimit, log: log, readOnly: readOnly,
 		index: map[volumeKey]volumeEntry{}, vols: map[uint32]*volume{}, nextVol: 1,
+		queued: map[volumeKey]int{},
 	}
 	vs.idle = sync.NewCond(&vs.mu)
 	if !readOnly {
@@ -384,11 +386,14 @@ func (vs *volumeSet) put(id ShardID, body []byte) (old int64, err error) {
 }
 
 // remove writes a tombstone for id and drops it from the index, once the tombstone is durable.
-// old is the body length of the removed version, or -1 when there was none (no tombstone is
-// written then).
+// old is the body length of the removed version, or -1 when there was none. No tombstone is
+// written when the volumes neither hold id nor have a write of it in flight: a delete that
+// overtakes a commit of the same shard still wins, as it would have, had it come a moment later.
 func (vs *volumeSet) remove(id ShardID) (old int64, err error) {
+	k := keyOf(id)
 	vs.mu.Lock()
-	_, ok := vs.index[keyOf(id)]
+	_, ok := vs.index[k]
+	ok = ok || vs.queued[k] > 0
 	vs.mu.Unlock()
 	if !ok {
 		return -1, nil
@@ -407,6 +412,9 @@ func (vs *volumeSet) append(id ShardID, kind byte, body []byte) (int64, error) {
 		return -1, ErrStoreClosed
 	}
 	vs.pending = append(vs.pending, req)
+	if kind == recordShard {
+		vs.queued[req.key]++
+	}
 	lead := !vs.flushing
 	vs.flushing = true
 	vs.mu.Unlock()
@@ -448,6 +456,13 @@ func (vs *volumeSet) flush() {
 	if v != nil {
 		v.appending = false
 		vs.idle.Broadcast()
+	}
+	for _, req := range batch {
+		if req.kind == recordShard {
+			if vs.queued[req.key]--; vs.queued[req.key] == 0 {
+				delete(vs.queued, req.key)
+			}
+		}
 	}
 	more := len(vs.pending) > 0
 	if !more {

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // smallVolumes are options with volumes small enough that tests rotate through several.
@@ -812,5 +814,40 @@ func TestVolumeCompactionKeepsDamagedLiveRecord(t *testing.T) {
 	}
 	for _, id := range append([]ShardID{ids[0]}, ids[200:]...) {
 		mustRead(t, s, id, testShard(id, 4000))
+	}
+}
+
+// TestVolumeDeleteOvertakesCommit: a Delete that arrives while a commit of the same small shard
+// waits for its group commit still leaves the shard deleted (an aborted upload's cleanup racing
+// its last shard write).
+func TestVolumeDeleteOvertakesCommit(t *testing.T) {
+	s := openStoreWith(t, t.TempDir(), smallVolumes)
+	for i := range 200 {
+		id := ShardID{File: "FILrace", Segment: i, Index: 0}
+		w, err := s.Create(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(testShard(id, 1000)); err != nil {
+			t.Fatal(err)
+		}
+		committed := make(chan error, 1)
+		go func() { committed <- w.Commit() }()
+		// Wait until the commit is queued or done, so the Delete comes after it.
+		testutil.WaitFor(t, 10*time.Second, "the commit queued", func() bool {
+			s.vols.mu.Lock()
+			defer s.vols.mu.Unlock()
+			_, indexed := s.vols.index[keyOf(id)]
+			return indexed || s.vols.queued[keyOf(id)] > 0
+		})
+		if err := s.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-committed; err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Stat(id); !errors.Is(err, ErrShardNotFound) {
+			t.Fatalf("round %d: the shard survived a delete that came after its commit started: %v", i, err)
+		}
 	}
 }
