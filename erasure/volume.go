@@ -248,7 +248,14 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 			vs.stats.tornBytes.Add(size)
 			return nil, os.Remove(path)
 		}
-		return nil, fmt.Errorf("volumes: %s: damaged volume header; move it away to start without it", path)
+		// One bad header must not keep the node from starting: the volume is set aside for
+		// inspection, and its shards are missing until the scrub rebuilds them from parity.
+		vs.log.Error("setting aside a volume whose header is damaged; its shards will be rebuilt", "volume", path, "bytes", size)
+		vs.stats.damagedBytes.Add(size)
+		if err := os.Rename(path, path+".damaged"); err != nil {
+			return nil, fmt.Errorf("volumes: set aside %s: %w", path, err)
+		}
+		return nil, nil
 	}
 	v := &volume{id: id, path: path, f: f, refs: 1, minSeq: ^uint64(0)}
 	pos := int64(volumeHeaderLen)
