@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 )
 
@@ -57,6 +58,44 @@ func BenchmarkReadSegment(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+			})
+		}
+	}
+}
+
+// BenchmarkShardCommit commits shards of a few sizes from 32 goroutines, as files of their own
+// and as volume records, on the test's temp dir: the measurement behind SmallShardMax.
+func BenchmarkShardCommit(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		opts StoreOptions
+	}{{"files", StoreOptions{}}, {"volumes", DefaultStoreOptions()}} {
+		for _, size := range []int{2 << 10, 16 << 10, 64 << 10} {
+			b.Run(fmt.Sprintf("%s/%dKiB", mode.name, size>>10), func(b *testing.B) {
+				s, err := OpenShardStoreWith(b.TempDir(), mode.opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				body := randomBytes(rand.New(rand.NewPCG(3, 4)), size)
+				var seq atomic.Int64
+				b.SetBytes(int64(size))
+				b.SetParallelism(16) // 16 x GOMAXPROCS writers
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						w, err := s.Create(ShardID{File: "FILbench", Segment: int(seq.Add(1)), Index: 0})
+						if err == nil {
+							_, err = w.Write(body)
+						}
+						if err == nil {
+							err = w.Commit()
+						}
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
 			})
 		}
 	}
