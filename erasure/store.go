@@ -791,7 +791,9 @@ func (s *ShardStore) Compact(ctx context.Context, bytesPerSecond int64) (int, er
 	if bytesPerSecond <= 0 {
 		limit = rate.Inf
 	}
-	return s.vols.compact(ctx, rate.NewLimiter(limit, 1<<20))
+	// A burst of an eighth of a second (at least one whole record, at most 1 MiB).
+	burst := int(min(1<<20, max(bytesPerSecond/8, smallShard+16<<10)))
+	return s.vols.compact(ctx, rate.NewLimiter(limit, burst))
 }
 
 // ShardLocation is where a committed shard's bytes are stored: its own file (Offset 0), or the

@@ -925,3 +925,162 @@ func FuzzVolumeOpen(f *testing.F) {
 		}
 	})
 }
+
+// compactChildEnv names the directory of TestVolumeCompactionCrashChild.
+const compactChildEnv = "CAIRN_VOLUME_COMPACT_CRASH_DIR"
+
+// TestVolumeCompactionCrashChild is the child of TestVolumeSIGKILLDuringCompaction: in rounds, it
+// commits shards ("ack <id>" once Commit returned), deletes three in four ("del <id>" once
+// Delete returned), and compacts slowly ("compact" as it starts) while a writer keeps committing,
+// until it is killed.
+func TestVolumeCompactionCrashChild(t *testing.T) {
+	dir := os.Getenv(compactChildEnv)
+	if dir == "" {
+		t.Skip("runs only as the child of TestVolumeSIGKILLDuringCompaction")
+	}
+	run := os.Getenv(compactChildEnv + "_RUN") // ids differ between runs: each is acknowledged once
+	s, err := OpenShardStoreWith(dir, smallVolumes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out sync.Mutex
+	say := func(what string, id ShardID) {
+		out.Lock()
+		fmt.Fprintf(os.Stdout, "%s %s\n", what, id)
+		out.Unlock()
+	}
+	commit := func(id ShardID) {
+		w, err := s.Create(id)
+		if err == nil {
+			_, err = w.Write(testShard(id, crashShardSize(id)))
+		}
+		if err == nil {
+			err = w.Commit()
+		}
+		if err != nil {
+			panic(err)
+		}
+		say("ack", id)
+	}
+	beside := 0
+	for round := 0; ; round++ {
+		file := fmt.Sprintf("FILrun%sround%d", run, round)
+		for i := range 300 {
+			commit(ShardID{File: file, Segment: i, Index: 1})
+		}
+		for i := range 300 {
+			if i%10 != 0 {
+				id := ShardID{File: file, Segment: i, Index: 1}
+				if err := s.Delete(id); err != nil {
+					panic(err)
+				}
+				say("del", id)
+			}
+		}
+		say("compact", ShardID{File: file})
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { // writes beside the compaction
+			defer close(done)
+			for ; ; beside++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				commit(ShardID{File: "FILbeside" + run, Segment: beside, Index: 0})
+			}
+		}()
+		n, err := s.Compact(context.Background(), 256<<10) // slow, so that the kill lands inside it
+		if err != nil {
+			panic(err)
+		}
+		close(stop)
+		<-done
+		say("compacted", ShardID{File: file, Segment: n})
+	}
+}
+
+// TestVolumeSIGKILLDuringCompaction kills a real process at varying points while it compacts
+// volumes (slowly, with writes going on): after each reopen every acknowledged shard that was not
+// deleted reads back byte-exact, no shard whose delete was acknowledged is back, and the next
+// compaction works.
+func TestVolumeSIGKILLDuringCompaction(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	dir := t.TempDir()
+	acked, deleted := map[ShardID]bool{}, map[ShardID]bool{}
+	rng := rand.New(rand.NewPCG(17, 4))
+	for round := range 4 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestVolumeCompactionCrashChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), compactChildEnv+"="+dir, fmt.Sprintf("%s_RUN=%d", compactChildEnv, round))
+		cmd.Stderr = os.Stderr
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(stdout)
+		record := func(line string) (what string) {
+			what, name, _ := strings.Cut(line, " ")
+			if id, err := ParseShardID(name); err == nil {
+				switch what {
+				case "ack":
+					acked[id] = true
+				case "del":
+					deleted[id] = true
+				}
+			}
+			return what
+		}
+		// Kill a random number of acknowledgements after a compaction started.
+		after, compacting, compacted := 1+rng.IntN(60), false, 0
+		for sc.Scan() {
+			what := record(sc.Text())
+			switch what {
+			case "compact":
+				compacting = true
+			case "compacted":
+				compacted++
+			}
+			if compacting && what == "ack" {
+				if after--; after == 0 {
+					break
+				}
+			}
+		}
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		for sc.Scan() {
+			record(sc.Text())
+		}
+		_ = cmd.Wait()
+		cancel()
+
+		s, err := OpenShardStoreWith(dir, smallVolumes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id := range acked {
+			if deleted[id] {
+				if _, err := s.Stat(id); !errors.Is(err, ErrShardNotFound) {
+					t.Fatalf("round %d: shard %s was deleted (acknowledged) and is back: %v", round, id, err)
+				}
+				continue
+			}
+			mustRead(t, s, id, testShard(id, crashShardSize(id)))
+		}
+		st := s.VolumeStats()
+		t.Logf("round %d: killed after %d finished compaction passes; %d acknowledged, %d deleted; %d volumes, %d live of %d bytes",
+			round, compacted, len(acked), len(deleted), st.Volumes, st.LiveBytes, st.FileBytes)
+		if _, err := s.Compact(context.Background(), 0); err != nil {
+			t.Fatalf("round %d: compaction after the reopen: %v", round, err)
+		}
+		s.Close()
+	}
+}
