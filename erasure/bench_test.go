@@ -100,3 +100,38 @@ func BenchmarkShardCommit(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkShardOpenFrames reads a 2 KiB shard whole through OpenFrames, from a file of its own
+// and from a volume record: the store's part of a small GET.
+func BenchmarkShardOpenFrames(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		opts StoreOptions
+	}{{"files", StoreOptions{}}, {"volumes", DefaultStoreOptions()}} {
+		b.Run(mode.name, func(b *testing.B) {
+			s, err := OpenShardStoreWith(b.TempDir(), mode.opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			id := ShardID{File: "FILread", Segment: 0, Index: 0}
+			w, _ := s.Create(id)
+			_, _ = w.Write(append(AppendShardHeader(nil, id), randomBytes(rand.New(rand.NewPCG(5, 6)), 2<<10)...))
+			if err := w.Commit(); err != nil {
+				b.Fatal(err)
+			}
+			buf := make([]byte, 4<<10)
+			b.ReportAllocs()
+			for b.Loop() {
+				r, err := s.OpenFrames(id, 0, -1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(r, buf[:ShardHeaderLen+2<<10]); err != nil {
+					b.Fatal(err)
+				}
+				r.Close()
+			}
+		})
+	}
+}
