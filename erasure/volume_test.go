@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
@@ -1082,5 +1084,64 @@ func TestVolumeSIGKILLDuringCompaction(t *testing.T) {
 			t.Fatalf("round %d: compaction after the reopen: %v", round, err)
 		}
 		s.Close()
+	}
+}
+
+// TestVolumeTombstonesDropped: tombstones whose shards have no record left in any volume are
+// not carried by compaction, even while an older volume of long-lived shards stays; and the
+// deleted shards stay deleted across a reopen.
+func TestVolumeTombstonesDropped(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	var keepers []ShardID
+	for i := range 300 { // about one volume of shards that stay
+		id := ShardID{File: "FILkeeper", Segment: i, Index: 0}
+		putShard(t, s, id, testShard(id, 4000))
+		keepers = append(keepers, id)
+	}
+	_, victims := fillThenDelete(t, s, "FILvictim", 300, 1<<30, 4000) // all deleted but the first
+	// The victims' volumes are compacted away; the tombstones are in the newest volume.
+	if _, err := s.Compact(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	// Then whatever volume still carries tombstones is compacted, as it will be once it is half dead.
+	for range 5 {
+		s.vols.mu.Lock()
+		var tombVol *volume
+		for _, v := range s.vols.vols {
+			if v.tombs > 0 && (tombVol == nil || v.tombs > tombVol.tombs) {
+				tombVol = v
+			}
+		}
+		if tombVol != nil && tombVol == s.vols.active {
+			s.vols.active = nil // seal it, as compaction does
+		}
+		s.vols.mu.Unlock()
+		if tombVol == nil {
+			break
+		}
+		if err := s.vols.compactOne(context.Background(), tombVol, rate.NewLimiter(rate.Inf, 1<<20)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var tombs int64
+	s.vols.mu.Lock()
+	for _, v := range s.vols.vols {
+		tombs += v.tombs
+	}
+	s.vols.mu.Unlock()
+	if tombs > int64(len(victims))*80/100 { // a few may stay for the filters' false positives
+		t.Fatalf("%d tombstone bytes left after compacting them; want nearly none", tombs)
+	}
+	t.Logf("%d tombstone bytes left of %d deletes", tombs, len(victims))
+	s.Close()
+	s = openStoreWith(t, dir, smallVolumes)
+	for _, id := range keepers {
+		mustRead(t, s, id, testShard(id, 4000))
+	}
+	for _, id := range victims {
+		if _, err := s.Stat(id); !errors.Is(err, ErrShardNotFound) {
+			t.Fatalf("deleted shard %s is back: %v", id, err)
+		}
 	}
 }
