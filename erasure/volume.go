@@ -124,9 +124,9 @@ type volumeSet struct {
 	used    int64 // bytes of live shard bodies
 	closed  bool
 	// Group commit: writers queue here; the first one that finds no flusher becomes it.
-	pending  []*volumeAppend
-	queued   map[volumeKey]int // shard records queued or being written, per id
-	flushing bool
+	pending   []*volumeAppend
+	queued    map[volumeKey]int // shard records queued or being written, per id
+	flushing  bool
 	idle      *sync.Cond // signalled when flushing ends
 	batchBuf  []byte     // the flusher's buffer; only the flusher touches it
 	filterBuf []byte     // a filterKey buffer, under mu
