@@ -716,8 +716,8 @@ func (vs *volumeSet) close() {
 // VolumeStats describes the volume files that hold a store's small shards.
 type VolumeStats struct {
 	Volumes int
-	// Shards is the number of indexed small shards; IndexBytes the RAM their index takes
-	// (an estimate: entries times the measured bytes per entry).
+	// Shards is the number of indexed small shards; IndexBytes the RAM their index takes (an
+	// estimate: entries times the measured bytes per entry, plus the volumes' id filters).
 	Shards     int
 	IndexBytes int64
 	// FileBytes is the size of all volume files, LiveBytes the part the index points at.
@@ -740,12 +740,14 @@ const indexEntryBytes = 72
 func (vs *volumeSet) statistics() VolumeStats {
 	vs.mu.Lock()
 	st := VolumeStats{Volumes: len(vs.vols), Shards: len(vs.index)}
+	var filters int64
 	for _, v := range vs.vols {
 		st.FileBytes += v.size
 		st.LiveBytes += v.live
+		filters += int64(v.ids.Cap() / 8)
 	}
 	vs.mu.Unlock()
-	st.IndexBytes = int64(st.Shards) * indexEntryBytes
+	st.IndexBytes = int64(st.Shards)*indexEntryBytes + filters
 	c := &vs.stats
 	st.Batches, st.Records, st.Fsyncs = c.batches.Load(), c.records.Load(), c.fsyncs.Load()
 	st.TornBytes, st.DamagedBytes, st.CorruptReads = c.tornBytes.Load(), c.damagedBytes.Load(), c.readFails.Load()

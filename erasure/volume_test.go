@@ -284,16 +284,11 @@ func TestVolumeCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("runs only as the child of TestVolumeSIGKILLMidBatch")
 	}
-	s, err := OpenShardStoreWith(dir, StoreOptions{SmallShardMax: smallShard, VolumeSize: 1 << 20})
+	s, err := OpenShardStoreWith(dir, smallVolumes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out sync.Mutex
-	say := func(what string, id ShardID) {
-		out.Lock()
-		fmt.Fprintf(os.Stdout, "%s %s\n", what, id)
-		out.Unlock()
-	}
+	say := new(childReport).say
 	var wg sync.WaitGroup
 	for g := range 24 {
 		wg.Add(1)
@@ -319,6 +314,35 @@ func TestVolumeCrashChild(t *testing.T) {
 	wg.Wait()
 }
 
+// childReport prints the "<what> <id>" lines a crash test's child tells its parent, each line
+// whole (os.Stdout writes are not buffered, so a printed line has left the process).
+type childReport struct{ mu sync.Mutex }
+
+func (r *childReport) say(what string, id ShardID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fmt.Fprintf(os.Stdout, "%s %s\n", what, id)
+}
+
+// startChild runs the test binary's test named child as a separate process with env added, and
+// returns it with a scanner over its stdout; cancel kills it at the latest after 2 minutes.
+func startChild(t *testing.T, child string, env ...string) (*exec.Cmd, *bufio.Scanner, context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+child+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	return cmd, bufio.NewScanner(stdout), cancel
+}
+
 // TestVolumeSIGKILLMidBatch kills a real process that group-commits small shards from 24
 // goroutines. After the reopen every shard it acknowledged reads back byte-exact, every visible
 // shard is one it started and is whole, and a second crash round on the same directory holds too.
@@ -330,18 +354,7 @@ func TestVolumeSIGKILLMidBatch(t *testing.T) {
 	acked := map[ShardID]bool{}
 	started := map[ShardID]bool{}
 	for round := range 3 {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestVolumeCrashChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
-		cmd.Stderr = os.Stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(stdout)
+		cmd, sc, cancel := startChild(t, "TestVolumeCrashChild", crashChildEnv+"="+dir)
 		n := 0
 		// Kill at a different point each round, well inside a stream of batches.
 		for target := 300 + 250*round; n < target && sc.Scan(); {
@@ -945,12 +958,7 @@ func TestVolumeCompactionCrashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out sync.Mutex
-	say := func(what string, id ShardID) {
-		out.Lock()
-		fmt.Fprintf(os.Stdout, "%s %s\n", what, id)
-		out.Unlock()
-	}
+	say := new(childReport).say
 	commit := func(id ShardID) {
 		w, err := s.Create(id)
 		if err == nil {
@@ -1015,18 +1023,8 @@ func TestVolumeSIGKILLDuringCompaction(t *testing.T) {
 	acked, deleted := map[ShardID]bool{}, map[ShardID]bool{}
 	rng := rand.New(rand.NewPCG(17, 4))
 	for round := range 4 {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestVolumeCompactionCrashChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), compactChildEnv+"="+dir, fmt.Sprintf("%s_RUN=%d", compactChildEnv, round))
-		cmd.Stderr = os.Stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(stdout)
+		cmd, sc, cancel := startChild(t, "TestVolumeCompactionCrashChild",
+			compactChildEnv+"="+dir, fmt.Sprintf("%s_RUN=%d", compactChildEnv, round))
 		record := func(line string) (what string) {
 			what, name, _ := strings.Cut(line, " ")
 			if id, err := ParseShardID(name); err == nil {
