@@ -314,6 +314,14 @@ func (s *Shards) Count(fileID string) int {
 	return n
 }
 
+// Shard returns a copy of a stored shard's bytes, header included.
+func (s *Shards) Shard(nodeID string, id erasure.ShardID) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.shards[nodeID][id]
+	return slices.Clone(b), ok
+}
+
 // ByFile counts the stored shards of each file.
 func (s *Shards) ByFile() map[string]int {
 	s.mu.Lock()
