@@ -231,7 +231,7 @@ func TestV2CreateTokenServiceErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newV2Env(t)
 			f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
-			e.fail(tc.read, fsm.CmdCreateToken, errors.New("no leader"))
+			e.fail(tc.read, fsm.CmdCreateToken, errors.New("no leader")) // the type matters for proposals only
 			r := e.do(t, http.MethodPost, "/api/v2/Files/"+f.ID+"/Token", strings.NewReader(tc.body), nil)
 			wantV2Error(t, r, 503, codeUnavailable, "")
 			if r.header.Get("Retry-After") == "" {
