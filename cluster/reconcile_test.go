@@ -306,3 +306,35 @@ func TestBootstrapperWaitsAndCapsVoters(t *testing.T) {
 		return true, ""
 	})
 }
+
+// TestReconcilerReplacesAMovedMember: a member that comes back under the same id at a new cluster
+// address replaces its stale Raft entry, keeping its vote.
+func TestReconcilerReplacesAMovedMember(t *testing.T) {
+	nodes := newReconcileNodes(t, 3)
+	leader := nodes[0]
+	r := &Reconciler{Node: leader.raft, Members: leader.members, Self: leader.id, MaxVoters: 3, MinQuorum: 2,
+		Interval: time.Hour, Logger: transportTestLogger()}
+	addresses := func() map[string]string {
+		out := map[string]string{}
+		for _, s := range leader.raft.Servers() {
+			out[string(s.ID)] = fmt.Sprintf("%s/%v", s.Address, s.Suffrage)
+		}
+		return out
+	}
+	testutil.WaitForState(t, 20*time.Second, "three voters", func() (bool, string) {
+		r.reconcile()
+		got := addresses()
+		return len(got) == 3 && got["r1"] == "r1/Voter", fmt.Sprint(got)
+	})
+	nodes[1].mu.Lock()
+	nodes[1].meta.ClusterAddr = "r1-moved"
+	nodes[1].mu.Unlock()
+	if err := nodes[1].members.UpdateMeta(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitForState(t, 20*time.Second, "r1 at its new address", func() (bool, string) {
+		r.reconcile()
+		got := addresses()
+		return len(got) == 3 && got["r1"] == "r1-moved/Voter" && got["r2"] == "r2/Voter", fmt.Sprint(got)
+	})
+}
