@@ -296,17 +296,7 @@ func TestGCKeepsOnlyReferencedShards(t *testing.T) {
 		id := erasure.ShardID{File: "FILneverCommitted03", Segment: 0, Index: 0}
 		writeShard(t, store, id, []byte("stray"))
 		age(t, store, id, pastGrace)
-		c.Net.Isolate(c.Config(cut).NodeID)
-		t.Cleanup(c.Net.Heal)
-		testutil.WaitFor(t, 15*time.Second, "GC refused for want of a leader", func() bool {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			n, err := c.Node(cut).CollectGarbage(ctx)
-			if err == nil && n != 0 {
-				t.Fatalf("isolated node collected %d shards", n)
-			}
-			return errors.Is(err, node.ErrNotReady)
-		})
+		isolateUntilRefused(t, c, cut, "GC", c.Node(cut).CollectGarbage)
 		if _, err := store.Stat(id); err != nil {
 			t.Fatalf("the isolated node removed a shard: %v", err)
 		}
@@ -315,6 +305,24 @@ func TestGCKeepsOnlyReferencedShards(t *testing.T) {
 		if n := collect(t, c, cut); n != 1 {
 			t.Fatalf("after the heal GC collected %d shards, want the 1 stray", n)
 		}
+	})
+}
+
+// isolateUntilRefused cuts node cut off from the others (until Net.Heal or the test's end) and
+// waits until pass, a GC or scrub pass that returns how much it did, refuses with ErrNotReady;
+// meanwhile it must do nothing.
+func isolateUntilRefused(t *testing.T, c *testcluster.Cluster, cut int, what string, pass func(context.Context) (int, error)) {
+	t.Helper()
+	c.Net.Isolate(c.Config(cut).NodeID)
+	t.Cleanup(c.Net.Heal)
+	testutil.WaitFor(t, 15*time.Second, what+" refused for want of a leader", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n, err := pass(ctx)
+		if err == nil && n != 0 {
+			t.Fatalf("the isolated node%d ran a %s pass over %d shards", cut, what, n)
+		}
+		return errors.Is(err, node.ErrNotReady)
 	})
 }
 
