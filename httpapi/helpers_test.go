@@ -75,17 +75,23 @@ func (b *syncBuffer) String() string {
 
 func newEnv(t testing.TB, opts ...stackOption) *env {
 	t.Helper()
-	return startEnv(t, false, opts...)
+	return startEnv(t, mounts{}, opts...)
 }
 
-// startEnv serves /files/v1 and, with enmeshed, /api/v2 over a new stack.
-func startEnv(t testing.TB, enmeshed bool, opts ...stackOption) *env {
+// mounts names the front-ends served next to /files/v1 and the ops endpoints.
+type mounts struct{ enmeshed, admin bool }
+
+// startEnv serves /files/v1 and what m names over a new stack.
+func startEnv(t testing.TB, m mounts, opts ...stackOption) *env {
 	t.Helper()
 	e := &env{stack: newStack(t, opts...), ops: &opsStub{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := Config{Files: e.svc, Ops: e.ops, Registry: e.reg, Logger: logger}
-	if enmeshed {
+	if m.enmeshed {
 		cfg.Enmeshed = e.svc
+	}
+	if m.admin {
+		cfg.Admin = e.svc
 	}
 	h, err := New(cfg)
 	if err != nil {
