@@ -96,6 +96,10 @@ func newUnjoinedNodes(t *testing.T, n, expect int) []*reconcileNode {
 	return nodes
 }
 
+// broadcastTimeout bounds the wait for a gossip broadcast to go out: it returns as soon as it does,
+// and a loaded machine can take well over a second.
+const broadcastTimeout = 10 * time.Second
+
 // leaveGracefully announces that n is leaving, then leaves the gossip, as a node shutting down
 // on purpose does.
 func leaveGracefully(t *testing.T, n *reconcileNode) {
@@ -103,10 +107,10 @@ func leaveGracefully(t *testing.T, n *reconcileNode) {
 	n.mu.Lock()
 	n.meta.Leaving = true
 	n.mu.Unlock()
-	if err := n.members.UpdateMeta(time.Second); err != nil {
+	if err := n.members.UpdateMeta(broadcastTimeout); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.members.Leave(time.Second); err != nil {
+	if err := n.members.Leave(broadcastTimeout); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -195,7 +199,7 @@ func TestBootstrapperBootstrapsOnce(t *testing.T) {
 	nodes[0].mu.Lock()
 	nodes[0].meta.Bootstrapped = true
 	nodes[0].mu.Unlock()
-	if err := nodes[0].members.UpdateMeta(time.Second); err != nil {
+	if err := nodes[0].members.UpdateMeta(broadcastTimeout); err != nil {
 		t.Fatal(err)
 	}
 	late := nodes[3]
@@ -329,7 +333,7 @@ func TestReconcilerReplacesAMovedMember(t *testing.T) {
 	nodes[1].mu.Lock()
 	nodes[1].meta.ClusterAddr = "r1-moved"
 	nodes[1].mu.Unlock()
-	if err := nodes[1].members.UpdateMeta(time.Second); err != nil {
+	if err := nodes[1].members.UpdateMeta(broadcastTimeout); err != nil {
 		t.Fatal(err)
 	}
 	testutil.WaitForState(t, 20*time.Second, "r1 at its new address", func() (bool, string) {
