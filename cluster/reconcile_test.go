@@ -144,12 +144,13 @@ func TestReconcilerFollowsMembership(t *testing.T) {
 		t.Helper()
 		testutil.WaitForState(t, 20*time.Second, what, func() (bool, string) {
 			got := suffrages(leader.raft)
+			state := fmt.Sprintf("raft %v, gossip %v", got, memberStates(leader))
 			if len(got) != len(expect) {
-				return false, fmt.Sprint(got)
+				return false, state
 			}
 			for id, s := range expect {
 				if g, ok := got[id]; !ok || g != s {
-					return false, fmt.Sprint(got)
+					return false, state
 				}
 			}
 			return true, ""
@@ -218,6 +219,15 @@ func TestBootstrapperBootstrapsOnce(t *testing.T) {
 	if done := b.tryBootstrap(); done || len(late.raft.Servers()) != 0 {
 		t.Fatalf("the late node bootstrapped (done=%v, servers %v)", done, late.raft.Servers())
 	}
+}
+
+// memberStates is what n's gossip reports of every member, for failure messages.
+func memberStates(n *reconcileNode) map[string]string {
+	out := map[string]string{}
+	for _, m := range n.members.Members() {
+		out[m.Meta.ID] = m.State
+	}
+	return out
 }
 
 // memberState is the state leader's gossip reports for id ("" when it does not know it).
