@@ -32,16 +32,25 @@ func randomData(seed int64, n int) []byte {
 }
 
 // upload stores data through node i with the root key and returns its full token and committed
-// file, as node i knows it.
+// file, as node i knows it. A 503 is retried, as the contract asks of clients: on a loaded machine
+// a fresh cluster's gossip may still suspect a node for a moment.
 func upload(t *testing.T, c *testcluster.Cluster, i int, data []byte) (string, fsm.File) {
 	t.Helper()
 	cl := *c.Client(i)
 	cl.APIKey = c.RootKey
-	meta, resp, err := cl.Upload("f.bin", data)
-	if err != nil || resp.Status != http.StatusOK || len(meta.Tokens) == 0 {
+	var token string
+	testutil.WaitForNil(t, 20*time.Second, "an upload through node"+fmt.Sprint(i), func() error {
+		meta, resp, err := cl.Upload("f.bin", data)
+		switch {
+		case err == nil && resp.Status == http.StatusOK && len(meta.Tokens) > 0:
+			token = meta.Tokens[0].Token
+			return nil
+		case err == nil && resp.Status == http.StatusServiceUnavailable:
+			return fmt.Errorf("status 503: %s", resp.Body)
+		}
 		t.Fatalf("upload through node%d: err=%v status=%d body=%s", i, err, resp.Status, resp.Body)
-	}
-	token := meta.Tokens[0].Token
+		return nil
+	})
 	var f fsm.File
 	testutil.WaitFor(t, 10*time.Second, "the upload applied on node"+fmt.Sprint(i), func() bool {
 		tok, ok := c.Node(i).FSM().TokenBySecret(token)
