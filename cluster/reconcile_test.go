@@ -140,39 +140,61 @@ func TestReconcilerFollowsMembership(t *testing.T) {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 
+	// wait waits until the servers satisfy ok, and returns them.
+	wait := func(what string, ok func(map[string]raft.ServerSuffrage) bool) map[string]raft.ServerSuffrage {
+		t.Helper()
+		var got map[string]raft.ServerSuffrage
+		testutil.WaitForState(t, 20*time.Second, what, func() (bool, string) {
+			got = suffrages(leader.raft)
+			return ok(got), fmt.Sprintf("raft %v, gossip %v", got, memberStates(leader))
+		})
+		return got
+	}
 	want := func(what string, expect map[string]raft.ServerSuffrage) {
 		t.Helper()
-		testutil.WaitForState(t, 20*time.Second, what, func() (bool, string) {
-			got := suffrages(leader.raft)
-			state := fmt.Sprintf("raft %v, gossip %v", got, memberStates(leader))
-			if len(got) != len(expect) {
-				return false, state
-			}
-			for id, s := range expect {
-				if g, ok := got[id]; !ok || g != s {
-					return false, state
-				}
-			}
-			return true, ""
-		})
+		wait(what, func(got map[string]raft.ServerSuffrage) bool { return fmt.Sprint(got) == fmt.Sprint(expect) })
 	}
-	want("three voters and one non-voter", map[string]raft.ServerSuffrage{
-		"r0": raft.Voter, "r1": raft.Voter, "r2": raft.Voter, "r3": raft.Nonvoter,
+	// Which member gets the last voter slot depends on the order gossip reports them in.
+	servers := wait("three voters and one non-voter", func(got map[string]raft.ServerSuffrage) bool {
+		voters, nonvoters := 0, 0
+		for _, s := range got {
+			if s == raft.Voter {
+				voters++
+			} else {
+				nonvoters++
+			}
+		}
+		return len(got) == 4 && got["r0"] == raft.Voter && voters == 3 && nonvoters == 1
 	})
+	var nonvoter, leaver, stayer string
+	for _, id := range []string{"r1", "r2", "r3"} {
+		switch {
+		case servers[id] == raft.Nonvoter:
+			nonvoter = id
+		case leaver == "":
+			leaver = id
+		default:
+			stayer = id
+		}
+	}
+	byID := map[string]*reconcileNode{}
+	for _, n := range nodes {
+		byID[n.id] = n
+	}
 
-	// r2 leaves gracefully: it goes, and the non-voter is promoted into the free voter slot.
-	leaveGracefully(t, nodes[2])
-	want("r2 removed, r3 promoted", map[string]raft.ServerSuffrage{"r0": raft.Voter, "r1": raft.Voter, "r3": raft.Voter})
+	// A voter leaves gracefully: it goes, and the non-voter is promoted into the free voter slot.
+	leaveGracefully(t, byID[leaver])
+	want(leaver+" removed, "+nonvoter+" promoted", map[string]raft.ServerSuffrage{"r0": raft.Voter, stayer: raft.Voter, nonvoter: raft.Voter})
 
-	// r3 is decommissioned while alive: it goes and stays out.
+	// The promoted member is decommissioned while alive: it goes and stays out.
 	removed.mu.Lock()
-	removed.ids = []string{"r3"}
+	removed.ids = []string{nonvoter}
 	removed.mu.Unlock()
-	want("r3 decommissioned", map[string]raft.ServerSuffrage{"r0": raft.Voter, "r1": raft.Voter})
+	want(nonvoter+" decommissioned", map[string]raft.ServerSuffrage{"r0": raft.Voter, stayer: raft.Voter})
 	for range 3 {
 		r.reconcile()
 	}
-	if _, back := suffrages(leader.raft)["r3"]; back {
+	if _, back := suffrages(leader.raft)[nonvoter]; back {
 		t.Fatal("a decommissioned node was added back")
 	}
 }
