@@ -111,6 +111,11 @@ func ageAll(t *testing.T, c *testcluster.Cluster, d time.Duration) {
 	}
 }
 
+// shardFiles keeps every shard in a file of its own, for tests that age or damage shard files
+// behind the store's back (volume records: testcluster's TestSmallFilesInVolumes and the
+// corruption tests there).
+func shardFiles(_ int, cfg *node.Config) { cfg.SmallShardMax = 0 }
+
 func age(t *testing.T, store *erasure.ShardStore, id erasure.ShardID, d time.Duration) {
 	t.Helper()
 	then := time.Now().Add(-d)
@@ -169,7 +174,7 @@ func metricValue(t *testing.T, c *testcluster.Cluster, i int, series string) flo
 // down. Back up, that node keeps the orphans within the grace period and drops them after it; no
 // other shard goes, and the surviving file still reads byte-exact everywhere.
 func TestGCRemovesShardsDeletedWhileNodeDown(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{})
+	c := testcluster.New(t, testcluster.Options{Configure: shardFiles})
 	keepData, goneData := randomData(1, 100_000), randomData(2, 100_000)
 	keepTok, _ := upload(t, c, 0, keepData)
 	goneTok, gone := upload(t, c, 0, goneData)
@@ -224,7 +229,7 @@ func TestGCRemovesShardsDeletedWhileNodeDown(t *testing.T) {
 // on its node stays (files read byte-exact), stray shards go once past the grace period, and a
 // node that cannot reach the leader collects nothing.
 func TestGCKeepsOnlyReferencedShards(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{})
+	c := testcluster.New(t, testcluster.Options{Configure: shardFiles})
 	var tokens []string
 	var datas [][]byte
 	var files []fsm.File
@@ -339,7 +344,8 @@ func isolateUntilRefused(t *testing.T, c *testcluster.Cluster, cut int, what str
 // is past the grace period and heal a corrupted shard without any read, while the committed file
 // stays intact.
 func TestGCAndScrubLoopsRun(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *node.Config) {
+	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *node.Config) {
+		shardFiles(i, cfg)
 		cfg.GCInterval = 50 * time.Millisecond
 		cfg.GCGracePeriod = 300 * time.Millisecond
 		cfg.ScrubCycle = 300 * time.Millisecond
