@@ -32,16 +32,25 @@ func randomData(seed int64, n int) []byte {
 }
 
 // upload stores data through node i with the root key and returns its full token and committed
-// file, as node i knows it.
+// file, as node i knows it. A 503 is retried, as the contract asks of clients: on a loaded machine
+// a fresh cluster's gossip may still suspect a node for a moment.
 func upload(t *testing.T, c *testcluster.Cluster, i int, data []byte) (string, fsm.File) {
 	t.Helper()
 	cl := *c.Client(i)
 	cl.APIKey = c.RootKey
-	meta, resp, err := cl.Upload("f.bin", data)
-	if err != nil || resp.Status != http.StatusOK || len(meta.Tokens) == 0 {
+	var token string
+	testutil.WaitForNil(t, 20*time.Second, "an upload through node"+fmt.Sprint(i), func() error {
+		meta, resp, err := cl.Upload("f.bin", data)
+		switch {
+		case err == nil && resp.Status == http.StatusOK && len(meta.Tokens) > 0:
+			token = meta.Tokens[0].Token
+			return nil
+		case err == nil && resp.Status == http.StatusServiceUnavailable:
+			return fmt.Errorf("status 503: %s", resp.Body)
+		}
 		t.Fatalf("upload through node%d: err=%v status=%d body=%s", i, err, resp.Status, resp.Body)
-	}
-	token := meta.Tokens[0].Token
+		return nil
+	})
 	var f fsm.File
 	testutil.WaitFor(t, 10*time.Second, "the upload applied on node"+fmt.Sprint(i), func() bool {
 		tok, ok := c.Node(i).FSM().TokenBySecret(token)
@@ -301,17 +310,7 @@ func TestGCKeepsOnlyReferencedShards(t *testing.T) {
 		id := erasure.ShardID{File: "FILneverCommitted03", Segment: 0, Index: 0}
 		writeShard(t, store, id, []byte("stray"))
 		age(t, store, id, pastGrace)
-		c.Net.Isolate(c.Config(cut).NodeID)
-		t.Cleanup(c.Net.Heal)
-		testutil.WaitFor(t, 15*time.Second, "GC refused for want of a leader", func() bool {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			n, err := c.Node(cut).CollectGarbage(ctx)
-			if err == nil && n != 0 {
-				t.Fatalf("isolated node collected %d shards", n)
-			}
-			return errors.Is(err, node.ErrNotReady)
-		})
+		isolateUntilRefused(t, c, cut, "GC", c.Node(cut).CollectGarbage)
 		if _, err := store.Stat(id); err != nil {
 			t.Fatalf("the isolated node removed a shard: %v", err)
 		}
@@ -320,6 +319,24 @@ func TestGCKeepsOnlyReferencedShards(t *testing.T) {
 		if n := collect(t, c, cut); n != 1 {
 			t.Fatalf("after the heal GC collected %d shards, want the 1 stray", n)
 		}
+	})
+}
+
+// isolateUntilRefused cuts node cut off from the others (until Net.Heal or the test's end) and
+// waits until pass, a GC or scrub pass that returns how much it did, refuses with ErrNotReady;
+// meanwhile it must do nothing.
+func isolateUntilRefused(t *testing.T, c *testcluster.Cluster, cut int, what string, pass func(context.Context) (int, error)) {
+	t.Helper()
+	c.Net.Isolate(c.Config(cut).NodeID)
+	t.Cleanup(c.Net.Heal)
+	testutil.WaitFor(t, 15*time.Second, what+" refused for want of a leader", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n, err := pass(ctx)
+		if err == nil && n != 0 {
+			t.Fatalf("the isolated node%d ran a %s pass over %d shards", cut, what, n)
+		}
+		return errors.Is(err, node.ErrNotReady)
 	})
 }
 

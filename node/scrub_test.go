@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -219,16 +218,9 @@ func TestScrubOnceRefusesWhenNotReady(t *testing.T) {
 	id := erasure.ShardID{File: f.ID, Segment: 0, Index: slices.Index(f.Layout.Segments[0].Nodes, c.Config(cut).NodeID)}
 	store := c.Node(cut).Shards()
 	corrupt(t, store, id, flipByte)
-	c.Net.Isolate(c.Config(cut).NodeID)
-	t.Cleanup(c.Net.Heal)
-	testutil.WaitFor(t, 15*time.Second, "scrub refused for want of a leader", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n, bad, err := c.Node(cut).ScrubOnce(ctx)
-		if err == nil && (n != 0 || bad != 0) {
-			t.Fatalf("the isolated node scrubbed: %d checked, %d corrupt", n, bad)
-		}
-		return errors.Is(err, node.ErrNotReady)
+	isolateUntilRefused(t, c, cut, "scrub", func(ctx context.Context) (int, error) {
+		checked, corrupt, err := c.Node(cut).ScrubOnce(ctx)
+		return checked + corrupt, err
 	})
 	if verify(store, f, id) == nil {
 		t.Fatal("the isolated node touched the damaged shard")

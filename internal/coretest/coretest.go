@@ -1,7 +1,8 @@
 // Package coretest builds a real core.Service without a cluster, for the unit tests of core and of
 // the front-ends: the real fsm.FSM, a consensus that applies each command to it at once, and shard
 // nodes held in memory. Every product rule a test meets is production code; only Raft, sockets
-// and disks are left out. It must not be imported by non-test code.
+// and disks are left out, and what they can do wrong is injected where they stand (a consensus
+// Fault, a node down, a shard corrupted or lost). It must not be imported by non-test code.
 package coretest
 
 import (
@@ -312,6 +313,14 @@ func (s *Shards) Count(fileID string) int {
 		}
 	}
 	return n
+}
+
+// Shard returns a copy of a stored shard's bytes, header included.
+func (s *Shards) Shard(nodeID string, id erasure.ShardID) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.shards[nodeID][id]
+	return slices.Clone(b), ok
 }
 
 // ByFile counts the stored shards of each file.
