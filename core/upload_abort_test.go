@@ -68,3 +68,39 @@ func TestAbortCleansUpUnlessTheOutcomeIsUnknown(t *testing.T) {
 		})
 	}
 }
+
+// failingBody yields n bytes, then fails the read: a client that breaks off mid-upload.
+type failingBody struct {
+	data []byte
+}
+
+var errClientGone = errors.New("client went away")
+
+func (b *failingBody) Read(p []byte) (int, error) {
+	if len(b.data) == 0 {
+		return 0, errClientGone
+	}
+	n := copy(p, b.data)
+	b.data = b.data[n:]
+	return n, nil
+}
+
+// TestUploadBrokenOffMidSegmentCommitsNoShard: when the body fails inside a segment, the shard
+// streams of that segment end with an error, never with a clean end of body that a node would
+// commit as a (partial) shard. ReadFrom returns only after every shard put has ended, so the
+// check needs no wait.
+func TestUploadBrokenOffMidSegmentCommitsNoShard(t *testing.T) {
+	h := coretest.New(t, coretest.Options{})
+	up, err := h.Service.BeginUpload(context.Background(), h.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Abort()
+	// Two full blocks of the first 4-block segment, then the failure.
+	if _, err := up.ReadFrom(&failingBody{data: randomBytes(17, 2*block)}); !errors.Is(err, errClientGone) {
+		t.Fatalf("ReadFrom = %v, want the body's error", err)
+	}
+	if n := h.Stray(); n != 0 {
+		t.Fatalf("%d shards of the broken-off segment were committed", n)
+	}
+}

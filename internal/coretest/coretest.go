@@ -378,13 +378,17 @@ func (s *Shards) node(nodeID string) (map[erasure.ShardID][]byte, error) {
 	return m, nil
 }
 
-// PutShard stores the whole body once it has been read to the end, as a durable put would.
+// PutShard stores the whole body once it has been read to a clean end, as the shard RPC does: a
+// node commits every request whose body ended cleanly, even if the caller gave up just after.
+// A cancelled ctx ends a body still in transfer (a pipe's reader is closed, as the HTTP
+// transport closes the connection), and that put fails.
 func (s *Shards) PutShard(ctx context.Context, nodeID string, id erasure.ShardID, body io.Reader) error {
+	if pr, ok := body.(interface{ CloseWithError(error) error }); ok {
+		stop := context.AfterFunc(ctx, func() { pr.CloseWithError(ctx.Err()) })
+		defer stop()
+	}
 	b, err := io.ReadAll(body)
 	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
 		return err
 	}
 	s.mu.Lock()
