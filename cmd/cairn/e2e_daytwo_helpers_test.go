@@ -7,17 +7,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
@@ -27,14 +24,9 @@ func loopbackSpecs(t *testing.T, prefix string, n, first int) []agentSpec {
 	t.Helper()
 	var ips []string
 	for i := range n {
-		ip := "127.0.0." + strconv.Itoa(first+i)
-		l, err := net.Listen("tcp", ip+":0")
-		if err != nil {
-			t.Skipf("cannot bind %s (loopback aliases beyond 127.0.0.1 are not routed here): %v", ip, err)
-		}
-		l.Close()
-		ips = append(ips, ip)
+		ips = append(ips, "127.0.0."+strconv.Itoa(first+i))
 	}
+	requireLoopbackAliases(t, ips)
 	ports := freePorts(t, ips, 3)
 	var specs []agentSpec
 	for i, ip := range ips {
@@ -63,35 +55,21 @@ func mustCLI(t *testing.T, args ...string) string {
 	return r.stdout
 }
 
-var shardFileName = regexp.MustCompile(`^(FIL[A-Za-z0-9]+)\.(\d+)\.(\d+)$`)
-
-// shardsOnDisk counts committed shard files per file id and segment in the given data dirs: the
-// ground truth of what the data plane holds, read straight from the disks.
+// shardsOnDisk counts committed shards (files and volume records) per file id and segment in the
+// given data dirs: the ground truth of what the data plane holds, read straight from the disks.
 func shardsOnDisk(t *testing.T, dirs ...string) map[string]map[int]int {
 	t.Helper()
 	out := map[string]map[int]int{}
 	for _, dir := range dirs {
-		root := filepath.Join(dir, "shards")
-		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				if os.IsNotExist(err) {
-					return nil
-				}
-				return err
+		err := erasure.ListShardsIn(filepath.Join(dir, "shards"), func(info erasure.ShardInfo) error {
+			if out[info.ID.File] == nil {
+				out[info.ID.File] = map[int]int{}
 			}
-			m := shardFileName.FindStringSubmatch(d.Name())
-			if d.IsDir() || m == nil {
-				return nil
-			}
-			seg, _ := strconv.Atoi(m[2])
-			if out[m[1]] == nil {
-				out[m[1]] = map[int]int{}
-			}
-			out[m[1]][seg]++
+			out[info.ID.File][info.ID.Segment]++
 			return nil
 		})
 		if err != nil {
-			t.Fatalf("walk %s: %v", root, err)
+			t.Fatalf("list shards in %s: %v", dir, err)
 		}
 	}
 	return out
@@ -128,30 +106,16 @@ func uploadTracked(t *testing.T, c *http.Client, base, key, name string, data []
 // apiCall sends a JSON request and returns the status and the body.
 func apiCall(c *http.Client, method, url, key string, body any) (int, []byte, error) {
 	var rd io.Reader
+	contentType := ""
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return 0, nil, err
 		}
-		rd = bytes.NewReader(b)
+		rd, contentType = bytes.NewReader(b), "application/json"
 	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		return 0, nil, err
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return resp.StatusCode, b, err
+	status, _, answer, err := send(c, method, url, key, contentType, rd)
+	return status, answer, err
 }
 
 // createReadToken makes a read token for the file of fullToken.
@@ -162,13 +126,8 @@ func createReadToken(t *testing.T, c *http.Client, base, fullToken string) strin
 	}
 	waitForOrFail(t, 10*time.Second, "create read token", func() error {
 		status, body, err := apiCall(c, http.MethodPost, base+"/files/v1/"+fullToken+"/tokens", "", map[string]string{"accessLevel": "read"})
-		switch {
-		case err != nil:
+		if err := answerError(status, body, err); err != nil {
 			return err
-		case status == http.StatusServiceUnavailable:
-			return fmt.Errorf("503: %s", body)
-		case status != http.StatusOK:
-			return fmt.Errorf("%w: status %d: %s", errPermanent, status, body)
 		}
 		return json.Unmarshal(body, &out)
 	})
