@@ -15,7 +15,7 @@ type v2Env struct{ *env }
 
 func newV2Env(t testing.TB, opts ...stackOption) *v2Env {
 	t.Helper()
-	return &v2Env{startEnv(t, true, opts...)}
+	return &v2Env{startEnv(t, mounts{enmeshed: true}, opts...)}
 }
 
 // do sends a request as alice unless header names another key (an empty X-API-KEY sends none).
