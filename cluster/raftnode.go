@@ -11,6 +11,8 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+
+	"github.com/cairn-dev/cairn/fsm"
 )
 
 // RaftTimings are Raft's clocks. Zero values take hashicorp/raft's defaults.
@@ -42,7 +44,7 @@ type RaftOptions struct {
 	NodeID  string
 	DataDir string // raft.db and snapshots live in DataDir
 	Layer   *RaftLayer
-	FSM     raft.BatchingFSM
+	FSM     *fsm.FSM
 	Timings RaftTimings
 	// SnapshotThreshold and TrailingLogs: zero takes the defaults (8192 and 10240).
 	SnapshotThreshold uint64
@@ -135,7 +137,7 @@ func StartRaft(opts RaftOptions) (*RaftNode, error) {
 		opts.Logger.Warn("raft configuration replaced from peers.json; every local log entry now counts as committed",
 			"servers", len(configuration.Servers))
 	}
-	r, err := raft.NewRaft(conf, opts.FSM, cache, store, snaps, noPipelineTransport{transport})
+	r, err := raft.NewRaft(conf, NewRaftFSM(opts.FSM), cache, store, snaps, noPipelineTransport{transport})
 	if err != nil {
 		transport.Close()
 		store.Close()

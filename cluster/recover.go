@@ -46,7 +46,7 @@ func recoverCluster(conf *raft.Config, dir string, hadState bool, logs raft.LogS
 	if self < 0 || configuration.Servers[self].Suffrage != raft.Voter {
 		return raft.Configuration{}, fmt.Errorf("--recover: %s must list this node (%s) as a voter", peersPath, conf.LocalID)
 	}
-	if err := raft.RecoverCluster(conf, fsm.New(nil), logs, stable, snaps, trans, configuration); err != nil {
+	if err := raft.RecoverCluster(conf, NewRaftFSM(fsm.New(nil)), logs, stable, snaps, trans, configuration); err != nil {
 		return raft.Configuration{}, fmt.Errorf("--recover: %w", err)
 	}
 	if err := os.Rename(peersPath, peersPath+recoveredSuffix); err != nil {

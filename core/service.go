@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/fsm"
 )
@@ -194,7 +194,7 @@ func (s *Service) readIndex(ctx context.Context) error {
 		return nil
 	}
 	if err := s.consensus.ReadIndex(ctx); err != nil {
-		if errors.Is(err, cluster.ErrLogStoreFull) {
+		if errors.Is(err, clusterapi.ErrLogStoreFull) {
 			return fmt.Errorf("%w: this node's raft log: %w", ErrNoSpace, err)
 		}
 		return unavailable(err)
@@ -214,7 +214,7 @@ type readScope struct{ done atomic.Bool }
 func WithReadScope(ctx context.Context) context.Context {
 	// The same request shares one leader-wait budget across its read index and its proposal, so
 	// it answers (or fails with 503) within the documented leader wait.
-	return context.WithValue(cluster.WithWaitBudget(ctx), readScopeKey{}, &readScope{})
+	return context.WithValue(clusterapi.WithWaitBudget(ctx), readScopeKey{}, &readScope{})
 }
 
 // propose encodes and replicates one command, mapping the fsm's outcomes onto core's errors.
@@ -238,7 +238,7 @@ func (s *Service) proposeAt(ctx context.Context, at time.Time, typ fsm.CommandTy
 		return ErrLastFullToken
 	case errors.Is(err, fsm.ErrNotInitialized):
 		return fmt.Errorf("%w: cluster not initialised yet", ErrUnavailable)
-	case errors.Is(err, cluster.ErrLogStoreFull):
+	case errors.Is(err, clusterapi.ErrLogStoreFull):
 		return fmt.Errorf("%w: this node's raft log: %w", ErrNoSpace, err)
 	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrInvalidCommand),
 		errors.Is(err, fsm.ErrAlreadyInitialized):
@@ -254,7 +254,7 @@ func unavailable(err error) error {
 		errors.Is(err, context.Canceled) {
 		return err
 	}
-	if errors.Is(err, cluster.ErrShutdown) {
+	if errors.Is(err, clusterapi.ErrShutdown) {
 		return fmt.Errorf("%w: %w", ErrShuttingDown, err)
 	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
