@@ -7,7 +7,6 @@ package coretest
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +34,8 @@ type Options struct {
 	BlocksPerSegment int              // 4
 	// Configure adjusts core's configuration (MaxFileSize defaults to 1 MiB).
 	Configure func(*core.Config)
+	// Uninitialised leaves the cluster without its config and root key (no Root principal).
+	Uninitialised bool
 }
 
 // Harness is one core.Service over the real FSM, with the pieces tests steer.
@@ -45,9 +46,17 @@ type Harness struct {
 	Clock     *Clock
 	Service   *core.Service
 	Root      core.Principal
+
+	opts Options // with the defaults filled in
 }
 
-// New returns a harness with an initialised cluster; the service is closed when the test ends.
+// ClusterInit is the initialisation New gives the cluster: the options' layout and RootKey.
+func (h *Harness) ClusterInit() core.ClusterInit {
+	o := h.opts
+	return core.ClusterInit{Geometry: o.Geometry, BlockSize: o.BlockSize, BlocksPerSegment: o.BlocksPerSegment, RootKey: RootKey}
+}
+
+// New returns a harness with an initialised cluster (unless opts.Uninitialised); the service is closed when the test ends.
 func New(t testing.TB, opts Options) *Harness {
 	t.Helper()
 	if opts.Geometry.Data == 0 {
@@ -62,7 +71,7 @@ func New(t testing.TB, opts Options) *Harness {
 	if opts.BlocksPerSegment == 0 {
 		opts.BlocksPerSegment = 4
 	}
-	h := &Harness{FSM: fsm.New(nil), Clock: NewClock(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC))}
+	h := &Harness{opts: opts, FSM: fsm.New(nil), Clock: NewClock(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC))}
 	h.Consensus = &Consensus{fsm: h.FSM}
 	h.Shards = NewShards(opts.Nodes)
 	cfg := core.Config{NodeID: "n1", MaxFileSize: 1 << 20, Now: h.Clock.Now}
@@ -72,20 +81,13 @@ func New(t testing.TB, opts Options) *Harness {
 	h.Service = core.NewService(cfg, h.FSM, h.Consensus, h.Shards, h.Shards, core.NewMetrics(prometheus.NewRegistry()))
 	t.Cleanup(h.Service.Close)
 
-	signingKey := make([]byte, 32)
-	_, _ = rand.Read(signingKey)
-	now := h.Clock.Now()
-	cmd, err := fsm.EncodeCommand(fsm.CmdInitCluster, "init", now, fsm.InitCluster{
-		Config: fsm.ClusterConfig{ClusterID: "coretest", Geometry: opts.Geometry, BlockSize: opts.BlockSize,
-			BlocksPerSegment: opts.BlocksPerSegment, SigningKey: signingKey, CreatedAt: now},
-		RootKey: fsm.APIKey{ID: "root", Name: "root", Hash: fsm.HashSecret(RootKey), Permissions: core.AllPermissions, CreatedAt: now},
-	})
-	if err != nil {
-		t.Fatal(err)
+	if opts.Uninitialised {
+		return h
 	}
-	if _, err := h.Consensus.Propose(context.Background(), cmd); err != nil {
+	if err := h.Service.InitCluster(context.Background(), h.ClusterInit()); err != nil {
 		t.Fatalf("init cluster: %v", err)
 	}
+	var err error
 	if h.Root, err = h.Service.Authenticate(context.Background(), RootKey); err != nil {
 		t.Fatalf("root key: %v", err)
 	}
