@@ -345,9 +345,9 @@ type fakeOps struct {
 	notReady error
 }
 
-func (o *fakeOps) Status(context.Context) core.Status {
-	return core.Status{NodeID: "n1", LeaderID: "n2", RaftState: "Follower", Term: 3, Erasure: "4+2", WriteQuorum: 5,
-		Members: []core.MemberStatus{{ID: "n1", State: "alive", Suffrage: "voter"}}}
+func (o *fakeOps) Status(context.Context) Status {
+	return Status{NodeID: "n1", LeaderID: "n2", RaftState: "Follower", Term: 3, Erasure: "4+2", WriteQuorum: 5,
+		Members: []MemberStatus{{ID: "n1", State: "alive", Suffrage: "voter"}}}
 }
 
 func (o *fakeOps) Ready(context.Context) error {

@@ -36,7 +36,7 @@ type FileService interface {
 
 // OpsService feeds the ops endpoints.
 type OpsService interface {
-	Status(ctx context.Context) core.Status
+	Status(ctx context.Context) Status
 	Ready(ctx context.Context) error // nil when this node can serve; otherwise why not
 }
 
