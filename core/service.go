@@ -143,8 +143,15 @@ func (s *Service) Close() {
 	s.bg.Wait()
 }
 
-// AllowAnonymousUpload reports whether uploads without an API key are accepted.
-func (s *Service) AllowAnonymousUpload() bool { return s.cfg.AllowAnonymousUpload }
+// AuthorizeUpload is nil when p may upload: any API key's principal, and Anonymous where this
+// node allows anonymous uploads; otherwise ErrUnauthenticated. BeginUpload checks it too; a
+// front-end asks first only to refuse before it reads a byte of the body.
+func (s *Service) AuthorizeUpload(p Principal) error {
+	if p.ID == "" || p.Anonymous && !s.cfg.AllowAnonymousUpload {
+		return ErrUnauthenticated
+	}
+	return nil
+}
 
 // MaxFileSize is the largest accepted file, in bytes.
 func (s *Service) MaxFileSize() int64 { return s.cfg.MaxFileSize }

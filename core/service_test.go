@@ -407,3 +407,33 @@ func TestProposalRefusedByTheLeaderIsUnavailable(t *testing.T) {
 		t.Fatalf("refused command: %v, want ErrUnavailable wrapping fsm.ErrNotEnabled", err)
 	}
 }
+
+func TestAnonymousUploads(t *testing.T) {
+	ctx := context.Background()
+	for _, allowed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("allowed=%v", allowed), func(t *testing.T) {
+			h := coretest.New(t, coretest.Options{Configure: func(c *core.Config) { c.AllowAnonymousUpload = allowed }})
+			if err := h.Service.AuthorizeUpload(h.Root); err != nil {
+				t.Errorf("a key's principal may not upload: %v", err)
+			}
+			if err := h.Service.AuthorizeUpload(core.Principal{}); !errors.Is(err, core.ErrUnauthenticated) {
+				t.Errorf("no principal: %v, want ErrUnauthenticated", err)
+			}
+			err := h.Service.AuthorizeUpload(core.Anonymous)
+			_, _, uploadErr := h.Upload(ctx, core.Anonymous, core.FileAttrs{Name: "anon.txt"}, []byte("hello"))
+			if !allowed {
+				if !errors.Is(err, core.ErrUnauthenticated) || !errors.Is(uploadErr, core.ErrUnauthenticated) {
+					t.Fatalf("anonymous where not allowed: authorize %v, upload %v, want ErrUnauthenticated", err, uploadErr)
+				}
+				return
+			}
+			if err != nil || uploadErr != nil {
+				t.Fatalf("anonymous where allowed: authorize %v, upload %v", err, uploadErr)
+			}
+			// Anonymous holds no permission, whatever uploads it may make.
+			if err := h.Service.Authorize(core.Anonymous, core.PermViewFiles); !errors.Is(err, core.ErrUnauthenticated) {
+				t.Errorf("anonymous VIEW_FILES: %v, want ErrUnauthenticated", err)
+			}
+		})
+	}
+}

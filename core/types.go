@@ -33,12 +33,17 @@ const (
 	AccessRead = fsm.AccessRead
 )
 
-// Principal is the caller identified by an API key, or the anonymous uploader.
+// Principal is the caller identified by an API key, or Anonymous.
 type Principal struct {
 	ID          string
 	Permissions []string
 	Anonymous   bool
 }
+
+// Anonymous is the caller that presented no API key at all. It holds no permission; it may
+// upload only where the node allows anonymous uploads (AuthorizeUpload), and its files are
+// created by "anonymous".
+var Anonymous = Principal{ID: "anonymous", Anonymous: true}
 
 // Has reports whether the principal holds perm.
 func (p Principal) Has(perm string) bool { return slices.Contains(p.Permissions, perm) }

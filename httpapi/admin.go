@@ -56,12 +56,7 @@ func keyJSON(k core.APIKeyInfo, secret string) apiKeyJSON {
 }
 
 func (a *adminAPI) principal(w http.ResponseWriter, r *http.Request) (core.Principal, bool) {
-	key, presented := apiKey(r)
-	if !presented || key == "" {
-		a.v1.fail(w, r, core.ErrUnauthenticated)
-		return core.Principal{}, false
-	}
-	p, err := a.admin.Authenticate(r.Context(), key)
+	p, err := keyPrincipal(r, a.admin)
 	if err != nil {
 		a.v1.fail(w, r, err)
 		return core.Principal{}, false

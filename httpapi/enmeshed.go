@@ -107,7 +107,7 @@ func (a *enmeshedAPI) handler(rt v2Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w}
 		defer a.recoverPanic(rec, r)
-		p, err := a.authenticate(r)
+		p, err := keyPrincipal(r, a.svc) // every route, even an unknown one, needs a valid key, as on the Connector
 		if err != nil {
 			a.fail(rec, r, rt, err)
 			return
@@ -136,16 +136,6 @@ func (a *enmeshedAPI) handler(rt v2Route) http.Handler {
 			a.fail(rec, r, rt, err)
 		}
 	})
-}
-
-// authenticate resolves the caller's API key (X-API-KEY or Authorization: Bearer). Every route,
-// even an unknown one, needs a valid key, as on the Connector.
-func (a *enmeshedAPI) authenticate(r *http.Request) (core.Principal, error) {
-	key, _ := apiKey(r)
-	if key == "" {
-		return core.Principal{}, core.ErrUnauthenticated
-	}
-	return a.svc.Authenticate(r.Context(), key)
 }
 
 // fail answers err as an error envelope. Unexpected errors are logged with the API key blanked out.

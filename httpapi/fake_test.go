@@ -70,8 +70,14 @@ func (f *fakeFiles) Authenticate(_ context.Context, key string) (core.Principal,
 	return p, nil
 }
 
-func (f *fakeFiles) AllowAnonymousUpload() bool { return f.anon }
-func (f *fakeFiles) MaxFileSize() int64         { return f.maxSize }
+func (f *fakeFiles) AuthorizeUpload(p core.Principal) error {
+	if p.ID == "" || p.Anonymous && !f.anon {
+		return core.ErrUnauthenticated
+	}
+	return nil
+}
+
+func (f *fakeFiles) MaxFileSize() int64 { return f.maxSize }
 
 func (f *fakeFiles) BeginUpload(_ context.Context, p core.Principal) (core.Upload, error) {
 	if err := f.failure("begin"); err != nil {

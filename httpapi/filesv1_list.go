@@ -54,7 +54,7 @@ type pageJSON struct {
 
 // list serves GET /files/v1/?<RQL>: every file with its tokens, for a principal with VIEW_FILES.
 func (v *filesV1) list(w http.ResponseWriter, r *http.Request) {
-	p, err := v.adminPrincipal(r)
+	p, err := keyPrincipal(r, v.files)
 	if err != nil {
 		v.fail(w, r, err)
 		return

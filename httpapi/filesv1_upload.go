@@ -23,42 +23,6 @@ const (
 	uploadOverhead = 1 << 20
 )
 
-// anonymous is the principal of key-less uploads when the cluster allows them.
-var anonymous = core.Principal{ID: "anonymous", Anonymous: true}
-
-// apiKey returns the caller's API key and whether one was presented at all. A presented but empty
-// or non-Bearer Authorization header still counts as presented: it must fail, not fall back to
-// anonymous.
-func apiKey(r *http.Request) (string, bool) {
-	if h := r.Header.Get("Authorization"); h != "" {
-		scheme, key, _ := strings.Cut(h, " ")
-		if !strings.EqualFold(scheme, "Bearer") {
-			return "", true
-		}
-		return strings.TrimSpace(key), true
-	}
-	if vals, ok := r.Header["X-Api-Key"]; ok {
-		return strings.TrimSpace(vals[0]), true
-	}
-	return "", false
-}
-
-// principal identifies the uploader. An unknown key is refused even when anonymous uploads are
-// allowed, so a typo in a key never silently creates anonymous files.
-func (v *filesV1) principal(r *http.Request) (core.Principal, error) {
-	key, presented := apiKey(r)
-	switch {
-	case presented && key == "":
-		return core.Principal{}, core.ErrUnauthenticated
-	case presented:
-		return v.files.Authenticate(r.Context(), key)
-	case v.files.AllowAnonymousUpload():
-		return anonymous, nil
-	default:
-		return core.Principal{}, core.ErrUnauthenticated
-	}
-}
-
 func (v *filesV1) upload(w http.ResponseWriter, r *http.Request) {
 	md, err := v.receive(w, r)
 	if err != nil {
@@ -72,7 +36,10 @@ func (v *filesV1) upload(w http.ResponseWriter, r *http.Request) {
 // Commit with the attributes of every part (tags usually follow the file). The file is never
 // buffered here, and every failure after BeginUpload aborts the upload.
 func (v *filesV1) receive(w http.ResponseWriter, r *http.Request) (fileMetadata, error) {
-	p, err := v.principal(r)
+	p, err := principal(r, v.files)
+	if err == nil {
+		err = v.files.AuthorizeUpload(p)
+	}
 	if err != nil {
 		return fileMetadata{}, err
 	}

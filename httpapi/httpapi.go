@@ -15,7 +15,7 @@ import (
 // FileService is what the front-ends need from the use cases; *core.Service implements it.
 type FileService interface {
 	Authenticate(ctx context.Context, apiKey string) (core.Principal, error) // core.ErrUnauthenticated
-	AllowAnonymousUpload() bool
+	AuthorizeUpload(p core.Principal) error                                  // core.ErrUnauthenticated
 	MaxFileSize() int64
 	BeginUpload(ctx context.Context, p core.Principal) (core.Upload, error)
 	// Details resolves the token (linearizably). tokens lists all of the file's persisted tokens when
