@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -94,9 +93,9 @@ func (a *enmeshedAPI) routes() []v2Route {
 // route matches is the Connector's routeDoesNotExist, in this front-end's envelope.
 func (a *enmeshedAPI) mount(mux *http.ServeMux, mw *middleware) {
 	for _, rt := range a.routes() {
-		mux.Handle(rt.pattern, mw.wrap(rt.pattern, a.handler(rt)))
+		mux.Handle(rt.pattern, mw.wrap(rt.pattern, a.handler(rt), v2ServerError))
 	}
-	unmatched := mw.wrap("/api/v2 (unmatched)", a.handler(v2Route{}))
+	unmatched := mw.wrap("/api/v2 (unmatched)", a.handler(v2Route{}), v2ServerError)
 	mux.Handle("/api/v2/", unmatched)
 	mux.Handle("/api/v2", unmatched)
 }
@@ -105,15 +104,13 @@ func (a *enmeshedAPI) mount(mux *http.ServeMux, mw *middleware) {
 // (406); the route's handler then validates (400) before it looks anything up (404).
 func (a *enmeshedAPI) handler(rt v2Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &statusRecorder{ResponseWriter: w}
-		defer a.recoverPanic(rec, r)
 		p, err := keyPrincipal(r, a.svc) // every route, even an unknown one, needs a valid key, as on the Connector
 		if err != nil {
-			a.fail(rec, r, rt, err)
+			a.fail(w, r, rt, err)
 			return
 		}
 		if rt.methods == nil {
-			a.fail(rec, r, rt, errRouteDoesNotExist())
+			a.fail(w, r, rt, errRouteDoesNotExist())
 			return
 		}
 		h, ok := rt.methods[r.Method]
@@ -121,19 +118,19 @@ func (a *enmeshedAPI) handler(rt v2Route) http.Handler {
 			h, ok = rt.methods[http.MethodGet]
 		}
 		if !ok {
-			rec.Header().Set("Allow", allowedMethods(rt.methods))
-			a.fail(rec, r, rt, errMethodNotAllowed())
+			w.Header().Set("Allow", allowedMethods(rt.methods))
+			a.fail(w, r, rt, errMethodNotAllowed())
 			return
 		}
 		var mediaType string
 		if h.produces != nil {
 			if mediaType = negotiate(r.Header.Get("Accept"), h.produces); mediaType == "" {
-				a.fail(rec, r, rt, errNotAcceptable())
+				a.fail(w, r, rt, errNotAcceptable())
 				return
 			}
 		}
-		if err := h.serve(rec, r, p, mediaType); err != nil {
-			a.fail(rec, r, rt, err)
+		if err := h.serve(w, r, p, mediaType); err != nil {
+			a.fail(w, r, rt, err)
 		}
 	})
 }
@@ -148,23 +145,6 @@ func (a *enmeshedAPI) fail(w http.ResponseWriter, r *http.Request, rt v2Route, e
 			slog.String("error", redact(err.Error(), key)))
 	}
 	writeV2Error(w, e)
-}
-
-// recoverPanic turns a handler panic into a 500 envelope while nothing has been sent. Otherwise (or
-// for the deliberate http.ErrAbortHandler) it re-panics, and the shared middleware aborts the
-// connection so that a truncated body never looks like success.
-func (a *enmeshedAPI) recoverPanic(rec *statusRecorder, r *http.Request) {
-	p := recover()
-	if p == nil {
-		return
-	}
-	if p == http.ErrAbortHandler || rec.status != 0 {
-		panic(p)
-	}
-	a.log.LogAttrs(r.Context(), slog.LevelError, "panic serving request",
-		slog.String("route", r.Pattern), slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
-	clear(rec.Header())
-	writeV2Error(rec, errUnexpected())
 }
 
 // allowedMethods is the Allow header of a 405: the route's methods, HEAD wherever GET is.

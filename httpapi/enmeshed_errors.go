@@ -76,6 +76,9 @@ func errContentTooLarge(err error) *v2Error {
 	return invalidProperty("file content exceeds" + strings.TrimPrefix(tooLargeMessage(err), "the file exceeds"))
 }
 
+// v2ServerError is the /api/v2 answer to a panic, for the middleware's one panic handler.
+func v2ServerError(w http.ResponseWriter) { writeV2Error(w, errUnexpected()) }
+
 // v2ErrorFor is the one mapping from errors (core's sentinels, this package's request errors, the
 // body limit) to /api/v2 errors. entity names the record of the route ("File", "Token").
 func v2ErrorFor(err error, entity string) *v2Error {

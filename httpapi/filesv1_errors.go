@@ -100,6 +100,10 @@ func writeV1Error(w http.ResponseWriter, e *v1Error) {
 	writeJSON(w, e.status, e)
 }
 
+// v1ServerError is the /files/v1 answer to a panic (and the admin and ops routes'), for the
+// middleware's one panic handler.
+func v1ServerError(w http.ResponseWriter) { writeV1Error(w, errServer()) }
+
 // notFound answers unknown routes and wrong methods on known ones: the reference service has no 405.
 func notFound(w http.ResponseWriter, _ *http.Request) { writeV1Error(w, errResourceUnknown()) }
 

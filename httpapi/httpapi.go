@@ -116,14 +116,14 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	mux := http.NewServeMux()
 	for _, rt := range routes {
-		mux.Handle(rt.pattern, mw.wrap(rt.label, dispatch(rt.methods)))
+		mux.Handle(rt.pattern, mw.wrap(rt.label, dispatch(rt.methods), v1ServerError))
 	}
 	if cfg.Enmeshed != nil {
 		(&enmeshedAPI{svc: cfg.Enmeshed, log: logger, bounds: bounds}).mount(mux, mw)
 	}
 	// Everything else, including paths the patterns above do not match, is the reference service's
 	// "unknown resource".
-	mux.Handle("/", mw.wrap("unmatched", http.HandlerFunc(notFound)))
+	mux.Handle("/", mw.wrap("unmatched", http.HandlerFunc(notFound), v1ServerError))
 	return mux, nil
 }
 
