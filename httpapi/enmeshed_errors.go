@@ -84,7 +84,7 @@ func v2ServerError(w http.ResponseWriter) { writeV2Error(w, errUnexpected()) }
 func v2ErrorFor(err error, entity string) *v2Error {
 	var (
 		e        *v2Error
-		v1       *v1Error
+		form     *formError
 		tooLarge *http.MaxBytesError
 	)
 	switch {
@@ -92,10 +92,8 @@ func v2ErrorFor(err error, entity string) *v2Error {
 		return e
 	case errors.Is(err, core.ErrFileTooLarge), errors.As(err, &tooLarge):
 		return errContentTooLarge(err)
-	case errors.As(err, &v1) && v1.status == http.StatusBadRequest:
-		// The multipart helpers shared with /files/v1 report malformed parts in its type; their
-		// messages are this package's fixed text.
-		return invalidProperty(v1.Message)
+	case errors.As(err, &form):
+		return v2FormError(form)
 	case errors.Is(err, core.ErrInvalidInput):
 		msg := core.ErrInvalidInput.Error()
 		if _, why, ok := strings.Cut(err.Error(), msg+": "); ok {
@@ -121,6 +119,23 @@ func v2ErrorFor(err error, entity string) *v2Error {
 		return &v2Error{http.StatusInsufficientStorage, codeInsufficientStorage, "The cluster is out of storage space."}
 	default:
 		return errUnexpected()
+	}
+}
+
+// v2FormError words a problem of the shared upload form as the Connector's runtime does: every
+// one is its validation failure.
+func v2FormError(e *formError) *v2Error {
+	switch e.problem {
+	case formNotMultipart, formNoFile:
+		return invalidProperty(msgContentRequired)
+	case formRepeatedFile:
+		return invalidProperty(msgOneFilePart)
+	case formRepeatedField:
+		return invalidProperty(e.part + " must be string")
+	case formTooManyTags:
+		return invalidProperty(fmt.Sprintf("tags must NOT have more than %d items", maxTags))
+	default: // malformed, a field too long or not UTF-8: our own text
+		return invalidProperty(e.detail)
 	}
 }
 

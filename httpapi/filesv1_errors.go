@@ -53,11 +53,14 @@ func errServer() *v1Error {
 func v1ErrorFor(err error) *v1Error {
 	var (
 		ve       *v1Error
+		form     *formError
 		tooLarge *http.MaxBytesError
 	)
 	switch {
 	case errors.As(err, &ve):
 		return ve
+	case errors.As(err, &form):
+		return v1FormError(form)
 	case errors.Is(err, core.ErrInvalidToken):
 		return &v1Error{http.StatusBadRequest, 2605, "INVALID_TOKEN_EXCEPTION", "the token is invalid"}
 	case errors.Is(err, core.ErrReadOnlyToken):
@@ -92,6 +95,20 @@ func v1ErrorFor(err error) *v1Error {
 	}
 }
 
+// v1FormError words a problem of the shared upload form as the contract does.
+func v1FormError(e *formError) *v1Error {
+	switch e.problem {
+	case formFieldInvalid:
+		return &v1Error{http.StatusBadRequest, 15, "FIELD_FORMAT_EXCEPTION", e.detail}
+	case formTooManyTags:
+		return &v1Error{http.StatusBadRequest, 15, "FIELD_FORMAT_EXCEPTION", fmt.Sprintf("an upload has at most %d tags", maxTags)}
+	case formNoFile:
+		return &v1Error{http.StatusBadRequest, 14, "MISSING_REQUIRED_FIELDS_EXCEPTION", "the upload has no file part"}
+	default: // not multipart, malformed, a repeated file or name part
+		return &v1Error{http.StatusBadRequest, 22, "BODY_FORMAT_EXCEPTION", e.detail}
+	}
+}
+
 // writeV1Error writes e in the /files/v1 shape; 503 carries Retry-After as the contract asks.
 func writeV1Error(w http.ResponseWriter, e *v1Error) {
 	if e.status == http.StatusServiceUnavailable {
@@ -106,37 +123,3 @@ func v1ServerError(w http.ResponseWriter) { writeV1Error(w, errServer()) }
 
 // notFound answers unknown routes and wrong methods on known ones: the reference service has no 405.
 func notFound(w http.ResponseWriter, _ *http.Request) { writeV1Error(w, errResourceUnknown()) }
-
-// tooLargeMessage states the limit an upload went over, for both front-ends: core reports it with
-// a core.FileTooLargeError, the body limit (the file limit plus the multipart overhead) with an
-// http.MaxBytesError.
-func tooLargeMessage(err error) string {
-	var (
-		fromCore *core.FileTooLargeError
-		fromBody *http.MaxBytesError
-		limit    int64
-	)
-	switch {
-	case errors.As(err, &fromCore):
-		limit = fromCore.Limit
-	case errors.As(err, &fromBody):
-		limit = fromBody.Limit - uploadOverhead
-	}
-	if limit <= 0 {
-		return "the file exceeds the maximum file size"
-	}
-	return fmt.Sprintf("the file exceeds the maximum file size of %s (%d bytes)", sizeText(limit), limit)
-}
-
-// sizeText renders n in the largest binary unit that divides it exactly: 8 MiB, 1536 KiB, 1000 B.
-func sizeText(n int64) string {
-	for _, u := range []struct {
-		unit string
-		mult int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if n%u.mult == 0 {
-			return fmt.Sprintf("%d %s", n/u.mult, u.unit)
-		}
-	}
-	return fmt.Sprintf("%d B", n)
-}
