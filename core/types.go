@@ -65,6 +65,25 @@ type FileInfo struct {
 	ETag          string // hex SHA-256 of the content
 }
 
+// TokenKind is how a file token lives.
+type TokenKind int
+
+const (
+	// TokenPersisted is stored in the Raft token table: it can be listed and deleted one by one.
+	TokenPersisted TokenKind = iota
+	// TokenEphemeral is signed with the cluster's key and never stored (no Raft write): always
+	// read-only, it dies with its expiry, its file, or a rotation of the signing key.
+	TokenEphemeral
+)
+
+// String is the kind's name, as metrics label it: "persisted" or "ephemeral".
+func (k TokenKind) String() string {
+	if k == TokenEphemeral {
+		return "ephemeral"
+	}
+	return "persisted"
+}
+
 // TokenInfo is a file token as the use cases return it. Secret is the bearer secret.
 type TokenInfo struct {
 	ID        string
@@ -74,7 +93,7 @@ type TokenInfo struct {
 	CreatorID string
 	CreatedAt time.Time
 	ExpiresAt time.Time // zero: never
-	Ephemeral bool
+	Kind      TokenKind
 	// CreatedByNode is the node that issued the token.
 	CreatedByNode string
 }

@@ -80,7 +80,7 @@ func newTokenDTO(t core.TokenInfo, p core.Principal) tokenDTO {
 		ExpiresAt:          v2Expiry(t.ExpiresAt),
 		Content:            tokenContentDTO{Type: "TokenContentFile", FileID: t.FileID},
 		TruncatedReference: t.Secret,
-		IsEphemeral:        t.Ephemeral,
+		IsEphemeral:        t.Kind == core.TokenEphemeral,
 		CreatedByDevice:    t.CreatedByNode,
 	}
 }

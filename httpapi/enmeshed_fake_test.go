@@ -144,7 +144,7 @@ func (f *fakeEnmeshed) DeleteFileByID(_ context.Context, p core.Principal, id st
 	return nil
 }
 
-func (f *fakeEnmeshed) CreateFileToken(_ context.Context, p core.Principal, fileID string, expiresAt time.Time, ephemeral bool) (core.TokenInfo, error) {
+func (f *fakeEnmeshed) CreateFileToken(_ context.Context, p core.Principal, fileID string, expiresAt time.Time, kind core.TokenKind) (core.TokenInfo, error) {
 	if err := f.failure("CreateFileToken"); err != nil {
 		return core.TokenInfo{}, err
 	}
@@ -163,9 +163,9 @@ func (f *fakeEnmeshed) CreateFileToken(_ context.Context, p core.Principal, file
 	}
 	t := core.TokenInfo{
 		ID: core.NewTokenID(), Secret: core.NewSecret(), FileID: fileID, Access: core.AccessRead,
-		CreatorID: p.ID, CreatedAt: time.Now().UTC(), ExpiresAt: expiresAt, Ephemeral: ephemeral,
+		CreatorID: p.ID, CreatedAt: time.Now().UTC(), ExpiresAt: expiresAt, Kind: kind,
 	}
-	if !ephemeral {
+	if kind == core.TokenPersisted {
 		f.tokens[t.ID] = t
 	}
 	f.minted = append(f.minted, t)

@@ -130,7 +130,7 @@ func TestV2CreateTokenPNG(t *testing.T) {
 		t.Fatalf("not a PNG: % x", r.body[:min(len(r.body), 8)])
 	}
 	minted := e.svc.lastMinted()
-	if !minted.Ephemeral {
+	if minted.Kind != core.TokenEphemeral {
 		t.Fatal("a QR-code token must be ephemeral")
 	}
 	img, err := png.Decode(bytes.NewReader(r.body))
