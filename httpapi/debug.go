@@ -24,9 +24,9 @@ type DebugService interface {
 // (net/http/pprof) only when the node runs with --enable-debug. Profiles expose memory contents
 // and cost CPU, so they are off by default and never anonymous.
 type debugAPI struct {
-	debug  DebugService
-	v1     *filesV1 // for its error writer
-	pprofs bool
+	debug   DebugService
+	filesV1 *filesV1API // for its error writer
+	pprofs  bool
 }
 
 func (d *debugAPI) routes() []route {
@@ -55,7 +55,7 @@ func (d *debugAPI) guard(h http.HandlerFunc) http.HandlerFunc {
 			err = d.debug.Authorize(p, core.PermManageCluster)
 		}
 		if err != nil {
-			d.v1.fail(w, r, err)
+			d.filesV1.fail(w, r, err)
 			return
 		}
 		h(w, r)

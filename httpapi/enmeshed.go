@@ -50,41 +50,41 @@ type enmeshedAPI struct {
 	bounds *uploadBounds // shared with /files/v1: one cap per node
 }
 
-// v2Handler serves one method of one route. It runs after authentication and content negotiation
+// enmeshedHandler serves one method of one route. It runs after authentication and content negotiation
 // and returns an error only while nothing has been written, so that the error becomes an envelope.
-type v2Handler struct {
+type enmeshedHandler struct {
 	produces []string // media types it can answer with, preferred first; nil: not negotiated
 	serve    func(w http.ResponseWriter, r *http.Request, p core.Principal, mediaType string) error
 }
 
-// v2Route is one path pattern of /api/v2. entity names the record in "not found" messages.
-type v2Route struct {
+// enmeshedRoute is one path pattern of /api/v2. entity names the record in "not found" messages.
+type enmeshedRoute struct {
 	pattern string
 	entity  string
-	methods map[string]v2Handler
+	methods map[string]enmeshedHandler
 }
 
-func (a *enmeshedAPI) routes() []v2Route {
+func (a *enmeshedAPI) routes() []enmeshedRoute {
 	json := []string{mediaJSON}
-	return []v2Route{
-		{"/api/v2/Files", "File", map[string]v2Handler{
+	return []enmeshedRoute{
+		{"/api/v2/Files", "File", map[string]enmeshedHandler{
 			http.MethodGet: {json, a.listFiles(false)}}},
 		// The literal "Own" outranks {id} in http.ServeMux, as the contract asks.
-		{"/api/v2/Files/Own", "File", map[string]v2Handler{
+		{"/api/v2/Files/Own", "File", map[string]enmeshedHandler{
 			http.MethodGet:  {json, a.listFiles(true)},
 			http.MethodPost: {json, a.upload}}},
 		// Accept: image/png on a file or token answers a QR code of its reference, as the SDK's
 		// getQrCodeForFile and getQrCodeForToken ask.
-		{"/api/v2/Files/{id}", "File", map[string]v2Handler{
+		{"/api/v2/Files/{id}", "File", map[string]enmeshedHandler{
 			http.MethodGet:    {[]string{mediaJSON, mediaPNG}, a.getFile},
 			http.MethodDelete: {nil, a.deleteFile}}},
 		// A download answers with the file's own type, whatever the client accepts: a 406 here
 		// would only break clients that send a narrow Accept for a file they know.
-		{"/api/v2/Files/{id}/Download", "File", map[string]v2Handler{
+		{"/api/v2/Files/{id}/Download", "File", map[string]enmeshedHandler{
 			http.MethodGet: {nil, a.download}}},
-		{"/api/v2/Files/{id}/Token", "File", map[string]v2Handler{
+		{"/api/v2/Files/{id}/Token", "File", map[string]enmeshedHandler{
 			http.MethodPost: {[]string{mediaJSON, mediaPNG}, a.createToken}}},
-		{"/api/v2/Tokens/{id}", "Token", map[string]v2Handler{
+		{"/api/v2/Tokens/{id}", "Token", map[string]enmeshedHandler{
 			http.MethodGet: {[]string{mediaJSON, mediaPNG}, a.getToken}}},
 	}
 }
@@ -93,16 +93,16 @@ func (a *enmeshedAPI) routes() []v2Route {
 // route matches is the Connector's routeDoesNotExist, in this front-end's envelope.
 func (a *enmeshedAPI) mount(mux *http.ServeMux, mw *middleware) {
 	for _, rt := range a.routes() {
-		mux.Handle(rt.pattern, mw.wrap(rt.pattern, a.handler(rt), v2ServerError))
+		mux.Handle(rt.pattern, mw.wrap(rt.pattern, a.handler(rt), enmeshedServerError))
 	}
-	unmatched := mw.wrap("/api/v2 (unmatched)", a.handler(v2Route{}), v2ServerError)
+	unmatched := mw.wrap("/api/v2 (unmatched)", a.handler(enmeshedRoute{}), enmeshedServerError)
 	mux.Handle("/api/v2/", unmatched)
 	mux.Handle("/api/v2", unmatched)
 }
 
 // handler runs the checks in the contract's order: auth (401), route and method (404/405), Accept
 // (406); the route's handler then validates (400) before it looks anything up (404).
-func (a *enmeshedAPI) handler(rt v2Route) http.Handler {
+func (a *enmeshedAPI) handler(rt enmeshedRoute) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := keyPrincipal(r, a.svc) // every route, even an unknown one, needs a valid key, as on the Connector
 		if err != nil {
@@ -136,19 +136,19 @@ func (a *enmeshedAPI) handler(rt v2Route) http.Handler {
 }
 
 // fail answers err as an error envelope. Unexpected errors are logged with the API key blanked out.
-func (a *enmeshedAPI) fail(w http.ResponseWriter, r *http.Request, rt v2Route, err error) {
-	e := v2ErrorFor(err, rt.entity)
+func (a *enmeshedAPI) fail(w http.ResponseWriter, r *http.Request, rt enmeshedRoute, err error) {
+	e := enmeshedErrorFor(err, rt.entity)
 	if e.status >= http.StatusInternalServerError {
 		key, _ := apiKey(r)
 		a.log.LogAttrs(r.Context(), failureLevel(r, e.status), "api/v2 request failed",
 			slog.String("route", rt.pattern), slog.Int("status", e.status),
 			slog.String("error", redact(err.Error(), key)))
 	}
-	writeV2Error(w, e)
+	writeEnmeshedError(w, e)
 }
 
 // allowedMethods is the Allow header of a 405: the route's methods, HEAD wherever GET is.
-func allowedMethods(methods map[string]v2Handler) string {
+func allowedMethods(methods map[string]enmeshedHandler) string {
 	var out []string
 	for m := range methods {
 		out = append(out, m)

@@ -28,7 +28,7 @@ func FuzzParseTokenCreate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, id string, body []byte) {
 		req, err := parseTokenCreate(id, body, now)
 		if err != nil {
-			var e *v2Error
+			var e *enmeshedError
 			if !errors.As(err, &e) || e.status != http.StatusBadRequest ||
 				(e.code != codeInvalidPropertyValue && e.code != codeInvalidJSON) {
 				t.Fatalf("error %v is not a 400 validation failure", err)
@@ -59,7 +59,7 @@ func FuzzParseFileFilter(f *testing.F) {
 	f.Fuzz(func(t *testing.T, query string) {
 		filter, err := parseFileFilter(query)
 		if err != nil {
-			var e *v2Error
+			var e *enmeshedError
 			if !errors.As(err, &e) || e.status != http.StatusBadRequest {
 				t.Fatalf("error %v is not a 400", err)
 			}
@@ -108,7 +108,7 @@ func FuzzV2Upload(f *testing.F) {
 
 	svc := newFakeEnmeshed()
 	svc.maxSize = 256
-	h, err := New(Config{Files: newFakeFiles(), Ops: &fakeOps{}, Registry: prometheus.NewRegistry(),
+	h, err := New(Config{FilesV1: newFakeFiles(), Ops: &fakeOps{}, Registry: prometheus.NewRegistry(),
 		Logger: slog.New(slog.DiscardHandler), Enmeshed: svc})
 	if err != nil {
 		f.Fatal(err)

@@ -27,7 +27,7 @@ func newV2Env(t testing.TB) *v2Env {
 	t.Helper()
 	e := &v2Env{svc: newFakeEnmeshed(), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h, err := New(Config{Files: newFakeFiles(), Ops: &fakeOps{}, Registry: e.reg, Logger: logger, Enmeshed: e.svc})
+	h, err := New(Config{FilesV1: newFakeFiles(), Ops: &fakeOps{}, Registry: e.reg, Logger: logger, Enmeshed: e.svc})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -243,19 +243,19 @@ func TestParseISO8601(t *testing.T) {
 		switch {
 		case tc.want == "" && ok:
 			t.Errorf("parseISO8601(%q) = %v, want refused", tc.in, got)
-		case tc.want != "" && (!ok || v2Time(got) != tc.want):
-			t.Errorf("parseISO8601(%q) = %v, %v, want %s", tc.in, v2Time(got), ok, tc.want)
+		case tc.want != "" && (!ok || enmeshedTime(got) != tc.want):
+			t.Errorf("parseISO8601(%q) = %v, %v, want %s", tc.in, enmeshedTime(got), ok, tc.want)
 		}
 	}
 }
 
 func TestV2Dates(t *testing.T) {
 	at := time.Date(2026, 2, 9, 11, 3, 27, 179_654_321, time.FixedZone("CET", 3600))
-	if got := v2Time(at); got != "2026-02-09T10:03:27.179Z" {
-		t.Fatalf("v2Time = %s", got)
+	if got := enmeshedTime(at); got != "2026-02-09T10:03:27.179Z" {
+		t.Fatalf("enmeshedTime = %s", got)
 	}
-	if got := v2Expiry(time.Time{}); got != "9999-12-31T00:00:00.000Z" {
-		t.Fatalf("v2Expiry(zero) = %s", got)
+	if got := enmeshedExpiry(time.Time{}); got != "9999-12-31T00:00:00.000Z" {
+		t.Fatalf("enmeshedExpiry(zero) = %s", got)
 	}
 }
 
@@ -302,7 +302,7 @@ func TestV2HeadFallsBackToGet(t *testing.T) {
 func TestV2PanicAfterWriteIsReraised(t *testing.T) {
 	// A panic after the answer started must abort the connection, not append an error envelope.
 	api := &enmeshedAPI{svc: newFakeEnmeshed(), log: slog.New(slog.DiscardHandler)}
-	h := api.handler(v2Route{pattern: "/p", entity: "File", methods: map[string]v2Handler{
+	h := api.handler(enmeshedRoute{pattern: "/p", entity: "File", methods: map[string]enmeshedHandler{
 		http.MethodGet: {nil, func(w http.ResponseWriter, _ *http.Request, _ core.Principal, _ string) error {
 			w.WriteHeader(http.StatusOK)
 			panic("late")

@@ -12,7 +12,7 @@ import (
 	"github.com/cairn-dev/cairn/core"
 )
 
-// fakeFiles is an in-memory FileService with the token rules of the product (full/read, last full
+// fakeFiles is an in-memory FilesV1Service with the token rules of the product (full/read, last full
 // token, one invalid-token answer for everything unknown). It exists to test this package's parsing
 // and error mapping; the real use cases are tested through a real cluster.
 type fakeFiles struct {
@@ -363,4 +363,4 @@ func (o *fakeOps) Ready(context.Context) error {
 }
 
 // The real use cases must satisfy the interface this package declares.
-var _ FileService = (*core.Service)(nil)
+var _ FilesV1Service = (*core.Service)(nil)

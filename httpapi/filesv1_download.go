@@ -10,7 +10,7 @@ import (
 
 // download serves GET and HEAD /files/v1/{token}/file (serveFile): a failure is either a proper
 // JSON error (nothing sent yet) or an aborted connection (bytes already sent).
-func (v *filesV1) download(w http.ResponseWriter, r *http.Request) {
+func (v *filesV1API) download(w http.ResponseWriter, r *http.Request) {
 	info, content, err := v.files.OpenFile(r.Context(), r.PathValue("token"))
 	if err == nil {
 		err = serveFile(w, r, v.log, info, content, v.disposition(info))
@@ -23,7 +23,7 @@ func (v *filesV1) download(w http.ResponseWriter, r *http.Request) {
 // disposition decides inline versus attachment from the service settings: a download is forced
 // (attachment) unless the file's mimetype exactly matches an entry of
 // disableForceDownloadForMimeTypes, where "*/*" matches every type.
-func (v *filesV1) disposition(info core.FileInfo) string {
+func (v *filesV1API) disposition(info core.FileInfo) string {
 	kind := "attachment"
 	for _, mt := range v.files.CurrentSettings().DisableForceDownloadForMimeTypes {
 		if mt == "*/*" || strings.EqualFold(mt, info.MimeType) {

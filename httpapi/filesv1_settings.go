@@ -14,7 +14,7 @@ type settingsJSON struct {
 	UpdateTimestamp                  string   `json:"updateTimestamp,omitempty"`
 }
 
-func (v *filesV1) getSettings(w http.ResponseWriter, r *http.Request) {
+func (v *filesV1API) getSettings(w http.ResponseWriter, r *http.Request) {
 	p, err := keyPrincipal(r, v.files)
 	if err != nil {
 		v.fail(w, r, err)
@@ -34,13 +34,13 @@ func settingsDocument(st core.Settings) settingsJSON {
 		doc.DisableForceDownloadForMimeTypes = []string{}
 	}
 	if !st.UpdatedAt.IsZero() {
-		doc.UpdateTimestamp = v1Timestamp(st.UpdatedAt)
+		doc.UpdateTimestamp = filesV1Timestamp(st.UpdatedAt)
 	}
 	return doc
 }
 
 // putSettings applies a partial update: fields absent from the body keep their value.
-func (v *filesV1) putSettings(w http.ResponseWriter, r *http.Request) {
+func (v *filesV1API) putSettings(w http.ResponseWriter, r *http.Request) {
 	p, err := keyPrincipal(r, v.files)
 	if err != nil {
 		v.fail(w, r, err)

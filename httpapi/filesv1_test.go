@@ -106,8 +106,8 @@ func TestCreateToken(t *testing.T) {
 			if m["accessLevel"] != tc.wantLevel {
 				t.Fatalf("accessLevel = %v", m["accessLevel"])
 			}
-			if tc.wantExpiry && m["expiresAt"] != v1Timestamp(future) {
-				t.Fatalf("expiresAt = %v, want %v", m["expiresAt"], v1Timestamp(future))
+			if tc.wantExpiry && m["expiresAt"] != filesV1Timestamp(future) {
+				t.Fatalf("expiresAt = %v, want %v", m["expiresAt"], filesV1Timestamp(future))
 			}
 		})
 	}

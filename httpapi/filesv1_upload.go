@@ -10,7 +10,7 @@ import (
 	"github.com/cairn-dev/cairn/core"
 )
 
-func (v *filesV1) upload(w http.ResponseWriter, r *http.Request) {
+func (v *filesV1API) upload(w http.ResponseWriter, r *http.Request) {
 	md, err := v.receive(w, r)
 	if err != nil {
 		v.fail(w, r, err)
@@ -32,7 +32,7 @@ var filesV1Form = uploadForm{
 // receive streams one multipart upload into core: BeginUpload, the file part through ReadFrom, then
 // Commit with the attributes of every part (tags usually follow the file). The file is never
 // buffered here, and every failure after BeginUpload aborts the upload.
-func (v *filesV1) receive(w http.ResponseWriter, r *http.Request) (fileMetadata, error) {
+func (v *filesV1API) receive(w http.ResponseWriter, r *http.Request) (fileMetadata, error) {
 	p, err := principal(r, v.files)
 	if err == nil {
 		err = v.files.AuthorizeUpload(p)

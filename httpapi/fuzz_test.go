@@ -75,7 +75,7 @@ func FuzzUpload(f *testing.F) {
 	files := newFakeFiles()
 	files.anon = true
 	files.maxSize = 256
-	h, err := New(Config{Files: files, Ops: &fakeOps{}, Registry: prometheus.NewRegistry(),
+	h, err := New(Config{FilesV1: files, Ops: &fakeOps{}, Registry: prometheus.NewRegistry(),
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		f.Fatal(err)
@@ -115,7 +115,7 @@ func FuzzParseTokenRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := parseTokenRequest(body, now)
 		if err != nil {
-			var ve *v1Error
+			var ve *filesV1Error
 			if !errors.As(err, &ve) || (ve.Code != 15 && ve.Code != 22) {
 				t.Fatalf("error %v is not a 15 or 22", err)
 			}

@@ -53,7 +53,7 @@ func newEnv(t testing.TB, configure ...func(*fakeFiles)) *env {
 		c(e.files)
 	}
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h, err := New(Config{Files: e.files, Ops: e.ops, Registry: e.reg, Logger: logger})
+	h, err := New(Config{FilesV1: e.files, Ops: e.ops, Registry: e.reg, Logger: logger})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -23,8 +23,8 @@ func TestPanicAnswersInTheFrontEndsFormat(t *testing.T) {
 		answer500 serverError
 		check     func(body map[string]any) bool
 	}{
-		{"files/v1", v1ServerError, func(b map[string]any) bool { return b["code"] == float64(1) && b["name"] == "SERVER_EXCEPTION" }},
-		{"api/v2", v2ServerError, func(b map[string]any) bool {
+		{"files/v1", filesV1ServerError, func(b map[string]any) bool { return b["code"] == float64(1) && b["name"] == "SERVER_EXCEPTION" }},
+		{"api/v2", enmeshedServerError, func(b map[string]any) bool {
 			e, _ := b["error"].(map[string]any)
 			return e["code"] == codeUnexpected
 		}},

@@ -43,7 +43,7 @@ const (
 )
 
 // formError is a malformed upload form found by the shared reader. It belongs to neither
-// front-end: v1ErrorFor and v2ErrorFor each map the problem to their own code and wording. detail
+// front-end: filesV1ErrorFor and enmeshedErrorFor each map the problem to their own code and wording. detail
 // is this package's own text, never client input, so either may show it.
 type formError struct {
 	problem formProblem

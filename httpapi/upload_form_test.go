@@ -98,12 +98,12 @@ func TestUploadFormProblemsInEachFormat(t *testing.T) {
 					t.Fatalf("%s: the form was accepted", api)
 				}
 				if api == "files/v1" {
-					if e := v1ErrorFor(err); e.status != 400 || e.Code != tc.v1Code || e.Message != tc.v1Msg {
+					if e := filesV1ErrorFor(err); e.status != 400 || e.Code != tc.v1Code || e.Message != tc.v1Msg {
 						t.Errorf("files/v1: %d %d %q, want 400 %d %q", e.status, e.Code, e.Message, tc.v1Code, tc.v1Msg)
 					}
 					continue
 				}
-				if e := v2ErrorFor(err, "File"); e.status != 400 || e.code != codeInvalidPropertyValue || e.message != tc.v2Msg {
+				if e := enmeshedErrorFor(err, "File"); e.status != 400 || e.code != codeInvalidPropertyValue || e.message != tc.v2Msg {
 					t.Errorf("api/v2: %d %s %q, want 400 %s %q", e.status, e.code, e.message, codeInvalidPropertyValue, tc.v2Msg)
 				}
 			}

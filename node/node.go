@@ -213,7 +213,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.registerTLSMetrics() // node/tls.go
 
 	handler, err := httpapi.New(httpapi.Config{
-		Files: n.service, Enmeshed: n.service, Admin: n.service, Snapshots: n, Ops: ops{n}, Registry: n.reg,
+		FilesV1: n.service, Enmeshed: n.service, Admin: n.service, Snapshots: n, Ops: ops{n}, Registry: n.reg,
 		Logger:               log.With("component", "http"),
 		MaxConcurrentUploads: cfg.MaxConcurrentUploads, UploadIdleTimeout: cfg.UploadIdleTimeout,
 		Debug: debugView{n}, EnablePprof: cfg.EnableDebug,
