@@ -27,10 +27,6 @@ func errEmptyBody(msg string) error {
 	return &filesV1Error{http.StatusBadRequest, 13, "EMPTY_BODY_EXCEPTION", msg}
 }
 
-func errMissingFields(msg string) error {
-	return &filesV1Error{http.StatusBadRequest, 14, "MISSING_REQUIRED_FIELDS_EXCEPTION", msg}
-}
-
 func errFieldFormat(msg string) error {
 	return &filesV1Error{http.StatusBadRequest, 15, "FIELD_FORMAT_EXCEPTION", msg}
 }
