@@ -96,6 +96,21 @@ func newUnjoinedNodes(t *testing.T, n, expect int) []*reconcileNode {
 	return nodes
 }
 
+// leaveGracefully announces that n is leaving, then leaves the gossip, as a node shutting down
+// on purpose does.
+func leaveGracefully(t *testing.T, n *reconcileNode) {
+	t.Helper()
+	n.mu.Lock()
+	n.meta.Leaving = true
+	n.mu.Unlock()
+	if err := n.members.UpdateMeta(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.members.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func suffrages(n *RaftNode) map[string]raft.ServerSuffrage {
 	out := map[string]raft.ServerSuffrage{}
 	for _, s := range n.Servers() {
@@ -141,15 +156,7 @@ func TestReconcilerFollowsMembership(t *testing.T) {
 	})
 
 	// r2 leaves gracefully: it goes, and the non-voter is promoted into the free voter slot.
-	nodes[2].mu.Lock()
-	nodes[2].meta.Leaving = true
-	nodes[2].mu.Unlock()
-	if err := nodes[2].members.UpdateMeta(time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := nodes[2].members.Leave(time.Second); err != nil {
-		t.Fatal(err)
-	}
+	leaveGracefully(t, nodes[2])
 	want("r2 removed, r3 promoted", map[string]raft.ServerSuffrage{"r0": raft.Voter, "r1": raft.Voter, "r3": raft.Voter})
 
 	// r3 is decommissioned while alive: it goes and stays out.
@@ -207,4 +214,95 @@ func TestBootstrapperBootstrapsOnce(t *testing.T) {
 	if done := b.tryBootstrap(); done || len(late.raft.Servers()) != 0 {
 		t.Fatalf("the late node bootstrapped (done=%v, servers %v)", done, late.raft.Servers())
 	}
+}
+
+// memberState is the state leader's gossip reports for id ("" when it does not know it).
+func memberState(n *reconcileNode, id string) string {
+	for _, m := range n.members.Members() {
+		if m.Meta.ID == id {
+			return m.State
+		}
+	}
+	return ""
+}
+
+// TestReconcilerKeepsTheQuorumSize: with MinQuorum 3 of 3 voters, a voter that leaves gracefully
+// stays in Raft (a rolling restart must not shrink the quorum), and one that merely fails stays
+// too (Autopilot, not the reconciler, removes long-dead servers).
+func TestReconcilerKeepsTheQuorumSize(t *testing.T) {
+	nodes := newReconcileNodes(t, 3)
+	leader := nodes[0]
+	r := &Reconciler{Node: leader.raft, Members: leader.members, Self: leader.id, MaxVoters: 3, MinQuorum: 3,
+		Interval: time.Hour, Logger: transportTestLogger()}
+	allVoters := func() (bool, string) {
+		got := suffrages(leader.raft)
+		return len(got) == 3 && got["r0"] == raft.Voter && got["r1"] == raft.Voter && got["r2"] == raft.Voter, fmt.Sprint(got)
+	}
+	testutil.WaitForState(t, 20*time.Second, "three voters", func() (bool, string) {
+		r.reconcile()
+		return allVoters()
+	})
+
+	leaveGracefully(t, nodes[2])
+	testutil.WaitFor(t, 10*time.Second, "r0 to see r2 leave", func() bool { return memberState(leader, "r2") == StateLeft })
+	if err := nodes[1].members.Shutdown(); err != nil { // no Leave: a crash
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 20*time.Second, "r0 to see r1 dead", func() bool { return memberState(leader, "r1") == StateDead })
+	for range 3 {
+		r.reconcile()
+	}
+	if ok, got := allVoters(); !ok {
+		t.Fatalf("servers = %s; want the departed and the failed voter kept", got)
+	}
+}
+
+// TestReconcilerKeepsTheLastVoter: a decommissioned node that is the only voter stays: Raft could
+// commit nothing without it.
+func TestReconcilerKeepsTheLastVoter(t *testing.T) {
+	nodes := newReconcileNodes(t, 1)
+	r := &Reconciler{Node: nodes[0].raft, Members: nodes[0].members, Self: nodes[0].id, MaxVoters: 3, MinQuorum: 1,
+		Interval: time.Hour, Removed: &removedList{ids: []string{nodes[0].id}}, Logger: transportTestLogger()}
+	r.reconcile()
+	if got := suffrages(nodes[0].raft); got[nodes[0].id] != raft.Voter || len(got) != 1 {
+		t.Fatalf("servers = %v; want the decommissioned last voter kept", got)
+	}
+}
+
+// TestBootstrapperWaitsAndCapsVoters: with three nodes expected, two that see each other do not
+// bootstrap; once the third arrives the lowest id bootstraps, the others never do it themselves,
+// and MaxVoters 2 makes the third a non-voter of the first configuration.
+func TestBootstrapperWaitsAndCapsVoters(t *testing.T) {
+	nodes := newUnjoinedNodes(t, 3, 3)
+	bootstrapper := func(n *reconcileNode) *Bootstrapper {
+		return &Bootstrapper{Node: n.raft, Members: n.members, Self: n.id, Expect: 3, MaxVoters: 2, Logger: transportTestLogger()}
+	}
+	joinAll(t, nodes[:2])
+	testutil.WaitFor(t, 10*time.Second, "r0 and r1 to see each other", func() bool { return memberState(nodes[0], "r1") == StateAlive })
+	for _, n := range nodes[:2] {
+		if done := bootstrapper(n).tryBootstrap(); done || len(n.raft.Servers()) != 0 {
+			t.Fatalf("%s bootstrapped with two of three expected nodes (done=%v)", n.id, done)
+		}
+	}
+	joinAll(t, []*reconcileNode{nodes[0], nodes[2]})
+	testutil.WaitFor(t, 10*time.Second, "r1 and r2 to see all three", func() bool {
+		return memberState(nodes[1], "r2") == StateAlive && memberState(nodes[2], "r1") == StateAlive
+	})
+	for _, n := range nodes[1:] {
+		if done := bootstrapper(n).tryBootstrap(); done || len(n.raft.Servers()) != 0 {
+			t.Fatalf("%s, not the lowest id, bootstrapped (done=%v)", n.id, done)
+		}
+	}
+	if done := bootstrapper(nodes[0]).tryBootstrap(); !done {
+		t.Fatal("r0, the lowest id, did not bootstrap")
+	}
+	want := map[string]raft.ServerSuffrage{"r0": raft.Voter, "r1": raft.Voter, "r2": raft.Nonvoter}
+	testutil.WaitForState(t, 20*time.Second, "the first configuration on every node", func() (bool, string) {
+		for _, n := range nodes {
+			if got := suffrages(n.raft); fmt.Sprint(got) != fmt.Sprint(want) {
+				return false, n.id + ": " + fmt.Sprint(got)
+			}
+		}
+		return true, ""
+	})
 }

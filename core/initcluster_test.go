@@ -11,7 +11,7 @@ import (
 
 func TestInitCluster(t *testing.T) {
 	ctx := context.Background()
-	h := coretest.New(t, coretest.Options{Uninitialised: true})
+	h := coretest.New(t, coretest.Options{Uninitialized: true})
 	if _, ok := h.FSM.Config(); ok {
 		t.Fatal("an uninitialised harness has a cluster config")
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 func BenchmarkUpload(b *testing.B) {
-	e := newEnv(b, func(f *fakeFiles) { f.anon = true; f.maxSize = 1 << 20 })
+	e := newEnv(b, anonymousUploads, maxFileSize(1<<20))
 	body, ct := multipartBody(b, part{name: "name", body: "bench.bin"},
 		part{name: "file", filename: "bench.bin", contentType: "application/octet-stream", body: strings.Repeat("x", 256<<10)},
 		part{name: "tags[]", body: "bench"})
@@ -27,8 +27,8 @@ func BenchmarkUpload(b *testing.B) {
 }
 
 func BenchmarkDownloadRange(b *testing.B) {
-	e := newEnv(b)
-	tok := e.files.addFile("bench.bin", "application/octet-stream", bytes.Repeat([]byte("y"), 1<<20))
+	e := newEnv(b, maxFileSize(1<<20))
+	tok := e.addFile(b, "bench.bin", "application/octet-stream", strings.Repeat("y", 1<<20))
 	b.SetBytes(64 << 10)
 	for b.Loop() {
 		req := httptest.NewRequest(http.MethodGet, "/files/v1/"+tok+"/file", nil)

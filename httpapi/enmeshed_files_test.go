@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,10 +11,11 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn/core"
+	"github.com/cairn-dev/cairn/fsm"
 )
 
-func TestV2Upload(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedUpload(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	body, ct := multipartBody(t,
 		part{name: "title", body: "Greeting"},
 		part{name: "file", filename: "hellö.txt", contentType: "Text/Markdown; charset=UTF-8", body: "hello!"},
@@ -27,7 +29,7 @@ func TestV2Upload(t *testing.T) {
 	m := resultObject(t, r, http.StatusCreated, fileDTOKeys...)
 	want := map[string]any{
 		"isOwn": true, "filename": "hellö.txt", "filesize": float64(6), "createdBy": "alice",
-		"createdByDevice": "node-1", "expiresAt": "2099-01-02T02:04:05.000Z", "mimetype": "text/markdown",
+		"createdByDevice": "n1", "expiresAt": "2099-01-02T02:04:05.000Z", "mimetype": "text/markdown",
 		"title": "Greeting", "description": "a file", "tags": []any{"a", "b"},
 	}
 	for k, v := range want {
@@ -38,7 +40,7 @@ func TestV2Upload(t *testing.T) {
 	if id, _ := m["id"].(string); !validID(id, "FIL") {
 		t.Errorf("id = %v", m["id"])
 	}
-	if ts, _ := m["createdAt"].(string); !v2TimePattern.MatchString(ts) {
+	if ts, _ := m["createdAt"].(string); !enmeshedTimePattern.MatchString(ts) {
 		t.Errorf("createdAt = %v", m["createdAt"])
 	}
 
@@ -52,7 +54,7 @@ func TestV2Upload(t *testing.T) {
 	})
 }
 
-func TestV2UploadRefused(t *testing.T) {
+func TestEnmeshedUploadRefused(t *testing.T) {
 	file := part{name: "file", filename: "f.txt", body: "data"}
 	for _, tc := range []struct {
 		name     string
@@ -76,12 +78,12 @@ func TestV2UploadRefused(t *testing.T) {
 		{name: "long title", parts: []part{{name: "title", body: strings.Repeat("t", maxFieldBytes+1)}, file}},
 		{name: "binary description", parts: []part{{name: "description", body: "\xff\xfe"}, file}},
 		{name: "too large", parts: []part{{name: "file", filename: "big", body: strings.Repeat("z", 1<<10+1)}},
-			message: "file content exceeds the maximum file size", begun: true, tooLarge: true},
+			message: "file content exceeds the maximum file size of 1 KiB (1024 bytes)", begun: true, tooLarge: true},
 		{name: "truncated", raw: "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\nabc",
 			ct: "multipart/form-data; boundary=b", begun: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newV2Env(t)
+			e := newEnmeshedEnv(t)
 			var body io.Reader = strings.NewReader(tc.raw)
 			ct := tc.ct
 			if tc.parts != nil {
@@ -89,8 +91,8 @@ func TestV2UploadRefused(t *testing.T) {
 				body, ct = chunked{buf}, mct
 			}
 			r := e.do(t, http.MethodPost, "/api/v2/Files/Own", body, map[string]string{"Content-Type": ct})
-			wantV2Error(t, r, http.StatusBadRequest, codeInvalidPropertyValue, tc.message)
-			if e.svc.fileCount() != 0 {
+			wantEnmeshedError(t, r, http.StatusBadRequest, codeInvalidPropertyValue, tc.message)
+			if e.core.Files() != 0 {
 				t.Fatal("a refused upload created a file")
 			}
 			up := e.svc.lastUpload()
@@ -98,59 +100,68 @@ func TestV2UploadRefused(t *testing.T) {
 				t.Fatalf("upload begun = %v, want %v", up != nil, tc.begun)
 			}
 			if up != nil {
-				if committed, aborted := up.state(); committed || !aborted {
+				if committed, aborted, _, _ := up.state(); committed || !aborted {
 					t.Fatalf("committed %v, aborted %v: a refused upload must be aborted", committed, aborted)
 				}
 			}
+			e.waitNoStrayShards(t)
 		})
 	}
 }
 
-func TestV2UploadServiceFailure(t *testing.T) {
-	e := newV2Env(t)
-	e.svc.fail["Commit"] = fmt.Errorf("propose: %w", core.ErrUnavailable)
+func TestEnmeshedUploadServiceFailure(t *testing.T) {
+	e := newEnmeshedEnv(t)
+	e.fail(false, fsm.CmdCreateFile, errors.New("no leader"))
 	body, ct := multipartBody(t, part{name: "file", filename: "f", body: "x"})
-	wantV2Error(t, e.do(t, http.MethodPost, "/api/v2/Files/Own", body, map[string]string{"Content-Type": ct}),
+	wantEnmeshedError(t, e.do(t, http.MethodPost, "/api/v2/Files/Own", body, map[string]string{"Content-Type": ct}),
 		http.StatusServiceUnavailable, codeUnavailable, "")
-	if _, aborted := e.svc.lastUpload().state(); !aborted {
+	if _, aborted, _, _ := e.svc.lastUpload().state(); !aborted {
 		t.Fatal("a failed commit was not aborted")
+	}
+	if e.core.Files() != 0 {
+		t.Fatal("a refused commit created a file")
+	}
+	if e.core.Stray() == 0 { // the outcome is unknown: the GC, not the upload, removes them
+		t.Fatal("the shards of a commit of unknown outcome were deleted")
 	}
 }
 
-// visibilityFixture stores a file of alice's, one of bob's and an expired one of alice's.
-func visibilityFixture(e *v2Env) (alices, bobs, expired core.FileInfo) {
-	alices = e.svc.addFile(core.FileInfo{Name: "a.txt", MimeType: "text/plain", CreatorID: "alice", CreatedByNode: "n1",
-		Title: "A", Tags: []string{"x"}, Description: "d"}, "alice's")
-	bobs = e.svc.addFile(core.FileInfo{Name: "b.txt", MimeType: "text/plain", CreatorID: "bob"}, "bob's")
-	expired = e.svc.addFile(core.FileInfo{Name: "old.txt", CreatorID: "alice", ExpiresAt: time.Now().Add(-time.Minute)}, "old")
+// visibilityFixture stores a file of alice's, one of bob's and one of alice's that has expired
+// (the clock moved past it; the reaper has not run).
+func visibilityFixture(t *testing.T, e *enmeshedEnv) (alices, bobs, expired core.FileInfo) {
+	t.Helper()
+	alices, _ = e.upload(t, "alice", core.FileAttrs{Name: "a.txt", MimeType: "text/plain", Title: "A", Tags: []string{"x"}, Description: "d"}, "alice's")
+	bobs, _ = e.upload(t, "bob", core.FileAttrs{Name: "b.txt", MimeType: "text/plain"}, "bob's")
+	expired, _ = e.upload(t, "alice", core.FileAttrs{Name: "old.txt", ExpiresAt: e.core.Clock.Now().Add(time.Minute)}, "old")
+	e.core.Clock.Advance(2 * time.Minute)
 	return alices, bobs, expired
 }
 
-func TestV2GetFile(t *testing.T) {
-	e := newV2Env(t)
-	alices, bobs, expired := visibilityFixture(e)
+func TestEnmeshedGetFile(t *testing.T) {
+	e := newEnmeshedEnv(t)
+	alices, bobs, expired := visibilityFixture(t, e)
 	notFound := "File not found. Make sure the ID exists and the record is not expired."
 	for _, tc := range []struct {
 		name, key, id string
 		status        int
 		isOwn         bool
 	}{
-		{"own", "key-alice", alices.ID, 200, true},
-		{"other's with VIEW_FILES", "key-admin", bobs.ID, 200, false},
-		{"other's", "key-alice", bobs.ID, 404, false},
-		{"expired", "key-alice", expired.ID, 404, false},
-		{"unknown", "key-alice", unknownFileID, 404, false},
-		{"malformed", "key-alice", "FIL123", 400, false},
-		{"wrong prefix", "key-alice", "TOKaaaaaaaaaaaaaaaaa", 400, false},
-		{"non-alphanumeric", "key-alice", "FILaaaaaaaaaaaaaaaa-", 400, false},
+		{"own", keyAlice, alices.ID, 200, true},
+		{"other's with VIEW_FILES", keyAdmin, bobs.ID, 200, false},
+		{"other's", keyAlice, bobs.ID, 404, false},
+		{"expired", keyAlice, expired.ID, 404, false},
+		{"unknown", keyAlice, unknownFileID, 404, false},
+		{"malformed", keyAlice, "FIL123", 400, false},
+		{"wrong prefix", keyAlice, "TOKaaaaaaaaaaaaaaaaa", 400, false},
+		{"non-alphanumeric", keyAlice, "FILaaaaaaaaaaaaaaaa-", 400, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := e.do(t, http.MethodGet, "/api/v2/Files/"+tc.id, nil, map[string]string{"X-API-KEY": tc.key})
 			switch tc.status {
 			case 400:
-				wantV2Error(t, r, 400, codeInvalidPropertyValue, msgFileIDPattern)
+				wantEnmeshedError(t, r, 400, codeInvalidPropertyValue, msgFileIDPattern)
 			case 404:
-				wantV2Error(t, r, 404, codeRecordNotFound, notFound)
+				wantEnmeshedError(t, r, 404, codeRecordNotFound, notFound)
 			default:
 				keys := fileDTOBareKeys
 				if tc.id == alices.ID {
@@ -171,25 +182,25 @@ func TestV2GetFile(t *testing.T) {
 	}
 }
 
-func TestV2DeleteFile(t *testing.T) {
-	e := newV2Env(t)
-	alices, bobs, _ := visibilityFixture(e)
+func TestEnmeshedDeleteFile(t *testing.T) {
+	e := newEnmeshedEnv(t)
+	alices, bobs, _ := visibilityFixture(t, e)
 	r := e.do(t, http.MethodDelete, "/api/v2/Files/"+alices.ID, nil, nil)
 	if r.status != http.StatusNoContent || len(r.body) != 0 {
 		t.Fatalf("delete = %d %q, want 204 with no body", r.status, r.body)
 	}
-	wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files/"+alices.ID, nil, nil), 404, codeRecordNotFound, "")
-	wantV2Error(t, e.do(t, http.MethodDelete, "/api/v2/Files/"+alices.ID, nil, nil), 404, codeRecordNotFound, "")
-	wantV2Error(t, e.do(t, http.MethodDelete, "/api/v2/Files/"+bobs.ID, nil, nil), 404, codeRecordNotFound, "")
-	wantV2Error(t, e.do(t, http.MethodDelete, "/api/v2/Files/nope", nil, nil), 400, codeInvalidPropertyValue, msgFileIDPattern)
-	if e.svc.fileCount() != 2 {
-		t.Fatalf("%d files left, want bob's and the expired one", e.svc.fileCount())
+	wantEnmeshedError(t, e.do(t, http.MethodGet, "/api/v2/Files/"+alices.ID, nil, nil), 404, codeRecordNotFound, "")
+	wantEnmeshedError(t, e.do(t, http.MethodDelete, "/api/v2/Files/"+alices.ID, nil, nil), 404, codeRecordNotFound, "")
+	wantEnmeshedError(t, e.do(t, http.MethodDelete, "/api/v2/Files/"+bobs.ID, nil, nil), 404, codeRecordNotFound, "")
+	wantEnmeshedError(t, e.do(t, http.MethodDelete, "/api/v2/Files/nope", nil, nil), 400, codeInvalidPropertyValue, msgFileIDPattern)
+	if n := e.core.Files(); n != 2 {
+		t.Fatalf("%d files left, want bob's and the expired one", n)
 	}
 }
 
-func TestV2Download(t *testing.T) {
-	e := newV2Env(t)
-	f := e.svc.addFile(core.FileInfo{Name: "hello wörld;x\".txt", MimeType: "text/markdown", CreatorID: "alice"}, "# hello")
+func TestEnmeshedDownload(t *testing.T) {
+	e := newEnmeshedEnv(t)
+	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "hello wörld;x\".txt", MimeType: "text/markdown"}, "# hello")
 	r := e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID+"/Download", nil, nil)
 	if r.status != http.StatusOK || string(r.body) != "# hello" {
 		t.Fatalf("download = %d %q", r.status, r.body)
@@ -211,59 +222,62 @@ func TestV2Download(t *testing.T) {
 	if r := e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID+"/Download", nil, map[string]string{"Accept": "image/png"}); r.status != 200 {
 		t.Fatalf("download with a narrow Accept = %d", r.status)
 	}
-	wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files/"+unknownFileID+"/Download", nil, nil), 404, codeRecordNotFound, "")
-	wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID+"/Download", nil, map[string]string{"X-API-KEY": "key-bob"}),
+	wantEnmeshedError(t, e.do(t, http.MethodGet, "/api/v2/Files/"+unknownFileID+"/Download", nil, nil), 404, codeRecordNotFound, "")
+	wantEnmeshedError(t, e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID+"/Download", nil, map[string]string{"X-API-KEY": keyBob}),
 		404, codeRecordNotFound, "")
-	wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files/x/Download", nil, nil), 400, codeInvalidPropertyValue, msgFileIDPattern)
+	wantEnmeshedError(t, e.do(t, http.MethodGet, "/api/v2/Files/x/Download", nil, nil), 400, codeInvalidPropertyValue, msgFileIDPattern)
 }
 
-func TestV2ListFilters(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedListFilters(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	day := func(d int) time.Time { return time.Date(2026, 1, d, 12, 0, 0, 500_000, time.UTC) }
-	e.svc.addFile(core.FileInfo{ID: "FIL00000000000000001", Name: "report.pdf", MimeType: "application/pdf", CreatorID: "alice",
-		Title: "Q1 report", Tags: []string{"finance", "q1"}, CreatedAt: day(1)}, strings.Repeat("r", 100))
-	e.svc.addFile(core.FileInfo{ID: "FIL00000000000000002", Name: "photo.png", MimeType: "image/png", CreatorID: "alice",
-		Tags: []string{"holiday"}, CreatedAt: day(2), ExpiresAt: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)}, strings.Repeat("p", 10))
-	e.svc.addFile(core.FileInfo{ID: "FIL00000000000000003", Name: "notes.txt", MimeType: "text/plain", CreatorID: "alice",
-		Title: "notes", CreatedAt: day(3)}, "n")
-	e.svc.addFile(core.FileInfo{ID: "FIL00000000000000004", Name: "bob.txt", MimeType: "text/plain", CreatorID: "bob",
-		Tags: []string{"q1"}, CreatedAt: day(4)}, "bob")
+	fileIDs := map[int]string{}
+	add := func(n int, creator string, attrs core.FileAttrs, data string) {
+		e.core.Clock.Set(day(n))
+		f, _ := e.upload(t, creator, attrs, data)
+		fileIDs[n] = f.ID
+	}
+	add(1, "alice", core.FileAttrs{Name: "report.pdf", MimeType: "application/pdf", Title: "Q1 report", Tags: []string{"finance", "q1"}}, strings.Repeat("r", 100))
+	add(2, "alice", core.FileAttrs{Name: "photo.png", MimeType: "image/png", Tags: []string{"holiday"},
+		ExpiresAt: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)}, strings.Repeat("p", 10))
+	add(3, "alice", core.FileAttrs{Name: "notes.txt", MimeType: "text/plain", Title: "notes"}, "n")
+	add(4, "bob", core.FileAttrs{Name: "bob.txt", MimeType: "text/plain", Tags: []string{"q1"}}, "bob")
 
 	for _, tc := range []struct {
 		name, path, key string
 		want            []int // file numbers, in createdAt order
 	}{
-		{"all of alice's", "/api/v2/Files", "key-alice", []int{1, 2, 3}},
-		{"VIEW_FILES sees all", "/api/v2/Files", "key-admin", []int{1, 2, 3, 4}},
-		{"own only", "/api/v2/Files/Own", "key-admin", nil},
-		{"own", "/api/v2/Files/Own", "key-bob", []int{4}},
-		{"equals", "/api/v2/Files?mimetype=text/plain", "key-alice", []int{3}},
-		{"not", "/api/v2/Files?mimetype=!text/plain", "key-alice", []int{1, 2}},
-		{"starts with", "/api/v2/Files?filename=%5Ephoto", "key-alice", []int{2}},
-		{"ends with", "/api/v2/Files?filename=$.txt", "key-alice", []int{3}},
-		{"regex", "/api/v2/Files?filename=~^(rep|no).*%5C.(pdf|txt)$", "key-alice", []int{1, 3}},
-		{"regex is unanchored", "/api/v2/Files?title=~ote", "key-alice", []int{3}},
-		{"repeated key is any of", "/api/v2/Files?mimetype=image/png&mimetype=application/pdf", "key-alice", []int{1, 2}},
-		{"different keys are all of", "/api/v2/Files?mimetype=!image/png&title=%5EQ", "key-alice", []int{1}},
-		{"filesize greater", "/api/v2/Files?filesize=%3E10", "key-alice", []int{1}},
-		{"filesize less", "/api/v2/Files?filesize=%3C10", "key-alice", []int{3}},
-		{"filesize equals", "/api/v2/Files?filesize=10", "key-alice", []int{2}},
-		{"filesize range by repeats", "/api/v2/Files?filesize=%3C5&filesize=%3E50", "key-alice", []int{1, 3}},
-		{"createdAt after", "/api/v2/Files?createdAt=%3E2026-01-02", "key-alice", []int{2, 3}},
-		{"createdAt before", "/api/v2/Files?createdAt=%3C2026-01-02", "key-alice", []int{1}},
-		{"createdAt equals to the millisecond", "/api/v2/Files?createdAt=2026-01-03T12:00:00.000Z", "key-alice", []int{3}},
-		{"createdAt with offset", "/api/v2/Files?createdAt=2026-01-03T13:00:00%2B01:00", "key-alice", []int{3}},
-		{"createdAt as text", "/api/v2/Files?createdAt=%5E2026-01-0", "key-alice", []int{1, 2, 3}},
-		{"expiresAt never", "/api/v2/Files?expiresAt=%3E9000", "key-alice", []int{1, 3}},
-		{"expiresAt rendered", "/api/v2/Files?expiresAt=$00.000Z&expiresAt=%5E9999", "key-alice", []int{1, 2, 3}},
-		{"createdBy", "/api/v2/Files?createdBy=bob", "key-admin", []int{4}},
-		{"title empty", "/api/v2/Files?title=", "key-alice", []int{2}},
-		{"tags contain", "/api/v2/Files?tags=q1", "key-admin", []int{1, 4}},
-		{"tags contain none", "/api/v2/Files?tags=!q1", "key-admin", []int{2, 3}},
-		{"tags any starts with", "/api/v2/Files?tags=%5Ehol&tags=finance", "key-admin", []int{1, 2}},
-		{"tags regex", "/api/v2/Files?tags=~^q%5Cd$", "key-admin", []int{1, 4}},
-		{"text less", "/api/v2/Files?filename=%3Cp", "key-alice", []int{3}},
-		{"no match", "/api/v2/Files?filename=none", "key-alice", nil},
+		{"all of alice's", "/api/v2/Files", keyAlice, []int{1, 2, 3}},
+		{"VIEW_FILES sees all", "/api/v2/Files", keyAdmin, []int{1, 2, 3, 4}},
+		{"own only", "/api/v2/Files/Own", keyAdmin, nil},
+		{"own", "/api/v2/Files/Own", keyBob, []int{4}},
+		{"equals", "/api/v2/Files?mimetype=text/plain", keyAlice, []int{3}},
+		{"not", "/api/v2/Files?mimetype=!text/plain", keyAlice, []int{1, 2}},
+		{"starts with", "/api/v2/Files?filename=%5Ephoto", keyAlice, []int{2}},
+		{"ends with", "/api/v2/Files?filename=$.txt", keyAlice, []int{3}},
+		{"regex", "/api/v2/Files?filename=~^(rep|no).*%5C.(pdf|txt)$", keyAlice, []int{1, 3}},
+		{"regex is unanchored", "/api/v2/Files?title=~ote", keyAlice, []int{3}},
+		{"repeated key is any of", "/api/v2/Files?mimetype=image/png&mimetype=application/pdf", keyAlice, []int{1, 2}},
+		{"different keys are all of", "/api/v2/Files?mimetype=!image/png&title=%5EQ", keyAlice, []int{1}},
+		{"filesize greater", "/api/v2/Files?filesize=%3E10", keyAlice, []int{1}},
+		{"filesize less", "/api/v2/Files?filesize=%3C10", keyAlice, []int{3}},
+		{"filesize equals", "/api/v2/Files?filesize=10", keyAlice, []int{2}},
+		{"filesize range by repeats", "/api/v2/Files?filesize=%3C5&filesize=%3E50", keyAlice, []int{1, 3}},
+		{"createdAt after", "/api/v2/Files?createdAt=%3E2026-01-02", keyAlice, []int{2, 3}},
+		{"createdAt before", "/api/v2/Files?createdAt=%3C2026-01-02", keyAlice, []int{1}},
+		{"createdAt equals to the millisecond", "/api/v2/Files?createdAt=2026-01-03T12:00:00.000Z", keyAlice, []int{3}},
+		{"createdAt with offset", "/api/v2/Files?createdAt=2026-01-03T13:00:00%2B01:00", keyAlice, []int{3}},
+		{"createdAt as text", "/api/v2/Files?createdAt=%5E2026-01-0", keyAlice, []int{1, 2, 3}},
+		{"expiresAt never", "/api/v2/Files?expiresAt=%3E9000", keyAlice, []int{1, 3}},
+		{"expiresAt rendered", "/api/v2/Files?expiresAt=$00.000Z&expiresAt=%5E9999", keyAlice, []int{1, 2, 3}},
+		{"createdBy", "/api/v2/Files?createdBy=bob", keyAdmin, []int{4}},
+		{"title empty", "/api/v2/Files?title=", keyAlice, []int{2}},
+		{"tags contain", "/api/v2/Files?tags=q1", keyAdmin, []int{1, 4}},
+		{"tags contain none", "/api/v2/Files?tags=!q1", keyAdmin, []int{2, 3}},
+		{"tags any starts with", "/api/v2/Files?tags=%5Ehol&tags=finance", keyAdmin, []int{1, 2}},
+		{"tags regex", "/api/v2/Files?tags=~^q%5Cd$", keyAdmin, []int{1, 4}},
+		{"text less", "/api/v2/Files?filename=%3Cp", keyAlice, []int{3}},
+		{"no match", "/api/v2/Files?filename=none", keyAlice, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []map[string]any
@@ -274,7 +288,7 @@ func TestV2ListFilters(t *testing.T) {
 			}
 			var want []string
 			for _, n := range tc.want {
-				want = append(want, fmt.Sprintf("FIL%017d", n))
+				want = append(want, fileIDs[n])
 			}
 			if !slices.Equal(ids, want) {
 				t.Fatalf("ids = %v, want %v", ids, want)
@@ -283,8 +297,8 @@ func TestV2ListFilters(t *testing.T) {
 	}
 }
 
-func TestV2ListFilterRefused(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedListFilterRefused(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	for _, tc := range []struct{ query, message string }{
 		{"owner=alice", unknownFilterMessage("owner")},
 		{"filename=a&size=1", unknownFilterMessage("size")},
@@ -301,14 +315,14 @@ func TestV2ListFilterRefused(t *testing.T) {
 		{"filesize=big&owner=x", "filesize must be integer"},
 	} {
 		t.Run(tc.query[:min(len(tc.query), 30)], func(t *testing.T) {
-			wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files?"+tc.query, nil, nil), 400, codeInvalidPropertyValue, tc.message)
-			wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files/Own?"+tc.query, nil, nil), 400, codeInvalidPropertyValue, tc.message)
+			wantEnmeshedError(t, e.do(t, http.MethodGet, "/api/v2/Files?"+tc.query, nil, nil), 400, codeInvalidPropertyValue, tc.message)
+			wantEnmeshedError(t, e.do(t, http.MethodGet, "/api/v2/Files/Own?"+tc.query, nil, nil), 400, codeInvalidPropertyValue, tc.message)
 		})
 	}
 }
 
-func TestV2ListEmptyIsArray(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedListEmptyIsArray(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	r := e.do(t, http.MethodGet, "/api/v2/Files", nil, nil)
 	if r.status != http.StatusOK || strings.TrimSpace(string(r.body)) != `{"result":[]}` {
 		t.Fatalf("empty list = %d %s", r.status, r.body)

@@ -5,15 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairn-dev/cairn/core"
 )
@@ -78,7 +75,7 @@ func FuzzParseFileFilter(f *testing.F) {
 	})
 }
 
-func FuzzV2Upload(f *testing.F) {
+func FuzzEnmeshedUpload(f *testing.F) {
 	seed := func(parts ...part) {
 		var buf bytes.Buffer
 		mw := multipart.NewWriter(&buf)
@@ -106,50 +103,47 @@ func FuzzV2Upload(f *testing.F) {
 	f.Add([]byte(""))
 	f.Add([]byte("--" + fuzzBoundary + "--"))
 
-	svc := newFakeEnmeshed()
-	svc.maxSize = 256
-	h, err := New(Config{FilesV1: newFakeFiles(), Ops: &fakeOps{}, Registry: prometheus.NewRegistry(),
-		Logger: slog.New(slog.DiscardHandler), Enmeshed: svc})
-	if err != nil {
-		f.Fatal(err)
-	}
+	e := newEnmeshedEnv(f, maxFileSize(256))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req := httptest.NewRequest(http.MethodPost, "/api/v2/Files/Own", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "multipart/form-data; boundary="+fuzzBoundary)
-		req.Header.Set("X-API-KEY", "key-alice")
+		req.Header.Set("X-API-KEY", keyAlice)
 		rec := httptest.NewRecorder()
-		before := svc.lastUpload()
-		h.ServeHTTP(rec, req)
+		before := e.svc.lastUpload()
+		e.h.ServeHTTP(rec, req)
 		if rec.Code != http.StatusCreated && rec.Code != http.StatusBadRequest {
 			t.Fatalf("status %d: %s", rec.Code, rec.Body)
 		}
-		up := svc.lastUpload()
+		up := e.svc.lastUpload()
 		if up == before {
 			if rec.Code == http.StatusCreated {
 				t.Fatal("created a file without beginning an upload")
 			}
 			return
 		}
-		committed, aborted := up.state()
+		committed, aborted, _, _ := up.state()
 		if committed != (rec.Code == http.StatusCreated) || committed == aborted {
 			t.Fatalf("status %d, committed %v, aborted %v", rec.Code, committed, aborted)
 		}
 		if committed && !wellFormedUpload(body) {
 			t.Fatalf("committed a malformed body %q", body)
 		}
+		if !committed {
+			e.waitNoStrayShards(t)
+		}
 	})
 }
 
-func BenchmarkV2ListFiltered(b *testing.B) {
-	e := newV2Env(b)
+func BenchmarkEnmeshedListFiltered(b *testing.B) {
+	e := newEnmeshedEnv(b)
 	for i := range 1000 {
-		e.svc.addFile(core.FileInfo{Name: fmt.Sprintf("file-%d.txt", i), MimeType: "text/plain", CreatorID: "alice",
+		e.upload(b, "alice", core.FileAttrs{Name: fmt.Sprintf("file-%d.txt", i), MimeType: "text/plain",
 			Tags: []string{"t" + fmt.Sprint(i%10)}}, "x")
 	}
 	target := "/api/v2/Files?filename=~-%5Cd*7%5C.txt$&tags=t7&tags=t3&filesize=%3C2"
 	for b.Loop() {
 		req := httptest.NewRequest(http.MethodGet, target, nil)
-		req.Header.Set("X-API-KEY", "key-alice")
+		req.Header.Set("X-API-KEY", keyAlice)
 		rec := httptest.NewRecorder()
 		e.h.ServeHTTP(rec, req)
 		if rec.Code != http.StatusOK {

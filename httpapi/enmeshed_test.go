@@ -12,14 +12,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 	"github.com/cairn-dev/cairn/core"
+	"github.com/cairn-dev/cairn/fsm"
 )
 
 const unknownFileID = "FILaaaaaaaaaaaaaaaaa"
 
-func TestV2AuthComesFirst(t *testing.T) {
-	e := newV2Env(t)
-	f := e.svc.addFile(core.FileInfo{Name: "a.txt", CreatorID: "alice"}, "hello")
+func TestEnmeshedAuthComesFirst(t *testing.T) {
+	e := newEnmeshedEnv(t)
+	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
 	for _, tc := range []struct {
 		name         string
 		method, path string
@@ -39,7 +41,7 @@ func TestV2AuthComesFirst(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := e.do(t, tc.method, tc.path, strings.NewReader(tc.body), tc.header)
-			wantV2Error(t, r, http.StatusUnauthorized, codeUnauthorized, "Unauthorized.")
+			wantEnmeshedError(t, r, http.StatusUnauthorized, codeUnauthorized, "Unauthorized.")
 		})
 	}
 	t.Run("bearer works", func(t *testing.T) {
@@ -49,9 +51,9 @@ func TestV2AuthComesFirst(t *testing.T) {
 	})
 }
 
-func TestV2ErrorEnvelopes(t *testing.T) {
-	e := newV2Env(t)
-	f := e.svc.addFile(core.FileInfo{Name: "a.txt", CreatorID: "alice"}, "hello")
+func TestEnmeshedErrorEnvelopes(t *testing.T) {
+	e := newEnmeshedEnv(t)
+	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
 	for _, tc := range []struct {
 		name         string
 		method, path string
@@ -76,7 +78,7 @@ func TestV2ErrorEnvelopes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := e.do(t, tc.method, tc.path, nil, tc.header)
-			wantV2Error(t, r, tc.status, tc.code, "")
+			wantEnmeshedError(t, r, tc.status, tc.code, "")
 			if got := r.header.Get("Allow"); got != tc.allow {
 				t.Fatalf("Allow = %q, want %q", got, tc.allow)
 			}
@@ -84,44 +86,57 @@ func TestV2ErrorEnvelopes(t *testing.T) {
 	}
 }
 
-func TestV2ServiceErrors(t *testing.T) {
+// TestEnmeshedServiceErrors drives the failures of the layers below core, and a rule of core's, through
+// real routes.
+func TestEnmeshedServiceErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
+		read       bool   // the fault hits the read index; otherwise every proposal
+		method     string // on alice's file when not GET (the list)
 		err        error
 		status     int
 		code       string
 		retryAfter string
 	}{
-		{"unavailable", fmt.Errorf("read index: %w", core.ErrUnavailable), 503, codeUnavailable, "1"},
-		{"shutting down", core.ErrShuttingDown, 503, codeUnavailable, "1"},
-		{"no space", core.ErrNoSpace, 507, codeInsufficientStorage, ""},
-		{"unexpected", errors.New("disk on fire key-alice"), 500, codeUnexpected, ""},
-		{"permission", core.ErrPermissionDenied, 403, codeNotOwnedByYou, ""},
+		{"unavailable", true, http.MethodGet, errors.New("no leader"), 503, codeUnavailable, "1"},
+		{"shutting down", true, http.MethodGet, clusterapi.ErrShutdown, 503, codeUnavailable, "1"},
+		{"no space", true, http.MethodGet, fmt.Errorf("append: %w", clusterapi.ErrLogStoreFull), 507, codeInsufficientStorage, ""},
+		{"unexpected", false, http.MethodDelete, fmt.Errorf("disk on fire %s: %w", keyAlice, fsm.ErrInvalidCommand), 500, codeUnexpected, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newV2Env(t)
-			e.svc.fail["ListFiles"] = tc.err
-			r := e.do(t, http.MethodGet, "/api/v2/Files", nil, nil)
-			wantV2Error(t, r, tc.status, tc.code, "")
+			e := newEnmeshedEnv(t)
+			f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
+			e.fail(tc.read, "", tc.err)
+			path := "/api/v2/Files"
+			if tc.method != http.MethodGet {
+				path += "/" + f.ID
+			}
+			r := e.do(t, tc.method, path, nil, nil)
+			wantEnmeshedError(t, r, tc.status, tc.code, "")
 			if got := r.header.Get("Retry-After"); got != tc.retryAfter {
 				t.Fatalf("Retry-After = %q, want %q", got, tc.retryAfter)
 			}
-			if strings.Contains(e.logs.String(), "key-alice") {
+			if strings.Contains(e.logs.String(), keyAlice) {
 				t.Fatalf("the API key reached the logs: %s", e.logs)
 			}
 		})
 	}
-	t.Run("auth unavailable", func(t *testing.T) {
-		e := newV2Env(t)
-		e.svc.fail["Authenticate"] = core.ErrUnavailable
-		wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files", nil, nil), 503, codeUnavailable, "")
+	t.Run("permission", func(t *testing.T) {
+		// VIEW_FILES sees every file but deletes only its own.
+		e := newEnmeshedEnv(t)
+		f, _ := e.upload(t, "bob", core.FileAttrs{Name: "b.txt"}, "bob's")
+		r := e.do(t, http.MethodDelete, "/api/v2/Files/"+f.ID, nil, map[string]string{"X-API-KEY": keyAdmin})
+		wantEnmeshedError(t, r, 403, codeNotOwnedByYou, "")
+		if e.core.Files() != 1 {
+			t.Fatal("the file was deleted")
+		}
 	})
 	t.Run("panic", func(t *testing.T) {
-		e := newV2Env(t)
-		f := e.svc.addFile(core.FileInfo{Name: "a.txt", CreatorID: "alice"}, "hello")
-		e.svc.panicOn = f.ID
+		e := newEnmeshedEnv(t)
+		f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
+		e.panicOnRead("FileByID exploded")
 		r := e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID, nil, nil)
-		wantV2Error(t, r, 500, codeUnexpected, "An unexpected error occurred.")
+		wantEnmeshedError(t, r, 500, codeUnexpected, "An unexpected error occurred.")
 		if !strings.Contains(e.logs.String(), "panic serving request") {
 			t.Fatalf("panic not logged: %s", e.logs)
 		}
@@ -129,6 +144,27 @@ func TestV2ServiceErrors(t *testing.T) {
 			t.Fatalf("500s counted = %v, want 1", got)
 		}
 	})
+}
+
+// TestEnmeshedErrorFor maps every core sentinel to the /api/v2 wire answer.
+func TestEnmeshedErrorFor(t *testing.T) {
+	for _, tc := range []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{core.ErrUnavailable, 503, codeUnavailable},
+		{core.ErrShuttingDown, 503, codeUnavailable},
+		{core.ErrNoSpace, 507, codeInsufficientStorage},
+		{core.ErrPermissionDenied, 403, codeNotOwnedByYou},
+		{core.ErrNotFound, 404, codeRecordNotFound},
+		{errors.New("disk on fire"), 500, codeUnexpected},
+	} {
+		e := enmeshedErrorFor(fmt.Errorf("wrapped: %w", tc.err), "File")
+		if e.status != tc.status || e.code != tc.code {
+			t.Errorf("enmeshedErrorFor(%v) = %d %s, want %d %s", tc.err, e.status, e.code, tc.status, tc.code)
+		}
+	}
 }
 
 // requestCount is the request counter of one route and status.
@@ -155,9 +191,9 @@ func requestCount(t testing.TB, reg *prometheus.Registry, route, code string) fl
 	return 0
 }
 
-func TestV2OrderOfChecks(t *testing.T) {
-	e := newV2Env(t)
-	f := e.svc.addFile(core.FileInfo{Name: "a.txt", CreatorID: "alice"}, "hello")
+func TestEnmeshedOrderOfChecks(t *testing.T) {
+	e := newEnmeshedEnv(t)
+	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
 	for _, tc := range []struct {
 		name         string
 		method, path string
@@ -175,12 +211,12 @@ func TestV2OrderOfChecks(t *testing.T) {
 		{"existence last", http.MethodPost, "/api/v2/Files/" + unknownFileID + "/Token", `{"expiresAt":"2099"}`, nil, 404, codeRecordNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			wantV2Error(t, e.do(t, tc.method, tc.path, strings.NewReader(tc.body), tc.header), tc.status, tc.code, "")
+			wantEnmeshedError(t, e.do(t, tc.method, tc.path, strings.NewReader(tc.body), tc.header), tc.status, tc.code, "")
 		})
 	}
 	// The schema (ephemeral's type) is checked before expiresAt's value.
 	r := e.do(t, http.MethodPost, "/api/v2/Files/"+f.ID+"/Token", strings.NewReader(`{"expiresAt":"2000","ephemeral":"x"}`), nil)
-	wantV2Error(t, r, 400, codeInvalidPropertyValue, "ephemeral must be boolean")
+	wantEnmeshedError(t, r, 400, codeInvalidPropertyValue, "ephemeral must be boolean")
 }
 
 func TestNegotiate(t *testing.T) {
@@ -249,7 +285,7 @@ func TestParseISO8601(t *testing.T) {
 	}
 }
 
-func TestV2Dates(t *testing.T) {
+func TestEnmeshedDates(t *testing.T) {
 	at := time.Date(2026, 2, 9, 11, 3, 27, 179_654_321, time.FixedZone("CET", 3600))
 	if got := enmeshedTime(at); got != "2026-02-09T10:03:27.179Z" {
 		t.Fatalf("enmeshedTime = %s", got)
@@ -259,15 +295,15 @@ func TestV2Dates(t *testing.T) {
 	}
 }
 
-func TestV2NotMountedWithoutService(t *testing.T) {
+func TestEnmeshedNotMountedWithoutService(t *testing.T) {
 	e := newEnv(t) // /files/v1 only
-	r := e.do(t, http.MethodGet, "/api/v2/Files", nil, map[string]string{"X-API-KEY": "key-alice"})
+	r := e.do(t, http.MethodGet, "/api/v2/Files", nil, map[string]string{"X-API-KEY": keyAlice})
 	wantError(t, r, http.StatusNotFound, 16, "RESOURCE_UNKNOWN_EXCEPTION")
 }
 
-func TestV2MetricsAndLogsHoldNoIDsOrKeys(t *testing.T) {
-	e := newV2Env(t)
-	f := e.svc.addFile(core.FileInfo{Name: "a.txt", CreatorID: "alice"}, "hello")
+func TestEnmeshedMetricsAndLogsHoldNoIDsOrKeys(t *testing.T) {
+	e := newEnmeshedEnv(t)
+	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
 	e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID, nil, nil)
 	e.do(t, http.MethodGet, "/api/v2/Nothing/"+f.ID, nil, nil)
 	if got := requestCount(t, e.reg, "/api/v2/Files/{id}", "200"); got != 1 {
@@ -285,23 +321,23 @@ func TestV2MetricsAndLogsHoldNoIDsOrKeys(t *testing.T) {
 			t.Fatalf("metric %s carries a file id", mf.GetName())
 		}
 	}
-	if logs := e.logs.String(); strings.Contains(logs, f.ID) || strings.Contains(logs, "key-alice") {
+	if logs := e.logs.String(); strings.Contains(logs, f.ID) || strings.Contains(logs, keyAlice) {
 		t.Fatalf("logs carry a path or key: %s", logs)
 	}
 }
 
-func TestV2HeadFallsBackToGet(t *testing.T) {
-	e := newV2Env(t)
-	f := e.svc.addFile(core.FileInfo{Name: "a.txt", CreatorID: "alice"}, "hello")
+func TestEnmeshedHeadFallsBackToGet(t *testing.T) {
+	e := newEnmeshedEnv(t)
+	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
 	r := e.do(t, http.MethodHead, "/api/v2/Files/"+f.ID+"/Download", nil, nil)
 	if r.status != http.StatusOK || r.header.Get("Content-Length") != "5" || len(r.body) != 0 {
 		t.Fatalf("HEAD = %d %v %q", r.status, r.header, r.body)
 	}
 }
 
-func TestV2PanicAfterWriteIsReraised(t *testing.T) {
+func TestEnmeshedPanicAfterWriteIsReraised(t *testing.T) {
 	// A panic after the answer started must abort the connection, not append an error envelope.
-	api := &enmeshedAPI{svc: newFakeEnmeshed(), log: slog.New(slog.DiscardHandler)}
+	api := &enmeshedAPI{svc: newStack(t).svc, log: slog.New(slog.DiscardHandler)}
 	h := api.handler(enmeshedRoute{pattern: "/p", entity: "File", methods: map[string]enmeshedHandler{
 		http.MethodGet: {nil, func(w http.ResponseWriter, _ *http.Request, _ core.Principal, _ string) error {
 			w.WriteHeader(http.StatusOK)
@@ -309,7 +345,7 @@ func TestV2PanicAfterWriteIsReraised(t *testing.T) {
 		}},
 	}})
 	req := httptest.NewRequest(http.MethodGet, "/p", nil)
-	req.Header.Set("X-API-KEY", "key-alice")
+	req.Header.Set("X-API-KEY", keyAlice)
 	defer func() {
 		if p := recover(); p != "late" {
 			t.Fatalf("recovered %v, want the handler's panic re-raised", p)

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"errors"
 	"image"
 	"image/color"
 	"image/png"
@@ -13,14 +14,15 @@ import (
 	"github.com/boombuler/barcode/qr"
 
 	"github.com/cairn-dev/cairn/core"
+	"github.com/cairn-dev/cairn/fsm"
 )
 
-func TestV2CreateToken(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedCreateToken(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	fileExpiry := time.Date(2100, 6, 1, 0, 0, 0, 0, time.UTC)
-	f := e.svc.addFile(core.FileInfo{Name: "a.txt", CreatorID: "alice", ExpiresAt: fileExpiry}, "hello")
-	forever := e.svc.addFile(core.FileInfo{Name: "b.txt", CreatorID: "alice"}, "hello")
-	bobs := e.svc.addFile(core.FileInfo{Name: "b.txt", CreatorID: "bob"}, "bob")
+	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt", ExpiresAt: fileExpiry}, "hello")
+	forever, _ := e.upload(t, "alice", core.FileAttrs{Name: "b.txt"}, "hello")
+	bobs, _ := e.upload(t, "bob", core.FileAttrs{Name: "b.txt"}, "bob")
 	path := func(id string) string { return "/api/v2/Files/" + id + "/Token" }
 	for _, tc := range []struct {
 		name       string
@@ -50,23 +52,27 @@ func TestV2CreateToken(t *testing.T) {
 			}
 			r := e.do(t, http.MethodPost, path(tc.id), strings.NewReader(tc.body), header)
 			m := resultObject(t, r, http.StatusCreated, tokenDTOKeys...)
-			minted := e.svc.lastMinted()
+			minted := e.svc.lastMinted(t)
 			if m["id"] != minted.ID || !validID(minted.ID, "TOK") || m["truncatedReference"] != minted.Secret ||
 				m["isEphemeral"] != tc.ephemeral || m["isOwn"] != true || m["createdBy"] != "alice" ||
 				m["expiresAt"] != tc.expiresAt {
 				t.Fatalf("TokenDTO = %v", m)
 			}
-			if ts, _ := m["createdAt"].(string); !v2TimePattern.MatchString(ts) {
+			if ts, _ := m["createdAt"].(string); !enmeshedTimePattern.MatchString(ts) {
 				t.Fatalf("createdAt = %v", m["createdAt"])
 			}
 			content := m["content"].(map[string]any)
 			if len(content) != 2 || content["@type"] != "TokenContentFile" || content["fileId"] != tc.id {
 				t.Fatalf("content = %v", content)
 			}
+			// The token opens its file for reading.
+			if info, tok, _, err := e.svc.Details(t.Context(), minted.Secret); err != nil || info.ID != tc.id || tok.Access != core.AccessRead {
+				t.Fatalf("the minted token resolves to %v %v, %v", info.ID, tok.Access, err)
+			}
 			// Only a persisted token can be fetched again, and then it is the same DTO.
 			g := e.do(t, http.MethodGet, "/api/v2/Tokens/"+minted.ID, nil, nil)
 			if !tc.persistent {
-				wantV2Error(t, g, 404, codeRecordNotFound, "Token not found. Make sure the ID exists and the record is not expired.")
+				wantEnmeshedError(t, g, 404, codeRecordNotFound, "Token not found. Make sure the ID exists and the record is not expired.")
 				return
 			}
 			again := resultObject(t, g, http.StatusOK, tokenDTOKeys...)
@@ -102,19 +108,19 @@ func TestV2CreateToken(t *testing.T) {
 		{"too large", f.ID, `{"x":"` + strings.Repeat("a", maxTokenRequestBytes) + `"}`, 400, codeInvalidPropertyValue, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := e.svc.mintedCount()
+			before, proposed := e.svc.mintedCount(), e.core.Consensus.Proposals()
 			r := e.do(t, http.MethodPost, path(tc.id), strings.NewReader(tc.body), map[string]string{"Content-Type": "application/json"})
-			wantV2Error(t, r, tc.status, tc.code, tc.message)
-			if e.svc.mintedCount() != before {
+			wantEnmeshedError(t, r, tc.status, tc.code, tc.message)
+			if e.svc.mintedCount() != before || e.core.Consensus.Proposals() != proposed {
 				t.Fatal("a refused request minted a token")
 			}
 		})
 	}
 }
 
-func TestV2CreateTokenPNG(t *testing.T) {
-	e := newV2Env(t)
-	f := e.svc.addFile(core.FileInfo{Name: "a.txt", CreatorID: "alice"}, "hello")
+func TestEnmeshedCreateTokenPNG(t *testing.T) {
+	e := newEnmeshedEnv(t)
+	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
 	r := e.do(t, http.MethodPost, "/api/v2/Files/"+f.ID+"/Token", strings.NewReader(`{"ephemeral":false}`),
 		map[string]string{"Accept": "image/png", "Content-Type": "application/json"})
 	if r.status != http.StatusCreated {
@@ -129,7 +135,7 @@ func TestV2CreateTokenPNG(t *testing.T) {
 	if !bytes.HasPrefix(r.body, []byte("\x89PNG\r\n\x1a\n")) {
 		t.Fatalf("not a PNG: % x", r.body[:min(len(r.body), 8)])
 	}
-	minted := e.svc.lastMinted()
+	minted := e.svc.lastMinted(t)
 	if minted.Kind != core.TokenEphemeral {
 		t.Fatal("a QR-code token must be ephemeral")
 	}
@@ -158,46 +164,51 @@ func TestV2CreateTokenPNG(t *testing.T) {
 			}
 		}
 	}
-	if _, err := e.svc.TokenByID(t.Context(), core.Principal{ID: "alice"}, minted.ID); err == nil {
+	if _, err := e.svc.TokenByID(t.Context(), e.principals["alice"], minted.ID); err == nil {
 		t.Fatal("the QR-code token was persisted")
 	}
 
-	wantV2Error(t, e.do(t, http.MethodPost, "/api/v2/Files/"+unknownFileID+"/Token", nil, map[string]string{"Accept": "image/png"}),
+	wantEnmeshedError(t, e.do(t, http.MethodPost, "/api/v2/Files/"+unknownFileID+"/Token", nil, map[string]string{"Accept": "image/png"}),
 		404, codeRecordNotFound, "")
 }
 
-func TestV2GetToken(t *testing.T) {
-	e := newV2Env(t)
-	f := e.svc.addFile(core.FileInfo{Name: "a.txt", CreatorID: "bob"}, "hello")
-	live := core.TokenInfo{ID: "TOK00000000000000001", Secret: "s1", FileID: f.ID, CreatorID: "bob",
-		CreatedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	expired := core.TokenInfo{ID: "TOK00000000000000002", Secret: "s2", FileID: f.ID, CreatorID: "bob",
-		ExpiresAt: time.Now().Add(-time.Second)}
-	e.svc.addToken(live)
-	e.svc.addToken(expired)
+func TestEnmeshedGetToken(t *testing.T) {
+	e := newEnmeshedEnv(t)
+	e.core.Clock.Set(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	f, _ := e.upload(t, "bob", core.FileAttrs{Name: "a.txt"}, "hello")
+	bob := e.principals["bob"]
+	live, err := e.svc.CreateFileToken(t.Context(), bob, f.ID, time.Time{}, core.TokenPersisted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, err := e.svc.CreateFileToken(t.Context(), bob, f.ID, e.core.Clock.Now().Add(time.Second), core.TokenPersisted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.core.Clock.Advance(time.Minute)
 	for _, tc := range []struct {
 		name, key, id string
 		status        int
 		isOwn         bool
 	}{
-		{"creator", "key-bob", live.ID, 200, true},
-		{"VIEW_FILES", "key-admin", live.ID, 200, false},
-		{"someone else", "key-alice", live.ID, 404, false},
-		{"expired", "key-bob", expired.ID, 404, false},
-		{"unknown", "key-bob", "TOKaaaaaaaaaaaaaaaaa", 404, false},
-		{"malformed", "key-bob", "TOK1", 400, false},
-		{"file id", "key-bob", f.ID, 400, false},
+		{"creator", keyBob, live.ID, 200, true},
+		{"VIEW_FILES", keyAdmin, live.ID, 200, false},
+		{"someone else", keyAlice, live.ID, 404, false},
+		{"expired", keyBob, expired.ID, 404, false},
+		{"unknown", keyBob, "TOKaaaaaaaaaaaaaaaaa", 404, false},
+		{"malformed", keyBob, "TOK1", 400, false},
+		{"file id", keyBob, f.ID, 400, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := e.do(t, http.MethodGet, "/api/v2/Tokens/"+tc.id, nil, map[string]string{"X-API-KEY": tc.key})
 			switch tc.status {
 			case 400:
-				wantV2Error(t, r, 400, codeInvalidPropertyValue, "tokenId must match pattern TOK[A-Za-z0-9]{17}")
+				wantEnmeshedError(t, r, 400, codeInvalidPropertyValue, "tokenId must match pattern TOK[A-Za-z0-9]{17}")
 			case 404:
-				wantV2Error(t, r, 404, codeRecordNotFound, "Token not found. Make sure the ID exists and the record is not expired.")
+				wantEnmeshedError(t, r, 404, codeRecordNotFound, "Token not found. Make sure the ID exists and the record is not expired.")
 			default:
 				m := resultObject(t, r, 200, tokenDTOKeys...)
-				if m["id"] != live.ID || m["isOwn"] != tc.isOwn || m["truncatedReference"] != "s1" ||
+				if m["id"] != live.ID || m["isOwn"] != tc.isOwn || m["truncatedReference"] != live.Secret ||
 					m["createdAt"] != "2026-01-01T00:00:00.000Z" || m["expiresAt"] != neverExpires || m["isEphemeral"] != false {
 					t.Fatalf("TokenDTO = %v", m)
 				}
@@ -206,12 +217,12 @@ func TestV2GetToken(t *testing.T) {
 	}
 }
 
-func TestV2CreateTokenServiceErrors(t *testing.T) {
-	e := newV2Env(t)
-	f := e.svc.addFile(core.FileInfo{Name: "a.txt", CreatorID: "alice"}, "hello")
-	e.svc.fail["CreateFileToken"] = core.ErrUnavailable
-	r := e.do(t, http.MethodPost, "/api/v2/Files/"+f.ID+"/Token", nil, nil)
-	wantV2Error(t, r, 503, codeUnavailable, "")
+func TestEnmeshedCreateTokenServiceErrors(t *testing.T) {
+	e := newEnmeshedEnv(t)
+	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
+	e.fail(false, fsm.CmdCreateToken, errors.New("no leader"))
+	r := e.do(t, http.MethodPost, "/api/v2/Files/"+f.ID+"/Token", strings.NewReader(`{"ephemeral":false}`), nil)
+	wantEnmeshedError(t, r, 503, codeUnavailable, "")
 	if r.header.Get("Retry-After") == "" {
 		t.Fatal("503 without Retry-After")
 	}

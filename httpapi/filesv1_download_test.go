@@ -1,21 +1,24 @@
 package httpapi
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/cairn-dev/cairn/core"
+	"github.com/cairn-dev/cairn/erasure"
 )
 
 func TestDownload(t *testing.T) {
 	data := "0123456789abcdefghijklmnopqrstuvwxyz"
 	e := newEnv(t)
-	full := e.files.addFile("report.pdf", "application/pdf", []byte(data))
+	full := e.addFile(t, "report.pdf", "application/pdf", data)
 	read := readToken(t, e, full)
 	path := "/files/v1/" + read + "/file"
-	etag := `"etag1"` // addFile's first ETag
+	etag := `"` + fmt.Sprintf("%x", sha256.Sum256([]byte(data))) + `"` // core's ETag is the content's SHA-256
 
 	tests := []struct {
 		name       string
@@ -60,7 +63,7 @@ func TestDownload(t *testing.T) {
 
 func TestDownloadEmptyFileAndDefaultType(t *testing.T) {
 	e := newEnv(t)
-	tok := e.files.addFile("empty", "", nil)
+	tok := e.addFile(t, "empty", "", "")
 	res := e.do(t, http.MethodGet, "/files/v1/"+tok+"/file", nil, nil)
 	if res.status != 200 || len(res.body) != 0 || res.header.Get("Content-Type") != "application/octet-stream" {
 		t.Fatalf("%d %q %v", res.status, res.body, res.header)
@@ -83,27 +86,38 @@ func TestContentDisposition(t *testing.T) {
 	}
 }
 
+// TestDownloadContentFailure loses shards on the nodes: too few left for a read is a 503 (the
+// contract's "too few shard nodes for a read") while nothing was sent, and a cut connection once
+// bytes went out.
 func TestDownloadContentFailure(t *testing.T) {
 	t.Run("before the first byte: JSON error", func(t *testing.T) {
-		e := newEnv(t, func(f *fakeFiles) { f.breakAfter = -1 })
-		tok := e.files.addFile("broken", "text/plain", []byte(strings.Repeat("b", 100)))
+		e := newEnv(t)
+		tok := e.addFile(t, "broken", "text/plain", strings.Repeat("b", 100))
+		// 2+1: with two of a segment's three shards gone, it cannot be rebuilt.
+		e.core.Shards.Remove(func(_ string, id erasure.ShardID) bool { return id.Index > 0 })
 		res := e.do(t, http.MethodGet, "/files/v1/"+tok+"/file", nil, nil)
-		wantError(t, res, 500, 1, "SERVER_EXCEPTION")
+		wantError(t, res, 503, 1, "SERVICE_UNAVAILABLE_EXCEPTION")
+		if res.header.Get("Retry-After") != "1" {
+			t.Fatalf("Retry-After = %q", res.header.Get("Retry-After"))
+		}
 		if res.header.Get("ETag") != "" || res.header.Get("Content-Disposition") != "" {
 			t.Fatalf("file headers leaked into the error: %v", res.header)
 		}
 	})
 	t.Run("after bytes were sent: connection aborted", func(t *testing.T) {
-		// Large enough that the status line and the first bytes leave the server's buffers.
-		e := newEnv(t, func(f *fakeFiles) { f.breakAfter = 100 << 10 })
-		tok := e.files.addFile("broken", "text/plain", []byte(strings.Repeat("b", 256<<10)))
+		// Large enough that the status line and the first segments leave the server's buffers
+		// before the read reaches the lost ones (a segment is 16 KiB here).
+		const size = 256 << 10
+		e := newEnv(t, maxFileSize(size))
+		tok := e.addFile(t, "broken", "text/plain", strings.Repeat("b", size))
+		e.core.Shards.Remove(func(_ string, id erasure.ShardID) bool { return id.Segment >= 8 && id.Index > 0 })
 		res, err := e.srv.Client().Get(e.srv.URL + "/files/v1/" + tok + "/file")
 		if err != nil {
 			t.Fatalf("the response should have started: %v", err)
 		}
 		defer res.Body.Close()
 		b, err := io.ReadAll(res.Body)
-		if res.StatusCode != 200 || err == nil || len(b) == 0 || len(b) >= 256<<10 {
+		if res.StatusCode != 200 || err == nil || len(b) == 0 || len(b) >= size {
 			t.Fatalf("status %d, read %d bytes, err %v: want a started 200 cut short with an error", res.StatusCode, len(b), err)
 		}
 	})

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 	"github.com/cairn-dev/cairn/core"
+	"github.com/cairn-dev/cairn/fsm"
 )
 
 // readToken adds a read token to the file of full and returns it.
@@ -24,7 +26,7 @@ func readToken(t *testing.T, e *env, full string) string {
 
 func TestDetails(t *testing.T) {
 	e := newEnv(t)
-	full := e.files.addFile("report.pdf", "application/pdf", []byte("12345"))
+	full := e.addFile(t, "report.pdf", "application/pdf", "12345")
 	read := readToken(t, e, full)
 
 	res := e.do(t, http.MethodGet, "/files/v1/"+full+"/details", nil, nil)
@@ -45,7 +47,7 @@ func TestDetails(t *testing.T) {
 
 func TestDeleteFile(t *testing.T) {
 	e := newEnv(t)
-	full := e.files.addFile("a", "text/plain", []byte("x"))
+	full := e.addFile(t, "a", "text/plain", "x")
 	read := readToken(t, e, full)
 
 	wantError(t, e.do(t, http.MethodDelete, "/files/v1/"+read, nil, nil), 401, 2606, "UNAUTHORIZED_TOKEN_EXCEPTION")
@@ -89,7 +91,7 @@ func TestCreateToken(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			tok := e.files.addFile("a", "text/plain", []byte("x"))
+			tok := e.addFile(t, "a", "text/plain", "x")
 			if tc.useRead {
 				tok = readToken(t, e, tok)
 			}
@@ -115,9 +117,9 @@ func TestCreateToken(t *testing.T) {
 
 func TestDeleteToken(t *testing.T) {
 	e := newEnv(t)
-	full := e.files.addFile("a", "text/plain", []byte("x"))
+	full := e.addFile(t, "a", "text/plain", "x")
 	read := readToken(t, e, full)
-	other := e.files.addFile("b", "text/plain", []byte("y"))
+	other := e.addFile(t, "b", "text/plain", "y")
 
 	tests := []struct {
 		name          string
@@ -163,7 +165,7 @@ func TestGarbageTokens(t *testing.T) {
 
 func TestUnknownRoutesAndMethods(t *testing.T) {
 	e := newEnv(t)
-	full := e.files.addFile("a", "text/plain", []byte("x"))
+	full := e.addFile(t, "a", "text/plain", "x")
 	for _, r := range []struct{ method, path string }{
 		{http.MethodGet, "/"},
 		{http.MethodGet, "/nope"},
@@ -179,15 +181,14 @@ func TestUnknownRoutesAndMethods(t *testing.T) {
 	} {
 		wantError(t, e.do(t, r.method, r.path, nil, nil), 404, 16, "RESOURCE_UNKNOWN_EXCEPTION")
 	}
-	if e.files.committedFiles() != 1 {
+	if e.core.Files() != 1 {
 		t.Fatal("a 404 route touched the store")
 	}
 }
 
-// TestErrorMapping drives every core sentinel through a real route and checks the wire answer.
-func TestErrorMapping(t *testing.T) {
-	secret := "s3cret-token-value"
-	tests := []struct {
+// TestFilesV1ErrorFor maps every core sentinel to the /files/v1 wire answer.
+func TestFilesV1ErrorFor(t *testing.T) {
+	for _, tc := range []struct {
 		err     error
 		status  int
 		code    int
@@ -203,14 +204,42 @@ func TestErrorMapping(t *testing.T) {
 		{core.ErrUnavailable, 503, 1, "SERVICE_UNAVAILABLE_EXCEPTION"},
 		{core.ErrShuttingDown, 503, 1, "SERVICE_UNAVAILABLE_EXCEPTION"},
 		{core.ErrNoSpace, 507, 1, "INSUFFICIENT_STORAGE_EXCEPTION"},
-		{errors.New("disk on fire near " + secret), 500, 1, "SERVER_EXCEPTION"},
+		{errors.New("disk on fire"), 500, 1, "SERVER_EXCEPTION"},
+	} {
+		e := filesV1ErrorFor(fmt.Errorf("wrapped: %w", tc.err))
+		if e.status != tc.status || e.Code != tc.code || e.Name != tc.errName {
+			t.Errorf("filesV1ErrorFor(%v) = %d %d %s, want %d %d %s", tc.err, e.status, e.Code, e.Name, tc.status, tc.code, tc.errName)
+		}
+	}
+}
+
+// TestErrorMapping drives the failures of the layers below core through real routes and checks the
+// wire answer: the status, Retry-After on a 503, and that neither the answer nor the log carries
+// the token, even when a lower layer put it in its error text.
+func TestErrorMapping(t *testing.T) {
+	tests := []struct {
+		name    string
+		read    bool // the fault hits the read index (Details); otherwise the proposal (a new token)
+		err     func(secret string) error
+		status  int
+		code    int
+		errName string
+	}{
+		{"no quorum", true, func(s string) error { return fmt.Errorf("no leader near %s", s) }, 503, 1, "SERVICE_UNAVAILABLE_EXCEPTION"},
+		{"shutting down", true, func(s string) error { return fmt.Errorf("%s: %w", s, clusterapi.ErrShutdown) }, 503, 1, "SERVICE_UNAVAILABLE_EXCEPTION"},
+		{"raft log disk full", true, func(s string) error { return fmt.Errorf("%s: %w", s, clusterapi.ErrLogStoreFull) }, 507, 1, "INSUFFICIENT_STORAGE_EXCEPTION"},
+		{"command refused", false, func(s string) error { return fmt.Errorf("disk on fire near %s: %w", s, fsm.ErrInvalidCommand) }, 500, 1, "SERVER_EXCEPTION"},
 	}
 	for _, tc := range tests {
-		t.Run(tc.errName+"/"+tc.err.Error(), func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			// Wrapped with the token in the text, as a careless lower layer might.
-			e.files.fail[secret] = fmt.Errorf("resolve %s: %w", secret, tc.err)
-			res := e.do(t, http.MethodGet, "/files/v1/"+secret+"/details", nil, nil)
+			secret := e.addFile(t, "a", "text/plain", "x")
+			e.fail(tc.read, "", tc.err(secret))
+			method, path := http.MethodGet, "/files/v1/"+secret+"/details"
+			if !tc.read {
+				method, path = http.MethodPost, "/files/v1/"+secret+"/tokens"
+			}
+			res := e.do(t, method, path, nil, nil)
 			wantError(t, res, tc.status, tc.code, tc.errName)
 			if got := res.header.Get("Retry-After"); (tc.status == 503) != (got == "1") {
 				t.Fatalf("Retry-After = %q for %d", got, tc.status)
@@ -227,8 +256,9 @@ func TestErrorMapping(t *testing.T) {
 
 func TestPanicRecovery(t *testing.T) {
 	e := newEnv(t)
-	e.files.panicOn = "boom"
-	wantError(t, e.do(t, http.MethodGet, "/files/v1/boom/details", nil, nil), 500, 1, "SERVER_EXCEPTION")
+	full := e.addFile(t, "a", "text/plain", "x")
+	e.panicOnRead("details exploded")
+	wantError(t, e.do(t, http.MethodGet, "/files/v1/"+full+"/details", nil, nil), 500, 1, "SERVER_EXCEPTION")
 	if !strings.Contains(e.logs.String(), "details exploded") {
 		t.Fatalf("panic not logged: %s", e.logs)
 	}

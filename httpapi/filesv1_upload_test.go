@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,7 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cairn-dev/cairn/core"
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
+	"github.com/cairn-dev/cairn/fsm"
 )
 
 var metadataKeys = []string{"name", "mimetype", "creatorId", "size", "tags", "tokens", "creationTimestamp", "updateTimestamp"}
@@ -39,10 +41,12 @@ func TestUploadSuccess(t *testing.T) {
 			wantTags: []string{"ecg-report", "2026"}, wantData: "%PDF-1.7",
 		},
 		{
-			name:     "name falls back to the filename; tags without brackets; X-API-KEY",
+			// No part Content-Type and no extension: the type comes from the content (the contract's
+			// "derived from the content or the name").
+			name:     "name falls back to the filename; tags without brackets; X-API-KEY; type from the content",
 			header:   map[string]string{"X-API-KEY": "key-alice"},
 			parts:    []part{{name: "tags", body: "a"}, {name: "file", filename: "data", body: "hello"}, {name: "tags", body: "b"}},
-			wantName: "data", wantMime: "application/octet-stream", wantCreator: "alice",
+			wantName: "data", wantMime: "text/plain", wantCreator: "alice",
 			wantTags: []string{"a", "b"}, wantData: "hello",
 		},
 		{
@@ -54,7 +58,11 @@ func TestUploadSuccess(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, func(f *fakeFiles) { f.anon = tc.anon })
+			var opts []stackOption
+			if tc.anon {
+				opts = append(opts, anonymousUploads)
+			}
+			e := newEnv(t, opts...)
 			body, ct := multipartBody(t, tc.parts...)
 			var r io.Reader = body
 			if tc.chunked {
@@ -89,7 +97,7 @@ func TestUploadSuccess(t *testing.T) {
 			if tok["accessLevel"] != "full" {
 				t.Fatalf("token = %v", tok)
 			}
-			committed, _, attrs, data := e.files.lastUpload().state()
+			committed, _, attrs, data := e.svc.lastUpload().state()
 			if !committed || string(data) != tc.wantData || !slices.Equal(attrs.Tags, tc.wantTags) {
 				t.Fatalf("upload committed=%v data=%q attrs=%+v", committed, data, attrs)
 			}
@@ -102,7 +110,7 @@ func TestUploadSuccess(t *testing.T) {
 }
 
 func TestUploadWithoutTrailingSlash(t *testing.T) {
-	e := newEnv(t, func(f *fakeFiles) { f.anon = true })
+	e := newEnv(t, anonymousUploads)
 	body, ct := multipartBody(t, part{name: "file", filename: "a", body: "x"})
 	res := e.do(t, http.MethodPost, "/files/v1", body, map[string]string{"Content-Type": ct})
 	if res.status != http.StatusOK {
@@ -113,7 +121,7 @@ func TestUploadWithoutTrailingSlash(t *testing.T) {
 func TestUploadErrors(t *testing.T) {
 	file := part{name: "file", filename: "f.bin", body: "data"}
 	auth := map[string]string{"Authorization": "Bearer key-alice"}
-	big := strings.Repeat("x", 1<<10+1) // the fake's MaxFileSize is 1 KiB
+	big := strings.Repeat("x", testMaxFileSize+1)
 	manyTags := make([]part, 0, 1001)
 	for range 1001 {
 		manyTags = append(manyTags, part{name: "tags[]", body: "t"})
@@ -129,7 +137,7 @@ func TestUploadErrors(t *testing.T) {
 		anon       bool
 		header     map[string]string
 		body       func(t *testing.T) (io.Reader, string) // body and Content-Type
-		failBegin  error
+		failCommit error                                  // what the cluster answers the upload's commit
 		status     int
 		code       int
 		errName    string
@@ -158,16 +166,18 @@ func TestUploadErrors(t *testing.T) {
 		{"unknown field over 64 KiB", false, auth, parts(file, part{name: "junk", body: strings.Repeat("n", 64<<10+1)}), nil, 400, 15, "FIELD_FORMAT_EXCEPTION", true},
 		{"more than 1000 tags", false, auth, parts(append(manyTags, file)...), nil, 400, 15, "FIELD_FORMAT_EXCEPTION", true},
 		{"name not UTF-8", false, auth, parts(part{name: "name", body: "\xff\xfe"}, file), nil, 400, 15, "FIELD_FORMAT_EXCEPTION", true},
-		{"cluster unavailable", false, auth, parts(file), core.ErrUnavailable, 503, 1, "SERVICE_UNAVAILABLE_EXCEPTION", false},
+		{"cluster unavailable", false, auth, parts(file), errors.New("no leader"), 503, 1, "SERVICE_UNAVAILABLE_EXCEPTION", true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, func(f *fakeFiles) {
-				f.anon = tc.anon
-				if tc.failBegin != nil {
-					f.fail["begin"] = tc.failBegin
-				}
-			})
+			var opts []stackOption
+			if tc.anon {
+				opts = append(opts, anonymousUploads)
+			}
+			e := newEnv(t, opts...)
+			if tc.failCommit != nil {
+				e.fail(false, fsm.CmdCreateFile, tc.failCommit)
+			}
 			body, ct := tc.body(t)
 			header := map[string]string{"Content-Type": ct}
 			for k, v := range tc.header {
@@ -178,7 +188,7 @@ func TestUploadErrors(t *testing.T) {
 			if tc.status == 503 && res.header.Get("Retry-After") != "1" {
 				t.Fatalf("Retry-After = %q", res.header.Get("Retry-After"))
 			}
-			up := e.files.lastUpload()
+			up := e.svc.lastUpload()
 			if (up != nil) != tc.wantUpload {
 				t.Fatalf("BeginUpload called = %v, want %v", up != nil, tc.wantUpload)
 			}
@@ -187,21 +197,48 @@ func TestUploadErrors(t *testing.T) {
 					t.Fatalf("committed=%v aborted=%v, want an aborted upload", committed, aborted)
 				}
 			}
-			if n := e.files.committedFiles(); n != 0 {
+			if n := e.core.Files(); n != 0 {
 				t.Fatalf("%d files committed", n)
 			}
+			if tc.failCommit != nil {
+				// The commit's outcome is unknown (it may still apply): its shards stay for the GC.
+				if e.core.Stray() == 0 {
+					t.Fatal("the shards of a commit of unknown outcome were deleted")
+				}
+				return
+			}
+			e.waitNoStrayShards(t)
 		})
 	}
 }
 
+// TestUploadBeforeClusterInit: a node whose cluster is not initialised cannot begin an upload.
+func TestUploadBeforeClusterInit(t *testing.T) {
+	e := newEnv(t, anonymousUploads, uninitialized)
+	body, ct := multipartBody(t, part{name: "file", filename: "a", body: "x"})
+	res := e.do(t, http.MethodPost, "/files/v1/", body, map[string]string{"Content-Type": ct})
+	wantError(t, res, 503, 1, "SERVICE_UNAVAILABLE_EXCEPTION")
+	if res.header.Get("Retry-After") != "1" {
+		t.Fatalf("Retry-After = %q", res.header.Get("Retry-After"))
+	}
+	if e.svc.lastUpload() != nil {
+		t.Fatal("an upload was begun")
+	}
+}
+
 func TestUploadCommitFailureIsMapped(t *testing.T) {
-	e := newEnv(t, func(f *fakeFiles) { f.anon = true; f.fail["commit"] = core.ErrNoSpace })
+	e := newEnv(t, anonymousUploads)
+	e.fail(false, fsm.CmdCreateFile, fmt.Errorf("append: %w", clusterapi.ErrLogStoreFull))
 	body, ct := multipartBody(t, part{name: "file", filename: "a", body: "x"})
 	res := e.do(t, http.MethodPost, "/files/v1/", body, map[string]string{"Content-Type": ct})
 	wantError(t, res, 507, 1, "INSUFFICIENT_STORAGE_EXCEPTION")
-	if _, aborted, _, _ := e.files.lastUpload().state(); !aborted {
+	if _, aborted, _, _ := e.svc.lastUpload().state(); !aborted {
 		t.Fatal("a failed commit must abort")
 	}
+	if e.core.Files() != 0 {
+		t.Fatal("a refused commit created a file")
+	}
+	e.waitNoStrayShards(t)
 }
 
 // errDisconnect stands for the client going away mid-upload.
@@ -221,7 +258,7 @@ func (f *failingReader) Read(p []byte) (int, error) {
 }
 
 func TestUploadClientDisconnectAborts(t *testing.T) {
-	e := newEnv(t, func(f *fakeFiles) { f.anon = true })
+	e := newEnv(t, anonymousUploads)
 	body, ct := multipartBody(t, part{name: "file", filename: "a", body: strings.Repeat("z", 500)})
 	half := body.Bytes()[:body.Len()/2]
 	req := httptest.NewRequest(http.MethodPost, "/files/v1/", &failingReader{bytes.NewReader(half), errDisconnect})
@@ -231,10 +268,11 @@ func TestUploadClientDisconnectAborts(t *testing.T) {
 	if rec.Code != http.StatusBadRequest {
 		t.Fatalf("status = %d", rec.Code)
 	}
-	committed, aborted, _, _ := e.files.lastUpload().state()
-	if committed || !aborted || e.files.committedFiles() != 0 {
+	committed, aborted, _, _ := e.svc.lastUpload().state()
+	if committed || !aborted || e.core.Files() != 0 {
 		t.Fatalf("committed=%v aborted=%v", committed, aborted)
 	}
+	e.waitNoStrayShards(t)
 }
 
 func parts(ps ...part) func(t *testing.T) (io.Reader, string) {

@@ -5,15 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 const fuzzBoundary = "fuzzboundary"
@@ -72,24 +69,17 @@ func FuzzUpload(f *testing.F) {
 	f.Add([]byte("--" + fuzzBoundary + "--"))
 	f.Add([]byte("--" + fuzzBoundary + "\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--" + fuzzBoundary))
 
-	files := newFakeFiles()
-	files.anon = true
-	files.maxSize = 256
-	h, err := New(Config{FilesV1: files, Ops: &fakeOps{}, Registry: prometheus.NewRegistry(),
-		Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		f.Fatal(err)
-	}
+	e := newEnv(f, anonymousUploads, maxFileSize(256))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req := httptest.NewRequest(http.MethodPost, "/files/v1/", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "multipart/form-data; boundary="+fuzzBoundary)
 		rec := httptest.NewRecorder()
-		before := files.lastUpload()
-		h.ServeHTTP(rec, req)
+		before := e.svc.lastUpload()
+		e.h.ServeHTTP(rec, req)
 		if rec.Code >= 500 {
 			t.Fatalf("status %d: %s", rec.Code, rec.Body)
 		}
-		up := files.lastUpload()
+		up := e.svc.lastUpload()
 		if up == before { // rejected before BeginUpload: only an empty body may do that
 			if len(body) != 0 {
 				t.Fatalf("no upload begun for a %d-byte body (status %d)", len(body), rec.Code)
@@ -102,6 +92,9 @@ func FuzzUpload(f *testing.F) {
 		}
 		if committed && !wellFormedUpload(body) {
 			t.Fatalf("committed a malformed body %q", body)
+		}
+		if !committed {
+			e.waitNoStrayShards(t)
 		}
 	})
 }

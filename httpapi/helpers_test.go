@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,16 +17,42 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairn-dev/cairn/core"
 )
 
-// env is one front-end under test with its fakes.
+// env is /files/v1 under test, over the real core.
 type env struct {
-	files *fakeFiles
-	ops   *fakeOps
-	reg   *prometheus.Registry
-	logs  *syncBuffer
-	h     http.Handler
-	srv   *httptest.Server
+	*stack
+	ops  *opsStub
+	reg  *prometheus.Registry
+	logs *syncBuffer
+	h    http.Handler
+	srv  *httptest.Server
+}
+
+// opsStub is an OpsService with a settable readiness: the ops endpoints' data comes from node,
+// which this package cannot import.
+type opsStub struct {
+	mu       sync.Mutex
+	notReady error
+}
+
+func (o *opsStub) Status(context.Context) Status {
+	return Status{NodeID: "n1", LeaderID: "n2", RaftState: "Follower", Term: 3, Erasure: "4+2", WriteQuorum: 5,
+		Members: []MemberStatus{{ID: "n1", State: "alive", Suffrage: "voter"}}}
+}
+
+func (o *opsStub) Ready(context.Context) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.notReady
+}
+
+func (o *opsStub) setNotReady(err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.notReady = err
 }
 
 // syncBuffer is a log sink safe for the server's goroutines.
@@ -46,14 +73,21 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func newEnv(t testing.TB, configure ...func(*fakeFiles)) *env {
+func newEnv(t testing.TB, opts ...stackOption) *env {
 	t.Helper()
-	e := &env{files: newFakeFiles(), ops: &fakeOps{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
-	for _, c := range configure {
-		c(e.files)
-	}
+	return startEnv(t, false, opts...)
+}
+
+// startEnv serves /files/v1 and, with enmeshed, /api/v2 over a new stack.
+func startEnv(t testing.TB, enmeshed bool, opts ...stackOption) *env {
+	t.Helper()
+	e := &env{stack: newStack(t, opts...), ops: &opsStub{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h, err := New(Config{FilesV1: e.files, Ops: e.ops, Registry: e.reg, Logger: logger})
+	cfg := Config{FilesV1: e.svc, Ops: e.ops, Registry: e.reg, Logger: logger}
+	if enmeshed {
+		cfg.Enmeshed = e.svc
+	}
+	h, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -61,6 +95,13 @@ func newEnv(t testing.TB, configure ...func(*fakeFiles)) *env {
 	e.srv = httptest.NewServer(h)
 	t.Cleanup(e.srv.Close)
 	return e
+}
+
+// addFile uploads a file of alice's through core and returns its full token.
+func (e *env) addFile(t testing.TB, name, mimetype, data string) string {
+	t.Helper()
+	_, full := e.upload(t, "alice", core.FileAttrs{Name: name, MimeType: mimetype}, data)
+	return full.Secret
 }
 
 // response is what a test inspects of an answer.

@@ -10,7 +10,7 @@ import (
 )
 
 func TestNewValidatesConfig(t *testing.T) {
-	files, ops, reg := newFakeFiles(), &fakeOps{}, prometheus.NewRegistry()
+	files, ops, reg := newStack(t).svc, &opsStub{}, prometheus.NewRegistry()
 	tests := []struct {
 		name string
 		cfg  Config
@@ -55,9 +55,7 @@ func TestOpsEndpoints(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e.ops.mu.Lock()
-			e.ops.notReady = tc.notReady
-			e.ops.mu.Unlock()
+			e.ops.setNotReady(tc.notReady)
 			res := e.do(t, http.MethodGet, tc.path, nil, nil)
 			if res.status != tc.status {
 				t.Fatalf("status = %d, want %d", res.status, tc.status)
@@ -76,7 +74,7 @@ func TestOpsEndpoints(t *testing.T) {
 // /metrics nor the request log holds a token, a path or an API key.
 func TestMetricsAndLogsNeverCarrySecrets(t *testing.T) {
 	e := newEnv(t)
-	full := e.files.addFile("a", "text/plain", []byte("hello"))
+	full := e.addFile(t, "a", "text/plain", "hello")
 	read := readToken(t, e, full)
 	e.do(t, http.MethodGet, "/files/v1/"+full+"/details", nil, nil)
 	e.do(t, http.MethodGet, "/files/v1/"+read+"/file", nil, nil)

@@ -13,75 +13,64 @@ import (
 	"github.com/cairn-dev/cairn/internal/coretest"
 )
 
-// formPart is one part of a test form: a file part when filename is set.
-type formPart struct{ name, filename, value string }
-
-func formBody(t *testing.T, parts []formPart, truncate bool) ([]byte, string) {
+// formBody is a test upload's multipart body and boundary; truncate drops the closing delimiter.
+func formBody(t *testing.T, parts []part, truncate bool) ([]byte, string) {
 	t.Helper()
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
-	for _, p := range parts {
-		var w interface{ Write([]byte) (int, error) }
-		var err error
-		if p.filename != "" {
-			w, err = mw.CreateFormFile(p.name, p.filename)
-		} else {
-			w, err = mw.CreateFormField(p.name)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = w.Write([]byte(p.value))
+	buf, contentType := multipartBody(t, parts...)
+	boundary, err := multipartBoundary(contentType)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !truncate {
-		_ = mw.Close()
+	body := buf.Bytes()
+	if truncate {
+		body = bytes.TrimSuffix(body, []byte("--"+boundary+"--\r\n"))
 	}
-	return buf.Bytes(), mw.Boundary()
+	return body, boundary
 }
 
 // The one upload-form reader serves both front-ends; each words its problems in its own format,
 // exactly as the contracts (and the SDKs) expect.
 func TestUploadFormProblemsInEachFormat(t *testing.T) {
-	file := formPart{"file", "a.txt", "hello"}
-	tags := make([]formPart, maxTags+1)
+	file := part{name: "file", filename: "a.txt", body: "hello"}
+	tags := make([]part, maxTags+1)
 	for i := range tags {
-		tags[i] = formPart{name: "tags[]", value: "t"}
+		tags[i] = part{name: "tags[]", body: "t"}
 	}
 	long := strings.Repeat("x", maxFieldBytes+1)
 	for _, tc := range []struct {
-		name     string
-		v1Parts  []formPart // nil: same as v2Parts
-		v2Parts  []formPart
-		truncate bool
-		v1Code   int
-		v1Msg    string
-		v2Msg    string
+		name          string
+		filesV1Parts  []part // nil: same as enmeshedParts
+		enmeshedParts []part
+		truncate      bool
+		filesV1Code   int
+		filesV1Msg    string
+		enmeshedMsg   string
 	}{
-		{name: "two file parts", v2Parts: []formPart{file, file}, v1Code: 22,
-			v1Msg: "the upload has more than one file part", v2Msg: msgOneFilePart},
-		{name: "repeated single field", v1Parts: []formPart{{name: "name", value: "a"}, {name: "name", value: "b"}, file},
-			v2Parts: []formPart{{name: "title", value: "a"}, {name: "title", value: "b"}, file}, v1Code: 22,
-			v1Msg: "the upload has more than one name part", v2Msg: "title must be string"},
-		{name: "no file part", v2Parts: []formPart{{name: "tags", value: "x"}}, v1Code: 14,
-			v1Msg: "the upload has no file part", v2Msg: msgContentRequired},
-		{name: "too many tags", v2Parts: append([]formPart{file}, tags...), v1Code: 15,
-			v1Msg: fmt.Sprintf("an upload has at most %d tags", maxTags), v2Msg: fmt.Sprintf("tags must NOT have more than %d items", maxTags)},
-		{name: "field too long", v2Parts: []formPart{file, {name: "tags", value: long}}, v1Code: 15,
-			v1Msg: fmt.Sprintf("the tags part exceeds %d bytes", maxFieldBytes), v2Msg: fmt.Sprintf("the tags part exceeds %d bytes", maxFieldBytes)},
-		{name: "filename too long", v2Parts: []formPart{{"file", long, "x"}}, v1Code: 15,
-			v1Msg: fmt.Sprintf("the filename of the file part exceeds %d bytes", maxFilenameBytes),
-			v2Msg: fmt.Sprintf("the filename of the file part exceeds %d bytes", maxFilenameBytes)},
-		{name: "truncated body", v2Parts: []formPart{{name: "tags", value: "x"}}, truncate: true, v1Code: 22,
-			v1Msg: "the multipart body is malformed or truncated", v2Msg: "the multipart body is malformed or truncated"},
+		{name: "two file parts", enmeshedParts: []part{file, file}, filesV1Code: 22,
+			filesV1Msg: "the upload has more than one file part", enmeshedMsg: msgOneFilePart},
+		{name: "repeated single field", filesV1Parts: []part{{name: "name", body: "a"}, {name: "name", body: "b"}, file},
+			enmeshedParts: []part{{name: "title", body: "a"}, {name: "title", body: "b"}, file}, filesV1Code: 22,
+			filesV1Msg: "the upload has more than one name part", enmeshedMsg: "title must be string"},
+		{name: "no file part", enmeshedParts: []part{{name: "tags", body: "x"}}, filesV1Code: 14,
+			filesV1Msg: "the upload has no file part", enmeshedMsg: msgContentRequired},
+		{name: "too many tags", enmeshedParts: append([]part{file}, tags...), filesV1Code: 15,
+			filesV1Msg: fmt.Sprintf("an upload has at most %d tags", maxTags), enmeshedMsg: fmt.Sprintf("tags must NOT have more than %d items", maxTags)},
+		{name: "field too long", enmeshedParts: []part{file, {name: "tags", body: long}}, filesV1Code: 15,
+			filesV1Msg: fmt.Sprintf("the tags part exceeds %d bytes", maxFieldBytes), enmeshedMsg: fmt.Sprintf("the tags part exceeds %d bytes", maxFieldBytes)},
+		{name: "filename too long", enmeshedParts: []part{{name: "file", filename: long, body: "x"}}, filesV1Code: 15,
+			filesV1Msg:  fmt.Sprintf("the filename of the file part exceeds %d bytes", maxFilenameBytes),
+			enmeshedMsg: fmt.Sprintf("the filename of the file part exceeds %d bytes", maxFilenameBytes)},
+		{name: "truncated body", enmeshedParts: []part{{name: "tags", body: "x"}}, truncate: true, filesV1Code: 22,
+			filesV1Msg: "the multipart body is malformed or truncated", enmeshedMsg: "the multipart body is malformed or truncated"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := coretest.New(t, coretest.Options{})
 			for _, api := range []string{"files/v1", "api/v2"} {
-				parts, form := tc.v2Parts, enmeshedForm(time.Now())
+				parts, form := tc.enmeshedParts, enmeshedForm(time.Now())
 				if api == "files/v1" {
 					form = filesV1Form
-					if tc.v1Parts != nil {
-						parts = tc.v1Parts
+					if tc.filesV1Parts != nil {
+						parts = tc.filesV1Parts
 					}
 				}
 				body, boundary := formBody(t, parts, tc.truncate)
@@ -98,13 +87,13 @@ func TestUploadFormProblemsInEachFormat(t *testing.T) {
 					t.Fatalf("%s: the form was accepted", api)
 				}
 				if api == "files/v1" {
-					if e := filesV1ErrorFor(err); e.status != 400 || e.Code != tc.v1Code || e.Message != tc.v1Msg {
-						t.Errorf("files/v1: %d %d %q, want 400 %d %q", e.status, e.Code, e.Message, tc.v1Code, tc.v1Msg)
+					if e := filesV1ErrorFor(err); e.status != 400 || e.Code != tc.filesV1Code || e.Message != tc.filesV1Msg {
+						t.Errorf("files/v1: %d %d %q, want 400 %d %q", e.status, e.Code, e.Message, tc.filesV1Code, tc.filesV1Msg)
 					}
 					continue
 				}
-				if e := enmeshedErrorFor(err, "File"); e.status != 400 || e.code != codeInvalidPropertyValue || e.message != tc.v2Msg {
-					t.Errorf("api/v2: %d %s %q, want 400 %s %q", e.status, e.code, e.message, codeInvalidPropertyValue, tc.v2Msg)
+				if e := enmeshedErrorFor(err, "File"); e.status != 400 || e.code != codeInvalidPropertyValue || e.message != tc.enmeshedMsg {
+					t.Errorf("api/v2: %d %s %q, want 400 %s %q", e.status, e.code, e.message, codeInvalidPropertyValue, tc.enmeshedMsg)
 				}
 			}
 		})
@@ -116,14 +105,14 @@ func TestUploadFormNamesTheFile(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		form  uploadForm
-		parts []formPart
+		parts []part
 		want  string
 	}{
-		{"files/v1 name part first wins", filesV1Form, []formPart{{name: "name", value: "n"}, {"file", "f.txt", "x"}}, "n"},
-		{"files/v1 name part after the file wins", filesV1Form, []formPart{{"file", "f.txt", "x"}, {name: "name", value: "n"}}, "n"},
-		{"files/v1 empty name part wins", filesV1Form, []formPart{{name: "name", value: ""}, {"file", "f.txt", "x"}}, ""},
-		{"files/v1 filename without a name part", filesV1Form, []formPart{{"file", "f.txt", "x"}}, "f.txt"},
-		{"api/v2 filename", enmeshedForm(time.Now()), []formPart{{name: "file", value: "plain field"}, {"file", "f.txt", "x"}}, "f.txt"},
+		{"files/v1 name part first wins", filesV1Form, []part{{name: "name", body: "n"}, {name: "file", filename: "f.txt", body: "x"}}, "n"},
+		{"files/v1 name part after the file wins", filesV1Form, []part{{name: "file", filename: "f.txt", body: "x"}, {name: "name", body: "n"}}, "n"},
+		{"files/v1 empty name part wins", filesV1Form, []part{{name: "name", body: ""}, {name: "file", filename: "f.txt", body: "x"}}, ""},
+		{"files/v1 filename without a name part", filesV1Form, []part{{name: "file", filename: "f.txt", body: "x"}}, "f.txt"},
+		{"api/v2 filename", enmeshedForm(time.Now()), []part{{name: "file", body: "plain field"}, {name: "file", filename: "f.txt", body: "x"}}, "f.txt"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body, boundary := formBody(t, tc.parts, false)

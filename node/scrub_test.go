@@ -2,13 +2,21 @@ package node_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/fsm"
+	"github.com/cairn-dev/cairn/node"
 	"github.com/cairn-dev/cairn/testcluster"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // Ways a stored shard goes bad.
@@ -119,5 +127,119 @@ func TestScrubOnceRebuildsMissingShard(t *testing.T) {
 		if err != nil || r.Status != 200 || string(r.Body) != string(data) {
 			t.Fatalf("download through node%d after the rebuild: %v %d", i, err, r.Status)
 		}
+	}
+}
+
+// TestScrubLoopResumesFromItsCheckpoint: a node restarts in the middle of a scrub pass, its
+// checkpoint naming the last shard it handled. The resumed pass checks exactly the shards after
+// it: damage after the checkpoint is found and healed, damage before it waits for the next pass
+// (which a full ScrubOnce stands in for here).
+func TestScrubLoopResumesFromItsCheckpoint(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *node.Config) {
+		cfg.ScrubCycle = time.Hour // no pass but the resumed one during the test
+	}})
+	data := randomData(6, 300_000) // 5 segments: a shard of each on every node
+	token, f := upload(t, c, 0, data)
+	const at = 1
+	var mine []erasure.ShardID // f's shards on node at, in the order the store lists them
+	for _, name := range shardsOf(t, c, at) {
+		id, err := erasure.ParseShardID(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id.File == f.ID {
+			mine = append(mine, id)
+		}
+	}
+	slices.SortFunc(mine, func(a, b erasure.ShardID) int { return strings.Compare(erasure.StoreOrder(a), erasure.StoreOrder(b)) })
+	if len(mine) != len(f.Layout.Segments) {
+		t.Fatalf("node%d holds %d shards of the file, want one per segment (%d)", at, len(mine), len(f.Layout.Segments))
+	}
+	skipped, checked := mine[0], mine[len(mine)-1]
+	after := erasure.StoreOrder(mine[1]) // the pass had handled the first two shards
+
+	store := c.Node(at).Shards() // its files stay where they are while the node is down
+	c.Kill(at)
+	corrupt(t, store, skipped, flipByte)
+	corrupt(t, store, checked, flipByte)
+	cpPath := filepath.Join(c.Config(at).DataDir, "scrub-checkpoint.json")
+	cp, err := json.Marshal(map[string]any{"started": time.Now().Add(-time.Minute), "after": after, "done": false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cpPath, cp, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(at)
+	c.WaitReady(20 * time.Second)
+
+	testutil.WaitFor(t, 30*time.Second, "the resumed pass to finish", func() bool {
+		var saved struct {
+			Done bool `json:"done"`
+		}
+		b, err := os.ReadFile(cpPath)
+		return err == nil && json.Unmarshal(b, &saved) == nil && saved.Done
+	})
+	if got, want := metricValue(t, c, at, "cairn_scrub_verified_shards_total"), float64(len(mine)-2); got != want {
+		t.Fatalf("the resumed pass verified %v shards, want the %v after its checkpoint", got, want)
+	}
+	if got := metricValue(t, c, at, "cairn_scrub_checksum_failures_total"); got != 1 {
+		t.Fatalf("cairn_scrub_checksum_failures_total = %v, want 1 (the damage after the checkpoint)", got)
+	}
+	store = c.Node(at).Shards()
+	if err := verify(store, f, checked); err != nil {
+		t.Fatalf("the damaged shard after the checkpoint was not healed: %v", err)
+	}
+	if verify(store, f, skipped) == nil {
+		t.Fatal("the shard before the checkpoint was checked again: the pass did not resume")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if n, bad, err := c.Node(at).ScrubOnce(ctx); err != nil || bad != 1 || n != len(mine) {
+		t.Fatalf("full pass: %d checked, %d corrupt, %v; want %d checked, 1 corrupt", n, bad, err, len(mine))
+	}
+	if err := verify(store, f, skipped); err != nil {
+		t.Fatalf("the full pass did not heal the skipped shard: %v", err)
+	}
+	for _, i := range c.Running() {
+		mustDownload(t, c, i, token, data)
+	}
+}
+
+// TestScrubOnceRefusesWhenNotReady: a node cut off from the leader cannot trust its view of the
+// layouts, so the scrub neither checks nor heals anything until it can.
+func TestScrubOnceRefusesWhenNotReady(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{})
+	data := randomData(7, 100_000)
+	_, f := upload(t, c, 0, data)
+	leader := c.WaitLeader(10 * time.Second)
+	cut := (leader + 1) % c.Size()
+	id := erasure.ShardID{File: f.ID, Segment: 0, Index: slices.Index(f.Layout.Segments[0].Nodes, c.Config(cut).NodeID)}
+	store := c.Node(cut).Shards()
+	corrupt(t, store, id, flipByte)
+	c.Net.Isolate(c.Config(cut).NodeID)
+	t.Cleanup(c.Net.Heal)
+	testutil.WaitFor(t, 15*time.Second, "scrub refused for want of a leader", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n, bad, err := c.Node(cut).ScrubOnce(ctx)
+		if err == nil && (n != 0 || bad != 0) {
+			t.Fatalf("the isolated node scrubbed: %d checked, %d corrupt", n, bad)
+		}
+		return errors.Is(err, node.ErrNotReady)
+	})
+	if verify(store, f, id) == nil {
+		t.Fatal("the isolated node touched the damaged shard")
+	}
+	c.Net.Heal()
+	c.WaitReady(20 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, bad, err := c.Node(cut).ScrubOnce(ctx); err != nil || bad != 1 {
+		t.Fatalf("after the heal: %d corrupt, %v; want the damaged shard found", bad, err)
+	}
+	if err := verify(store, f, id); err != nil {
+		t.Fatalf("not healed after the heal: %v", err)
 	}
 }

@@ -32,10 +32,13 @@ type Options struct {
 	Nodes            int              // Geometry.Total()
 	BlockSize        int              // 4 KiB, so that small files span blocks and segments
 	BlocksPerSegment int              // 4
+	// Uninitialized leaves the cluster uninitialised, as a node that has not joined one yet: no
+	// configuration, no keys (Harness.Root stays empty).
+	Uninitialized bool
+	// Start is the clock's first reading (2026-03-04T05:06:07Z).
+	Start time.Time
 	// Configure adjusts core's configuration (MaxFileSize defaults to 1 MiB).
 	Configure func(*core.Config)
-	// Uninitialised leaves the cluster without its config and root key (no Root principal).
-	Uninitialised bool
 }
 
 // Harness is one core.Service over the real FSM, with the pieces tests steer.
@@ -56,7 +59,7 @@ func (h *Harness) ClusterInit() core.ClusterInit {
 	return core.ClusterInit{Geometry: o.Geometry, BlockSize: o.BlockSize, BlocksPerSegment: o.BlocksPerSegment, RootKey: RootKey}
 }
 
-// New returns a harness with an initialised cluster (unless opts.Uninitialised); the service is closed when the test ends.
+// New returns a harness with an initialised cluster (unless opts say otherwise); the service is closed when the test ends.
 func New(t testing.TB, opts Options) *Harness {
 	t.Helper()
 	if opts.Geometry.Data == 0 {
@@ -71,7 +74,10 @@ func New(t testing.TB, opts Options) *Harness {
 	if opts.BlocksPerSegment == 0 {
 		opts.BlocksPerSegment = 4
 	}
-	h := &Harness{opts: opts, FSM: fsm.New(nil), Clock: NewClock(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC))}
+	if opts.Start.IsZero() {
+		opts.Start = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	}
+	h := &Harness{opts: opts, FSM: fsm.New(nil), Clock: NewClock(opts.Start)}
 	h.Consensus = &Consensus{fsm: h.FSM}
 	h.Shards = NewShards(opts.Nodes)
 	cfg := core.Config{NodeID: "n1", MaxFileSize: 1 << 20, Now: h.Clock.Now}
@@ -81,7 +87,7 @@ func New(t testing.TB, opts Options) *Harness {
 	h.Service = core.NewService(cfg, h.FSM, h.Consensus, h.Shards, h.Shards, core.NewMetrics(prometheus.NewRegistry()))
 	t.Cleanup(h.Service.Close)
 
-	if opts.Uninitialised {
+	if opts.Uninitialized {
 		return h
 	}
 	if err := h.Service.InitCluster(context.Background(), h.ClusterInit()); err != nil {
@@ -92,6 +98,45 @@ func New(t testing.TB, opts Options) *Harness {
 		t.Fatalf("root key: %v", err)
 	}
 	return h
+}
+
+// AddKey stores an API key with the given id and secret, as CreateAPIKey would with drawn ones,
+// and returns the principal it authenticates as. Fixed ids let a test name its principals.
+func (h *Harness) AddKey(t testing.TB, id, secret string, perms ...string) core.Principal {
+	t.Helper()
+	cmd, err := fsm.EncodeCommand(fsm.CmdCreateAPIKey, "key-"+id, h.Clock.Now(), fsm.CreateAPIKey{Key: fsm.APIKey{
+		ID: id, Name: id, Hash: fsm.HashSecret(secret), Permissions: perms, CreatedAt: h.Clock.Now(),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Consensus.Propose(context.Background(), cmd); err != nil {
+		t.Fatalf("add key %s: %v", id, err)
+	}
+	p, err := h.Service.Authenticate(context.Background(), secret)
+	if err != nil {
+		t.Fatalf("key %s: %v", id, err)
+	}
+	return p
+}
+
+// Files counts the files the FSM holds, expired ones included (until they are reaped).
+func (h *Harness) Files() int {
+	n := 0
+	h.FSM.Files(func(fsm.File) bool { n++; return true })
+	return n
+}
+
+// Stray counts the shards on the nodes whose file the FSM does not hold: what an aborted or
+// refused upload, or a deleted file, leaves until it is cleaned up.
+func (h *Harness) Stray() int {
+	n := 0
+	for file, shards := range h.Shards.ByFile() {
+		if _, ok := h.FSM.File(file); !ok {
+			n += shards
+		}
+	}
+	return n
 }
 
 // Upload streams data as one file of principal p and commits it.
@@ -131,6 +176,30 @@ type Consensus struct {
 	index     uint64
 	proposals int
 	refuse    map[fsm.CommandType]bool
+	fault     Fault
+}
+
+// Fault decides a consensus call's answer before it runs, as a Raft that lost its leader, its
+// quorum or its log disk would: read is true for ReadIndex, typ names a proposal's command. A
+// non-nil error is the answer (and a proposal is not applied). A fault may also panic, as a bug
+// below core would, to exercise the recovery above it.
+type Fault func(read bool, typ fsm.CommandType) error
+
+// SetFault installs f for every later call; nil removes it.
+func (c *Consensus) SetFault(f Fault) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fault = f
+}
+
+func (c *Consensus) injected(read bool, typ fsm.CommandType) error {
+	c.mu.Lock()
+	f := c.fault
+	c.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	return f(read, typ)
 }
 
 // Propose applies cmd and returns its result.
@@ -144,6 +213,9 @@ func (c *Consensus) Propose(ctx context.Context, cmd []byte) (uint64, error) {
 			return 0, err
 		}
 	}
+	if err := c.injected(false, typ); err != nil {
+		return 0, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.index++
@@ -153,7 +225,12 @@ func (c *Consensus) Propose(ctx context.Context, cmd []byte) (uint64, error) {
 }
 
 // ReadIndex is immediate: the FSM has applied everything proposed.
-func (c *Consensus) ReadIndex(ctx context.Context) error { return ctx.Err() }
+func (c *Consensus) ReadIndex(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return c.injected(true, "")
+}
 
 // CanPropose admits every type this build knows, except those Refuse named, which it answers as
 // a leader whose cluster does not speak their protocol yet.
@@ -227,6 +304,36 @@ func (s *Shards) Count(fileID string) int {
 	for _, m := range s.shards {
 		for id := range m {
 			if id.File == fileID {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// ByFile counts the stored shards of each file.
+func (s *Shards) ByFile() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int{}
+	for _, m := range s.shards {
+		for id := range m {
+			out[id.File]++
+		}
+	}
+	return out
+}
+
+// Remove deletes every stored shard for which match holds, as a lost disk would, and returns how
+// many it deleted.
+func (s *Shards) Remove(match func(nodeID string, id erasure.ShardID) bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for node, m := range s.shards {
+		for id := range m {
+			if match(node, id) {
+				delete(m, id)
 				n++
 			}
 		}
@@ -356,6 +463,13 @@ func (c *Clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.now
+}
+
+// Set moves the clock to t, backwards too, so that a test can date what it creates.
+func (c *Clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
 }
 
 // Advance moves the clock forward by d.
