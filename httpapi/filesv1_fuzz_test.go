@@ -37,7 +37,7 @@ func wellFormedUpload(body []byte) bool {
 	}
 }
 
-func FuzzUpload(f *testing.F) {
+func FuzzFilesV1Upload(f *testing.F) {
 	seed := func(parts ...part) {
 		var buf bytes.Buffer
 		mw := multipart.NewWriter(&buf)
