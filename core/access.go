@@ -278,9 +278,9 @@ func (s *Service) DeleteFileByID(ctx context.Context, p Principal, id string) er
 	return s.deleteFile(ctx, f)
 }
 
-// CreateFileToken issues a read token for a file p may see. expiresAt zero means the file's own
+// CreateTokenByID issues a read token for a file p may see. expiresAt zero means the file's own
 // expiry. A TokenEphemeral is signed, not stored: no Raft write.
-func (s *Service) CreateFileToken(ctx context.Context, p Principal, fileID string, expiresAt time.Time, kind TokenKind) (TokenInfo, error) {
+func (s *Service) CreateTokenByID(ctx context.Context, p Principal, fileID string, expiresAt time.Time, kind TokenKind) (TokenInfo, error) {
 	f, err := s.fileByID(ctx, p, fileID)
 	if err != nil {
 		return TokenInfo{}, err

@@ -262,7 +262,7 @@ func TestEphemeralTokens(t *testing.T) {
 	data := []byte("ephemeral")
 	info, full := mustUpload(t, h, h.Root, "e.txt", data)
 	before := h.Consensus.Proposals()
-	eph, err := h.Service.CreateFileToken(ctx, h.Root, info.ID, h.Clock.Now().Add(time.Hour), core.TokenEphemeral)
+	eph, err := h.Service.CreateTokenByID(ctx, h.Root, info.ID, h.Clock.Now().Add(time.Hour), core.TokenEphemeral)
 	if err != nil || eph.Kind != core.TokenEphemeral || eph.Access != core.AccessRead {
 		t.Fatalf("mint: %+v %v", eph, err)
 	}
@@ -287,7 +287,7 @@ func TestEphemeralTokens(t *testing.T) {
 		t.Errorf("expired ephemeral token: %v", err)
 	}
 	// ...when the signing key rotates...
-	eph, _ = h.Service.CreateFileToken(ctx, h.Root, info.ID, time.Time{}, core.TokenEphemeral)
+	eph, _ = h.Service.CreateTokenByID(ctx, h.Root, info.ID, time.Time{}, core.TokenEphemeral)
 	if err := h.Service.RotateSigningKey(ctx, h.Root); err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +295,7 @@ func TestEphemeralTokens(t *testing.T) {
 		t.Errorf("ephemeral token after rotation: %v", err)
 	}
 	// ...and when its file is deleted.
-	eph, _ = h.Service.CreateFileToken(ctx, h.Root, info.ID, time.Time{}, core.TokenEphemeral)
+	eph, _ = h.Service.CreateTokenByID(ctx, h.Root, info.ID, time.Time{}, core.TokenEphemeral)
 	if err := h.Service.DeleteFile(ctx, full); err != nil {
 		t.Fatal(err)
 	}

@@ -25,10 +25,10 @@ type EnmeshedService interface {
 	ListFiles(ctx context.Context, p core.Principal, ownOnly bool) ([]core.FileInfo, error)
 	OpenFileByID(ctx context.Context, p core.Principal, id string) (core.FileInfo, core.Content, error)
 	DeleteFileByID(ctx context.Context, p core.Principal, id string) error
-	// CreateFileToken issues a read token for the file. expiresAt zero means "the file's own expiry".
+	// CreateTokenByID issues a read token for the file. expiresAt zero means "the file's own expiry".
 	// core.TokenEphemeral: signed and not stored (no Raft write). core.ErrNotFound when the
 	// file is not visible; core.ErrInvalidInput (wrapped, message says why) e.g. for a past expiry.
-	CreateFileToken(ctx context.Context, p core.Principal, fileID string, expiresAt time.Time, kind core.TokenKind) (core.TokenInfo, error)
+	CreateTokenByID(ctx context.Context, p core.Principal, fileID string, expiresAt time.Time, kind core.TokenKind) (core.TokenInfo, error)
 	// TokenByID returns a persisted token visible to p (p created it or has VIEW_FILES); ephemeral or
 	// unknown ids -> core.ErrNotFound.
 	TokenByID(ctx context.Context, p core.Principal, id string) (core.TokenInfo, error)

@@ -89,7 +89,7 @@ func (a *enmeshedAPI) createToken(w http.ResponseWriter, r *http.Request, p core
 	if mediaType == mediaPNG {
 		req.kind = core.TokenEphemeral
 	}
-	t, err := a.svc.CreateFileToken(r.Context(), p, req.fileID, req.expiresAt, req.kind)
+	t, err := a.svc.CreateTokenByID(r.Context(), p, req.fileID, req.expiresAt, req.kind)
 	if err != nil {
 		return err
 	}

@@ -177,11 +177,11 @@ func TestEnmeshedGetToken(t *testing.T) {
 	e.core.Clock.Set(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	f, _ := e.upload(t, "bob", core.FileAttrs{Name: "a.txt"}, "hello")
 	bob := e.principals["bob"]
-	live, err := e.svc.CreateFileToken(t.Context(), bob, f.ID, time.Time{}, core.TokenPersisted)
+	live, err := e.svc.CreateTokenByID(t.Context(), bob, f.ID, time.Time{}, core.TokenPersisted)
 	if err != nil {
 		t.Fatal(err)
 	}
-	expired, err := e.svc.CreateFileToken(t.Context(), bob, f.ID, e.core.Clock.Now().Add(time.Second), core.TokenPersisted)
+	expired, err := e.svc.CreateTokenByID(t.Context(), bob, f.ID, e.core.Clock.Now().Add(time.Second), core.TokenPersisted)
 	if err != nil {
 		t.Fatal(err)
 	}

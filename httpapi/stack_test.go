@@ -143,8 +143,8 @@ func (s *recordingService) BeginUpload(ctx context.Context, p core.Principal) (c
 	return r, nil
 }
 
-func (s *recordingService) CreateFileToken(ctx context.Context, p core.Principal, fileID string, expiresAt time.Time, kind core.TokenKind) (core.TokenInfo, error) {
-	tok, err := s.Service.CreateFileToken(ctx, p, fileID, expiresAt, kind)
+func (s *recordingService) CreateTokenByID(ctx context.Context, p core.Principal, fileID string, expiresAt time.Time, kind core.TokenKind) (core.TokenInfo, error) {
+	tok, err := s.Service.CreateTokenByID(ctx, p, fileID, expiresAt, kind)
 	if err == nil {
 		s.mu.Lock()
 		s.minted = append(s.minted, tok)
