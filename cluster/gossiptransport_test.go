@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"io"
-	"log"
 	"net"
 	"runtime"
 	"strconv"
@@ -14,21 +13,6 @@ import (
 	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
-// gossipTestConfig is a LAN config with Nomad-style tight timings.
-func gossipTestConfig(name string, tr memberlist.Transport) *memberlist.Config {
-	c := memberlist.DefaultLANConfig()
-	c.Name = name
-	c.Transport = tr
-	c.Logger = log.New(io.Discard, "", 0)
-	c.ProbeInterval = 100 * time.Millisecond
-	c.ProbeTimeout = 50 * time.Millisecond
-	c.GossipInterval = 20 * time.Millisecond
-	c.PushPullInterval = 200 * time.Millisecond
-	c.TCPTimeout = time.Second
-	c.SuspicionMult = 2
-	return c
-}
-
 func TestGossipTransportJoin(t *testing.T) {
 	base := runtime.NumGoroutine()
 	var lists []*memberlist.Memberlist
@@ -37,7 +21,7 @@ func TestGossipTransportJoin(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ml, err := memberlist.Create(gossipTestConfig("g"+strconv.Itoa(i), tr))
+		ml, err := memberlist.Create(testutil.GossipConfig("g"+strconv.Itoa(i), tr))
 		if err != nil {
 			tr.Shutdown()
 			t.Fatal(err)

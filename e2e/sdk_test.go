@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"net"
@@ -12,9 +11,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // maxFileBytes is the upload limit the test gives the cluster and tells the EXH flow, whose
@@ -86,7 +86,7 @@ func TestSDKFlows(t *testing.T) {
 // devCluster is a running `cairn dev` child process.
 type devCluster struct {
 	cmd *exec.Cmd
-	out syncBuffer // stdout and stderr, for failure reports
+	out testutil.SyncBuffer // stdout and stderr, for failure reports
 
 	// key and urls are written before ready is closed, result before exited is closed; the
 	// channel close orders those writes before every read.
@@ -173,24 +173,6 @@ func (d *devCluster) waitReady(t *testing.T, timeout time.Duration) (key string,
 		t.Fatalf("cairn dev printed no endpoints:\n%s", d.out.String())
 	}
 	return d.key, d.urls
-}
-
-// syncBuffer is a bytes.Buffer that os/exec's stderr copier and the stdout reader can share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // freeBasePort finds a port p such that p..p+2, p+100..p+102 and p+200..p+202 (the HTTP, cluster

@@ -32,6 +32,26 @@ var (
 		[]string{"peer_id"}, nil)
 )
 
+// scrapeFamily is a metric family with one label whose series are computed at scrape time: one
+// series per key of what values returns.
+type scrapeFamily struct {
+	desc   *prometheus.Desc
+	kind   prometheus.ValueType
+	values func() map[string]float64
+}
+
+func newScrapeFamily(name, help, label string, kind prometheus.ValueType, values func() map[string]float64) scrapeFamily {
+	return scrapeFamily{desc: prometheus.NewDesc(name, help, []string{label}, nil), kind: kind, values: values}
+}
+
+func (f scrapeFamily) Describe(ch chan<- *prometheus.Desc) { ch <- f.desc }
+
+func (f scrapeFamily) Collect(ch chan<- prometheus.Metric) {
+	for label, v := range f.values() {
+		ch <- prometheus.MustNewConstMetric(f.desc, f.kind, v, label)
+	}
+}
+
 // readyScrapeTimeout bounds the readiness check of one scrape.
 const readyScrapeTimeout = 500 * time.Millisecond
 

@@ -82,7 +82,9 @@ func (n *Node) Status() httpapi.Status {
 // registerMetrics exposes Raft state and shard storage on the node's registry.
 func (n *Node) registerMetrics() {
 	n.registerStateMetrics() // node/metrics.go
-	n.reg.MustRegister(raftStateCollector{n},
+	n.reg.MustRegister(
+		newScrapeFamily("cairn_raft_state", "Raft state of this node: 1 for the current state, 0 for the others.",
+			"state", prometheus.GaugeValue, n.raftStates),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_raft_term", Help: "Current Raft term."},
 			func() float64 { return float64(n.raft.Raft.CurrentTerm()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_raft_commit_index", Help: "Raft commit index."},
@@ -106,50 +108,35 @@ func (n *Node) registerMetrics() {
 			func() float64 { return float64(n.freeBytes.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cairn_cluster_port_rejected_connections_total", Help: "Connections to the cluster port that failed authentication."},
 			func() float64 { return float64(n.mux.RejectedConns()) }),
-		membersCollector{n},
+		newScrapeFamily("cairn_members",
+			"Members known to gossip, by state: alive, dead, left, and removed for decommissioned nodes (whatever gossip says).",
+			"state", prometheus.GaugeValue, n.memberCounts),
 	)
 	n.registerShardStoreMetrics()
 }
 
-var membersDesc = prometheus.NewDesc("cairn_members",
-	"Members known to gossip, by state: alive, dead, left, and removed for decommissioned nodes (whatever gossip says).",
-	[]string{"state"}, nil)
-
-// membersCollector counts the members of this node's gossip view by state at scrape time.
-type membersCollector struct{ n *Node }
-
-func (c membersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- membersDesc }
-func (c membersCollector) Collect(ch chan<- prometheus.Metric) {
-	cfg, _ := c.n.fsm.Config()
-	counts := map[string]int{cluster.StateAlive: 0, cluster.StateDead: 0, cluster.StateLeft: 0, httpapi.MemberRemoved: 0}
-	for _, m := range c.n.members.Members() {
+// memberCounts counts the members of this node's gossip view by state, for cairn_members.
+func (n *Node) memberCounts() map[string]float64 {
+	cfg, _ := n.fsm.Config()
+	counts := map[string]float64{cluster.StateAlive: 0, cluster.StateDead: 0, cluster.StateLeft: 0, httpapi.MemberRemoved: 0}
+	for _, m := range n.members.Members() {
 		if slices.Contains(cfg.RemovedNodes, m.Meta.ID) {
 			counts[httpapi.MemberRemoved]++
 		} else {
 			counts[m.State]++
 		}
 	}
-	for state, v := range counts {
-		ch <- prometheus.MustNewConstMetric(membersDesc, prometheus.GaugeValue, float64(v), state)
-	}
+	return counts
 }
 
-var raftStateDesc = prometheus.NewDesc("cairn_raft_state",
-	"Raft state of this node: 1 for the current state, 0 for the others.", []string{"state"}, nil)
-
-// raftStateCollector reports the Raft state at scrape time.
-type raftStateCollector struct{ n *Node }
-
-func (c raftStateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- raftStateDesc }
-func (c raftStateCollector) Collect(ch chan<- prometheus.Metric) {
-	cur := c.n.raft.Raft.State()
+// raftStates is 1 for the current Raft state and 0 for the others, for cairn_raft_state.
+func (n *Node) raftStates() map[string]float64 {
+	cur := n.raft.Raft.State()
+	states := map[string]float64{}
 	for _, s := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
-		v := 0.0
-		if s == cur {
-			v = 1
-		}
-		ch <- prometheus.MustNewConstMetric(raftStateDesc, prometheus.GaugeValue, v, s.String())
+		states[s.String()] = boolGauge(s == cur)
 	}
+	return states
 }
 
 // storageHealthTTL bounds how often /v1/status walks every layout: the endpoint is public, and the

@@ -134,7 +134,15 @@ func (t *nodeTLS) clusterSecurity(secret []byte) cluster.Security {
 // registerTLSMetrics exposes reloads and the certificate's expiry, and the cluster port's refusals
 // by reason (also without TLS, where only handshake and overload occur).
 func (n *Node) registerTLSMetrics() {
-	n.reg.MustRegister(rejectCollector{n.mux})
+	n.reg.MustRegister(newScrapeFamily("cairn_cluster_port_refused_connections_total",
+		"Connections to the cluster port refused, by reason: plaintext, unknown_ca, expired, wrong_role, tls, handshake, overload.",
+		"reason", prometheus.CounterValue, func() map[string]float64 {
+			refused := map[string]float64{}
+			for _, r := range cluster.RejectReasons {
+				refused[r] = float64(n.mux.Rejected(r))
+			}
+			return refused
+		}))
 	if n.tls == nil {
 		return
 	}
@@ -147,19 +155,6 @@ func (n *Node) registerTLSMetrics() {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_tls_cert_expiry_timestamp_seconds",
 			Help: "When the TLS certificate in use expires (Unix time)."},
 			func() float64 { return float64(t.pair.NotAfter().Unix()) }))
-}
-
-var rejectDesc = prometheus.NewDesc("cairn_cluster_port_refused_connections_total",
-	"Connections to the cluster port refused, by reason: plaintext, unknown_ca, expired, wrong_role, tls, handshake, overload.",
-	[]string{"reason"}, nil)
-
-type rejectCollector struct{ mux *cluster.Mux }
-
-func (c rejectCollector) Describe(ch chan<- *prometheus.Desc) { ch <- rejectDesc }
-func (c rejectCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, r := range cluster.RejectReasons {
-		ch <- prometheus.MustNewConstMetric(rejectDesc, prometheus.CounterValue, float64(c.mux.Rejected(r)), r)
-	}
 }
 
 // ReloadTLS reads the certificate and key files again now (cairn agent calls it on SIGHUP). On an

@@ -21,25 +21,8 @@ func TestBadInputLeavesNothingBehind(t *testing.T) {
 	c := New(t, Options{MaxFileSize: limit})
 	validateAgainstSpec(t, c)
 	data := randomData(5, 5000)
-	full, _ := mustUpload(t, c, 0, "keep.bin", data)
-	// The baseline is taken once the kept file has all its shards: written degraded on a loaded
-	// machine, repair would add its missing shard later and the count would never return to it.
-	testutil.WaitFor(t, 30*time.Second, "keep.bin fully healthy", func() bool { return fullyHealthy(t, c, []string{full}) })
-	files, _ := c.Node(0).FSM().Counts()
-	shards := countShards(t, c, "")
-
-	// nothingLeft waits for aborted uploads' shards to be removed and checks no file appeared.
-	nothingLeft := func(t *testing.T, what string) {
-		t.Helper()
-		testutil.WaitFor(t, 10*time.Second, what+": shards of the failed upload removed", func() bool {
-			return countShards(t, c, "") == shards
-		})
-		for _, i := range c.Running() {
-			if got, _ := c.Node(i).FSM().Counts(); got != files {
-				t.Fatalf("%s: node%d has %d files, want %d", what, i, got, files)
-			}
-		}
-	}
+	kept := keepOneFile(t, c, data)
+	full, shards, nothingLeft := kept.token, kept.shards, kept.nothingLeft
 	keyed := *c.Client(1)
 	keyed.APIKey = c.RootKey
 

@@ -29,23 +29,8 @@ func TestHostileClientsAreBounded(t *testing.T) {
 		cfg.MaxConcurrentUploads = 2
 	}})
 	data := randomData(3, 6000)
-	token, _ := mustUpload(t, c, 0, "keep.bin", data)
-	// The baseline is taken once the kept file has all its shards: written degraded on a loaded
-	// machine, repair would add its missing shard later and the count would never return to it.
-	testutil.WaitFor(t, 30*time.Second, "keep.bin fully healthy", func() bool { return fullyHealthy(t, c, []string{token}) })
-	files, _ := c.Node(0).FSM().Counts()
-	shards := countShards(t, c, "")
-	nothingLeft := func(t *testing.T, what string) {
-		t.Helper()
-		testutil.WaitFor(t, 10*time.Second, what+": shards of the failed upload removed", func() bool {
-			return countShards(t, c, "") == shards
-		})
-		for _, i := range c.Running() {
-			if got, _ := c.Node(i).FSM().Counts(); got != files {
-				t.Fatalf("%s: node%d has %d files, want %d", what, i, got, files)
-			}
-		}
-	}
+	kept := keepOneFile(t, c, data)
+	token, shards, nothingLeft := kept.token, kept.shards, kept.nothingLeft
 	addr := c.Node(1).HTTPAddr()
 	v1Head := func(length string) string {
 		return fmt.Sprintf("POST /files/v1/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log"
 	"log/slog"
 	"net"
 	"slices"
@@ -280,17 +279,7 @@ func fnTestGossip(t *testing.T, f *FaultNet, name string) *memberlist.Memberlist
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := memberlist.DefaultLANConfig()
-	c.Name = name
-	c.Transport = tr
-	c.Logger = log.New(io.Discard, "", 0)
-	c.ProbeInterval = 100 * time.Millisecond
-	c.ProbeTimeout = 50 * time.Millisecond
-	c.GossipInterval = 20 * time.Millisecond
-	c.PushPullInterval = 200 * time.Millisecond
-	c.TCPTimeout = time.Second
-	c.SuspicionMult = 2
-	ml, err := memberlist.Create(c)
+	ml, err := memberlist.Create(testutil.GossipConfig(name, tr))
 	if err != nil {
 		tr.Shutdown()
 		t.Fatal(err)

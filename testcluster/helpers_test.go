@@ -92,6 +92,40 @@ func shardsOnDisk(t *testing.T, c *Cluster) map[string][]erasure.ShardID {
 	return out
 }
 
+// keptFile is the file a bad-input test keeps, and the cluster's file and shard counts once that
+// file has all its shards (written degraded on a loaded machine, repair would add its missing
+// shard later and the shard count would never return to the baseline).
+type keptFile struct {
+	c             *Cluster
+	token         string
+	files, shards int
+}
+
+// keepOneFile uploads data as keep.bin and takes the baseline once it is fully healthy.
+func keepOneFile(t *testing.T, c *Cluster, data []byte) keptFile {
+	t.Helper()
+	k := keptFile{c: c}
+	k.token, _ = mustUpload(t, c, 0, "keep.bin", data)
+	testutil.WaitFor(t, 30*time.Second, "keep.bin fully healthy", func() bool { return fullyHealthy(t, c, []string{k.token}) })
+	k.files, _ = c.Node(0).FSM().Counts()
+	k.shards = countShards(t, c, "")
+	return k
+}
+
+// nothingLeft waits for the shards of a failed upload to be removed and checks that no running
+// node has a file more than the baseline.
+func (k keptFile) nothingLeft(t *testing.T, what string) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, what+": shards of the failed upload removed", func() bool {
+		return countShards(t, k.c, "") == k.shards
+	})
+	for _, i := range k.c.Running() {
+		if got, _ := k.c.Node(i).FSM().Counts(); got != k.files {
+			t.Fatalf("%s: node%d has %d files, want %d", what, i, got, k.files)
+		}
+	}
+}
+
 // countShards counts the shards of fileID on running nodes ("" counts all).
 func countShards(t *testing.T, c *Cluster, fileID string) int {
 	total := 0

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -27,14 +26,9 @@ func loopbackSpecs(t *testing.T, prefix string, n, first int) []agentSpec {
 	t.Helper()
 	var ips []string
 	for i := range n {
-		ip := "127.0.0." + strconv.Itoa(first+i)
-		l, err := net.Listen("tcp", ip+":0")
-		if err != nil {
-			t.Skipf("cannot bind %s (loopback aliases beyond 127.0.0.1 are not routed here): %v", ip, err)
-		}
-		l.Close()
-		ips = append(ips, ip)
+		ips = append(ips, "127.0.0."+strconv.Itoa(first+i))
 	}
+	requireLoopbackAliases(t, ips)
 	ports := freePorts(t, ips, 3)
 	var specs []agentSpec
 	for i, ip := range ips {
@@ -128,30 +122,16 @@ func uploadTracked(t *testing.T, c *http.Client, base, key, name string, data []
 // apiCall sends a JSON request and returns the status and the body.
 func apiCall(c *http.Client, method, url, key string, body any) (int, []byte, error) {
 	var rd io.Reader
+	contentType := ""
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return 0, nil, err
 		}
-		rd = bytes.NewReader(b)
+		rd, contentType = bytes.NewReader(b), "application/json"
 	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		return 0, nil, err
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return resp.StatusCode, b, err
+	status, _, answer, err := send(c, method, url, key, contentType, rd)
+	return status, answer, err
 }
 
 // createReadToken makes a read token for the file of fullToken.
@@ -162,13 +142,8 @@ func createReadToken(t *testing.T, c *http.Client, base, fullToken string) strin
 	}
 	waitForOrFail(t, 10*time.Second, "create read token", func() error {
 		status, body, err := apiCall(c, http.MethodPost, base+"/files/v1/"+fullToken+"/tokens", "", map[string]string{"accessLevel": "read"})
-		switch {
-		case err != nil:
+		if err := answerError(status, body, err); err != nil {
 			return err
-		case status == http.StatusServiceUnavailable:
-			return fmt.Errorf("503: %s", body)
-		case status != http.StatusOK:
-			return fmt.Errorf("%w: status %d: %s", errPermanent, status, body)
 		}
 		return json.Unmarshal(body, &out)
 	})

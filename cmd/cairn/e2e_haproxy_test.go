@@ -5,18 +5,29 @@ package main
 // a time is SIGKILLed and restarted (a follower, then the leader) and then every node is restarted
 // gracefully, one after another. Every client request is counted: the graceful rolling restart
 // must cost nothing; a SIGKILL may cost only the requests already in flight on the killed node.
+// TestE2EHAProxyTLS runs the same with deploy/haproxy-tls.cfg in front of agents serving HTTPS
+// and requiring client certificates.
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/csv"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
-	"math/rand/v2"
+	"math/big"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -27,6 +38,7 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn/internal/testutil"
+	"github.com/cairn-dev/cairn/pki"
 )
 
 // lbRequest is one client request through the load balancer and how it ended.
@@ -50,19 +62,53 @@ type lbEvent struct {
 	inFlight int // failed requests that were in flight on the killed node
 }
 
-func TestE2EHAProxy(t *testing.T) {
+func TestE2EHAProxy(t *testing.T) { testHAProxyFaults(t, false) }
+
+// TestE2EHAProxyTLS: HTTPS from the clients to HAProxy and from HAProxy to the agents, which
+// HAProxy verifies against the cluster CA and which require its client certificate
+// (deploy/haproxy-tls.cfg); health checks run over TLS too.
+func TestE2EHAProxyTLS(t *testing.T) { testHAProxyFaults(t, true) }
+
+// testHAProxyFaults is the scenario of both tests, with plain HTTP or TLS on every hop.
+func testHAProxyFaults(t *testing.T, withTLS bool) {
 	skipShort(t)
 	haproxyBin := requireTool(t, "haproxy", "haproxy")
 	// The drain must outlast HAProxy's detection (inter 1s, fall 2): 5 s leaves room on a loaded
 	// machine and keeps the test short; the default is 10 s.
 	cl := newLocalCluster(t, 3, false, "CAIRN_DRAIN_DELAY=5s")
-	c := newClient()
+	if withTLS {
+		cl.useTLS(true)
+	}
+	c := cl.client()
 	cl.startAll()
 	waitReady(t, c, 30*time.Second, cl.urls(0, 1, 2)...)
 
+	if withTLS {
+		// HAProxy does verify the nodes: trusting another CA, it finds every node DOWN.
+		foreign, foreignKey := filepath.Join(t.TempDir(), "foreign-ca.pem"), filepath.Join(t.TempDir(), "foreign-ca-key.pem")
+		ca, caKey, err := pki.NewCA("another CA", time.Hour)
+		if err == nil {
+			err = pki.WriteFiles(foreign, ca.CertPEM, foreignKey, caKey)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		distrustful := startHAProxy(t, haproxyBin, cl, "CAIRN_LB_CA_FILE="+foreign)
+		distrustful.waitAll(t, "DOWN", 30*time.Second)
+		checks, err := distrustful.stat("last_chk")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, last := range checks {
+			if !strings.Contains(last, "SSL handshake failure") {
+				t.Errorf("HAProxy trusting another CA: %s's last check says %q, want an SSL handshake failure", name, last)
+			}
+		}
+		distrustful.stop()
+	}
 	lb := startHAProxy(t, haproxyBin, cl)
 	lb.waitAll(t, "UP", 30*time.Second)
-	base := "http://" + lb.addr
+	base := lb.url
 
 	// Seed files written with all three nodes up: each has all its shards, so it survives any one
 	// node being down. (A file uploaded while a node is down has k shards until repair places the
@@ -92,8 +138,8 @@ func TestE2EHAProxy(t *testing.T) {
 			// SIGKILLed can end with HAProxy closing the client connection without an answer,
 			// which no log or header ties to the killed node, so it could not be counted as
 			// excused or not.
-			hc := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			hc := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: lb.clientTLS}}
+			rng := mathrand.New(mathrand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
 			body := make([]byte, 64<<10)
 			for i := 0; i < maxOps && ctx.Err() == nil; i++ {
 				seed := seeds[rng.IntN(len(seeds))]
@@ -251,20 +297,8 @@ func lbUpload(hc *http.Client, base, key string, data []byte) lbRequest {
 
 func lbPost(hc *http.Client, base, key string, data []byte) (int, string, []byte, error) {
 	var body bytes.Buffer
-	mw := multipartWriter(&body, "load.bin", data)
-	req, err := http.NewRequest(http.MethodPost, base+"/files/v1/", &body)
-	if err != nil {
-		return 0, "", nil, err
-	}
-	req.Header.Set("Content-Type", mw)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, "", nil, err
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return resp.StatusCode, resp.Header.Get("X-Cairn-Node"), answer, err
+	status, header, answer, err := send(hc, http.MethodPost, base+"/files/v1/", key, multipartWriter(&body, "load.bin", data), &body)
+	return status, header.Get("X-Cairn-Node"), answer, err
 }
 
 func lbDownload(hc *http.Client, base, token string, want []byte) lbRequest {
@@ -315,35 +349,52 @@ func lbCreateToken(hc *http.Client, base, token string) lbRequest {
 	return r
 }
 
-// haproxy is a running HAProxy on deploy/haproxy.cfg.
+// haproxy is a running HAProxy on deploy/haproxy.cfg or deploy/haproxy-tls.cfg.
 type haproxy struct {
-	addr   string // the frontend
-	socket string // the runtime API
+	url       string      // the frontend, https:// with TLS
+	clientTLS *tls.Config // for clients of the frontend: trusts its certificate (nil without TLS)
+	socket    string      // the runtime API
+	stop      func()      // ends it (also done at the test's cleanup)
 }
 
 // startHAProxy runs haproxy in the foreground on the shipped configuration, with the cluster's
-// addresses in the environment variables the file reads.
-func startHAProxy(t *testing.T, bin string, cl *agentCluster) *haproxy {
+// addresses in the environment variables the file reads: deploy/haproxy.cfg, or for a TLS cluster
+// deploy/haproxy-tls.cfg with the cluster CA, the client certificate and a frontend certificate.
+// Variables in env replace those startHAProxy sets.
+func startHAProxy(t *testing.T, bin string, cl *agentCluster, env ...string) *haproxy {
 	t.Helper()
 	port := freePorts(t, []string{"127.0.0.1"}, 1)[0]
-	lb := &haproxy{addr: net.JoinHostPort("127.0.0.1", fmt.Sprint(port)), socket: filepath.Join(t.TempDir(), "haproxy.sock")}
-	cfg, err := filepath.Abs(filepath.Join("..", "..", "deploy", "haproxy.cfg"))
+	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
+	dir := t.TempDir()
+	lb := &haproxy{url: "http://" + addr, socket: filepath.Join(dir, "haproxy.sock")}
+	file := "haproxy.cfg"
+	vars := []string{"CAIRN_LB_BIND=" + addr, "CAIRN_LB_STATS_SOCKET=" + lb.socket}
+	if cl.tls != nil {
+		file = "haproxy-tls.cfg"
+		frontend, roots := issueFrontendCert(t, cl.tls, filepath.Join(dir, "frontend.pem"))
+		lb.url, lb.clientTLS = "https://"+addr, &tls.Config{RootCAs: roots}
+		clientCert, clientKey := cl.tls.clientFiles()
+		vars = append(vars, "CAIRN_LB_CERT="+frontend, "CAIRN_LB_CA_FILE="+cl.tls.caFile(),
+			"CAIRN_LB_CLIENT_CERT="+concatFiles(t, filepath.Join(dir, "client.pem"), clientCert, clientKey))
+	}
+	for i, s := range cl.specs {
+		vars = append(vars, fmt.Sprintf("CAIRN_NODE%d=%s", i+1, s.addr(s.httpPort)))
+	}
+	cfg, err := filepath.Abs(filepath.Join("..", "..", "deploy", file))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-db", "-f", cfg)
-	cmd.Env = []string{"CAIRN_LB_BIND=" + lb.addr, "CAIRN_LB_STATS_SOCKET=" + lb.socket}
-	for i, s := range cl.specs {
-		cmd.Env = append(cmd.Env, fmt.Sprintf("CAIRN_NODE%d=%s", i+1, s.addr(s.httpPort)))
-	}
-	var out syncBuffer
+	cmd.Env = append(vars, env...) // of duplicate variables, the last one counts
+
+	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start haproxy: %v", err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
+	lb.stop = sync.OnceFunc(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-done:
@@ -351,6 +402,9 @@ func startHAProxy(t *testing.T, bin string, cl *agentCluster) *haproxy {
 			_ = cmd.Process.Kill()
 			<-done
 		}
+	})
+	t.Cleanup(func() {
+		lb.stop()
 		if t.Failed() {
 			t.Logf("--- haproxy output ---\n%s", tail(out.String(), 8<<10))
 		}
@@ -367,8 +421,69 @@ func startHAProxy(t *testing.T, bin string, cl *agentCluster) *haproxy {
 	return lb
 }
 
+// issueFrontendCert writes to file (a PEM certificate, then its key, as HAProxy's crt takes it) a
+// certificate for 127.0.0.1 signed by the cluster CA, good for server authentication only: what
+// an operator's public certificate would be, and unlike a --server certificate of `cairn tls` not
+// one that names server.cairn. It returns file and a pool that trusts it.
+func issueFrontendCert(t *testing.T, x *clusterTLS, file string) (string, *x509.CertPool) {
+	t.Helper()
+	ca, err := pki.LoadCA(x.caFile(), x.caKeyFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "cairn load balancer"},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})...)
+	if err := os.WriteFile(file, bundle, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	return file, roots
+}
+
+// concatFiles writes the contents of parts, one after another, to file and returns file.
+func concatFiles(t *testing.T, file string, parts ...string) string {
+	t.Helper()
+	var all []byte
+	for _, p := range parts {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, b...)
+	}
+	if err := os.WriteFile(file, all, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
 // states returns each cairn server's status (UP, DOWN, "UP 1/2", ...) from `show stat`.
-func (h *haproxy) states() (map[string]string, error) {
+func (h *haproxy) states() (map[string]string, error) { return h.stat("status") }
+
+// stat returns one column of `show stat` for each cairn server.
+func (h *haproxy) stat(column string) (map[string]string, error) {
 	conn, err := net.DialTimeout("unix", h.socket, time.Second)
 	if err != nil {
 		return nil, err
@@ -392,8 +507,8 @@ func (h *haproxy) states() (map[string]string, error) {
 	}
 	out := map[string]string{}
 	for _, row := range rows[1:] {
-		if len(row) > col["status"] && row[col["pxname"]] == "cairn_nodes" && row[col["svname"]] != "BACKEND" {
-			out[row[col["svname"]]] = row[col["status"]]
+		if len(row) > col[column] && row[col["pxname"]] == "cairn_nodes" && row[col["svname"]] != "BACKEND" {
+			out[row[col["svname"]]] = row[col[column]]
 		}
 	}
 	return out, nil

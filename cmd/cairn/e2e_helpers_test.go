@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"mime/multipart"
 	"net"
 	"net/http"
 	"os"
@@ -19,7 +18,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -84,24 +82,6 @@ func skipShort(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the copying goroutine of os/exec and the test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // tail is the last n bytes of s, so that a failure report stays readable.
 func tail(s string, n int) string {
 	if len(s) <= n {
@@ -114,8 +94,8 @@ func tail(s string, n int) string {
 type process struct {
 	name   string
 	cmd    *exec.Cmd
-	stdout syncBuffer
-	stderr syncBuffer
+	stdout testutil.SyncBuffer
+	stderr testutil.SyncBuffer
 	done   chan struct{} // closed once the process has exited and its output is copied
 	exitAt time.Time     // when Wait returned; read only after done is closed
 }
@@ -302,35 +282,44 @@ func getStatus(c *http.Client, base string) (statusDoc, error) {
 // and the raw answer.
 func postFile(c *http.Client, base, key, name string, data []byte) (int, []byte, error) {
 	var body bytes.Buffer
-	mw := multipart.NewWriter(&body)
-	if err := mw.WriteField("name", name); err != nil {
-		return 0, nil, err
-	}
-	fw, err := mw.CreateFormFile("file", name)
+	status, _, answer, err := send(c, http.MethodPost, base+"/files/v1/", key, multipartWriter(&body, name, data), &body)
+	return status, answer, err
+}
+
+// send sends a request, with key as bearer token unless it is empty, and returns the status, the
+// headers and up to 1 MiB of the answer.
+func send(c *http.Client, method, url, key, contentType string, body io.Reader) (int, http.Header, []byte, error) {
+	req, err := http.NewRequest(method, url, body)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
-	if _, err := fw.Write(data); err != nil {
-		return 0, nil, err
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
-	if err := mw.Close(); err != nil {
-		return 0, nil, err
-	}
-	req, err := http.NewRequest(http.MethodPost, base+"/files/v1/", &body)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Content-Type", mw.FormDataContentType())
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return resp.StatusCode, answer, err
+	return resp.StatusCode, resp.Header, answer, err
+}
+
+// answerError judges an API answer for waitForOrFail: nil for a 200; a transport error or a 503
+// (the documented "cannot serve yet, retry") as it is; any other status wrapped in errPermanent.
+func answerError(status int, body []byte, err error) error {
+	switch {
+	case err != nil:
+		return err
+	case status == http.StatusServiceUnavailable:
+		return fmt.Errorf("503: %s", body)
+	case status != http.StatusOK:
+		return fmt.Errorf("%w: status %d: %s", errPermanent, status, body)
+	}
+	return nil
 }
 
 // upload stores data through base and returns its full token. A 503 is the documented "cannot
@@ -340,13 +329,8 @@ func upload(t *testing.T, c *http.Client, base, key, name string, data []byte) s
 	var token string
 	waitForOrFail(t, 15*time.Second, "upload "+name+" through "+base, func() error {
 		status, body, err := postFile(c, base, key, name, data)
-		switch {
-		case err != nil:
+		if err := answerError(status, body, err); err != nil {
 			return err
-		case status == http.StatusServiceUnavailable:
-			return fmt.Errorf("503: %s", body)
-		case status != http.StatusOK:
-			return fmt.Errorf("%w: status %d: %s", errPermanent, status, body)
 		}
 		var md struct {
 			Size   int64 `json:"size"`
@@ -476,7 +460,9 @@ type agentSpec struct {
 }
 
 func (a agentSpec) addr(port int) string { return net.JoinHostPort(a.ip, strconv.Itoa(port)) }
-func (a agentSpec) url() string          { return "http://" + a.addr(a.httpPort) }
+
+// url is the agent's plain HTTP address; agentCluster.urls knows whether the cluster runs HTTPS.
+func (a agentSpec) url() string { return "http://" + a.addr(a.httpPort) }
 
 // agentCluster runs `cairn agent` processes. Some settings go in as CAIRN_* variables and the
 // rest as flags, and a restarted agent gets exactly the command line and environment it had.
@@ -491,6 +477,9 @@ type agentCluster struct {
 	// runs instead of cairnBin (the upgrade test swaps it node by node).
 	extra []string
 	bins  []string
+	// tls, when set, gives every agent the --tls-* flags of its certificate: HTTPS on the public
+	// port and mutual TLS on the cluster port (useTLS, or a directory `cairn tls` wrote).
+	tls *clusterTLS
 }
 
 // newAgentCluster prepares (but does not start) one agent per spec. The environment carries the
@@ -517,14 +506,18 @@ func newAgentCluster(t *testing.T, specs []agentSpec, maxFileSize string) *agent
 
 func (c *agentCluster) args(i int) []string {
 	s := c.specs[i]
-	return append([]string{"agent",
+	args := []string{"agent",
 		"--node-id", s.id,
 		"--data-dir", c.dirs[i],
 		"--http-addr", s.addr(s.httpPort),
 		"--cluster-addr", s.addr(s.clusterPort),
 		"--gossip-addr", s.addr(s.gossipPort),
 		"--erasure", "2+1",
-	}, c.extra...)
+	}
+	if c.tls != nil {
+		args = append(args, c.tls.agentArgs(s.id)...)
+	}
+	return append(args, c.extra...)
 }
 
 // start runs agent i (again), with the same command line and environment every time.
@@ -543,12 +536,26 @@ func (c *agentCluster) startAll() {
 	}
 }
 
+// urls are the public addresses of agents idx, https:// when the cluster runs TLS.
 func (c *agentCluster) urls(idx ...int) []string {
 	var out []string
 	for _, i := range idx {
-		out = append(out, c.specs[i].url())
+		u := c.specs[i].url()
+		if c.tls != nil {
+			u = "https://" + c.specs[i].addr(c.specs[i].httpPort)
+		}
+		out = append(out, u)
 	}
 	return out
+}
+
+// client is an HTTP client for the agents: newClient, or with TLS one that trusts the cluster CA
+// and presents the client certificate.
+func (c *agentCluster) client() *http.Client {
+	if c.tls == nil {
+		return newClient()
+	}
+	return c.tls.client(c.t)
 }
 
 // stopAll sends sig to every agent at once and expects each to exit 0 within timeout, as a

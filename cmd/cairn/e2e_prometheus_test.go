@@ -278,7 +278,7 @@ scrape_configs:
 // prints its log if the test failed.
 func startPrometheus(t *testing.T, bin, dir, addr string) {
 	t.Helper()
-	var log syncBuffer
+	var log testutil.SyncBuffer
 	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr, "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = &log, &log

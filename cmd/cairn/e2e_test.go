@@ -161,14 +161,7 @@ func TestE2EDev(t *testing.T) {
 
 func TestE2EAgentCrashRestartAndGracefulStop(t *testing.T) {
 	skipShort(t)
-	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
-	requireLoopbackAliases(t, ips)
-	ports := freePorts(t, ips, 3)
-	var specs []agentSpec
-	for i, ip := range ips {
-		specs = append(specs, agentSpec{id: "node" + strconv.Itoa(i+1), ip: ip,
-			httpPort: ports[0], clusterPort: ports[1], gossipPort: ports[2]})
-	}
+	specs := loopbackSpecs(t, "node", 3, 2) // 127.0.0.2-4
 	const maxSize = 1 << 20
 	cl := newAgentCluster(t, specs, "1MiB")
 	c := newClient()

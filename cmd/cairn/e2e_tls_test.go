@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -58,53 +57,96 @@ func tlsClient(t *testing.T, caFile, certFile, keyFile string) *http.Client {
 	return &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: cfg}}
 }
 
+// clusterTLS is the PKI of a TLS test cluster: PEM files in dir, named as `cairn tls` names them.
+// With clientAuth every agent also requires a client certificate on its public port.
+type clusterTLS struct {
+	dir        string
+	clientAuth bool
+}
+
+func (x *clusterTLS) caFile() string    { return filepath.Join(x.dir, "cairn-agent-ca.pem") }
+func (x *clusterTLS) caKeyFile() string { return filepath.Join(x.dir, "cairn-agent-ca-key.pem") }
+
+// clientFiles are the client certificate and its key.
+func (x *clusterTLS) clientFiles() (cert, key string) {
+	return filepath.Join(x.dir, "client-cairn-0.pem"), filepath.Join(x.dir, "client-cairn-0-key.pem")
+}
+
+// agentArgs are the --tls-* flags of the agent called id.
+func (x *clusterTLS) agentArgs(id string) []string {
+	args := []string{"--tls-ca-file", x.caFile(),
+		"--tls-cert-file", filepath.Join(x.dir, "server-"+id+".pem"),
+		"--tls-key-file", filepath.Join(x.dir, "server-"+id+"-key.pem")}
+	if x.clientAuth {
+		args = append(args, "--tls-http-client-auth")
+	}
+	return args
+}
+
+// client trusts the CA and presents the client certificate.
+func (x *clusterTLS) client(t *testing.T) *http.Client {
+	cert, key := x.clientFiles()
+	return tlsClient(t, x.caFile(), cert, key)
+}
+
+// useTLS runs the cluster's agents with TLS: it makes a CA, a server certificate for every agent
+// (naming its address) and a client certificate with the pki package, laid out as `cairn tls`
+// writes them.
+func (c *agentCluster) useTLS(clientAuth bool) {
+	t := c.t
+	t.Helper()
+	x := &clusterTLS{dir: t.TempDir(), clientAuth: clientAuth}
+	ca, caKey, err := pki.NewCA("cairn e2e CA", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteFiles(x.caFile(), ca.CertPEM, x.caKeyFile(), caKey); err != nil {
+		t.Fatal(err)
+	}
+	issue := func(o pki.CertOptions, certFile, keyFile string) {
+		cert, key, err := ca.Issue(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pki.WriteFiles(certFile, cert, keyFile, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range c.specs {
+		issue(pki.CertOptions{Server: true, NodeID: s.id, IPs: []net.IP{net.ParseIP(s.ip)}},
+			filepath.Join(x.dir, "server-"+s.id+".pem"), filepath.Join(x.dir, "server-"+s.id+"-key.pem"))
+	}
+	issue(pki.CertOptions{}, filepath.Join(x.dir, "client-cairn-0.pem"), filepath.Join(x.dir, "client-cairn-0-key.pem"))
+	c.tls = x
+}
+
 // TestE2ETLSCluster runs the documented set-up: a CA and certificates made with `cairn tls`,
 // three agents with HTTPS (client certificates required) and mutual TLS between them. Every node
 // serves HTTPS to a plain Go client and to the CLI; the cluster port refuses plain TCP and counts
 // it; a SIGKILLed leader is replaced and the survivors serve; the restarted node rejoins over TLS.
 func TestE2ETLSCluster(t *testing.T) {
 	skipShort(t)
-	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
-	requireLoopbackAliases(t, ips)
+	specs := loopbackSpecs(t, "node", 3, 2) // 127.0.0.2-4, skips without those loopback aliases
 	dir := t.TempDir()
 	mustBinary(t, nil, "tls", "ca", "create", "--dir", dir)
-	caFile := filepath.Join(dir, "cairn-agent-ca.pem")
-	for i, ip := range ips {
-		mustBinary(t, nil, "tls", "cert", "create", "--server", "--node-id", "node"+strconv.Itoa(i+1), "--ip", ip, "--dir", dir)
+	for _, s := range specs {
+		mustBinary(t, nil, "tls", "cert", "create", "--server", "--node-id", s.id, "--ip", s.ip, "--dir", dir)
 	}
 	mustBinary(t, nil, "tls", "cert", "create", "--client", "--dir", dir)
-	clientCert, clientKey := filepath.Join(dir, "client-cairn-0.pem"), filepath.Join(dir, "client-cairn-0-key.pem")
+	files := &clusterTLS{dir: dir, clientAuth: true}
+	caFile := files.caFile()
+	clientCert, clientKey := files.clientFiles()
 	for _, f := range []string{"cairn-agent-ca-key.pem", "server-node1-key.pem", "client-cairn-0-key.pem"} {
 		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Mode().Perm() != 0o600 {
 			t.Fatalf("%s: mode %v, %v; want 0600", f, st.Mode().Perm(), err)
 		}
 	}
 
-	ports := freePorts(t, ips, 3)
-	var specs []agentSpec
-	for i, ip := range ips {
-		specs = append(specs, agentSpec{id: "node" + strconv.Itoa(i+1), ip: ip,
-			httpPort: ports[0], clusterPort: ports[1], gossipPort: ports[2]})
-	}
 	cl := newAgentCluster(t, specs, "1MiB")
-	start := func(i int) {
-		id := specs[i].id
-		args := append(cl.args(i), "--tls-ca-file", caFile,
-			"--tls-cert-file", filepath.Join(dir, "server-"+id+".pem"),
-			"--tls-key-file", filepath.Join(dir, "server-"+id+"-key.pem"), "--tls-http-client-auth")
-		cl.procs[i] = startCairn(t, id, cl.env, args...)
-	}
-	urls := func(idx ...int) []string {
-		var out []string
-		for _, i := range idx {
-			out = append(out, "https://"+specs[i].addr(specs[i].httpPort))
-		}
-		return out
-	}
-	c := tlsClient(t, caFile, clientCert, clientKey)
-	for i := range specs {
-		start(i)
-	}
+	cl.tls = files
+	urls := cl.urls
+	c := cl.client()
+	cl.startAll()
 	waitReady(t, c, 30*time.Second, urls(0, 1, 2)...)
 	// A client that opens the HTTPS port and never starts its TLS handshake is cut off by the
 	// server's handshake deadline (10 s, the header timeout); checked at the end of the test.
@@ -179,7 +221,7 @@ func TestE2ETLSCluster(t *testing.T) {
 	// Certificate rotation on a real process: new files renamed over node3's, then SIGHUP; the
 	// next handshakes get the new certificate and the node keeps serving.
 	dir2 := t.TempDir()
-	mustBinary(t, nil, "tls", "cert", "create", "--server", "--node-id", "node3", "--ip", ips[2], "--dir", dir2,
+	mustBinary(t, nil, "tls", "cert", "create", "--server", "--node-id", "node3", "--ip", specs[2].ip, "--dir", dir2,
 		"--ca", caFile, "--ca-key", filepath.Join(dir, "cairn-agent-ca-key.pem"))
 	for _, f := range []string{"server-node3-key.pem", "server-node3.pem"} {
 		if err := os.Rename(filepath.Join(dir2, f), filepath.Join(dir, f)); err != nil {
@@ -215,7 +257,7 @@ func TestE2ETLSCluster(t *testing.T) {
 	token2 := upload(t, c, urls(others[0])[0], cl.rootKey, "after-kill.bin", data2)
 	expectFile(t, c, 10*time.Second, token2, data2, urls(others[1])...)
 
-	start(leader)
+	cl.start(leader)
 	waitReady(t, c, 30*time.Second, urls(leader)...)
 	expectFile(t, c, 10*time.Second, token2, data2, urls(leader)...)
 	if err := <-silentClosed; err == nil || isTimeout(err) {

@@ -1,14 +1,18 @@
 // Package testutil holds the helpers every package's tests share: waiting on a condition with a
-// deadline (never a sleep to synchronise) and the tight Raft timings of in-process clusters. It
-// imports nothing of cairn, so any package's tests may use it; non-test code must not.
+// deadline (never a sleep to synchronise), the tight Raft and memberlist timings of in-process
+// clusters, and a buffer that goroutines may share (for child processes' output). It imports
+// nothing of cairn, so any package's tests may use it; non-test code must not.
 package testutil
 
 import (
 	"errors"
+	"io"
+	"log"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 )
 
@@ -71,6 +75,22 @@ func RaftConfig(id raft.ServerID) *raft.Config {
 	cfg.CommitTimeout = 5 * time.Millisecond
 	cfg.Logger = hclog.NewNullLogger()
 	return cfg
+}
+
+// GossipConfig is a memberlist LAN config on transport tr with the tight timings of in-process
+// tests (as Nomad's: probe every 100 ms, gossip every 20 ms) and memberlist's own logs discarded.
+func GossipConfig(name string, tr memberlist.Transport) *memberlist.Config {
+	c := memberlist.DefaultLANConfig()
+	c.Name = name
+	c.Transport = tr
+	c.Logger = log.New(io.Discard, "", 0)
+	c.ProbeInterval = 100 * time.Millisecond
+	c.ProbeTimeout = 50 * time.Millisecond
+	c.GossipInterval = 20 * time.Millisecond
+	c.PushPullInterval = 200 * time.Millisecond
+	c.TCPTimeout = time.Second
+	c.SuspicionMult = 2
+	return c
 }
 
 // StartRaft starts a Raft with in-memory log, stable and snapshot stores on trans, bootstrapped
