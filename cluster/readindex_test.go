@@ -225,3 +225,50 @@ func TestFollowerReadIndexesShareRounds(t *testing.T) {
 		t.Fatalf("%d read-index rounds reached the leader for %d reads, want at most 3", got, readers+1)
 	}
 }
+
+// TestLeaderReadIndexCommitsOneBarrierPerTerm: a leader's commit index is only trusted once an
+// entry of its own term committed, so its first read index of a term commits a barrier, and later
+// reads of the same term write nothing. A new leader does the same in its term.
+func TestLeaderReadIndexCommitsOneBarrierPerTerm(t *testing.T) {
+	c := newReadIndexCluster(t)
+	readOn := func(i int) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.cons[i].ReadIndex(ctx); err != nil {
+			t.Fatalf("read index on r%d: %v", i, err)
+		}
+	}
+	readOn(0) // the term's barrier, unless the init's proposal already committed one
+	before := c.cons[0].raft.LastIndex()
+	for range 5 {
+		readOn(0)
+	}
+	if got := c.cons[0].raft.LastIndex(); got != before {
+		t.Fatalf("reads within one term moved the log from %d to %d", before, got)
+	}
+
+	if err := c.cons[0].raft.LeadershipTransferToServer(c.conf.Servers[2].ID, c.conf.Servers[2].Address).Error(); err != nil {
+		t.Fatal(err)
+	}
+	r2 := c.cons[2].raft
+	// raft's own no-op of the new term is not the read index's doing: wait until it is in the log.
+	testutil.WaitFor(t, 10*time.Second, "r2 leads with an entry of its term", func() bool {
+		return c.cons[2].IsLeader() && r2.Stats()["last_log_term"] == fmt.Sprint(r2.CurrentTerm())
+	})
+	start := r2.LastIndex()
+	readOn(2)
+	barrier := c.cons[2].raft.LastIndex()
+	if barrier != start+1 {
+		t.Fatalf("the new leader's first read index moved its log from %d to %d, want one barrier", start, barrier)
+	}
+	for range 5 {
+		readOn(2)
+	}
+	if got := c.cons[2].raft.LastIndex(); got != barrier {
+		t.Fatalf("later reads of the term moved the log from %d to %d", barrier, got)
+	}
+	if got := c.fsms[2].AppliedIndex(); got < barrier {
+		t.Fatalf("the new leader answered before applying its barrier: applied %d < %d", got, barrier)
+	}
+}

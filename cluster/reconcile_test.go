@@ -96,6 +96,10 @@ func newUnjoinedNodes(t *testing.T, n, expect int) []*reconcileNode {
 	return nodes
 }
 
+// broadcastTimeout bounds the wait for a gossip broadcast to go out: it returns as soon as it does,
+// and a loaded machine can take well over a second.
+const broadcastTimeout = 10 * time.Second
+
 // leaveGracefully announces that n is leaving, then leaves the gossip, as a node shutting down
 // on purpose does.
 func leaveGracefully(t *testing.T, n *reconcileNode) {
@@ -103,10 +107,10 @@ func leaveGracefully(t *testing.T, n *reconcileNode) {
 	n.mu.Lock()
 	n.meta.Leaving = true
 	n.mu.Unlock()
-	if err := n.members.UpdateMeta(time.Second); err != nil {
+	if err := n.members.UpdateMeta(broadcastTimeout); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.members.Leave(time.Second); err != nil {
+	if err := n.members.Leave(broadcastTimeout); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -136,38 +140,61 @@ func TestReconcilerFollowsMembership(t *testing.T) {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 
+	// wait waits until the servers satisfy ok, and returns them.
+	wait := func(what string, ok func(map[string]raft.ServerSuffrage) bool) map[string]raft.ServerSuffrage {
+		t.Helper()
+		var got map[string]raft.ServerSuffrage
+		testutil.WaitForState(t, 20*time.Second, what, func() (bool, string) {
+			got = suffrages(leader.raft)
+			return ok(got), fmt.Sprintf("raft %v, gossip %v", got, memberStates(leader))
+		})
+		return got
+	}
 	want := func(what string, expect map[string]raft.ServerSuffrage) {
 		t.Helper()
-		testutil.WaitForState(t, 20*time.Second, what, func() (bool, string) {
-			got := suffrages(leader.raft)
-			if len(got) != len(expect) {
-				return false, fmt.Sprint(got)
-			}
-			for id, s := range expect {
-				if g, ok := got[id]; !ok || g != s {
-					return false, fmt.Sprint(got)
-				}
-			}
-			return true, ""
-		})
+		wait(what, func(got map[string]raft.ServerSuffrage) bool { return fmt.Sprint(got) == fmt.Sprint(expect) })
 	}
-	want("three voters and one non-voter", map[string]raft.ServerSuffrage{
-		"r0": raft.Voter, "r1": raft.Voter, "r2": raft.Voter, "r3": raft.Nonvoter,
+	// Which member gets the last voter slot depends on the order gossip reports them in.
+	servers := wait("three voters and one non-voter", func(got map[string]raft.ServerSuffrage) bool {
+		voters, nonvoters := 0, 0
+		for _, s := range got {
+			if s == raft.Voter {
+				voters++
+			} else {
+				nonvoters++
+			}
+		}
+		return len(got) == 4 && got["r0"] == raft.Voter && voters == 3 && nonvoters == 1
 	})
+	var nonvoter, leaver, stayer string
+	for _, id := range []string{"r1", "r2", "r3"} {
+		switch {
+		case servers[id] == raft.Nonvoter:
+			nonvoter = id
+		case leaver == "":
+			leaver = id
+		default:
+			stayer = id
+		}
+	}
+	byID := map[string]*reconcileNode{}
+	for _, n := range nodes {
+		byID[n.id] = n
+	}
 
-	// r2 leaves gracefully: it goes, and the non-voter is promoted into the free voter slot.
-	leaveGracefully(t, nodes[2])
-	want("r2 removed, r3 promoted", map[string]raft.ServerSuffrage{"r0": raft.Voter, "r1": raft.Voter, "r3": raft.Voter})
+	// A voter leaves gracefully: it goes, and the non-voter is promoted into the free voter slot.
+	leaveGracefully(t, byID[leaver])
+	want(leaver+" removed, "+nonvoter+" promoted", map[string]raft.ServerSuffrage{"r0": raft.Voter, stayer: raft.Voter, nonvoter: raft.Voter})
 
-	// r3 is decommissioned while alive: it goes and stays out.
+	// The promoted member is decommissioned while alive: it goes and stays out.
 	removed.mu.Lock()
-	removed.ids = []string{"r3"}
+	removed.ids = []string{nonvoter}
 	removed.mu.Unlock()
-	want("r3 decommissioned", map[string]raft.ServerSuffrage{"r0": raft.Voter, "r1": raft.Voter})
+	want(nonvoter+" decommissioned", map[string]raft.ServerSuffrage{"r0": raft.Voter, stayer: raft.Voter})
 	for range 3 {
 		r.reconcile()
 	}
-	if _, back := suffrages(leader.raft)["r3"]; back {
+	if _, back := suffrages(leader.raft)[nonvoter]; back {
 		t.Fatal("a decommissioned node was added back")
 	}
 }
@@ -195,7 +222,7 @@ func TestBootstrapperBootstrapsOnce(t *testing.T) {
 	nodes[0].mu.Lock()
 	nodes[0].meta.Bootstrapped = true
 	nodes[0].mu.Unlock()
-	if err := nodes[0].members.UpdateMeta(time.Second); err != nil {
+	if err := nodes[0].members.UpdateMeta(broadcastTimeout); err != nil {
 		t.Fatal(err)
 	}
 	late := nodes[3]
@@ -214,6 +241,15 @@ func TestBootstrapperBootstrapsOnce(t *testing.T) {
 	if done := b.tryBootstrap(); done || len(late.raft.Servers()) != 0 {
 		t.Fatalf("the late node bootstrapped (done=%v, servers %v)", done, late.raft.Servers())
 	}
+}
+
+// memberStates is what n's gossip reports of every member, for failure messages.
+func memberStates(n *reconcileNode) map[string]string {
+	out := map[string]string{}
+	for _, m := range n.members.Members() {
+		out[m.Meta.ID] = m.State
+	}
+	return out
 }
 
 // memberState is the state leader's gossip reports for id ("" when it does not know it).
@@ -304,5 +340,37 @@ func TestBootstrapperWaitsAndCapsVoters(t *testing.T) {
 			}
 		}
 		return true, ""
+	})
+}
+
+// TestReconcilerReplacesAMovedMember: a member that comes back under the same id at a new cluster
+// address replaces its stale Raft entry, keeping its vote.
+func TestReconcilerReplacesAMovedMember(t *testing.T) {
+	nodes := newReconcileNodes(t, 3)
+	leader := nodes[0]
+	r := &Reconciler{Node: leader.raft, Members: leader.members, Self: leader.id, MaxVoters: 3, MinQuorum: 2,
+		Interval: time.Hour, Logger: transportTestLogger()}
+	addresses := func() map[string]string {
+		out := map[string]string{}
+		for _, s := range leader.raft.Servers() {
+			out[string(s.ID)] = fmt.Sprintf("%s/%v", s.Address, s.Suffrage)
+		}
+		return out
+	}
+	testutil.WaitForState(t, 20*time.Second, "three voters", func() (bool, string) {
+		r.reconcile()
+		got := addresses()
+		return len(got) == 3 && got["r1"] == "r1/Voter", fmt.Sprint(got)
+	})
+	nodes[1].mu.Lock()
+	nodes[1].meta.ClusterAddr = "r1-moved"
+	nodes[1].mu.Unlock()
+	if err := nodes[1].members.UpdateMeta(broadcastTimeout); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitForState(t, 20*time.Second, "r1 at its new address", func() (bool, string) {
+		r.reconcile()
+		got := addresses()
+		return len(got) == 3 && got["r1"] == "r1-moved/Voter" && got["r2"] == "r2/Voter", fmt.Sprint(got)
 	})
 }

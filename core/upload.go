@@ -468,7 +468,14 @@ func (s *Service) startShardStream(ctx context.Context, node string, id erasure.
 			}
 			st.free <- frame
 		}
-		if werr == nil {
+		switch {
+		case werr != nil:
+		case putCtx.Err() != nil:
+			// An aborted upload cancels before it closes the streams. A clean end of the body
+			// would let the node commit the shard it got so far, so the pipe ends with an error
+			// and the node never sees a complete request.
+			pw.CloseWithError(putCtx.Err())
+		default:
 			pw.Close()
 		}
 	}()

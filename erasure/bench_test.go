@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 )
 
@@ -59,5 +60,78 @@ func BenchmarkReadSegment(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkShardCommit commits shards of a few sizes from 32 goroutines, as files of their own
+// and as volume records, on the test's temp dir: the measurement behind SmallShardMax.
+func BenchmarkShardCommit(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		opts StoreOptions
+	}{{"files", StoreOptions{}}, {"volumes", DefaultStoreOptions()}} {
+		for _, size := range []int{2 << 10, 16 << 10, 64 << 10} {
+			b.Run(fmt.Sprintf("%s/%dKiB", mode.name, size>>10), func(b *testing.B) {
+				s, err := OpenShardStoreWith(b.TempDir(), mode.opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				body := randomBytes(rand.New(rand.NewPCG(3, 4)), size)
+				var seq atomic.Int64
+				b.SetBytes(int64(size))
+				b.SetParallelism(16) // 16 x GOMAXPROCS writers
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						w, err := s.Create(ShardID{File: "FILbench", Segment: int(seq.Add(1)), Index: 0})
+						if err == nil {
+							_, err = w.Write(body)
+						}
+						if err == nil {
+							err = w.Commit()
+						}
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkShardOpenFrames reads a 2 KiB shard whole through OpenFrames, from a file of its own
+// and from a volume record: the store's part of a small GET.
+func BenchmarkShardOpenFrames(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		opts StoreOptions
+	}{{"files", StoreOptions{}}, {"volumes", DefaultStoreOptions()}} {
+		b.Run(mode.name, func(b *testing.B) {
+			s, err := OpenShardStoreWith(b.TempDir(), mode.opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			id := ShardID{File: "FILread", Segment: 0, Index: 0}
+			w, _ := s.Create(id)
+			_, _ = w.Write(append(AppendShardHeader(nil, id), randomBytes(rand.New(rand.NewPCG(5, 6)), 2<<10)...))
+			if err := w.Commit(); err != nil {
+				b.Fatal(err)
+			}
+			buf := make([]byte, 4<<10)
+			b.ReportAllocs()
+			for b.Loop() {
+				r, err := s.OpenFrames(id, 0, -1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(r, buf[:ShardHeaderLen+2<<10]); err != nil {
+					b.Fatal(err)
+				}
+				r.Close()
+			}
+		})
 	}
 }

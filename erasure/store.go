@@ -2,10 +2,12 @@ package erasure
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 )
 
 // ShardInfo describes one committed shard on disk.
@@ -24,14 +27,18 @@ type ShardInfo struct {
 	ModTime time.Time
 }
 
-// ShardStore keeps one node's committed shards as files under dir/shards/<last 2 chars of file
-// id>/<id> (see StoreOrder), written through temp files in dir/tmp so that a shard is either
-// absent or complete. It stores shard bytes verbatim, in whatever format the writer sends;
-// OpenFrames reads both formats. It is safe for concurrent use.
+// ShardStore keeps one node's committed shards. A shard up to StoreOptions.SmallShardMax bytes
+// is a record in a volume file under dir/volumes, group-committed with the other small shards
+// written at the same time (volume.go); a larger one is a file under dir/shards/<last 2 chars of
+// file id>/<id> (see StoreOrder), written through a temp file in dir/tmp. Either way a shard is
+// absent or complete, and durable when Commit returns. It stores shard bytes verbatim, in
+// whatever format the writer sends; OpenFrames reads both formats from both places. It is safe
+// for concurrent use.
 type ShardStore struct {
 	shardsDir string
 	tmpDir    string
-	used      atomic.Int64
+	used      atomic.Int64 // bytes of shard files; the volumes count their own
+	vols      *volumeSet   // nil when small shards are files too
 
 	buffers       sync.Pool // *[]byte: aligned directChunk buffers
 	smalls        sync.Pool // *[]byte: smallShard buffers
@@ -45,8 +52,47 @@ type ShardStore struct {
 	mu sync.Mutex
 }
 
-// OpenShardStore creates dir if needed and removes leftover temp files from a crash.
+// StoreOptions configure a ShardStore.
+type StoreOptions struct {
+	// SmallShardMax is the largest shard kept as a record in a volume file; larger ones are files
+	// of their own. 0 keeps every shard in a file. At most 64 KiB.
+	SmallShardMax int
+	// VolumeSize is the size at which a volume takes no new records and the next one starts.
+	VolumeSize int64
+	// Logger receives the store's rare events (torn tails cut at open, compactions).
+	Logger *slog.Logger
+}
+
+// DefaultStoreOptions are what OpenShardStore uses: shards up to 64 KiB in 1 GiB volumes.
+func DefaultStoreOptions() StoreOptions {
+	return StoreOptions{SmallShardMax: smallShard, VolumeSize: 1 << 30}
+}
+
+// Validate reports options the store cannot work with.
+func (o StoreOptions) Validate() error {
+	if o.SmallShardMax < 0 || o.SmallShardMax > smallShard {
+		return fmt.Errorf("small shard maximum %d: want 0 (off) to %d bytes", o.SmallShardMax, smallShard)
+	}
+	if o.SmallShardMax > 0 && (o.VolumeSize < 1<<20 || o.VolumeSize > maxVolumeSize) {
+		return fmt.Errorf("volume size %d: want 1 MiB to %d bytes", o.VolumeSize, int64(maxVolumeSize))
+	}
+	return nil
+}
+
+// OpenShardStore opens the store in dir with DefaultStoreOptions.
 func OpenShardStore(dir string) (*ShardStore, error) {
+	return OpenShardStoreWith(dir, DefaultStoreOptions())
+}
+
+// OpenShardStoreWith creates dir if needed, removes leftover temp files from a crash, and
+// rebuilds the index of small shards by scanning the volumes (cutting away a torn tail).
+func OpenShardStoreWith(dir string, opts StoreOptions) (*ShardStore, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("shard store: %w", err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	s := &ShardStore{shardsDir: filepath.Join(dir, "shards"), tmpDir: filepath.Join(dir, "tmp")}
 	s.directOK.Store(true)
 	for _, d := range []string{s.shardsDir, s.tmpDir} {
@@ -67,12 +113,49 @@ func OpenShardStore(dir string) (*ShardStore, error) {
 	if err := s.migrateLayout(); err != nil {
 		return nil, err
 	}
+	// Volumes are scanned even when small shards are now written as files, so that the shards
+	// they hold stay readable.
+	vols, err := openVolumeSet(filepath.Join(dir, "volumes"), opts.SmallShardMax, opts.VolumeSize, opts.Logger, false)
+	if err != nil {
+		return nil, fmt.Errorf("shard store: %w", err)
+	}
+	s.vols = vols
 	var used int64
-	if err := s.List(func(info ShardInfo) error { used += info.Size; return nil }); err != nil {
+	err = s.walkFiles(func(info ShardInfo) error {
+		if _, ok := vols.lookup(info.ID); ok {
+			// A file and a record of one id: the record is the newer (a small write over a large
+			// shard removes the file after its record is durable; a large write over a record
+			// writes a tombstone after its file is), so the file goes.
+			return os.Remove(s.Path(info.ID))
+		}
+		used += info.Size
+		return nil
+	})
+	if err != nil {
+		vols.close()
 		return nil, err
 	}
 	s.used.Store(used)
 	return s, nil
+}
+
+// ListShardsIn lists the committed shards of the store in dir, as List does, without changing
+// anything on disk: for tools and tests that look at the disk of a node that may be running. A
+// batch being written when it looks is not listed.
+func ListShardsIn(dir string, fn func(ShardInfo) error) error {
+	vols, err := openVolumeSet(filepath.Join(dir, "volumes"), 0, 0, slog.New(slog.DiscardHandler), true)
+	if err != nil {
+		return err
+	}
+	defer vols.closeFiles()
+	s := &ShardStore{shardsDir: filepath.Join(dir, "shards"), vols: vols}
+	return s.List(fn)
+}
+
+// Close waits for the group commit in flight and closes the volume files. Later writes fail
+// with ErrStoreClosed; reads of small shards fail.
+func (s *ShardStore) Close() {
+	s.vols.close()
 }
 
 // Path returns where shard id lives (or would live) on disk; for tests that corrupt a shard on purpose.
@@ -125,17 +208,24 @@ const (
 	smallShard = 64 << 10
 )
 
-// Create starts writing a shard into a temp file. Nothing is visible under id until Commit.
+// Create starts writing a shard. Nothing is visible under id until Commit. The temp file is
+// made only once the shard outgrows what a volume record takes.
 func (s *ShardStore) Create(id ShardID) (*ShardWriter, error) {
 	dst, err := s.path(id)
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.CreateTemp(s.tmpDir, id.String()+".*")
+	return &ShardWriter{s: s, id: id, dst: dst}, nil
+}
+
+// openTemp creates the writer's temp file.
+func (w *ShardWriter) openTemp() error {
+	f, err := os.CreateTemp(w.s.tmpDir, w.id.String()+".*")
 	if err != nil {
-		return nil, fmt.Errorf("create shard %s: %w", id, err)
+		return w.fail(err)
 	}
-	return &ShardWriter{s: s, id: id, dst: dst, f: f}, nil
+	w.f = f
+	return nil
 }
 
 // Write appends p to the shard being written.
@@ -220,6 +310,11 @@ func (w *ShardWriter) outgrowSmall() {
 // flush writes b (a multiple of directAlign bytes, or the tail at Commit) to the file, with
 // O_DIRECT when b is aligned and the filesystem allows it.
 func (w *ShardWriter) flush(b []byte) error {
+	if w.f == nil {
+		if err := w.openTemp(); err != nil {
+			return err
+		}
+	}
 	if len(b)%directAlign == 0 && w.s.directOK.Load() && !w.direct {
 		if err := setDirect(w.f, true); err != nil {
 			w.s.refuseDirect(err)
@@ -366,6 +461,9 @@ func (w *ShardWriter) commit() error {
 	if w.failed != nil {
 		return w.failed
 	}
+	if w.big == nil && w.s.vols.maxShard > 0 && len(w.small) <= w.s.vols.maxShard {
+		return w.commitRecord()
+	}
 	tail := w.small
 	if w.big != nil {
 		// The aligned part goes out with O_DIRECT, the rest (under 4 KiB) through the page cache.
@@ -383,6 +481,11 @@ func (w *ShardWriter) commit() error {
 		}
 	}
 	w.release()
+	if w.f == nil { // an empty shard
+		if err := w.openTemp(); err != nil {
+			return err
+		}
+	}
 	if err := w.f.Sync(); err != nil {
 		return err
 	}
@@ -418,7 +521,43 @@ func (w *ShardWriter) commit() error {
 	if err != nil {
 		return err
 	}
-	return syncDir(dir)
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	// An older version of a small shard is a record; it must not shadow this file at the next open.
+	_, err = w.s.vols.remove(w.id)
+	return err
+}
+
+// commitRecord appends the shard to a volume and returns when the group commit covering it is
+// durable. A file of the same id (an older, larger version) is removed after that.
+func (w *ShardWriter) commitRecord() error {
+	_, err := w.s.vols.put(w.id, w.small)
+	w.release()
+	if err != nil {
+		return err
+	}
+	w.done = true
+	return w.s.removeFile(w.id)
+}
+
+// removeFile removes shard id's file, if it has one, keeping the used-bytes count exact.
+func (s *ShardStore) removeFile(id ShardID) error {
+	p := s.Path(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fi, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	s.used.Add(-fi.Size())
+	return nil
 }
 
 // Abort removes the temp file. Safe to call after Commit (no-op) and more than once.
@@ -428,8 +567,10 @@ func (w *ShardWriter) Abort() {
 	}
 	w.done = true
 	w.release()
-	w.f.Close()           // the error is moot: the file is being thrown away
-	os.Remove(w.f.Name()) // a leftover is removed by the next OpenShardStore
+	if w.f != nil {
+		w.f.Close()           // the error is moot: the file is being thrown away
+		os.Remove(w.f.Name()) // a leftover is removed by the next OpenShardStore
+	}
 }
 
 // release gives the aligned buffer back to the pool.
@@ -485,6 +626,12 @@ func (s *ShardStore) OpenFrames(id ShardID, off, n int64) (io.ReadCloser, error)
 	if err != nil {
 		return nil, err
 	}
+	if body, _, found, err := s.vols.read(id); found {
+		if err != nil {
+			return nil, fmt.Errorf("open shard %s: %w", id, err)
+		}
+		return recordFrames(id, body, off, n)
+	}
 	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("open shard %s: %w", id, ErrShardNotFound)
@@ -515,11 +662,28 @@ func (s *ShardStore) OpenFrames(id ShardID, off, n int64) (io.ReadCloser, error)
 	return frameStream{Reader: io.MultiReader(bytes.NewReader(header), io.NewSectionReader(f, base+off, n)), f: f}, nil
 }
 
+// recordFrames is OpenFrames for a shard held in memory (a verified volume record's body).
+func recordFrames(id ShardID, body []byte, off, n int64) (io.ReadCloser, error) {
+	header, base := readerHeader(body[:min(len(body), ShardHeaderLen)])
+	size := int64(len(body)) - base
+	if n < 0 && off >= 0 && off <= size {
+		n = size - off
+	}
+	if off < 0 || n < 0 || off > size-n {
+		return nil, fmt.Errorf("open shard %s frames [%d,+%d) of %d bytes: %w", id, off, n, size, ErrInvalidRange)
+	}
+	frames := body[base+off : base+off+n]
+	return io.NopCloser(io.MultiReader(bytes.NewReader(header), bytes.NewReader(frames))), nil
+}
+
 // Stat describes a committed shard, or returns an error wrapping ErrShardNotFound.
 func (s *ShardStore) Stat(id ShardID) (ShardInfo, error) {
 	p, err := s.path(id)
 	if err != nil {
 		return ShardInfo{}, err
+	}
+	if e, ok := s.vols.lookup(id); ok {
+		return volumeShard{keyOf(id), e}.info(), nil
 	}
 	fi, err := os.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -532,33 +696,58 @@ func (s *ShardStore) Stat(id ShardID) (ShardInfo, error) {
 }
 
 // Delete removes a committed shard; deleting a missing shard is nil, so GC and repair can retry.
-// It does not fsync the directory: a deletion lost in a crash leaves an unreferenced shard that
-// the reconciling GC removes again.
+// A small shard's tombstone is durable when Delete returns. A shard file's removal is not
+// fsynced: a deletion lost in a crash leaves an unreferenced shard that the reconciling GC
+// removes again.
 func (s *ShardStore) Delete(id ShardID) error {
-	p, err := s.path(id)
-	if err != nil {
+	if _, err := s.path(id); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	fi, err := os.Stat(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	if _, err := s.vols.remove(id); err != nil {
 		return fmt.Errorf("delete shard %s: %w", id, err)
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := s.removeFile(id); err != nil {
 		return fmt.Errorf("delete shard %s: %w", id, err)
 	}
-	s.used.Add(-fi.Size())
 	return nil
 }
 
-// List calls fn for every committed shard, in no particular order, and stops at fn's first error,
-// which it returns wrapped. Files whose names are not shard ids are skipped.
+// List calls fn for every committed shard, in ascending StoreOrder, and stops at fn's first
+// error, which it returns wrapped. Files whose names are not shard ids are skipped. fn may call
+// the store (GC deletes from inside it).
 func (s *ShardStore) List(fn func(ShardInfo) error) error {
-	err := filepath.WalkDir(s.shardsDir, func(p string, d fs.DirEntry, err error) error {
+	small := s.vols.snapshot()
+	emitSmall := func(upTo string) error {
+		for len(small) > 0 && (upTo == "" || StoreOrder(small[0].key.id()) < upTo) {
+			info := small[0].info()
+			small = small[1:]
+			if err := fn(info); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	err := s.walkFiles(func(info ShardInfo) error {
+		if err := emitSmall(StoreOrder(info.ID)); err != nil {
+			return err
+		}
+		if _, ok := s.vols.lookup(info.ID); ok {
+			return nil // shadowed by its record, which was or will be listed
+		}
+		return fn(info)
+	})
+	if err == nil {
+		err = emitSmall("")
+	}
+	if err != nil {
+		return fmt.Errorf("list shards: %w", err)
+	}
+	return nil
+}
+
+// walkFiles calls fn for every shard file, in StoreOrder.
+func (s *ShardStore) walkFiles(fn func(ShardInfo) error) error {
+	return filepath.WalkDir(s.shardsDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) { // removed while walking
 				return nil
@@ -581,15 +770,58 @@ func (s *ShardStore) List(fn func(ShardInfo) error) error {
 		}
 		return fn(ShardInfo{ID: id, Size: fi.Size(), ModTime: fi.ModTime()})
 	})
-	if err != nil {
-		return fmt.Errorf("list shards: %w", err)
-	}
-	return nil
 }
 
 // UsedBytes is the total size of committed shards, computed at open and kept up to date by
 // Commit and Delete.
-func (s *ShardStore) UsedBytes() int64 { return s.used.Load() }
+func (s *ShardStore) UsedBytes() int64 {
+	s.vols.mu.Lock()
+	defer s.vols.mu.Unlock()
+	return s.used.Load() + s.vols.used
+}
+
+// VolumeStats describes the volumes that hold the store's small shards.
+func (s *ShardStore) VolumeStats() VolumeStats { return s.vols.statistics() }
+
+// Compact rewrites each volume whose dead bytes (records deleted or replaced) exceed half of it
+// into a new one holding only its live records, and removes the old one, reading at most
+// bytesPerSecond. It returns how many volumes it rewrote. Safe to run beside reads and writes.
+func (s *ShardStore) Compact(ctx context.Context, bytesPerSecond int64) (int, error) {
+	limit := rate.Limit(bytesPerSecond)
+	if bytesPerSecond <= 0 {
+		limit = rate.Inf
+	}
+	// A burst of an eighth of a second (at least one whole record, at most 1 MiB).
+	burst := int(min(1<<20, max(bytesPerSecond/8, smallShard+16<<10)))
+	return s.vols.compact(ctx, rate.NewLimiter(limit, burst))
+}
+
+// ShardLocation is where a committed shard's bytes are stored: its own file (Offset 0), or the
+// body of a record in a volume file. For tests and tools that inspect or damage shards on purpose.
+type ShardLocation struct {
+	Path     string
+	Offset   int64 // where the shard's bytes start in Path
+	Length   int64
+	InVolume bool
+	// RecordOffset is where the record (header, then the shard's bytes) starts, for InVolume.
+	RecordOffset int64
+}
+
+// Locate returns where shard id is stored, or an error wrapping ErrShardNotFound.
+func (s *ShardStore) Locate(id ShardID) (ShardLocation, error) {
+	if e, ok := s.vols.lookup(id); ok {
+		s.vols.mu.Lock()
+		v := s.vols.vols[e.vol]
+		s.vols.mu.Unlock()
+		hl := int64(recordHeaderLen(len(id.File)))
+		return ShardLocation{Path: v.path, Offset: int64(e.off) + hl, Length: int64(e.bodyLen), InVolume: true, RecordOffset: int64(e.off)}, nil
+	}
+	info, err := s.Stat(id)
+	if err != nil {
+		return ShardLocation{}, err
+	}
+	return ShardLocation{Path: s.Path(id), Length: info.Size}, nil
+}
 
 // FreeBytes is the space available to an unprivileged writer on the filesystem holding the store.
 func (s *ShardStore) FreeBytes() (uint64, error) {

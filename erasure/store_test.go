@@ -15,11 +15,42 @@ import (
 
 func openStore(t *testing.T, dir string) *ShardStore {
 	t.Helper()
-	s, err := OpenShardStore(dir)
+	return openStoreWith(t, dir, DefaultStoreOptions())
+}
+
+// openFileStore opens a store that keeps every shard in a file of its own.
+func openFileStore(t *testing.T, dir string) *ShardStore {
+	t.Helper()
+	return openStoreWith(t, dir, StoreOptions{})
+}
+
+func openStoreWith(t *testing.T, dir string, opts StoreOptions) *ShardStore {
+	t.Helper()
+	s, err := OpenShardStoreWith(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(s.Close)
 	return s
+}
+
+// storedBytes returns a shard's bytes exactly as stored, from its file or its volume record.
+func storedBytes(t *testing.T, s *ShardStore, id ShardID) []byte {
+	t.Helper()
+	loc, err := s.Locate(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(loc.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, loc.Length)
+	if _, err := f.ReadAt(b, loc.Offset); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func putShard(t *testing.T, s *ShardStore, id ShardID, data []byte) {
@@ -201,7 +232,7 @@ func TestShardStoreAbortAndCrashCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(crashed.Abort)
-	if _, err := crashed.Write([]byte("half")); err != nil {
+	if _, err := crashed.Write(make([]byte, 2*directChunk)); err != nil { // flushed to its temp file
 		t.Fatal(err)
 	}
 	tmp := filepath.Join(dir, "tmp")
@@ -245,7 +276,7 @@ func TestShardStoreRejectsBadIDs(t *testing.T) {
 }
 
 func TestShardStoreListSkipsStrayFilesAndStops(t *testing.T) {
-	s := openStore(t, t.TempDir())
+	s := openFileStore(t, t.TempDir())
 	for i := range 3 {
 		putShard(t, s, ShardID{File: "FILlist", Segment: 0, Index: i}, []byte{byte(i)})
 	}
@@ -430,9 +461,11 @@ func TestShardWriterSizesAndDirectIO(t *testing.T) {
 				if err := w.Commit(); err != nil {
 					t.Fatal(err)
 				}
-				got, err := os.ReadFile(s.Path(id))
-				if err != nil || !bytes.Equal(got, data) {
-					t.Fatalf("stored %d bytes, %v; want the %d written", len(got), err, size)
+				if got := storedBytes(t, s, id); !bytes.Equal(got, data) {
+					t.Fatalf("stored %d bytes; want the %d written", len(got), size)
+				}
+				if loc, _ := s.Locate(id); loc.InVolume != (size <= smallShard) {
+					t.Fatalf("a %d-byte shard in a volume: %v", size, loc.InVolume)
 				}
 			})
 		}

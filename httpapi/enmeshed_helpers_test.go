@@ -15,7 +15,7 @@ type enmeshedEnv struct{ *env }
 
 func newEnmeshedEnv(t testing.TB, opts ...stackOption) *enmeshedEnv {
 	t.Helper()
-	return &enmeshedEnv{startEnv(t, true, opts...)}
+	return &enmeshedEnv{startEnv(t, mounts{enmeshed: true}, opts...)}
 }
 
 // do sends a request as alice unless header names another key (an empty X-API-KEY sends none).

@@ -217,13 +217,29 @@ func TestEnmeshedGetToken(t *testing.T) {
 	}
 }
 
+// TestEnmeshedCreateTokenServiceErrors: a persisted token fails at its proposal, an ephemeral one (no
+// Raft write) at the read index; both answer 503 with Retry-After and mint nothing.
 func TestEnmeshedCreateTokenServiceErrors(t *testing.T) {
-	e := newEnmeshedEnv(t)
-	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
-	e.fail(false, fsm.CmdCreateToken, errors.New("no leader"))
-	r := e.do(t, http.MethodPost, "/api/v2/Files/"+f.ID+"/Token", strings.NewReader(`{"ephemeral":false}`), nil)
-	wantEnmeshedError(t, r, 503, codeUnavailable, "")
-	if r.header.Get("Retry-After") == "" {
-		t.Fatal("503 without Retry-After")
+	for _, tc := range []struct {
+		name string
+		read bool
+		body string
+	}{
+		{"persisted", false, `{"ephemeral":false}`},
+		{"ephemeral", true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnmeshedEnv(t)
+			f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
+			e.fail(tc.read, fsm.CmdCreateToken, errors.New("no leader")) // the type matters for proposals only
+			r := e.do(t, http.MethodPost, "/api/v2/Files/"+f.ID+"/Token", strings.NewReader(tc.body), nil)
+			wantEnmeshedError(t, r, 503, codeUnavailable, "")
+			if r.header.Get("Retry-After") == "" {
+				t.Fatal("503 without Retry-After")
+			}
+			if e.svc.mintedCount() != 0 {
+				t.Fatal("a token was minted")
+			}
+		})
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairn-dev/cairn/core"
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // env is /files/v1 under test, over the real core.
@@ -26,7 +27,7 @@ type env struct {
 	*stack
 	ops  *opsStub
 	reg  *prometheus.Registry
-	logs *syncBuffer
+	logs *testutil.SyncBuffer
 	h    http.Handler
 	srv  *httptest.Server
 }
@@ -55,37 +56,25 @@ func (o *opsStub) setNotReady(err error) {
 	o.notReady = err
 }
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func newEnv(t testing.TB, opts ...stackOption) *env {
 	t.Helper()
-	return startEnv(t, false, opts...)
+	return startEnv(t, mounts{}, opts...)
 }
 
-// startEnv serves /files/v1 and, with enmeshed, /api/v2 over a new stack.
-func startEnv(t testing.TB, enmeshed bool, opts ...stackOption) *env {
+// mounts names the front-ends served next to /files/v1 and the ops endpoints.
+type mounts struct{ enmeshed, admin bool }
+
+// startEnv serves /files/v1 and what m names over a new stack.
+func startEnv(t testing.TB, m mounts, opts ...stackOption) *env {
 	t.Helper()
-	e := &env{stack: newStack(t, opts...), ops: &opsStub{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	e := &env{stack: newStack(t, opts...), ops: &opsStub{}, reg: prometheus.NewRegistry(), logs: &testutil.SyncBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := Config{FilesV1: e.svc, Ops: e.ops, Registry: e.reg, Logger: logger}
-	if enmeshed {
+	if m.enmeshed {
 		cfg.Enmeshed = e.svc
+	}
+	if m.admin {
+		cfg.Admin = e.svc
 	}
 	h, err := New(cfg)
 	if err != nil {

@@ -103,7 +103,7 @@ func (s *stack) fail(read bool, typ fsm.CommandType, err error) {
 	})
 }
 
-// panicOnRead makes the next read index panic with msg, as a bug below core would.
+// panicOnRead makes every later read index panic with msg, as a bug below core would.
 func (s *stack) panicOnRead(msg string) {
 	s.core.Consensus.SetFault(func(read bool, _ fsm.CommandType) error {
 		if read {

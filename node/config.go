@@ -94,6 +94,16 @@ type Config struct {
 	// ScrubRate caps the bytes per second the scrubber reads.
 	ScrubRate int64
 
+	// SmallShardMax is the largest shard kept as a record in a volume file, group-committed with
+	// the other small shards written at the same time; larger shards are files of their own. 0
+	// keeps every shard in a file. At most 64 KiB.
+	SmallShardMax int64
+	// VolumeSize is the size at which a volume file takes no new records (1 MiB to 3 GiB).
+	VolumeSize int64
+	// CompactionRate caps the bytes per second volume compaction reads (and writes), run after
+	// each GC pass.
+	CompactionRate int64
+
 	// Autopilot (node/autopilot.go). CleanupDeadServers lets the leader remove servers that have
 	// been dead for DeadServerCleanupAfter from Raft; never a majority at once, never below
 	// BootstrapExpect voters. LastContactThreshold, MaxTrailingLogs and ServerStabilizationTime
@@ -199,6 +209,10 @@ func DefaultConfig() Config {
 		GCGracePeriod: time.Hour,
 		ScrubCycle:    7 * 24 * time.Hour,
 		ScrubRate:     32 << 20,
+		// Small shards: erasure.DefaultStoreOptions.
+		SmallShardMax:  int64(erasure.DefaultStoreOptions().SmallShardMax),
+		VolumeSize:     erasure.DefaultStoreOptions().VolumeSize,
+		CompactionRate: 32 << 20,
 	}
 }
 
@@ -280,6 +294,12 @@ func (c *Config) Validate() error {
 	if c.ScrubCycle <= 0 || c.ScrubRate <= 0 {
 		errs = append(errs, errors.New("--scrub-cycle and --scrub-rate must be positive"))
 	}
+	if err := c.storeOptions(nil).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--small-shard-max, --volume-size: %w", err))
+	}
+	if c.CompactionRate <= 0 {
+		errs = append(errs, errors.New("--compaction-rate must be positive"))
+	}
 	if c.ExpiryInterval <= 0 {
 		errs = append(errs, errors.New("expiry interval must be positive"))
 	}
@@ -297,6 +317,11 @@ func (c *Config) Validate() error {
 }
 
 // raftTimings are the Raft timings with the multiplier applied.
+// storeOptions are the shard store's settings.
+func (c *Config) storeOptions(log *slog.Logger) erasure.StoreOptions {
+	return erasure.StoreOptions{SmallShardMax: int(min(c.SmallShardMax, 1<<31)), VolumeSize: c.VolumeSize, Logger: log}
+}
+
 func (c *Config) raftTimings() cluster.RaftTimings {
 	t := c.RaftTimings
 	t.Multiplier = c.RaftMultiplier

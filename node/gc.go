@@ -65,6 +65,11 @@ func (n *Node) gcLoop() {
 		default:
 			n.log.Warn("garbage collection failed; retrying next interval", "err", err)
 		}
+		// Reclaim what GC (and heals, which rewrite) left dead in the volumes of small shards.
+		// It needs no replicated state, so it runs even when GC could not.
+		if _, err := n.shards.Compact(n.ctx, n.cfg.CompactionRate); err != nil && n.ctx.Err() == nil {
+			n.log.Warn("volume compaction failed; retrying next interval", "err", err)
+		}
 	}
 }
 

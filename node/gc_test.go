@@ -32,16 +32,25 @@ func randomData(seed int64, n int) []byte {
 }
 
 // upload stores data through node i with the root key and returns its full token and committed
-// file, as node i knows it.
+// file, as node i knows it. A 503 is retried, as the contract asks of clients: on a loaded machine
+// a fresh cluster's gossip may still suspect a node for a moment.
 func upload(t *testing.T, c *testcluster.Cluster, i int, data []byte) (string, fsm.File) {
 	t.Helper()
 	cl := *c.Client(i)
 	cl.APIKey = c.RootKey
-	meta, resp, err := cl.Upload("f.bin", data)
-	if err != nil || resp.Status != http.StatusOK || len(meta.Tokens) == 0 {
+	var token string
+	testutil.WaitForNil(t, 20*time.Second, "an upload through node"+fmt.Sprint(i), func() error {
+		meta, resp, err := cl.Upload("f.bin", data)
+		switch {
+		case err == nil && resp.Status == http.StatusOK && len(meta.Tokens) > 0:
+			token = meta.Tokens[0].Token
+			return nil
+		case err == nil && resp.Status == http.StatusServiceUnavailable:
+			return fmt.Errorf("status 503: %s", resp.Body)
+		}
 		t.Fatalf("upload through node%d: err=%v status=%d body=%s", i, err, resp.Status, resp.Body)
-	}
-	token := meta.Tokens[0].Token
+		return nil
+	})
 	var f fsm.File
 	testutil.WaitFor(t, 10*time.Second, "the upload applied on node"+fmt.Sprint(i), func() bool {
 		tok, ok := c.Node(i).FSM().TokenBySecret(token)
@@ -102,6 +111,11 @@ func ageAll(t *testing.T, c *testcluster.Cluster, d time.Duration) {
 	}
 }
 
+// shardFiles keeps every shard in a file of its own, for tests that age or damage shard files
+// behind the store's back (volume records: testcluster's TestSmallFilesInVolumes and the
+// corruption tests there).
+func shardFiles(_ int, cfg *node.Config) { cfg.SmallShardMax = 0 }
+
 func age(t *testing.T, store *erasure.ShardStore, id erasure.ShardID, d time.Duration) {
 	t.Helper()
 	then := time.Now().Add(-d)
@@ -160,7 +174,7 @@ func metricValue(t *testing.T, c *testcluster.Cluster, i int, series string) flo
 // down. Back up, that node keeps the orphans within the grace period and drops them after it; no
 // other shard goes, and the surviving file still reads byte-exact everywhere.
 func TestGCRemovesShardsDeletedWhileNodeDown(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{})
+	c := testcluster.New(t, testcluster.Options{Configure: shardFiles})
 	keepData, goneData := randomData(1, 100_000), randomData(2, 100_000)
 	keepTok, _ := upload(t, c, 0, keepData)
 	goneTok, gone := upload(t, c, 0, goneData)
@@ -215,7 +229,7 @@ func TestGCRemovesShardsDeletedWhileNodeDown(t *testing.T) {
 // on its node stays (files read byte-exact), stray shards go once past the grace period, and a
 // node that cannot reach the leader collects nothing.
 func TestGCKeepsOnlyReferencedShards(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{})
+	c := testcluster.New(t, testcluster.Options{Configure: shardFiles})
 	var tokens []string
 	var datas [][]byte
 	var files []fsm.File
@@ -296,17 +310,7 @@ func TestGCKeepsOnlyReferencedShards(t *testing.T) {
 		id := erasure.ShardID{File: "FILneverCommitted03", Segment: 0, Index: 0}
 		writeShard(t, store, id, []byte("stray"))
 		age(t, store, id, pastGrace)
-		c.Net.Isolate(c.Config(cut).NodeID)
-		t.Cleanup(c.Net.Heal)
-		testutil.WaitFor(t, 15*time.Second, "GC refused for want of a leader", func() bool {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			n, err := c.Node(cut).CollectGarbage(ctx)
-			if err == nil && n != 0 {
-				t.Fatalf("isolated node collected %d shards", n)
-			}
-			return errors.Is(err, node.ErrNotReady)
-		})
+		isolateUntilRefused(t, c, cut, "GC", c.Node(cut).CollectGarbage)
 		if _, err := store.Stat(id); err != nil {
 			t.Fatalf("the isolated node removed a shard: %v", err)
 		}
@@ -318,11 +322,30 @@ func TestGCKeepsOnlyReferencedShards(t *testing.T) {
 	})
 }
 
+// isolateUntilRefused cuts node cut off from the others (until Net.Heal or the test's end) and
+// waits until pass, a GC or scrub pass that returns how much it did, refuses with ErrNotReady;
+// meanwhile it must do nothing.
+func isolateUntilRefused(t *testing.T, c *testcluster.Cluster, cut int, what string, pass func(context.Context) (int, error)) {
+	t.Helper()
+	c.Net.Isolate(c.Config(cut).NodeID)
+	t.Cleanup(c.Net.Heal)
+	testutil.WaitFor(t, 15*time.Second, what+" refused for want of a leader", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n, err := pass(ctx)
+		if err == nil && n != 0 {
+			t.Fatalf("the isolated node%d ran a %s pass over %d shards", cut, what, n)
+		}
+		return errors.Is(err, node.ErrNotReady)
+	})
+}
+
 // TestGCAndScrubLoopsRun: with short intervals, the background loops remove a stray shard once it
 // is past the grace period and heal a corrupted shard without any read, while the committed file
 // stays intact.
 func TestGCAndScrubLoopsRun(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *node.Config) {
+	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *node.Config) {
+		shardFiles(i, cfg)
 		cfg.GCInterval = 50 * time.Millisecond
 		cfg.GCGracePeriod = 300 * time.Millisecond
 		cfg.ScrubCycle = 300 * time.Millisecond

@@ -117,9 +117,10 @@ func New(cfg Config) (_ *Node, err error) {
 	if err := checkWritable(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
-	if n.shards, err = erasure.OpenShardStore(filepath.Join(cfg.DataDir, "shards")); err != nil {
+	if n.shards, err = erasure.OpenShardStoreWith(filepath.Join(cfg.DataDir, "shards"), cfg.storeOptions(log.With("component", "shards"))); err != nil {
 		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
+	closers = append(closers, func() error { n.shards.Close(); return nil })
 	n.fsm = fsm.New(log.With("component", "fsm"))
 
 	// Bind the public port first: its address goes into the gossip metadata from the start.
@@ -486,6 +487,7 @@ func (n *Node) shutdown(ctx context.Context, graceful bool) error {
 	n.rpcClient.Close()
 	_ = n.mux.Close()
 	n.wg.Wait()
+	n.shards.Close() // after the loops; a request still writing gets ErrStoreClosed
 	n.log.Info("node stopped", "graceful", graceful)
 	return errors.Join(errs...)
 }

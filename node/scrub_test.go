@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -50,7 +49,7 @@ func verify(store *erasure.ShardStore, f fsm.File, id erasure.ShardID) error {
 // TestScrubOnceHealsCorruptShard damages a stored shard that nothing reads; one scrub pass on its
 // node finds exactly that shard (not the unreferenced junk beside it), counts it, and heals it.
 func TestScrubOnceHealsCorruptShard(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{})
+	c := testcluster.New(t, testcluster.Options{Configure: shardFiles})
 	data := randomData(4, 300_000) // 5 segments of 64 KiB
 	token, f := upload(t, c, 0, data)
 	tests := []struct {
@@ -135,7 +134,8 @@ func TestScrubOnceRebuildsMissingShard(t *testing.T) {
 // it: damage after the checkpoint is found and healed, damage before it waits for the next pass
 // (which a full ScrubOnce stands in for here).
 func TestScrubLoopResumesFromItsCheckpoint(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *node.Config) {
+	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *node.Config) {
+		shardFiles(i, cfg)
 		cfg.ScrubCycle = time.Hour // no pass but the resumed one during the test
 	}})
 	data := randomData(6, 300_000) // 5 segments: a shard of each on every node
@@ -210,7 +210,7 @@ func TestScrubLoopResumesFromItsCheckpoint(t *testing.T) {
 // TestScrubOnceRefusesWhenNotReady: a node cut off from the leader cannot trust its view of the
 // layouts, so the scrub neither checks nor heals anything until it can.
 func TestScrubOnceRefusesWhenNotReady(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{})
+	c := testcluster.New(t, testcluster.Options{Configure: shardFiles})
 	data := randomData(7, 100_000)
 	_, f := upload(t, c, 0, data)
 	leader := c.WaitLeader(10 * time.Second)
@@ -218,16 +218,9 @@ func TestScrubOnceRefusesWhenNotReady(t *testing.T) {
 	id := erasure.ShardID{File: f.ID, Segment: 0, Index: slices.Index(f.Layout.Segments[0].Nodes, c.Config(cut).NodeID)}
 	store := c.Node(cut).Shards()
 	corrupt(t, store, id, flipByte)
-	c.Net.Isolate(c.Config(cut).NodeID)
-	t.Cleanup(c.Net.Heal)
-	testutil.WaitFor(t, 15*time.Second, "scrub refused for want of a leader", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n, bad, err := c.Node(cut).ScrubOnce(ctx)
-		if err == nil && (n != 0 || bad != 0) {
-			t.Fatalf("the isolated node scrubbed: %d checked, %d corrupt", n, bad)
-		}
-		return errors.Is(err, node.ErrNotReady)
+	isolateUntilRefused(t, c, cut, "scrub", func(ctx context.Context) (int, error) {
+		checked, corrupt, err := c.Node(cut).ScrubOnce(ctx)
+		return checked + corrupt, err
 	})
 	if verify(store, f, id) == nil {
 		t.Fatal("the isolated node touched the damaged shard")

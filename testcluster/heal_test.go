@@ -131,7 +131,7 @@ func TestRepairAfterNodeLoss(t *testing.T) {
 // TestCorruptShardHealedOnRead: bytes flipped in a stored shard; the next read is byte-exact, the
 // checksum-failure metric rises, and the shard is rewritten correctly.
 func TestCorruptShardHealedOnRead(t *testing.T) {
-	c := New(t, Options{})
+	c := New(t, Options{Configure: func(_ int, cfg *node.Config) { cfg.SmallShardMax = 0 }}) // damages the shard's file
 	data := randomData(61, 100_000)
 	token, _ := mustUpload(t, c, 0, "c.bin", data)
 	f := fileOf(t, c, 0, token)

@@ -22,11 +22,13 @@ import (
 // of one shard can trade places) in one segment.
 const integrityFileSize = 40_000
 
-// shardOnDisk is one stored shard of a committed file, where it lives.
+// shardOnDisk is one stored shard of a committed file, where it lives: a file of its own or a
+// record in a volume.
 type shardOnDisk struct {
 	id     erasure.ShardID
 	holder int // cluster index of the node holding it
-	path   string
+	store  *erasure.ShardStore
+	loc    erasure.ShardLocation
 	orig   []byte
 }
 
@@ -35,15 +37,75 @@ func shardsOf(t *testing.T, c *Cluster, f fsm.File, segment int) []shardOnDisk {
 	var out []shardOnDisk
 	for idx, holder := range f.Layout.Segments[segment].Nodes {
 		i := holder2index(c, holder)
-		id := erasure.ShardID{File: f.ID, Segment: segment, Index: idx}
-		path := c.Node(i).Shards().Path(id)
-		b, err := os.ReadFile(path)
+		s := shardOnDisk{id: erasure.ShardID{File: f.ID, Segment: segment, Index: idx}, holder: i, store: c.Node(i).Shards()}
+		b, err := s.stored()
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, shardOnDisk{id: id, holder: i, path: path, orig: b})
+		s.orig = b
+		s.loc, _ = s.store.Locate(s.id)
+		out = append(out, s)
 	}
 	return out
+}
+
+// stored reads the shard's bytes as they are on disk now, wherever the store keeps them.
+func (s shardOnDisk) stored() ([]byte, error) {
+	loc, err := s.store.Locate(s.id)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(loc.Path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, loc.Length)
+	_, err = f.ReadAt(b, loc.Offset)
+	return b, err
+}
+
+// write puts b where the shard's bytes were, behind the store's back, as a disk or an operator
+// would. In a volume, b must be as long as the shard, or a prefix of it: the volume is then cut
+// there, as a torn or truncated file would be.
+func (s shardOnDisk) write(t *testing.T, b []byte) {
+	t.Helper()
+	if !s.loc.InVolume {
+		if err := os.WriteFile(s.loc.Path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	f, err := os.OpenFile(s.loc.Path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	switch {
+	case int64(len(b)) == s.loc.Length:
+		_, err = f.WriteAt(b, s.loc.Offset)
+	case int64(len(b)) < s.loc.Length && bytes.Equal(b, s.orig[:len(b)]):
+		err = f.Truncate(s.loc.Offset + int64(len(b)))
+	default:
+		t.Fatalf("cannot put %d bytes over a %d-byte volume record", len(b), s.loc.Length)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// remove makes the shard missing: its file goes, or its record is deleted.
+func (s shardOnDisk) remove(t *testing.T) {
+	t.Helper()
+	var err error
+	if s.loc.InVolume {
+		err = s.store.Delete(s.id)
+	} else {
+		err = os.Remove(s.loc.Path)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // faultCount sums a metric over every node.
@@ -88,21 +150,28 @@ func readsNeverLie(t *testing.T, c *Cluster, token string, data []byte, allowFai
 // operator can, and checks for each that no node answers 200 with wrong bytes, the fault shows in
 // the metrics, and the shard is rewritten in place within a deadline: once by reading the file,
 // once by one scrub pass on the holder (no read at all). With two of three shards damaged the
-// file cannot be read, and no node pretends it can.
+// file cannot be read, and no node pretends it can. It runs with shards as files of their own
+// and with small shards as volume records (the default for a file this size).
 func TestShardCorruptionCaughtAndHealed(t *testing.T) {
-	c := New(t, Options{})
+	for _, mode := range []struct {
+		name     string
+		volumes  bool
+		maxShard int64
+	}{{"files", false, 0}, {"volumes", true, node.DefaultConfig().SmallShardMax}} {
+		t.Run(mode.name, func(t *testing.T) {
+			c := New(t, Options{Configure: func(_ int, cfg *node.Config) { cfg.SmallShardMax = mode.maxShard }})
+			testShardCorruption(t, c, mode.volumes)
+		})
+	}
+}
+
+func testShardCorruption(t *testing.T, c *Cluster, volumes bool) {
 	frame := erasure.ChunkLen(16<<10, erasure.Geometry{Data: 2, Parity: 1}) + 4
 	type damage func(t *testing.T, target []shardOnDisk, other []shardOnDisk)
-	write := func(t *testing.T, path string, b []byte) {
-		t.Helper()
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	flip := func(t *testing.T, s shardOnDisk) {
 		b := bytes.Clone(s.orig)
 		b[erasure.ShardHeaderLen+frame+100] ^= 0x01 // one bit of block 1's chunk
-		write(t, s.path, b)
+		s.write(t, b)
 	}
 	tests := []struct {
 		name     string
@@ -112,23 +181,20 @@ func TestShardCorruptionCaughtAndHealed(t *testing.T) {
 	}{
 		{"one byte flipped", func(t *testing.T, s, _ []shardOnDisk) { flip(t, s[0]) }, true,
 			[]string{`cairn_read_shard_faults_total{kind="corrupt"}`}},
-		{"truncated", func(t *testing.T, s, _ []shardOnDisk) { write(t, s[0].path, s[0].orig[:len(s[0].orig)-frame/2]) }, true,
+		{"truncated", func(t *testing.T, s, _ []shardOnDisk) { s[0].write(t, s[0].orig[:len(s[0].orig)-frame/2]) }, true,
 			[]string{`cairn_read_shard_faults_total{kind="corrupt"}`}},
-		{"deleted", func(t *testing.T, s, _ []shardOnDisk) {
-			if err := os.Remove(s[0].path); err != nil {
-				t.Fatal(err)
-			}
-		}, true, []string{`cairn_read_shard_faults_total{kind="unavailable"}`}},
-		{"sibling copied over", func(t *testing.T, s, _ []shardOnDisk) { write(t, s[0].path, s[1].orig) }, true,
+		{"deleted", func(t *testing.T, s, _ []shardOnDisk) { s[0].remove(t) }, true,
+			[]string{`cairn_read_shard_faults_total{kind="unavailable"}`}},
+		{"sibling copied over", func(t *testing.T, s, _ []shardOnDisk) { s[0].write(t, s[1].orig) }, true,
 			[]string{`cairn_read_shard_faults_total{kind="corrupt"}`}},
-		{"another file's shard copied over", func(t *testing.T, s, other []shardOnDisk) { write(t, s[0].path, other[0].orig) }, true,
+		{"another file's shard copied over", func(t *testing.T, s, other []shardOnDisk) { s[0].write(t, other[0].orig) }, true,
 			[]string{`cairn_read_shard_faults_total{kind="corrupt"}`}},
 		{"two frames swapped", func(t *testing.T, s, _ []shardOnDisk) {
 			b := bytes.Clone(s[0].orig)
 			h := erasure.ShardHeaderLen
 			copy(b[h:], s[0].orig[h+frame:h+2*frame])
 			copy(b[h+frame:], s[0].orig[h:h+frame])
-			write(t, s[0].path, b)
+			s[0].write(t, b)
 		}, true, []string{`cairn_read_shard_faults_total{kind="corrupt"}`}},
 		{"2 of 3 corrupted", func(t *testing.T, s, _ []shardOnDisk) { flip(t, s[0]); flip(t, s[1]) }, false,
 			[]string{`cairn_read_shard_faults_total{kind="corrupt"}`}},
@@ -145,6 +211,9 @@ func TestShardCorruptionCaughtAndHealed(t *testing.T) {
 				f := fileOf(t, c, seq%3, token)
 				target := shardsOf(t, c, f, 0)
 				other := shardsOf(t, c, fileOf(t, c, (seq+1)%3, otherToken), 0)
+				if target[0].loc.InVolume != volumes {
+					t.Fatalf("shard in a volume: %v, want %v", target[0].loc.InVolume, volumes)
+				}
 				tt.damage(t, target, other)
 
 				if by == "read" {
@@ -181,7 +250,7 @@ func TestShardCorruptionCaughtAndHealed(t *testing.T) {
 					return
 				}
 				testutil.WaitFor(t, 15*time.Second, "the damaged shard rewritten in place", func() bool {
-					got, err := os.ReadFile(target[0].path)
+					got, err := target[0].stored()
 					return err == nil && bytes.Equal(got, target[0].orig)
 				})
 				readsNeverLie(t, c, token, data, false)
@@ -214,7 +283,7 @@ func toV1(t *testing.T, v2 []byte, segLen int64, blockSize int, g erasure.Geomet
 // its place, so two of its data shards swapped pass every frame check: the file's SHA-256 catches
 // it, no node answers a clean 200, and the mismatch is counted.
 func TestV1ShardsInCluster(t *testing.T) {
-	c := New(t, Options{})
+	c := New(t, Options{Configure: func(_ int, cfg *node.Config) { cfg.SmallShardMax = 0 }}) // v1 shards as files, as v0.1.0 wrote them
 	data := randomData(77, integrityFileSize)
 	token, _ := mustUpload(t, c, 0, "v1.bin", data)
 	f := fileOf(t, c, 0, token)
@@ -222,7 +291,7 @@ func TestV1ShardsInCluster(t *testing.T) {
 	v1 := make([][]byte, len(shards))
 	for i, s := range shards {
 		v1[i] = toV1(t, s.orig, f.Layout.Segments[0].Size, f.Layout.BlockSize, f.Layout.Geometry)
-		if err := os.WriteFile(s.path, v1[i], 0o600); err != nil {
+		if err := os.WriteFile(s.loc.Path, v1[i], 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -230,10 +299,10 @@ func TestV1ShardsInCluster(t *testing.T) {
 
 	mismatches := `cairn_read_content_mismatches_total`
 	before := faultCount(t, c, mismatches)
-	if err := os.WriteFile(shards[0].path, v1[1], 0o600); err != nil {
+	if err := os.WriteFile(shards[0].loc.Path, v1[1], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(shards[1].path, v1[0], 0o600); err != nil {
+	if err := os.WriteFile(shards[1].loc.Path, v1[0], 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for i := range c.Size() {

@@ -7,16 +7,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
-	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
@@ -57,35 +55,21 @@ func mustCLI(t *testing.T, args ...string) string {
 	return r.stdout
 }
 
-var shardFileName = regexp.MustCompile(`^(FIL[A-Za-z0-9]+)\.(\d+)\.(\d+)$`)
-
-// shardsOnDisk counts committed shard files per file id and segment in the given data dirs: the
-// ground truth of what the data plane holds, read straight from the disks.
+// shardsOnDisk counts committed shards (files and volume records) per file id and segment in the
+// given data dirs: the ground truth of what the data plane holds, read straight from the disks.
 func shardsOnDisk(t *testing.T, dirs ...string) map[string]map[int]int {
 	t.Helper()
 	out := map[string]map[int]int{}
 	for _, dir := range dirs {
-		root := filepath.Join(dir, "shards")
-		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				if os.IsNotExist(err) {
-					return nil
-				}
-				return err
+		err := erasure.ListShardsIn(filepath.Join(dir, "shards"), func(info erasure.ShardInfo) error {
+			if out[info.ID.File] == nil {
+				out[info.ID.File] = map[int]int{}
 			}
-			m := shardFileName.FindStringSubmatch(d.Name())
-			if d.IsDir() || m == nil {
-				return nil
-			}
-			seg, _ := strconv.Atoi(m[2])
-			if out[m[1]] == nil {
-				out[m[1]] = map[int]int{}
-			}
-			out[m[1]][seg]++
+			out[info.ID.File][info.ID.Segment]++
 			return nil
 		})
 		if err != nil {
-			t.Fatalf("walk %s: %v", root, err)
+			t.Fatalf("list shards in %s: %v", dir, err)
 		}
 	}
 	return out

@@ -1,7 +1,8 @@
 // Package coretest builds a real core.Service without a cluster, for the unit tests of core and of
 // the front-ends: the real fsm.FSM, a consensus that applies each command to it at once, and shard
 // nodes held in memory. Every product rule a test meets is production code; only Raft, sockets
-// and disks are left out. It must not be imported by non-test code.
+// and disks are left out, and what they can do wrong is injected where they stand (a consensus
+// Fault, a node down, a shard corrupted or lost). It must not be imported by non-test code.
 package coretest
 
 import (
@@ -311,6 +312,14 @@ func (s *Shards) Count(fileID string) int {
 	return n
 }
 
+// Shard returns a copy of a stored shard's bytes, header included.
+func (s *Shards) Shard(nodeID string, id erasure.ShardID) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.shards[nodeID][id]
+	return slices.Clone(b), ok
+}
+
 // ByFile counts the stored shards of each file.
 func (s *Shards) ByFile() map[string]int {
 	s.mu.Lock()
@@ -366,13 +375,17 @@ func (s *Shards) node(nodeID string) (map[erasure.ShardID][]byte, error) {
 	return m, nil
 }
 
-// PutShard stores the whole body once it has been read to the end, as a durable put would.
+// PutShard stores the whole body once it has been read to a clean end, as the shard RPC does: a
+// node commits every request whose body ended cleanly, even if the caller gave up just after.
+// A cancelled ctx ends a body still in transfer (a pipe's reader is closed, as the HTTP
+// transport closes the connection), and that put fails.
 func (s *Shards) PutShard(ctx context.Context, nodeID string, id erasure.ShardID, body io.Reader) error {
+	if pr, ok := body.(interface{ CloseWithError(error) error }); ok {
+		stop := context.AfterFunc(ctx, func() { pr.CloseWithError(ctx.Err()) })
+		defer stop()
+	}
 	b, err := io.ReadAll(body)
 	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
 		return err
 	}
 	s.mu.Lock()

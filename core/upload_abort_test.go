@@ -1,0 +1,106 @@
+package core_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
+	"github.com/cairn-dev/cairn/core"
+	"github.com/cairn-dev/cairn/fsm"
+	"github.com/cairn-dev/cairn/internal/coretest"
+	"github.com/cairn-dev/cairn/internal/testutil"
+)
+
+// TestAbortCleansUpUnlessTheOutcomeIsUnknown: an upload that ends without a file removes its
+// shards, except when its commit may still apply (the proposal's fate is unknown): those shards
+// may become a file's, and only the garbage collector, which checks the committed state, may
+// remove them.
+func TestAbortCleansUpUnlessTheOutcomeIsUnknown(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		commitErr error // nil: abort before commit
+		want      error
+		leftForGC bool
+	}{
+		{"aborted before commit", nil, nil, false},
+		{"commit refused", fmt.Errorf("append: %w", clusterapi.ErrLogStoreFull), core.ErrNoSpace, false},
+		{"commit outcome unknown", errors.New("leadership lost"), core.ErrUnavailable, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := coretest.New(t, coretest.Options{})
+			ctx := context.Background()
+			up, err := h.Service.BeginUpload(ctx, h.Root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := up.ReadFrom(bytes.NewReader(randomBytes(13, 5*block))); err != nil {
+				t.Fatal(err)
+			}
+			if h.Stray() == 0 {
+				t.Fatal("the upload wrote no shards")
+			}
+			if tc.commitErr != nil {
+				h.Consensus.SetFault(func(read bool, typ fsm.CommandType) error {
+					if typ == fsm.CmdCreateFile {
+						return tc.commitErr
+					}
+					return nil
+				})
+				if _, _, err := up.Commit(ctx, core.FileAttrs{Name: "x"}); !errors.Is(err, tc.want) {
+					t.Fatalf("Commit = %v, want %v", err, tc.want)
+				}
+			}
+			up.Abort()
+			if h.Files() != 0 {
+				t.Fatal("a file exists")
+			}
+			if tc.leftForGC {
+				if h.Stray() == 0 {
+					t.Fatal("the shards of a commit that may still apply were deleted")
+				}
+				return
+			}
+			testutil.WaitFor(t, 10*time.Second, "the aborted upload's shards deleted", func() bool { return h.Stray() == 0 })
+		})
+	}
+}
+
+// failingBody yields n bytes, then fails the read: a client that breaks off mid-upload.
+type failingBody struct {
+	data []byte
+}
+
+var errClientGone = errors.New("client went away")
+
+func (b *failingBody) Read(p []byte) (int, error) {
+	if len(b.data) == 0 {
+		return 0, errClientGone
+	}
+	n := copy(p, b.data)
+	b.data = b.data[n:]
+	return n, nil
+}
+
+// TestUploadBrokenOffMidSegmentCommitsNoShard: when the body fails inside a segment, the shard
+// streams of that segment end with an error, never with a clean end of body that a node would
+// commit as a (partial) shard. ReadFrom returns only after every shard put has ended, so the
+// check needs no wait.
+func TestUploadBrokenOffMidSegmentCommitsNoShard(t *testing.T) {
+	h := coretest.New(t, coretest.Options{})
+	up, err := h.Service.BeginUpload(context.Background(), h.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Abort()
+	// Two full blocks of the first 4-block segment, then the failure.
+	if _, err := up.ReadFrom(&failingBody{data: randomBytes(17, 2*block)}); !errors.Is(err, errClientGone) {
+		t.Fatalf("ReadFrom = %v, want the body's error", err)
+	}
+	if n := h.Stray(); n != 0 {
+		t.Fatalf("%d shards of the broken-off segment were committed", n)
+	}
+}

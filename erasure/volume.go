@@ -1,0 +1,960 @@
+package erasure
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bits-and-blooms/bloom/v3"
+	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
+)
+
+const (
+	// maxBatchBytes bounds one group commit: the records appended by one write and covered by one
+	// fdatasync. Only the last batch of a volume can be torn by a crash.
+	maxBatchBytes = 4 << 20
+	// volumeSuffix names a volume file; compactSuffix one being written by compaction.
+	volumeSuffix  = ".vol"
+	compactSuffix = ".vol.compact"
+	// maxVolumeSize keeps every record offset within the index's 32 bits.
+	maxVolumeSize = 3 << 30
+)
+
+// ErrStoreClosed is returned by writes to a ShardStore after Close.
+var ErrStoreClosed = errors.New("shard store closed")
+
+// volumeKey is an index key: a shard id in 24 bytes plus the file id's string bytes.
+type volumeKey struct {
+	file    string
+	segment uint32
+	index   uint32
+}
+
+func keyOf(id ShardID) volumeKey {
+	return volumeKey{file: id.File, segment: uint32(id.Segment), index: uint32(id.Index)}
+}
+
+func (k volumeKey) id() ShardID {
+	return ShardID{File: k.file, Segment: int(k.segment), Index: int(k.index)}
+}
+
+// volumeEntry is where the newest record of a shard lives: 24 bytes per small shard in RAM.
+type volumeEntry struct {
+	seq     uint64
+	vol     uint32
+	off     uint32 // record start
+	bodyLen uint32
+	mtime   uint32 // Unix seconds: the GC's grace period needs no finer
+}
+
+// entrySeconds is a write time for the index, rounded up to the second: a shard may look younger
+// than it is, never older, so the GC's grace period is never cut short.
+func entrySeconds(unixNano int64) uint32 { return uint32((unixNano + 1e9 - 1) / 1e9) }
+
+// recordLen is the length of the entry's whole record.
+func (e volumeEntry) recordLen(k volumeKey) int64 {
+	return int64(recordHeaderLen(len(k.file))) + int64(e.bodyLen)
+}
+
+// volume is one volume file. Readers take a reference around their pread, so compaction can
+// retire a volume while a read of it is in flight.
+type volume struct {
+	id      uint32
+	path    string
+	f       *os.File
+	size    int64  // bytes in the file: the next batch goes here
+	live    int64  // bytes of records the index points at
+	tombs   int64  // bytes of tombstones: not live, but not reclaimable by themselves either
+	minSeq  uint64 // lowest sequence number of any record in it (tombstones too)
+	refs    int    // readers in flight, plus one while the volume is in the set
+	retired bool
+	// appending is true while a flusher writes a batch to it; compaction of a volume that was
+	// active waits for that batch.
+	appending bool
+	// ids holds every shard id with a record in the volume, live or dead: compaction drops a
+	// tombstone once no other volume may hold a record it covers. Guarded by the set's mu.
+	ids *bloom.BloomFilter
+}
+
+// newIDFilter is a volume's id filter, sized for a full volume of 2 KiB records at 1 % false
+// positives (about 1.2 bytes per record; a false positive only keeps a tombstone longer).
+func newIDFilter(sizeLimit int64) *bloom.BloomFilter {
+	return bloom.NewWithEstimates(uint(max(sizeLimit/2048, 1024)), 0.01)
+}
+
+// filterKey is k as the id filters see it.
+func filterKey(dst []byte, k volumeKey) []byte {
+	dst = append(dst[:0], k.file...)
+	dst = append(dst, 0)
+	dst = binary.BigEndian.AppendUint32(dst, k.segment)
+	return binary.BigEndian.AppendUint32(dst, k.index)
+}
+
+// volumeSet is the part of a ShardStore that keeps small shards as records in volume files
+// (see DESIGN.md, "Small shards: volumes").
+type volumeSet struct {
+	dir       string
+	readOnly  bool
+	maxShard  int   // largest shard body stored here
+	sizeLimit int64 // a volume at or above this takes no new batch
+	log       *slog.Logger
+
+	seq atomic.Uint64 // last sequence number handed out
+
+	mu      sync.Mutex
+	index   map[volumeKey]volumeEntry
+	vols    map[uint32]*volume
+	active  *volume
+	nextVol uint32
+	used    int64 // bytes of live shard bodies
+	closed  bool
+	// Group commit: writers queue here; the first one that finds no flusher becomes it.
+	pending   []*volumeAppend
+	queued    map[volumeKey]int // shard records queued or being written, per id
+	flushing  bool
+	idle      *sync.Cond // signalled when flushing ends
+	batchBuf  []byte     // the flusher's buffer; only the flusher touches it
+	filterBuf []byte     // a filterKey buffer, under mu
+
+	compactMu sync.Mutex // one compaction at a time
+
+	stats volumeCounters
+}
+
+// volumeCounters are the volume set's cumulative counters.
+type volumeCounters struct {
+	batches, records, fsyncs   atomic.Int64
+	tornBytes, damagedBytes    atomic.Int64
+	compactions, reclaimed     atomic.Int64
+	compactionBytes, readFails atomic.Int64
+}
+
+// volumeAppend is one record waiting for its group commit.
+type volumeAppend struct {
+	key     volumeKey
+	kind    byte
+	seq     uint64
+	mtime   int64 // Unix nanoseconds
+	bodyLen int
+	rec     []byte // the encoded record, until it is written
+	off     int64  // where the record landed
+	done    chan error
+	// old is the body length of the entry this record replaced or removed (-1 for none); set by
+	// the flusher when it applies the record.
+	old int64
+}
+
+func volumeName(id uint32) string { return fmt.Sprintf("%08d%s", id, volumeSuffix) }
+
+// openVolumeSet scans every volume in dir and rebuilds the index. A tail that is not a whole,
+// valid record (a crash tore the last batch, which nobody was told was durable) is truncated
+// away; a damaged record with valid ones after it is skipped. Both are counted and logged.
+//
+// readOnly changes nothing on disk (for looking at a running node's store): torn tails and
+// unfinished compactions are ignored instead of removed, and the set must not be written to.
+func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, readOnly bool) (*volumeSet, error) {
+	vs := &volumeSet{
+		dir: dir, maxShard: maxShard, sizeLimit: sizeLimit, log: log, readOnly: readOnly,
+		index: map[volumeKey]volumeEntry{}, vols: map[uint32]*volume{}, nextVol: 1,
+		queued: map[volumeKey]int{},
+	}
+	vs.idle = sync.NewCond(&vs.mu)
+	if !readOnly {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("volumes: %w", err)
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if readOnly && errors.Is(err, os.ErrNotExist) {
+		return vs, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("volumes: %w", err)
+	}
+	var ids []uint32
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case strings.HasSuffix(name, compactSuffix) && !readOnly:
+			// A compaction that did not reach its rename: the old volume is still whole.
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				return nil, fmt.Errorf("volumes: remove unfinished compaction: %w", err)
+			}
+		case strings.HasSuffix(name, volumeSuffix):
+			n, err := strconv.ParseUint(strings.TrimSuffix(name, volumeSuffix), 10, 32)
+			if err != nil || volumeName(uint32(n)) != name {
+				continue
+			}
+			ids = append(ids, uint32(n))
+		}
+	}
+	slices.Sort(ids)
+	tombs := map[volumeKey]uint64{}
+	var maxSeq uint64
+	for _, id := range ids {
+		v, err := vs.scanVolume(id, tombs, &maxSeq)
+		if err != nil {
+			vs.closeFiles()
+			return nil, err
+		}
+		if v != nil {
+			vs.vols[id] = v
+		}
+		vs.nextVol = id + 1
+	}
+	for k, tseq := range tombs {
+		if e, ok := vs.index[k]; ok && e.seq < tseq {
+			delete(vs.index, k)
+		}
+	}
+	for k, e := range vs.index {
+		vs.vols[e.vol].live += e.recordLen(k)
+		vs.used += int64(e.bodyLen)
+	}
+	vs.seq.Store(maxSeq)
+	// Keep appending to the newest volume while it has room, as SeaweedFS does.
+	if len(ids) > 0 {
+		if v := vs.vols[ids[len(ids)-1]]; v != nil && v.size < sizeLimit {
+			vs.active = v
+		}
+	}
+	return vs, nil
+}
+
+// scanVolume reads volume id from start to end, adding its records to the index (the highest
+// sequence number of an id wins; on a tie, as after a compaction that crashed before removing
+// its source, the later volume) and its tombstones to tombs.
+func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *uint64) (*volume, error) {
+	path := filepath.Join(vs.dir, volumeName(id))
+	flag := os.O_RDWR
+	if vs.readOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, fmt.Errorf("volumes: open %s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("volumes: %w", err)
+	}
+	size := fi.Size()
+	hdr := make([]byte, volumeHeaderLen)
+	if _, err := f.ReadAt(hdr, 0); err != nil || func() bool { got, err := parseVolumeHeader(hdr); return err != nil || got != id }() {
+		f.Close()
+		if vs.readOnly {
+			return nil, nil // being created, or damaged: the store's own open deals with it
+		}
+		if size <= volumeHeaderLen {
+			// Created but never synced with a record in it (creation syncs the header before the
+			// first batch): nothing acknowledged lives here.
+			vs.log.Warn("removing an empty volume with a torn header", "volume", path, "bytes", size)
+			vs.stats.tornBytes.Add(size)
+			return nil, os.Remove(path)
+		}
+		// One bad header must not keep the node from starting: the volume is set aside for
+		// inspection, and its shards are missing until the scrub rebuilds them from parity.
+		vs.log.Error("setting aside a volume whose header is damaged; its shards will be rebuilt", "volume", path, "bytes", size)
+		vs.stats.damagedBytes.Add(size)
+		if err := os.Rename(path, path+".damaged"); err != nil {
+			return nil, fmt.Errorf("volumes: set aside %s: %w", path, err)
+		}
+		return nil, nil
+	}
+	v := &volume{id: id, path: path, f: f, refs: 1, minSeq: ^uint64(0), ids: newIDFilter(vs.sizeLimit)}
+	var fk []byte
+	pos := int64(volumeHeaderLen)
+	r := bufio.NewReaderSize(io.NewSectionReader(f, pos, size-pos), 1<<20)
+	var buf []byte
+	for pos < size {
+		rec, n, err := readRecord(r, &buf)
+		if err != nil {
+			next := findRecord(f, pos+1, size)
+			if next < 0 && vs.readOnly {
+				break // a batch being written, or a torn tail the store cuts at its next open
+			}
+			if next < 0 {
+				vs.log.Warn("truncating a torn volume tail (an unacknowledged batch)", "volume", path, "at", pos, "bytes", size-pos, "err", err)
+				vs.stats.tornBytes.Add(size - pos)
+				if err := f.Truncate(pos); err != nil {
+					f.Close()
+					return nil, fmt.Errorf("volumes: truncate %s: %w", path, err)
+				}
+				if err := unix.Fdatasync(int(f.Fd())); err != nil {
+					f.Close()
+					return nil, fmt.Errorf("volumes: sync %s: %w", path, err)
+				}
+				size = pos
+				break
+			}
+			vs.log.Error("skipping damaged bytes inside a volume; shards there are healed from parity", "volume", path, "at", pos, "bytes", next-pos, "err", err)
+			vs.stats.damagedBytes.Add(next - pos)
+			pos = next
+			r.Reset(io.NewSectionReader(f, pos, size-pos))
+			continue
+		}
+		k := keyOf(rec.id)
+		*maxSeq = max(*maxSeq, rec.seq)
+		v.minSeq = min(v.minSeq, rec.seq)
+		if rec.kind == recordTomb {
+			tombs[k] = max(tombs[k], rec.seq)
+			v.tombs += n
+		} else {
+			fk = filterKey(fk, k)
+			v.ids.Add(fk)
+		}
+		if old, ok := vs.index[k]; rec.kind == recordShard && (!ok || rec.seq >= old.seq) {
+			vs.index[k] = volumeEntry{seq: rec.seq, vol: id, off: uint32(pos), bodyLen: uint32(rec.bodyLen), mtime: entrySeconds(rec.mtime)}
+		}
+		pos += n
+	}
+	v.size = size
+	return v, nil
+}
+
+// readRecord reads and fully verifies the next record from r, returning it and its length.
+func readRecord(r *bufio.Reader, buf *[]byte) (volumeRecord, int64, error) {
+	fixed, err := r.Peek(recordFixedLen)
+	if err != nil {
+		return volumeRecord{}, 0, fmt.Errorf("%w: %v", errBadRecord, err)
+	}
+	hl := recordHeaderLen(int(fixed[6]))
+	h, err := r.Peek(hl)
+	if err != nil {
+		return volumeRecord{}, 0, fmt.Errorf("%w: %v", errBadRecord, err)
+	}
+	rec, err := parseRecordHeader(h)
+	if err != nil {
+		return volumeRecord{}, 0, err
+	}
+	if _, err := r.Discard(hl); err != nil {
+		return volumeRecord{}, 0, err
+	}
+	*buf = slices.Grow((*buf)[:0], rec.bodyLen)[:rec.bodyLen]
+	if _, err := io.ReadFull(r, *buf); err != nil {
+		return volumeRecord{}, 0, fmt.Errorf("%w: body cut short: %v", errBadRecord, err)
+	}
+	if !rec.bodyOK(*buf) {
+		return volumeRecord{}, 0, fmt.Errorf("%w: body checksum mismatch", errBadRecord)
+	}
+	return rec, int64(hl + rec.bodyLen), nil
+}
+
+// findRecord returns the offset of the first whole, valid record at or after from, or -1.
+func findRecord(f *os.File, from, size int64) int64 {
+	const window = 1 << 20
+	buf := make([]byte, window+recordFixedLen)
+	var body []byte
+	for at := from; at < size; at += window {
+		n, _ := f.ReadAt(buf, at)
+		for i := 0; i < min(n, window); i++ {
+			j := bytes.Index(buf[i:n], recordMagic[:])
+			if j < 0 || i+j >= window {
+				break
+			}
+			i += j
+			cand := at + int64(i)
+			r := bufio.NewReader(io.NewSectionReader(f, cand, size-cand))
+			if _, _, err := readRecord(r, &body); err == nil {
+				return cand
+			}
+		}
+	}
+	return -1
+}
+
+// closeFiles closes every volume file (a failed open).
+func (vs *volumeSet) closeFiles() {
+	for _, v := range vs.vols {
+		v.f.Close()
+	}
+}
+
+// createVolume makes a new, empty volume durable: header written and synced, directory synced.
+func (vs *volumeSet) createVolume(id uint32, suffix string) (*volume, error) {
+	path := filepath.Join(vs.dir, volumeName(id))
+	if suffix != volumeSuffix {
+		path = strings.TrimSuffix(path, volumeSuffix) + suffix
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("create volume: %w", err)
+	}
+	_, err = f.Write(appendVolumeHeader(nil, id, time.Now()))
+	if err == nil {
+		err = unix.Fdatasync(int(f.Fd()))
+	}
+	if err == nil {
+		err = syncDir(vs.dir)
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("create volume %s: %w", path, err)
+	}
+	return &volume{id: id, path: path, f: f, size: volumeHeaderLen, refs: 1, minSeq: ^uint64(0), ids: newIDFilter(vs.sizeLimit)}, nil
+}
+
+// put stores body as the newest version of id and returns once the fdatasync that covers it
+// has returned. old is the body length of the version it replaced, or -1.
+func (vs *volumeSet) put(id ShardID, body []byte) (old int64, err error) {
+	return vs.append(id, recordShard, body)
+}
+
+// remove writes a tombstone for id and drops it from the index, once the tombstone is durable.
+// old is the body length of the removed version, or -1 when there was none. No tombstone is
+// written when the volumes neither hold id nor have a write of it in flight: a delete that
+// overtakes a commit of the same shard still wins, as it would have, had it come a moment later.
+func (vs *volumeSet) remove(id ShardID) (old int64, err error) {
+	k := keyOf(id)
+	vs.mu.Lock()
+	_, ok := vs.index[k]
+	ok = ok || vs.queued[k] > 0
+	vs.mu.Unlock()
+	if !ok {
+		return -1, nil
+	}
+	return vs.append(id, recordTomb, nil)
+}
+
+func (vs *volumeSet) append(id ShardID, kind byte, body []byte) (int64, error) {
+	seq := vs.seq.Add(1)
+	now := time.Now()
+	req := &volumeAppend{key: keyOf(id), kind: kind, seq: seq, mtime: now.UnixNano(), bodyLen: len(body), done: make(chan error, 1), old: -1}
+	req.rec = appendRecord(make([]byte, 0, recordHeaderLen(len(id.File))+len(body)), kind, id, seq, now, body)
+	vs.mu.Lock()
+	if vs.closed {
+		vs.mu.Unlock()
+		return -1, ErrStoreClosed
+	}
+	vs.pending = append(vs.pending, req)
+	if kind == recordShard {
+		vs.queued[req.key]++
+	}
+	lead := !vs.flushing
+	vs.flushing = true
+	vs.mu.Unlock()
+	if lead {
+		vs.flush()
+	}
+	err := <-req.done
+	return req.old, err
+}
+
+// flush writes one batch of pending records with one write and one fdatasync, applies them to
+// the index, and wakes their writers. If more records queued meanwhile, a new flusher takes
+// them, so no writer waits behind more than the batch ahead of it.
+func (vs *volumeSet) flush() {
+	vs.mu.Lock()
+	var batch []*volumeAppend
+	size := 0
+	for len(vs.pending) > 0 && (len(batch) == 0 || size+len(vs.pending[0].rec) <= maxBatchBytes) {
+		size += len(vs.pending[0].rec)
+		batch = append(batch, vs.pending[0])
+		vs.pending[0] = nil
+		vs.pending = vs.pending[1:]
+	}
+	v := vs.active
+	if v != nil {
+		v.appending = true
+	}
+	vs.mu.Unlock()
+
+	end, err := vs.writeBatch(&v, batch)
+
+	vs.mu.Lock()
+	if err == nil {
+		v.size = end
+		vs.applyBatch(v, batch)
+	} else if v != nil && vs.active == v {
+		vs.active = nil // a failed write or sync leaves the volume suspect: the next batch starts a new one
+	}
+	if v != nil {
+		v.appending = false
+		vs.idle.Broadcast()
+	}
+	for _, req := range batch {
+		if req.kind == recordShard {
+			if vs.queued[req.key]--; vs.queued[req.key] == 0 {
+				delete(vs.queued, req.key)
+			}
+		}
+	}
+	more := len(vs.pending) > 0
+	if !more {
+		vs.flushing = false
+		vs.idle.Broadcast()
+	}
+	vs.mu.Unlock()
+	for _, req := range batch {
+		req.done <- err
+	}
+	if more {
+		go vs.flush()
+	}
+}
+
+// writeBatch appends the batch to *v (rotating to a new volume when *v is nil or full) and
+// syncs it, returning the volume's new end. On failure the volume is cut back to where the
+// batch began.
+func (vs *volumeSet) writeBatch(v **volume, batch []*volumeAppend) (int64, error) {
+	if *v == nil || (*v).size >= vs.sizeLimit {
+		vs.mu.Lock()
+		if *v != nil {
+			(*v).appending = false
+		}
+		id := vs.nextVol
+		vs.nextVol++
+		vs.mu.Unlock()
+		nv, err := vs.createVolume(id, volumeSuffix)
+		if err != nil {
+			return 0, err
+		}
+		vs.mu.Lock()
+		nv.appending = true
+		vs.vols[id] = nv
+		vs.active = nv
+		vs.idle.Broadcast()
+		vs.mu.Unlock()
+		*v = nv
+	}
+	buf := vs.batchBuf[:0]
+	for _, req := range batch {
+		buf = append(buf, req.rec...)
+	}
+	vs.batchBuf = buf
+	f := (*v).f
+	// The end of the file, not a remembered size: a file cut short behind the store's back must
+	// not leave a hole that the next open reads as damage in the middle.
+	end, err := f.Seek(0, io.SeekEnd)
+	if err == nil {
+		_, err = f.WriteAt(buf, end)
+	}
+	if err == nil {
+		vs.stats.fsyncs.Add(1)
+		err = unix.Fdatasync(int(f.Fd()))
+	}
+	if err != nil {
+		_ = f.Truncate(end) // best effort: an unsynced record must not surface at the next open
+		if errors.Is(err, unix.ENOSPC) {
+			err = fmt.Errorf("%w: %w", ErrNoSpace, err)
+		}
+		return 0, fmt.Errorf("append to volume %s: %w", (*v).path, err)
+	}
+	off := end
+	for _, req := range batch {
+		req.off = off
+		off += int64(len(req.rec))
+		req.rec = nil
+	}
+	vs.stats.batches.Add(1)
+	vs.stats.records.Add(int64(len(batch)))
+	return off, nil
+}
+
+// applyBatch points the index at the batch's records, in sequence order per id. Caller holds mu.
+func (vs *volumeSet) applyBatch(v *volume, batch []*volumeAppend) {
+	for _, req := range batch {
+		v.minSeq = min(v.minSeq, req.seq)
+		old, had := vs.index[req.key]
+		if had && old.seq > req.seq {
+			if req.kind == recordTomb {
+				v.tombs += int64(recordHeaderLen(len(req.key.file)))
+			} else {
+				vs.filterBuf = filterKey(vs.filterBuf, req.key)
+				v.ids.Add(vs.filterBuf)
+			}
+			continue // a newer version was applied first: this record is dead on arrival
+		}
+		if had {
+			req.old = int64(old.bodyLen)
+			vs.used -= int64(old.bodyLen)
+			if ov := vs.vols[old.vol]; ov != nil {
+				ov.live -= old.recordLen(req.key)
+			}
+			delete(vs.index, req.key)
+		}
+		if req.kind == recordTomb {
+			v.tombs += int64(recordHeaderLen(len(req.key.file)))
+		} else {
+			vs.filterBuf = filterKey(vs.filterBuf, req.key)
+			v.ids.Add(vs.filterBuf)
+			e := volumeEntry{seq: req.seq, vol: v.id, off: uint32(req.off), bodyLen: uint32(req.bodyLen), mtime: entrySeconds(req.mtime)}
+			vs.index[req.key] = e
+			vs.used += int64(e.bodyLen)
+			v.live += e.recordLen(req.key)
+		}
+	}
+}
+
+// lookup returns the entry of id, if the volumes hold it.
+func (vs *volumeSet) lookup(id ShardID) (volumeEntry, bool) {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	e, ok := vs.index[keyOf(id)]
+	return e, ok
+}
+
+// read returns the whole body of id's record, verified against its record header (identity,
+// length, body checksum). found is false when the volumes do not hold id. A record that does
+// not verify, or lies past the end of its file, is an error wrapping ErrInvalidRange: the shard
+// is there but wrong, so readers count it corrupt and heal it.
+func (vs *volumeSet) read(id ShardID) (body []byte, e volumeEntry, found bool, err error) {
+	k := keyOf(id)
+	vs.mu.Lock()
+	e, ok := vs.index[k]
+	var v *volume
+	if ok {
+		v = vs.vols[e.vol]
+		ok = v != nil
+	}
+	if ok {
+		v.refs++
+	}
+	vs.mu.Unlock()
+	if !ok {
+		return nil, e, false, nil
+	}
+	defer vs.release(v)
+	hl := recordHeaderLen(len(k.file))
+	buf := make([]byte, hl+int(e.bodyLen))
+	n, rerr := v.f.ReadAt(buf, int64(e.off))
+	if rerr != nil && !errors.Is(rerr, io.EOF) {
+		return nil, e, true, fmt.Errorf("read shard %s from %s: %w", id, v.path, rerr)
+	}
+	bad := func(why string) ([]byte, volumeEntry, bool, error) {
+		vs.stats.readFails.Add(1)
+		return nil, e, true, fmt.Errorf("%w: shard %s in %s at %d: %s (%w)", ErrCorrupt, id, v.path, e.off, why, ErrInvalidRange)
+	}
+	if n < len(buf) {
+		return bad("record cut short")
+	}
+	rec, err := parseRecordHeader(buf)
+	switch {
+	case err != nil:
+		return bad(err.Error())
+	case rec.kind != recordShard || rec.id != id || rec.seq != e.seq || rec.bodyLen != int(e.bodyLen):
+		return bad(fmt.Sprintf("record names shard %s seq %d", rec.id, rec.seq))
+	case !rec.bodyOK(buf[hl:]):
+		return bad("body checksum mismatch")
+	}
+	return buf[hl:], e, true, nil
+}
+
+// release drops a reader's reference; the last one closes a retired volume.
+func (vs *volumeSet) release(v *volume) {
+	vs.mu.Lock()
+	v.refs--
+	closeIt := v.refs == 0 && v.retired
+	vs.mu.Unlock()
+	if closeIt {
+		v.f.Close()
+	}
+}
+
+// volumeShard is one index entry, as List hands it out.
+type volumeShard struct {
+	key   volumeKey
+	entry volumeEntry
+}
+
+// snapshot returns every indexed shard, sorted by StoreOrder.
+func (vs *volumeSet) snapshot() []volumeShard {
+	vs.mu.Lock()
+	out := make([]volumeShard, 0, len(vs.index))
+	for k, e := range vs.index {
+		out = append(out, volumeShard{k, e})
+	}
+	vs.mu.Unlock()
+	slices.SortFunc(out, func(a, b volumeShard) int {
+		return cmp.Compare(StoreOrder(a.key.id()), StoreOrder(b.key.id()))
+	})
+	return out
+}
+
+func (s volumeShard) info() ShardInfo {
+	return ShardInfo{ID: s.key.id(), Size: int64(s.entry.bodyLen), ModTime: time.Unix(int64(s.entry.mtime), 0)}
+}
+
+// close stops new writes and waits for the batch in flight.
+func (vs *volumeSet) close() {
+	vs.mu.Lock()
+	vs.closed = true
+	for vs.flushing {
+		vs.idle.Wait()
+	}
+	vs.mu.Unlock()
+	vs.compactMu.Lock() // wait for a compaction in flight; closed stops the next one
+	defer vs.compactMu.Unlock()
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	for _, v := range vs.vols {
+		v.retired = true
+		v.refs--
+		if v.refs == 0 {
+			v.f.Close()
+		}
+	}
+}
+
+// VolumeStats describes the volume files that hold a store's small shards.
+type VolumeStats struct {
+	Volumes int
+	// Shards is the number of indexed small shards; IndexBytes the RAM their index takes (an
+	// estimate: entries times the measured bytes per entry, plus the volumes' id filters).
+	Shards     int
+	IndexBytes int64
+	// FileBytes is the size of all volume files, LiveBytes the part the index points at.
+	FileBytes, LiveBytes int64
+	// Batches and Records count group commits and the records they wrote (Records / Batches is
+	// the mean batch); Fsyncs the fdatasyncs they issued.
+	Batches, Records, Fsyncs int64
+	// TornBytes were cut from volume tails at open (unacknowledged batches of a crash);
+	// DamagedBytes skipped inside volumes at open; CorruptReads records that failed verification.
+	TornBytes, DamagedBytes, CorruptReads int64
+	// Compactions, ReclaimedBytes and CompactionBytes are compaction's work so far: volumes
+	// rewritten, bytes freed, bytes copied.
+	Compactions, ReclaimedBytes, CompactionBytes int64
+}
+
+// indexEntryBytes is the measured RAM per index entry (TestVolumeIndexBytesPerEntry), file ids of
+// 24 characters: map slot, key, entry and the file id's bytes.
+const indexEntryBytes = 72
+
+func (vs *volumeSet) statistics() VolumeStats {
+	vs.mu.Lock()
+	st := VolumeStats{Volumes: len(vs.vols), Shards: len(vs.index)}
+	var filters int64
+	for _, v := range vs.vols {
+		st.FileBytes += v.size
+		st.LiveBytes += v.live
+		filters += int64(v.ids.Cap() / 8)
+	}
+	vs.mu.Unlock()
+	st.IndexBytes = int64(st.Shards)*indexEntryBytes + filters
+	c := &vs.stats
+	st.Batches, st.Records, st.Fsyncs = c.batches.Load(), c.records.Load(), c.fsyncs.Load()
+	st.TornBytes, st.DamagedBytes, st.CorruptReads = c.tornBytes.Load(), c.damagedBytes.Load(), c.readFails.Load()
+	st.Compactions, st.ReclaimedBytes, st.CompactionBytes = c.compactions.Load(), c.reclaimed.Load(), c.compactionBytes.Load()
+	return st
+}
+
+// compact rewrites every sealed volume whose dead bytes exceed half of it, reading and writing
+// at most limit's rate. See DESIGN.md for why each step is safe against a crash.
+func (vs *volumeSet) compact(ctx context.Context, limit *rate.Limiter) (int, error) {
+	vs.compactMu.Lock()
+	defer vs.compactMu.Unlock()
+	done := 0
+	for {
+		vs.mu.Lock()
+		if vs.closed {
+			vs.mu.Unlock()
+			return done, nil
+		}
+		var pick *volume
+		var pickDead int64
+		for _, v := range vs.vols {
+			dead := v.size - volumeHeaderLen - v.live - v.tombs
+			// The active volume qualifies too (a store that never fills a volume must still get
+			// its space back), but only once its dead part is worth a new volume file.
+			if v == vs.active && dead < min(1<<20, vs.sizeLimit/4) {
+				continue
+			}
+			if dead > v.size/2 && dead > pickDead {
+				pick, pickDead = v, dead
+			}
+		}
+		if pick != nil && pick == vs.active {
+			// Seal it: the next batch starts a new volume; wait for the batch being written to it.
+			vs.active = nil
+			for pick.appending {
+				vs.idle.Wait()
+			}
+		}
+		vs.mu.Unlock()
+		if pick == nil {
+			return done, nil
+		}
+		if err := vs.compactOne(ctx, pick, limit); err != nil {
+			return done, err
+		}
+		done++
+	}
+}
+
+// compactOne copies v's live records and its still-needed tombstones into a new volume written
+// under a temporary name, syncs it, renames it into place, switches the index, and removes v.
+func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limiter) error {
+	vs.mu.Lock()
+	newID := vs.nextVol
+	vs.nextVol++
+	vs.mu.Unlock()
+	// A tombstone must stay while another volume may hold an older record of its id: one whose
+	// lowest sequence number is below the tombstone's and whose id filter may hold the id.
+	// Records appended meanwhile are newer than every tombstone in v and need none of them.
+	var fk []byte
+	tombNeeded := func(k volumeKey, seq uint64) bool {
+		fk = filterKey(fk, k)
+		vs.mu.Lock()
+		defer vs.mu.Unlock()
+		for _, o := range vs.vols {
+			if o != v && o.minSeq < seq && o.ids.Test(fk) {
+				return true
+			}
+		}
+		return false
+	}
+
+	nv, err := vs.createVolume(newID, compactSuffix)
+	if err != nil {
+		return err
+	}
+	tmp := nv.path
+	fail := func(err error) error {
+		nv.f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("compact %s: %w", v.path, err)
+	}
+	type moved struct {
+		key      volumeKey
+		from, to uint32
+		seq      uint64
+	}
+	var moves []moved
+	w := bufio.NewWriterSize(io.NewOffsetWriter(nv.f, volumeHeaderLen), 1<<20)
+	out := int64(volumeHeaderLen)
+	r := bufio.NewReaderSize(io.NewSectionReader(v.f, volumeHeaderLen, v.size-volumeHeaderLen), 1<<20)
+	var body []byte
+	for pos := int64(volumeHeaderLen); pos < v.size; {
+		rec, n, err := readRecord(r, &body)
+		if err != nil {
+			// Damaged bytes: skipped, as at open. If a live record was among them, the check
+			// before the rename below refuses to drop it.
+			next := findRecord(v.f, pos+1, v.size)
+			if next < 0 {
+				break
+			}
+			pos = next
+			r.Reset(io.NewSectionReader(v.f, pos, v.size-pos))
+			continue
+		}
+		if err := limit.WaitN(ctx, min(int(n), limit.Burst())); err != nil {
+			return fail(err)
+		}
+		k := keyOf(rec.id)
+		keep := rec.kind == recordTomb && tombNeeded(k, rec.seq)
+		if rec.kind == recordShard {
+			vs.mu.Lock()
+			e, ok := vs.index[k]
+			vs.mu.Unlock()
+			keep = ok && e.vol == v.id && int64(e.off) == pos
+		}
+		if keep {
+			rb := appendRecord(nil, rec.kind, rec.id, rec.seq, time.Unix(0, rec.mtime), body)
+			if _, err := w.Write(rb); err != nil {
+				return fail(err)
+			}
+			if rec.kind == recordShard {
+				moves = append(moves, moved{key: k, from: uint32(pos), to: uint32(out), seq: rec.seq})
+				fk = filterKey(fk, k)
+				nv.ids.Add(fk) // nv is not in the set yet: no other goroutine sees its filter
+			} else {
+				nv.tombs += int64(len(rb))
+			}
+			nv.minSeq = min(nv.minSeq, rec.seq)
+			out += int64(len(rb))
+		}
+		pos += n
+	}
+	if err := w.Flush(); err != nil {
+		return fail(err)
+	}
+	// Every record of v that is still live must have been copied; one that could not be read is
+	// left where it is, for a read or the scrub to find corrupt and heal, before v can go.
+	vs.mu.Lock()
+	var copied int64
+	for _, m := range moves {
+		if e, ok := vs.index[m.key]; ok && e.vol == v.id && e.off == m.from {
+			copied += e.recordLen(m.key)
+		}
+	}
+	uncopied := v.live - copied
+	vs.mu.Unlock()
+	if uncopied > 0 {
+		return fail(fmt.Errorf("%d bytes of live records are unreadable; compaction waits until they are healed", uncopied))
+	}
+	if len(moves) == 0 && out == volumeHeaderLen {
+		// Nothing left to keep: the old volume simply goes.
+		nv.f.Close()
+		if err := os.Remove(tmp); err != nil {
+			return fmt.Errorf("compact %s: %w", v.path, err)
+		}
+		return vs.retire(v, 0)
+	}
+	if err := unix.Fdatasync(int(nv.f.Fd())); err != nil {
+		return fail(err)
+	}
+	nv.size = out
+	final := filepath.Join(vs.dir, volumeName(newID))
+	if err := os.Rename(tmp, final); err != nil {
+		return fail(err)
+	}
+	nv.path = final
+	// From here a crash leaves both volumes; the scan at open keeps the later copy of each
+	// record (same sequence number), and v's bytes are then all dead and compacted next time.
+	if err := syncDir(vs.dir); err != nil {
+		return fmt.Errorf("compact %s: %w", v.path, err)
+	}
+	vs.mu.Lock()
+	vs.vols[newID] = nv
+	for _, m := range moves {
+		if e, ok := vs.index[m.key]; ok && e.vol == v.id && e.off == m.from && e.seq == m.seq {
+			e.vol, e.off = newID, m.to
+			vs.index[m.key] = e
+			nv.live += e.recordLen(m.key)
+		}
+	}
+	vs.mu.Unlock()
+	vs.log.Info("compacted a volume", "from", filepath.Base(v.path), "to", filepath.Base(final), "bytes_before", v.size, "bytes_after", out, "records_kept", len(moves))
+	return vs.retire(v, out)
+}
+
+// retire takes v out of the set (readers in flight keep its file open until they finish),
+// removes its file and counts a compaction that left kept bytes.
+func (vs *volumeSet) retire(v *volume, kept int64) error {
+	vs.mu.Lock()
+	delete(vs.vols, v.id)
+	v.retired = true
+	v.refs--
+	closeIt := v.refs == 0
+	vs.mu.Unlock()
+	if closeIt {
+		v.f.Close()
+	}
+	if err := os.Remove(v.path); err != nil {
+		return fmt.Errorf("compact: remove %s: %w", v.path, err)
+	}
+	if err := syncDir(vs.dir); err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	vs.stats.compactions.Add(1)
+	vs.stats.reclaimed.Add(v.size - kept)
+	vs.stats.compactionBytes.Add(kept)
+	return nil
+}
