@@ -8,14 +8,15 @@ import (
 	"github.com/cairn-dev/cairn/fsm"
 )
 
-// RaftFSM is the fsm as hashicorp/raft sees it: a raft.BatchingFSM. Raft's types stop here, so
-// that fsm's API, and with it core (which reads the fsm), need not depend on raft. Every Raft
-// this package starts (StartRaft, the throwaway one of --recover) is given one.
+// RaftFSM is the fsm as hashicorp/raft sees it: a raft.BatchingFSM (and a StateMachine). Raft's
+// types are meant to stop here, so that fsm's API, and with it core (which reads the fsm), need
+// not depend on raft. Until fsm drops its raft-typed methods, StartRaft and --recover still hand
+// the fsm to raft directly; the tests of this package go through RaftFSM.
 type RaftFSM struct {
 	fsm *fsm.FSM
 }
 
-var _ raft.BatchingFSM = (*RaftFSM)(nil)
+var _ StateMachine = (*RaftFSM)(nil)
 
 // NewRaftFSM adapts f for raft.NewRaft.
 func NewRaftFSM(f *fsm.FSM) *RaftFSM { return &RaftFSM{fsm: f} }
@@ -33,6 +34,9 @@ func (a *RaftFSM) ApplyBatch(logs []*raft.Log) []any { return a.fsm.ApplyBatch(l
 
 // Snapshot captures the fsm's state; the I/O happens in the snapshot's Persist.
 func (a *RaftFSM) Snapshot() (raft.FSMSnapshot, error) { return a.fsm.Snapshot() }
+
+// AppliedIndex is the last index the fsm applied durably (StateMachine).
+func (a *RaftFSM) AppliedIndex() uint64 { return a.fsm.AppliedIndex() }
 
 // Restore replaces the fsm's state with a snapshot's.
 func (a *RaftFSM) Restore(rc io.ReadCloser) error { return a.fsm.Restore(rc) }

@@ -27,6 +27,10 @@ type State interface {
 	Token(id string) (fsm.Token, bool)
 	Files(fn func(fsm.File) bool)
 	Tokens(fn func(fsm.Token) bool)
+	// ExpiredFiles and ExpiredTokens return up to limit rows expired at now, from the state's
+	// expiry indexes (earliest first), so the expiry loop does not scan every row.
+	ExpiredFiles(now time.Time, limit int) []fsm.File
+	ExpiredTokens(now time.Time, limit int) []fsm.Token
 }
 
 // Consensus proposes commands and linearizes reads.

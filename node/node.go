@@ -121,7 +121,11 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
 	closers = append(closers, func() error { n.shards.Close(); return nil })
-	n.fsm = fsm.New(log.With("component", "fsm"))
+	// The state store lives beside the raft dir (DATA_DIR/raft): DATA_DIR/fsm/state.db.
+	if n.fsm, err = fsm.New(filepath.Join(cfg.DataDir, "fsm"), fsm.Options{Logger: log.With("component", "fsm")}); err != nil {
+		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
+	closers = append(closers, n.fsm.Close)
 
 	// Bind the public port first: its address goes into the gossip metadata from the start.
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
@@ -487,6 +491,8 @@ func (n *Node) shutdown(ctx context.Context, graceful bool) error {
 	n.rpcClient.Close()
 	_ = n.mux.Close()
 	n.wg.Wait()
+	// Raft has stopped: nothing applies or restores any more, and the node's tasks have ended.
+	errs = append(errs, n.fsm.Close())
 	n.shards.Close() // after the loops; a request still writing gets ErrStoreClosed
 	n.log.Info("node stopped", "graceful", graceful)
 	return errors.Join(errs...)

@@ -260,7 +260,7 @@ func (n *Node) readArchive(body io.Reader) (_ *archive, err error) {
 	}
 	a.state = state
 	a.cleanup = append(a.cleanup, cleanup)
-	sum, err := fsm.InspectSnapshot(state)
+	sum, err := fsm.InspectSnapshotIn(n.cfg.DataDir, state)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", core.ErrInvalidSnapshot, err)
 	}

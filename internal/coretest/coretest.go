@@ -22,6 +22,7 @@ import (
 	"github.com/cairn-dev/cairn/core"
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/fsm"
+	"github.com/cairn-dev/cairn/internal/fsmtest"
 )
 
 // RootKey is the API key of the root principal, which holds every permission.
@@ -78,7 +79,7 @@ func New(t testing.TB, opts Options) *Harness {
 	if opts.Start.IsZero() {
 		opts.Start = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	}
-	h := &Harness{opts: opts, FSM: fsm.New(nil), Clock: NewClock(opts.Start)}
+	h := &Harness{opts: opts, FSM: fsmtest.New(t), Clock: NewClock(opts.Start)}
 	h.Consensus = &Consensus{fsm: h.FSM}
 	h.Shards = NewShards(opts.Nodes)
 	cfg := core.Config{NodeID: "n1", MaxFileSize: 1 << 20, Now: h.Clock.Now}
