@@ -73,7 +73,7 @@ func newLeadershipCluster(t *testing.T) *leadershipCluster {
 		cfg := testutil.RaftConfig(conf.Servers[i].ID)
 		f := fsmtest.New(t)
 		store := raft.NewInmemStore()
-		r, err := raft.NewRaft(cfg, f, store, store, raft.NewInmemSnapshotStore(), c.trans[i])
+		r, err := raft.NewRaft(cfg, NewRaftFSM(f), store, store, raft.NewInmemSnapshotStore(), c.trans[i])
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -108,7 +108,7 @@ func TestConsensusGateKeepsRefusedCommandsOutOfTheLog(t *testing.T) {
 	f := fsmtest.New(t)
 	store := raft.NewInmemStore()
 	_, trans := raft.NewInmemTransport("n1")
-	r, err := raft.NewRaft(cfg, f, store, store, raft.NewInmemSnapshotStore(), trans)
+	r, err := raft.NewRaft(cfg, NewRaftFSM(f), store, store, raft.NewInmemSnapshotStore(), trans)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,7 +73,7 @@ func newUnjoinedNodes(t *testing.T, n, expect int) []*reconcileNode {
 		id := string(conf.Servers[i].ID)
 		f := fsmtest.New(t)
 		store := raft.NewInmemStore()
-		r, err := raft.NewRaft(testutil.RaftConfig(conf.Servers[i].ID), f, store, store, raft.NewInmemSnapshotStore(), trans[i])
+		r, err := raft.NewRaft(testutil.RaftConfig(conf.Servers[i].ID), NewRaftFSM(f), store, store, raft.NewInmemSnapshotStore(), trans[i])
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,6 +14,7 @@ import (
 	snapshot "github.com/hashicorp/raft-snapshot"
 
 	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 	"github.com/cairn-dev/cairn/core"
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/fsm"
@@ -85,7 +86,7 @@ func authorizeCluster(p core.Principal) error {
 func (n *Node) leaderAddr() (string, error) {
 	addr, _ := n.raft.Raft.LeaderWithID()
 	if addr == "" {
-		return "", fmt.Errorf("%w: %w", core.ErrUnavailable, cluster.ErrNoLeader)
+		return "", fmt.Errorf("%w: %w", core.ErrUnavailable, clusterapi.ErrNoLeader)
 	}
 	return string(addr), nil
 }
