@@ -1,5 +1,3 @@
-// Package deploy holds what operators install next to cairn: Prometheus rules with their unit tests,
-// the Grafana dashboard, and example configuration. Its tests check them with the real tools.
 package deploy
 
 import (

@@ -1,6 +1,3 @@
-// Command cairn is the one binary of the cairn distributed file store: `cairn agent` runs a node,
-// `cairn dev` runs a ready 3-node cluster in one process, and the other subcommands talk to a
-// running cluster's HTTP API.
 package main
 
 import (
