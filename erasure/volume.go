@@ -434,15 +434,19 @@ func (vs *volumeSet) remove(id ShardID) (old int64, err error) {
 }
 
 func (vs *volumeSet) append(id ShardID, kind byte, body []byte) (int64, error) {
-	seq := vs.seq.Add(1)
 	now := time.Now()
-	req := &volumeAppend{key: keyOf(id), kind: kind, seq: seq, mtime: now.UnixNano(), bodyLen: len(body), done: make(chan error, 1), old: -1}
-	req.rec = appendRecord(make([]byte, 0, recordHeaderLen(len(id.File))+len(body)), kind, id, seq, now, body)
+	req := &volumeAppend{key: keyOf(id), kind: kind, mtime: now.UnixNano(), bodyLen: len(body), done: make(chan error, 1), old: -1}
+	req.rec = appendRecord(make([]byte, 0, recordHeaderLen(len(id.File))+len(body)), kind, id, 0, now, body)
 	vs.mu.Lock()
 	if vs.closed {
 		vs.mu.Unlock()
 		return -1, ErrStoreClosed
 	}
+	// Numbered in queue order, under mu: the flusher applies records in that order, and the scan
+	// at open lets the highest number win, so both must agree on which of two racing records of
+	// one id (a put and a tombstone) is the later.
+	req.seq = vs.seq.Add(1)
+	setRecordSeq(req.rec, id, req.seq)
 	vs.pending = append(vs.pending, req)
 	if kind == recordShard {
 		vs.queued[req.key]++

@@ -1143,3 +1143,54 @@ func TestVolumeTombstonesDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestVolumeIndexMatchesDiskAfterRacingPutAndDelete: a put and a delete of one id racing each
+// other may end either way, but the index must end the way the disk does, or an acknowledged
+// shard that the running store serves vanishes at the next open (or a deleted one comes back).
+// The sequence number that decides at open must therefore follow the order the flusher applies.
+func TestVolumeIndexMatchesDiskAfterRacingPutAndDelete(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	const n = 400
+	ids := make([]ShardID, n)
+	for i := range ids {
+		ids[i] = ShardID{File: "FILseqrace", Segment: i, Index: 0}
+		if _, err := s.vols.put(ids[i], testShard(ids[i], 20000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		body := testShard(id, 20000)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if _, err := s.vols.put(id, body); err != nil {
+				t.Error(err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if _, err := s.vols.remove(id); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	disk, err := openVolumeSet(filepath.Join(dir, "volumes"), 0, 0, s.vols.log, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer disk.closeFiles()
+	differ := 0
+	for _, id := range ids {
+		_, inMemory := s.vols.lookup(id)
+		_, onDisk := disk.lookup(id)
+		if inMemory != onDisk {
+			differ++
+		}
+	}
+	if differ > 0 {
+		t.Fatalf("%d of %d ids: the running index and the volumes on disk disagree about whether the shard exists", differ, n)
+	}
+}
