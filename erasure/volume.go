@@ -386,6 +386,14 @@ func (vs *volumeSet) closeFiles() {
 	}
 }
 
+// noSpace marks a full filesystem's error as ErrNoSpace, which callers answer as "disk full".
+func noSpace(err error) error {
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	return err
+}
+
 // createVolume makes a new, empty volume durable: header written and synced, directory synced.
 func (vs *volumeSet) createVolume(id uint32, suffix string) (*volume, error) {
 	path := filepath.Join(vs.dir, volumeName(id))
@@ -394,7 +402,7 @@ func (vs *volumeSet) createVolume(id uint32, suffix string) (*volume, error) {
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
-		return nil, fmt.Errorf("create volume: %w", err)
+		return nil, fmt.Errorf("create volume: %w", noSpace(err))
 	}
 	_, err = f.Write(appendVolumeHeader(nil, id, time.Now()))
 	if err == nil {
@@ -406,7 +414,7 @@ func (vs *volumeSet) createVolume(id uint32, suffix string) (*volume, error) {
 	if err != nil {
 		f.Close()
 		os.Remove(path)
-		return nil, fmt.Errorf("create volume %s: %w", path, err)
+		return nil, fmt.Errorf("create volume %s: %w", path, noSpace(err))
 	}
 	return &volume{id: id, path: path, f: f, size: volumeHeaderLen, refs: 1, minSeq: ^uint64(0), ids: newIDFilter(vs.sizeLimit)}, nil
 }
@@ -483,11 +491,19 @@ func (vs *volumeSet) flush() {
 	end, err := vs.writeBatch(&v, batch)
 
 	vs.mu.Lock()
+	var drop *volume
 	if err == nil {
 		v.size = end
 		vs.applyBatch(v, batch)
 	} else if v != nil && vs.active == v {
 		vs.active = nil // a failed write or sync leaves the volume suspect: the next batch starts a new one
+		if v.size == volumeHeaderLen && v.refs == 1 {
+			// It holds no record (new, or rotated to for this batch): remove it, or each failed
+			// batch on a full disk leaves one more empty volume file and descriptor behind.
+			delete(vs.vols, v.id)
+			v.retired = true
+			drop = v
+		}
 	}
 	if v != nil {
 		v.appending = false
@@ -506,6 +522,12 @@ func (vs *volumeSet) flush() {
 		vs.idle.Broadcast()
 	}
 	vs.mu.Unlock()
+	if drop != nil {
+		drop.f.Close()
+		if rerr := os.Remove(drop.path); rerr != nil {
+			vs.log.Warn("could not remove an empty volume after a failed group commit", "volume", drop.path, "err", rerr)
+		}
+	}
 	for _, req := range batch {
 		req.done <- err
 	}
@@ -556,10 +578,7 @@ func (vs *volumeSet) writeBatch(v **volume, batch []*volumeAppend) (int64, error
 	}
 	if err != nil {
 		_ = f.Truncate(end) // best effort: an unsynced record must not surface at the next open
-		if errors.Is(err, unix.ENOSPC) {
-			err = fmt.Errorf("%w: %w", ErrNoSpace, err)
-		}
-		return 0, fmt.Errorf("append to volume %s: %w", (*v).path, err)
+		return 0, fmt.Errorf("append to volume %s: %w", (*v).path, noSpace(err))
 	}
 	off := end
 	for _, req := range batch {

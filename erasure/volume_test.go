@@ -1194,3 +1194,90 @@ func TestVolumeIndexMatchesDiskAfterRacingPutAndDelete(t *testing.T) {
 		t.Fatalf("%d of %d ids: the running index and the volumes on disk disagree about whether the shard exists", differ, n)
 	}
 }
+
+// TestVolumeDiskFull: on a full filesystem a group commit fails without acknowledging, leaves
+// nothing indexed, does not pile up empty volume files batch after batch, and writes resume once
+// space returns; every acknowledged shard reads back after a reopen.
+func TestVolumeDiskFull(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "tmpfs")
+	if err := os.Mkdir(root, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", root, "tmpfs", 0, "size=4m"); err != nil {
+		t.Skipf("cannot mount a tmpfs (need root): %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(root, syscall.MNT_DETACH) })
+	dir := filepath.Join(root, "store")
+	s, err := OpenShardStoreWith(dir, smallVolumes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fill all but a little of the filesystem.
+	filler := filepath.Join(root, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			break
+		}
+	}
+	// Leave a few pages: room for a new volume's header, none for a batch of 40 KiB records.
+	if err := f.Truncate(mustSize(t, f) - 6*4096); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var acked []ShardID
+	failed := 0
+	for i := range 200 {
+		id := ShardID{File: "FILfull", Segment: i, Index: 0}
+		body := testShard(id, 40000+i)
+		if _, err := s.vols.put(id, body); err != nil {
+			if !errors.Is(err, ErrNoSpace) {
+				t.Fatalf("put %s on a full disk: %v, want ErrNoSpace", id, err)
+			}
+			failed++
+			if _, ok := s.vols.lookup(id); ok {
+				t.Fatalf("put %s failed but is indexed", id)
+			}
+			continue
+		}
+		acked = append(acked, id)
+	}
+	if failed == 0 {
+		t.Fatal("the filesystem never filled up")
+	}
+	if n := len(volumeFiles(t, dir)); n > 3 {
+		t.Fatalf("%d volume files after %d failed group commits: failures leave volumes behind", n, failed)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		id := ShardID{File: "FILroom", Segment: i, Index: 0}
+		if _, err := s.vols.put(id, testShard(id, 3000)); err != nil {
+			t.Fatalf("put after space returned: %v", err)
+		}
+		acked = append(acked, id)
+	}
+	s.Close()
+	s = openStoreWith(t, dir, smallVolumes)
+	for _, id := range acked {
+		size := 40000 + id.Segment
+		if id.File == "FILroom" {
+			size = 3000
+		}
+		mustRead(t, s, id, testShard(id, size))
+	}
+}
+
+func mustSize(t *testing.T, f *os.File) int64 {
+	t.Helper()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
