@@ -784,15 +784,22 @@ func (vs *volumeSet) compact(ctx context.Context, limit *rate.Limiter) (int, err
 	vs.compactMu.Lock()
 	defer vs.compactMu.Unlock()
 	done := 0
+	// A volume that fails (a live record in it unreadable until healed) is passed over for the
+	// rest of this pass, so the others still get their space back; its error is returned.
+	failed := map[uint32]bool{}
+	var firstErr error
 	for {
 		vs.mu.Lock()
 		if vs.closed {
 			vs.mu.Unlock()
-			return done, nil
+			return done, firstErr
 		}
 		var pick *volume
 		var pickDead int64
 		for _, v := range vs.vols {
+			if failed[v.id] {
+				continue
+			}
 			dead := v.size - volumeHeaderLen - v.live - v.tombs
 			// The active volume qualifies too (a store that never fills a volume must still get
 			// its space back), but only once its dead part is worth a new volume file.
@@ -812,10 +819,15 @@ func (vs *volumeSet) compact(ctx context.Context, limit *rate.Limiter) (int, err
 		}
 		vs.mu.Unlock()
 		if pick == nil {
-			return done, nil
+			return done, firstErr
 		}
 		if err := vs.compactOne(ctx, pick, limit); err != nil {
-			return done, err
+			if ctx.Err() != nil {
+				return done, err
+			}
+			failed[pick.id] = true
+			firstErr = cmp.Or(firstErr, err)
+			continue
 		}
 		done++
 	}
