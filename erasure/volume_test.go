@@ -1335,3 +1335,35 @@ func TestVolumeCompactionGoesPastDamagedVolume(t *testing.T) {
 		mustRead(t, s, id, testShard(id, 4000))
 	}
 }
+
+// TestVolumeTombstonesWithSmallShardsOff: with small shards written as files again
+// (SmallShardMax 0, the way back out of volumes), deleting the shards still held in volumes
+// appends their tombstones to one volume, not a new volume file (and descriptor) per delete.
+func TestVolumeTombstonesWithSmallShardsOff(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	var ids []ShardID
+	for i := range 50 {
+		id := ShardID{File: "FILoff", Segment: i, Index: 0}
+		putShard(t, s, id, testShard(id, 2000))
+		ids = append(ids, id)
+	}
+	s.Close()
+	before := len(volumeFiles(t, dir))
+	s = openStoreWith(t, dir, StoreOptions{})
+	for _, id := range ids {
+		if err := s.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := len(volumeFiles(t, dir)); after > before+1 {
+		t.Fatalf("%d volume files before deleting %d small shards with small shards off, %d after", before, len(ids), after)
+	}
+	s.Close()
+	s = openStoreWith(t, dir, StoreOptions{})
+	for _, id := range ids {
+		if _, err := s.Stat(id); !errors.Is(err, ErrShardNotFound) {
+			t.Fatalf("deleted shard %s after reopen: %v", id, err)
+		}
+	}
+}
