@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
@@ -110,8 +111,8 @@ func TestCoalescerErrorsAndClose(t *testing.T) {
 	}
 	cancel() // the owner cancels the base first, which ends the running round
 	c.close()
-	if _, err := c.do(context.Background()); !errors.Is(err, ErrShutdown) {
-		t.Fatalf("do after close = %v, want ErrShutdown", err)
+	if _, err := c.do(context.Background()); !errors.Is(err, clusterapi.ErrShutdown) {
+		t.Fatalf("do after close = %v, want clusterapi.ErrShutdown", err)
 	}
 	close(block)
 }

@@ -13,14 +13,9 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 	"github.com/cairn-dev/cairn/fsm"
 )
-
-// ErrNoLeader means no leader is known right now; the caller may retry.
-var ErrNoLeader = errors.New("no raft leader")
-
-// ErrShutdown is returned once Raft is shut down.
-var ErrShutdown = errors.New("raft is shut down")
 
 // AppliedWaiter is the part of the FSM consensus needs: how far it has applied.
 type AppliedWaiter interface {
@@ -125,7 +120,7 @@ func (c *Consensus) Propose(ctx context.Context, cmd []byte) (_ uint64, err erro
 	caller := ctx
 	ctx, done := c.bounded(ctx)
 	defer done()
-	var lastErr error = ErrNoLeader
+	var lastErr error = clusterapi.ErrNoLeader
 	for attempt := 0; ; attempt++ {
 		idx, result, err := c.proposeOnce(ctx, cmd)
 		if err == nil {
@@ -152,27 +147,10 @@ func (c *Consensus) localLogFull() error {
 	if c.LocalLogErr == nil {
 		return nil
 	}
-	if err := c.LocalLogErr(); errors.Is(err, ErrLogStoreFull) {
+	if err := c.LocalLogErr(); errors.Is(err, clusterapi.ErrLogStoreFull) {
 		return err
 	}
 	return nil
-}
-
-// waitBudget is how long one request may wait for a usable leader, across every proposal and read
-// index it makes: the documented bound (LeaderWait) is per request, not per wait, so a token
-// create (a read index, then a proposal) cannot take twice as long. Waits that succeed at once
-// spend next to nothing of it.
-type waitBudget struct {
-	mu    sync.Mutex
-	spent time.Duration
-}
-
-type waitBudgetKey struct{}
-
-// WithWaitBudget gives every Propose and ReadIndex under ctx one shared leader-wait budget of
-// Consensus.LeaderWait. Without one (background work), each call gets LeaderWait of its own.
-func WithWaitBudget(ctx context.Context) context.Context {
-	return context.WithValue(ctx, waitBudgetKey{}, &waitBudget{})
 }
 
 // errLeaderWait marks a wait cut off by the leader-wait bound rather than by the caller.
@@ -181,21 +159,17 @@ var errLeaderWait = errors.New("no usable leader within the leader wait")
 // bounded limits ctx to what is left of the request's leader-wait budget. done records the time
 // spent; call it when the wait is over.
 func (c *Consensus) bounded(ctx context.Context) (context.Context, func()) {
-	b, _ := ctx.Value(waitBudgetKey{}).(*waitBudget)
+	b := clusterapi.WaitBudgetOf(ctx)
 	left := c.LeaderWait
 	if b != nil {
-		b.mu.Lock()
-		left -= b.spent
-		b.mu.Unlock()
+		left = b.Left(c.LeaderWait)
 	}
 	begin := time.Now()
 	bctx, cancel := context.WithTimeoutCause(ctx, max(left, 0), fmt.Errorf("%w (%s)", errLeaderWait, c.LeaderWait))
 	return bctx, func() {
 		cancel()
 		if b != nil {
-			b.mu.Lock()
-			b.spent += time.Since(begin)
-			b.mu.Unlock()
+			b.Spend(time.Since(begin))
 		}
 	}
 }
@@ -207,7 +181,7 @@ func (c *Consensus) waitEnded(caller, bounded context.Context) error {
 		return err
 	}
 	if bounded.Err() != nil {
-		return fmt.Errorf("%w: %w", ErrNoLeader, context.Cause(bounded))
+		return fmt.Errorf("%w: %w", clusterapi.ErrNoLeader, context.Cause(bounded))
 	}
 	return nil
 }
@@ -223,7 +197,7 @@ func (c *Consensus) proposeOnce(ctx context.Context, cmd []byte) (uint64, error,
 	}
 	addr, _ := c.raft.LeaderWithID()
 	if addr == "" {
-		return 0, nil, ErrNoLeader
+		return 0, nil, clusterapi.ErrNoLeader
 	}
 	idx, code, err := c.forward.ApplyForwarded(ctx, string(addr), cmd)
 	if err != nil {
@@ -268,7 +242,7 @@ func (c *Consensus) applyLocal(ctx context.Context, cmd []byte) (*fsm.Result, er
 	c.closeMu.Lock()
 	if c.closed {
 		c.closeMu.Unlock()
-		return nil, ErrShutdown
+		return nil, clusterapi.ErrShutdown
 	}
 	c.inflight.Add(1)
 	c.closeMu.Unlock()
@@ -436,7 +410,7 @@ func barrierRequestID() string {
 func (c *Consensus) followerReadIndexRound(ctx context.Context) (uint64, error) {
 	addr, _ := c.raft.LeaderWithID()
 	if addr == "" {
-		return 0, ErrNoLeader
+		return 0, clusterapi.ErrNoLeader
 	}
 	return c.forward.ReadIndex(ctx, string(addr))
 }
@@ -444,8 +418,8 @@ func (c *Consensus) followerReadIndexRound(ctx context.Context) (uint64, error) 
 // translate gives raft's errors that leave Consensus cairn's own sentinels, so that callers (core)
 // need not know raft: a shut-down Raft is ErrShutdown. The raft error stays in the chain.
 func translate(err error) error {
-	if errors.Is(err, raft.ErrRaftShutdown) && !errors.Is(err, ErrShutdown) {
-		return fmt.Errorf("%w: %w", ErrShutdown, err)
+	if errors.Is(err, raft.ErrRaftShutdown) && !errors.Is(err, clusterapi.ErrShutdown) {
+		return fmt.Errorf("%w: %w", clusterapi.ErrShutdown, err)
 	}
 	return err
 }
@@ -455,7 +429,7 @@ func retryable(err error) bool {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
-	case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, ErrShutdown):
+	case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, clusterapi.ErrShutdown):
 		return false
 	}
 	// Everything else is leadership churn or a peer we could not reach: try again until the
@@ -504,7 +478,7 @@ func (c *coalescer) do(ctx context.Context) (uint64, error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return 0, ErrShutdown
+		return 0, clusterapi.ErrShutdown
 	}
 	if c.next == nil {
 		c.next = &round{done: make(chan struct{})}

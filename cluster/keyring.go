@@ -16,28 +16,9 @@ import (
 	"sync"
 
 	"github.com/hashicorp/memberlist"
-)
 
-// Errors of gossip key management.
-var (
-	// ErrInvalidGossipKey is a key that is not base64 of 16, 24 or 32 bytes, or a fingerprint that
-	// names no installed key.
-	ErrInvalidGossipKey = errors.New("cluster: invalid gossip key")
-	// ErrKeyringRefused is a keyring change refused because it could cut a member off: making a
-	// key primary that some member lacks, removing a key some member still uses, or acting while a
-	// member cannot be asked.
-	ErrKeyringRefused = errors.New("cluster: keyring change refused")
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 )
-
-// MemberKeys is one member's gossip keyring. Keys are shown by fingerprint only: the keys
-// themselves never leave a node in an answer.
-type MemberKeys struct {
-	Node    string   `json:"node"`
-	Primary string   `json:"primary,omitempty"`
-	Keys    []string `json:"keys,omitempty"`
-	// Error says why this member could not be asked (not alive, RPC failure).
-	Error string `json:"error,omitempty"`
-}
 
 // KeyFingerprint names a gossip key without revealing it: 16 hex digits of its SHA-256.
 func KeyFingerprint(key []byte) string {
@@ -49,10 +30,10 @@ func KeyFingerprint(key []byte) string {
 func ParseGossipKey(s string) ([]byte, error) {
 	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
 	if err != nil {
-		return nil, fmt.Errorf("%w: not base64", ErrInvalidGossipKey)
+		return nil, fmt.Errorf("%w: not base64", clusterapi.ErrInvalidGossipKey)
 	}
 	if l := len(key); l != 16 && l != 24 && l != 32 {
-		return nil, fmt.Errorf("%w: %d bytes, want 16, 24 or 32", ErrInvalidGossipKey, l)
+		return nil, fmt.Errorf("%w: %d bytes, want 16, 24 or 32", clusterapi.ErrInvalidGossipKey, l)
 	}
 	return key, nil
 }
@@ -166,10 +147,10 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 }
 
 // view lists the keyring by fingerprint, sorted, primary first.
-func (k *localKeyring) view(node string) MemberKeys {
+func (k *localKeyring) view(node string) clusterapi.MemberKeys {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	mk := MemberKeys{Node: node, Primary: KeyFingerprint(k.ring.GetPrimaryKey())}
+	mk := clusterapi.MemberKeys{Node: node, Primary: KeyFingerprint(k.ring.GetPrimaryKey())}
 	for _, key := range k.ring.GetKeys() {
 		mk.Keys = append(mk.Keys, KeyFingerprint(key))
 	}
@@ -188,7 +169,7 @@ func (k *localKeyring) resolve(ref string) ([]byte, error) {
 			return key, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: no installed key matches", ErrInvalidGossipKey)
+	return nil, fmt.Errorf("%w: no installed key matches", clusterapi.ErrInvalidGossipKey)
 }
 
 // apply runs one keyring operation locally: install (a base64 key), use or remove (a key or its
@@ -198,48 +179,41 @@ func (k *localKeyring) apply(op, ref string) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	switch op {
-	case KeyringInstall:
+	case clusterapi.KeyringInstall:
 		key, err := ParseGossipKey(ref)
 		if err != nil {
 			return err
 		}
 		if err := k.ring.AddKey(key); err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalidGossipKey, err)
+			return fmt.Errorf("%w: %v", clusterapi.ErrInvalidGossipKey, err)
 		}
-	case KeyringUse:
+	case clusterapi.KeyringUse:
 		key, err := k.resolve(ref)
 		if err != nil {
 			return err
 		}
 		if err := k.ring.UseKey(key); err != nil {
-			return fmt.Errorf("%w: %v", ErrKeyringRefused, err)
+			return fmt.Errorf("%w: %v", clusterapi.ErrKeyringRefused, err)
 		}
-	case KeyringRemove:
+	case clusterapi.KeyringRemove:
 		key, err := k.resolve(ref)
 		if err != nil {
 			return err
 		}
 		if subtle.ConstantTimeCompare(key, k.ring.GetPrimaryKey()) == 1 {
-			return fmt.Errorf("%w: the key is this node's primary key", ErrKeyringRefused)
+			return fmt.Errorf("%w: the key is this node's primary key", clusterapi.ErrKeyringRefused)
 		}
 		if err := k.ring.RemoveKey(key); err != nil {
-			return fmt.Errorf("%w: %v", ErrKeyringRefused, err)
+			return fmt.Errorf("%w: %v", clusterapi.ErrKeyringRefused, err)
 		}
 	default:
-		return fmt.Errorf("%w: unknown keyring operation %q", ErrInvalidGossipKey, op)
+		return fmt.Errorf("%w: unknown keyring operation %q", clusterapi.ErrInvalidGossipKey, op)
 	}
 	return k.save()
 }
 
-// Keyring operations.
-const (
-	KeyringInstall = "install"
-	KeyringUse     = "use"
-	KeyringRemove  = "remove"
-)
-
 // LocalKeys is this node's gossip keyring, by fingerprint.
-func (m *Membership) LocalKeys() MemberKeys { return m.keyring.view(m.cfg.NodeID) }
+func (m *Membership) LocalKeys() clusterapi.MemberKeys { return m.keyring.view(m.cfg.NodeID) }
 
 // ApplyKeyOp changes this node's gossip keyring: install, use or remove (see KeyringAdmin for the
 // cluster-wide rules).
@@ -254,7 +228,7 @@ func (m *Membership) ApplyKeyOp(op, ref string) error {
 // LocalKeyring is one node's gossip keyring as the cluster-wide admin reaches it; *Membership
 // implements it, and the RPC server serves it to the other nodes.
 type LocalKeyring interface {
-	LocalKeys() MemberKeys
+	LocalKeys() clusterapi.MemberKeys
 	ApplyKeyOp(op, ref string) error
 }
 
@@ -269,8 +243,8 @@ type KeyringAdmin struct {
 }
 
 // List asks every member for its keyring. Members that cannot be asked carry an Error.
-func (a *KeyringAdmin) List(ctx context.Context) []MemberKeys {
-	var out []MemberKeys
+func (a *KeyringAdmin) List(ctx context.Context) []clusterapi.MemberKeys {
+	var out []clusterapi.MemberKeys
 	for _, mem := range a.members() {
 		out = append(out, a.ask(ctx, mem))
 	}
@@ -279,18 +253,18 @@ func (a *KeyringAdmin) List(ctx context.Context) []MemberKeys {
 
 // Apply runs op (install, use or remove) with ref (a base64 key; for use and remove also its
 // fingerprint) on every member, after checking the rules on the keyrings of all of them.
-func (a *KeyringAdmin) Apply(ctx context.Context, op, ref string) ([]MemberKeys, error) {
+func (a *KeyringAdmin) Apply(ctx context.Context, op, ref string) ([]clusterapi.MemberKeys, error) {
 	switch op {
-	case KeyringInstall:
+	case clusterapi.KeyringInstall:
 		if _, err := ParseGossipKey(ref); err != nil {
 			return nil, err
 		}
-	case KeyringUse, KeyringRemove:
+	case clusterapi.KeyringUse, clusterapi.KeyringRemove:
 		if strings.TrimSpace(ref) == "" {
-			return nil, fmt.Errorf("%w: a key or its fingerprint is required", ErrInvalidGossipKey)
+			return nil, fmt.Errorf("%w: a key or its fingerprint is required", clusterapi.ErrInvalidGossipKey)
 		}
 	default:
-		return nil, fmt.Errorf("%w: unknown keyring operation %q", ErrInvalidGossipKey, op)
+		return nil, fmt.Errorf("%w: unknown keyring operation %q", clusterapi.ErrInvalidGossipKey, op)
 	}
 	fp := strings.TrimSpace(ref)
 	if key, err := ParseGossipKey(ref); err == nil {
@@ -302,16 +276,16 @@ func (a *KeyringAdmin) Apply(ctx context.Context, op, ref string) ([]MemberKeys,
 		switch {
 		case mk.Error != "":
 			problems = append(problems, fmt.Sprintf("%s cannot be asked (%s)", mk.Node, mk.Error))
-		case op == KeyringUse && !slices.Contains(mk.Keys, fp):
+		case op == clusterapi.KeyringUse && !slices.Contains(mk.Keys, fp):
 			problems = append(problems, fmt.Sprintf("%s does not have key %s (install it first)", mk.Node, fp))
-		case op == KeyringRemove && mk.Primary == fp:
+		case op == clusterapi.KeyringRemove && mk.Primary == fp:
 			problems = append(problems, fmt.Sprintf("%s uses key %s as primary (use another key first)", mk.Node, fp))
 		}
 	}
 	// Install is harmless on a subset, so it goes ahead on every member it can reach; the others
 	// are reported and the operator runs it again.
-	if len(problems) > 0 && op != KeyringInstall {
-		return before, fmt.Errorf("%w: %s", ErrKeyringRefused, strings.Join(problems, "; "))
+	if len(problems) > 0 && op != clusterapi.KeyringInstall {
+		return before, fmt.Errorf("%w: %s", clusterapi.ErrKeyringRefused, strings.Join(problems, "; "))
 	}
 	var failed []string
 	for _, mem := range a.members() {
@@ -329,7 +303,7 @@ func (a *KeyringAdmin) Apply(ctx context.Context, op, ref string) ([]MemberKeys,
 	}
 	after := a.List(ctx)
 	if failed = append(problems, failed...); len(failed) > 0 {
-		return after, fmt.Errorf("%w: %s %s did not reach every member: %s", ErrKeyringRefused, op, fp, strings.Join(failed, "; "))
+		return after, fmt.Errorf("%w: %s %s did not reach every member: %s", clusterapi.ErrKeyringRefused, op, fp, strings.Join(failed, "; "))
 	}
 	return after, nil
 }
@@ -345,16 +319,16 @@ func (a *KeyringAdmin) members() []Member {
 	return out
 }
 
-func (a *KeyringAdmin) ask(ctx context.Context, mem Member) MemberKeys {
+func (a *KeyringAdmin) ask(ctx context.Context, mem Member) clusterapi.MemberKeys {
 	if mem.Meta.ID == a.Self {
 		return a.Members.LocalKeys()
 	}
 	if mem.State != StateAlive {
-		return MemberKeys{Node: mem.Meta.ID, Error: "member is " + mem.State}
+		return clusterapi.MemberKeys{Node: mem.Meta.ID, Error: "member is " + mem.State}
 	}
 	mk, err := a.RPC.Keyring(ctx, mem.Meta.ClusterAddr)
 	if err != nil {
-		return MemberKeys{Node: mem.Meta.ID, Error: err.Error()}
+		return clusterapi.MemberKeys{Node: mem.Meta.ID, Error: err.Error()}
 	}
 	mk.Node = mem.Meta.ID
 	return mk

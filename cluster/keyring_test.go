@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 )
 
 // TestKeyringFileFixture: a keyring file written by the first version keeps loading, forever.
@@ -48,14 +50,14 @@ func TestKeyringOpsAndPersistence(t *testing.T) {
 		op, ref string
 		want    error
 	}{
-		{KeyringInstall, "not base64!", ErrInvalidGossipKey},
-		{KeyringInstall, "c2hvcnQ=", ErrInvalidGossipKey}, // 5 bytes
-		{KeyringUse, newFP, ErrInvalidGossipKey},          // not installed yet
-		{KeyringInstall, newKey, nil},
-		{KeyringRemove, oldFP, ErrKeyringRefused}, // still primary
-		{KeyringUse, newFP, nil},                  // by fingerprint
-		{KeyringRemove, oldFP, nil},
-		{"rotate", newKey, ErrInvalidGossipKey},
+		{clusterapi.KeyringInstall, "not base64!", clusterapi.ErrInvalidGossipKey},
+		{clusterapi.KeyringInstall, "c2hvcnQ=", clusterapi.ErrInvalidGossipKey}, // 5 bytes
+		{clusterapi.KeyringUse, newFP, clusterapi.ErrInvalidGossipKey},          // not installed yet
+		{clusterapi.KeyringInstall, newKey, nil},
+		{clusterapi.KeyringRemove, oldFP, clusterapi.ErrKeyringRefused}, // still primary
+		{clusterapi.KeyringUse, newFP, nil},                             // by fingerprint
+		{clusterapi.KeyringRemove, oldFP, nil},
+		{"rotate", newKey, clusterapi.ErrInvalidGossipKey},
 	} {
 		if err := k.apply(tc.op, tc.ref); !errors.Is(err, tc.want) && !(tc.want == nil && err == nil) {
 			t.Fatalf("%s %s: %v, want %v", tc.op, tc.ref, err, tc.want)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/cairn-dev/cairn/fsm"
+	"github.com/cairn-dev/cairn/internal/fsmtest"
 
 	"github.com/cairn-dev/cairn/internal/testutil"
 )
@@ -71,9 +71,9 @@ func newLeadershipCluster(t *testing.T) *leadershipCluster {
 	c.trans = trans
 	for i := range 3 {
 		cfg := testutil.RaftConfig(conf.Servers[i].ID)
-		f := fsm.New(nil)
+		f := fsmtest.New(t)
 		store := raft.NewInmemStore()
-		r, err := raft.NewRaft(cfg, f, store, store, raft.NewInmemSnapshotStore(), c.trans[i])
+		r, err := raft.NewRaft(cfg, NewRaftFSM(f), store, store, raft.NewInmemSnapshotStore(), c.trans[i])
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,11 +10,9 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-)
 
-// ErrLogStoreFull means this node's Raft log or stable store could not be written for lack of
-// space: the node cannot apply new entries, so what it proposes would never be applied here.
-var ErrLogStoreFull = errors.New("raft log store is out of space")
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
+)
 
 // trackedStore is the Raft log and stable store with the outcome of its last write remembered.
 // hashicorp/raft only logs a failed append (a follower answers the leader "no", a leader steps
@@ -74,7 +72,7 @@ func (n *RaftNode) LogWriteErr() error {
 	// errno, so the message is checked too.
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
 		strings.Contains(err.Error(), syscall.ENOSPC.Error()) {
-		return &LogWriteError{Since: since, Err: fmt.Errorf("%w: %w", ErrLogStoreFull, err)}
+		return &LogWriteError{Since: since, Err: fmt.Errorf("%w: %w", clusterapi.ErrLogStoreFull, err)}
 	}
 	return &LogWriteError{Since: since, Err: err}
 }

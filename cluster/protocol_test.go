@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/cairn-dev/cairn/fsm"
+	"github.com/cairn-dev/cairn/internal/fsmtest"
 
 	"github.com/cairn-dev/cairn/internal/testutil"
 )
@@ -104,10 +105,10 @@ func (g refuseGate) Allows(typ fsm.CommandType) error {
 // command's result (not retried as a transport failure).
 func TestConsensusGateKeepsRefusedCommandsOutOfTheLog(t *testing.T) {
 	cfg := testutil.RaftConfig("n1")
-	f := fsm.New(nil)
+	f := fsmtest.New(t)
 	store := raft.NewInmemStore()
 	_, trans := raft.NewInmemTransport("n1")
-	r, err := raft.NewRaft(cfg, f, store, store, raft.NewInmemSnapshotStore(), trans)
+	r, err := raft.NewRaft(cfg, NewRaftFSM(f), store, store, raft.NewInmemSnapshotStore(), trans)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // RaftTimings are Raft's clocks. Zero values take hashicorp/raft's defaults.
@@ -42,7 +43,9 @@ type RaftOptions struct {
 	NodeID  string
 	DataDir string // raft.db and snapshots live in DataDir
 	Layer   *RaftLayer
-	FSM     raft.BatchingFSM
+	// FSM keeps its state on disk and knows the last index it applied (fsm.FSM): a restart that
+	// finds the store at or past the newest snapshot skips restoring it and replays only the log.
+	FSM     StateMachine
 	Timings RaftTimings
 	// SnapshotThreshold and TrailingLogs: zero takes the defaults (8192 and 10240).
 	SnapshotThreshold uint64
@@ -52,6 +55,12 @@ type RaftOptions struct {
 	// (recover.go): the way back from a permanently lost quorum.
 	Recover bool
 	Logger  *slog.Logger
+}
+
+// StateMachine is the FSM Raft drives: batching, and durable up to AppliedIndex.
+type StateMachine interface {
+	raft.BatchingFSM
+	AppliedIndex() uint64
 }
 
 // RaftNode is a started Raft with the stores it owns.
@@ -74,7 +83,7 @@ func StartRaft(opts RaftOptions) (*RaftNode, error) {
 		Path:        filepath.Join(dir, "raft.db"),
 		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true},
 	})
-	if errors.Is(err, bbolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open raft store %s: locked by another process (is another cairn agent using this data dir?)", filepath.Join(dir, "raft.db"))
 	}
 	if err != nil {
@@ -135,6 +144,11 @@ func StartRaft(opts RaftOptions) (*RaftNode, error) {
 		opts.Logger.Warn("raft configuration replaced from peers.json; every local log entry now counts as committed",
 			"servers", len(configuration.Servers))
 	}
+	if err := skipRestoreIfCurrent(conf, opts.FSM, store, snaps, opts.Logger); err != nil {
+		transport.Close()
+		store.Close()
+		return nil, err
+	}
 	r, err := raft.NewRaft(conf, opts.FSM, cache, store, snaps, noPipelineTransport{transport})
 	if err != nil {
 		transport.Close()
@@ -142,6 +156,37 @@ func StartRaft(opts RaftOptions) (*RaftNode, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	return &RaftNode{Raft: r, Transport: transport, store: store, HadState: hadState}, nil
+}
+
+// skipRestoreIfCurrent sets NoSnapshotRestoreOnStart when the FSM's store already holds the
+// newest snapshot's state (its applied index is at or past the snapshot's): raft then replays the
+// log after the snapshot, and the FSM skips what it applied before. A store behind the snapshot
+// (missing, emptied, or older because the log was compacted past it) gets the snapshot restored.
+// A store ahead of every index raft knows belongs to another log and is refused.
+func skipRestoreIfCurrent(conf *raft.Config, f StateMachine, logs raft.LogStore, snaps raft.SnapshotStore, logger *slog.Logger) error {
+	list, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("list raft snapshots: %w", err)
+	}
+	var snapIndex uint64
+	if len(list) > 0 {
+		snapIndex = list[0].Index // newest first
+	}
+	last, err := logs.LastIndex()
+	if err != nil {
+		return fmt.Errorf("read raft log: %w", err)
+	}
+	applied := f.AppliedIndex()
+	if applied > max(last, snapIndex) {
+		return fmt.Errorf("the state store has applied index %d, past everything the raft dir holds (last log index %d, snapshot %d): the data dir mixes two histories; move the state store aside to rebuild it",
+			applied, last, snapIndex)
+	}
+	conf.NoSnapshotRestoreOnStart = applied >= snapIndex
+	if len(list) > 0 {
+		logger.Info("raft start", "state_applied_index", applied, "snapshot_index", snapIndex,
+			"restore_snapshot", !conf.NoSnapshotRestoreOnStart)
+	}
+	return nil
 }
 
 // noPipelineTransport is the network transport without pipelined replication. hashicorp/raft's

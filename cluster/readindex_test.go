@@ -13,6 +13,7 @@ import (
 
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/fsm"
+	"github.com/cairn-dev/cairn/internal/fsmtest"
 	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
@@ -65,7 +66,7 @@ func newReadIndexCluster(t *testing.T) *readIndexCluster {
 		if i > 0 {
 			cfg.HeartbeatTimeout, cfg.ElectionTimeout = 10*time.Second, 10*time.Second
 		}
-		f := fsm.New(nil)
+		f := fsmtest.New(t)
 		r := testutil.StartRaft(t, cfg, f, trans[i], conf.Servers)
 		cons := NewConsensus(string(conf.Servers[i].ID), r, f, c.forward, transportTestLogger())
 		cons.LeaderWait = 20 * time.Second

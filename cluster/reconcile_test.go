@@ -10,7 +10,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/cairn-dev/cairn/fsm"
+	"github.com/cairn-dev/cairn/internal/fsmtest"
 	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
@@ -71,9 +71,9 @@ func newUnjoinedNodes(t *testing.T, n, expect int) []*reconcileNode {
 	var nodes []*reconcileNode
 	for i := range n {
 		id := string(conf.Servers[i].ID)
-		f := fsm.New(nil)
+		f := fsmtest.New(t)
 		store := raft.NewInmemStore()
-		r, err := raft.NewRaft(testutil.RaftConfig(conf.Servers[i].ID), f, store, store, raft.NewInmemSnapshotStore(), trans[i])
+		r, err := raft.NewRaft(testutil.RaftConfig(conf.Servers[i].ID), NewRaftFSM(f), store, store, raft.NewInmemSnapshotStore(), trans[i])
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -46,11 +46,32 @@ func recoverCluster(conf *raft.Config, dir string, hadState bool, logs raft.LogS
 	if self < 0 || configuration.Servers[self].Suffrage != raft.Voter {
 		return raft.Configuration{}, fmt.Errorf("--recover: %s must list this node (%s) as a voter", peersPath, conf.LocalID)
 	}
-	if err := raft.RecoverCluster(conf, fsm.New(nil), logs, stable, snaps, trans, configuration); err != nil {
-		return raft.Configuration{}, fmt.Errorf("--recover: %w", err)
+	if err := recoverWithScratchFSM(conf, dir, logs, stable, snaps, trans, configuration); err != nil {
+		return raft.Configuration{}, err
 	}
 	if err := os.Rename(peersPath, peersPath+recoveredSuffix); err != nil {
 		return raft.Configuration{}, fmt.Errorf("--recover: applied %s but could not rename it: %w", peersPath, err)
 	}
 	return configuration, nil
+}
+
+// recoverWithScratchFSM runs raft.RecoverCluster with a throwaway FSM in a temporary directory
+// inside dir (the same disk), removed afterwards. It does not fsync: nothing reads it after the
+// snapshot RecoverCluster writes from it.
+func recoverWithScratchFSM(conf *raft.Config, dir string, logs raft.LogStore, stable raft.StableStore,
+	snaps raft.SnapshotStore, trans raft.Transport, configuration raft.Configuration) error {
+	scratchDir, err := os.MkdirTemp(dir, "recover-fsm-")
+	if err != nil {
+		return fmt.Errorf("--recover: %w", err)
+	}
+	defer os.RemoveAll(scratchDir)
+	scratch, err := fsm.New(scratchDir, fsm.Options{NoSync: true})
+	if err != nil {
+		return fmt.Errorf("--recover: %w", err)
+	}
+	defer scratch.Close()
+	if err := raft.RecoverCluster(conf, scratch, logs, stable, snaps, trans, configuration); err != nil {
+		return fmt.Errorf("--recover: %w", err)
+	}
+	return nil
 }

@@ -18,6 +18,7 @@ import (
 
 	autopilot "github.com/hashicorp/raft-autopilot"
 
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 	"github.com/cairn-dev/cairn/erasure"
 )
 
@@ -517,9 +518,9 @@ func remoteError(resp *http.Response) error {
 	case rpcCodeNoSpace:
 		return fmt.Errorf("%w (remote: %s)", erasure.ErrNoSpace, e.Message)
 	case rpcCodeSnapshotInvalid: // rpc_snapshot.go
-		return fmt.Errorf("%w: %s", ErrSnapshotInvalid, e.Message)
+		return fmt.Errorf("%w: %s", clusterapi.ErrSnapshotInvalid, e.Message)
 	case rpcCodeSnapshotConflict:
-		return fmt.Errorf("%w: %s", ErrSnapshotConflict, e.Message)
+		return fmt.Errorf("%w: %s", clusterapi.ErrSnapshotConflict, e.Message)
 	}
 	return fmt.Errorf("%w: %s: %s", ErrRemote, resp.Status, e.Message)
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 )
 
 type rpcKeyOpRequest struct {
@@ -30,7 +32,7 @@ func (s *RPCServer) ServeKeyring(k LocalKeyring) {
 		}
 		if err := k.ApplyKeyOp(r.PathValue("op"), req.Key); err != nil {
 			code := rpcCodeInternal
-			if errors.Is(err, ErrInvalidGossipKey) || errors.Is(err, ErrKeyringRefused) {
+			if errors.Is(err, clusterapi.ErrInvalidGossipKey) || errors.Is(err, clusterapi.ErrKeyringRefused) {
 				code = rpcCodeBadRequest
 			}
 			s.writeJSON(w, http.StatusBadRequest, rpcError{Code: code, Message: err.Error()})
@@ -41,10 +43,10 @@ func (s *RPCServer) ServeKeyring(k LocalKeyring) {
 }
 
 // Keyring asks the node at addr for its gossip keyring.
-func (c *RPCClient) Keyring(ctx context.Context, addr string) (MemberKeys, error) {
-	var out MemberKeys
+func (c *RPCClient) Keyring(ctx context.Context, addr string) (clusterapi.MemberKeys, error) {
+	var out clusterapi.MemberKeys
 	if err := c.callJSON(ctx, http.MethodGet, addr, rpcPrefix+"/keyring", nil, true, &out); err != nil {
-		return MemberKeys{}, fmt.Errorf("keyring of %s: %w", addr, err)
+		return clusterapi.MemberKeys{}, fmt.Errorf("keyring of %s: %w", addr, err)
 	}
 	return out, nil
 }

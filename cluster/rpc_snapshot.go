@@ -8,17 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
-)
 
-// Snapshot sentinels. They cross internal RPC as error codes, so a follower that forwarded a
-// restore to the leader reports the leader's refusal exactly as the leader would.
-var (
-	// ErrSnapshotInvalid refuses a snapshot archive that is truncated, fails its SHA-256 sums, lacks
-	// cairn's manifest, or holds a state the FSM would not restore.
-	ErrSnapshotInvalid = errors.New("invalid snapshot")
-	// ErrSnapshotConflict refuses a snapshot that does not fit the cluster now: it belongs to another
-	// cluster, or another restore is running.
-	ErrSnapshotConflict = errors.New("snapshot refused")
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 )
 
 const (
@@ -63,10 +54,10 @@ func (s *RPCServer) ServeSnapshots(svc SnapshotEndpoint) {
 
 func (s *RPCServer) writeSnapshotError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
-	case errors.Is(err, ErrSnapshotInvalid):
-		s.writeJSON(w, http.StatusBadRequest, rpcError{Code: rpcCodeSnapshotInvalid, Message: snapshotReason(err, ErrSnapshotInvalid)})
-	case errors.Is(err, ErrSnapshotConflict):
-		s.writeJSON(w, http.StatusConflict, rpcError{Code: rpcCodeSnapshotConflict, Message: snapshotReason(err, ErrSnapshotConflict)})
+	case errors.Is(err, clusterapi.ErrSnapshotInvalid):
+		s.writeJSON(w, http.StatusBadRequest, rpcError{Code: rpcCodeSnapshotInvalid, Message: snapshotReason(err, clusterapi.ErrSnapshotInvalid)})
+	case errors.Is(err, clusterapi.ErrSnapshotConflict):
+		s.writeJSON(w, http.StatusConflict, rpcError{Code: rpcCodeSnapshotConflict, Message: snapshotReason(err, clusterapi.ErrSnapshotConflict)})
 	default:
 		s.writeError(w, r, err)
 	}

@@ -278,9 +278,9 @@ func (s *Service) DeleteFileByID(ctx context.Context, p Principal, id string) er
 	return s.deleteFile(ctx, f)
 }
 
-// CreateFileToken issues a read token for a file p may see. expiresAt zero means the file's own
-// expiry. An ephemeral token is signed, not stored: no Raft write.
-func (s *Service) CreateFileToken(ctx context.Context, p Principal, fileID string, expiresAt time.Time, ephemeral bool) (TokenInfo, error) {
+// CreateTokenByID issues a read token for a file p may see. expiresAt zero means the file's own
+// expiry. A TokenEphemeral is signed, not stored: no Raft write.
+func (s *Service) CreateTokenByID(ctx context.Context, p Principal, fileID string, expiresAt time.Time, kind TokenKind) (TokenInfo, error) {
 	f, err := s.fileByID(ctx, p, fileID)
 	if err != nil {
 		return TokenInfo{}, err
@@ -296,18 +296,18 @@ func (s *Service) CreateFileToken(ctx context.Context, p Principal, fileID strin
 	}
 	tok := TokenInfo{
 		ID: NewTokenID(), FileID: f.ID, Access: AccessRead, CreatorID: p.ID, CreatedAt: now,
-		ExpiresAt: expiresAt.UTC(), Ephemeral: ephemeral, CreatedByNode: s.cfg.NodeID,
+		ExpiresAt: expiresAt.UTC(), Kind: kind, CreatedByNode: s.cfg.NodeID,
 	}
 	if expiresAt.IsZero() {
 		tok.ExpiresAt = time.Time{}
 	}
-	if ephemeral {
+	if kind == TokenEphemeral {
 		cfg, err := s.clusterConfig()
 		if err != nil {
 			return TokenInfo{}, err
 		}
 		tok.Secret = mintEphemeral(cfg.SigningKey, f.ID, tok.ExpiresAt)
-		s.metrics.tokenCreated(true)
+		s.metrics.tokenCreated(TokenEphemeral)
 		return tok, nil
 	}
 	tok.Secret = NewSecret()
@@ -318,7 +318,7 @@ func (s *Service) CreateFileToken(ctx context.Context, p Principal, fileID strin
 	if err := s.propose(ctx, fsm.CmdCreateToken, fsm.CreateToken{Token: stored}); err != nil {
 		return TokenInfo{}, err
 	}
-	s.metrics.tokenCreated(false)
+	s.metrics.tokenCreated(TokenPersisted)
 	return tok, nil
 }
 

@@ -5,5 +5,6 @@
 // core orchestrates the other planes through small interfaces: it proposes Raft commands (the commit
 // point of every change), reads the replicated state after a linearizable read index, and streams
 // bytes through the erasure codec to shard nodes. It must not know about HTTP or any wire format,
-// and it never writes metadata outside a Raft command.
+// must not import cluster or depend on hashicorp/raft (cluster's errors reach it through the
+// raft-free cluster/clusterapi), and it never writes metadata outside a Raft command.
 package core

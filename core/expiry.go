@@ -15,44 +15,47 @@ const expireBatch = 500
 // expiry itself, so an expired token or file is refused at once and only its removal waits.
 func (s *Service) ReapExpired(ctx context.Context) (files, tokens int, err error) {
 	now := s.now()
-	var expiredFiles []fsm.File
-	s.state.Files(func(f fsm.File) bool {
-		if f.Expired(now) {
-			expiredFiles = append(expiredFiles, f)
+	// Each round reads the next rows from the state's expiry indexes; the expire command removes
+	// them before the next read (propose returns once it is applied here). A round that finds only
+	// ids it already proposed (the command skipped them: not expired at its time) ends the pass.
+	seen := make(map[string]bool)
+	for {
+		batch := s.state.ExpiredFiles(now, expireBatch)
+		ids := make([]string, 0, len(batch))
+		for _, f := range batch {
+			if !seen[f.ID] {
+				seen[f.ID] = true
+				ids = append(ids, f.ID)
+			}
 		}
-		return true
-	})
-	var tokenIDs []string
-	s.state.Tokens(func(t fsm.Token) bool {
-		if t.Expired(now) {
-			tokenIDs = append(tokenIDs, t.ID)
-		}
-		return true
-	})
-	for len(expiredFiles) > 0 {
-		batch := expiredFiles[:min(expireBatch, len(expiredFiles))]
-		expiredFiles = expiredFiles[len(batch):]
-		ids := make([]string, len(batch))
-		for i, f := range batch {
-			ids[i] = f.ID
+		if len(ids) == 0 {
+			break
 		}
 		if err := s.proposeAt(ctx, now, fsm.CmdExpire, fsm.Expire{FileIDs: ids}); err != nil {
 			return files, tokens, err
 		}
-		files += len(batch)
+		files += len(ids)
 		s.spawn(func(ctx context.Context) {
 			for _, f := range batch {
 				s.deleteShards(ctx, f.ID, f.Layout.Segments)
 			}
 		})
 	}
-	for len(tokenIDs) > 0 {
-		batch := tokenIDs[:min(expireBatch, len(tokenIDs))]
-		tokenIDs = tokenIDs[len(batch):]
-		if err := s.proposeAt(ctx, now, fsm.CmdExpire, fsm.Expire{TokenIDs: batch}); err != nil {
+	for {
+		var ids []string
+		for _, t := range s.state.ExpiredTokens(now, expireBatch) {
+			if !seen[t.ID] {
+				seen[t.ID] = true
+				ids = append(ids, t.ID)
+			}
+		}
+		if len(ids) == 0 {
+			break
+		}
+		if err := s.proposeAt(ctx, now, fsm.CmdExpire, fsm.Expire{TokenIDs: ids}); err != nil {
 			return files, tokens, err
 		}
-		tokens += len(batch)
+		tokens += len(ids)
 	}
 	if files+tokens > 0 {
 		s.log.Info("expired files and tokens removed", "files", files, "tokens", tokens)

@@ -53,7 +53,7 @@ func (s *Service) resolve(ctx context.Context, secret string) (TokenInfo, fsm.Fi
 		if !ok {
 			return TokenInfo{}, fsm.File{}, ErrInvalidToken
 		}
-		tok = TokenInfo{Secret: secret, FileID: fileID, Access: AccessRead, ExpiresAt: expiresAt, Ephemeral: true}
+		tok = TokenInfo{Secret: secret, FileID: fileID, Access: AccessRead, ExpiresAt: expiresAt, Kind: TokenEphemeral}
 	} else {
 		t, ok := s.state.TokenBySecret(secret)
 		if !ok {
@@ -176,7 +176,7 @@ func (s *Service) CreateToken(ctx context.Context, secret string, access AccessL
 		}
 		return TokenInfo{}, err
 	}
-	s.metrics.tokenCreated(false)
+	s.metrics.tokenCreated(TokenPersisted)
 	return tokenInfo(created), nil
 }
 

@@ -6,24 +6,24 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 )
 
 // MemberKeys is one member's gossip keyring, by key fingerprint.
-type MemberKeys = cluster.MemberKeys
+type MemberKeys = clusterapi.MemberKeys
 
 // GossipKeyring is the gossip keyring of every member; *cluster.KeyringAdmin implements it.
 type GossipKeyring interface {
-	List(ctx context.Context) []cluster.MemberKeys
-	Apply(ctx context.Context, op, ref string) ([]cluster.MemberKeys, error)
+	List(ctx context.Context) []clusterapi.MemberKeys
+	Apply(ctx context.Context, op, ref string) ([]clusterapi.MemberKeys, error)
 }
 
 // Keyring operations, for GossipKeys.
 const (
 	KeyringList    = "list"
-	KeyringInstall = cluster.KeyringInstall
-	KeyringUse     = cluster.KeyringUse
-	KeyringRemove  = cluster.KeyringRemove
+	KeyringInstall = clusterapi.KeyringInstall
+	KeyringUse     = clusterapi.KeyringUse
+	KeyringRemove  = clusterapi.KeyringRemove
 )
 
 // GossipKeys lists (op "list") or changes (install, use, remove) the gossip keyring of every
@@ -41,9 +41,9 @@ func (s *Service) GossipKeys(ctx context.Context, p Principal, op, ref string) (
 	}
 	keys, err := s.cfg.Keyring.Apply(ctx, op, ref)
 	switch {
-	case errors.Is(err, cluster.ErrInvalidGossipKey):
+	case errors.Is(err, clusterapi.ErrInvalidGossipKey):
 		return keys, fmt.Errorf("%w: %s", ErrInvalidInput, strings.TrimPrefix(err.Error(), "cluster: "))
-	case errors.Is(err, cluster.ErrKeyringRefused):
+	case errors.Is(err, clusterapi.ErrKeyringRefused):
 		return keys, fmt.Errorf("%w: %s", ErrConflict, strings.TrimPrefix(err.Error(), "cluster: "))
 	}
 	return keys, err

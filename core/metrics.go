@@ -141,15 +141,10 @@ func (m *Metrics) contentMismatch() {
 	}
 }
 
-func (m *Metrics) tokenCreated(ephemeral bool) {
-	if m == nil {
-		return
+func (m *Metrics) tokenCreated(kind TokenKind) {
+	if m != nil {
+		m.tokensCreated.WithLabelValues(kind.String()).Inc()
 	}
-	kind := "persisted"
-	if ephemeral {
-		kind = "ephemeral"
-	}
-	m.tokensCreated.WithLabelValues(kind).Inc()
 }
 
 func (m *Metrics) repaired(bytes int64) {

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/fsm"
 )
@@ -27,6 +27,10 @@ type State interface {
 	Token(id string) (fsm.Token, bool)
 	Files(fn func(fsm.File) bool)
 	Tokens(fn func(fsm.Token) bool)
+	// ExpiredFiles and ExpiredTokens return up to limit rows expired at now, from the state's
+	// expiry indexes (earliest first), so the expiry loop does not scan every row.
+	ExpiredFiles(now time.Time, limit int) []fsm.File
+	ExpiredTokens(now time.Time, limit int) []fsm.Token
 }
 
 // Consensus proposes commands and linearizes reads.
@@ -143,8 +147,15 @@ func (s *Service) Close() {
 	s.bg.Wait()
 }
 
-// AllowAnonymousUpload reports whether uploads without an API key are accepted.
-func (s *Service) AllowAnonymousUpload() bool { return s.cfg.AllowAnonymousUpload }
+// AuthorizeUpload is nil when p may upload: any API key's principal, and Anonymous where this
+// node allows anonymous uploads; otherwise ErrUnauthenticated. BeginUpload checks it too; a
+// front-end asks first only to refuse before it reads a byte of the body.
+func (s *Service) AuthorizeUpload(p Principal) error {
+	if p.ID == "" || p.Anonymous && !s.cfg.AllowAnonymousUpload {
+		return ErrUnauthenticated
+	}
+	return nil
+}
 
 // MaxFileSize is the largest accepted file, in bytes.
 func (s *Service) MaxFileSize() int64 { return s.cfg.MaxFileSize }
@@ -194,7 +205,7 @@ func (s *Service) readIndex(ctx context.Context) error {
 		return nil
 	}
 	if err := s.consensus.ReadIndex(ctx); err != nil {
-		if errors.Is(err, cluster.ErrLogStoreFull) {
+		if errors.Is(err, clusterapi.ErrLogStoreFull) {
 			return fmt.Errorf("%w: this node's raft log: %w", ErrNoSpace, err)
 		}
 		return unavailable(err)
@@ -214,7 +225,7 @@ type readScope struct{ done atomic.Bool }
 func WithReadScope(ctx context.Context) context.Context {
 	// The same request shares one leader-wait budget across its read index and its proposal, so
 	// it answers (or fails with 503) within the documented leader wait.
-	return context.WithValue(cluster.WithWaitBudget(ctx), readScopeKey{}, &readScope{})
+	return context.WithValue(clusterapi.WithWaitBudget(ctx), readScopeKey{}, &readScope{})
 }
 
 // propose encodes and replicates one command, mapping the fsm's outcomes onto core's errors.
@@ -238,7 +249,7 @@ func (s *Service) proposeAt(ctx context.Context, at time.Time, typ fsm.CommandTy
 		return ErrLastFullToken
 	case errors.Is(err, fsm.ErrNotInitialized):
 		return fmt.Errorf("%w: cluster not initialised yet", ErrUnavailable)
-	case errors.Is(err, cluster.ErrLogStoreFull):
+	case errors.Is(err, clusterapi.ErrLogStoreFull):
 		return fmt.Errorf("%w: this node's raft log: %w", ErrNoSpace, err)
 	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrInvalidCommand),
 		errors.Is(err, fsm.ErrAlreadyInitialized):
@@ -254,7 +265,7 @@ func unavailable(err error) error {
 		errors.Is(err, context.Canceled) {
 		return err
 	}
-	if errors.Is(err, cluster.ErrShutdown) {
+	if errors.Is(err, clusterapi.ErrShutdown) {
 		return fmt.Errorf("%w: %w", ErrShuttingDown, err)
 	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)

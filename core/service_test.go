@@ -262,8 +262,8 @@ func TestEphemeralTokens(t *testing.T) {
 	data := []byte("ephemeral")
 	info, full := mustUpload(t, h, h.Root, "e.txt", data)
 	before := h.Consensus.Proposals()
-	eph, err := h.Service.CreateFileToken(ctx, h.Root, info.ID, h.Clock.Now().Add(time.Hour), true)
-	if err != nil || !eph.Ephemeral || eph.Access != core.AccessRead {
+	eph, err := h.Service.CreateTokenByID(ctx, h.Root, info.ID, h.Clock.Now().Add(time.Hour), core.TokenEphemeral)
+	if err != nil || eph.Kind != core.TokenEphemeral || eph.Access != core.AccessRead {
 		t.Fatalf("mint: %+v %v", eph, err)
 	}
 	if h.Consensus.Proposals() != before {
@@ -287,7 +287,7 @@ func TestEphemeralTokens(t *testing.T) {
 		t.Errorf("expired ephemeral token: %v", err)
 	}
 	// ...when the signing key rotates...
-	eph, _ = h.Service.CreateFileToken(ctx, h.Root, info.ID, time.Time{}, true)
+	eph, _ = h.Service.CreateTokenByID(ctx, h.Root, info.ID, time.Time{}, core.TokenEphemeral)
 	if err := h.Service.RotateSigningKey(ctx, h.Root); err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +295,7 @@ func TestEphemeralTokens(t *testing.T) {
 		t.Errorf("ephemeral token after rotation: %v", err)
 	}
 	// ...and when its file is deleted.
-	eph, _ = h.Service.CreateFileToken(ctx, h.Root, info.ID, time.Time{}, true)
+	eph, _ = h.Service.CreateTokenByID(ctx, h.Root, info.ID, time.Time{}, core.TokenEphemeral)
 	if err := h.Service.DeleteFile(ctx, full); err != nil {
 		t.Fatal(err)
 	}
@@ -405,5 +405,35 @@ func TestProposalRefusedByTheLeaderIsUnavailable(t *testing.T) {
 	h.Consensus.Refuse(fsm.CmdCreateToken)
 	if _, err := h.Service.CreateToken(ctx, full, core.AccessRead, time.Time{}); !errors.Is(err, core.ErrUnavailable) || !errors.Is(err, fsm.ErrNotEnabled) {
 		t.Fatalf("refused command: %v, want ErrUnavailable wrapping fsm.ErrNotEnabled", err)
+	}
+}
+
+func TestAnonymousUploads(t *testing.T) {
+	ctx := context.Background()
+	for _, allowed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("allowed=%v", allowed), func(t *testing.T) {
+			h := coretest.New(t, coretest.Options{Configure: func(c *core.Config) { c.AllowAnonymousUpload = allowed }})
+			if err := h.Service.AuthorizeUpload(h.Root); err != nil {
+				t.Errorf("a key's principal may not upload: %v", err)
+			}
+			if err := h.Service.AuthorizeUpload(core.Principal{}); !errors.Is(err, core.ErrUnauthenticated) {
+				t.Errorf("no principal: %v, want ErrUnauthenticated", err)
+			}
+			err := h.Service.AuthorizeUpload(core.Anonymous)
+			_, _, uploadErr := h.Upload(ctx, core.Anonymous, core.FileAttrs{Name: "anon.txt"}, []byte("hello"))
+			if !allowed {
+				if !errors.Is(err, core.ErrUnauthenticated) || !errors.Is(uploadErr, core.ErrUnauthenticated) {
+					t.Fatalf("anonymous where not allowed: authorize %v, upload %v, want ErrUnauthenticated", err, uploadErr)
+				}
+				return
+			}
+			if err != nil || uploadErr != nil {
+				t.Fatalf("anonymous where allowed: authorize %v, upload %v", err, uploadErr)
+			}
+			// Anonymous holds no permission, whatever uploads it may make.
+			if err := h.Service.Authorize(core.Anonymous, core.PermViewFiles); !errors.Is(err, core.ErrUnauthenticated) {
+				t.Errorf("anonymous VIEW_FILES: %v, want ErrUnauthenticated", err)
+			}
+		})
 	}
 }

@@ -1,16 +1,18 @@
 package core
 
-import "github.com/cairn-dev/cairn/cluster"
+import (
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
+)
 
 // Snapshot errors. They are cluster's sentinels, because a refusal made by the leader must travel
 // back over internal RPC to the node the operator called.
 var (
 	// ErrInvalidSnapshot refuses an archive that is truncated, fails its SHA-256 sums, lacks the
 	// cairn manifest, or holds a state the FSM would not restore.
-	ErrInvalidSnapshot = cluster.ErrSnapshotInvalid
+	ErrInvalidSnapshot = clusterapi.ErrSnapshotInvalid
 	// ErrSnapshotConflict refuses a valid archive that does not fit now: it belongs to another
 	// cluster, or another restore is running.
-	ErrSnapshotConflict = cluster.ErrSnapshotConflict
+	ErrSnapshotConflict = clusterapi.ErrSnapshotConflict
 )
 
 // SnapshotInfo describes a snapshot archive (`cairn snapshot inspect`).

@@ -33,12 +33,17 @@ const (
 	AccessRead = fsm.AccessRead
 )
 
-// Principal is the caller identified by an API key, or the anonymous uploader.
+// Principal is the caller identified by an API key, or Anonymous.
 type Principal struct {
 	ID          string
 	Permissions []string
 	Anonymous   bool
 }
+
+// Anonymous is the caller that presented no API key at all. It holds no permission; it may
+// upload only where the node allows anonymous uploads (AuthorizeUpload), and its files are
+// created by "anonymous".
+var Anonymous = Principal{ID: "anonymous", Anonymous: true}
 
 // Has reports whether the principal holds perm.
 func (p Principal) Has(perm string) bool { return slices.Contains(p.Permissions, perm) }
@@ -60,6 +65,25 @@ type FileInfo struct {
 	ETag          string // hex SHA-256 of the content
 }
 
+// TokenKind is how a file token lives.
+type TokenKind int
+
+const (
+	// TokenPersisted is stored in the Raft token table: it can be listed and deleted one by one.
+	TokenPersisted TokenKind = iota
+	// TokenEphemeral is signed with the cluster's key and never stored (no Raft write): always
+	// read-only, it dies with its expiry, its file, or a rotation of the signing key.
+	TokenEphemeral
+)
+
+// String is the kind's name, as metrics label it: "persisted" or "ephemeral".
+func (k TokenKind) String() string {
+	if k == TokenEphemeral {
+		return "ephemeral"
+	}
+	return "persisted"
+}
+
 // TokenInfo is a file token as the use cases return it. Secret is the bearer secret.
 type TokenInfo struct {
 	ID        string
@@ -69,7 +93,7 @@ type TokenInfo struct {
 	CreatorID string
 	CreatedAt time.Time
 	ExpiresAt time.Time // zero: never
-	Ephemeral bool
+	Kind      TokenKind
 	// CreatedByNode is the node that issued the token.
 	CreatedByNode string
 }
@@ -98,59 +122,4 @@ type Upload interface {
 type Content interface {
 	// ReadRange writes bytes [off, off+n) of the file to w.
 	ReadRange(ctx context.Context, w io.Writer, off, n int64) error
-}
-
-// Status is what /v1/status reports about a node and its view of the cluster.
-type Status struct {
-	NodeID  string `json:"nodeId"`
-	Version string `json:"version,omitempty"` // this node's build version
-	// ClusterProtocol is the newest fsm protocol every Raft server speaks, as this node sees it:
-	// commands introduced after it are not proposed yet (the protocol gate, fsm/DESIGN.md).
-	ClusterProtocol int            `json:"clusterProtocol,omitempty"`
-	LeaderID        string         `json:"leaderId"`
-	RaftState       string         `json:"raftState"`
-	Term            uint64         `json:"term"`
-	CommitIndex     uint64         `json:"commitIndex"`
-	AppliedIndex    uint64         `json:"appliedIndex"`
-	Erasure         string         `json:"erasure"`
-	WriteQuorum     int            `json:"writeQuorum"`
-	Members         []MemberStatus `json:"members"`
-	Storage         StorageStatus  `json:"storage"`
-}
-
-// StorageStatus is the data plane as this node sees it.
-type StorageStatus struct {
-	SegmentsHealthy       int   `json:"segmentsHealthy"`
-	SegmentsDegraded      int   `json:"segmentsDegraded"`
-	SegmentsUnrecoverable int   `json:"segmentsUnrecoverable"`
-	RepairQueue           int   `json:"repairQueue"` // shard slots waiting for repair
-	ShardBytes            int64 `json:"shardBytes"`  // committed shard bytes on this node
-	RepairedBytes         int64 `json:"repairedBytes"`
-	ChecksumFailures      int64 `json:"checksumFailures"` // corrupt shards this node's reads and rebuilds met (wherever they live); the scrubber counts separately in metrics
-}
-
-// MemberRemoved is the state `cairn members` and cairn_members report for a decommissioned node,
-// whatever gossip says.
-const MemberRemoved = "removed"
-
-// MemberStatus is one node as seen by memberlist and Raft.
-type MemberStatus struct {
-	ID string `json:"id"`
-	// State is alive, dead or left as gossip sees it (memberlist does not report suspicion), or
-	// unknown for a Raft server gossip has not seen.
-	State string `json:"state"`
-	// Removed is true for a node decommissioned with `cairn node remove`.
-	Removed  bool   `json:"removed,omitempty"`
-	Suffrage string `json:"suffrage"` // voter, nonvoter, or "" when not in the Raft configuration
-	// Leader is true for the Raft leader this node knows.
-	Leader      bool   `json:"leader,omitempty"`
-	ClusterAddr string `json:"clusterAddr"`
-	HTTPAddr    string `json:"httpAddr"`
-	Zone        string `json:"zone,omitempty"`
-	FreeBytes   uint64 `json:"freeBytes"`
-	// Version is the member's build version from its gossip metadata; "" for a release that did not
-	// announce one (before v0.2) or a member gossip has not described.
-	Version string `json:"version,omitempty"`
-	// ProtocolMax is the newest fsm protocol the member announces (1 for releases before v0.2).
-	ProtocolMax int `json:"protocolMax,omitempty"`
 }

@@ -26,8 +26,8 @@ const sniffLen = 512
 // BeginUpload starts a streaming upload for principal p. The returned Upload writes shards as it
 // reads; nothing is visible to anyone until Commit succeeds.
 func (s *Service) BeginUpload(ctx context.Context, p Principal) (Upload, error) {
-	if p.ID == "" {
-		return nil, ErrUnauthenticated
+	if err := s.AuthorizeUpload(p); err != nil {
+		return nil, err
 	}
 	cfg, err := s.clusterConfig()
 	if err != nil {

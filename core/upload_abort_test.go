@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 	"github.com/cairn-dev/cairn/core"
 	"github.com/cairn-dev/cairn/fsm"
 	"github.com/cairn-dev/cairn/internal/coretest"
@@ -27,7 +27,7 @@ func TestAbortCleansUpUnlessTheOutcomeIsUnknown(t *testing.T) {
 		leftForGC bool
 	}{
 		{"aborted before commit", nil, nil, false},
-		{"commit refused", fmt.Errorf("append: %w", cluster.ErrLogStoreFull), core.ErrNoSpace, false},
+		{"commit refused", fmt.Errorf("append: %w", clusterapi.ErrLogStoreFull), core.ErrNoSpace, false},
 		{"commit outcome unknown", errors.New("leadership lost"), core.ErrUnavailable, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -126,7 +126,7 @@ func TestFixtureV1LogReplays(t *testing.T) {
 	if last != fixtureV1.lastIndex {
 		t.Fatalf("fixture log ends at %d, want %d", last, fixtureV1.lastIndex)
 	}
-	f := New(nil)
+	f := newTestFSM(t)
 	var codes []string
 	for i := first; i <= last; i++ {
 		var l raft.Log
@@ -156,7 +156,7 @@ func TestFixtureV1LogReplays(t *testing.T) {
 // upgrade does: raft replays the log into the FSM once the node leads again.
 func TestFixtureV1RaftRestarts(t *testing.T) {
 	store := openFixtureStore(t, fixtureV1.dir)
-	f := New(nil)
+	f := newTestFSM(t)
 	r, _ := fixtureRaft(t, f, store)
 	t.Cleanup(func() { _ = r.Shutdown().Error() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -186,7 +186,7 @@ func TestFixtureV1SnapshotRestores(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := New(nil)
+	f := newTestFSM(t)
 	if err := f.Restore(readCloser{bytes.NewReader(raw)}); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
@@ -195,7 +195,7 @@ func TestFixtureV1SnapshotRestores(t *testing.T) {
 	}
 	checkFixtureStateV1(t, f)
 
-	replayed := New(nil)
+	replayed := newTestFSM(t)
 	store := openFixtureStore(t, fixtureV1.dir)
 	var upload1 *raft.Log
 	for i := uint64(1); i <= fixtureV1.lastIndex; i++ {
@@ -219,7 +219,7 @@ func TestFixtureV1SnapshotRestores(t *testing.T) {
 		t.Errorf("retried upload after restore: %+v, want index %d and no error", res, upload1.Index)
 	}
 
-	again := New(nil)
+	again := newTestFSM(t)
 	if err := again.Restore(readCloser{bytes.NewReader(dump(t, f))}); err != nil {
 		t.Fatalf("restore of this build's snapshot: %v", err)
 	}

@@ -26,6 +26,10 @@ var (
 	// speak the protocol that introduced it yet (a rolling upgrade is under way). The FSM never
 	// returns it; the leader's protocol gate does, before the command reaches the log.
 	ErrNotEnabled = errors.New("fsm: command not enabled until every raft server speaks its protocol")
+	// ErrStateUnavailable: the state store could not commit the batch (a full or failing disk).
+	// The outcome is unknown: the FSM holds the entry back and applies it once the store commits
+	// again, so a retry must reuse the request id. It is never stored in the de-duplication table.
+	ErrStateUnavailable = errors.New("fsm: state store write failed")
 )
 
 // codes are stable: they are stored in the de-duplication table, snapshots and RPC replies.
@@ -41,6 +45,7 @@ var codes = []struct {
 	{"invalid_command", ErrInvalidCommand},
 	{"last_admin_key", ErrLastAdminKey},
 	{"not_enabled", ErrNotEnabled},
+	{"state_write_failed", ErrStateUnavailable},
 }
 
 // codeInternal stands for any error that is not one of the sentinels.

@@ -161,7 +161,7 @@ func TestWriteFixtures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := New(nil)
+	f := newTestFSM(t)
 	r, _ := fixtureRaft(t, f, store)
 	if err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: fixtureNode, Address: fixtureNode}}}).Error(); err != nil {
 		t.Fatal(err)

@@ -4,18 +4,26 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	memdb "github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
 )
 
 // dedupWindow is how long, in command time, a request id keeps its first result. It must cover
 // a client's retries after ErrLeadershipLost, which are seconds apart.
 const dedupWindow = 15 * time.Minute
+
+// pruneBatch bounds the de-duplication rows one apply batch deletes, so that a burst of aged rows
+// is collected over several batches instead of making one batch slow.
+const pruneBatch = 1000
+
+// maxBacklogBytes bounds the entries a failed store holds back for its next attempt (below).
+const maxBacklogBytes = 64 << 20
 
 // Result is the response of every applied command (raft's ApplyFuture.Response()).
 type Result struct {
@@ -26,74 +34,198 @@ type Result struct {
 	Err error
 }
 
-// FSM is cairn's raft.BatchingFSM over a go-memdb store. Apply, ApplyBatch, Snapshot and Restore
-// are called by raft from one goroutine; every other method is safe for concurrent use.
+// Options configures an FSM.
+type Options struct {
+	// Logger receives the FSM's logs; nil discards them.
+	Logger *slog.Logger
+	// NoSync turns fsync off. Only for a store that is thrown away afterwards (the scratch FSM
+	// of raft.RecoverCluster): a crash can lose or corrupt it.
+	NoSync bool
+}
+
+// FSM is cairn's raft.BatchingFSM over an on-disk bbolt store (DESIGN.md). Apply, ApplyBatch,
+// Snapshot and Restore are called by raft from one goroutine; every other method is safe for
+// concurrent use.
 type FSM struct {
 	logger *slog.Logger
-	db     atomic.Pointer[memdb.MemDB] // replaced wholesale by Restore
+	dir    string
+	noSync bool
+	db     atomic.Pointer[bolt.DB] // replaced wholesale by Restore
+	// retired counts old stores that Restore is closing in the background (Close waits for them).
+	retired sync.WaitGroup
+	// executed counts the entries applied (not skipped as already applied), for tests and metrics.
+	executed atomic.Uint64
 
 	mu       sync.Mutex
 	applied  uint64
 	advanced chan struct{} // closed and replaced whenever applied changes
+	writeErr error         // the last failed commit, until a commit succeeds
+
+	// Only raft's FSM goroutine touches these.
+	backlog      []*raft.Log // entries whose commit failed, applied again before the next batch
+	backlogBytes int
+	halted       bool // the backlog overflowed: nothing is applied until a restart or a Restore
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
 
-// New returns an empty FSM. A nil logger discards logs.
-func New(logger *slog.Logger) *FSM {
+// New opens (or creates) the store in dir (dir/state.db) and returns the FSM at the applied index
+// recorded there. A store that cannot be opened is an error naming the file.
+func New(dir string, opts Options) (*FSM, error) {
+	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	f := &FSM{logger: logger, advanced: make(chan struct{})}
-	f.db.Store(newDB())
-	return f
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state store dir: %w", err)
+	}
+	if err := removeRestoreLeftovers(dir); err != nil {
+		return nil, fmt.Errorf("state store dir: %w", err)
+	}
+	db, err := openStore(storePath(dir), opts.NoSync)
+	if err != nil {
+		return nil, err
+	}
+	f := &FSM{logger: logger, dir: dir, noSync: opts.NoSync, advanced: make(chan struct{})}
+	f.db.Store(db)
+	var m metaRow
+	if err := db.View(func(tx *bolt.Tx) (err error) { m, err = store{tx}.meta(); return err }); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open state store %s: %w", storePath(dir), err)
+	}
+	f.applied = m.AppliedIndex
+	return f, nil
 }
 
-// newDB panics only if the static schema is malformed, which the tests rule out.
-func newDB() *memdb.MemDB {
-	db, err := memdb.NewMemDB(newSchema())
-	if err != nil {
-		panic(fmt.Sprintf("fsm: invalid memdb schema: %v", err))
-	}
-	return db
+// Close closes the store. Raft must have shut down: nothing may apply or restore afterwards.
+// Reads after Close find nothing.
+func (f *FSM) Close() error {
+	err := f.db.Load().Close()
+	f.retired.Wait()
+	return err
 }
+
+// Dir is the directory that holds the store.
+func (f *FSM) Dir() string { return f.dir }
+
+// StateErr is the error of the last failed commit while the store is failing, nil otherwise. A
+// failing FSM applies nothing (DESIGN.md, "Failed commits"), so its node must report not ready.
+func (f *FSM) StateErr() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.writeErr
+}
+
+// ExecutedEntries counts the log entries this FSM applied since it was opened, not counting
+// those it skipped as already applied before a restart.
+func (f *FSM) ExecutedEntries() uint64 { return f.executed.Load() }
 
 // Apply applies one log entry; it is ApplyBatch of one.
 func (f *FSM) Apply(l *raft.Log) any {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// ApplyBatch applies logs in one memdb write transaction. Command entries get a *Result, any other
-// entry nil. Each command checks everything before it writes, so a failing command leaves no
-// trace in the shared transaction.
+// ApplyBatch applies logs in one bbolt write transaction, together with the applied index.
+// Command entries get a *Result, any other entry nil. Each command checks everything before it
+// writes, so a failing command leaves no trace in the shared transaction.
+//
+// Entries at or below the store's applied index were applied before a restart and are skipped
+// (nil result; nothing waits for them). When the commit fails (a full disk), every command of
+// the batch gets ErrStateUnavailable, the applied index stays, and the entries are kept and
+// applied again, before the next batch, by the next ApplyBatch: raft never hands an entry over
+// twice, and skipping one would make this replica diverge.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	results := make([]any, len(logs))
 	if len(logs) == 0 {
 		return results
 	}
-	txn := f.db.Load().Txn(true)
-	defer txn.Abort() // no-op after Commit
-	m := loadMeta(txn)
-	for i, l := range logs {
-		if l.Type == raft.LogCommand {
-			results[i] = f.applyCommand(txn, &m, l)
+	if f.halted {
+		return failedResults(results, logs)
+	}
+	batch := logs
+	if len(f.backlog) > 0 {
+		batch = append(slices.Clip(f.backlog), logs...)
+	}
+	applied, err := f.applyLogs(batch)
+	if err != nil {
+		f.failed(err)
+		for _, l := range logs {
+			f.backlogBytes += len(l.Data)
 		}
+		f.backlog = batch
+		if f.backlogBytes > maxBacklogBytes {
+			f.logger.Error("state store keeps failing: stopped applying until the node restarts", "held_back_entries", len(batch))
+			f.halted, f.backlog, f.backlogBytes = true, nil, 0
+		}
+		return failedResults(results, logs)
 	}
-	m.AppliedIndex = logs[len(logs)-1].Index
-	if err := pruneRequests(txn, m.Clock); err != nil {
-		f.logger.Error("prune request ids", "err", err)
-	}
-	if err := txn.Insert(tableMeta, &m); err != nil {
-		f.logger.Error("store applied index", "index", m.AppliedIndex, "err", err)
-	}
-	txn.Commit()
-	// Only now, after Commit, may waiters read the state at this index: a batch's entries are
-	// invisible until its transaction commits, so the index advances per batch.
-	f.setApplied(m.AppliedIndex)
+	f.backlog, f.backlogBytes = nil, 0
+	copy(results, applied[len(batch)-len(logs):])
 	return results
 }
 
-func (f *FSM) applyCommand(txn *memdb.Txn, m *metaRow, l *raft.Log) *Result {
+func failedResults(results []any, logs []*raft.Log) []any {
+	for i, l := range logs {
+		if l.Type == raft.LogCommand {
+			results[i] = &Result{Index: l.Index, Err: ErrStateUnavailable}
+		}
+	}
+	return results
+}
+
+// applyLogs runs one write transaction over logs and commits it; only then does the applied
+// index move. An error means nothing of the batch was stored.
+func (f *FSM) applyLogs(logs []*raft.Log) ([]any, error) {
+	tx, err := f.db.Load().Begin(true)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback() }() // ErrTxClosed after Commit
+	s := writable(tx)
+	m, err := s.meta()
+	if err != nil {
+		return nil, err
+	}
+	results := make([]any, len(logs))
+	last, executed := m.AppliedIndex, 0
+	for i, l := range logs {
+		if l.Index <= m.AppliedIndex {
+			continue
+		}
+		if l.Type == raft.LogCommand {
+			results[i] = f.applyCommand(s, &m, l)
+		}
+		last = l.Index
+		executed++
+	}
+	if executed == 0 {
+		return results, nil
+	}
+	m.AppliedIndex = last
+	if err := s.pruneRequests(m.Clock.Add(-dedupWindow), pruneBatch); err != nil {
+		f.logger.Error("prune request ids", "err", err)
+	}
+	if err := s.putMeta(&m); err != nil {
+		return nil, fmt.Errorf("store applied index %d: %w", last, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit entries up to %d: %w", last, err)
+	}
+	f.executed.Add(uint64(executed))
+	// Only now, after Commit, may waiters read the state at this index: a batch's entries are
+	// invisible until its transaction commits, so the index advances per batch.
+	f.setApplied(last)
+	return results, nil
+}
+
+func (f *FSM) failed(err error) {
+	f.logger.Error("state store commit failed; entries held back, node not ready", "err", err)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writeErr = fmt.Errorf("%w: %v", ErrStateUnavailable, err)
+}
+
+func (f *FSM) applyCommand(s store, m *metaRow, l *raft.Log) *Result {
 	cmd, p, err := DecodeCommand(l.Data)
 	if err != nil {
 		f.logger.Warn("rejected raft entry", "index", l.Index, "err", err)
@@ -102,19 +234,23 @@ func (f *FSM) applyCommand(txn *memdb.Txn, m *metaRow, l *raft.Log) *Result {
 	if cmd.Time.After(m.Clock) {
 		m.Clock = cmd.Time
 	}
-	if r, ok := first[requestRow](txn, tableRequests, "id", cmd.RequestID); ok && !r.Time.Before(m.Clock.Add(-dedupWindow)) {
+	r, seen, err := s.request(cmd.RequestID)
+	if err != nil {
+		f.logger.Error("read request id", "index", l.Index, "err", err)
+	}
+	if seen && !r.Time.Before(m.Clock.Add(-dedupWindow)) {
 		return &Result{Index: r.Index, Err: ErrorFromCode(r.Code)}
 	}
-	err = f.execute(txn, m, cmd, p)
+	err = f.execute(s, m, cmd, p)
 	row := &requestRow{ID: cmd.RequestID, Code: ErrorCode(err), Index: l.Index, Time: m.Clock}
-	if ierr := txn.Insert(tableRequests, row); ierr != nil {
+	if ierr := s.putRequest(row); ierr != nil {
 		f.logger.Error("record request id", "index", l.Index, "err", ierr)
 	}
 	return &Result{Index: l.Index, Err: err}
 }
 
 // execute returns nil, a sentinel, or (only for an impossible store failure) another error.
-func (f *FSM) execute(txn *memdb.Txn, m *metaRow, cmd Command, p any) error {
+func (f *FSM) execute(s store, m *metaRow, cmd Command, p any) error {
 	if _, ok := p.(*Barrier); ok {
 		return nil // valid before and after initCluster
 	}
@@ -122,10 +258,10 @@ func (f *FSM) execute(txn *memdb.Txn, m *metaRow, cmd Command, p any) error {
 		if m.Config != nil {
 			return ErrAlreadyInitialized
 		}
-		if err := txn.Insert(tableAPIKeys, &p.RootKey); err != nil {
+		if err := s.putAPIKey(&p.RootKey); err != nil {
 			return fmt.Errorf("store root key: %w", err)
 		}
-		m.Config = &p.Config
+		m.Config, m.configChanged = &p.Config, true
 		f.logger.Info("cluster initialized", "cluster", p.Config.ClusterID, "geometry", p.Config.Geometry.String())
 		return nil
 	}
@@ -134,171 +270,214 @@ func (f *FSM) execute(txn *memdb.Txn, m *metaRow, cmd Command, p any) error {
 	}
 	switch p := p.(type) {
 	case *CreateFile:
-		return createFile(txn, p)
+		return createFile(s, m, p)
 	case *DeleteFile:
-		return deleteFile(txn, p)
+		return deleteFile(s, m, p.FileID)
 	case *CreateToken:
-		return createToken(txn, p)
+		return createToken(s, m, p)
 	case *DeleteToken:
-		return deleteToken(txn, p, cmd.Time)
+		return deleteToken(s, m, p, cmd.Time)
 	case *CreateAPIKey:
-		return insertNewOr(txn, tableAPIKeys, &p.Key, ErrConflict, "id", p.Key.ID, "hash", p.Key.Hash)
+		if s.apiKeyTaken(p.Key) {
+			return ErrConflict
+		}
+		return s.putAPIKey(&p.Key)
 	case *RevokeAPIKey:
-		return revokeAPIKey(txn, p)
+		return revokeAPIKey(s, p)
 	case *UpdateSettings:
 		cfg := m.Config.clone()
 		cfg.Settings = p.Settings
 		cfg.Settings.DisableForceDownloadForMimeTypes = slices.Clone(p.Settings.DisableForceDownloadForMimeTypes)
-		m.Config = &cfg
+		m.Config, m.configChanged = &cfg, true
 		return nil
 	case *RotateSigningKey:
 		cfg := m.Config.clone()
 		cfg.SigningKey = slices.Clone(p.Key)
-		m.Config = &cfg
+		m.Config, m.configChanged = &cfg, true
 		return nil
 	case *Expire:
-		return expire(txn, p, cmd.Time)
+		return expire(s, m, p, cmd.Time)
 	case *MoveShard:
-		return moveShard(txn, p)
+		return moveShard(s, p)
 	case *RemoveNode:
 		cfg := m.Config.clone()
 		if !slices.Contains(cfg.RemovedNodes, p.NodeID) {
 			cfg.RemovedNodes = append(cfg.RemovedNodes, p.NodeID)
 			slices.Sort(cfg.RemovedNodes)
 		}
-		m.Config = &cfg
+		m.Config, m.configChanged = &cfg, true
 		return nil
 	}
 	return fmt.Errorf("%w: no handler for %T", ErrInvalidCommand, p)
 }
 
-func createFile(txn *memdb.Txn, p *CreateFile) error {
-	if _, ok := first[File](txn, tableFiles, "id", p.File.ID); ok {
+func createFile(s store, m *metaRow, p *CreateFile) error {
+	if s.b(bucketFiles).Get([]byte(p.File.ID)) != nil {
 		return ErrConflict
 	}
 	ids := make(map[string]bool, len(p.Tokens))
 	secrets := make(map[string]bool, len(p.Tokens))
 	for _, t := range p.Tokens {
-		if ids[t.ID] || secrets[t.Secret] || tokenTaken(txn, t) {
+		if ids[t.ID] || secrets[t.Secret] || s.tokenTaken(t) {
 			return ErrConflict
 		}
 		ids[t.ID], secrets[t.Secret] = true, true
 	}
-	if err := txn.Insert(tableFiles, &p.File); err != nil {
+	if err := s.putFile(&p.File); err != nil {
 		return fmt.Errorf("store file: %w", err)
 	}
 	for i := range p.Tokens {
-		if err := txn.Insert(tableTokens, &p.Tokens[i]); err != nil {
+		if err := s.putToken(&p.Tokens[i]); err != nil {
 			return fmt.Errorf("store token: %w", err)
 		}
 	}
+	m.Files++
+	m.Tokens += uint64(len(p.Tokens))
 	return nil
 }
 
-func deleteFile(txn *memdb.Txn, p *DeleteFile) error {
-	file, ok := first[File](txn, tableFiles, "id", p.FileID)
-	if !ok {
-		return ErrNotFound
-	}
-	if err := txn.Delete(tableFiles, file); err != nil {
-		return fmt.Errorf("delete file: %w", err)
-	}
-	if _, err := txn.DeleteAll(tableTokens, "file", p.FileID); err != nil {
-		return fmt.Errorf("delete tokens: %w", err)
-	}
-	return nil
-}
-
-func createToken(txn *memdb.Txn, p *CreateToken) error {
-	if _, ok := first[File](txn, tableFiles, "id", p.Token.FileID); !ok {
-		return ErrNotFound
-	}
-	if tokenTaken(txn, p.Token) {
-		return ErrConflict
-	}
-	if err := txn.Insert(tableTokens, &p.Token); err != nil {
-		return fmt.Errorf("store token: %w", err)
-	}
-	return nil
-}
-
-// tokenTaken reports whether t's id or secret is already in use.
-func tokenTaken(txn *memdb.Txn, t Token) bool {
-	_, idTaken := first[Token](txn, tableTokens, "id", t.ID)
-	_, secretTaken := first[Token](txn, tableTokens, "secret", HashSecret(t.Secret))
-	return idTaken || secretTaken
-}
-
-func deleteToken(txn *memdb.Txn, p *DeleteToken, now time.Time) error {
-	tok, ok := first[Token](txn, tableTokens, "id", p.TokenID)
-	if !ok || tok.FileID != p.FileID {
-		return ErrNotFound
-	}
-	if tok.Access == AccessFull && !tok.Expired(now) && !otherLiveFullToken(txn, tok, now) {
-		return ErrLastFullToken
-	}
-	if err := txn.Delete(tableTokens, tok); err != nil {
-		return fmt.Errorf("delete token: %w", err)
-	}
-	return nil
-}
-
-func otherLiveFullToken(txn *memdb.Txn, tok *Token, now time.Time) bool {
-	it, err := txn.Get(tableTokens, "file", tok.FileID)
-	if err != nil {
-		return false
-	}
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		t := obj.(*Token)
-		if t.ID != tok.ID && t.Access == AccessFull && !t.Expired(now) {
-			return true
-		}
-	}
-	return false
-}
-
-// pruneRequests deletes the de-duplication entries that have aged out of the window. They are
-// already ignored by lookups, so when this runs does not change any result.
-func pruneRequests(txn *memdb.Txn, clock time.Time) error {
-	cutoff := clock.Add(-dedupWindow)
-	it, err := txn.Get(tableRequests, "time")
+func deleteFile(s store, m *metaRow, id string) error {
+	file, err := found(s.file(id))
 	if err != nil {
 		return err
 	}
-	var old []*requestRow
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		r := obj.(*requestRow)
-		if !r.Time.Before(cutoff) {
-			break
-		}
-		old = append(old, r)
+	toks, err := s.fileTokens(id)
+	if err != nil {
+		return err
 	}
-	// Deleting while iterating a write transaction is unsafe in go-memdb, hence two passes.
-	for _, r := range old {
-		if err := txn.Delete(tableRequests, r); err != nil {
+	if err := s.deleteFileRow(file); err != nil {
+		return fmt.Errorf("delete file: %w", err)
+	}
+	for i := range toks {
+		if err := s.deleteTokenRow(&toks[i]); err != nil {
+			return fmt.Errorf("delete tokens: %w", err)
+		}
+	}
+	m.Files--
+	m.Tokens -= uint64(len(toks))
+	return nil
+}
+
+// found turns a row lookup into the row or an error: the read error, or ErrNotFound.
+func found[T any](v *T, ok bool, err error) (*T, error) {
+	switch {
+	case err != nil:
+		return nil, err
+	case !ok:
+		return nil, ErrNotFound
+	}
+	return v, nil
+}
+
+func createToken(s store, m *metaRow, p *CreateToken) error {
+	if s.b(bucketFiles).Get([]byte(p.Token.FileID)) == nil {
+		return ErrNotFound
+	}
+	if s.tokenTaken(p.Token) {
+		return ErrConflict
+	}
+	if err := s.putToken(&p.Token); err != nil {
+		return fmt.Errorf("store token: %w", err)
+	}
+	m.Tokens++
+	return nil
+}
+
+func deleteToken(s store, m *metaRow, p *DeleteToken, now time.Time) error {
+	tok, err := found(s.token(p.TokenID))
+	if err != nil {
+		return err
+	}
+	if tok.FileID != p.FileID {
+		return ErrNotFound
+	}
+	if tok.Access == AccessFull && !tok.Expired(now) {
+		others, err := s.fileTokens(tok.FileID)
+		if err != nil {
 			return err
+		}
+		if !slices.ContainsFunc(others, func(t Token) bool {
+			return t.ID != tok.ID && t.Access == AccessFull && !t.Expired(now)
+		}) {
+			return ErrLastFullToken
+		}
+	}
+	if err := s.deleteTokenRow(tok); err != nil {
+		return fmt.Errorf("delete token: %w", err)
+	}
+	m.Tokens--
+	return nil
+}
+
+func revokeAPIKey(s store, p *RevokeAPIKey) error {
+	key, err := found(s.apiKey(p.ID))
+	if err != nil {
+		return err
+	}
+	if slices.Contains(key.Permissions, PermManageAPIKeys) {
+		others := false
+		if err := s.b(bucketAPIKeys).ForEach(func(k, v []byte) error {
+			if string(k) == key.ID || others {
+				return nil
+			}
+			other, _, err := s.apiKey(string(k))
+			others = err == nil && slices.Contains(other.Permissions, PermManageAPIKeys)
+			return err
+		}); err != nil {
+			return err
+		}
+		if !others {
+			return ErrLastAdminKey
+		}
+	}
+	return s.deleteAPIKey(key)
+}
+
+// expire deletes what is expired at now among the listed ids.
+func expire(s store, m *metaRow, p *Expire, now time.Time) error {
+	for _, id := range p.FileIDs {
+		f, ok, err := s.file(id)
+		if err != nil {
+			return err
+		}
+		if ok && f.Expired(now) {
+			if err := deleteFile(s, m, id); err != nil {
+				return err
+			}
+		}
+	}
+	for _, id := range p.TokenIDs {
+		t, ok, err := s.token(id)
+		if err != nil {
+			return err
+		}
+		if ok && t.Expired(now) {
+			if err := s.deleteTokenRow(t); err != nil {
+				return fmt.Errorf("delete token: %w", err)
+			}
+			m.Tokens--
 		}
 	}
 	return nil
 }
 
-// first returns the row stored under index=args. Stored rows are shared with every snapshot and
-// must never be modified. A lookup error can only come from a wrong table or index name, which
-// the tests cover, so it reads as "absent".
-func first[T any](txn *memdb.Txn, table, index string, args ...any) (*T, bool) {
-	obj, err := txn.First(table, index, args...)
-	if err != nil || obj == nil {
-		return nil, false
+func moveShard(s store, p *MoveShard) error {
+	f, err := found(s.file(p.FileID))
+	if err != nil {
+		return err
 	}
-	return obj.(*T), true
-}
-
-// loadMeta returns a copy of the meta row, ready to be modified and re-inserted.
-func loadMeta(txn *memdb.Txn) metaRow {
-	if m, ok := first[metaRow](txn, tableMeta, "id", metaKey); ok {
-		return *m
+	if p.Segment >= len(f.Layout.Segments) || p.Index >= f.Layout.Geometry.Total() {
+		return ErrNotFound
 	}
-	return metaRow{Key: metaKey}
+	switch f.Layout.Segments[p.Segment].Nodes[p.Index] {
+	case p.To:
+		return nil // an earlier repair already made this move (e.g. the previous leader's)
+	case p.From:
+	default:
+		return ErrConflict
+	}
+	f.Layout.Segments[p.Segment].Nodes[p.Index] = p.To
+	return s.putFileRow(f) // the indexed fields did not change
 }
 
 // AppliedIndex is the index of the last log entry applied or restored.
@@ -326,81 +505,12 @@ func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
 	}
 }
 
+// setApplied publishes a committed (or restored) index; the store is healthy again.
 func (f *FSM) setApplied(index uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.applied = index
+	f.writeErr = nil
 	close(f.advanced)
 	f.advanced = make(chan struct{})
-}
-
-// insertNewOr is insertNew with a sentinel result for a taken unique value.
-func insertNewOr(txn *memdb.Txn, table string, row any, taken error, unique ...string) error {
-	for i := 0; i+1 < len(unique); i += 2 {
-		if obj, err := txn.First(table, unique[i], unique[i+1]); err != nil || obj != nil {
-			return taken
-		}
-	}
-	return txn.Insert(table, row)
-}
-
-func revokeAPIKey(txn *memdb.Txn, p *RevokeAPIKey) error {
-	key, ok := first[APIKey](txn, tableAPIKeys, "id", p.ID)
-	if !ok {
-		return ErrNotFound
-	}
-	if slices.Contains(key.Permissions, PermManageAPIKeys) {
-		others := false
-		it, err := txn.Get(tableAPIKeys, "id")
-		if err != nil {
-			return err
-		}
-		for obj := it.Next(); obj != nil && !others; obj = it.Next() {
-			k := obj.(*APIKey)
-			others = k.ID != key.ID && slices.Contains(k.Permissions, PermManageAPIKeys)
-		}
-		if !others {
-			return ErrLastAdminKey
-		}
-	}
-	return txn.Delete(tableAPIKeys, key)
-}
-
-// expire deletes what is expired at now among the listed ids.
-func expire(txn *memdb.Txn, p *Expire, now time.Time) error {
-	for _, id := range p.FileIDs {
-		if f, ok := first[File](txn, tableFiles, "id", id); ok && f.Expired(now) {
-			if err := deleteFile(txn, &DeleteFile{FileID: id}); err != nil {
-				return err
-			}
-		}
-	}
-	for _, id := range p.TokenIDs {
-		if t, ok := first[Token](txn, tableTokens, "id", id); ok && t.Expired(now) {
-			if err := txn.Delete(tableTokens, t); err != nil {
-				return fmt.Errorf("delete token: %w", err)
-			}
-		}
-	}
-	return nil
-}
-
-func moveShard(txn *memdb.Txn, p *MoveShard) error {
-	f, ok := first[File](txn, tableFiles, "id", p.FileID)
-	if !ok {
-		return ErrNotFound
-	}
-	if p.Segment >= len(f.Layout.Segments) || p.Index >= f.Layout.Geometry.Total() {
-		return ErrNotFound
-	}
-	switch f.Layout.Segments[p.Segment].Nodes[p.Index] {
-	case p.To:
-		return nil // an earlier repair already made this move (e.g. the previous leader's)
-	case p.From:
-	default:
-		return ErrConflict
-	}
-	moved := f.clone()
-	moved.Layout.Segments[p.Segment].Nodes[p.Index] = p.To
-	return txn.Insert(tableFiles, &moved)
 }

@@ -297,7 +297,7 @@ func TestApplyRules(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := New(nil)
+			f := newTestFSM(t)
 			var results []*Result
 			for i, s := range tt.steps {
 				index := uint64(i + 1)
@@ -336,7 +336,7 @@ func TestApplyRules(t *testing.T) {
 }
 
 func TestReadsReturnCopies(t *testing.T) {
-	f := New(nil)
+	f := newTestFSM(t)
 	f.Apply(cmdLog(1, mustEncode(t, CmdInitCluster, "init", t0, initPayload())))
 	f.Apply(cmdLog(2, mustEncode(t, CmdCreateFile, "r1", t0, fileCmd("FIL1"))))
 	got, _ := f.File("FIL1")
@@ -360,7 +360,7 @@ func TestReadsReturnCopies(t *testing.T) {
 }
 
 func TestFilesOrderAndStop(t *testing.T) {
-	f := New(nil)
+	f := newTestFSM(t)
 	f.Apply(cmdLog(1, mustEncode(t, CmdInitCluster, "init", t0, initPayload())))
 	for i, id := range []string{"FILc", "FILa", "FILb"} {
 		f.Apply(cmdLog(uint64(i+2), mustEncode(t, CmdCreateFile, id, t0, fileCmd(id))))
@@ -400,7 +400,7 @@ func TestApplyBatchEqualsApply(t *testing.T) {
 				}
 				logs = append(logs, l)
 			}
-			single, batched := New(nil), New(nil)
+			single, batched := newTestFSM(t), newTestFSM(t)
 			var want, got []any
 			for _, l := range logs {
 				want = append(want, single.Apply(l))
@@ -424,7 +424,7 @@ func TestApplyBatchEqualsApply(t *testing.T) {
 }
 
 func TestApplyBatchNonCommandEntries(t *testing.T) {
-	f := New(nil)
+	f := newTestFSM(t)
 	res := f.ApplyBatch([]*raft.Log{
 		{Index: 7, Type: raft.LogConfiguration, Data: []byte("x")},
 		cmdLog(8, mustEncode(t, CmdInitCluster, "init", t0, initPayload())),
@@ -465,7 +465,7 @@ func TestWaitApplied(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := New(nil)
+			f := newTestFSM(t)
 			f.Apply(cmdLog(1, mustEncode(t, CmdInitCluster, "init", t0, initPayload())))
 			ctx, cancel := tt.ctx()
 			t.Cleanup(cancel)
@@ -536,7 +536,7 @@ func TestErrorCodes(t *testing.T) {
 }
 
 func BenchmarkApplyBatch(b *testing.B) {
-	f := New(nil)
+	f := newTestFSM(b)
 	f.Apply(cmdLog(1, mustEncode(b, CmdInitCluster, "init", t0, initPayload())))
 	const batch = 64
 	index := uint64(1)

@@ -194,3 +194,18 @@ func mustJSON(t testing.TB, v any) string {
 	}
 	return string(b)
 }
+
+// newTestFSM opens an FSM on a fresh store in a temporary directory, closed when the test ends.
+func newTestFSM(t testing.TB) *FSM {
+	t.Helper()
+	f, err := New(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := f.Close(); err != nil {
+			t.Errorf("close fsm: %v", err)
+		}
+	})
+	return f
+}

@@ -38,7 +38,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 		cfg.TrailingLogs = 4 // so that a lagging follower must catch up by snapshot
 		cfg.SnapshotThreshold = 1 << 20
 		cfg.SnapshotInterval = time.Hour
-		f := New(nil)
+		f := newTestFSM(t)
 		logs := raft.NewInmemStore()
 		r, err := raft.NewRaft(cfg, f, logs, logs, raft.NewInmemSnapshotStore(), c.trans[i])
 		if err != nil {

@@ -1,40 +1,73 @@
 package fsm
 
 import (
+	"bytes"
 	"crypto/subtle"
+	"errors"
 	"slices"
 	"strings"
+	"time"
 
-	memdb "github.com/hashicorp/go-memdb"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// Every read runs in one memdb read transaction, a consistent view of one applied index, and
-// returns deep copies so that callers can never modify stored rows.
+// Every point read runs in one bbolt read transaction, a consistent view of one applied index,
+// concurrent with apply. Scans (Files, Tokens, FilesByCreation) read in chunks of scanChunk rows,
+// each chunk in a transaction of its own, so that no scan holds a transaction for long: the view
+// is consistent per chunk, not across chunks (DESIGN.md, "Reads").
 
-func (f *FSM) read() *memdb.Txn { return f.db.Load().Txn(false) }
+// scanChunk is how many rows one read transaction of a scan decodes.
+const scanChunk = 1000
+
+// view runs fn in a read transaction of the current store. Restore swaps the store; a reader that
+// raced with the swap finds the old store closed and runs again on the new one.
+func (f *FSM) view(fn func(s store) error) error {
+	for {
+		db := f.db.Load()
+		err := db.View(func(tx *bolt.Tx) error { return fn(store{tx}) })
+		if errors.Is(err, bolterrors.ErrDatabaseNotOpen) && f.db.Load() != db {
+			continue
+		}
+		if err != nil && !errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+			f.logger.Error("state store read failed", "err", err)
+		}
+		return err
+	}
+}
+
+// lookup reads one row through get; read errors count as absent (they are logged).
+func lookup[T any](f *FSM, get func(s store) (*T, bool, error)) (*T, bool) {
+	var v *T
+	var ok bool
+	if err := f.view(func(s store) (err error) { v, ok, err = get(s); return err }); err != nil {
+		return nil, false
+	}
+	return v, ok
+}
 
 // Config returns the cluster configuration, or false before initCluster has been applied.
 func (f *FSM) Config() (ClusterConfig, bool) {
-	m := loadMeta(f.read())
-	if m.Config == nil {
+	var m metaRow
+	if err := f.view(func(s store) (err error) { m, err = s.meta(); return err }); err != nil || m.Config == nil {
 		return ClusterConfig{}, false
 	}
-	return m.Config.clone(), true
+	return *m.Config, true
 }
 
 // File returns the file with the given id, expired or not.
 func (f *FSM) File(id string) (File, bool) {
-	file, ok := first[File](f.read(), tableFiles, "id", id)
+	file, ok := lookup(f, func(s store) (*File, bool, error) { return s.file(id) })
 	if !ok {
 		return File{}, false
 	}
-	return file.clone(), true
+	return *file, true
 }
 
 // TokenBySecret returns the token whose secret is secret, expired or not. The lookup goes by the
 // secret's hash and ends with a constant-time comparison of the secrets.
 func (f *FSM) TokenBySecret(secret string) (Token, bool) {
-	tok, ok := first[Token](f.read(), tableTokens, "secret", HashSecret(secret))
+	tok, ok := lookup(f, func(s store) (*Token, bool, error) { return s.tokenBySecret(secret) })
 	if !ok || subtle.ConstantTimeCompare([]byte(tok.Secret), []byte(secret)) != 1 {
 		return Token{}, false
 	}
@@ -43,7 +76,7 @@ func (f *FSM) TokenBySecret(secret string) (Token, bool) {
 
 // Token returns the token with the given id, expired or not.
 func (f *FSM) Token(id string) (Token, bool) {
-	tok, ok := first[Token](f.read(), tableTokens, "id", id)
+	tok, ok := lookup(f, func(s store) (*Token, bool, error) { return s.token(id) })
 	if !ok {
 		return Token{}, false
 	}
@@ -53,10 +86,8 @@ func (f *FSM) Token(id string) (Token, bool) {
 // FileTokens returns the file's tokens sorted by CreatedAt, then ID.
 func (f *FSM) FileTokens(fileID string) []Token {
 	var toks []Token
-	if it, err := f.read().Get(tableTokens, "file", fileID); err == nil {
-		for obj := it.Next(); obj != nil; obj = it.Next() {
-			toks = append(toks, *obj.(*Token))
-		}
+	if err := f.view(func(s store) (err error) { toks, err = s.fileTokens(fileID); return err }); err != nil {
+		return nil
 	}
 	slices.SortFunc(toks, func(a, b Token) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
@@ -70,69 +101,130 @@ func (f *FSM) FileTokens(fileID string) []Token {
 // APIKeyBySecret returns the API key whose secret is secret, comparing hashes in constant time.
 func (f *FSM) APIKeyBySecret(secret string) (APIKey, bool) {
 	h := HashSecret(secret)
-	key, ok := first[APIKey](f.read(), tableAPIKeys, "hash", h)
+	key, ok := lookup(f, func(s store) (*APIKey, bool, error) { return s.apiKeyByHash(h) })
 	if !ok || subtle.ConstantTimeCompare([]byte(key.Hash), []byte(h)) != 1 {
 		return APIKey{}, false
 	}
-	return key.clone(), true
+	return *key, true
 }
 
-// Files calls fn for every file in id order until fn returns false. It iterates one consistent
-// view, so fn may call other FSM methods but sees later changes only through them.
+// Files calls fn for every file in id order until fn returns false. It reads in chunks, each a
+// consistent view of its own (a file created or deleted during the scan may or may not be seen);
+// fn runs outside any transaction, so it may call other FSM methods.
 func (f *FSM) Files(fn func(File) bool) {
-	it, err := f.read().Get(tableFiles, "id")
-	if err != nil {
-		return
-	}
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		if !fn(obj.(*File).clone()) {
-			return
-		}
-	}
+	scan(f, bucketFiles, func(s store, k []byte) (*File, bool, error) { return s.file(string(k)) }, fn)
 }
 
-// Counts returns the number of files and tokens. It walks both tables, so it suits status pages
-// and metrics scrapes, not request paths.
-func (f *FSM) Counts() (files, tokens int) {
-	txn := f.read()
-	return count(txn, tableFiles), count(txn, tableTokens)
+// FilesByCreation is Files in creation order (CreatedAt, then id), through the creation index.
+func (f *FSM) FilesByCreation(fn func(File) bool) {
+	scan(f, bucketFilesByCreate, func(s store, k []byte) (*File, bool, error) {
+		return s.file(string(k[encodedTimeLen:]))
+	}, fn)
 }
 
-func count(txn *memdb.Txn, table string) int {
-	it, err := txn.Get(table, "id")
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		n++
-	}
-	return n
-}
-
-// Tokens calls fn for every persisted token in id order until fn returns false, over one
-// consistent view.
+// Tokens calls fn for every persisted token in id order until fn returns false, in chunks as
+// Files does.
 func (f *FSM) Tokens(fn func(Token) bool) {
-	it, err := f.read().Get(tableTokens, "id")
-	if err != nil {
-		return
-	}
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		if !fn(*obj.(*Token)) {
+	scan(f, bucketTokens, func(s store, k []byte) (*Token, bool, error) { return s.token(string(k)) }, fn)
+}
+
+// ExpiredFiles returns up to limit files whose expiry is at or before now, earliest expiry first,
+// through the expiry index: it costs the rows returned, not the table.
+func (f *FSM) ExpiredFiles(now time.Time, limit int) []File {
+	return expired(f, bucketFilesByExpiry, now, limit, func(s store, id string) (*File, bool, error) { return s.file(id) })
+}
+
+// ExpiredTokens returns up to limit tokens whose expiry is at or before now, earliest first.
+func (f *FSM) ExpiredTokens(now time.Time, limit int) []Token {
+	return expired(f, bucketTokensByExp, now, limit, func(s store, id string) (*Token, bool, error) { return s.token(id) })
+}
+
+func expired[T any](f *FSM, index []byte, now time.Time, limit int, get func(s store, id string) (*T, bool, error)) []T {
+	var out []T
+	_ = f.view(func(s store) error {
+		out = out[:0]
+		end := encodeTime(now)
+		c := s.b(index).Cursor()
+		for k, _ := c.First(); k != nil && len(out) < limit && bytes.Compare(k[:encodedTimeLen], end) <= 0; k, _ = c.Next() {
+			v, ok, err := get(s, string(k[encodedTimeLen:]))
+			if err != nil {
+				return err
+			}
+			if ok {
+				out = append(out, *v)
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// scan walks bucket in key order, scanChunk keys per read transaction, resuming after the last
+// key of the previous chunk, and calls fn outside the transactions.
+func scan[T any](f *FSM, bucket []byte, get func(s store, key []byte) (*T, bool, error), fn func(T) bool) {
+	var after []byte
+	for {
+		var chunk []T
+		more := false
+		err := f.view(func(s store) error {
+			chunk = chunk[:0]
+			c := s.b(bucket).Cursor()
+			k, _ := c.First()
+			if after != nil {
+				k, _ = c.Seek(after)
+				if k != nil && bytes.Equal(k, after) {
+					k, _ = c.Next()
+				}
+			}
+			for n := 0; k != nil && n < scanChunk; k, _ = c.Next() {
+				v, ok, err := get(s, k)
+				if err != nil {
+					return err
+				}
+				if ok {
+					chunk = append(chunk, *v)
+				}
+				after = bytes.Clone(k)
+				n++
+			}
+			more = k != nil
+			return nil
+		})
+		if err != nil {
+			return
+		}
+		for _, v := range chunk {
+			if !fn(v) {
+				return
+			}
+		}
+		if !more {
 			return
 		}
 	}
+}
+
+// Counts returns the number of files and tokens, from counters the store keeps: no scan.
+func (f *FSM) Counts() (files, tokens int) {
+	var m metaRow
+	if err := f.view(func(s store) (err error) { m, err = s.meta(); return err }); err != nil {
+		return 0, 0
+	}
+	return int(m.Files), int(m.Tokens)
 }
 
 // APIKeys returns every API key (hashes only), in id order.
 func (f *FSM) APIKeys() []APIKey {
-	it, err := f.read().Get(tableAPIKeys, "id")
-	if err != nil {
-		return nil
-	}
 	var out []APIKey
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		out = append(out, obj.(*APIKey).clone())
-	}
+	_ = f.view(func(s store) error {
+		out = out[:0]
+		return s.b(bucketAPIKeys).ForEach(func(k, _ []byte) error {
+			key, ok, err := s.apiKey(string(k))
+			if ok {
+				out = append(out, *key)
+			}
+			return err
+		})
+	})
 	return out
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -59,18 +60,29 @@ func BenchmarkMetadataScale(b *testing.B) {
 type scaleRow struct {
 	files                          int
 	applyPerSec                    float64
-	heapPerFile, rssPerFile        float64
+	heapPerFile                    float64
+	diskBytes                      int64
 	snapshotBytes                  int64
 	saveMBps, restoreMBps          float64
 	restoreSeconds                 float64
+	reopenSeconds                  float64 // close, open and first read in this process
+	fresh                          freshProcess
 	tokenP50, tokenP99, detailsP99 time.Duration
 }
 
+// freshProcess is what a new process that reopened the store and served 20,000 token checks
+// uses: as a restarted node would.
+type freshProcess struct {
+	openSeconds            float64
+	heap, rssAnon, rssFile uint64
+}
+
 func runMetadataScale(b *testing.B, targets []int) {
-	f := fsm.New(nil)
+	dir := b.TempDir()
+	f := openFSM(b, dir)
 	var index uint64 = 1
 	applyOne(b, f, index, fsm.CmdInitCluster, "init", scaleInit())
-	heap0, rss0 := memoryInUse()
+	heap0, _ := memoryInUse()
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	rng := rand.New(rand.NewPCG(1, 2))
 	var rows []scaleRow
@@ -84,7 +96,7 @@ func runMetadataScale(b *testing.B, targets []int) {
 				index++
 				filled++
 				at := start.Add(time.Duration(filled) * time.Millisecond)
-				data, err := fsm.EncodeCommand(fsm.CmdCreateFile, "req-"+strconv.Itoa(filled), at, scaleFile(filled, at))
+				data, err := fsm.EncodeCommand(fsm.CmdCreateFile, "req-"+scaleID(filled, 'r'), at, scaleFile(filled, at))
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -98,14 +110,28 @@ func runMetadataScale(b *testing.B, targets []int) {
 			}
 			applying += time.Since(began)
 		}
-		heap, rss := memoryInUse()
+		heap, _ := memoryInUse()
 		row := scaleRow{
 			files:       filled,
 			applyPerSec: float64(filled) / applying.Seconds(),
-			heapPerFile: float64(heap-heap0) / float64(filled),
-			rssPerFile:  float64(rss-rss0) / float64(filled),
+			heapPerFile: float64(int64(heap)-int64(heap0)) / float64(filled),
 		}
+		st, err := os.Stat(filepath.Join(dir, fsm.StoreFile))
+		if err != nil {
+			b.Fatal(err)
+		}
+		row.diskBytes = st.Size()
 		measureSnapshot(b, f, &row)
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+		row.fresh = probeFreshProcess(b, dir, filled, rng)
+		began := time.Now()
+		f = openFSM(b, dir)
+		if _, ok := f.Config(); !ok {
+			b.Fatal("reopened store has no config")
+		}
+		row.reopenSeconds = time.Since(began).Seconds()
 		row.tokenP50, row.tokenP99 = latency(func() {
 			if _, ok := f.TokenBySecret(scaleSecret(1 + rng.IntN(filled))); !ok {
 				b.Fatal("token check: a committed token is unknown")
@@ -122,6 +148,8 @@ func runMetadataScale(b *testing.B, targets []int) {
 	last := rows[len(rows)-1]
 	b.ReportMetric(last.applyPerSec, "creates/s")
 	b.ReportMetric(last.heapPerFile, "heap-B/file")
+	b.ReportMetric(float64(last.diskBytes)/float64(last.files), "disk-B/file")
+	b.ReportMetric(float64(last.fresh.rssAnon+last.fresh.rssFile), "fresh-rss-B")
 	b.ReportMetric(float64(last.snapshotBytes)/float64(last.files), "snapshot-B/file")
 	b.ReportMetric(float64(last.tokenP99.Nanoseconds()), "token-p99-ns")
 }
@@ -156,7 +184,7 @@ func measureSnapshot(b *testing.B, f *fsm.FSM, row *scaleRow) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	fresh := fsm.New(nil)
+	fresh := openFSM(b, b.TempDir())
 	began = time.Now()
 	if err := fresh.Restore(io.NopCloser(bufio.NewReaderSize(in, 1<<20))); err != nil {
 		b.Fatal(err)
@@ -198,14 +226,40 @@ func latency(op func()) (p50, p99 time.Duration) {
 
 func printScaleTable(rows []scaleRow) {
 	fmt.Println()
-	fmt.Println("| files | creates/s | Go heap/file | RSS/file | snapshot | snapshot/file | save | restore | restore time | token check p50/p99 | details p99 |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| files | creates/s | Go heap/file (filling) | disk/file | snapshot/file | save | restore | restore time | reopen to ready | fresh process: heap / RssAnon / RssFile | token check p50/p99 | details p99 |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
-		fmt.Printf("| %d | %.0f | %.0f B | %.0f B | %.1f MiB | %.0f B | %.0f MiB/s | %.0f MiB/s | %.2f s | %s / %s | %s |\n",
-			r.files, r.applyPerSec, r.heapPerFile, r.rssPerFile, float64(r.snapshotBytes)/(1<<20),
-			float64(r.snapshotBytes)/float64(r.files), r.saveMBps, r.restoreMBps, r.restoreSeconds,
+		fmt.Printf("| %d | %.0f | %.0f B | %.0f B | %.0f B | %.0f MiB/s | %.0f MiB/s | %.2f s | %.3f s | %.1f / %.1f / %.1f MiB | %s / %s | %s |\n",
+			r.files, r.applyPerSec, r.heapPerFile, float64(r.diskBytes)/float64(r.files),
+			float64(r.snapshotBytes)/float64(r.files), r.saveMBps, r.restoreMBps, r.restoreSeconds, r.reopenSeconds,
+			float64(r.fresh.heap)/(1<<20), float64(r.fresh.rssAnon)/(1<<20), float64(r.fresh.rssFile)/(1<<20),
 			r.tokenP50, r.tokenP99, r.detailsP99)
 	}
+}
+
+// probeFreshProcess runs the test binary's reopen probe (main_test.go) on the closed store: a new
+// process opens it and checks 20,000 random tokens, then reports its memory.
+func probeFreshProcess(b *testing.B, dir string, filled int, rng *rand.Rand) freshProcess {
+	secrets := filepath.Join(b.TempDir(), "secrets")
+	var list strings.Builder
+	for range 20000 {
+		list.WriteString(scaleSecret(1+rng.IntN(filled)) + "\n")
+	}
+	if err := os.WriteFile(secrets, []byte(list.String()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "CAIRN_FSM_REOPEN_PROBE="+dir+"|"+secrets)
+	out, err := cmd.Output()
+	if err != nil {
+		b.Fatalf("reopen probe: %v: %s", err, out)
+	}
+	var p freshProcess
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(out)), "open=%f heap=%d rssanon=%d rssfile=%d",
+		&p.openSeconds, &p.heap, &p.rssAnon, &p.rssFile); err != nil {
+		b.Fatalf("reopen probe said %q: %v", out, err)
+	}
+	return p
 }
 
 // memoryInUse returns the live Go heap after a full collection and the process's resident set.
@@ -260,13 +314,25 @@ func scaleFile(n int, at time.Time) fsm.CreateFile {
 		}},
 	}
 	token := fsm.Token{
-		ID: fmt.Sprintf("TOK%017d", n), Secret: scaleSecret(n), FileID: id, Access: fsm.AccessFull,
+		ID: "TOK" + scaleID(n, 't'), Secret: scaleSecret(n), FileID: id, Access: fsm.AccessFull,
 		CreatorID: file.CreatorID, CreatedAt: at, CreatedBy: nodes[0],
 	}
 	return fsm.CreateFile{File: file, Tokens: []fsm.Token{token}}
 }
 
-func scaleFileID(n int) string { return fmt.Sprintf("FIL%017d", n) }
+// scaleFileID is "FIL" and 17 alphanumerics derived from n: as random as the ids the API mints,
+// so the store sees inserts all over its key space, as in production.
+func scaleFileID(n int) string { return "FIL" + scaleID(n, 'f') }
+
+func scaleID(n int, kind byte) string {
+	const alnum = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	sum := sha256.Sum256(binary.BigEndian.AppendUint64([]byte{kind}, uint64(n)))
+	id := make([]byte, 17)
+	for i := range id {
+		id[i] = alnum[int(sum[i])%len(alnum)]
+	}
+	return string(id)
+}
 
 // scaleSecret is a 32-byte secret in URL-safe base64, as the API mints them, derived from n.
 func scaleSecret(n int) string {
@@ -284,4 +350,13 @@ func applyOne(b *testing.B, f *fsm.FSM, index uint64, typ fsm.CommandType, req s
 	if r, ok := f.Apply(&raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}).(*fsm.Result); !ok || r.Err != nil {
 		b.Fatalf("apply %s: %+v", typ, r)
 	}
+}
+
+func openFSM(b *testing.B, dir string) *fsm.FSM {
+	f, err := fsm.New(dir, fsm.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = f.Close() })
+	return f
 }

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"time"
 
-	memdb "github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
 )
 
 // ErrInvalidSnapshot reports a snapshot stream that Restore refuses: unknown version, unknown
@@ -20,8 +22,9 @@ var ErrInvalidSnapshot = errors.New("fsm: invalid snapshot")
 // SnapshotVersion. Version 1 is a header followed by one JSON record per line: the config, then
 // API keys, files, tokens (after their files, so Restore can check references in one pass) and
 // request ids, each table in id order, and a final end record whose absence marks a truncated
-// stream. A new version gets a reader of its own here, and the old readers stay.
-var snapshotReaders = map[int]func(dec *json.Decoder, hdr snapshotHeader) (*memdb.MemDB, uint64, error){
+// stream. A new version gets a reader of its own here, and the old readers stay. A reader builds
+// the state into db, an empty store.
+var snapshotReaders = map[int]func(dec *json.Decoder, hdr snapshotHeader, db *bolt.DB) (metaRow, error){
 	1: readSnapshotV1,
 }
 
@@ -51,32 +54,61 @@ type recordIn struct {
 	Data json.RawMessage `json:"data"`
 }
 
-// Snapshot captures the state in O(1): a memdb read transaction is an immutable view, so all the
-// I/O happens in Persist while Apply goes on.
+// restoreTxnRows is how many records Restore writes per transaction of the new store.
+const restoreTxnRows = 20000
+
+// restoreTempPattern names the store Restore builds before it renames it over state.db.
+const restoreTempPattern = StoreFile + ".restore-*"
+
+// Snapshot opens a bbolt read transaction: a consistent view of one applied index that apply
+// does not wait for. Persist streams it; Release ends it. A failing store has no consistent
+// state to offer at raft's applied index, so it refuses (raft retries later and keeps its log).
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	return &snapshot{txn: f.read()}, nil
+	if err := f.StateErr(); err != nil {
+		return nil, fmt.Errorf("no snapshot while the state store is failing: %w", err)
+	}
+	if f.halted {
+		return nil, errors.New("no snapshot: the state store stopped applying after failed commits")
+	}
+	tx, err := f.db.Load().Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return &snapshot{tx: tx}, nil
 }
 
 type snapshot struct {
-	txn *memdb.Txn
+	tx *bolt.Tx
 }
 
-// Persist streams the captured state to sink.
+// Persist streams the captured state to sink and ends the read transaction: Persist is its last
+// use, and raft.RecoverCluster never calls Release (an open transaction keeps the store from
+// closing).
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.write(sink); err != nil {
+	err := s.write(sink)
+	s.Release()
+	if err != nil {
 		_ = sink.Cancel() // the write error is the one worth reporting
 		return fmt.Errorf("persist snapshot: %w", err)
 	}
 	return sink.Close()
 }
 
-// Release has nothing to free: a memdb read transaction holds no locks.
-func (s *snapshot) Release() {}
+// Release ends the read transaction, which lets bbolt reuse the pages it pinned. It may be called
+// more than once (after Persist, which ends it too).
+func (s *snapshot) Release() { _ = s.tx.Rollback() }
 
+// write streams the view as version 1 records. API key rows are the records' JSON already and are
+// copied as they are; file, token and request rows are decoded and encoded. Request rows that have aged out of the de-duplication window
+// are left out: lookups ignore them, and where pruning has got to differs between replicas.
 func (s *snapshot) write(w io.Writer) error {
-	bw := bufio.NewWriter(w)
+	bw := bufio.NewWriterSize(w, 1<<20)
 	enc := json.NewEncoder(bw)
-	m := loadMeta(s.txn)
+	st := store{s.tx}
+	m, err := st.meta()
+	if err != nil {
+		return err
+	}
 	if err := enc.Encode(snapshotHeader{Version: SnapshotVersion, AppliedIndex: m.AppliedIndex, Clock: m.Clock}); err != nil {
 		return err
 	}
@@ -85,17 +117,41 @@ func (s *snapshot) write(w io.Writer) error {
 			return err
 		}
 	}
-	for _, t := range []struct{ table, kind string }{
-		{tableAPIKeys, kindAPIKey}, {tableFiles, kindFile}, {tableTokens, kindToken}, {tableRequests, kindRequest},
-	} {
-		it, err := s.txn.Get(t.table, "id")
+	cutoff := m.Clock.Add(-dedupWindow)
+	for _, t := range []struct {
+		bucket []byte
+		kind   string
+	}{{bucketAPIKeys, kindAPIKey}, {bucketFiles, kindFile}, {bucketTokens, kindToken}, {bucketRequests, kindRequest}} {
+		prefix := `{"kind":"` + t.kind + `","data":`
+		err := st.b(t.bucket).ForEach(func(k, v []byte) error {
+			var row any
+			var err error
+			switch t.kind {
+			case kindFile:
+				row, err = decodeFile(v)
+			case kindToken:
+				row, err = decodeToken(v)
+			case kindRequest:
+				var r *requestRow
+				if r, err = decodeRequest(v); err == nil && r.Time.Before(cutoff) {
+					return nil
+				}
+				row = r
+			default: // API keys are stored as their JSON
+			}
+			if err != nil {
+				return fmt.Errorf("decode %s row %q: %w", t.kind, k, err)
+			}
+			if row != nil {
+				return enc.Encode(recordOut{Kind: t.kind, Data: row})
+			}
+			_, _ = bw.WriteString(prefix)
+			_, _ = bw.Write(v)
+			_, err = bw.WriteString("}\n")
+			return err
+		})
 		if err != nil {
 			return err
-		}
-		for obj := it.Next(); obj != nil; obj = it.Next() {
-			if err := enc.Encode(recordOut{Kind: t.kind, Data: obj}); err != nil {
-				return err
-			}
 		}
 	}
 	if err := enc.Encode(recordOut{Kind: kindEnd}); err != nil {
@@ -105,67 +161,148 @@ func (s *snapshot) write(w io.Writer) error {
 }
 
 // Restore replaces all state with the snapshot's, including the applied index, which raft does
-// not tell the FSM. On error the previous state stays in place.
+// not tell the FSM. It builds a new store next to the current one, renames it over state.db and
+// swaps it in for readers; on any error the previous state stays in place.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	db, index, err := readSnapshot(rc)
+	tmp, m, err := buildStore(f.dir, rc)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidSnapshot, err)
+		return err
 	}
-	f.db.Store(db)
-	f.setApplied(index)
-	f.logger.Info("restored snapshot", "index", index)
+	path := storePath(f.dir)
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("restore: install %s: %w", path, err)
+	}
+	if err := syncDir(f.dir); err != nil {
+		return fmt.Errorf("restore: sync %s: %w", f.dir, err)
+	}
+	db, err := openStore(path, f.noSync)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	old := f.db.Swap(db)
+	// Close waits for the old store's read transactions (a snapshot being persisted among them);
+	// readers that load the old pointer after this find it closed and retry on the new one.
+	f.retired.Go(func() {
+		if err := old.Close(); err != nil {
+			f.logger.Warn("close the replaced state store", "err", err)
+		}
+	})
+	f.backlog, f.backlogBytes, f.halted = nil, 0, false
+	f.setApplied(m.AppliedIndex)
+	f.logger.Info("restored snapshot", "index", m.AppliedIndex, "files", m.Files, "tokens", m.Tokens)
 	return nil
 }
 
-func readSnapshot(r io.Reader) (*memdb.MemDB, uint64, error) {
-	dec := json.NewDecoder(bufio.NewReader(r))
+// buildStore reads a snapshot stream into a new, fsynced store file in dir and returns its path.
+// A refused stream leaves no file behind.
+func buildStore(dir string, r io.Reader) (string, metaRow, error) {
+	tmp, err := os.CreateTemp(dir, restoreTempPattern)
+	if err != nil {
+		return "", metaRow{}, fmt.Errorf("restore: %w", err)
+	}
+	path := tmp.Name()
+	_ = tmp.Close()
+	m, err := fillStore(path, r)
+	if err != nil {
+		_ = os.Remove(path)
+		return "", metaRow{}, err
+	}
+	return path, m, nil
+}
+
+// fillStore builds the snapshot's state into the store at path (without fsync per transaction)
+// and syncs it once at the end.
+func fillStore(path string, r io.Reader) (metaRow, error) {
+	db, err := openStore(path, true)
+	if err != nil {
+		return metaRow{}, fmt.Errorf("restore: %w", err)
+	}
+	m, err := readSnapshot(r, db)
+	if err != nil {
+		_ = db.Close()
+		return metaRow{}, fmt.Errorf("%w: %v", ErrInvalidSnapshot, err)
+	}
+	if err := errors.Join(db.Sync(), db.Close()); err != nil {
+		return metaRow{}, fmt.Errorf("restore: write %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// removeRestoreLeftovers deletes the half-built stores of a Restore that a crash interrupted.
+func removeRestoreLeftovers(dir string) error {
+	left, err := filepath.Glob(filepath.Join(dir, restoreTempPattern))
+	if err != nil {
+		return err
+	}
+	for _, p := range left {
+		if err := os.Remove(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readSnapshot(r io.Reader, db *bolt.DB) (metaRow, error) {
+	dec := json.NewDecoder(bufio.NewReaderSize(r, 1<<20))
 	dec.DisallowUnknownFields()
 	var hdr snapshotHeader
 	if err := dec.Decode(&hdr); err != nil {
-		return nil, 0, fmt.Errorf("header: %w", err)
+		return metaRow{}, fmt.Errorf("header: %w", err)
 	}
 	read, ok := snapshotReaders[hdr.Version]
 	if !ok {
-		return nil, 0, fmt.Errorf("unsupported version %d", hdr.Version)
+		return metaRow{}, fmt.Errorf("unsupported version %d", hdr.Version)
 	}
-	return read(dec, hdr)
+	return read(dec, hdr, db)
 }
 
-// readSnapshotV1 reads the records of a version 1 stream after its header.
-func readSnapshotV1(dec *json.Decoder, hdr snapshotHeader) (*memdb.MemDB, uint64, error) {
-	db := newDB()
-	txn := db.Txn(true)
-	defer txn.Abort()
-	m := metaRow{Key: metaKey, AppliedIndex: hdr.AppliedIndex, Clock: hdr.Clock}
+// readSnapshotV1 reads the records of a version 1 stream after its header, restoreTxnRows
+// records per write transaction.
+func readSnapshotV1(dec *json.Decoder, hdr snapshotHeader, db *bolt.DB) (metaRow, error) {
+	m := metaRow{AppliedIndex: hdr.AppliedIndex, Clock: hdr.Clock}
+	tx, err := db.Begin(true)
+	if err != nil {
+		return m, err
+	}
+	defer func() { _ = tx.Rollback() }()
 	for n := 1; ; n++ {
 		var rec recordIn
 		if err := dec.Decode(&rec); err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil, 0, errors.New("truncated: no end record")
+				return m, errors.New("truncated: no end record")
 			}
-			return nil, 0, fmt.Errorf("record %d: %w", n, err)
+			return m, fmt.Errorf("record %d: %w", n, err)
 		}
 		if rec.Kind == kindEnd && rec.Data == nil {
 			break
 		}
-		if err := restoreRecord(txn, &m, rec); err != nil {
-			return nil, 0, fmt.Errorf("record %d (%s): %w", n, rec.Kind, err)
+		if err := restoreRecord(restoring(tx), &m, rec); err != nil {
+			return m, fmt.Errorf("record %d (%s): %w", n, rec.Kind, err)
+		}
+		if n%restoreTxnRows == 0 {
+			if err := tx.Commit(); err != nil {
+				return m, err
+			}
+			if tx, err = db.Begin(true); err != nil {
+				return m, err
+			}
 		}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, 0, errors.New("trailing data after end record")
+		return m, errors.New("trailing data after end record")
 	}
-	if err := txn.Insert(tableMeta, &m); err != nil {
-		return nil, 0, err
+	m.configChanged = true
+	if err := (store{tx}).putMeta(&m); err != nil {
+		return m, err
 	}
-	txn.Commit()
-	return db, hdr.AppliedIndex, nil
+	return m, tx.Commit()
 }
 
 // restoreRecord checks each row as strictly as a command would have, so that a damaged or forged
 // snapshot cannot plant state that Apply could never have produced.
-func restoreRecord(txn *memdb.Txn, m *metaRow, rec recordIn) error {
+func restoreRecord(s store, m *metaRow, rec recordIn) error {
 	switch rec.Kind {
 	case kindConfig:
 		var c ClusterConfig
@@ -185,7 +322,10 @@ func restoreRecord(txn *memdb.Txn, m *metaRow, rec recordIn) error {
 		if k.ID == "" || !isSHA256Hex(k.Hash) {
 			return errors.New("api key needs id and hex SHA-256 hash")
 		}
-		return insertNew(txn, tableAPIKeys, &k, "id", k.ID, "hash", k.Hash)
+		if s.apiKeyTaken(k) {
+			return fmt.Errorf("duplicate api key id %q or hash", k.ID)
+		}
+		return s.putAPIKey(&k)
 	case kindFile:
 		var f File
 		if err := decodeStrict(rec.Data, &f); err != nil {
@@ -197,7 +337,11 @@ func restoreRecord(txn *memdb.Txn, m *metaRow, rec recordIn) error {
 		if err := f.Layout.validate(f.Size); err != nil {
 			return err
 		}
-		return insertNew(txn, tableFiles, &f, "id", f.ID)
+		if s.b(bucketFiles).Get([]byte(f.ID)) != nil {
+			return fmt.Errorf("duplicate file id %q", f.ID)
+		}
+		m.Files++
+		return s.putFile(&f)
 	case kindToken:
 		var t Token
 		if err := decodeStrict(rec.Data, &t); err != nil {
@@ -206,10 +350,14 @@ func restoreRecord(txn *memdb.Txn, m *metaRow, rec recordIn) error {
 		if err := t.validate(); err != nil {
 			return err
 		}
-		if _, ok := first[File](txn, tableFiles, "id", t.FileID); !ok {
+		if s.b(bucketFiles).Get([]byte(t.FileID)) == nil {
 			return fmt.Errorf("token %s of unknown file %s", t.ID, t.FileID)
 		}
-		return insertNew(txn, tableTokens, &t, "id", t.ID, "secret", HashSecret(t.Secret))
+		if s.tokenTaken(t) {
+			return fmt.Errorf("duplicate token id %q or secret", t.ID)
+		}
+		m.Tokens++
+		return s.putToken(&t)
 	case kindRequest:
 		var r requestRow
 		if err := decodeStrict(rec.Data, &r); err != nil {
@@ -218,18 +366,10 @@ func restoreRecord(txn *memdb.Txn, m *metaRow, rec recordIn) error {
 		if r.ID == "" {
 			return errors.New("request without id")
 		}
-		return insertNew(txn, tableRequests, &r, "id", r.ID)
+		if s.b(bucketRequests).Get([]byte(r.ID)) != nil {
+			return fmt.Errorf("duplicate request id %q", r.ID)
+		}
+		return s.putRequest(&r)
 	}
 	return fmt.Errorf("unknown record kind %q", rec.Kind)
-}
-
-// insertNew inserts row after checking that none of its unique index values (given as index,
-// value pairs) is taken; go-memdb itself would silently replace the holder.
-func insertNew(txn *memdb.Txn, table string, row any, unique ...string) error {
-	for i := 0; i+1 < len(unique); i += 2 {
-		if obj, err := txn.First(table, unique[i], unique[i+1]); err != nil || obj != nil {
-			return fmt.Errorf("duplicate %s %q", unique[i], unique[i+1])
-		}
-	}
-	return txn.Insert(table, row)
 }

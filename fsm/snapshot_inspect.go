@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"io"
+	"os"
 )
 
 // SnapshotSummary describes the state a snapshot stream holds, for `cairn snapshot inspect` and
@@ -19,21 +20,36 @@ type SnapshotSummary struct {
 
 // InspectSnapshot decodes a snapshot stream exactly as Restore would, with every check Restore
 // makes, and summarises it without installing anything. A stream InspectSnapshot accepts is one
-// Restore accepts; errors wrap ErrInvalidSnapshot. Like Restore, it builds the state in memory.
-func InspectSnapshot(r io.Reader) (SnapshotSummary, error) {
-	db, index, err := readSnapshot(r)
+// Restore accepts; errors wrap ErrInvalidSnapshot. Like Restore, it builds the state in a store
+// file, here a temporary one in the system's temp directory, removed before it returns.
+func InspectSnapshot(r io.Reader) (SnapshotSummary, error) { return InspectSnapshotIn("", r) }
+
+// InspectSnapshotIn is InspectSnapshot with its temporary store under parent (a node passes its
+// data dir: the state of a large snapshot may not fit the system's temp directory).
+func InspectSnapshotIn(parent string, r io.Reader) (SnapshotSummary, error) {
+	dir, err := os.MkdirTemp(parent, "cairn-inspect-")
 	if err != nil {
-		return SnapshotSummary{}, fmt.Errorf("%w: %v", ErrInvalidSnapshot, err)
+		return SnapshotSummary{}, err
 	}
-	txn := db.Txn(false)
-	sum := SnapshotSummary{
-		AppliedIndex: index,
-		Files:        count(txn, tableFiles),
-		Tokens:       count(txn, tableTokens),
-		APIKeys:      count(txn, tableAPIKeys),
+	defer os.RemoveAll(dir)
+	path, m, err := buildStore(dir, r)
+	if err != nil {
+		return SnapshotSummary{}, err
 	}
-	if m := loadMeta(txn); m.Config != nil {
+	sum := SnapshotSummary{AppliedIndex: m.AppliedIndex, Files: int(m.Files), Tokens: int(m.Tokens)}
+	if m.Config != nil {
 		sum.ClusterID = m.Config.ClusterID
 	}
+	db, err := openStore(path, true)
+	if err != nil {
+		return SnapshotSummary{}, fmt.Errorf("inspect: %w", err)
+	}
+	defer db.Close()
+	tx, err := db.Begin(false)
+	if err != nil {
+		return SnapshotSummary{}, fmt.Errorf("inspect: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	sum.APIKeys = tx.Bucket(bucketAPIKeys).Stats().KeyN
 	return sum, nil
 }

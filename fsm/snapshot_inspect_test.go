@@ -7,7 +7,7 @@ import (
 )
 
 func TestInspectSnapshot(t *testing.T) {
-	f := New(nil)
+	f := newTestFSM(t)
 	f.Apply(cmdLog(1, mustEncode(t, CmdInitCluster, "r1", t0, initPayload())))
 	f.Apply(cmdLog(2, mustEncode(t, CmdCreateFile, "r2", t0, fileCmd("f1"))))
 	f.Apply(cmdLog(3, mustEncode(t, CmdCreateFile, "r3", t0, fileCmd("f2", tok("f2-full", "f2", AccessFull), tok("f2-read", "f2", AccessRead)))))
@@ -31,7 +31,7 @@ func TestInspectSnapshot(t *testing.T) {
 		"flipped byte":   bytes.Replace(stream, []byte(`"f2-read"`), []byte(`"f2-re\x01d"`), 1),
 	} {
 		_, ierr := InspectSnapshot(bytes.NewReader(bad))
-		rerr := New(nil).Restore(readCloser{bytes.NewReader(bad)})
+		rerr := newTestFSM(t).Restore(readCloser{bytes.NewReader(bad)})
 		if !errors.Is(ierr, ErrInvalidSnapshot) || !errors.Is(rerr, ErrInvalidSnapshot) {
 			t.Errorf("%s: InspectSnapshot = %v, Restore = %v; want both ErrInvalidSnapshot", name, ierr, rerr)
 		}

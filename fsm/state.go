@@ -44,26 +44,11 @@ type File struct {
 // expiry on reads because it has no clock; callers pass theirs.
 func (f File) Expired(now time.Time) bool { return Expired(f.ExpiresAt, now) }
 
-// clone deep-copies f so that callers can never mutate rows held by the immutable store.
-func (f File) clone() File {
-	f.Tags = slices.Clone(f.Tags)
-	f.Layout = f.Layout.clone()
-	return f
-}
-
 // Layout says how a file is erasure-coded and which node holds each shard of each segment.
 type Layout struct {
 	Geometry  erasure.Geometry `json:"geometry"`
 	BlockSize int              `json:"blockSize"`
 	Segments  []Segment        `json:"segments"`
-}
-
-func (l Layout) clone() Layout {
-	l.Segments = slices.Clone(l.Segments)
-	for i := range l.Segments {
-		l.Segments[i].Nodes = slices.Clone(l.Segments[i].Nodes)
-	}
-	return l
 }
 
 // Segment is a contiguous byte range of a file. Nodes[i] holds shard i ("" = shard missing,
@@ -103,11 +88,6 @@ type APIKey struct {
 	Hash        string    `json:"hash"` // hex SHA-256 of the secret key; the secret is never stored
 	Permissions []string  `json:"permissions"`
 	CreatedAt   time.Time `json:"createdAt"`
-}
-
-func (k APIKey) clone() APIKey {
-	k.Permissions = slices.Clone(k.Permissions)
-	return k
 }
 
 // ClusterConfig is fixed at bootstrap by the first leader.

@@ -24,9 +24,9 @@ type AdminService interface {
 // adminAPI serves cairn's own administration routes under /v1, in the /files/v1 error format:
 // API keys (MANAGE_API_KEYS) and the ephemeral-token signing key (MANAGE_CLUSTER).
 type adminAPI struct {
-	admin AdminService
-	v1    *filesV1 // for its error writer
-	log   *slog.Logger
+	admin   AdminService
+	filesV1 *filesV1API // for its error writer
+	log     *slog.Logger
 }
 
 func (a *adminAPI) routes() []route {
@@ -52,18 +52,13 @@ func keyJSON(k core.APIKeyInfo, secret string) apiKeyJSON {
 	if perms == nil {
 		perms = []string{}
 	}
-	return apiKeyJSON{ID: k.ID, Name: k.Name, Permissions: perms, CreatedAt: v1Timestamp(k.CreatedAt), Key: secret}
+	return apiKeyJSON{ID: k.ID, Name: k.Name, Permissions: perms, CreatedAt: filesV1Timestamp(k.CreatedAt), Key: secret}
 }
 
 func (a *adminAPI) principal(w http.ResponseWriter, r *http.Request) (core.Principal, bool) {
-	key, presented := apiKey(r)
-	if !presented || key == "" {
-		a.v1.fail(w, r, core.ErrUnauthenticated)
-		return core.Principal{}, false
-	}
-	p, err := a.admin.Authenticate(r.Context(), key)
+	p, err := keyPrincipal(r, a.admin)
 	if err != nil {
-		a.v1.fail(w, r, err)
+		a.filesV1.fail(w, r, err)
 		return core.Principal{}, false
 	}
 	return p, true
@@ -80,21 +75,21 @@ func (a *adminAPI) createKey(w http.ResponseWriter, r *http.Request) {
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
 	if err != nil {
-		a.v1.fail(w, r, errBodyFormat("the body could not be read or is too large"))
+		a.filesV1.fail(w, r, errBodyFormat("the body could not be read or is too large"))
 		return
 	}
 	if err := json.Unmarshal(b, &req); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) {
-			a.v1.fail(w, r, errFieldFormat("name must be a string and permissions an array of strings"))
+			a.filesV1.fail(w, r, errFieldFormat("name must be a string and permissions an array of strings"))
 		} else {
-			a.v1.fail(w, r, errBodyFormat("the body is not valid JSON"))
+			a.filesV1.fail(w, r, errBodyFormat("the body is not valid JSON"))
 		}
 		return
 	}
 	info, secret, err := a.admin.CreateAPIKey(r.Context(), p, req.Name, req.Permissions)
 	if err != nil {
-		a.v1.fail(w, r, err)
+		a.filesV1.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, keyJSON(info, secret))
@@ -107,7 +102,7 @@ func (a *adminAPI) listKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	keys, err := a.admin.ListAPIKeys(r.Context(), p)
 	if err != nil {
-		a.v1.fail(w, r, err)
+		a.filesV1.fail(w, r, err)
 		return
 	}
 	out := make([]apiKeyJSON, 0, len(keys))
@@ -123,7 +118,7 @@ func (a *adminAPI) revokeKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := a.admin.RevokeAPIKey(r.Context(), p, r.PathValue("id")); err != nil {
-		a.v1.fail(w, r, err)
+		a.filesV1.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, affectedRecords{AffectedRecords: 1})
@@ -135,7 +130,7 @@ func (a *adminAPI) rotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := a.admin.RotateSigningKey(r.Context(), p); err != nil {
-		a.v1.fail(w, r, err)
+		a.filesV1.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, affectedRecords{AffectedRecords: 1})

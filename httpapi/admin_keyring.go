@@ -51,13 +51,13 @@ func (a *adminAPI) keyring(w http.ResponseWriter, r *http.Request, ks KeyringSer
 		dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil || req.Key == "" {
-			writeV1Error(w, &v1Error{http.StatusBadRequest, 15, "FIELD_FORMAT_EXCEPTION", `want {"key": "<base64 key or fingerprint>"}`})
+			writeFilesV1Error(w, &filesV1Error{http.StatusBadRequest, 15, "FIELD_FORMAT_EXCEPTION", `want {"key": "<base64 key or fingerprint>"}`})
 			return
 		}
 	}
 	keys, err := ks.GossipKeys(r.Context(), p, op, req.Key)
 	if err != nil {
-		a.v1.fail(w, r, err)
+		a.filesV1.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"data": keys})

@@ -10,7 +10,7 @@ func (a *adminAPI) removeNode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := a.admin.RemoveNode(r.Context(), p, r.PathValue("id")); err != nil {
-		a.v1.fail(w, r, err)
+		a.filesV1.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, affectedRecords{AffectedRecords: 1})

@@ -36,11 +36,11 @@ func (s *snapshotAPI) routes() []route {
 func (s *snapshotAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, core.ErrInvalidSnapshot):
-		writeV1Error(w, &v1Error{http.StatusBadRequest, 22, "BODY_FORMAT_EXCEPTION", "the snapshot is refused: " + snapshotReason(err, core.ErrInvalidSnapshot)})
+		writeFilesV1Error(w, &filesV1Error{http.StatusBadRequest, 22, "BODY_FORMAT_EXCEPTION", "the snapshot is refused: " + snapshotReason(err, core.ErrInvalidSnapshot)})
 	case errors.Is(err, core.ErrSnapshotConflict):
-		writeV1Error(w, &v1Error{http.StatusConflict, 1, "CONFLICT_EXCEPTION", snapshotReason(err, core.ErrSnapshotConflict)})
+		writeFilesV1Error(w, &filesV1Error{http.StatusConflict, 1, "CONFLICT_EXCEPTION", snapshotReason(err, core.ErrSnapshotConflict)})
 	default:
-		s.admin.v1.fail(w, r, err)
+		s.admin.filesV1.fail(w, r, err)
 	}
 }
 

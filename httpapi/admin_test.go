@@ -87,7 +87,7 @@ func TestAdminRotateAndRemoveNode(t *testing.T) {
 	e := startEnv(t, mounts{admin: true, enmeshed: true})
 	root := map[string]string{"X-API-KEY": coretest.RootKey}
 	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
-	tok, err := e.svc.CreateFileToken(t.Context(), e.principals["alice"], f.ID, stackStart.AddDate(1, 0, 0), true)
+	tok, err := e.svc.CreateTokenByID(t.Context(), e.principals["alice"], f.ID, stackStart.AddDate(1, 0, 0), core.TokenEphemeral)
 	if err != nil {
 		t.Fatal(err)
 	}

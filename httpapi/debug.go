@@ -24,9 +24,9 @@ type DebugService interface {
 // (net/http/pprof) only when the node runs with --enable-debug. Profiles expose memory contents
 // and cost CPU, so they are off by default and never anonymous.
 type debugAPI struct {
-	debug  DebugService
-	v1     *filesV1 // for its error writer
-	pprofs bool
+	debug   DebugService
+	filesV1 *filesV1API // for its error writer
+	pprofs  bool
 }
 
 func (d *debugAPI) routes() []route {
@@ -50,17 +50,12 @@ func (d *debugAPI) routes() []route {
 // guard lets a request through only with an API key that holds MANAGE_CLUSTER.
 func (d *debugAPI) guard(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		key, presented := apiKey(r)
-		if !presented || key == "" {
-			d.v1.fail(w, r, core.ErrUnauthenticated)
-			return
-		}
-		p, err := d.debug.Authenticate(r.Context(), key)
+		p, err := keyPrincipal(r, d.debug)
 		if err == nil {
 			err = d.debug.Authorize(p, core.PermManageCluster)
 		}
 		if err != nil {
-			d.v1.fail(w, r, err)
+			d.filesV1.fail(w, r, err)
 			return
 		}
 		h(w, r)

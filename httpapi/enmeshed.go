@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,10 +25,10 @@ type EnmeshedService interface {
 	ListFiles(ctx context.Context, p core.Principal, ownOnly bool) ([]core.FileInfo, error)
 	OpenFileByID(ctx context.Context, p core.Principal, id string) (core.FileInfo, core.Content, error)
 	DeleteFileByID(ctx context.Context, p core.Principal, id string) error
-	// CreateFileToken issues a read token for the file. expiresAt zero means "the file's own expiry".
-	// ephemeral: signed and not stored (no Raft write); else persisted. core.ErrNotFound when the
+	// CreateTokenByID issues a read token for the file. expiresAt zero means "the file's own expiry".
+	// core.TokenEphemeral: signed and not stored (no Raft write). core.ErrNotFound when the
 	// file is not visible; core.ErrInvalidInput (wrapped, message says why) e.g. for a past expiry.
-	CreateFileToken(ctx context.Context, p core.Principal, fileID string, expiresAt time.Time, ephemeral bool) (core.TokenInfo, error)
+	CreateTokenByID(ctx context.Context, p core.Principal, fileID string, expiresAt time.Time, kind core.TokenKind) (core.TokenInfo, error)
 	// TokenByID returns a persisted token visible to p (p created it or has VIEW_FILES); ephemeral or
 	// unknown ids -> core.ErrNotFound.
 	TokenByID(ctx context.Context, p core.Principal, id string) (core.TokenInfo, error)
@@ -51,41 +50,41 @@ type enmeshedAPI struct {
 	bounds *uploadBounds // shared with /files/v1: one cap per node
 }
 
-// v2Handler serves one method of one route. It runs after authentication and content negotiation
+// enmeshedHandler serves one method of one route. It runs after authentication and content negotiation
 // and returns an error only while nothing has been written, so that the error becomes an envelope.
-type v2Handler struct {
+type enmeshedHandler struct {
 	produces []string // media types it can answer with, preferred first; nil: not negotiated
 	serve    func(w http.ResponseWriter, r *http.Request, p core.Principal, mediaType string) error
 }
 
-// v2Route is one path pattern of /api/v2. entity names the record in "not found" messages.
-type v2Route struct {
+// enmeshedRoute is one path pattern of /api/v2. entity names the record in "not found" messages.
+type enmeshedRoute struct {
 	pattern string
 	entity  string
-	methods map[string]v2Handler
+	methods map[string]enmeshedHandler
 }
 
-func (a *enmeshedAPI) routes() []v2Route {
+func (a *enmeshedAPI) routes() []enmeshedRoute {
 	json := []string{mediaJSON}
-	return []v2Route{
-		{"/api/v2/Files", "File", map[string]v2Handler{
+	return []enmeshedRoute{
+		{"/api/v2/Files", "File", map[string]enmeshedHandler{
 			http.MethodGet: {json, a.listFiles(false)}}},
 		// The literal "Own" outranks {id} in http.ServeMux, as the contract asks.
-		{"/api/v2/Files/Own", "File", map[string]v2Handler{
+		{"/api/v2/Files/Own", "File", map[string]enmeshedHandler{
 			http.MethodGet:  {json, a.listFiles(true)},
 			http.MethodPost: {json, a.upload}}},
 		// Accept: image/png on a file or token answers a QR code of its reference, as the SDK's
 		// getQrCodeForFile and getQrCodeForToken ask.
-		{"/api/v2/Files/{id}", "File", map[string]v2Handler{
+		{"/api/v2/Files/{id}", "File", map[string]enmeshedHandler{
 			http.MethodGet:    {[]string{mediaJSON, mediaPNG}, a.getFile},
 			http.MethodDelete: {nil, a.deleteFile}}},
 		// A download answers with the file's own type, whatever the client accepts: a 406 here
 		// would only break clients that send a narrow Accept for a file they know.
-		{"/api/v2/Files/{id}/Download", "File", map[string]v2Handler{
+		{"/api/v2/Files/{id}/Download", "File", map[string]enmeshedHandler{
 			http.MethodGet: {nil, a.download}}},
-		{"/api/v2/Files/{id}/Token", "File", map[string]v2Handler{
+		{"/api/v2/Files/{id}/Token", "File", map[string]enmeshedHandler{
 			http.MethodPost: {[]string{mediaJSON, mediaPNG}, a.createToken}}},
-		{"/api/v2/Tokens/{id}", "Token", map[string]v2Handler{
+		{"/api/v2/Tokens/{id}", "Token", map[string]enmeshedHandler{
 			http.MethodGet: {[]string{mediaJSON, mediaPNG}, a.getToken}}},
 	}
 }
@@ -94,26 +93,24 @@ func (a *enmeshedAPI) routes() []v2Route {
 // route matches is the Connector's routeDoesNotExist, in this front-end's envelope.
 func (a *enmeshedAPI) mount(mux *http.ServeMux, mw *middleware) {
 	for _, rt := range a.routes() {
-		mux.Handle(rt.pattern, mw.wrap(rt.pattern, a.handler(rt)))
+		mux.Handle(rt.pattern, mw.wrap(rt.pattern, a.handler(rt), enmeshedServerError))
 	}
-	unmatched := mw.wrap("/api/v2 (unmatched)", a.handler(v2Route{}))
+	unmatched := mw.wrap("/api/v2 (unmatched)", a.handler(enmeshedRoute{}), enmeshedServerError)
 	mux.Handle("/api/v2/", unmatched)
 	mux.Handle("/api/v2", unmatched)
 }
 
 // handler runs the checks in the contract's order: auth (401), route and method (404/405), Accept
 // (406); the route's handler then validates (400) before it looks anything up (404).
-func (a *enmeshedAPI) handler(rt v2Route) http.Handler {
+func (a *enmeshedAPI) handler(rt enmeshedRoute) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &statusRecorder{ResponseWriter: w}
-		defer a.recoverPanic(rec, r)
-		p, err := a.authenticate(r)
+		p, err := keyPrincipal(r, a.svc) // every route, even an unknown one, needs a valid key, as on the Connector
 		if err != nil {
-			a.fail(rec, r, rt, err)
+			a.fail(w, r, rt, err)
 			return
 		}
 		if rt.methods == nil {
-			a.fail(rec, r, rt, errRouteDoesNotExist())
+			a.fail(w, r, rt, errRouteDoesNotExist())
 			return
 		}
 		h, ok := rt.methods[r.Method]
@@ -121,64 +118,37 @@ func (a *enmeshedAPI) handler(rt v2Route) http.Handler {
 			h, ok = rt.methods[http.MethodGet]
 		}
 		if !ok {
-			rec.Header().Set("Allow", allowedMethods(rt.methods))
-			a.fail(rec, r, rt, errMethodNotAllowed())
+			w.Header().Set("Allow", allowedMethods(rt.methods))
+			a.fail(w, r, rt, errMethodNotAllowed())
 			return
 		}
 		var mediaType string
 		if h.produces != nil {
 			if mediaType = negotiate(r.Header.Get("Accept"), h.produces); mediaType == "" {
-				a.fail(rec, r, rt, errNotAcceptable())
+				a.fail(w, r, rt, errNotAcceptable())
 				return
 			}
 		}
-		if err := h.serve(rec, r, p, mediaType); err != nil {
-			a.fail(rec, r, rt, err)
+		if err := h.serve(w, r, p, mediaType); err != nil {
+			a.fail(w, r, rt, err)
 		}
 	})
 }
 
-// authenticate resolves the caller's API key (X-API-KEY or Authorization: Bearer). Every route,
-// even an unknown one, needs a valid key, as on the Connector.
-func (a *enmeshedAPI) authenticate(r *http.Request) (core.Principal, error) {
-	key, _ := apiKey(r)
-	if key == "" {
-		return core.Principal{}, core.ErrUnauthenticated
-	}
-	return a.svc.Authenticate(r.Context(), key)
-}
-
 // fail answers err as an error envelope. Unexpected errors are logged with the API key blanked out.
-func (a *enmeshedAPI) fail(w http.ResponseWriter, r *http.Request, rt v2Route, err error) {
-	e := v2ErrorFor(err, rt.entity)
+func (a *enmeshedAPI) fail(w http.ResponseWriter, r *http.Request, rt enmeshedRoute, err error) {
+	e := enmeshedErrorFor(err, rt.entity)
 	if e.status >= http.StatusInternalServerError {
 		key, _ := apiKey(r)
 		a.log.LogAttrs(r.Context(), failureLevel(r, e.status), "api/v2 request failed",
 			slog.String("route", rt.pattern), slog.Int("status", e.status),
 			slog.String("error", redact(err.Error(), key)))
 	}
-	writeV2Error(w, e)
-}
-
-// recoverPanic turns a handler panic into a 500 envelope while nothing has been sent. Otherwise (or
-// for the deliberate http.ErrAbortHandler) it re-panics, and the shared middleware aborts the
-// connection so that a truncated body never looks like success.
-func (a *enmeshedAPI) recoverPanic(rec *statusRecorder, r *http.Request) {
-	p := recover()
-	if p == nil {
-		return
-	}
-	if p == http.ErrAbortHandler || rec.status != 0 {
-		panic(p)
-	}
-	a.log.LogAttrs(r.Context(), slog.LevelError, "panic serving request",
-		slog.String("route", r.Pattern), slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
-	clear(rec.Header())
-	writeV2Error(rec, errUnexpected())
+	writeEnmeshedError(w, e)
 }
 
 // allowedMethods is the Allow header of a 405: the route's methods, HEAD wherever GET is.
-func allowedMethods(methods map[string]v2Handler) string {
+func allowedMethods(methods map[string]enmeshedHandler) string {
 	var out []string
 	for m := range methods {
 		out = append(out, m)

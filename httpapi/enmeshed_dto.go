@@ -7,14 +7,14 @@ import (
 	"github.com/cairn-dev/cairn/core"
 )
 
-// v2Envelope is the Connector's success envelope.
-type v2Envelope struct {
+// enmeshedEnvelope is the Connector's success envelope.
+type enmeshedEnvelope struct {
 	Result any `json:"result"`
 }
 
 // writeResult answers result in the success envelope.
 func writeResult(w http.ResponseWriter, status int, result any) {
-	writeJSON(w, status, v2Envelope{result})
+	writeJSON(w, status, enmeshedEnvelope{result})
 }
 
 // fileDTO is the contract's FileDTO, keys exactly as the Connector SDK reads them.
@@ -43,10 +43,10 @@ func newFileDTO(f core.FileInfo, p core.Principal, ref string) fileDTO {
 		Filename:           f.Name,
 		Tags:               f.Tags,
 		Filesize:           f.Size,
-		CreatedAt:          v2Time(f.CreatedAt),
+		CreatedAt:          enmeshedTime(f.CreatedAt),
 		CreatedBy:          f.CreatorID,
 		CreatedByDevice:    f.CreatedByNode,
-		ExpiresAt:          v2Expiry(f.ExpiresAt),
+		ExpiresAt:          enmeshedExpiry(f.ExpiresAt),
 		Mimetype:           f.MimeType,
 		Title:              f.Title,
 		Description:        f.Description,
@@ -76,27 +76,27 @@ func newTokenDTO(t core.TokenInfo, p core.Principal) tokenDTO {
 		ID:                 t.ID,
 		IsOwn:              t.CreatorID == p.ID,
 		CreatedBy:          t.CreatorID,
-		CreatedAt:          v2Time(t.CreatedAt),
-		ExpiresAt:          v2Expiry(t.ExpiresAt),
+		CreatedAt:          enmeshedTime(t.CreatedAt),
+		ExpiresAt:          enmeshedExpiry(t.ExpiresAt),
 		Content:            tokenContentDTO{Type: "TokenContentFile", FileID: t.FileID},
 		TruncatedReference: t.Secret,
-		IsEphemeral:        t.Ephemeral,
+		IsEphemeral:        t.Kind == core.TokenEphemeral,
 		CreatedByDevice:    t.CreatedByNode,
 	}
 }
 
-// v2Time formats t as the Connector does (JavaScript's toISOString): UTC, milliseconds, "Z".
-func v2Time(t time.Time) string { return v1Timestamp(t) }
+// enmeshedTime formats t as the Connector does (JavaScript's toISOString): UTC, milliseconds, "Z".
+func enmeshedTime(t time.Time) string { return filesV1Timestamp(t) }
 
 // neverExpires is how the Connector writes "no expiry".
 const neverExpires = "9999-12-31T00:00:00.000Z"
 
-// v2Expiry formats an expiry; the zero time means never.
-func v2Expiry(t time.Time) string {
+// enmeshedExpiry formats an expiry; the zero time means never.
+func enmeshedExpiry(t time.Time) string {
 	if t.IsZero() {
 		return neverExpires
 	}
-	return v2Time(t)
+	return enmeshedTime(t)
 }
 
 // isoLayouts are the ISO-8601 forms accepted on input, from a bare year to a full timestamp with

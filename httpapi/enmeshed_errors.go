@@ -29,59 +29,62 @@ const (
 	codeInsufficientStorage  = "error.connector.insufficientStorage"
 )
 
-// v2ErrorDocs is where each code is documented; the code, lower-cased, is the anchor.
-const v2ErrorDocs = "https://enmeshed.eu/integrate/error-codes#"
+// enmeshedErrorDocs is where each code is documented; the code, lower-cased, is the anchor.
+const enmeshedErrorDocs = "https://enmeshed.eu/integrate/error-codes#"
 
-// v2Error is one error of /api/v2: an HTTP status with the Connector's code and message. Messages
+// enmeshedError is one error of /api/v2: an HTTP status with the Connector's code and message. Messages
 // are our own text, never client input, so they cannot echo a secret.
-type v2Error struct {
+type enmeshedError struct {
 	status  int
 	code    string
 	message string
 }
 
-func (e *v2Error) Error() string { return e.code + ": " + e.message }
+func (e *enmeshedError) Error() string { return e.code + ": " + e.message }
 
 // invalidProperty is the runtime's validation failure, the 400 of every malformed input.
-func invalidProperty(msg string) *v2Error {
-	return &v2Error{http.StatusBadRequest, codeInvalidPropertyValue, msg}
+func invalidProperty(msg string) *enmeshedError {
+	return &enmeshedError{http.StatusBadRequest, codeInvalidPropertyValue, msg}
 }
 
-func errInvalidJSON() *v2Error {
-	return &v2Error{http.StatusBadRequest, codeInvalidJSON, "The given payload is not a valid json object."}
+func errInvalidJSON() *enmeshedError {
+	return &enmeshedError{http.StatusBadRequest, codeInvalidJSON, "The given payload is not a valid json object."}
 }
 
-func errRouteDoesNotExist() *v2Error {
-	return &v2Error{http.StatusNotFound, codeRouteDoesNotExist, "The requested route does not exist."}
+func errRouteDoesNotExist() *enmeshedError {
+	return &enmeshedError{http.StatusNotFound, codeRouteDoesNotExist, "The requested route does not exist."}
 }
 
-func errMethodNotAllowed() *v2Error {
-	return &v2Error{http.StatusMethodNotAllowed, codeMethodNotAllowed,
+func errMethodNotAllowed() *enmeshedError {
+	return &enmeshedError{http.StatusMethodNotAllowed, codeMethodNotAllowed,
 		"The request method is not supported for the requested resource."}
 }
 
-func errNotAcceptable() *v2Error {
-	return &v2Error{http.StatusNotAcceptable, codeNotAcceptable,
+func errNotAcceptable() *enmeshedError {
+	return &enmeshedError{http.StatusNotAcceptable, codeNotAcceptable,
 		"The requested resource is capable of generating only content not acceptable according to the Accept headers sent in the request."}
 }
 
-func errUnexpected() *v2Error {
-	return &v2Error{http.StatusInternalServerError, codeUnexpected, "An unexpected error occurred."}
+func errUnexpected() *enmeshedError {
+	return &enmeshedError{http.StatusInternalServerError, codeUnexpected, "An unexpected error occurred."}
 }
 
 // errContentTooLarge is an upload over the cluster's maximum file size. The Connector has no code
 // for it (its runtime validates the content), so it is the runtime's validation failure; the
 // message states the limit.
-func errContentTooLarge(err error) *v2Error {
+func errContentTooLarge(err error) *enmeshedError {
 	return invalidProperty("file content exceeds" + strings.TrimPrefix(tooLargeMessage(err), "the file exceeds"))
 }
 
-// v2ErrorFor is the one mapping from errors (core's sentinels, this package's request errors, the
+// enmeshedServerError is the /api/v2 answer to a panic, for the middleware's one panic handler.
+func enmeshedServerError(w http.ResponseWriter) { writeEnmeshedError(w, errUnexpected()) }
+
+// enmeshedErrorFor is the one mapping from errors (core's sentinels, this package's request errors, the
 // body limit) to /api/v2 errors. entity names the record of the route ("File", "Token").
-func v2ErrorFor(err error, entity string) *v2Error {
+func enmeshedErrorFor(err error, entity string) *enmeshedError {
 	var (
-		e        *v2Error
-		v1       *v1Error
+		e        *enmeshedError
+		form     *formError
 		tooLarge *http.MaxBytesError
 	)
 	switch {
@@ -89,10 +92,8 @@ func v2ErrorFor(err error, entity string) *v2Error {
 		return e
 	case errors.Is(err, core.ErrFileTooLarge), errors.As(err, &tooLarge):
 		return errContentTooLarge(err)
-	case errors.As(err, &v1) && v1.status == http.StatusBadRequest:
-		// The multipart helpers shared with /files/v1 report malformed parts in its type; their
-		// messages are this package's fixed text.
-		return invalidProperty(v1.Message)
+	case errors.As(err, &form):
+		return enmeshedFormError(form)
 	case errors.Is(err, core.ErrInvalidInput):
 		msg := core.ErrInvalidInput.Error()
 		if _, why, ok := strings.Cut(err.Error(), msg+": "); ok {
@@ -100,33 +101,50 @@ func v2ErrorFor(err error, entity string) *v2Error {
 		}
 		return invalidProperty(msg)
 	case errors.Is(err, core.ErrUnauthenticated):
-		return &v2Error{http.StatusUnauthorized, codeUnauthorized, "Unauthorized."}
+		return &enmeshedError{http.StatusUnauthorized, codeUnauthorized, "Unauthorized."}
 	case errors.Is(err, core.ErrPermissionDenied):
 		var missing *core.MissingPermissionError
 		if errors.As(err, &missing) {
-			return &v2Error{http.StatusForbidden, codeNotOwnedByYou, "The API key lacks the permission " + missing.Permission + "."}
+			return &enmeshedError{http.StatusForbidden, codeNotOwnedByYou, "The API key lacks the permission " + missing.Permission + "."}
 		}
-		return &v2Error{http.StatusForbidden, codeNotOwnedByYou, "Only the owner of the File can perform this action."}
+		return &enmeshedError{http.StatusForbidden, codeNotOwnedByYou, "Only the owner of the File can perform this action."}
 	case errors.Is(err, core.ErrNotFound), errors.Is(err, core.ErrInvalidToken):
-		return &v2Error{http.StatusNotFound, codeRecordNotFound,
+		return &enmeshedError{http.StatusNotFound, codeRecordNotFound,
 			entity + " not found. Make sure the ID exists and the record is not expired."}
 	case errors.Is(err, core.ErrUnavailable), errors.Is(err, core.ErrShuttingDown),
 		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return &v2Error{http.StatusServiceUnavailable, codeUnavailable,
+		return &enmeshedError{http.StatusServiceUnavailable, codeUnavailable,
 			"The cluster cannot serve the request now; retry later."}
 	case errors.Is(err, core.ErrNoSpace):
-		return &v2Error{http.StatusInsufficientStorage, codeInsufficientStorage, "The cluster is out of storage space."}
+		return &enmeshedError{http.StatusInsufficientStorage, codeInsufficientStorage, "The cluster is out of storage space."}
 	default:
 		return errUnexpected()
 	}
 }
 
-// v2ErrorBody is the Connector's error envelope.
-type v2ErrorBody struct {
-	Error v2ErrorJSON `json:"error"`
+// enmeshedFormError words a problem of the shared upload form as the Connector's runtime does: every
+// one is its validation failure.
+func enmeshedFormError(e *formError) *enmeshedError {
+	switch e.problem {
+	case formNotMultipart, formNoFile:
+		return invalidProperty(msgContentRequired)
+	case formRepeatedFile:
+		return invalidProperty(msgOneFilePart)
+	case formRepeatedField:
+		return invalidProperty(e.part + " must be string")
+	case formTooManyTags:
+		return invalidProperty(fmt.Sprintf("tags must NOT have more than %d items", maxTags))
+	default: // malformed, a field too long or not UTF-8: our own text
+		return invalidProperty(e.detail)
+	}
 }
 
-type v2ErrorJSON struct {
+// enmeshedErrorBody is the Connector's error envelope.
+type enmeshedErrorBody struct {
+	Error enmeshedErrorJSON `json:"error"`
+}
+
+type enmeshedErrorJSON struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	ID      string `json:"id"`
@@ -134,17 +152,17 @@ type v2ErrorJSON struct {
 	Docs    string `json:"docs"`
 }
 
-// writeV2Error writes e in the envelope, with a fresh error id; 503 carries Retry-After.
-func writeV2Error(w http.ResponseWriter, e *v2Error) {
+// writeEnmeshedError writes e in the envelope, with a fresh error id; 503 carries Retry-After.
+func writeEnmeshedError(w http.ResponseWriter, e *enmeshedError) {
 	if e.status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeJSON(w, e.status, v2ErrorBody{v2ErrorJSON{
+	writeJSON(w, e.status, enmeshedErrorBody{enmeshedErrorJSON{
 		Code:    e.code,
 		Message: e.message,
 		ID:      newErrorID(),
-		Time:    v2Time(time.Now()),
-		Docs:    v2ErrorDocs + strings.ToLower(e.code),
+		Time:    enmeshedTime(time.Now()),
+		Docs:    enmeshedErrorDocs + strings.ToLower(e.code),
 	}})
 }
 

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"cmp"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -83,9 +82,8 @@ func (a *enmeshedAPI) deleteFile(w http.ResponseWriter, r *http.Request, p core.
 	return nil
 }
 
-// download streams the file's bytes with http.ServeContent (Range, HEAD, conditional requests)
-// over the same content adapter as /files/v1: a failure before the first byte is still an error
-// envelope, a failure after it aborts the connection.
+// download streams the file's bytes (serveFile, as /files/v1 does): a failure before the first
+// byte is still an error envelope, a failure after it aborts the connection.
 func (a *enmeshedAPI) download(w http.ResponseWriter, r *http.Request, p core.Principal, _ string) error {
 	id, err := fileIDParam(r)
 	if err != nil {
@@ -95,35 +93,7 @@ func (a *enmeshedAPI) download(w http.ResponseWriter, r *http.Request, p core.Pr
 	if err != nil {
 		return err
 	}
-	mimetype := info.MimeType
-	if mimetype == "" {
-		mimetype = "application/octet-stream"
-	}
-	h := w.Header()
-	h.Set("Content-Type", mimetype) // set, so ServeContent never sniffs
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Disposition", "attachment;filename="+percentEncode(info.Name))
-	if info.ETag != "" {
-		h.Set("ETag", `"`+info.ETag+`"`)
-	}
-	normalizeRange(r, info.Size) // see DESIGN.md: multi-range is served whole, "-0" is 416
-	src := newContentReader(r.Context(), content, info.Size)
-	defer src.Close()
-	dw := &deferredHeaderWriter{ResponseWriter: w}
-	http.ServeContent(dw, r, "", info.UpdatedAt, src)
-	switch {
-	case src.err == nil:
-		dw.flush()
-		return nil
-	case !dw.wroteBody:
-		clear(h)
-		return src.err
-	default:
-		key, _ := apiKey(r)
-		a.log.LogAttrs(r.Context(), slog.LevelWarn, "download aborted after the response started",
-			slog.String("route", r.Pattern), slog.String("error", redact(src.err.Error(), key)))
-		panic(http.ErrAbortHandler)
-	}
+	return serveFile(w, r, a.log, info, content, "attachment;filename="+percentEncode(info.Name))
 }
 
 // percentEncode escapes every byte outside A-Z a-z 0-9 - _ . ~ (a space is %20, not +), so the

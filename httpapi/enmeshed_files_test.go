@@ -14,8 +14,8 @@ import (
 	"github.com/cairn-dev/cairn/fsm"
 )
 
-func TestV2Upload(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedUpload(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	body, ct := multipartBody(t,
 		part{name: "title", body: "Greeting"},
 		part{name: "file", filename: "hellö.txt", contentType: "Text/Markdown; charset=UTF-8", body: "hello!"},
@@ -40,7 +40,7 @@ func TestV2Upload(t *testing.T) {
 	if id, _ := m["id"].(string); !validID(id, "FIL") {
 		t.Errorf("id = %v", m["id"])
 	}
-	if ts, _ := m["createdAt"].(string); !v2TimePattern.MatchString(ts) {
+	if ts, _ := m["createdAt"].(string); !enmeshedTimePattern.MatchString(ts) {
 		t.Errorf("createdAt = %v", m["createdAt"])
 	}
 
@@ -54,7 +54,7 @@ func TestV2Upload(t *testing.T) {
 	})
 }
 
-func TestV2UploadRefused(t *testing.T) {
+func TestEnmeshedUploadRefused(t *testing.T) {
 	file := part{name: "file", filename: "f.txt", body: "data"}
 	for _, tc := range []struct {
 		name     string
@@ -83,7 +83,7 @@ func TestV2UploadRefused(t *testing.T) {
 			ct: "multipart/form-data; boundary=b", begun: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newV2Env(t)
+			e := newEnmeshedEnv(t)
 			var body io.Reader = strings.NewReader(tc.raw)
 			ct := tc.ct
 			if tc.parts != nil {
@@ -91,7 +91,7 @@ func TestV2UploadRefused(t *testing.T) {
 				body, ct = chunked{buf}, mct
 			}
 			r := e.do(t, http.MethodPost, "/api/v2/Files/Own", body, map[string]string{"Content-Type": ct})
-			wantV2Error(t, r, http.StatusBadRequest, codeInvalidPropertyValue, tc.message)
+			wantEnmeshedError(t, r, http.StatusBadRequest, codeInvalidPropertyValue, tc.message)
 			if e.core.Files() != 0 {
 				t.Fatal("a refused upload created a file")
 			}
@@ -109,11 +109,11 @@ func TestV2UploadRefused(t *testing.T) {
 	}
 }
 
-func TestV2UploadServiceFailure(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedUploadServiceFailure(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	e.fail(false, fsm.CmdCreateFile, errors.New("no leader"))
 	body, ct := multipartBody(t, part{name: "file", filename: "f", body: "x"})
-	wantV2Error(t, e.do(t, http.MethodPost, "/api/v2/Files/Own", body, map[string]string{"Content-Type": ct}),
+	wantEnmeshedError(t, e.do(t, http.MethodPost, "/api/v2/Files/Own", body, map[string]string{"Content-Type": ct}),
 		http.StatusServiceUnavailable, codeUnavailable, "")
 	if _, aborted, _, _ := e.svc.lastUpload().state(); !aborted {
 		t.Fatal("a failed commit was not aborted")
@@ -128,7 +128,7 @@ func TestV2UploadServiceFailure(t *testing.T) {
 
 // visibilityFixture stores a file of alice's, one of bob's and one of alice's that has expired
 // (the clock moved past it; the reaper has not run).
-func visibilityFixture(t *testing.T, e *v2Env) (alices, bobs, expired core.FileInfo) {
+func visibilityFixture(t *testing.T, e *enmeshedEnv) (alices, bobs, expired core.FileInfo) {
 	t.Helper()
 	alices, _ = e.upload(t, "alice", core.FileAttrs{Name: "a.txt", MimeType: "text/plain", Title: "A", Tags: []string{"x"}, Description: "d"}, "alice's")
 	bobs, _ = e.upload(t, "bob", core.FileAttrs{Name: "b.txt", MimeType: "text/plain"}, "bob's")
@@ -137,8 +137,8 @@ func visibilityFixture(t *testing.T, e *v2Env) (alices, bobs, expired core.FileI
 	return alices, bobs, expired
 }
 
-func TestV2GetFile(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedGetFile(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	alices, bobs, expired := visibilityFixture(t, e)
 	notFound := "File not found. Make sure the ID exists and the record is not expired."
 	for _, tc := range []struct {
@@ -159,9 +159,9 @@ func TestV2GetFile(t *testing.T) {
 			r := e.do(t, http.MethodGet, "/api/v2/Files/"+tc.id, nil, map[string]string{"X-API-KEY": tc.key})
 			switch tc.status {
 			case 400:
-				wantV2Error(t, r, 400, codeInvalidPropertyValue, msgFileIDPattern)
+				wantEnmeshedError(t, r, 400, codeInvalidPropertyValue, msgFileIDPattern)
 			case 404:
-				wantV2Error(t, r, 404, codeRecordNotFound, notFound)
+				wantEnmeshedError(t, r, 404, codeRecordNotFound, notFound)
 			default:
 				keys := fileDTOBareKeys
 				if tc.id == alices.ID {
@@ -182,24 +182,24 @@ func TestV2GetFile(t *testing.T) {
 	}
 }
 
-func TestV2DeleteFile(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedDeleteFile(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	alices, bobs, _ := visibilityFixture(t, e)
 	r := e.do(t, http.MethodDelete, "/api/v2/Files/"+alices.ID, nil, nil)
 	if r.status != http.StatusNoContent || len(r.body) != 0 {
 		t.Fatalf("delete = %d %q, want 204 with no body", r.status, r.body)
 	}
-	wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files/"+alices.ID, nil, nil), 404, codeRecordNotFound, "")
-	wantV2Error(t, e.do(t, http.MethodDelete, "/api/v2/Files/"+alices.ID, nil, nil), 404, codeRecordNotFound, "")
-	wantV2Error(t, e.do(t, http.MethodDelete, "/api/v2/Files/"+bobs.ID, nil, nil), 404, codeRecordNotFound, "")
-	wantV2Error(t, e.do(t, http.MethodDelete, "/api/v2/Files/nope", nil, nil), 400, codeInvalidPropertyValue, msgFileIDPattern)
+	wantEnmeshedError(t, e.do(t, http.MethodGet, "/api/v2/Files/"+alices.ID, nil, nil), 404, codeRecordNotFound, "")
+	wantEnmeshedError(t, e.do(t, http.MethodDelete, "/api/v2/Files/"+alices.ID, nil, nil), 404, codeRecordNotFound, "")
+	wantEnmeshedError(t, e.do(t, http.MethodDelete, "/api/v2/Files/"+bobs.ID, nil, nil), 404, codeRecordNotFound, "")
+	wantEnmeshedError(t, e.do(t, http.MethodDelete, "/api/v2/Files/nope", nil, nil), 400, codeInvalidPropertyValue, msgFileIDPattern)
 	if n := e.core.Files(); n != 2 {
 		t.Fatalf("%d files left, want bob's and the expired one", n)
 	}
 }
 
-func TestV2Download(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedDownload(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "hello wörld;x\".txt", MimeType: "text/markdown"}, "# hello")
 	r := e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID+"/Download", nil, nil)
 	if r.status != http.StatusOK || string(r.body) != "# hello" {
@@ -222,14 +222,14 @@ func TestV2Download(t *testing.T) {
 	if r := e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID+"/Download", nil, map[string]string{"Accept": "image/png"}); r.status != 200 {
 		t.Fatalf("download with a narrow Accept = %d", r.status)
 	}
-	wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files/"+unknownFileID+"/Download", nil, nil), 404, codeRecordNotFound, "")
-	wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID+"/Download", nil, map[string]string{"X-API-KEY": keyBob}),
+	wantEnmeshedError(t, e.do(t, http.MethodGet, "/api/v2/Files/"+unknownFileID+"/Download", nil, nil), 404, codeRecordNotFound, "")
+	wantEnmeshedError(t, e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID+"/Download", nil, map[string]string{"X-API-KEY": keyBob}),
 		404, codeRecordNotFound, "")
-	wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files/x/Download", nil, nil), 400, codeInvalidPropertyValue, msgFileIDPattern)
+	wantEnmeshedError(t, e.do(t, http.MethodGet, "/api/v2/Files/x/Download", nil, nil), 400, codeInvalidPropertyValue, msgFileIDPattern)
 }
 
-func TestV2ListFilters(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedListFilters(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	day := func(d int) time.Time { return time.Date(2026, 1, d, 12, 0, 0, 500_000, time.UTC) }
 	fileIDs := map[int]string{}
 	add := func(n int, creator string, attrs core.FileAttrs, data string) {
@@ -297,8 +297,8 @@ func TestV2ListFilters(t *testing.T) {
 	}
 }
 
-func TestV2ListFilterRefused(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedListFilterRefused(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	for _, tc := range []struct{ query, message string }{
 		{"owner=alice", unknownFilterMessage("owner")},
 		{"filename=a&size=1", unknownFilterMessage("size")},
@@ -315,14 +315,14 @@ func TestV2ListFilterRefused(t *testing.T) {
 		{"filesize=big&owner=x", "filesize must be integer"},
 	} {
 		t.Run(tc.query[:min(len(tc.query), 30)], func(t *testing.T) {
-			wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files?"+tc.query, nil, nil), 400, codeInvalidPropertyValue, tc.message)
-			wantV2Error(t, e.do(t, http.MethodGet, "/api/v2/Files/Own?"+tc.query, nil, nil), 400, codeInvalidPropertyValue, tc.message)
+			wantEnmeshedError(t, e.do(t, http.MethodGet, "/api/v2/Files?"+tc.query, nil, nil), 400, codeInvalidPropertyValue, tc.message)
+			wantEnmeshedError(t, e.do(t, http.MethodGet, "/api/v2/Files/Own?"+tc.query, nil, nil), 400, codeInvalidPropertyValue, tc.message)
 		})
 	}
 }
 
-func TestV2ListEmptyIsArray(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedListEmptyIsArray(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	r := e.do(t, http.MethodGet, "/api/v2/Files", nil, nil)
 	if r.status != http.StatusOK || strings.TrimSpace(string(r.body)) != `{"result":[]}` {
 		t.Fatalf("empty list = %d %s", r.status, r.body)

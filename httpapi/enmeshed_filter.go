@@ -40,11 +40,11 @@ type filterField struct {
 // filterFields are the query keys of GET /api/v2/Files and /Own.
 var filterFields = map[string]filterField{
 	"createdAt": {kind: kindTime,
-		values: func(f core.FileInfo) []string { return []string{v2Time(f.CreatedAt)} },
+		values: func(f core.FileInfo) []string { return []string{enmeshedTime(f.CreatedAt)} },
 		time:   func(f core.FileInfo) time.Time { return f.CreatedAt }},
 	"createdBy": {values: func(f core.FileInfo) []string { return []string{f.CreatorID} }},
 	"expiresAt": {kind: kindTime,
-		values: func(f core.FileInfo) []string { return []string{v2Expiry(f.ExpiresAt)} },
+		values: func(f core.FileInfo) []string { return []string{enmeshedExpiry(f.ExpiresAt)} },
 		time: func(f core.FileInfo) time.Time {
 			if f.ExpiresAt.IsZero() {
 				return neverExpiresTime

@@ -25,7 +25,7 @@ func FuzzParseTokenCreate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, id string, body []byte) {
 		req, err := parseTokenCreate(id, body, now)
 		if err != nil {
-			var e *v2Error
+			var e *enmeshedError
 			if !errors.As(err, &e) || e.status != http.StatusBadRequest ||
 				(e.code != codeInvalidPropertyValue && e.code != codeInvalidJSON) {
 				t.Fatalf("error %v is not a 400 validation failure", err)
@@ -56,7 +56,7 @@ func FuzzParseFileFilter(f *testing.F) {
 	f.Fuzz(func(t *testing.T, query string) {
 		filter, err := parseFileFilter(query)
 		if err != nil {
-			var e *v2Error
+			var e *enmeshedError
 			if !errors.As(err, &e) || e.status != http.StatusBadRequest {
 				t.Fatalf("error %v is not a 400", err)
 			}
@@ -75,7 +75,7 @@ func FuzzParseFileFilter(f *testing.F) {
 	})
 }
 
-func FuzzV2Upload(f *testing.F) {
+func FuzzEnmeshedUpload(f *testing.F) {
 	seed := func(parts ...part) {
 		var buf bytes.Buffer
 		mw := multipart.NewWriter(&buf)
@@ -103,7 +103,7 @@ func FuzzV2Upload(f *testing.F) {
 	f.Add([]byte(""))
 	f.Add([]byte("--" + fuzzBoundary + "--"))
 
-	e := newV2Env(f, maxFileSize(256))
+	e := newEnmeshedEnv(f, maxFileSize(256))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req := httptest.NewRequest(http.MethodPost, "/api/v2/Files/Own", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "multipart/form-data; boundary="+fuzzBoundary)
@@ -134,8 +134,8 @@ func FuzzV2Upload(f *testing.F) {
 	})
 }
 
-func BenchmarkV2ListFiltered(b *testing.B) {
-	e := newV2Env(b)
+func BenchmarkEnmeshedListFiltered(b *testing.B) {
+	e := newEnmeshedEnv(b)
 	for i := range 1000 {
 		e.upload(b, "alice", core.FileAttrs{Name: fmt.Sprintf("file-%d.txt", i), MimeType: "text/plain",
 			Tags: []string{"t" + fmt.Sprint(i%10)}}, "x")

@@ -10,16 +10,16 @@ import (
 	"time"
 )
 
-// v2Env is /api/v2 (and /files/v1) under test, over the real core; its requests go as alice.
-type v2Env struct{ *env }
+// enmeshedEnv is /api/v2 (and /files/v1) under test, over the real core; its requests go as alice.
+type enmeshedEnv struct{ *env }
 
-func newV2Env(t testing.TB, opts ...stackOption) *v2Env {
+func newEnmeshedEnv(t testing.TB, opts ...stackOption) *enmeshedEnv {
 	t.Helper()
-	return &v2Env{startEnv(t, mounts{enmeshed: true}, opts...)}
+	return &enmeshedEnv{startEnv(t, mounts{enmeshed: true}, opts...)}
 }
 
 // do sends a request as alice unless header names another key (an empty X-API-KEY sends none).
-func (e *v2Env) do(t testing.TB, method, path string, body io.Reader, header map[string]string) response {
+func (e *enmeshedEnv) do(t testing.TB, method, path string, body io.Reader, header map[string]string) response {
 	t.Helper()
 	req, err := http.NewRequest(method, e.srv.URL+path, body)
 	if err != nil {
@@ -45,13 +45,13 @@ func (e *v2Env) do(t testing.TB, method, path string, body io.Reader, header map
 }
 
 var (
-	errorIDPattern = regexp.MustCompile(`^ERR[A-Za-z0-9]{17}$`)
-	v2TimePattern  = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$`)
+	errorIDPattern      = regexp.MustCompile(`^ERR[A-Za-z0-9]{17}$`)
+	enmeshedTimePattern = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$`)
 )
 
-// wantV2Error checks an error answer: status, code, message (when not empty) and the envelope's
+// wantEnmeshedError checks an error answer: status, code, message (when not empty) and the envelope's
 // exact shape.
-func wantV2Error(t testing.TB, r response, status int, code, message string) {
+func wantEnmeshedError(t testing.TB, r response, status int, code, message string) {
 	t.Helper()
 	if r.status != status {
 		t.Fatalf("status = %d, want %d (body %s)", r.status, status, r.body)
@@ -75,7 +75,7 @@ func wantV2Error(t testing.TB, r response, status int, code, message string) {
 		t.Fatalf("id = %q, want ERR + 17 alphanumerics", id)
 	}
 	ts, _ := e["time"].(string)
-	if !v2TimePattern.MatchString(ts) {
+	if !enmeshedTimePattern.MatchString(ts) {
 		t.Fatalf("time = %q, want UTC with milliseconds", ts)
 	}
 	if at, err := time.Parse(time.RFC3339, ts); err != nil || time.Since(at) > time.Minute || time.Until(at) > time.Minute {

@@ -12,15 +12,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 	"github.com/cairn-dev/cairn/core"
 	"github.com/cairn-dev/cairn/fsm"
 )
 
 const unknownFileID = "FILaaaaaaaaaaaaaaaaa"
 
-func TestV2AuthComesFirst(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedAuthComesFirst(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
 	for _, tc := range []struct {
 		name         string
@@ -41,7 +41,7 @@ func TestV2AuthComesFirst(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := e.do(t, tc.method, tc.path, strings.NewReader(tc.body), tc.header)
-			wantV2Error(t, r, http.StatusUnauthorized, codeUnauthorized, "Unauthorized.")
+			wantEnmeshedError(t, r, http.StatusUnauthorized, codeUnauthorized, "Unauthorized.")
 		})
 	}
 	t.Run("bearer works", func(t *testing.T) {
@@ -51,8 +51,8 @@ func TestV2AuthComesFirst(t *testing.T) {
 	})
 }
 
-func TestV2ErrorEnvelopes(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedErrorEnvelopes(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
 	for _, tc := range []struct {
 		name         string
@@ -78,7 +78,7 @@ func TestV2ErrorEnvelopes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := e.do(t, tc.method, tc.path, nil, tc.header)
-			wantV2Error(t, r, tc.status, tc.code, "")
+			wantEnmeshedError(t, r, tc.status, tc.code, "")
 			if got := r.header.Get("Allow"); got != tc.allow {
 				t.Fatalf("Allow = %q, want %q", got, tc.allow)
 			}
@@ -86,9 +86,9 @@ func TestV2ErrorEnvelopes(t *testing.T) {
 	}
 }
 
-// TestV2ServiceErrors drives the failures of the layers below core, and a rule of core's, through
+// TestEnmeshedServiceErrors drives the failures of the layers below core, and a rule of core's, through
 // real routes.
-func TestV2ServiceErrors(t *testing.T) {
+func TestEnmeshedServiceErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		read       bool   // the fault hits the read index; otherwise every proposal
@@ -99,12 +99,12 @@ func TestV2ServiceErrors(t *testing.T) {
 		retryAfter string
 	}{
 		{"unavailable", true, http.MethodGet, errors.New("no leader"), 503, codeUnavailable, "1"},
-		{"shutting down", true, http.MethodGet, cluster.ErrShutdown, 503, codeUnavailable, "1"},
-		{"no space", true, http.MethodGet, fmt.Errorf("append: %w", cluster.ErrLogStoreFull), 507, codeInsufficientStorage, ""},
+		{"shutting down", true, http.MethodGet, clusterapi.ErrShutdown, 503, codeUnavailable, "1"},
+		{"no space", true, http.MethodGet, fmt.Errorf("append: %w", clusterapi.ErrLogStoreFull), 507, codeInsufficientStorage, ""},
 		{"unexpected", false, http.MethodDelete, fmt.Errorf("disk on fire %s: %w", keyAlice, fsm.ErrInvalidCommand), 500, codeUnexpected, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newV2Env(t)
+			e := newEnmeshedEnv(t)
 			f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
 			e.fail(tc.read, "", tc.err)
 			path := "/api/v2/Files"
@@ -112,7 +112,7 @@ func TestV2ServiceErrors(t *testing.T) {
 				path += "/" + f.ID
 			}
 			r := e.do(t, tc.method, path, nil, nil)
-			wantV2Error(t, r, tc.status, tc.code, "")
+			wantEnmeshedError(t, r, tc.status, tc.code, "")
 			if got := r.header.Get("Retry-After"); got != tc.retryAfter {
 				t.Fatalf("Retry-After = %q, want %q", got, tc.retryAfter)
 			}
@@ -123,20 +123,20 @@ func TestV2ServiceErrors(t *testing.T) {
 	}
 	t.Run("permission", func(t *testing.T) {
 		// VIEW_FILES sees every file but deletes only its own.
-		e := newV2Env(t)
+		e := newEnmeshedEnv(t)
 		f, _ := e.upload(t, "bob", core.FileAttrs{Name: "b.txt"}, "bob's")
 		r := e.do(t, http.MethodDelete, "/api/v2/Files/"+f.ID, nil, map[string]string{"X-API-KEY": keyAdmin})
-		wantV2Error(t, r, 403, codeNotOwnedByYou, "")
+		wantEnmeshedError(t, r, 403, codeNotOwnedByYou, "")
 		if e.core.Files() != 1 {
 			t.Fatal("the file was deleted")
 		}
 	})
 	t.Run("panic", func(t *testing.T) {
-		e := newV2Env(t)
+		e := newEnmeshedEnv(t)
 		f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
 		e.panicOnRead("FileByID exploded")
 		r := e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID, nil, nil)
-		wantV2Error(t, r, 500, codeUnexpected, "An unexpected error occurred.")
+		wantEnmeshedError(t, r, 500, codeUnexpected, "An unexpected error occurred.")
 		if !strings.Contains(e.logs.String(), "panic serving request") {
 			t.Fatalf("panic not logged: %s", e.logs)
 		}
@@ -146,8 +146,8 @@ func TestV2ServiceErrors(t *testing.T) {
 	})
 }
 
-// TestV2ErrorFor maps every core sentinel to the /api/v2 wire answer.
-func TestV2ErrorFor(t *testing.T) {
+// TestEnmeshedErrorFor maps every core sentinel to the /api/v2 wire answer.
+func TestEnmeshedErrorFor(t *testing.T) {
 	for _, tc := range []struct {
 		err    error
 		status int
@@ -160,9 +160,9 @@ func TestV2ErrorFor(t *testing.T) {
 		{core.ErrNotFound, 404, codeRecordNotFound},
 		{errors.New("disk on fire"), 500, codeUnexpected},
 	} {
-		e := v2ErrorFor(fmt.Errorf("wrapped: %w", tc.err), "File")
+		e := enmeshedErrorFor(fmt.Errorf("wrapped: %w", tc.err), "File")
 		if e.status != tc.status || e.code != tc.code {
-			t.Errorf("v2ErrorFor(%v) = %d %s, want %d %s", tc.err, e.status, e.code, tc.status, tc.code)
+			t.Errorf("enmeshedErrorFor(%v) = %d %s, want %d %s", tc.err, e.status, e.code, tc.status, tc.code)
 		}
 	}
 }
@@ -191,8 +191,8 @@ func requestCount(t testing.TB, reg *prometheus.Registry, route, code string) fl
 	return 0
 }
 
-func TestV2OrderOfChecks(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedOrderOfChecks(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
 	for _, tc := range []struct {
 		name         string
@@ -211,12 +211,12 @@ func TestV2OrderOfChecks(t *testing.T) {
 		{"existence last", http.MethodPost, "/api/v2/Files/" + unknownFileID + "/Token", `{"expiresAt":"2099"}`, nil, 404, codeRecordNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			wantV2Error(t, e.do(t, tc.method, tc.path, strings.NewReader(tc.body), tc.header), tc.status, tc.code, "")
+			wantEnmeshedError(t, e.do(t, tc.method, tc.path, strings.NewReader(tc.body), tc.header), tc.status, tc.code, "")
 		})
 	}
 	// The schema (ephemeral's type) is checked before expiresAt's value.
 	r := e.do(t, http.MethodPost, "/api/v2/Files/"+f.ID+"/Token", strings.NewReader(`{"expiresAt":"2000","ephemeral":"x"}`), nil)
-	wantV2Error(t, r, 400, codeInvalidPropertyValue, "ephemeral must be boolean")
+	wantEnmeshedError(t, r, 400, codeInvalidPropertyValue, "ephemeral must be boolean")
 }
 
 func TestNegotiate(t *testing.T) {
@@ -279,30 +279,30 @@ func TestParseISO8601(t *testing.T) {
 		switch {
 		case tc.want == "" && ok:
 			t.Errorf("parseISO8601(%q) = %v, want refused", tc.in, got)
-		case tc.want != "" && (!ok || v2Time(got) != tc.want):
-			t.Errorf("parseISO8601(%q) = %v, %v, want %s", tc.in, v2Time(got), ok, tc.want)
+		case tc.want != "" && (!ok || enmeshedTime(got) != tc.want):
+			t.Errorf("parseISO8601(%q) = %v, %v, want %s", tc.in, enmeshedTime(got), ok, tc.want)
 		}
 	}
 }
 
-func TestV2Dates(t *testing.T) {
+func TestEnmeshedDates(t *testing.T) {
 	at := time.Date(2026, 2, 9, 11, 3, 27, 179_654_321, time.FixedZone("CET", 3600))
-	if got := v2Time(at); got != "2026-02-09T10:03:27.179Z" {
-		t.Fatalf("v2Time = %s", got)
+	if got := enmeshedTime(at); got != "2026-02-09T10:03:27.179Z" {
+		t.Fatalf("enmeshedTime = %s", got)
 	}
-	if got := v2Expiry(time.Time{}); got != "9999-12-31T00:00:00.000Z" {
-		t.Fatalf("v2Expiry(zero) = %s", got)
+	if got := enmeshedExpiry(time.Time{}); got != "9999-12-31T00:00:00.000Z" {
+		t.Fatalf("enmeshedExpiry(zero) = %s", got)
 	}
 }
 
-func TestV2NotMountedWithoutService(t *testing.T) {
+func TestEnmeshedNotMountedWithoutService(t *testing.T) {
 	e := newEnv(t) // /files/v1 only
 	r := e.do(t, http.MethodGet, "/api/v2/Files", nil, map[string]string{"X-API-KEY": keyAlice})
 	wantError(t, r, http.StatusNotFound, 16, "RESOURCE_UNKNOWN_EXCEPTION")
 }
 
-func TestV2MetricsAndLogsHoldNoIDsOrKeys(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedMetricsAndLogsHoldNoIDsOrKeys(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
 	e.do(t, http.MethodGet, "/api/v2/Files/"+f.ID, nil, nil)
 	e.do(t, http.MethodGet, "/api/v2/Nothing/"+f.ID, nil, nil)
@@ -326,8 +326,8 @@ func TestV2MetricsAndLogsHoldNoIDsOrKeys(t *testing.T) {
 	}
 }
 
-func TestV2HeadFallsBackToGet(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedHeadFallsBackToGet(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
 	r := e.do(t, http.MethodHead, "/api/v2/Files/"+f.ID+"/Download", nil, nil)
 	if r.status != http.StatusOK || r.header.Get("Content-Length") != "5" || len(r.body) != 0 {
@@ -335,10 +335,10 @@ func TestV2HeadFallsBackToGet(t *testing.T) {
 	}
 }
 
-func TestV2PanicAfterWriteIsReraised(t *testing.T) {
+func TestEnmeshedPanicAfterWriteIsReraised(t *testing.T) {
 	// A panic after the answer started must abort the connection, not append an error envelope.
 	api := &enmeshedAPI{svc: newStack(t).svc, log: slog.New(slog.DiscardHandler)}
-	h := api.handler(v2Route{pattern: "/p", entity: "File", methods: map[string]v2Handler{
+	h := api.handler(enmeshedRoute{pattern: "/p", entity: "File", methods: map[string]enmeshedHandler{
 		http.MethodGet: {nil, func(w http.ResponseWriter, _ *http.Request, _ core.Principal, _ string) error {
 			w.WriteHeader(http.StatusOK)
 			panic("late")

@@ -22,7 +22,7 @@ import (
 type tokenCreate struct {
 	fileID    string
 	expiresAt time.Time // zero: the file's own expiry
-	ephemeral bool
+	kind      core.TokenKind
 }
 
 // parseTokenCreate validates a token-create request and reports the first failure only, in the
@@ -31,7 +31,7 @@ type tokenCreate struct {
 // defaults to true; a JSON null counts as absent. Fields that ask for a protection cairn does not
 // offer are refused rather than silently dropped.
 func parseTokenCreate(fileID string, body []byte, now time.Time) (tokenCreate, error) {
-	req := tokenCreate{fileID: fileID, ephemeral: true}
+	req := tokenCreate{fileID: fileID, kind: core.TokenEphemeral}
 	var fields map[string]json.RawMessage
 	if len(bytes.TrimSpace(body)) > 0 {
 		if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
@@ -53,8 +53,12 @@ func parseTokenCreate(fileID string, body []byte, now time.Time) (tokenCreate, e
 		req.expiresAt = t
 	}
 	if raw, ok := fields["ephemeral"]; ok && !isJSONNull(raw) {
-		if err := json.Unmarshal(raw, &req.ephemeral); err != nil {
+		var ephemeral bool
+		if err := json.Unmarshal(raw, &ephemeral); err != nil {
 			return tokenCreate{}, invalidProperty("ephemeral must be boolean")
+		}
+		if !ephemeral {
+			req.kind = core.TokenPersisted
 		}
 	}
 	for _, unsupported := range []string{"forIdentity", "passwordProtection"} {
@@ -83,9 +87,9 @@ func (a *enmeshedAPI) createToken(w http.ResponseWriter, r *http.Request, p core
 		return err
 	}
 	if mediaType == mediaPNG {
-		req.ephemeral = true
+		req.kind = core.TokenEphemeral
 	}
-	t, err := a.svc.CreateFileToken(r.Context(), p, req.fileID, req.expiresAt, req.ephemeral)
+	t, err := a.svc.CreateTokenByID(r.Context(), p, req.fileID, req.expiresAt, req.kind)
 	if err != nil {
 		return err
 	}

@@ -17,8 +17,8 @@ import (
 	"github.com/cairn-dev/cairn/fsm"
 )
 
-func TestV2CreateToken(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedCreateToken(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	fileExpiry := time.Date(2100, 6, 1, 0, 0, 0, 0, time.UTC)
 	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt", ExpiresAt: fileExpiry}, "hello")
 	forever, _ := e.upload(t, "alice", core.FileAttrs{Name: "b.txt"}, "hello")
@@ -58,7 +58,7 @@ func TestV2CreateToken(t *testing.T) {
 				m["expiresAt"] != tc.expiresAt {
 				t.Fatalf("TokenDTO = %v", m)
 			}
-			if ts, _ := m["createdAt"].(string); !v2TimePattern.MatchString(ts) {
+			if ts, _ := m["createdAt"].(string); !enmeshedTimePattern.MatchString(ts) {
 				t.Fatalf("createdAt = %v", m["createdAt"])
 			}
 			content := m["content"].(map[string]any)
@@ -72,7 +72,7 @@ func TestV2CreateToken(t *testing.T) {
 			// Only a persisted token can be fetched again, and then it is the same DTO.
 			g := e.do(t, http.MethodGet, "/api/v2/Tokens/"+minted.ID, nil, nil)
 			if !tc.persistent {
-				wantV2Error(t, g, 404, codeRecordNotFound, "Token not found. Make sure the ID exists and the record is not expired.")
+				wantEnmeshedError(t, g, 404, codeRecordNotFound, "Token not found. Make sure the ID exists and the record is not expired.")
 				return
 			}
 			again := resultObject(t, g, http.StatusOK, tokenDTOKeys...)
@@ -110,7 +110,7 @@ func TestV2CreateToken(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before, proposed := e.svc.mintedCount(), e.core.Consensus.Proposals()
 			r := e.do(t, http.MethodPost, path(tc.id), strings.NewReader(tc.body), map[string]string{"Content-Type": "application/json"})
-			wantV2Error(t, r, tc.status, tc.code, tc.message)
+			wantEnmeshedError(t, r, tc.status, tc.code, tc.message)
 			if e.svc.mintedCount() != before || e.core.Consensus.Proposals() != proposed {
 				t.Fatal("a refused request minted a token")
 			}
@@ -118,8 +118,8 @@ func TestV2CreateToken(t *testing.T) {
 	}
 }
 
-func TestV2CreateTokenPNG(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedCreateTokenPNG(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
 	r := e.do(t, http.MethodPost, "/api/v2/Files/"+f.ID+"/Token", strings.NewReader(`{"ephemeral":false}`),
 		map[string]string{"Accept": "image/png", "Content-Type": "application/json"})
@@ -136,7 +136,7 @@ func TestV2CreateTokenPNG(t *testing.T) {
 		t.Fatalf("not a PNG: % x", r.body[:min(len(r.body), 8)])
 	}
 	minted := e.svc.lastMinted(t)
-	if !minted.Ephemeral {
+	if minted.Kind != core.TokenEphemeral {
 		t.Fatal("a QR-code token must be ephemeral")
 	}
 	img, err := png.Decode(bytes.NewReader(r.body))
@@ -168,20 +168,20 @@ func TestV2CreateTokenPNG(t *testing.T) {
 		t.Fatal("the QR-code token was persisted")
 	}
 
-	wantV2Error(t, e.do(t, http.MethodPost, "/api/v2/Files/"+unknownFileID+"/Token", nil, map[string]string{"Accept": "image/png"}),
+	wantEnmeshedError(t, e.do(t, http.MethodPost, "/api/v2/Files/"+unknownFileID+"/Token", nil, map[string]string{"Accept": "image/png"}),
 		404, codeRecordNotFound, "")
 }
 
-func TestV2GetToken(t *testing.T) {
-	e := newV2Env(t)
+func TestEnmeshedGetToken(t *testing.T) {
+	e := newEnmeshedEnv(t)
 	e.core.Clock.Set(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	f, _ := e.upload(t, "bob", core.FileAttrs{Name: "a.txt"}, "hello")
 	bob := e.principals["bob"]
-	live, err := e.svc.CreateFileToken(t.Context(), bob, f.ID, time.Time{}, false)
+	live, err := e.svc.CreateTokenByID(t.Context(), bob, f.ID, time.Time{}, core.TokenPersisted)
 	if err != nil {
 		t.Fatal(err)
 	}
-	expired, err := e.svc.CreateFileToken(t.Context(), bob, f.ID, e.core.Clock.Now().Add(time.Second), false)
+	expired, err := e.svc.CreateTokenByID(t.Context(), bob, f.ID, e.core.Clock.Now().Add(time.Second), core.TokenPersisted)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,9 +203,9 @@ func TestV2GetToken(t *testing.T) {
 			r := e.do(t, http.MethodGet, "/api/v2/Tokens/"+tc.id, nil, map[string]string{"X-API-KEY": tc.key})
 			switch tc.status {
 			case 400:
-				wantV2Error(t, r, 400, codeInvalidPropertyValue, "tokenId must match pattern TOK[A-Za-z0-9]{17}")
+				wantEnmeshedError(t, r, 400, codeInvalidPropertyValue, "tokenId must match pattern TOK[A-Za-z0-9]{17}")
 			case 404:
-				wantV2Error(t, r, 404, codeRecordNotFound, "Token not found. Make sure the ID exists and the record is not expired.")
+				wantEnmeshedError(t, r, 404, codeRecordNotFound, "Token not found. Make sure the ID exists and the record is not expired.")
 			default:
 				m := resultObject(t, r, 200, tokenDTOKeys...)
 				if m["id"] != live.ID || m["isOwn"] != tc.isOwn || m["truncatedReference"] != live.Secret ||
@@ -217,9 +217,9 @@ func TestV2GetToken(t *testing.T) {
 	}
 }
 
-// TestV2CreateTokenServiceErrors: a persisted token fails at its proposal, an ephemeral one (no
+// TestEnmeshedCreateTokenServiceErrors: a persisted token fails at its proposal, an ephemeral one (no
 // Raft write) at the read index; both answer 503 with Retry-After and mint nothing.
-func TestV2CreateTokenServiceErrors(t *testing.T) {
+func TestEnmeshedCreateTokenServiceErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		read bool
@@ -229,11 +229,11 @@ func TestV2CreateTokenServiceErrors(t *testing.T) {
 		{"ephemeral", true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newV2Env(t)
+			e := newEnmeshedEnv(t)
 			f, _ := e.upload(t, "alice", core.FileAttrs{Name: "a.txt"}, "hello")
 			e.fail(tc.read, fsm.CmdCreateToken, errors.New("no leader")) // the type matters for proposals only
 			r := e.do(t, http.MethodPost, "/api/v2/Files/"+f.ID+"/Token", strings.NewReader(tc.body), nil)
-			wantV2Error(t, r, 503, codeUnavailable, "")
+			wantEnmeshedError(t, r, 503, codeUnavailable, "")
 			if r.header.Get("Retry-After") == "" {
 				t.Fatal("503 without Retry-After")
 			}

@@ -1,9 +1,6 @@
 package httpapi
 
 import (
-	"context"
-	"fmt"
-	"io"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -34,18 +31,28 @@ func (a *enmeshedAPI) upload(w http.ResponseWriter, r *http.Request, p core.Prin
 		return err
 	}
 	defer release() // deferred before the abort below, so it runs after it
-	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
-		// Without a multipart body there is no file, which is how the Connector sees it too.
-		return invalidProperty(msgContentRequired)
+	boundary, err := multipartBoundary(r.Header.Get("Content-Type"))
+	if err != nil {
+		return err // without a multipart body there is no file, which is how the Connector sees it too
 	}
-	rd := &v2UploadReader{svc: a.svc, p: p, now: time.Now()}
-	defer rd.abort()
-	attrs, err := rd.readParts(r.Context(), multipart.NewReader(body, params["boundary"]))
+	// The upload begins in core only when the file part arrives, so a body that fails validation
+	// before it costs core nothing.
+	var up core.Upload
+	defer func() {
+		if up != nil {
+			up.Abort() // a no-op after Commit
+		}
+	}()
+	attrs, err := readUploadForm(multipart.NewReader(body, boundary), enmeshedForm(time.Now()),
+		func() (core.Upload, error) {
+			var err error
+			up, err = a.svc.BeginUpload(r.Context(), p)
+			return up, err
+		})
 	if err != nil {
 		return err
 	}
-	info, _, err := rd.up.Commit(r.Context(), attrs)
+	info, _, err := up.Commit(r.Context(), attrs)
 	if err != nil {
 		return err
 	}
@@ -57,105 +64,20 @@ func (a *enmeshedAPI) upload(w http.ResponseWriter, r *http.Request, p core.Prin
 	return nil
 }
 
-// v2UploadReader walks the parts of one upload. The upload in core begins only when the file part
-// arrives, so a body that fails validation before it costs core nothing.
-type v2UploadReader struct {
-	svc EnmeshedService
-	p   core.Principal
-	now time.Time
-	up  core.Upload
-}
-
-// abort ends an upload that was begun; it is a no-op after Commit.
-func (u *v2UploadReader) abort() {
-	if u.up != nil {
-		u.up.Abort()
+// enmeshedForm is the Connector's upload form: the file part (named file, with a filename; its
+// filename names the file), title, description and expiresAt at most once each (the Connector's
+// parser would make a repeat an array, which its schema refuses), and tags.
+func enmeshedForm(now time.Time) uploadForm {
+	fields := map[string]func(*core.FileAttrs, string) error{}
+	for _, name := range []string{"title", "description", "expiresAt"} {
+		fields[name] = func(attrs *core.FileAttrs, v string) error { return setUploadAttr(attrs, name, v, now) }
 	}
-}
-
-// readParts streams the one file part into core and collects the attributes. It stops at the first
-// failure, in the order the parts arrive; a missing file part is known, and reported, only at the
-// end.
-func (u *v2UploadReader) readParts(ctx context.Context, mr *multipart.Reader) (core.FileAttrs, error) {
-	var (
-		attrs   core.FileAttrs
-		sawFile bool
-		seen    = map[string]bool{}
-	)
-	for {
-		part, err := mr.NextPart()
-		if err == io.EOF { // only a bare io.EOF is the closing delimiter; a wrapped one is truncation
-			break
-		}
-		if err != nil {
-			return core.FileAttrs{}, bodyError(err)
-		}
-		name := part.FormName()
-		// A part without a filename is a plain field, even when named "file", as in the Connector.
-		if name == "file" && part.FileName() != "" {
-			if sawFile {
-				return core.FileAttrs{}, invalidProperty(msgOneFilePart)
-			}
-			sawFile = true
-			if err := checkFilename(part.FileName()); err != nil {
-				return core.FileAttrs{}, err
-			}
-			attrs.Name = strings.ToValidUTF8(part.FileName(), "\uFFFD")
-			attrs.MimeType = partMimetype(part.Header.Get("Content-Type"))
-			if err := u.stream(ctx, part); err != nil {
-				return core.FileAttrs{}, err
-			}
-			continue
-		}
-		switch name {
-		case "title", "description", "expiresAt":
-			if seen[name] { // the Connector's parser makes a repeated field an array
-				return core.FileAttrs{}, invalidProperty(name + " must be string")
-			}
-			seen[name] = true
-			v, err := readField(part, name)
-			if err != nil {
-				return core.FileAttrs{}, err
-			}
-			if err := setUploadAttr(&attrs, name, v, u.now); err != nil {
-				return core.FileAttrs{}, err
-			}
-		case "tags", "tags[]":
-			if len(attrs.Tags) == maxTags {
-				return core.FileAttrs{}, invalidProperty(fmt.Sprintf("tags must NOT have more than %d items", maxTags))
-			}
-			tag, err := readField(part, "tags")
-			if err != nil {
-				return core.FileAttrs{}, err
-			}
-			attrs.Tags = append(attrs.Tags, tag)
-		default: // unknown fields are ignored, within the same bound as known ones
-			if _, err := readField(part, "field"); err != nil {
-				return core.FileAttrs{}, err
-			}
-		}
+	return uploadForm{
+		fileNeedsFilename: true,
+		fields:            fields,
+		filename:          func(s string) string { return strings.ToValidUTF8(s, "\uFFFD") },
+		mimeType:          partMimetype,
 	}
-	if !sawFile {
-		return core.FileAttrs{}, invalidProperty(msgContentRequired)
-	}
-	return attrs, nil
-}
-
-// stream begins the upload in core and copies the file part into it.
-func (u *v2UploadReader) stream(ctx context.Context, part io.Reader) error {
-	up, err := u.svc.BeginUpload(ctx, u.p)
-	if err != nil {
-		return err
-	}
-	u.up = up
-	src := &sourceReader{r: part}
-	if _, err := up.ReadFrom(src); err != nil {
-		if src.err != nil { // the body failed (truncated, too large, client gone), not core
-			return bodyError(src.err)
-		}
-		return err
-	}
-	return nil
 }
 
 // setUploadAttr validates and stores one text attribute of the upload.

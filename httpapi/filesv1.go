@@ -9,14 +9,14 @@ import (
 	"github.com/cairn-dev/cairn/core"
 )
 
-// filesV1 is the Extra Horizon-compatible /files/v1 front-end.
-type filesV1 struct {
-	files  FileService
+// filesV1API is the Extra Horizon-compatible /files/v1 front-end.
+type filesV1API struct {
+	files  FilesV1Service
 	log    *slog.Logger
 	bounds *uploadBounds
 }
 
-func (v *filesV1) routes() []route {
+func (v *filesV1API) routes() []route {
 	upload := map[string]http.HandlerFunc{http.MethodPost: v.upload, http.MethodGet: v.list}
 	return []route{
 		{"/files/v1/{$}", "/files/v1/", upload},
@@ -36,14 +36,14 @@ func (v *filesV1) routes() []route {
 
 // fail answers err in the /files/v1 shape. Unexpected errors are logged with every secret of the
 // request blanked out, since a wrapped error's text may quote the token it failed on.
-func (v *filesV1) fail(w http.ResponseWriter, r *http.Request, err error) {
-	e := v1ErrorFor(err)
+func (v *filesV1API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	e := filesV1ErrorFor(err)
 	if e.status >= http.StatusInternalServerError {
 		v.log.LogAttrs(r.Context(), failureLevel(r, e.status), "files/v1 request failed",
 			slog.String("route", r.Pattern), slog.Int("status", e.status),
 			slog.String("error", redact(err.Error(), requestSecrets(r)...)))
 	}
-	writeV1Error(w, e)
+	writeFilesV1Error(w, e)
 }
 
 // requestSecrets lists the secrets a request may carry: path tokens and API keys.
@@ -91,8 +91,8 @@ type affectedRecords struct {
 	AffectedRecords int `json:"affectedRecords"`
 }
 
-// v1Timestamp formats t as the reference service does: ISO-8601 UTC with milliseconds.
-func v1Timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+// filesV1Timestamp formats t as the reference service does: ISO-8601 UTC with milliseconds.
+func filesV1Timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
 // metadataJSON renders f; tokens are included only when the caller may see them (non-nil).
 func metadataJSON(f core.FileInfo, tokens []core.TokenInfo) fileMetadata {
@@ -102,8 +102,8 @@ func metadataJSON(f core.FileInfo, tokens []core.TokenInfo) fileMetadata {
 		CreatorID:         f.CreatorID,
 		Size:              f.Size,
 		Tags:              f.Tags,
-		CreationTimestamp: v1Timestamp(f.CreatedAt),
-		UpdateTimestamp:   v1Timestamp(f.UpdatedAt),
+		CreationTimestamp: filesV1Timestamp(f.CreatedAt),
+		UpdateTimestamp:   filesV1Timestamp(f.UpdatedAt),
 	}
 	if md.Tags == nil {
 		md.Tags = []string{}
@@ -114,7 +114,7 @@ func metadataJSON(f core.FileInfo, tokens []core.TokenInfo) fileMetadata {
 	return md
 }
 
-func (v *filesV1) details(w http.ResponseWriter, r *http.Request) {
+func (v *filesV1API) details(w http.ResponseWriter, r *http.Request) {
 	file, presented, tokens, err := v.files.Details(r.Context(), r.PathValue("token"))
 	if err != nil {
 		v.fail(w, r, err)
@@ -126,7 +126,7 @@ func (v *filesV1) details(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, metadataJSON(file, tokens))
 }
 
-func (v *filesV1) deleteFile(w http.ResponseWriter, r *http.Request) {
+func (v *filesV1API) deleteFile(w http.ResponseWriter, r *http.Request) {
 	if err := v.files.DeleteFile(r.Context(), r.PathValue("token")); err != nil {
 		v.fail(w, r, err)
 		return
@@ -134,7 +134,7 @@ func (v *filesV1) deleteFile(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, affectedRecords{1})
 }
 
-func (v *filesV1) createToken(w http.ResponseWriter, r *http.Request) {
+func (v *filesV1API) createToken(w http.ResponseWriter, r *http.Request) {
 	req, err := readTokenRequest(r.Body, time.Now())
 	if err != nil {
 		v.fail(w, r, err)
@@ -147,12 +147,12 @@ func (v *filesV1) createToken(w http.ResponseWriter, r *http.Request) {
 	}
 	out := createdToken{Token: t.Secret, AccessLevel: string(t.Access)}
 	if !t.ExpiresAt.IsZero() {
-		out.ExpiresAt = v1Timestamp(t.ExpiresAt)
+		out.ExpiresAt = filesV1Timestamp(t.ExpiresAt)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (v *filesV1) deleteToken(w http.ResponseWriter, r *http.Request) {
+func (v *filesV1API) deleteToken(w http.ResponseWriter, r *http.Request) {
 	if err := v.files.DeleteToken(r.Context(), r.PathValue("token"), r.PathValue("tokenToDelete")); err != nil {
 		v.fail(w, r, err)
 		return

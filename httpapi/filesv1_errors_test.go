@@ -24,11 +24,11 @@ func TestTooLargeMessageStatesTheLimit(t *testing.T) {
 		if got := tooLargeMessage(tc.err); got != tc.want {
 			t.Errorf("tooLargeMessage(%v) = %q, want %q", tc.err, got, tc.want)
 		}
-		if e := v1ErrorFor(tc.err); e.Code != 2610 || e.Message != tc.want {
-			t.Errorf("v1ErrorFor(%v) = %+v", tc.err, e)
+		if e := filesV1ErrorFor(tc.err); e.Code != 2610 || e.Message != tc.want {
+			t.Errorf("filesV1ErrorFor(%v) = %+v", tc.err, e)
 		}
 	}
-	if e := v2ErrorFor(&core.FileTooLargeError{Limit: 1 << 30}, "File"); e.message != "file content exceeds the maximum file size of 1 GiB (1073741824 bytes)" {
+	if e := enmeshedErrorFor(&core.FileTooLargeError{Limit: 1 << 30}, "File"); e.message != "file content exceeds the maximum file size of 1 GiB (1073741824 bytes)" {
 		t.Errorf("v2: %q", e.message)
 	}
 }

@@ -53,15 +53,15 @@ type pageJSON struct {
 }
 
 // list serves GET /files/v1/?<RQL>: every file with its tokens, for a principal with VIEW_FILES.
-func (v *filesV1) list(w http.ResponseWriter, r *http.Request) {
-	p, err := v.adminPrincipal(r)
+func (v *filesV1API) list(w http.ResponseWriter, r *http.Request) {
+	p, err := keyPrincipal(r, v.files)
 	if err != nil {
 		v.fail(w, r, err)
 		return
 	}
 	q, err := rql.Parse(r.URL.RawQuery, listFields)
 	if err != nil {
-		v.fail(w, r, &v1Error{http.StatusBadRequest, 19, "INVALID_RQL_EXCEPTION",
+		v.fail(w, r, &filesV1Error{http.StatusBadRequest, 19, "INVALID_RQL_EXCEPTION",
 			strings.TrimPrefix(err.Error(), rql.ErrInvalid.Error()+": ")})
 		return
 	}

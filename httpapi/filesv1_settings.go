@@ -14,17 +14,8 @@ type settingsJSON struct {
 	UpdateTimestamp                  string   `json:"updateTimestamp,omitempty"`
 }
 
-// adminPrincipal authenticates the API key an admin route needs (no anonymous access).
-func (v *filesV1) adminPrincipal(r *http.Request) (core.Principal, error) {
-	key, presented := apiKey(r)
-	if !presented || key == "" {
-		return core.Principal{}, core.ErrUnauthenticated
-	}
-	return v.files.Authenticate(r.Context(), key)
-}
-
-func (v *filesV1) getSettings(w http.ResponseWriter, r *http.Request) {
-	p, err := v.adminPrincipal(r)
+func (v *filesV1API) getSettings(w http.ResponseWriter, r *http.Request) {
+	p, err := keyPrincipal(r, v.files)
 	if err != nil {
 		v.fail(w, r, err)
 		return
@@ -43,14 +34,14 @@ func settingsDocument(st core.Settings) settingsJSON {
 		doc.DisableForceDownloadForMimeTypes = []string{}
 	}
 	if !st.UpdatedAt.IsZero() {
-		doc.UpdateTimestamp = v1Timestamp(st.UpdatedAt)
+		doc.UpdateTimestamp = filesV1Timestamp(st.UpdatedAt)
 	}
 	return doc
 }
 
 // putSettings applies a partial update: fields absent from the body keep their value.
-func (v *filesV1) putSettings(w http.ResponseWriter, r *http.Request) {
-	p, err := v.adminPrincipal(r)
+func (v *filesV1API) putSettings(w http.ResponseWriter, r *http.Request) {
+	p, err := keyPrincipal(r, v.files)
 	if err != nil {
 		v.fail(w, r, err)
 		return

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 	"github.com/cairn-dev/cairn/core"
 	"github.com/cairn-dev/cairn/fsm"
 )
@@ -108,8 +108,8 @@ func TestCreateToken(t *testing.T) {
 			if m["accessLevel"] != tc.wantLevel {
 				t.Fatalf("accessLevel = %v", m["accessLevel"])
 			}
-			if tc.wantExpiry && m["expiresAt"] != v1Timestamp(future) {
-				t.Fatalf("expiresAt = %v, want %v", m["expiresAt"], v1Timestamp(future))
+			if tc.wantExpiry && m["expiresAt"] != filesV1Timestamp(future) {
+				t.Fatalf("expiresAt = %v, want %v", m["expiresAt"], filesV1Timestamp(future))
 			}
 		})
 	}
@@ -186,8 +186,8 @@ func TestUnknownRoutesAndMethods(t *testing.T) {
 	}
 }
 
-// TestV1ErrorFor maps every core sentinel to the /files/v1 wire answer.
-func TestV1ErrorFor(t *testing.T) {
+// TestFilesV1ErrorFor maps every core sentinel to the /files/v1 wire answer.
+func TestFilesV1ErrorFor(t *testing.T) {
 	for _, tc := range []struct {
 		err     error
 		status  int
@@ -206,9 +206,9 @@ func TestV1ErrorFor(t *testing.T) {
 		{core.ErrNoSpace, 507, 1, "INSUFFICIENT_STORAGE_EXCEPTION"},
 		{errors.New("disk on fire"), 500, 1, "SERVER_EXCEPTION"},
 	} {
-		e := v1ErrorFor(fmt.Errorf("wrapped: %w", tc.err))
+		e := filesV1ErrorFor(fmt.Errorf("wrapped: %w", tc.err))
 		if e.status != tc.status || e.Code != tc.code || e.Name != tc.errName {
-			t.Errorf("v1ErrorFor(%v) = %d %d %s, want %d %d %s", tc.err, e.status, e.Code, e.Name, tc.status, tc.code, tc.errName)
+			t.Errorf("filesV1ErrorFor(%v) = %d %d %s, want %d %d %s", tc.err, e.status, e.Code, e.Name, tc.status, tc.code, tc.errName)
 		}
 	}
 }
@@ -226,8 +226,8 @@ func TestErrorMapping(t *testing.T) {
 		errName string
 	}{
 		{"no quorum", true, func(s string) error { return fmt.Errorf("no leader near %s", s) }, 503, 1, "SERVICE_UNAVAILABLE_EXCEPTION"},
-		{"shutting down", true, func(s string) error { return fmt.Errorf("%s: %w", s, cluster.ErrShutdown) }, 503, 1, "SERVICE_UNAVAILABLE_EXCEPTION"},
-		{"raft log disk full", true, func(s string) error { return fmt.Errorf("%s: %w", s, cluster.ErrLogStoreFull) }, 507, 1, "INSUFFICIENT_STORAGE_EXCEPTION"},
+		{"shutting down", true, func(s string) error { return fmt.Errorf("%s: %w", s, clusterapi.ErrShutdown) }, 503, 1, "SERVICE_UNAVAILABLE_EXCEPTION"},
+		{"raft log disk full", true, func(s string) error { return fmt.Errorf("%s: %w", s, clusterapi.ErrLogStoreFull) }, 507, 1, "INSUFFICIENT_STORAGE_EXCEPTION"},
 		{"command refused", false, func(s string) error { return fmt.Errorf("disk on fire near %s: %w", s, fsm.ErrInvalidCommand) }, 500, 1, "SERVER_EXCEPTION"},
 	}
 	for _, tc := range tests {

@@ -2,64 +2,15 @@ package httpapi
 
 import (
 	"errors"
-	"fmt"
 	"io"
-	"mime"
 	"mime/multipart"
 	"net/http"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/cairn-dev/cairn/core"
 )
 
-const (
-	// maxFieldBytes bounds each non-file part (name, a tag, an ignored field).
-	maxFieldBytes = 64 << 10
-	// maxTags bounds the number of tag parts of one upload.
-	maxTags = 1000
-	// uploadOverhead is what the whole body may exceed MaxFileSize by: multipart framing plus the
-	// text parts. Without it, non-file parts could stream forever.
-	uploadOverhead = 1 << 20
-)
-
-// anonymous is the principal of key-less uploads when the cluster allows them.
-var anonymous = core.Principal{ID: "anonymous", Anonymous: true}
-
-// apiKey returns the caller's API key and whether one was presented at all. A presented but empty
-// or non-Bearer Authorization header still counts as presented: it must fail, not fall back to
-// anonymous.
-func apiKey(r *http.Request) (string, bool) {
-	if h := r.Header.Get("Authorization"); h != "" {
-		scheme, key, _ := strings.Cut(h, " ")
-		if !strings.EqualFold(scheme, "Bearer") {
-			return "", true
-		}
-		return strings.TrimSpace(key), true
-	}
-	if vals, ok := r.Header["X-Api-Key"]; ok {
-		return strings.TrimSpace(vals[0]), true
-	}
-	return "", false
-}
-
-// principal identifies the uploader. An unknown key is refused even when anonymous uploads are
-// allowed, so a typo in a key never silently creates anonymous files.
-func (v *filesV1) principal(r *http.Request) (core.Principal, error) {
-	key, presented := apiKey(r)
-	switch {
-	case presented && key == "":
-		return core.Principal{}, core.ErrUnauthenticated
-	case presented:
-		return v.files.Authenticate(r.Context(), key)
-	case v.files.AllowAnonymousUpload():
-		return anonymous, nil
-	default:
-		return core.Principal{}, core.ErrUnauthenticated
-	}
-}
-
-func (v *filesV1) upload(w http.ResponseWriter, r *http.Request) {
+func (v *filesV1API) upload(w http.ResponseWriter, r *http.Request) {
 	md, err := v.receive(w, r)
 	if err != nil {
 		v.fail(w, r, err)
@@ -68,11 +19,24 @@ func (v *filesV1) upload(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, md)
 }
 
+// filesV1Form is the contract's upload form: the file part (any part named file), an optional
+// name that wins over its filename, and tags. core normalises the file part's Content-Type, and
+// derives one when it is empty or unusable.
+var filesV1Form = uploadForm{
+	fields:    map[string]func(*core.FileAttrs, string) error{"name": func(a *core.FileAttrs, v string) error { a.Name = v; return nil }},
+	nameField: "name",
+	filename:  func(s string) string { return s },
+	mimeType:  strings.TrimSpace,
+}
+
 // receive streams one multipart upload into core: BeginUpload, the file part through ReadFrom, then
 // Commit with the attributes of every part (tags usually follow the file). The file is never
 // buffered here, and every failure after BeginUpload aborts the upload.
-func (v *filesV1) receive(w http.ResponseWriter, r *http.Request) (fileMetadata, error) {
-	p, err := v.principal(r)
+func (v *filesV1API) receive(w http.ResponseWriter, r *http.Request) (fileMetadata, error) {
+	p, err := principal(r, v.files)
+	if err == nil {
+		err = v.files.AuthorizeUpload(p)
+	}
 	if err != nil {
 		return fileMetadata{}, err
 	}
@@ -94,13 +58,16 @@ func (v *filesV1) receive(w http.ResponseWriter, r *http.Request) (fileMetadata,
 	if err != nil {
 		return fileMetadata{}, err
 	}
+	// /files/v1 begins the upload before it reads a part, so core's refusals (no cluster config
+	// yet, say) come before the form's.
 	up, err := v.files.BeginUpload(r.Context(), p)
 	if err != nil {
 		return fileMetadata{}, err
 	}
 	defer up.Abort() // a no-op after Commit
 
-	attrs, err := readParts(multipart.NewReader(body, boundary), up)
+	attrs, err := readUploadForm(multipart.NewReader(body, boundary), filesV1Form,
+		func() (core.Upload, error) { return up, nil })
 	if err != nil {
 		return fileMetadata{}, err
 	}
@@ -109,128 +76,4 @@ func (v *filesV1) receive(w http.ResponseWriter, r *http.Request) (fileMetadata,
 		return fileMetadata{}, err
 	}
 	return metadataJSON(info, tokens), nil
-}
-
-// multipartBoundary checks that the body is multipart/form-data and returns its boundary.
-func multipartBoundary(contentType string) (string, error) {
-	mt, params, err := mime.ParseMediaType(contentType)
-	if err != nil || mt != "multipart/form-data" {
-		return "", errBodyFormat("the upload must be multipart/form-data")
-	}
-	if params["boundary"] == "" {
-		return "", errBodyFormat("the multipart body has no boundary")
-	}
-	return params["boundary"], nil
-}
-
-// readParts walks every part of the upload, in any order, streaming the one file part into up and
-// collecting the attributes for Commit.
-func readParts(mr *multipart.Reader, up core.Upload) (core.FileAttrs, error) {
-	var (
-		attrs            core.FileAttrs
-		sawFile, sawName bool
-		filename         string
-	)
-	for {
-		part, err := mr.NextPart()
-		if err == io.EOF { // only a bare io.EOF is the closing delimiter; a wrapped one is truncation
-			break
-		}
-		if err != nil {
-			return core.FileAttrs{}, bodyError(err)
-		}
-		switch part.FormName() {
-		case "file":
-			if sawFile {
-				return core.FileAttrs{}, errBodyFormat("the upload has more than one file part")
-			}
-			sawFile = true
-			filename = part.FileName()
-			if err := checkFilename(filename); err != nil {
-				return core.FileAttrs{}, err
-			}
-			// core normalises it, and derives one when it is empty or unusable.
-			attrs.MimeType = strings.TrimSpace(part.Header.Get("Content-Type"))
-			src := &sourceReader{r: part}
-			if _, err := up.ReadFrom(src); err != nil {
-				if src.err != nil { // the body failed (truncated, too large, client gone), not core
-					return core.FileAttrs{}, bodyError(src.err)
-				}
-				return core.FileAttrs{}, err
-			}
-		case "name":
-			if sawName {
-				return core.FileAttrs{}, errBodyFormat("the upload has more than one name part")
-			}
-			sawName = true
-			if attrs.Name, err = readField(part, "name"); err != nil {
-				return core.FileAttrs{}, err
-			}
-		case "tags[]", "tags":
-			if len(attrs.Tags) == maxTags {
-				return core.FileAttrs{}, errFieldFormat(fmt.Sprintf("an upload has at most %d tags", maxTags))
-			}
-			tag, err := readField(part, "tags")
-			if err != nil {
-				return core.FileAttrs{}, err
-			}
-			attrs.Tags = append(attrs.Tags, tag)
-		default: // unknown fields are ignored, within the same bound as known ones
-			if _, err := readField(part, "field"); err != nil {
-				return core.FileAttrs{}, err
-			}
-		}
-	}
-	if !sawFile {
-		return core.FileAttrs{}, errMissingFields("the upload has no file part")
-	}
-	if !sawName {
-		attrs.Name = filename
-	}
-	return attrs, nil
-}
-
-// readField reads one text part, bounded to maxFieldBytes and required to be UTF-8 (it ends up in
-// JSON).
-func readField(part *multipart.Part, what string) (string, error) {
-	b, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
-	if err != nil {
-		return "", bodyError(err)
-	}
-	if len(b) > maxFieldBytes {
-		return "", errFieldFormat(fmt.Sprintf("the %s part exceeds %d bytes", what, maxFieldBytes))
-	}
-	if !utf8.Valid(b) {
-		return "", errFieldFormat(fmt.Sprintf("the %s part is not UTF-8 text", what))
-	}
-	return string(b), nil
-}
-
-// bodyError classifies a failure to read the request body: over the body limit is 2610 (the file
-// is what makes a body large), a body idle past its deadline says so, anything else is a malformed
-// or truncated multipart body.
-func bodyError(err error) error {
-	var tooLarge *http.MaxBytesError
-	if errors.As(err, &tooLarge) {
-		return err
-	}
-	if errors.Is(err, errStalled) {
-		return errBodyFormat("the request body sent no data for too long")
-	}
-	return errBodyFormat("the multipart body is malformed or truncated")
-}
-
-// sourceReader remembers the error the request body returned, so that a failed ReadFrom can be
-// blamed on the client or on core.
-type sourceReader struct {
-	r   io.Reader
-	err error
-}
-
-func (s *sourceReader) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	if err != nil && !errors.Is(err, io.EOF) {
-		s.err = err
-	}
-	return n, err
 }

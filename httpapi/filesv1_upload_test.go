@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 	"github.com/cairn-dev/cairn/fsm"
 )
 
@@ -228,7 +228,7 @@ func TestUploadBeforeClusterInit(t *testing.T) {
 
 func TestUploadCommitFailureIsMapped(t *testing.T) {
 	e := newEnv(t, anonymousUploads)
-	e.fail(false, fsm.CmdCreateFile, fmt.Errorf("append: %w", cluster.ErrLogStoreFull))
+	e.fail(false, fsm.CmdCreateFile, fmt.Errorf("append: %w", clusterapi.ErrLogStoreFull))
 	body, ct := multipartBody(t, part{name: "file", filename: "a", body: "x"})
 	res := e.do(t, http.MethodPost, "/files/v1/", body, map[string]string{"Content-Type": ct})
 	wantError(t, res, 507, 1, "INSUFFICIENT_STORAGE_EXCEPTION")

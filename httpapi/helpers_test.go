@@ -39,9 +39,9 @@ type opsStub struct {
 	notReady error
 }
 
-func (o *opsStub) Status(context.Context) core.Status {
-	return core.Status{NodeID: "n1", LeaderID: "n2", RaftState: "Follower", Term: 3, Erasure: "4+2", WriteQuorum: 5,
-		Members: []core.MemberStatus{{ID: "n1", State: "alive", Suffrage: "voter"}}}
+func (o *opsStub) Status(context.Context) Status {
+	return Status{NodeID: "n1", LeaderID: "n2", RaftState: "Follower", Term: 3, Erasure: "4+2", WriteQuorum: 5,
+		Members: []MemberStatus{{ID: "n1", State: "alive", Suffrage: "voter"}}}
 }
 
 func (o *opsStub) Ready(context.Context) error {
@@ -69,7 +69,7 @@ func startEnv(t testing.TB, m mounts, opts ...stackOption) *env {
 	t.Helper()
 	e := &env{stack: newStack(t, opts...), ops: &opsStub{}, reg: prometheus.NewRegistry(), logs: &testutil.SyncBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg := Config{Files: e.svc, Ops: e.ops, Registry: e.reg, Logger: logger}
+	cfg := Config{FilesV1: e.svc, Ops: e.ops, Registry: e.reg, Logger: logger}
 	if m.enmeshed {
 		cfg.Enmeshed = e.svc
 	}

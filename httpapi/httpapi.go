@@ -12,10 +12,11 @@ import (
 	"github.com/cairn-dev/cairn/core"
 )
 
-// FileService is what the front-ends need from the use cases; *core.Service implements it.
-type FileService interface {
+// FilesV1Service is what /files/v1 (and its admin listing and settings) needs from the use
+// cases; *core.Service implements it.
+type FilesV1Service interface {
 	Authenticate(ctx context.Context, apiKey string) (core.Principal, error) // core.ErrUnauthenticated
-	AllowAnonymousUpload() bool
+	AuthorizeUpload(p core.Principal) error                                  // core.ErrUnauthenticated
 	MaxFileSize() int64
 	BeginUpload(ctx context.Context, p core.Principal) (core.Upload, error)
 	// Details resolves the token (linearizably). tokens lists all of the file's persisted tokens when
@@ -36,13 +37,13 @@ type FileService interface {
 
 // OpsService feeds the ops endpoints.
 type OpsService interface {
-	Status(ctx context.Context) core.Status
+	Status(ctx context.Context) Status
 	Ready(ctx context.Context) error // nil when this node can serve; otherwise why not
 }
 
-// Config is everything New needs. Files, Ops and Registry are required; a nil Logger discards logs.
+// Config is everything New needs. FilesV1, Ops and Registry are required; a nil Logger discards logs.
 type Config struct {
-	Files    FileService
+	FilesV1  FilesV1Service
 	Ops      OpsService
 	Registry *prometheus.Registry // per node; New registers its collectors on it and serves it at /metrics
 	Logger   *slog.Logger
@@ -78,8 +79,8 @@ type route struct {
 // the ops endpoints and the middleware around them.
 func New(cfg Config) (http.Handler, error) {
 	switch {
-	case cfg.Files == nil:
-		return nil, errors.New("httpapi: Config.Files is required")
+	case cfg.FilesV1 == nil:
+		return nil, errors.New("httpapi: Config.FilesV1 is required")
 	case cfg.Ops == nil:
 		return nil, errors.New("httpapi: Config.Ops is required")
 	case cfg.Registry == nil:
@@ -100,30 +101,30 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	v1 := &filesV1{files: cfg.Files, log: logger, bounds: bounds}
+	filesV1 := &filesV1API{files: cfg.FilesV1, log: logger, bounds: bounds}
 	ops := &opsHandlers{ops: cfg.Ops, registry: cfg.Registry}
 
-	routes := append(v1.routes(), ops.routes()...)
+	routes := append(filesV1.routes(), ops.routes()...)
 	if cfg.Admin != nil {
-		admin := &adminAPI{admin: cfg.Admin, v1: v1, log: logger}
+		admin := &adminAPI{admin: cfg.Admin, filesV1: filesV1, log: logger}
 		routes = append(routes, admin.routes()...)
 		if cfg.Snapshots != nil {
 			routes = append(routes, (&snapshotAPI{admin: admin, snapshots: cfg.Snapshots}).routes()...)
 		}
 	}
 	if cfg.Debug != nil {
-		routes = append(routes, (&debugAPI{debug: cfg.Debug, v1: v1, pprofs: cfg.EnablePprof}).routes()...)
+		routes = append(routes, (&debugAPI{debug: cfg.Debug, filesV1: filesV1, pprofs: cfg.EnablePprof}).routes()...)
 	}
 	mux := http.NewServeMux()
 	for _, rt := range routes {
-		mux.Handle(rt.pattern, mw.wrap(rt.label, dispatch(rt.methods)))
+		mux.Handle(rt.pattern, mw.wrap(rt.label, dispatch(rt.methods), filesV1ServerError))
 	}
 	if cfg.Enmeshed != nil {
 		(&enmeshedAPI{svc: cfg.Enmeshed, log: logger, bounds: bounds}).mount(mux, mw)
 	}
 	// Everything else, including paths the patterns above do not match, is the reference service's
 	// "unknown resource".
-	mux.Handle("/", mw.wrap("unmatched", http.HandlerFunc(notFound)))
+	mux.Handle("/", mw.wrap("unmatched", http.HandlerFunc(notFound), filesV1ServerError))
 	return mux, nil
 }
 

@@ -68,16 +68,21 @@ type middleware struct {
 	metrics *httpMetrics
 }
 
-// wrap instruments h under the route label and recovers its panics. Recovery sits inside the
-// instrumentation so that a recovered panic is counted as the 500 it became.
-func (m *middleware) wrap(label string, h http.Handler) http.Handler {
+// serverError writes a front-end's own 500 answer: each API passes its writer to wrap, so one
+// panic handler serves both and each answers in its own format.
+type serverError func(w http.ResponseWriter)
+
+// wrap instruments h under the route label and recovers its panics, answering them with
+// answer500. Recovery sits inside the instrumentation so that a recovered panic is counted as the
+// 500 it became.
+func (m *middleware) wrap(label string, h http.Handler, answer500 serverError) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		defer func() {
 			p := recover()
 			if p != nil {
-				p = m.recovered(rec, r, label, p)
+				p = m.recovered(rec, r, label, p, answer500)
 			}
 			status := rec.status
 			if status == 0 { // a handler that wrote nothing answered 200
@@ -103,7 +108,7 @@ func (m *middleware) wrap(label string, h http.Handler) http.Handler {
 // aborted connection so that the client never mistakes a truncated body for success. It returns
 // what must be re-panicked (nil when the panic was handled). http.ErrAbortHandler is the deliberate
 // way to abort and propagates untouched.
-func (m *middleware) recovered(rec *statusRecorder, r *http.Request, label string, p any) any {
+func (m *middleware) recovered(rec *statusRecorder, r *http.Request, label string, p any, answer500 serverError) any {
 	if p == http.ErrAbortHandler {
 		return p
 	}
@@ -113,7 +118,7 @@ func (m *middleware) recovered(rec *statusRecorder, r *http.Request, label strin
 		return http.ErrAbortHandler
 	}
 	clear(rec.Header()) // whatever the handler had prepared belongs to the answer that never went out
-	writeV1Error(rec, errServer())
+	answer500(rec)
 	return nil
 }
 

@@ -106,7 +106,7 @@ func openAPIHandler() http.HandlerFunc {
 		body, err := build()
 		if err != nil {
 			// The specs are embedded and tested, so this is a build defect; say so plainly.
-			writeV1Error(w, errServer())
+			writeFilesV1Error(w, errServer())
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

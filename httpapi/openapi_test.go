@@ -43,7 +43,7 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 		}
 	}
 	var routes []route
-	routes = append(routes, (&filesV1{}).routes()...)
+	routes = append(routes, (&filesV1API{}).routes()...)
 	routes = append(routes, (&opsHandlers{registry: prometheus.NewRegistry()}).routes()...)
 	routes = append(routes, (&adminAPI{}).routes()...)
 	routes = append(routes, (&snapshotAPI{}).routes()...)

@@ -16,8 +16,8 @@ func TestNewValidatesConfig(t *testing.T) {
 		cfg  Config
 	}{
 		{"no files", Config{Ops: ops, Registry: reg}},
-		{"no ops", Config{Files: files, Registry: reg}},
-		{"no registry", Config{Files: files, Ops: ops}},
+		{"no ops", Config{FilesV1: files, Registry: reg}},
+		{"no registry", Config{FilesV1: files, Ops: ops}},
 	}
 	for _, tc := range tests {
 		if _, err := New(tc.cfg); err == nil {
@@ -25,10 +25,10 @@ func TestNewValidatesConfig(t *testing.T) {
 		}
 	}
 	// A nil logger is allowed; a second front-end on the same registry is refused (duplicate metrics).
-	if _, err := New(Config{Files: files, Ops: ops, Registry: reg}); err != nil {
+	if _, err := New(Config{FilesV1: files, Ops: ops, Registry: reg}); err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	if _, err := New(Config{Files: files, Ops: ops, Registry: reg}); err == nil {
+	if _, err := New(Config{FilesV1: files, Ops: ops, Registry: reg}); err == nil {
 		t.Fatal("second New on one registry succeeded")
 	}
 }

@@ -143,8 +143,8 @@ func (s *recordingService) BeginUpload(ctx context.Context, p core.Principal) (c
 	return r, nil
 }
 
-func (s *recordingService) CreateFileToken(ctx context.Context, p core.Principal, fileID string, expiresAt time.Time, ephemeral bool) (core.TokenInfo, error) {
-	tok, err := s.Service.CreateFileToken(ctx, p, fileID, expiresAt, ephemeral)
+func (s *recordingService) CreateTokenByID(ctx context.Context, p core.Principal, fileID string, expiresAt time.Time, kind core.TokenKind) (core.TokenInfo, error) {
+	tok, err := s.Service.CreateTokenByID(ctx, p, fileID, expiresAt, kind)
 	if err == nil {
 		s.mu.Lock()
 		s.minted = append(s.minted, tok)
@@ -230,6 +230,6 @@ func (u *recordedUpload) state() (committed, aborted bool, attrs core.FileAttrs,
 
 // The real use cases serve both front-ends.
 var (
-	_ FileService     = (*core.Service)(nil)
+	_ FilesV1Service  = (*core.Service)(nil)
 	_ EnmeshedService = (*core.Service)(nil)
 )

@@ -120,15 +120,36 @@ func (ir *idleReader) Read(p []byte) (int, error) {
 // errStalled marks a body that sent nothing for the idle deadline; bodyError maps it.
 var errStalled = errors.New("the request body stalled")
 
-// maxFilenameBytes caps the filename of the file part like every other text field: the name is
-// stored in Raft, held in every node's memory and returned by every listing.
-const maxFilenameBytes = maxFieldBytes
-
-// checkFilename refuses a filename over maxFilenameBytes in /files/v1's format (code 15, as for the
-// name part); /api/v2 maps it to its validation error.
-func checkFilename(name string) error {
-	if len(name) > maxFilenameBytes {
-		return errFieldFormat(fmt.Sprintf("the filename of the file part exceeds %d bytes", maxFilenameBytes))
+// tooLargeMessage states the limit an upload went over, for both front-ends: core reports it with
+// a core.FileTooLargeError, the body limit (the file limit plus the multipart overhead) with an
+// http.MaxBytesError.
+func tooLargeMessage(err error) string {
+	var (
+		fromCore *core.FileTooLargeError
+		fromBody *http.MaxBytesError
+		limit    int64
+	)
+	switch {
+	case errors.As(err, &fromCore):
+		limit = fromCore.Limit
+	case errors.As(err, &fromBody):
+		limit = fromBody.Limit - uploadOverhead
 	}
-	return nil
+	if limit <= 0 {
+		return "the file exceeds the maximum file size"
+	}
+	return fmt.Sprintf("the file exceeds the maximum file size of %s (%d bytes)", sizeText(limit), limit)
+}
+
+// sizeText renders n in the largest binary unit that divides it exactly: 8 MiB, 1536 KiB, 1000 B.
+func sizeText(n int64) string {
+	for _, u := range []struct {
+		unit string
+		mult int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n%u.mult == 0 {
+			return fmt.Sprintf("%d %s", n/u.mult, u.unit)
+		}
+	}
+	return fmt.Sprintf("%d B", n)
 }

@@ -20,12 +20,12 @@ func TestFilenameCapAtTheBoundary(t *testing.T) {
 	r := v1.do(t, http.MethodPost, "/files/v1/", body, map[string]string{"Content-Type": ct, "Authorization": "Bearer key-alice"})
 	wantError(t, r, http.StatusBadRequest, 15, "FIELD_FORMAT_EXCEPTION")
 
-	v2 := newV2Env(t)
+	v2 := newEnmeshedEnv(t)
 	body, ct = multipartBody(t, part{name: "file", filename: atCap, body: "abc"})
 	if r := v2.do(t, http.MethodPost, "/api/v2/Files/Own", body, map[string]string{"Content-Type": ct}); r.status != http.StatusCreated {
 		t.Fatalf("/api/v2 filename of %d bytes: %d %s", len(atCap), r.status, r.body)
 	}
 	body, ct = multipartBody(t, part{name: "file", filename: overCap, body: "abc"})
 	r = v2.do(t, http.MethodPost, "/api/v2/Files/Own", body, map[string]string{"Content-Type": ct})
-	wantV2Error(t, r, http.StatusBadRequest, codeInvalidPropertyValue, "the filename of the file part exceeds 65536 bytes")
+	wantEnmeshedError(t, r, http.StatusBadRequest, codeInvalidPropertyValue, "the filename of the file part exceeds 65536 bytes")
 }

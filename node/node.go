@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -122,7 +121,11 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
 	closers = append(closers, func() error { n.shards.Close(); return nil })
-	n.fsm = fsm.New(log.With("component", "fsm"))
+	// The state store lives beside the raft dir (DATA_DIR/raft): DATA_DIR/fsm/state.db.
+	if n.fsm, err = fsm.New(filepath.Join(cfg.DataDir, "fsm"), fsm.Options{Logger: log.With("component", "fsm")}); err != nil {
+		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
+	closers = append(closers, n.fsm.Close)
 
 	// Bind the public port first: its address goes into the gossip metadata from the start.
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
@@ -215,7 +218,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.registerTLSMetrics() // node/tls.go
 
 	handler, err := httpapi.New(httpapi.Config{
-		Files: n.service, Enmeshed: n.service, Admin: n.service, Snapshots: n, Ops: ops{n}, Registry: n.reg,
+		FilesV1: n.service, Enmeshed: n.service, Admin: n.service, Snapshots: n, Ops: ops{n}, Registry: n.reg,
 		Logger:               log.With("component", "http"),
 		MaxConcurrentUploads: cfg.MaxConcurrentUploads, UploadIdleTimeout: cfg.UploadIdleTimeout,
 		Debug: debugView{n}, EnablePprof: cfg.EnableDebug,
@@ -261,7 +264,13 @@ func New(cfg Config) (_ *Node, err error) {
 	n.leadership = &cluster.Leadership{
 		Raft: n.raft.Raft, Barrier: n.consensus.Barrier, Logger: log.With("component", "leadership"),
 		Tasks: []cluster.LeaderTask{
-			{Name: "initialise cluster", Run: n.initCluster},
+			{Name: "initialise cluster", Run: func(ctx context.Context) {
+				if err := n.service.InitCluster(ctx, core.ClusterInit{
+					Geometry: cfg.Erasure, BlockSize: cfg.BlockSize, BlocksPerSegment: cfg.BlocksPerSegment, RootKey: cfg.RootKey,
+				}); err != nil {
+					log.Error("cluster init failed", "err", err)
+				}
+			}},
 			{Name: "reconcile membership", Run: reconciler.Run},
 			{Name: "autopilot", Run: n.autopilot.Run},
 			{Name: "expiry", Run: func(ctx context.Context) { n.service.RunExpiry(ctx, cfg.ExpiryInterval) }},
@@ -362,42 +371,6 @@ func (n *Node) announceLoop() {
 			last = cur
 		}
 	}
-}
-
-// initCluster is the leader task that gives a fresh cluster its configuration and root key,
-// recorded in Raft; it returns at once when the cluster has them.
-func (n *Node) initCluster(ctx context.Context) {
-	if _, ok := n.fsm.Config(); ok || n.cfg.RootKey == "" {
-		return
-	}
-	signingKey := make([]byte, 32)
-	if _, err := rand.Read(signingKey); err != nil {
-		n.log.Error("cannot draw a signing key", "err", err)
-		return
-	}
-	now := time.Now().UTC()
-	payload := fsm.InitCluster{
-		Config: fsm.ClusterConfig{
-			ClusterID: core.NewFileID()[3:], Geometry: n.cfg.Erasure, BlockSize: n.cfg.BlockSize,
-			BlocksPerSegment: n.cfg.BlocksPerSegment, SigningKey: signingKey, CreatedAt: now,
-		},
-		RootKey: fsm.APIKey{
-			ID: "root", Name: "root", Hash: fsm.HashSecret(n.cfg.RootKey),
-			Permissions: core.AllPermissions, CreatedAt: now,
-		},
-	}
-	cmd, err := fsm.EncodeCommand(fsm.CmdInitCluster, "init-cluster", now, payload)
-	if err != nil {
-		n.log.Error("encode cluster init", "err", err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := n.consensus.Propose(ctx, cmd); err != nil && !errors.Is(err, fsm.ErrAlreadyInitialized) {
-		n.log.Error("cluster init failed", "err", err)
-		return
-	}
-	n.log.Info("cluster initialised", "erasure", n.cfg.Erasure.String())
 }
 
 // ClusterProtocol is the newest fsm protocol version every Raft server speaks, as this node's
@@ -518,6 +491,8 @@ func (n *Node) shutdown(ctx context.Context, graceful bool) error {
 	n.rpcClient.Close()
 	_ = n.mux.Close()
 	n.wg.Wait()
+	// Raft has stopped: nothing applies or restores any more, and the node's tasks have ended.
+	errs = append(errs, n.fsm.Close())
 	n.shards.Close() // after the loops; a request still writing gets ErrStoreClosed
 	n.log.Info("node stopped", "graceful", graceful)
 	return errors.Join(errs...)

@@ -10,21 +10,22 @@ import (
 
 	"github.com/cairn-dev/cairn/cluster"
 	"github.com/cairn-dev/cairn/core"
+	"github.com/cairn-dev/cairn/httpapi"
 )
 
 // ops answers the ops endpoints for a node.
 type ops struct{ node *Node }
 
 // Status reports the node's view of Raft and membership.
-func (o ops) Status(context.Context) core.Status { return o.node.Status() }
+func (o ops) Status(context.Context) httpapi.Status { return o.node.Status() }
 
 // Ready is nil when this node can serve reads and uploads (node/ready.go).
 func (o ops) Ready(ctx context.Context) error { return o.node.ReadyContext(ctx) }
 
 // Status reports the node's view of Raft and membership.
-func (n *Node) Status() core.Status {
+func (n *Node) Status() httpapi.Status {
 	r := n.raft.Raft
-	st := core.Status{
+	st := httpapi.Status{
 		NodeID:          n.cfg.NodeID,
 		Version:         announcedVersion(n.cfg.Version),
 		ClusterProtocol: n.ClusterProtocol(),
@@ -40,7 +41,7 @@ func (n *Node) Status() core.Status {
 	}
 	health := n.storageHealth()
 	repaired, corrupt := n.service.StorageCounters()
-	st.Storage = core.StorageStatus{
+	st.Storage = httpapi.StorageStatus{
 		SegmentsHealthy: health.Healthy, SegmentsDegraded: health.Degraded,
 		SegmentsUnrecoverable: health.Unrecoverable, RepairQueue: health.PendingShards,
 		ShardBytes: n.shards.UsedBytes(), RepairedBytes: repaired, ChecksumFailures: corrupt,
@@ -58,7 +59,7 @@ func (n *Node) Status() core.Status {
 	seen := map[string]bool{}
 	for _, m := range n.members.Members() {
 		seen[m.Meta.ID] = true
-		st.Members = append(st.Members, core.MemberStatus{
+		st.Members = append(st.Members, httpapi.MemberStatus{
 			ID: m.Meta.ID, State: m.State, Removed: slices.Contains(clusterCfg.RemovedNodes, m.Meta.ID),
 			Suffrage: suffrage[m.Meta.ID], Leader: m.Meta.ID == leader,
 			ClusterAddr: m.Meta.ClusterAddr, HTTPAddr: m.Meta.HTTPAddr, Zone: m.Meta.Zone, FreeBytes: m.Meta.FreeBytes,
@@ -68,7 +69,7 @@ func (n *Node) Status() core.Status {
 	// Raft servers memberlist has never seen (e.g. right after a restart) still belong in the report.
 	for _, s := range n.raft.Servers() {
 		if !seen[string(s.ID)] {
-			st.Members = append(st.Members, core.MemberStatus{
+			st.Members = append(st.Members, httpapi.MemberStatus{
 				ID: string(s.ID), State: "unknown", Removed: slices.Contains(clusterCfg.RemovedNodes, string(s.ID)),
 				Suffrage: suffrage[string(s.ID)],
 				Leader:   string(s.ID) == leader, ClusterAddr: string(s.Address),
@@ -117,10 +118,10 @@ func (n *Node) registerMetrics() {
 // memberCounts counts the members of this node's gossip view by state, for cairn_members.
 func (n *Node) memberCounts() map[string]float64 {
 	cfg, _ := n.fsm.Config()
-	counts := map[string]float64{cluster.StateAlive: 0, cluster.StateDead: 0, cluster.StateLeft: 0, core.MemberRemoved: 0}
+	counts := map[string]float64{cluster.StateAlive: 0, cluster.StateDead: 0, cluster.StateLeft: 0, httpapi.MemberRemoved: 0}
 	for _, m := range n.members.Members() {
 		if slices.Contains(cfg.RemovedNodes, m.Meta.ID) {
-			counts[core.MemberRemoved]++
+			counts[httpapi.MemberRemoved]++
 		} else {
 			counts[m.State]++
 		}

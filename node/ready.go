@@ -19,6 +19,7 @@ const (
 	ReasonNotInRaft       = "not_in_raft"            // not in the Raft configuration (yet)
 	ReasonNotInitialised  = "not_initialised"        // the cluster config is not applied here yet
 	ReasonRaftLogFailing  = "raft_log_write_failed"  // the last Raft log write failed (disk full?)
+	ReasonStateFailing    = "state_write_failed"     // the state store failed to commit (disk full?)
 	ReasonLeaderUnreached = "leader_unreachable"     // the leader did not confirm its commit index
 	ReasonApplyBehind     = "apply_behind"           // applied index too far behind the leader's commit
 	ReasonTooFewToRead    = "too_few_members_read"   // fewer than k alive members in the gossip view
@@ -27,7 +28,7 @@ const (
 
 // ReadyReasons lists every reason, in the order the conditions are checked.
 var ReadyReasons = []string{ReasonDraining, ReasonStopping, ReasonRemoved, ReasonNoLeader,
-	ReasonNotInRaft, ReasonNotInitialised, ReasonRaftLogFailing, ReasonLeaderUnreached,
+	ReasonNotInRaft, ReasonNotInitialised, ReasonRaftLogFailing, ReasonStateFailing, ReasonLeaderUnreached,
 	ReasonApplyBehind, ReasonTooFewToRead, ReasonTooFewToUpload}
 
 // readyMaxApplyLag is how many entries the local state may trail the leader's commit index and
@@ -112,6 +113,9 @@ func (n *Node) readiness(ctx context.Context) error {
 	}
 	if err := n.raft.LogWriteErr(); err != nil {
 		return notReady(ReasonRaftLogFailing, "%v", err)
+	}
+	if err := n.fsm.StateErr(); err != nil {
+		return notReady(ReasonStateFailing, "%v (applying stopped; it resumes when a commit succeeds)", err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, readyLeaderTimeout)
 	commit, err := n.consensus.LeaderCommitIndex(rctx)

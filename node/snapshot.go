@@ -14,6 +14,7 @@ import (
 	snapshot "github.com/hashicorp/raft-snapshot"
 
 	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 	"github.com/cairn-dev/cairn/core"
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/fsm"
@@ -85,7 +86,7 @@ func authorizeCluster(p core.Principal) error {
 func (n *Node) leaderAddr() (string, error) {
 	addr, _ := n.raft.Raft.LeaderWithID()
 	if addr == "" {
-		return "", fmt.Errorf("%w: %w", core.ErrUnavailable, cluster.ErrNoLeader)
+		return "", fmt.Errorf("%w: %w", core.ErrUnavailable, clusterapi.ErrNoLeader)
 	}
 	return string(addr), nil
 }
@@ -259,7 +260,7 @@ func (n *Node) readArchive(body io.Reader) (_ *archive, err error) {
 	}
 	a.state = state
 	a.cleanup = append(a.cleanup, cleanup)
-	sum, err := fsm.InspectSnapshot(state)
+	sum, err := fsm.InspectSnapshotIn(n.cfg.DataDir, state)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", core.ErrInvalidSnapshot, err)
 	}

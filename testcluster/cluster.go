@@ -324,7 +324,7 @@ func (c *Cluster) nodeConfig(i int, seeds []string) node.Config {
 	cfg.MetaInterval = time.Second
 	cfg.ShutdownTimeout = 10 * time.Second
 	cfg.DrainDelay = 0 // no load balancer to drain for
-	// A request's whole leader wait (read index and proposal together, see cluster.WithWaitBudget):
+	// A request's whole leader wait (read index and proposal together, see clusterapi.WithWaitBudget):
 	// failover takes about a second here, but a commit on the loaded test machine can take more
 	// than one, and 2 s turned slow-but-healthy writes right after start into 503s.
 	cfg.LeaderWait = 4 * time.Second

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -13,32 +12,12 @@ import (
 	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
-// mountTmpfs mounts a size-limited tmpfs at a fresh directory and unmounts it at cleanup (after the
-// cluster, whose cleanup is registered later, has stopped). It skips the test when mounting is not
-// allowed (not root, or no tmpfs in this sandbox).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "tmpfs")
-	if err := syscall.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Skipf("cannot mount a tmpfs (need root): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
 // TestDiskFull: one node's disk is under its reserve from the start, so placement avoids it; the
 // others fill up until uploads get 507; nothing stored is damaged; deleting files frees room and
 // writes resume.
 func TestDiskFull(t *testing.T) {
 	const reserve = 16 << 20
-	dirs := []string{mountTmpfs(t, "26m"), mountTmpfs(t, "26m"), mountTmpfs(t, "26m"), mountTmpfs(t, "8m")}
+	dirs := []string{testutil.MountTmpfs(t, "26m"), testutil.MountTmpfs(t, "26m"), testutil.MountTmpfs(t, "26m"), testutil.MountTmpfs(t, "8m")}
 	c := New(t, Options{Nodes: 4, BlockSize: 64 << 10, Configure: func(i int, cfg *node.Config) {
 		cfg.DataDir = filepath.Join(dirs[i], "data")
 		cfg.MinFree = reserve

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-dev/cairn/core"
+	"github.com/cairn-dev/cairn/httpapi"
 
 	"github.com/cairn-dev/cairn/internal/testutil"
 )
@@ -60,7 +60,7 @@ func TestOpsEndpoints(t *testing.T) {
 	if err != nil || resp.Status != http.StatusOK {
 		t.Fatalf("status: %v %d", err, resp.Status)
 	}
-	var st core.Status
+	var st httpapi.Status
 	if err := json.Unmarshal(resp.Body, &st); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 	"github.com/cairn-dev/cairn/node"
 	"github.com/cairn-dev/cairn/pki"
 
@@ -312,7 +313,7 @@ func TestGossipKeyRotationUnderLoad(t *testing.T) {
 	c := New(t, Options{})
 	data := randomData(2, 30<<10)
 	token, _ := mustUpload(t, c, 0, "gossip.bin", data)
-	keyring := func(i int, op, key string) (int, []cluster.MemberKeys) {
+	keyring := func(i int, op, key string) (int, []clusterapi.MemberKeys) {
 		t.Helper()
 		method, path, body := http.MethodGet, "/v1/keyring", ""
 		if op != "list" {
@@ -324,7 +325,7 @@ func TestGossipKeyRotationUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		var out struct {
-			Data []cluster.MemberKeys `json:"data"`
+			Data []clusterapi.MemberKeys `json:"data"`
 		}
 		if resp.Status == http.StatusOK {
 			if err := json.Unmarshal(resp.Body, &out); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cairn-dev/cairn/core"
 	"github.com/cairn-dev/cairn/fsm"
+	"github.com/cairn-dev/cairn/internal/fsmtest"
 
 	"github.com/cairn-dev/cairn/internal/testutil"
 )
@@ -39,7 +40,7 @@ func decodeSnapshotFile(t *testing.T, path string) snapshotState {
 	if _, err := snapshot.Parse(f, &state); err != nil {
 		t.Fatalf("parse %s: %v", path, err)
 	}
-	m := fsm.New(nil)
+	m := fsmtest.New(t)
 	if err := m.Restore(io.NopCloser(&state)); err != nil {
 		t.Fatalf("restore %s into an FSM: %v", path, err)
 	}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/cluster/clusterapi"
 )
 
 const keyringGroupUsage = `Usage: cairn keyring generate|list|install|use|remove [flags]
@@ -28,7 +28,7 @@ Run 'cairn keyring <subcommand> -h' for its flags.
 `
 
 type keyringAnswer struct {
-	Data []cluster.MemberKeys `json:"data"`
+	Data []clusterapi.MemberKeys `json:"data"`
 }
 
 // runKeyring implements `cairn keyring`: gossip key rotation through /v1/keyring.
@@ -81,7 +81,7 @@ func runKeyring(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	})
 }
 
-func printKeyrings(w io.Writer, keys []cluster.MemberKeys) error {
+func printKeyrings(w io.Writer, keys []clusterapi.MemberKeys) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tPRIMARY\tKEYS")
 	for _, mk := range keys {

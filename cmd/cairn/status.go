@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"text/tabwriter"
 
-	"github.com/cairn-dev/cairn/core"
+	"github.com/cairn-dev/cairn/httpapi"
 )
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer, membersOnly bool) error {
@@ -58,7 +58,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer, mem
 			role = "leader"
 		}
 		if m.Removed {
-			state = core.MemberRemoved
+			state = httpapi.MemberRemoved
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, state, role, versionOrUnknown(m.Version), m.ClusterAddr,
 			dash(m.HTTPAddr), dash(m.Zone), humanBytes(m.FreeBytes))
@@ -95,14 +95,14 @@ func humanBytes(n uint64) string {
 }
 
 // fetchStatus gets one node's /v1/status, decoded and raw.
-func fetchStatus(ctx context.Context, c *apiClient) (core.Status, []byte, error) {
+func fetchStatus(ctx context.Context, c *apiClient) (httpapi.Status, []byte, error) {
 	var raw json.RawMessage
 	if err := c.callJSON(ctx, http.MethodGet, "/v1/status", false, nil, &raw); err != nil {
-		return core.Status{}, nil, err
+		return httpapi.Status{}, nil, err
 	}
-	var st core.Status
+	var st httpapi.Status
 	if err := json.Unmarshal(raw, &st); err != nil {
-		return core.Status{}, nil, fmt.Errorf("decode status of %s: %w", c.base, err)
+		return httpapi.Status{}, nil, fmt.Errorf("decode status of %s: %w", c.base, err)
 	}
 	return st, raw, nil
 }

@@ -12,7 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cairn-dev/cairn/core"
+	"github.com/cairn-dev/cairn/httpapi"
 )
 
 // nodeView is one member's own answer to /v1/status, or why there is none.
@@ -21,12 +21,12 @@ type nodeView struct {
 	Addr   string          `json:"addr"`
 	Status json.RawMessage `json:"status,omitempty"`
 	Error  string          `json:"error,omitempty"`
-	st     core.Status
+	st     httpapi.Status
 }
 
 // memberClients are clients for every member that announces an HTTP address, in member id order,
 // with the scheme of c; the node c points at comes first when it is a member.
-func memberClients(c *apiClient, st core.Status) []struct {
+func memberClients(c *apiClient, st httpapi.Status) []struct {
 	id string
 	c  *apiClient
 } {
@@ -35,7 +35,7 @@ func memberClients(c *apiClient, st core.Status) []struct {
 		scheme = u.Scheme
 	}
 	members := slices.Clone(st.Members)
-	slices.SortFunc(members, func(a, b core.MemberStatus) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(members, func(a, b httpapi.MemberStatus) int { return strings.Compare(a.ID, b.ID) })
 	var out []struct {
 		id string
 		c  *apiClient
@@ -94,15 +94,15 @@ func runStatusAll(ctx context.Context, c *apiClient, stdout io.Writer, asJSON bo
 	}
 	rows := []struct {
 		label string
-		value func(core.Status) string
+		value func(httpapi.Status) string
 	}{
-		{"leader", func(s core.Status) string { return dash(s.LeaderID) }},
-		{"raft state", func(s core.Status) string { return s.RaftState }},
-		{"term", func(s core.Status) string { return fmt.Sprint(s.Term) }},
-		{"commit index", func(s core.Status) string { return fmt.Sprint(s.CommitIndex) }},
-		{"applied index", func(s core.Status) string { return fmt.Sprint(s.AppliedIndex) }},
-		{"erasure", func(s core.Status) string { return fmt.Sprintf("%s (quorum %d)", s.Erasure, s.WriteQuorum) }},
-		{"members alive", func(s core.Status) string {
+		{"leader", func(s httpapi.Status) string { return dash(s.LeaderID) }},
+		{"raft state", func(s httpapi.Status) string { return s.RaftState }},
+		{"term", func(s httpapi.Status) string { return fmt.Sprint(s.Term) }},
+		{"commit index", func(s httpapi.Status) string { return fmt.Sprint(s.CommitIndex) }},
+		{"applied index", func(s httpapi.Status) string { return fmt.Sprint(s.AppliedIndex) }},
+		{"erasure", func(s httpapi.Status) string { return fmt.Sprintf("%s (quorum %d)", s.Erasure, s.WriteQuorum) }},
+		{"members alive", func(s httpapi.Status) string {
 			alive := 0
 			for _, m := range s.Members {
 				if m.State == "alive" {
@@ -111,7 +111,7 @@ func runStatusAll(ctx context.Context, c *apiClient, stdout io.Writer, asJSON bo
 			}
 			return fmt.Sprintf("%d/%d", alive, len(s.Members))
 		}},
-		{"raft voters", func(s core.Status) string {
+		{"raft voters", func(s httpapi.Status) string {
 			voters := 0
 			for _, m := range s.Members {
 				if m.Suffrage == "voter" {
@@ -120,12 +120,12 @@ func runStatusAll(ctx context.Context, c *apiClient, stdout io.Writer, asJSON bo
 			}
 			return fmt.Sprint(voters)
 		}},
-		{"segments healthy", func(s core.Status) string { return fmt.Sprint(s.Storage.SegmentsHealthy) }},
-		{"segments degraded", func(s core.Status) string { return fmt.Sprint(s.Storage.SegmentsDegraded) }},
-		{"unrecoverable", func(s core.Status) string { return fmt.Sprint(s.Storage.SegmentsUnrecoverable) }},
-		{"repair queue", func(s core.Status) string { return fmt.Sprint(s.Storage.RepairQueue) }},
-		{"shard bytes here", func(s core.Status) string { return humanBytes(uint64(s.Storage.ShardBytes)) }},
-		{"corrupt shards read", func(s core.Status) string { return fmt.Sprint(s.Storage.ChecksumFailures) }},
+		{"segments healthy", func(s httpapi.Status) string { return fmt.Sprint(s.Storage.SegmentsHealthy) }},
+		{"segments degraded", func(s httpapi.Status) string { return fmt.Sprint(s.Storage.SegmentsDegraded) }},
+		{"unrecoverable", func(s httpapi.Status) string { return fmt.Sprint(s.Storage.SegmentsUnrecoverable) }},
+		{"repair queue", func(s httpapi.Status) string { return fmt.Sprint(s.Storage.RepairQueue) }},
+		{"shard bytes here", func(s httpapi.Status) string { return humanBytes(uint64(s.Storage.ShardBytes)) }},
+		{"corrupt shards read", func(s httpapi.Status) string { return fmt.Sprint(s.Storage.ChecksumFailures) }},
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprint(tw, "NODE")

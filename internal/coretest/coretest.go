@@ -8,7 +8,6 @@ package coretest
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +22,7 @@ import (
 	"github.com/cairn-dev/cairn/core"
 	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/fsm"
+	"github.com/cairn-dev/cairn/internal/fsmtest"
 )
 
 // RootKey is the API key of the root principal, which holds every permission.
@@ -51,6 +51,14 @@ type Harness struct {
 	Clock     *Clock
 	Service   *core.Service
 	Root      core.Principal
+
+	opts Options // with the defaults filled in
+}
+
+// ClusterInit is the initialisation New gives the cluster: the options' layout and RootKey.
+func (h *Harness) ClusterInit() core.ClusterInit {
+	o := h.opts
+	return core.ClusterInit{Geometry: o.Geometry, BlockSize: o.BlockSize, BlocksPerSegment: o.BlocksPerSegment, RootKey: RootKey}
 }
 
 // New returns a harness with an initialised cluster (unless opts say otherwise); the service is closed when the test ends.
@@ -71,7 +79,7 @@ func New(t testing.TB, opts Options) *Harness {
 	if opts.Start.IsZero() {
 		opts.Start = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	}
-	h := &Harness{FSM: fsm.New(nil), Clock: NewClock(opts.Start)}
+	h := &Harness{opts: opts, FSM: fsmtest.New(t), Clock: NewClock(opts.Start)}
 	h.Consensus = &Consensus{fsm: h.FSM}
 	h.Shards = NewShards(opts.Nodes)
 	cfg := core.Config{NodeID: "n1", MaxFileSize: 1 << 20, Now: h.Clock.Now}
@@ -84,20 +92,10 @@ func New(t testing.TB, opts Options) *Harness {
 	if opts.Uninitialized {
 		return h
 	}
-	signingKey := make([]byte, 32)
-	_, _ = rand.Read(signingKey)
-	now := h.Clock.Now()
-	cmd, err := fsm.EncodeCommand(fsm.CmdInitCluster, "init", now, fsm.InitCluster{
-		Config: fsm.ClusterConfig{ClusterID: "coretest", Geometry: opts.Geometry, BlockSize: opts.BlockSize,
-			BlocksPerSegment: opts.BlocksPerSegment, SigningKey: signingKey, CreatedAt: now},
-		RootKey: fsm.APIKey{ID: "root", Name: "root", Hash: fsm.HashSecret(RootKey), Permissions: core.AllPermissions, CreatedAt: now},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.Consensus.Propose(context.Background(), cmd); err != nil {
+	if err := h.Service.InitCluster(context.Background(), h.ClusterInit()); err != nil {
 		t.Fatalf("init cluster: %v", err)
 	}
+	var err error
 	if h.Root, err = h.Service.Authenticate(context.Background(), RootKey); err != nil {
 		t.Fatalf("root key: %v", err)
 	}

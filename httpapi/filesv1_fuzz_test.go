@@ -37,7 +37,7 @@ func wellFormedUpload(body []byte) bool {
 	}
 }
 
-func FuzzUpload(f *testing.F) {
+func FuzzFilesV1Upload(f *testing.F) {
 	seed := func(parts ...part) {
 		var buf bytes.Buffer
 		mw := multipart.NewWriter(&buf)
@@ -108,7 +108,7 @@ func FuzzParseTokenRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := parseTokenRequest(body, now)
 		if err != nil {
-			var ve *v1Error
+			var ve *filesV1Error
 			if !errors.As(err, &ve) || (ve.Code != 15 && ve.Code != 22) {
 				t.Fatalf("error %v is not a 15 or 22", err)
 			}

@@ -1,0 +1,224 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/cairn-dev/cairn/core"
+)
+
+// serveFile streams a file's content as the answer to a download, for both front-ends, with
+// http.ServeContent (Range, HEAD, conditional requests). disposition is the front-end's
+// Content-Disposition. It returns nil once the answer is complete, and the content's error while
+// nothing of the body has gone out: the headers prepared here are cleared, so the front-end can
+// still answer it in its own format. A failure after the first body byte is logged (without the
+// request's secrets) and aborts the connection, so a short body never looks like a success.
+func serveFile(w http.ResponseWriter, r *http.Request, log *slog.Logger, info core.FileInfo, content core.Content, disposition string) error {
+	mimetype := info.MimeType
+	if mimetype == "" {
+		mimetype = "application/octet-stream"
+	}
+	h := w.Header()
+	h.Set("Content-Type", mimetype) // set, so ServeContent never sniffs (which would read the body early)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Disposition", disposition)
+	if info.ETag != "" {
+		h.Set("ETag", `"`+info.ETag+`"`)
+	}
+	normalizeRange(r, info.Size)
+
+	src := newContentReader(r.Context(), content, info.Size)
+	defer src.Close()
+	dw := &deferredHeaderWriter{ResponseWriter: w}
+	http.ServeContent(dw, r, "", info.UpdatedAt, src)
+	switch {
+	case src.err == nil:
+		dw.flush()
+		return nil
+	case !dw.wroteBody:
+		clear(h)
+		return src.err
+	default:
+		log.LogAttrs(r.Context(), slog.LevelWarn, "download aborted after the response started",
+			slog.String("route", r.Pattern),
+			slog.String("error", redact(src.err.Error(), requestSecrets(r)...)))
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// normalizeRange prepares the Range header for http.ServeContent, which both download routes use:
+//   - several ranges would make ServeContent read from its own goroutine; a server may ignore Range
+//     (RFC 9110 §14.2), so such requests get the whole file;
+//   - a suffix range of length zero ("bytes=-0") is unsatisfiable (RFC 9110 §14.1.2), but
+//     ServeContent answers it 206 with an empty, inverted Content-Range. It is rewritten to a range
+//     that starts at the end of the file, which ServeContent answers 416 with "bytes */size", as any
+//     other unsatisfiable range (If-Range still applies first).
+func normalizeRange(r *http.Request, size int64) {
+	spec := r.Header.Get("Range")
+	if strings.Contains(spec, ",") {
+		r.Header.Del("Range")
+		return
+	}
+	unit, ranges, ok := strings.Cut(spec, "=")
+	if !ok || strings.TrimSpace(unit) != "bytes" {
+		return
+	}
+	suffix, isSuffix := strings.CutPrefix(strings.TrimSpace(ranges), "-")
+	if n, err := strconv.ParseInt(suffix, 10, 64); isSuffix && err == nil && n == 0 {
+		r.Header.Set("Range", "bytes="+strconv.FormatInt(size, 10)+"-")
+	}
+}
+
+// contentReader adapts core.Content to the io.ReadSeeker that http.ServeContent wants. Seek only
+// records the offset; the first Read after it starts ReadRange(off, size-off) into a pipe. Close
+// stops that stream and waits for it, so no goroutine outlives the request.
+type contentReader struct {
+	ctx     context.Context
+	content core.Content
+	size    int64
+	off     int64
+	stream  *rangeStream
+	err     error // the first failure of the content (not io.EOF)
+}
+
+// rangeStream is one running ReadRange.
+type rangeStream struct {
+	pr     *io.PipeReader
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newContentReader(ctx context.Context, content core.Content, size int64) *contentReader {
+	return &contentReader{ctx: ctx, content: content, size: size}
+}
+
+// errSeekOutOfRange reports a Seek before the start of the file.
+var errSeekOutOfRange = errors.New("seek before start of file")
+
+func (c *contentReader) Seek(offset int64, whence int) (int64, error) {
+	var abs int64
+	switch whence {
+	case io.SeekStart:
+		abs = offset
+	case io.SeekCurrent:
+		abs = c.off + offset
+	case io.SeekEnd:
+		abs = c.size + offset
+	default:
+		return 0, fmt.Errorf("seek: invalid whence %d", whence)
+	}
+	if abs < 0 {
+		return 0, errSeekOutOfRange
+	}
+	if abs != c.off {
+		c.stop()
+	}
+	c.off = abs
+	return abs, nil
+}
+
+func (c *contentReader) Read(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.stream == nil {
+		if c.off >= c.size {
+			return 0, io.EOF
+		}
+		c.start()
+	}
+	n, err := c.stream.pr.Read(p)
+	c.off += int64(n)
+	if err != nil && !errors.Is(err, io.EOF) {
+		c.err = err
+	}
+	return n, err
+}
+
+// start runs ReadRange for [off, size) into a pipe. A ReadRange that returns early without an error
+// would look like a clean EOF, so the writer side turns a short range into io.ErrUnexpectedEOF.
+func (c *contentReader) start() {
+	ctx, cancel := context.WithCancel(c.ctx)
+	pr, pw := io.Pipe()
+	s := &rangeStream{pr: pr, cancel: cancel, done: make(chan struct{})}
+	off, n := c.off, c.size-c.off
+	go func() {
+		defer close(s.done)
+		cw := &countingWriter{w: pw}
+		err := c.content.ReadRange(ctx, cw, off, n)
+		if err == nil && cw.n != n {
+			err = fmt.Errorf("read range: got %d of %d bytes: %w", cw.n, n, io.ErrUnexpectedEOF)
+		}
+		pw.CloseWithError(err)
+	}()
+	c.stream = s
+}
+
+// stop ends the running stream, if any, and waits for its goroutine.
+func (c *contentReader) stop() {
+	if c.stream == nil {
+		return
+	}
+	c.stream.cancel()
+	c.stream.pr.CloseWithError(context.Canceled)
+	<-c.stream.done
+	c.stream = nil
+}
+
+// Close releases the stream; it never fails.
+func (c *contentReader) Close() error {
+	c.stop()
+	return nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (cw *countingWriter) Write(p []byte) (int, error) {
+	n, err := cw.w.Write(p)
+	cw.n += int64(n)
+	return n, err
+}
+
+// deferredHeaderWriter holds back the status line until the first body byte, so that a content
+// failure before any byte can still become a JSON error instead of a committed 200.
+type deferredHeaderWriter struct {
+	http.ResponseWriter
+	status    int
+	sent      bool
+	wroteBody bool
+}
+
+func (d *deferredHeaderWriter) WriteHeader(code int) {
+	if !d.sent && d.status == 0 {
+		d.status = code
+	}
+}
+
+func (d *deferredHeaderWriter) Write(p []byte) (int, error) {
+	d.flush()
+	d.wroteBody = true
+	return d.ResponseWriter.Write(p)
+}
+
+// flush sends the held-back status, if it has not gone out yet.
+func (d *deferredHeaderWriter) flush() {
+	if d.sent {
+		return
+	}
+	d.sent = true
+	if d.status == 0 {
+		d.status = http.StatusOK
+	}
+	d.ResponseWriter.WriteHeader(d.status)
+}
+
+func (d *deferredHeaderWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
