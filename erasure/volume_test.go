@@ -1199,19 +1199,9 @@ func TestVolumeIndexMatchesDiskAfterRacingPutAndDelete(t *testing.T) {
 // nothing indexed, does not pile up empty volume files batch after batch, and writes resume once
 // space returns; every acknowledged shard reads back after a reopen.
 func TestVolumeDiskFull(t *testing.T) {
-	root := filepath.Join(t.TempDir(), "tmpfs")
-	if err := os.Mkdir(root, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", root, "tmpfs", 0, "size=4m"); err != nil {
-		t.Skipf("cannot mount a tmpfs (need root): %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(root, syscall.MNT_DETACH) })
+	root := testutil.MountTmpfs(t, "4m")
 	dir := filepath.Join(root, "store")
-	s, err := OpenShardStoreWith(dir, smallVolumes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStoreWith(t, dir, smallVolumes)
 	// Fill all but a little of the filesystem.
 	filler := filepath.Join(root, "filler")
 	f, err := os.Create(filler)
