@@ -808,15 +808,7 @@ func TestVolumeCompactionKeepsDamagedLiveRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	loc, _ := s.Locate(ids[0])
-	f, err := os.OpenFile(loc.Path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte("rot"), loc.Offset+1000); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	rotRecord(t, s, ids[0])
 	if _, err := s.Compact(context.Background(), 0); err == nil || !strings.Contains(err.Error(), "unreadable") {
 		t.Fatalf("Compact over a damaged live record: %v", err)
 	}
@@ -1305,15 +1297,7 @@ func TestVolumeCompactionGoesPastDamagedVolume(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	loc, _ := s.Locate(damaged[0])
-	f, err := os.OpenFile(loc.Path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte("rot"), loc.Offset+1000); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	rotRecord(t, s, damaged[0])
 	n, err := s.Compact(context.Background(), 0)
 	if err == nil || !strings.Contains(err.Error(), "unreadable") {
 		t.Fatalf("Compact over a damaged live record: %v, want it reported", err)
@@ -1355,5 +1339,22 @@ func TestVolumeTombstonesWithSmallShardsOff(t *testing.T) {
 		if _, err := s.Stat(id); !errors.Is(err, ErrShardNotFound) {
 			t.Fatalf("deleted shard %s after reopen: %v", id, err)
 		}
+	}
+}
+
+// rotRecord overwrites three bytes inside the body of id's volume record, as bit rot would.
+func rotRecord(t *testing.T, s *ShardStore, id ShardID) {
+	t.Helper()
+	loc, err := s.Locate(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(loc.Path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("rot"), loc.Offset+1000); err != nil {
+		t.Fatal(err)
 	}
 }
