@@ -9,9 +9,8 @@ import (
 )
 
 // RaftFSM is the fsm as hashicorp/raft sees it: a raft.BatchingFSM (and a StateMachine). Raft's
-// types are meant to stop here, so that fsm's API, and with it core (which reads the fsm), need
-// not depend on raft. Until fsm drops its raft-typed methods, StartRaft and --recover still hand
-// the fsm to raft directly; the tests of this package go through RaftFSM.
+// types stop here, so that fsm's API, and with it core (which reads the fsm), does not depend on
+// raft.
 type RaftFSM struct {
 	fsm *fsm.FSM
 }
@@ -26,17 +25,40 @@ func (a *RaftFSM) Apply(l *raft.Log) any { return a.ApplyBatch([]*raft.Log{l})[0
 
 // ApplyBatch applies raft's entries in one fsm transaction. Command entries get a *fsm.Result,
 // every other entry nil.
-//
-// TODO(fsm): the fsm still takes raft's entries itself; once it exposes a raft-free
-// ApplyEntries([]fsm.Entry{Index, Command bool, Data}) and a Snapshot whose Persist writes to
-// an io.Writer, the translation moves here and fsm drops its raft import.
-func (a *RaftFSM) ApplyBatch(logs []*raft.Log) []any { return a.fsm.ApplyBatch(logs) }
+func (a *RaftFSM) ApplyBatch(logs []*raft.Log) []any { return a.fsm.ApplyEntries(Entries(logs)) }
+
+// Entries translates raft's log entries into the fsm's.
+func Entries(logs []*raft.Log) []fsm.Entry {
+	entries := make([]fsm.Entry, len(logs))
+	for i, l := range logs {
+		entries[i] = fsm.Entry{Index: l.Index, Command: l.Type == raft.LogCommand, Data: l.Data}
+	}
+	return entries
+}
 
 // Snapshot captures the fsm's state; the I/O happens in the snapshot's Persist.
-func (a *RaftFSM) Snapshot() (raft.FSMSnapshot, error) { return a.fsm.Snapshot() }
+func (a *RaftFSM) Snapshot() (raft.FSMSnapshot, error) {
+	s, err := a.fsm.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return raftSnapshot{s}, nil
+}
 
 // AppliedIndex is the last index the fsm applied durably (StateMachine).
 func (a *RaftFSM) AppliedIndex() uint64 { return a.fsm.AppliedIndex() }
 
 // Restore replaces the fsm's state with a snapshot's.
 func (a *RaftFSM) Restore(rc io.ReadCloser) error { return a.fsm.Restore(rc) }
+
+// raftSnapshot is an fsm snapshot as raft persists it.
+type raftSnapshot struct{ *fsm.Snapshot }
+
+// Persist writes the snapshot to sink, cancelling the sink on an error.
+func (s raftSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.Write(sink); err != nil {
+		_ = sink.Cancel() // the write error is the one worth reporting
+		return err
+	}
+	return sink.Close()
+}

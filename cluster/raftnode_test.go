@@ -43,10 +43,10 @@ func startRestartable(t *testing.T, dir string) *restartableRaft {
 	conf := testutil.RaftConfig("a")
 	conf.BatchApplyCh = true
 	conf.SnapshotThreshold, conf.SnapshotInterval, conf.TrailingLogs = 1<<20, time.Hour, 1<<20
-	if err := skipRestoreIfCurrent(conf, f, logs, snaps, slog.New(slog.DiscardHandler)); err != nil {
+	if err := skipRestoreIfCurrent(conf, NewRaftFSM(f), logs, snaps, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	r, err := raft.NewRaft(conf, f, logs, logs, snaps, trans)
+	r, err := raft.NewRaft(conf, NewRaftFSM(f), logs, logs, snaps, trans)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,9 +172,9 @@ func TestStoreAheadOfRaftIsRefused(t *testing.T) {
 	}
 	defer f.Close()
 	cmd, _ := fsm.EncodeCommand(fsm.CmdBarrier, "b", time.Unix(1, 0), fsm.Barrier{})
-	f.Apply(&raft.Log{Index: 5, Type: raft.LogCommand, Data: cmd})
+	f.ApplyEntries([]fsm.Entry{{Index: 5, Command: true, Data: cmd}})
 	logs := raft.NewInmemStore()
-	err = skipRestoreIfCurrent(raft.DefaultConfig(), f, logs, raft.NewInmemSnapshotStore(), slog.New(slog.DiscardHandler))
+	err = skipRestoreIfCurrent(raft.DefaultConfig(), NewRaftFSM(f), logs, raft.NewInmemSnapshotStore(), slog.New(slog.DiscardHandler))
 	if err == nil {
 		t.Fatal("a store at index 5 over an empty raft dir was accepted")
 	}

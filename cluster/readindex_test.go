@@ -67,7 +67,7 @@ func newReadIndexCluster(t *testing.T) *readIndexCluster {
 			cfg.HeartbeatTimeout, cfg.ElectionTimeout = 10*time.Second, 10*time.Second
 		}
 		f := fsmtest.New(t)
-		r := testutil.StartRaft(t, cfg, f, trans[i], conf.Servers)
+		r := testutil.StartRaft(t, cfg, NewRaftFSM(f), trans[i], conf.Servers)
 		cons := NewConsensus(string(conf.Servers[i].ID), r, f, c.forward, transportTestLogger())
 		cons.LeaderWait = 20 * time.Second
 		t.Cleanup(cons.Close)

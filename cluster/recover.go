@@ -70,7 +70,7 @@ func recoverWithScratchFSM(conf *raft.Config, dir string, logs raft.LogStore, st
 		return fmt.Errorf("--recover: %w", err)
 	}
 	defer scratch.Close()
-	if err := raft.RecoverCluster(conf, scratch, logs, stable, snaps, trans, configuration); err != nil {
+	if err := raft.RecoverCluster(conf, NewRaftFSM(scratch), logs, stable, snaps, trans, configuration); err != nil {
 		return fmt.Errorf("--recover: %w", err)
 	}
 	return nil

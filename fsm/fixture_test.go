@@ -202,7 +202,7 @@ func fixtureRaft(t testing.TB, f *FSM, store *raftboltdb.BoltStore) (*raft.Raft,
 	cfg.SnapshotThreshold = 1 << 30
 	cfg.SnapshotInterval = time.Hour
 	_, trans := raft.NewInmemTransport(fixtureNode)
-	r, err := raft.NewRaft(cfg, f, store, store, raft.NewInmemSnapshotStore(), trans)
+	r, err := raft.NewRaft(cfg, testRaftFSM{f}, store, store, raft.NewInmemSnapshotStore(), trans)
 	if err != nil {
 		t.Fatal(err)
 	}

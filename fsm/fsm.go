@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -43,9 +42,9 @@ type Options struct {
 	NoSync bool
 }
 
-// FSM is cairn's raft.BatchingFSM over an on-disk bbolt store (DESIGN.md). Apply, ApplyBatch,
-// Snapshot and Restore are called by raft from one goroutine; every other method is safe for
-// concurrent use.
+// FSM is cairn's state machine over an on-disk bbolt store (DESIGN.md); raft drives it through
+// cluster.RaftFSM. ApplyEntries, Snapshot and Restore are called from raft's one FSM goroutine;
+// every other method is safe for concurrent use.
 type FSM struct {
 	logger *slog.Logger
 	dir    string
@@ -62,12 +61,10 @@ type FSM struct {
 	writeErr error         // the last failed commit, until a commit succeeds
 
 	// Only raft's FSM goroutine touches these.
-	backlog      []*raft.Log // entries whose commit failed, applied again before the next batch
+	backlog      []Entry // entries whose commit failed, applied again before the next batch
 	backlogBytes int
 	halted       bool // the backlog overflowed: nothing is applied until a restart or a Restore
 }
-
-var _ raft.BatchingFSM = (*FSM)(nil)
 
 // New opens (or creates) the store in dir (dir/state.db) and returns the FSM at the applied index
 // recorded there. A store that cannot be opened is an error naming the file.
@@ -120,21 +117,26 @@ func (f *FSM) StateErr() error {
 // those it skipped as already applied before a restart.
 func (f *FSM) ExecutedEntries() uint64 { return f.executed.Load() }
 
-// Apply applies one log entry; it is ApplyBatch of one.
-func (f *FSM) Apply(l *raft.Log) any {
-	return f.ApplyBatch([]*raft.Log{l})[0]
+// Entry is one committed log entry as the FSM sees it. cluster.RaftFSM translates raft's entries,
+// so that neither this package's API nor its readers (core) depend on raft.
+type Entry struct {
+	Index uint64
+	// Command is false for the log's own entries (configuration changes, no-ops): they only move
+	// the applied index.
+	Command bool
+	Data    []byte
 }
 
-// ApplyBatch applies logs in one bbolt write transaction, together with the applied index.
+// ApplyEntries applies logs in one bbolt write transaction, together with the applied index.
 // Command entries get a *Result, any other entry nil. Each command checks everything before it
 // writes, so a failing command leaves no trace in the shared transaction.
 //
 // Entries at or below the store's applied index were applied before a restart and are skipped
 // (nil result; nothing waits for them). When the commit fails (a full disk), every command of
 // the batch gets ErrStateUnavailable, the applied index stays, and the entries are kept and
-// applied again, before the next batch, by the next ApplyBatch: raft never hands an entry over
+// applied again, before the next batch, by the next ApplyEntries: raft never hands an entry over
 // twice, and skipping one would make this replica diverge.
-func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+func (f *FSM) ApplyEntries(logs []Entry) []any {
 	results := make([]any, len(logs))
 	if len(logs) == 0 {
 		return results
@@ -164,9 +166,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	return results
 }
 
-func failedResults(results []any, logs []*raft.Log) []any {
+func failedResults(results []any, logs []Entry) []any {
 	for i, l := range logs {
-		if l.Type == raft.LogCommand {
+		if l.Command {
 			results[i] = &Result{Index: l.Index, Err: ErrStateUnavailable}
 		}
 	}
@@ -175,7 +177,7 @@ func failedResults(results []any, logs []*raft.Log) []any {
 
 // applyLogs runs one write transaction over logs and commits it; only then does the applied
 // index move. An error means nothing of the batch was stored.
-func (f *FSM) applyLogs(logs []*raft.Log) ([]any, error) {
+func (f *FSM) applyLogs(logs []Entry) ([]any, error) {
 	tx, err := f.db.Load().Begin(true)
 	if err != nil {
 		return nil, err
@@ -192,7 +194,7 @@ func (f *FSM) applyLogs(logs []*raft.Log) ([]any, error) {
 		if l.Index <= m.AppliedIndex {
 			continue
 		}
-		if l.Type == raft.LogCommand {
+		if l.Command {
 			results[i] = f.applyCommand(s, &m, l)
 		}
 		last = l.Index
@@ -225,7 +227,7 @@ func (f *FSM) failed(err error) {
 	f.writeErr = fmt.Errorf("%w: %v", ErrStateUnavailable, err)
 }
 
-func (f *FSM) applyCommand(s store, m *metaRow, l *raft.Log) *Result {
+func (f *FSM) applyCommand(s store, m *metaRow, l Entry) *Result {
 	cmd, p, err := DecodeCommand(l.Data)
 	if err != nil {
 		f.logger.Warn("rejected raft entry", "index", l.Index, "err", err)

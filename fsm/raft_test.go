@@ -40,7 +40,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 		cfg.SnapshotInterval = time.Hour
 		f := newTestFSM(t)
 		logs := raft.NewInmemStore()
-		r, err := raft.NewRaft(cfg, f, logs, logs, raft.NewInmemSnapshotStore(), c.trans[i])
+		r, err := raft.NewRaft(cfg, testRaftFSM{f}, logs, logs, raft.NewInmemSnapshotStore(), c.trans[i])
 		if err != nil {
 			t.Fatal(err)
 		}

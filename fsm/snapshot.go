@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -61,9 +60,9 @@ const restoreTxnRows = 20000
 const restoreTempPattern = StoreFile + ".restore-*"
 
 // Snapshot opens a bbolt read transaction: a consistent view of one applied index that apply
-// does not wait for. Persist streams it; Release ends it. A failing store has no consistent
-// state to offer at raft's applied index, so it refuses (raft retries later and keeps its log).
-func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+// does not wait for. Write streams it; Release ends it. A failing store has no consistent state
+// to offer at raft's applied index, so it refuses (raft retries later and keeps its log).
+func (f *FSM) Snapshot() (*Snapshot, error) {
 	if err := f.StateErr(); err != nil {
 		return nil, fmt.Errorf("no snapshot while the state store is failing: %w", err)
 	}
@@ -74,34 +73,34 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	return &snapshot{tx: tx}, nil
+	return &Snapshot{tx: tx}, nil
 }
 
-type snapshot struct {
+// Snapshot is a captured view of the state, to be streamed once with Write.
+type Snapshot struct {
 	tx *bolt.Tx
 }
 
-// Persist streams the captured state to sink and ends the read transaction: Persist is its last
-// use, and raft.RecoverCluster never calls Release (an open transaction keeps the store from
-// closing).
-func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	err := s.write(sink)
+// Write streams the captured state to w in the newest snapshot format and ends the read
+// transaction: Write is its last use, and raft.RecoverCluster never calls Release (an open
+// transaction keeps the store from closing).
+func (s *Snapshot) Write(w io.Writer) error {
+	err := s.write(w)
 	s.Release()
 	if err != nil {
-		_ = sink.Cancel() // the write error is the one worth reporting
 		return fmt.Errorf("persist snapshot: %w", err)
 	}
-	return sink.Close()
+	return nil
 }
 
 // Release ends the read transaction, which lets bbolt reuse the pages it pinned. It may be called
-// more than once (after Persist, which ends it too).
-func (s *snapshot) Release() { _ = s.tx.Rollback() }
+// more than once (after Write, which ends it too).
+func (s *Snapshot) Release() { _ = s.tx.Rollback() }
 
 // write streams the view as version 1 records. API key rows are the records' JSON already and are
 // copied as they are; file, token and request rows are decoded and encoded. Request rows that have aged out of the de-duplication window
 // are left out: lookups ignore them, and where pruning has got to differs between replicas.
-func (s *snapshot) write(w io.Writer) error {
+func (s *Snapshot) write(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	enc := json.NewEncoder(bw)
 	st := store{s.tx}

@@ -152,7 +152,7 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	layer := cluster.NewRaftLayer(n.mux.Listener(cluster.ConnRaft), advAddr, cfg.Network, clusterSecurity)
 	n.raft, err = cluster.StartRaft(cluster.RaftOptions{
-		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Layer: layer, FSM: n.fsm, Timings: cfg.raftTimings(),
+		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Layer: layer, FSM: cluster.NewRaftFSM(n.fsm), Timings: cfg.raftTimings(),
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs, SnapshotInterval: cfg.SnapshotInterval,
 		Recover: cfg.Recover, Logger: log.With("component", "raft"),
 	})

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairn-dev/cairn/core"
@@ -222,7 +221,7 @@ func (c *Consensus) Propose(ctx context.Context, cmd []byte) (uint64, error) {
 	defer c.mu.Unlock()
 	c.index++
 	c.proposals++
-	res := c.fsm.Apply(&raft.Log{Index: c.index, Term: 1, Type: raft.LogCommand, Data: cmd}).(*fsm.Result)
+	res := c.fsm.ApplyEntries([]fsm.Entry{{Index: c.index, Command: true, Data: cmd}})[0].(*fsm.Result)
 	return res.Index, res.Err
 }
 
