@@ -185,24 +185,25 @@ func (s *Service) RotateSigningKey(ctx context.Context, p Principal) error {
 	return s.propose(ctx, fsm.CmdRotateSigningKey, fsm.RotateSigningKey{Key: key})
 }
 
-// ListFilesWithTokens returns every live file with its live tokens, for the admin listing (needs
-// VIEW_FILES). Filtering, sorting and paging are the front-end's (RQL).
-func (s *Service) ListFilesWithTokens(ctx context.Context, p Principal) ([]FileListing, error) {
+// ScanFilesWithTokens calls fn with every live file and its live tokens, in id order, until fn
+// returns false; for the admin listing (needs VIEW_FILES). It holds one file at a time, so a
+// listing's memory is what fn keeps (the RQL pager keeps a page). The scan reads the state in
+// chunks, each a consistent view (fsm's Files).
+func (s *Service) ScanFilesWithTokens(ctx context.Context, p Principal, fn func(FileListing) bool) error {
 	if err := s.require(p, PermViewFiles); err != nil {
-		return nil, err
+		return err
 	}
 	if err := s.readIndex(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	now := s.now()
-	var out []FileListing
 	s.state.Files(func(f fsm.File) bool {
-		if !f.Expired(now) {
-			out = append(out, FileListing{File: fileInfo(f), Tokens: s.liveTokens(f.ID)})
+		if f.Expired(now) {
+			return true
 		}
-		return true
+		return ctx.Err() == nil && fn(FileListing{File: fileInfo(f), Tokens: s.liveTokens(f.ID)})
 	})
-	return out, nil
+	return ctx.Err()
 }
 
 // visible reports whether p may see f through the id-addressed API: its creator, or VIEW_FILES.
@@ -235,24 +236,25 @@ func (s *Service) FileByID(ctx context.Context, p Principal, id string) (FileInf
 	return fileInfo(f), nil
 }
 
-// ListFiles returns the live files p may see (ownOnly: only those p created).
-func (s *Service) ListFiles(ctx context.Context, p Principal, ownOnly bool) ([]FileInfo, error) {
+// ScanFiles calls fn with the live files p may see (ownOnly: only those p created) in creation
+// order (CreatedAt, then id, through the creation index), until fn returns false. It holds one
+// file at a time.
+func (s *Service) ScanFiles(ctx context.Context, p Principal, ownOnly bool, fn func(FileInfo) bool) error {
 	if p.ID == "" {
-		return nil, ErrUnauthenticated
+		return ErrUnauthenticated
 	}
 	if err := s.readIndex(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	now := s.now()
-	var out []FileInfo
-	s.state.Files(func(f fsm.File) bool {
+	s.state.FilesByCreation(func(f fsm.File) bool {
 		own := f.CreatorID == p.ID
-		if !f.Expired(now) && (own || (!ownOnly && visible(p, f))) {
-			out = append(out, fileInfo(f))
+		if f.Expired(now) || !(own || (!ownOnly && visible(p, f))) {
+			return true
 		}
-		return true
+		return ctx.Err() == nil && fn(fileInfo(f))
 	})
-	return out, nil
+	return ctx.Err()
 }
 
 // OpenFileByID is OpenFile addressed by id and principal instead of by token.

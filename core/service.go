@@ -26,6 +26,8 @@ type State interface {
 	APIKeys() []fsm.APIKey
 	Token(id string) (fsm.Token, bool)
 	Files(fn func(fsm.File) bool)
+	// FilesByCreation is Files in creation order (CreatedAt, then id).
+	FilesByCreation(fn func(fsm.File) bool)
 	Tokens(fn func(fsm.Token) bool)
 	// ExpiredFiles and ExpiredTokens return up to limit rows expired at now, from the state's
 	// expiry indexes (earliest first), so the expiry loop does not scan every row.

@@ -335,7 +335,8 @@ func TestListingAndVisibility(t *testing.T) {
 		{"viewer, own only", viewer, true, nil},
 		{"root, own only", h.Root, true, []string{theirs.ID}},
 	} {
-		got, err := h.Service.ListFiles(ctx, tt.p, tt.ownOnly)
+		var got []core.FileInfo
+		err := h.Service.ScanFiles(ctx, tt.p, tt.ownOnly, func(f core.FileInfo) bool { got = append(got, f); return true })
 		if err != nil || !slices.Equal(ids(got), tt.want) {
 			t.Errorf("%s: %v %v, want %v", tt.name, ids(got), err, tt.want)
 		}
@@ -352,10 +353,12 @@ func TestListingAndVisibility(t *testing.T) {
 	if err := h.Service.DeleteFileByID(ctx, alice, mine.ID); err != nil {
 		t.Errorf("alice deleting her file: %v", err)
 	}
-	if _, err := h.Service.ListFilesWithTokens(ctx, alice); !errors.Is(err, core.ErrPermissionDenied) {
-		t.Errorf("admin listing without VIEW_FILES: %v", err)
+	var list []core.FileListing
+	collect := func(l core.FileListing) bool { list = append(list, l); return true }
+	if err := h.Service.ScanFilesWithTokens(ctx, alice, collect); !errors.Is(err, core.ErrPermissionDenied) || list != nil {
+		t.Errorf("admin listing without VIEW_FILES: %v (%d files)", err, len(list))
 	}
-	if list, err := h.Service.ListFilesWithTokens(ctx, viewer); err != nil || len(list) != 1 {
+	if err := h.Service.ScanFilesWithTokens(ctx, viewer, collect); err != nil || len(list) != 1 || len(list[0].Tokens) == 0 {
 		t.Errorf("admin listing: %d files, %v", len(list), err)
 	}
 }

@@ -115,7 +115,13 @@ func OpenShardStoreWith(dir string, opts StoreOptions) (*ShardStore, error) {
 	}
 	// Volumes are scanned even when small shards are now written as files, so that the shards
 	// they hold stay readable.
-	vols, err := openVolumeSet(filepath.Join(dir, "volumes"), opts.SmallShardMax, opts.VolumeSize, opts.Logger, false)
+	volumeSize := opts.VolumeSize
+	if opts.SmallShardMax == 0 && (volumeSize < 1<<20 || volumeSize > maxVolumeSize) {
+		// Small shards off: volumes still take the tombstones of the shards they hold, and with no
+		// size limit every tombstone would start a volume file of its own.
+		volumeSize = DefaultStoreOptions().VolumeSize
+	}
+	vols, err := openVolumeSet(filepath.Join(dir, "volumes"), opts.SmallShardMax, volumeSize, opts.Logger, false)
 	if err != nil {
 		return nil, fmt.Errorf("shard store: %w", err)
 	}

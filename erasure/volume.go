@@ -386,6 +386,14 @@ func (vs *volumeSet) closeFiles() {
 	}
 }
 
+// noSpace marks a full filesystem's error as ErrNoSpace, which callers answer as "disk full".
+func noSpace(err error) error {
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	return err
+}
+
 // createVolume makes a new, empty volume durable: header written and synced, directory synced.
 func (vs *volumeSet) createVolume(id uint32, suffix string) (*volume, error) {
 	path := filepath.Join(vs.dir, volumeName(id))
@@ -394,7 +402,7 @@ func (vs *volumeSet) createVolume(id uint32, suffix string) (*volume, error) {
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
-		return nil, fmt.Errorf("create volume: %w", err)
+		return nil, fmt.Errorf("create volume: %w", noSpace(err))
 	}
 	_, err = f.Write(appendVolumeHeader(nil, id, time.Now()))
 	if err == nil {
@@ -406,7 +414,7 @@ func (vs *volumeSet) createVolume(id uint32, suffix string) (*volume, error) {
 	if err != nil {
 		f.Close()
 		os.Remove(path)
-		return nil, fmt.Errorf("create volume %s: %w", path, err)
+		return nil, fmt.Errorf("create volume %s: %w", path, noSpace(err))
 	}
 	return &volume{id: id, path: path, f: f, size: volumeHeaderLen, refs: 1, minSeq: ^uint64(0), ids: newIDFilter(vs.sizeLimit)}, nil
 }
@@ -434,15 +442,19 @@ func (vs *volumeSet) remove(id ShardID) (old int64, err error) {
 }
 
 func (vs *volumeSet) append(id ShardID, kind byte, body []byte) (int64, error) {
-	seq := vs.seq.Add(1)
 	now := time.Now()
-	req := &volumeAppend{key: keyOf(id), kind: kind, seq: seq, mtime: now.UnixNano(), bodyLen: len(body), done: make(chan error, 1), old: -1}
-	req.rec = appendRecord(make([]byte, 0, recordHeaderLen(len(id.File))+len(body)), kind, id, seq, now, body)
+	req := &volumeAppend{key: keyOf(id), kind: kind, mtime: now.UnixNano(), bodyLen: len(body), done: make(chan error, 1), old: -1}
+	req.rec = appendRecord(make([]byte, 0, recordHeaderLen(len(id.File))+len(body)), kind, id, 0, now, body)
 	vs.mu.Lock()
 	if vs.closed {
 		vs.mu.Unlock()
 		return -1, ErrStoreClosed
 	}
+	// Numbered in queue order, under mu: the flusher applies records in that order, and the scan
+	// at open lets the highest number win, so both must agree on which of two racing records of
+	// one id (a put and a tombstone) is the later.
+	req.seq = vs.seq.Add(1)
+	setRecordSeq(req.rec, id, req.seq)
 	vs.pending = append(vs.pending, req)
 	if kind == recordShard {
 		vs.queued[req.key]++
@@ -479,11 +491,19 @@ func (vs *volumeSet) flush() {
 	end, err := vs.writeBatch(&v, batch)
 
 	vs.mu.Lock()
+	var drop *volume
 	if err == nil {
 		v.size = end
 		vs.applyBatch(v, batch)
 	} else if v != nil && vs.active == v {
 		vs.active = nil // a failed write or sync leaves the volume suspect: the next batch starts a new one
+		if v.size == volumeHeaderLen && v.refs == 1 {
+			// It holds no record (new, or rotated to for this batch): remove it, or each failed
+			// batch on a full disk leaves one more empty volume file and descriptor behind.
+			delete(vs.vols, v.id)
+			v.retired = true
+			drop = v
+		}
 	}
 	if v != nil {
 		v.appending = false
@@ -502,6 +522,12 @@ func (vs *volumeSet) flush() {
 		vs.idle.Broadcast()
 	}
 	vs.mu.Unlock()
+	if drop != nil {
+		drop.f.Close()
+		if rerr := os.Remove(drop.path); rerr != nil {
+			vs.log.Warn("could not remove an empty volume after a failed group commit", "volume", drop.path, "err", rerr)
+		}
+	}
 	for _, req := range batch {
 		req.done <- err
 	}
@@ -552,10 +578,7 @@ func (vs *volumeSet) writeBatch(v **volume, batch []*volumeAppend) (int64, error
 	}
 	if err != nil {
 		_ = f.Truncate(end) // best effort: an unsynced record must not surface at the next open
-		if errors.Is(err, unix.ENOSPC) {
-			err = fmt.Errorf("%w: %w", ErrNoSpace, err)
-		}
-		return 0, fmt.Errorf("append to volume %s: %w", (*v).path, err)
+		return 0, fmt.Errorf("append to volume %s: %w", (*v).path, noSpace(err))
 	}
 	off := end
 	for _, req := range batch {
@@ -761,15 +784,22 @@ func (vs *volumeSet) compact(ctx context.Context, limit *rate.Limiter) (int, err
 	vs.compactMu.Lock()
 	defer vs.compactMu.Unlock()
 	done := 0
+	// A volume that fails (a live record in it unreadable until healed) is passed over for the
+	// rest of this pass, so the others still get their space back; its error is returned.
+	failed := map[uint32]bool{}
+	var firstErr error
 	for {
 		vs.mu.Lock()
 		if vs.closed {
 			vs.mu.Unlock()
-			return done, nil
+			return done, firstErr
 		}
 		var pick *volume
 		var pickDead int64
 		for _, v := range vs.vols {
+			if failed[v.id] {
+				continue
+			}
 			dead := v.size - volumeHeaderLen - v.live - v.tombs
 			// The active volume qualifies too (a store that never fills a volume must still get
 			// its space back), but only once its dead part is worth a new volume file.
@@ -789,10 +819,15 @@ func (vs *volumeSet) compact(ctx context.Context, limit *rate.Limiter) (int, err
 		}
 		vs.mu.Unlock()
 		if pick == nil {
-			return done, nil
+			return done, firstErr
 		}
 		if err := vs.compactOne(ctx, pick, limit); err != nil {
-			return done, err
+			if ctx.Err() != nil {
+				return done, err
+			}
+			failed[pick.id] = true
+			firstErr = cmp.Or(firstErr, err)
+			continue
 		}
 		done++
 	}

@@ -122,6 +122,15 @@ func appendRecord(dst []byte, kind byte, id ShardID, seq uint64, mtime time.Time
 	return append(dst, body...)
 }
 
+// setRecordSeq rewrites the sequence number of the record of id at the start of rec, and its
+// header checksum. The flusher applies records in the order they queue, and the scan at open in
+// sequence order, so the number is given when the record queues, not when it is encoded.
+func setRecordSeq(rec []byte, id ShardID, seq uint64) {
+	hl := recordHeaderLen(len(id.File))
+	binary.BigEndian.PutUint64(rec[16:], seq)
+	binary.BigEndian.PutUint32(rec[hl-4:], crc32.Update(shardSeed(id), castagnoli, rec[:hl-4]))
+}
+
 // parseRecordHeader decodes the record header at the start of b (which must hold at least
 // recordFixedLen bytes; more are needed for the file id and CRC, and the length is checked).
 // It verifies everything but the body.

@@ -808,15 +808,7 @@ func TestVolumeCompactionKeepsDamagedLiveRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	loc, _ := s.Locate(ids[0])
-	f, err := os.OpenFile(loc.Path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte("rot"), loc.Offset+1000); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	rotRecord(t, s, ids[0])
 	if _, err := s.Compact(context.Background(), 0); err == nil || !strings.Contains(err.Error(), "unreadable") {
 		t.Fatalf("Compact over a damaged live record: %v", err)
 	}
@@ -1141,5 +1133,228 @@ func TestVolumeTombstonesDropped(t *testing.T) {
 		if _, err := s.Stat(id); !errors.Is(err, ErrShardNotFound) {
 			t.Fatalf("deleted shard %s is back: %v", id, err)
 		}
+	}
+}
+
+// TestVolumeIndexMatchesDiskAfterRacingPutAndDelete: a put and a delete of one id racing each
+// other may end either way, but the index must end the way the disk does, or an acknowledged
+// shard that the running store serves vanishes at the next open (or a deleted one comes back).
+// The sequence number that decides at open must therefore follow the order the flusher applies.
+func TestVolumeIndexMatchesDiskAfterRacingPutAndDelete(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	const n = 400
+	ids := make([]ShardID, n)
+	for i := range ids {
+		ids[i] = ShardID{File: "FILseqrace", Segment: i, Index: 0}
+		if _, err := s.vols.put(ids[i], testShard(ids[i], 20000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		body := testShard(id, 20000)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if _, err := s.vols.put(id, body); err != nil {
+				t.Error(err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if _, err := s.vols.remove(id); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	disk, err := openVolumeSet(filepath.Join(dir, "volumes"), 0, 0, s.vols.log, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer disk.closeFiles()
+	differ := 0
+	for _, id := range ids {
+		_, inMemory := s.vols.lookup(id)
+		_, onDisk := disk.lookup(id)
+		if inMemory != onDisk {
+			differ++
+		}
+	}
+	if differ > 0 {
+		t.Fatalf("%d of %d ids: the running index and the volumes on disk disagree about whether the shard exists", differ, n)
+	}
+}
+
+// TestVolumeDiskFull: on a full filesystem a group commit fails without acknowledging, leaves
+// nothing indexed, does not pile up empty volume files batch after batch, and writes resume once
+// space returns; every acknowledged shard reads back after a reopen.
+func TestVolumeDiskFull(t *testing.T) {
+	root := testutil.MountTmpfs(t, "4m")
+	dir := filepath.Join(root, "store")
+	s := openStoreWith(t, dir, smallVolumes)
+	// Fill all but a little of the filesystem.
+	filler := filepath.Join(root, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			break
+		}
+	}
+	// Leave a few pages: room for a new volume's header, none for a batch of 40 KiB records.
+	if err := f.Truncate(mustSize(t, f) - 6*4096); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var acked []ShardID
+	failed := 0
+	for i := range 200 {
+		id := ShardID{File: "FILfull", Segment: i, Index: 0}
+		body := testShard(id, 40000+i)
+		if _, err := s.vols.put(id, body); err != nil {
+			if !errors.Is(err, ErrNoSpace) {
+				t.Fatalf("put %s on a full disk: %v, want ErrNoSpace", id, err)
+			}
+			failed++
+			if _, ok := s.vols.lookup(id); ok {
+				t.Fatalf("put %s failed but is indexed", id)
+			}
+			continue
+		}
+		acked = append(acked, id)
+	}
+	if failed == 0 {
+		t.Fatal("the filesystem never filled up")
+	}
+	if n := len(volumeFiles(t, dir)); n > 3 {
+		t.Fatalf("%d volume files after %d failed group commits: failures leave volumes behind", n, failed)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		id := ShardID{File: "FILroom", Segment: i, Index: 0}
+		if _, err := s.vols.put(id, testShard(id, 3000)); err != nil {
+			t.Fatalf("put after space returned: %v", err)
+		}
+		acked = append(acked, id)
+	}
+	s.Close()
+	s = openStoreWith(t, dir, smallVolumes)
+	for _, id := range acked {
+		size := 40000 + id.Segment
+		if id.File == "FILroom" {
+			size = 3000
+		}
+		mustRead(t, s, id, testShard(id, size))
+	}
+}
+
+func mustSize(t *testing.T, f *os.File) int64 {
+	t.Helper()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// TestVolumeCompactionGoesPastDamagedVolume: a volume that cannot be compacted yet (a live
+// record in it is unreadable until a heal rewrites it, which may be the weekly scrub) does not
+// stop compaction of the other volumes: their dead space is still reclaimed.
+func TestVolumeCompactionGoesPastDamagedVolume(t *testing.T) {
+	s := openStoreWith(t, t.TempDir(), smallVolumes)
+	byVolume := map[string][]ShardID{}
+	var order []string
+	for i := range 600 {
+		id := ShardID{File: "FILtwo", Segment: i, Index: 0}
+		putShard(t, s, id, testShard(id, 4000))
+		loc, err := s.Locate(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if byVolume[loc.Path] == nil {
+			order = append(order, loc.Path)
+		}
+		byVolume[loc.Path] = append(byVolume[loc.Path], id)
+	}
+	if len(order) < 3 {
+		t.Fatalf("%d volumes, want at least 3", len(order))
+	}
+	damaged, healthy := byVolume[order[0]], byVolume[order[1]]
+	for _, id := range damaged[1:] { // almost all dead: compaction picks it first
+		if err := s.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range healthy[:len(healthy)*3/4] {
+		if err := s.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rotRecord(t, s, damaged[0])
+	n, err := s.Compact(context.Background(), 0)
+	if err == nil || !strings.Contains(err.Error(), "unreadable") {
+		t.Fatalf("Compact over a damaged live record: %v, want it reported", err)
+	}
+	if _, statErr := os.Stat(order[1]); n == 0 || statErr == nil {
+		t.Fatalf("Compact = %d; the healthy volume %s was left uncompacted (stat: %v)", n, order[1], statErr)
+	}
+	for _, id := range healthy[len(healthy)*3/4:] {
+		mustRead(t, s, id, testShard(id, 4000))
+	}
+}
+
+// TestVolumeTombstonesWithSmallShardsOff: with small shards written as files again
+// (SmallShardMax 0, the way back out of volumes), deleting the shards still held in volumes
+// appends their tombstones to one volume, not a new volume file (and descriptor) per delete.
+func TestVolumeTombstonesWithSmallShardsOff(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	var ids []ShardID
+	for i := range 50 {
+		id := ShardID{File: "FILoff", Segment: i, Index: 0}
+		putShard(t, s, id, testShard(id, 2000))
+		ids = append(ids, id)
+	}
+	s.Close()
+	before := len(volumeFiles(t, dir))
+	s = openStoreWith(t, dir, StoreOptions{})
+	for _, id := range ids {
+		if err := s.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := len(volumeFiles(t, dir)); after > before+1 {
+		t.Fatalf("%d volume files before deleting %d small shards with small shards off, %d after", before, len(ids), after)
+	}
+	s.Close()
+	s = openStoreWith(t, dir, StoreOptions{})
+	for _, id := range ids {
+		if _, err := s.Stat(id); !errors.Is(err, ErrShardNotFound) {
+			t.Fatalf("deleted shard %s after reopen: %v", id, err)
+		}
+	}
+}
+
+// rotRecord overwrites three bytes inside the body of id's volume record, as bit rot would.
+func rotRecord(t *testing.T, s *ShardStore, id ShardID) {
+	t.Helper()
+	loc, err := s.Locate(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(loc.Path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("rot"), loc.Offset+1000); err != nil {
+		t.Fatal(err)
 	}
 }

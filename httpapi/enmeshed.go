@@ -21,8 +21,9 @@ type EnmeshedService interface {
 	// FileByID returns the file when p may see it (p created it, or p has VIEW_FILES); otherwise,
 	// and for unknown or expired files, core.ErrNotFound.
 	FileByID(ctx context.Context, p core.Principal, id string) (core.FileInfo, error)
-	// ListFiles returns the files p may see (ownOnly: only those p created), unfiltered.
-	ListFiles(ctx context.Context, p core.Principal, ownOnly bool) ([]core.FileInfo, error)
+	// ScanFiles calls fn with the files p may see (ownOnly: only those p created), unfiltered, in
+	// creation order (CreatedAt, then id).
+	ScanFiles(ctx context.Context, p core.Principal, ownOnly bool, fn func(core.FileInfo) bool) error
 	OpenFileByID(ctx context.Context, p core.Principal, id string) (core.FileInfo, core.Content, error)
 	DeleteFileByID(ctx context.Context, p core.Principal, id string) error
 	// CreateTokenByID issues a read token for the file. expiresAt zero means "the file's own expiry".

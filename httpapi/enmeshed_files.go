@@ -1,10 +1,8 @@
 package httpapi
 
 import (
-	"cmp"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 
 	"github.com/cairn-dev/cairn/core"
@@ -47,23 +45,27 @@ func (a *enmeshedAPI) listFiles(ownOnly bool) func(http.ResponseWriter, *http.Re
 		if err != nil {
 			return err
 		}
-		files, err := a.svc.ListFiles(r.Context(), p, ownOnly)
-		if err != nil {
+		// Creation order is stable, so that paging through a UI or comparing two answers is
+		// meaningful; the scan gives it, and memory is the matching files' (the contract has no
+		// paging).
+		out := []fileDTO{}
+		var dtoErr error
+		if err := a.svc.ScanFiles(r.Context(), p, ownOnly, func(f core.FileInfo) bool {
+			if !filter.match(f) {
+				return true
+			}
+			dto, err := a.fileDTO(f, p)
+			if err != nil {
+				dtoErr = err
+				return false
+			}
+			out = append(out, dto)
+			return true
+		}); err != nil {
 			return err
 		}
-		// A stable order, so that paging through a UI or comparing two answers is meaningful.
-		slices.SortFunc(files, func(x, y core.FileInfo) int {
-			return cmp.Or(x.CreatedAt.Compare(y.CreatedAt), strings.Compare(x.ID, y.ID))
-		})
-		out := make([]fileDTO, 0, len(files))
-		for _, f := range files {
-			if filter.match(f) {
-				dto, err := a.fileDTO(f, p)
-				if err != nil {
-					return err
-				}
-				out = append(out, dto)
-			}
+		if dtoErr != nil {
+			return dtoErr
 		}
 		writeResult(w, http.StatusOK, out)
 		return nil

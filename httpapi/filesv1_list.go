@@ -65,16 +65,16 @@ func (v *filesV1API) list(w http.ResponseWriter, r *http.Request) {
 			strings.TrimPrefix(err.Error(), rql.ErrInvalid.Error()+": ")})
 		return
 	}
-	files, err := v.files.ListFilesWithTokens(r.Context(), p)
-	if err != nil {
+	// The pager holds offset+limit records at most, whatever the number of files.
+	pager := rql.NewPager[listRecord](q)
+	if err := v.files.ScanFilesWithTokens(r.Context(), p, func(l core.FileListing) bool {
+		pager.Add(listRecord{l})
+		return true
+	}); err != nil {
 		v.fail(w, r, err)
 		return
 	}
-	records := make([]listRecord, len(files))
-	for i, f := range files {
-		records[i] = listRecord{f}
-	}
-	page, total, limit, offset := rql.Page(q, records)
+	page, total, limit, offset := pager.Page()
 	data := make([]any, 0, len(page))
 	for _, rec := range page {
 		md := metadataJSON(rec.l.File, rec.l.Tokens)

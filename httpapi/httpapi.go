@@ -31,8 +31,8 @@ type FilesV1Service interface {
 	Settings(ctx context.Context, p core.Principal) (core.Settings, error)
 	UpdateSettings(ctx context.Context, p core.Principal, patch core.SettingsPatch) (core.Settings, error)
 	CurrentSettings() core.Settings
-	// ListFilesWithTokens lists every live file with its tokens (needs VIEW_FILES).
-	ListFilesWithTokens(ctx context.Context, p core.Principal) ([]core.FileListing, error)
+	// ScanFilesWithTokens calls fn with every live file and its tokens (needs VIEW_FILES).
+	ScanFilesWithTokens(ctx context.Context, p core.Principal, fn func(core.FileListing) bool) error
 }
 
 // OpsService feeds the ops endpoints.

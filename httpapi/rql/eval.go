@@ -261,55 +261,11 @@ func compareKeys(a, b sortKey) int {
 // Page applies Filter, Sort, Offset and Limit (default 20, clamped to 50) to records and returns the
 // page plus the total number matching (before paging), which the API reports as page.total. Records
 // that sort equal keep their order in records. The page is a new slice, never nil, and records is
-// left as it was.
+// left as it was. It is a Pager fed from a slice.
 func Page[R Record](q Query, records []R) (page []R, total int, limit, offset int) {
-	limit, offset = q.Limit, max(q.Offset, 0)
-	if limit == 0 {
-		limit = DefaultLimit
-	}
-	limit = min(max(limit, 1), MaxLimit)
-
-	var matched []R
+	p := NewPager[R](q)
 	for _, r := range records {
-		if q.Match(r) {
-			matched = append(matched, r)
-		}
+		p.Add(r)
 	}
-	if len(q.Sort) > 0 {
-		matched = sorted(q, matched)
-	}
-	total = len(matched)
-	if offset >= total {
-		return []R{}, total, limit, offset
-	}
-	return slices.Clone(matched[offset : offset+min(limit, total-offset)]), total, limit, offset
-}
-
-// sorted orders records by q.Sort, stably. It reads each record's sort keys once, because Field
-// boxes its answer and a comparison sort would call it O(n log n) times.
-func sorted[R Record](q Query, records []R) []R {
-	n := len(q.Sort)
-	keys := make([]sortKey, 0, len(records)*n)
-	for _, r := range records {
-		for _, k := range q.Sort {
-			keys = append(keys, sortValue(r.Field(k.Field)))
-		}
-	}
-	order := make([]int, len(records))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(i, j int) int {
-		for k, key := range q.Sort {
-			if c := compareKeys(keys[i*n+k], keys[j*n+k]); c != 0 {
-				return descending(c, key.Desc)
-			}
-		}
-		return 0
-	})
-	out := make([]R, len(records))
-	for i, o := range order {
-		out[i] = records[o]
-	}
-	return out
+	return p.Page()
 }
