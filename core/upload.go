@@ -370,6 +370,7 @@ func (w *segmentWriter) write(enc *erasure.BlockEncoder, block []byte) error {
 		}
 	}
 	if healthy < w.quorum {
+		w.awaitDeadPuts()
 		return fmt.Errorf("%w: segment %d: only %d shard streams healthy, write quorum is %d: %w",
 			quorumFailure(w.firstErr()), w.index, healthy, w.quorum, w.firstErr())
 	}
@@ -415,15 +416,42 @@ func (w *segmentWriter) firstErr() error {
 	for _, st := range w.streams {
 		if st != nil {
 			select {
-			case <-st.done:
-				if st.err != nil {
-					return st.err
+			case <-st.putDone:
+				if st.putErr != nil {
+					return st.putErr
 				}
 			default:
 			}
 		}
 	}
 	return errors.New("no shard error recorded")
+}
+
+// awaitDeadPuts waits, at most ackTimeout, until the put of every failed stream has returned, so
+// that firstErr can name why the segment lost its quorum. A dead stream's put ends promptly: its
+// node answered early, or the stall guard cancelled it.
+func (w *segmentWriter) awaitDeadPuts() {
+	var timeout <-chan time.Time
+	if w.ackTimeout > 0 {
+		t := time.NewTimer(w.ackTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for _, st := range w.streams {
+		if st == nil {
+			continue
+		}
+		select {
+		case <-st.dead:
+		default:
+			continue
+		}
+		select {
+		case <-st.putDone:
+		case <-timeout:
+			return
+		}
+	}
 }
 
 // shardStream pipes frames to one shard node. A bounded queue of reusable buffers keeps memory per
@@ -435,19 +463,25 @@ type shardStream struct {
 	pipe  *io.PipeWriter
 	done  chan struct{}
 	err   error // set before done is closed
-	dead  chan struct{}
-	once  sync.Once
+	// putDone closes as soon as the remote put returned, with putErr set before: a stream can be
+	// dead (its pipe closed by the transport on an early answer) while its queue still drains, and
+	// the segment's error must name the put's cause (a full disk is 507, not 503).
+	putDone chan struct{}
+	putErr  error
+	dead    chan struct{}
+	once    sync.Once
 }
 
 func (s *Service) startShardStream(ctx context.Context, node string, id erasure.ShardID, depth int, codec *erasure.Codec) *shardStream {
 	pr, pw := io.Pipe()
 	st := &shardStream{
-		codec: codec,
-		queue: make(chan []byte, depth),
-		free:  make(chan []byte, depth+1),
-		pipe:  pw,
-		done:  make(chan struct{}),
-		dead:  make(chan struct{}),
+		codec:   codec,
+		queue:   make(chan []byte, depth),
+		free:    make(chan []byte, depth+1),
+		pipe:    pw,
+		done:    make(chan struct{}),
+		putDone: make(chan struct{}),
+		dead:    make(chan struct{}),
 	}
 	for range depth + 1 {
 		st.free <- nil
@@ -482,11 +516,15 @@ func (s *Service) startShardStream(ctx context.Context, node string, id erasure.
 	// Put: pipe -> node. Its result is the shard's durable ack.
 	go func() {
 		err := s.shards.PutShard(putCtx, node, id, pr)
+		if err != nil {
+			err = fmt.Errorf("put shard %s on %s: %w", id, node, err)
+		}
+		st.putErr = err
+		close(st.putDone)
 		cancelPut()
 		pr.CloseWithError(errPutEnded)
 		if err != nil {
 			st.markDead()
-			err = fmt.Errorf("put shard %s on %s: %w", id, node, err)
 		}
 		<-pumpDone
 		st.err = err
