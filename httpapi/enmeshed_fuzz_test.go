@@ -121,16 +121,7 @@ func FuzzEnmeshedUpload(f *testing.F) {
 			}
 			return
 		}
-		committed, aborted, _, _ := up.state()
-		if committed != (rec.Code == http.StatusCreated) || committed == aborted {
-			t.Fatalf("status %d, committed %v, aborted %v", rec.Code, committed, aborted)
-		}
-		if committed && !wellFormedUpload(body) {
-			t.Fatalf("committed a malformed body %q", body)
-		}
-		if !committed {
-			e.waitNoStrayShards(t)
-		}
+		e.checkFuzzedUpload(t, up, body, rec.Code, http.StatusCreated)
 	})
 }
 

@@ -86,16 +86,7 @@ func FuzzFilesV1Upload(f *testing.F) {
 			}
 			return
 		}
-		committed, aborted, _, _ := up.state()
-		if committed != (rec.Code == http.StatusOK) || committed == aborted {
-			t.Fatalf("status %d, committed %v, aborted %v", rec.Code, committed, aborted)
-		}
-		if committed && !wellFormedUpload(body) {
-			t.Fatalf("committed a malformed body %q", body)
-		}
-		if !committed {
-			e.waitNoStrayShards(t)
-		}
+		e.checkFuzzedUpload(t, up, body, rec.Code, http.StatusOK)
 	})
 }
 

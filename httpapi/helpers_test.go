@@ -201,3 +201,20 @@ func mustJSON(t testing.TB, v any) []byte {
 	}
 	return b
 }
+
+// checkFuzzedUpload is the verdict of both APIs' upload fuzz targets on a begun upload: it is
+// committed exactly when the answer is okStatus (and then the body was well formed), aborted
+// otherwise, and an aborted upload leaves no shard behind.
+func (e *env) checkFuzzedUpload(t *testing.T, up *recordedUpload, body []byte, status, okStatus int) {
+	t.Helper()
+	committed, aborted, _, _ := up.state()
+	if committed != (status == okStatus) || committed == aborted {
+		t.Fatalf("status %d, committed %v, aborted %v", status, committed, aborted)
+	}
+	if committed && !wellFormedUpload(body) {
+		t.Fatalf("committed a malformed body %q", body)
+	}
+	if !committed {
+		e.waitNoStrayShards(t)
+	}
+}
