@@ -133,10 +133,7 @@ func TestCrashConsistency(t *testing.T) {
 		if err := f.Close(); err != nil {
 			t.Fatal(err)
 		}
-		leftovers, _ := filepath.Glob(filepath.Join(dir, "fsm", restoreTempPattern))
-		if len(leftovers) != 0 {
-			t.Fatalf("kill %d: reopening left half-built stores: %v", kill, leftovers)
-		}
+		assertOnlyCurrentStore(t, filepath.Join(dir, "fsm"))
 	}
 	f := openFSM(t, filepath.Join(dir, "fsm"))
 	defer f.Close()

@@ -1,6 +1,7 @@
 package fsm_test
 
 import (
+	"io/fs"
 	"bufio"
 	"crypto/sha256"
 	"encoding/base64"
@@ -116,15 +117,11 @@ func runMetadataScale(b *testing.B, targets []int) {
 			applyPerSec: float64(filled) / applying.Seconds(),
 			heapPerFile: float64(int64(heap)-int64(heap0)) / float64(filled),
 		}
-		st, err := os.Stat(filepath.Join(dir, fsm.StoreFile))
-		if err != nil {
-			b.Fatal(err)
-		}
-		row.diskBytes = st.Size()
 		measureSnapshot(b, f, &row)
-		if err := f.Close(); err != nil {
+		if err := f.Close(); err != nil { // flushes the memtables
 			b.Fatal(err)
 		}
+		row.diskBytes = dirBytes(b, dir)
 		row.fresh = probeFreshProcess(b, dir, filled, rng)
 		began := time.Now()
 		f = openFSM(b, dir)
@@ -359,4 +356,21 @@ func openFSM(b *testing.B, dir string) *fsm.FSM {
 	}
 	b.Cleanup(func() { _ = f.Close() })
 	return f
+}
+
+// dirBytes is the size of the files under dir: the store's generation, flushed.
+func dirBytes(b *testing.B, dir string) int64 {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		n += info.Size()
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
 }
