@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 

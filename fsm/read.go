@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
 )
 
 // Every read runs on one pebble snapshot, a consistent view of one applied index (a batch is

@@ -1,7 +1,6 @@
 package fsm_test
 
 import (
-	"io/fs"
 	"bufio"
 	"crypto/sha256"
 	"encoding/base64"
@@ -10,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"

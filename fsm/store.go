@@ -401,4 +401,3 @@ func (s store) pruneRequests(cutoff time.Time, limit int) error {
 	}
 	return nil
 }
-
