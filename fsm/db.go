@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 )
 
 // The store on disk (DESIGN.md, "The store"): DATA_DIR/fsm/STORE names the current generation,
@@ -75,7 +76,7 @@ func openDB(path string, o storeOptions) (*stateDB, error) {
 	h.idle = sync.NewCond(&h.mu)
 	cache := pebble.NewCache(o.cacheBytes)
 	defer cache.Unref() // the database holds its own reference
-	db, err := pebble.Open(path, &pebble.Options{
+	opts := &pebble.Options{
 		Cache:                       cache,
 		MemTableSize:                memTableBytes,
 		MemTableStopWritesThreshold: memTableStopWrites,
@@ -90,7 +91,12 @@ func openDB(path string, o storeOptions) (*stateDB, error) {
 				o.logger.Warn("state store write stall", "reason", info.Reason)
 			},
 		},
-	})
+	}
+	// Bloom filters on every level, L0 included: apply checks ids for uniqueness, so most of
+	// its reads are of keys that do not exist, and without a filter each costs a block read in
+	// every table that overlaps (random ids overlap them all).
+	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	db, err := pebble.Open(path, opts)
 	if err != nil {
 		if strings.Contains(err.Error(), "lock") {
 			return nil, fmt.Errorf("open state store %s: %w (is another cairn agent using this data dir?)", path, err)
@@ -141,8 +147,13 @@ func (h *stateDB) release() {
 // close refuses new readers, waits for the current ones, flushes when asked and the store is
 // healthy (apply writes no WAL: an unflushed memtable is replayed from the raft log instead),
 // and closes the database.
+// A second close does nothing.
 func (h *stateDB) close(flush bool) error {
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
 	h.closed = true
 	for h.readers > 0 {
 		h.idle.Wait()

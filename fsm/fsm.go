@@ -298,7 +298,10 @@ func (f *FSM) applyCommand(s store, m *metaRow, l Entry) *Result {
 	}
 	err = f.execute(s, m, cmd, p)
 	row := &requestRow{ID: cmd.RequestID, Code: ErrorCode(err), Index: l.Index, Time: m.Clock}
-	if ierr := s.putRequest(row); ierr != nil {
+	if !seen {
+		r = nil
+	}
+	if ierr := s.replaceRequest(r, row); ierr != nil {
 		f.logger.Error("record request id", "index", l.Index, "err", ierr)
 	}
 	return &Result{Index: l.Index, Err: err}

@@ -33,6 +33,8 @@ import (
 // -fsm.scale=1000000,10000000 (10 M needs a store that is not held in RAM).
 var scaleFiles = flag.String("fsm.scale", "100000", "comma-separated file counts for BenchmarkMetadataScale")
 
+var scaleCache = flag.Int64("fsm.cache", 0, "block cache bytes of BenchmarkMetadataScale's store (0: fsm.DefaultCacheBytes)")
+
 // scaleBatch is the number of create commands per ApplyBatch: raft hands the FSM up to
 // MaxAppendEntries (64) entries per batch in the cluster; a larger batch measures the store
 // rather than the per-batch overhead.
@@ -350,7 +352,7 @@ func applyOne(b *testing.B, f *fsm.FSM, index uint64, typ fsm.CommandType, req s
 }
 
 func openFSM(b *testing.B, dir string) *fsm.FSM {
-	f, err := fsm.New(dir, fsm.Options{})
+	f, err := fsm.New(dir, fsm.Options{CacheBytes: *scaleCache})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -370,9 +370,17 @@ func (s store) request(id string) (*requestRow, bool, error) {
 
 // putRequest records r, replacing an aged-out row of the same id.
 func (s store) putRequest(r *requestRow) error {
-	if old, ok, err := s.request(r.ID); err != nil {
+	old, _, err := s.request(r.ID)
+	if err != nil {
 		return err
-	} else if ok {
+	}
+	return s.replaceRequest(old, r)
+}
+
+// replaceRequest records r in place of old, the row of the same id that the caller read (nil
+// when there is none).
+func (s store) replaceRequest(old, r *requestRow) error {
+	if old != nil {
 		if err := s.del(tableRequestsByT, timeKey(old.Time, old.ID)); err != nil {
 			return err
 		}
