@@ -70,6 +70,9 @@ type FSM struct {
 	backlog      []Entry // entries whose commit failed, applied again before the next batch
 	backlogBytes int
 	halted       bool // the backlog overflowed: nothing is applied until a restart or a Restore
+	// pruned is the last de-duplication key pruned from this store (nil after open or Restore):
+	// the next prune starts there instead of over the tombstones of the earlier ones.
+	pruned []byte
 }
 
 // New opens (or creates) the store in dir and returns the FSM at the applied index recorded
@@ -179,7 +182,7 @@ type Entry struct {
 
 // ApplyEntries applies logs in one pebble batch, together with the applied index.
 // Command entries get a *Result, any other entry nil. Each command checks everything before it
-// writes, so a failing command leaves no trace in the shared transaction.
+// writes, so a failing command leaves no trace in the shared batch.
 //
 // Entries at or below the store's applied index were applied before a restart and are skipped
 // (nil result; nothing waits for them). When the commit fails (a full disk), every command of
@@ -257,7 +260,8 @@ func (f *FSM) applyLogs(logs []Entry) ([]any, error) {
 		return results, nil
 	}
 	m.AppliedIndex = last
-	if err := s.pruneRequests(m.Clock.Add(-dedupWindow), pruneBatch); err != nil {
+	pruned, err := s.pruneRequests(m.Clock.Add(-dedupWindow), pruneBatch, f.pruned)
+	if err != nil {
 		f.logger.Error("prune request ids", "err", err)
 	}
 	if err := s.putMeta(&m); err != nil {
@@ -266,6 +270,7 @@ func (f *FSM) applyLogs(logs []Entry) ([]any, error) {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return nil, fmt.Errorf("commit entries up to %d: %w", last, err)
 	}
+	f.pruned = pruned
 	f.executed.Add(uint64(executed))
 	// Only now, after Commit, may waiters read the state at this index: a batch's entries are
 	// invisible until it commits, so the index advances per batch.

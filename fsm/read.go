@@ -116,7 +116,7 @@ func (f *FSM) APIKeyBySecret(secret string) (APIKey, bool) {
 
 // Files calls fn for every file in id order until fn returns false. It reads in chunks, each a
 // consistent view of its own (a file created or deleted during the scan may or may not be seen);
-// fn runs outside any transaction, so it may call other FSM methods.
+// fn runs outside any snapshot, so it may call other FSM methods.
 func (f *FSM) Files(fn func(File) bool) {
 	scan(f, tableFiles, func(s store, k []byte) (*File, bool, error) { return s.file(string(k)) }, fn)
 }

@@ -207,7 +207,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			f.logger.Warn("remove the replaced state store", "err", err)
 		}
 	})
-	f.backlog, f.backlogBytes, f.halted = nil, 0, false
+	f.backlog, f.backlogBytes, f.halted, f.pruned = nil, 0, false, nil
 	f.setApplied(m.AppliedIndex)
 	f.logger.Info("restored snapshot", "index", m.AppliedIndex, "files", m.Files, "tokens", m.Tokens)
 	return nil

@@ -388,24 +388,32 @@ func (s store) replaceRequest(old, r *requestRow) error {
 	return errors.Join(s.set(tableRequests, []byte(r.ID), encodeRequest(r)), s.set(tableRequestsByT, timeKey(r.Time, r.ID), nil))
 }
 
-// pruneRequests deletes up to limit de-duplication rows older than cutoff, oldest first. They are
+// pruneRequests deletes up to limit de-duplication rows older than cutoff, oldest first, from
+// the key from on (nil: the first), and returns the last key it deleted (from when none). They are
 // already ignored by lookups, so when (and how much) this runs does not change any result.
-func (s store) pruneRequests(cutoff time.Time, limit int) error {
+//
+// Passing the previous call's key skips the tombstones of the rows pruned before, which pebble
+// keeps until a compaction drops them: every row below it is gone, and none can come back, since a
+// new row is timed by the clock, which never goes back.
+func (s store) pruneRequests(cutoff time.Time, limit int, from []byte) ([]byte, error) {
 	end := encodeTime(cutoff)
 	var old [][]byte
-	if err := s.each(tableRequestsByT, nil, func(k, _ []byte) (bool, error) {
+	if err := s.each(tableRequestsByT, from, func(k, _ []byte) (bool, error) {
 		if len(old) >= limit || bytes.Compare(k[:encodedTimeLen], end) >= 0 {
 			return false, nil
 		}
 		old = append(old, bytes.Clone(k))
 		return true, nil
 	}); err != nil {
-		return err
+		return from, err
 	}
 	for _, k := range old {
 		if err := errors.Join(s.del(tableRequestsByT, k), s.del(tableRequests, k[encodedTimeLen:])); err != nil {
-			return err
+			return from, err
 		}
 	}
-	return nil
+	if len(old) == 0 {
+		return from, nil
+	}
+	return old[len(old)-1], nil
 }
