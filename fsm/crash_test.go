@@ -149,14 +149,13 @@ func TestCrashConsistency(t *testing.T) {
 	}
 }
 
-// runAndKill starts the helper on dir, waits until it has reported batches commits, SIGKILLs it
-// mid-work and returns the last applied index it reported.
-func runAndKill(t *testing.T, dir string, batches int) uint64 {
+// startHelper starts this test binary as the helper that env selects, on dir.
+func startHelper(t *testing.T, env, dir string) (*exec.Cmd, io.ReadCloser, *bytes.Buffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashHelperEnv+"="+dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	cmd.Env = append(os.Environ(), env+"="+dir)
+	stderr := new(bytes.Buffer)
+	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -164,6 +163,14 @@ func runAndKill(t *testing.T, dir string, batches int) uint64 {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	return cmd, stdout, stderr
+}
+
+// runAndKill starts the helper on dir, waits until it has reported batches commits, SIGKILLs it
+// mid-work and returns the last applied index it reported.
+func runAndKill(t *testing.T, dir string, batches int) uint64 {
+	t.Helper()
+	cmd, stdout, stderr := startHelper(t, crashHelperEnv, dir)
 	sc := bufio.NewScanner(stdout)
 	var last uint64
 	for n := 0; n < batches && sc.Scan(); n++ {
@@ -173,7 +180,7 @@ func runAndKill(t *testing.T, dir string, batches int) uint64 {
 		t.Fatal(err)
 	}
 	_, _ = io.Copy(io.Discard, stdout)
-	err = cmd.Wait()
+	err := cmd.Wait()
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
 		t.Fatalf("helper ended by itself (%v) before the kill: %s", err, stderr.String())
 	}
@@ -227,17 +234,7 @@ func TestCrashLosingTheMemtableReplaysFromRaft(t *testing.T) {
 		t.Skip("kills a real process")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), raftCrashHelperEnv+"="+dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := startHelper(t, raftCrashHelperEnv, dir)
 	sc := bufio.NewScanner(stdout)
 	if !sc.Scan() {
 		_ = cmd.Wait()
