@@ -294,6 +294,12 @@ type segmentSource struct {
 	nodes   []string
 }
 
+// Local reports whether shard index is on this node, so the codec reads it first: a local
+// parity shard and a decode cost less than a second shard fetched from a peer.
+func (src *segmentSource) Local(index int) bool {
+	return index < len(src.nodes) && src.nodes[index] == src.s.cfg.NodeID
+}
+
 func (src *segmentSource) OpenShard(ctx context.Context, index int, off, n int64) (io.ReadCloser, error) {
 	if index >= len(src.nodes) || src.nodes[index] == "" {
 		return nil, fmt.Errorf("shard %d of segment %d was never written: %w", index, src.segment, erasure.ErrShardNotFound)
