@@ -11,7 +11,7 @@ import (
 // forgedRecordV1 is what a client can build from the public v1 record format alone: a whole,
 // valid-looking record for someone else's shard, with a sequence number that beats any real one.
 func forgedRecordV1(id ShardID, body []byte) []byte {
-	return appendRecord(nil, recordShard, id, 1<<62, time.Unix(1_780_000_000, 0), body)
+	return v1Format().appendRecord(nil, recordShard, id, 1<<62, time.Unix(1_780_000_000, 0), body)
 }
 
 // TestVolumeForgedRecordInUpload: a client uploads a file whose bytes hold a forged volume

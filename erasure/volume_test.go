@@ -231,7 +231,7 @@ func TestVolumeTornTail(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(9, 9))
 	for round := range 12 {
-		cut := int64(volumeHeaderLen) + rng.Int64N(int64(len(orig))-volumeHeaderLen)
+		cut := int64(volumeHeaderLenV2) + rng.Int64N(int64(len(orig))-volumeHeaderLenV2)
 		t.Run(fmt.Sprintf("cut at %d", cut), func(t *testing.T) {
 			dir := t.TempDir()
 			if err := os.MkdirAll(filepath.Join(dir, "volumes"), 0o750); err != nil {
@@ -250,7 +250,7 @@ func TestVolumeTornTail(t *testing.T) {
 					t.Fatalf("shard %s past the cut is visible: %v", id, err)
 				}
 			}
-			boundary := cut == volumeHeaderLen
+			boundary := cut == volumeHeaderLenV2
 			for _, end := range ends {
 				boundary = boundary || end == cut
 			}
@@ -740,12 +740,13 @@ func fixtureRecords() []fixtureRecord {
 func fixtureVolume() []byte {
 	at := time.Unix(1_780_000_000, 0)
 	rs := fixtureRecords()
-	v := appendVolumeHeader(nil, 1, at)
-	v = appendRecord(v, recordShard, rs[0].id, 1, at, testShard(rs[0].id, 10)) // replaced below
-	v = appendRecord(v, recordShard, rs[1].id, 2, at, rs[1].body)
-	v = appendRecord(v, recordShard, rs[2].id, 3, at, testShard(rs[2].id, 50))
-	v = appendRecord(v, recordShard, rs[0].id, 4, at, rs[0].body)
-	v = appendRecord(v, recordTomb, rs[2].id, 5, at, nil)
+	f := v1Format()
+	v := f.appendVolumeHeader(nil, 1, at)
+	v = f.appendRecord(v, recordShard, rs[0].id, 1, at, testShard(rs[0].id, 10)) // replaced below
+	v = f.appendRecord(v, recordShard, rs[1].id, 2, at, rs[1].body)
+	v = f.appendRecord(v, recordShard, rs[2].id, 3, at, testShard(rs[2].id, 50))
+	v = f.appendRecord(v, recordShard, rs[0].id, 4, at, rs[0].body)
+	v = f.appendRecord(v, recordTomb, rs[2].id, 5, at, nil)
 	return v
 }
 
@@ -908,7 +909,7 @@ func TestVolumeDamagedHeaderSetAside(t *testing.T) {
 func FuzzVolumeOpen(f *testing.F) {
 	f.Add(fixtureVolume())
 	f.Add(fixtureVolume()[:200])
-	f.Add(append(appendVolumeHeader(nil, 1, time.Unix(0, 0)), "CREC\x01\x01\x05\x00"...))
+	f.Add(append(v1Format().appendVolumeHeader(nil, 1, time.Unix(0, 0)), "CREC\x01\x01\x05\x00"...))
 	f.Fuzz(func(t *testing.T, vol []byte) {
 		dir := t.TempDir()
 		if err := os.MkdirAll(filepath.Join(dir, "volumes"), 0o750); err != nil {
