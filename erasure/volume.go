@@ -78,11 +78,11 @@ type volume struct {
 	path    string
 	f       *os.File
 	format  volumeFormat // layout and key of its records
-	size    int64  // bytes in the file: the next batch goes here
-	live    int64  // bytes of records the index points at
-	tombs   int64  // bytes of tombstones: not live, but not reclaimable by themselves either
-	minSeq  uint64 // lowest sequence number of any record in it (tombstones too)
-	refs    int    // readers in flight, plus one while the volume is in the set
+	size    int64        // bytes in the file: the next batch goes here
+	live    int64        // bytes of records the index points at
+	tombs   int64        // bytes of tombstones: not live, but not reclaimable by themselves either
+	minSeq  uint64       // lowest sequence number of any record in it (tombstones too)
+	refs    int          // readers in flight, plus one while the volume is in the set
 	retired bool
 	// appending is true while a flusher writes a batch to it; compaction of a volume that was
 	// active waits for that batch.

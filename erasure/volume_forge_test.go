@@ -2,23 +2,39 @@ package erasure
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
 
-// forgedRecordV1 is what a client can build from the public v1 record format alone: a whole,
-// valid-looking record for someone else's shard, with a sequence number that beats any real one.
-func forgedRecordV1(id ShardID, body []byte) []byte {
-	return v1Format().appendRecord(nil, recordShard, id, 1<<62, time.Unix(1_780_000_000, 0), body)
+// forgedRecords is what a client can build from the public record formats alone, to hide in
+// the bytes of a file it uploads: for victim's shard 0, a whole record holding a valid shard of
+// that identity (every public checksum right) and, for its shard 1, a tombstone; each once in
+// the v1 layout and once in the v2 layout sealed with a key the client guessed. Their sequence
+// numbers beat any real one.
+func forgedRecords(victim SegmentID, shard0 []byte) []byte {
+	at := time.Unix(1_780_000_000, 0)
+	var b []byte
+	for _, f := range []volumeFormat{v1Format(), newV2Format(make([]byte, volumeKeyLen)), newV2Format(bytes.Repeat([]byte{0x5a}, volumeKeyLen))} {
+		b = f.appendRecord(b, recordShard, victim.Shard(0), 1<<62, at, shard0)
+		b = f.appendRecord(b, recordTomb, victim.Shard(1), 1<<62+1, at, nil)
+	}
+	return b
 }
 
-// TestVolumeForgedRecordInUpload: a client uploads a file whose bytes hold a forged volume
-// record for another file's shard (its header, a body that is a valid shard of the victim's
-// identity, every public checksum right). A disk fault then damages the record that carries
-// those bytes. After a restart, no read of the victim's file may return the forged bytes: not a
-// range read (which does not check the file's SHA-256), not the scrub's shard check.
+// TestVolumeForgedRecordInUpload: a client uploads a file whose bytes hold forged volume records
+// for another file's shards (forgedRecords). A disk fault then damages the record that carries
+// those bytes (its header, or its body). After a restart, and again after compacting that
+// volume, no read of the victim's file may return the forged bytes (not a range read, which
+// does not check the file's SHA-256, nor the scrub's check of a shard), no forged tombstone may
+// delete a shard, and the store's sequence number must not jump to the forged one. Run over a
+// volume of each format: in v2 the forged records fail their tag and the record after the damage
+// (bystander) is still found; in v1 (unkeyed) a damaged body is skipped by its authentic
+// header's length, and after a damaged header the rest of the volume is quarantined rather than
+// searched.
 func TestVolumeForgedRecordInUpload(t *testing.T) {
 	g := Geometry{Data: 2, Parity: 1}
 	c, err := NewCodec(g, 64<<10)
@@ -40,77 +56,151 @@ func TestVolumeForgedRecordInUpload(t *testing.T) {
 	if err := VerifyShard(bytes.NewReader(forgedShard), victim.Shard(0), int64(len(forgedData)), c.BlockSize(), g); err != nil {
 		t.Fatalf("the forged shard must pass every frame check a reader makes: %v", err)
 	}
-
-	// The attacker's file: the forged record right at its start, so it lies inside data
+	// The attacker's file: the forged records right at its start, so that they lie inside data
 	// shard 0's first chunk, contiguous.
 	attacker := SegmentID{File: "FILattacker", Segment: 0}
-	attackerData := append(forgedRecordV1(victim.Shard(0), forgedShard), random(8<<10)...)
+	attackerData := append(forgedRecords(victim, forgedShard), random(12<<10)...)
+	bystander := ShardID{File: "FILbystander", Segment: 0, Index: 0}
 
-	for _, damage := range []string{"record header", "record body"} {
-		t.Run(damage, func(t *testing.T) {
-			dir := t.TempDir()
-			s, err := OpenShardStoreWith(dir, smallVolumes)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i, b := range encodeSegmentAs(t, c, victim, victimData) {
-				putShard(t, s, victim.Shard(i), b)
-			}
-			for i, b := range encodeSegmentAs(t, c, attacker, attackerData) {
-				putShard(t, s, attacker.Shard(i), b)
-			}
-			loc, err := s.Locate(attacker.Shard(0))
-			if err != nil {
-				t.Fatal(err)
+	// The shards in the order they are written: the victim's, the attacker's, a bystander's.
+	type shard struct {
+		id   ShardID
+		body []byte
+	}
+	var shards []shard
+	for i, b := range encodeSegmentAs(t, c, victim, victimData) {
+		shards = append(shards, shard{victim.Shard(i), b})
+	}
+	for i, b := range encodeSegmentAs(t, c, attacker, attackerData) {
+		shards = append(shards, shard{attacker.Shard(i), b})
+	}
+	shards = append(shards, shard{bystander, testShard(bystander, 2000)})
+
+	layouts := map[string]func(t *testing.T, dir string){
+		"v2 volume": func(t *testing.T, dir string) {
+			s := openStoreWith(t, dir, smallVolumes)
+			for _, sh := range shards {
+				putShard(t, s, sh.id, sh.body)
 			}
 			s.Close()
+		},
+		"v1 volume": func(t *testing.T, dir string) { // as the first volume code wrote it
+			f, at := v1Format(), time.Unix(1_780_000_000, 0)
+			vol := f.appendVolumeHeader(nil, 1, at)
+			for i, sh := range shards {
+				vol = f.appendRecord(vol, recordShard, sh.id, uint64(i+1), at, sh.body)
+			}
+			writeVolume(t, dir, vol)
+		},
+	}
+	for _, layout := range []string{"v2 volume", "v1 volume"} {
+		for _, damage := range []string{"record header", "record body"} {
+			t.Run(layout+", "+damage, func(t *testing.T) {
+				dir := t.TempDir()
+				layouts[layout](t, dir)
+				s := openStoreWith(t, dir, smallVolumes)
+				loc, err := s.Locate(attacker.Shard(0))
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.Close()
+				// A disk fault inside the attacker's own record: its header, or its body past
+				// the forged records.
+				at := loc.RecordOffset + 9
+				if damage == "record body" {
+					at = loc.Offset + loc.Length - 10
+				}
+				flipByte(t, loc.Path, at)
 
-			// A disk fault inside the attacker's own record (its header, or its body past the
-			// forged record).
-			at := loc.RecordOffset + 9
-			if damage == "record body" {
-				at = loc.Offset + loc.Length - 10
-			}
-			f, err := os.OpenFile(loc.Path, os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b := []byte{0}
-			if _, err := f.ReadAt(b, at); err != nil {
-				t.Fatal(err)
-			}
-			b[0] ^= 0x40
-			if _, err := f.WriteAt(b, at); err != nil {
-				t.Fatal(err)
-			}
-			f.Close()
+				quarantined := layout == "v1 volume" && damage == "record header"
+				check := func(t *testing.T, s *ShardStore) {
+					t.Helper()
+					if seq := s.vols.seq.Load(); seq >= 1<<62 {
+						t.Errorf("the store's sequence number came from a forged record: %d", seq)
+					}
+					// A range read of the victim's first 64 bytes, as core serves a Range request.
+					var out bytes.Buffer
+					faults, err := c.ReadSegment(t.Context(), &out, victim, int64(len(victimData)), 0, 64, storeSource{s, victim})
+					if err != nil {
+						t.Fatalf("range read of the victim: %v", err)
+					}
+					if got := out.Bytes(); !bytes.Equal(got, victimData[:64]) || len(faults) != 0 {
+						t.Fatalf("range read of the victim returned %q, faults %v; want its own bytes from its own shards", got, faults)
+					}
+					// What the scrub checks: each of the victim's shards as stored.
+					for i := range g.Total() {
+						if err := c.CheckShard(t.Context(), victim, int64(len(victimData)), i, storeSource{s, victim}); err != nil {
+							t.Fatalf("victim shard %d: %v", i, err)
+						}
+						mustRead(t, s, victim.Shard(i), shards[i].body)
+					}
+					got, err := readAll(s, bystander)
+					if quarantined {
+						if !errors.Is(err, ErrShardNotFound) {
+							t.Fatalf("the record after the damage in a v1 volume: %v; want it quarantined (missing)", err)
+						}
+					} else if err != nil || !bytes.Equal(got, shards[len(shards)-1].body) {
+						t.Fatalf("the record after the damage: %v; want it found and served", err)
+					}
+				}
+				s = openStoreWith(t, dir, smallVolumes)
+				check(t, s)
+				if st := s.VolumeStats(); st.DamagedBytes == 0 {
+					t.Fatalf("the damage was not counted: %+v", st)
+				}
 
-			s = openStoreWith(t, dir, smallVolumes)
-			if seq := s.vols.seq.Load(); seq >= 1<<62 {
-				t.Errorf("the store's sequence number came from the forged record: %d", seq)
-			}
-			// A range read of the victim's first 64 bytes, as core serves a Range request.
-			var out bytes.Buffer
-			faults, err := c.ReadSegment(t.Context(), &out, victim, int64(len(victimData)), 0, 64, storeSource{s, victim})
-			if err != nil {
-				t.Fatalf("range read of the victim: %v", err)
-			}
-			if got := out.Bytes(); !bytes.Equal(got, victimData[:64]) {
-				t.Fatalf("range read of the victim returned %q (faults %v); want its own bytes", got, faults)
-			}
-			// The scrub's check of the victim's shard 0 must not vouch for forged bytes either.
-			r, err := s.OpenFrames(victim.Shard(0), 0, -1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			var stored bytes.Buffer
-			if _, err := stored.ReadFrom(r); err != nil {
-				t.Fatal(err)
-			}
-			if bytes.Equal(stored.Bytes(), forgedShard) {
-				t.Fatal("the store serves the forged shard as the victim's shard 0")
-			}
-		})
+				// Compaction walks the damaged volume by the same rules: fill it past its size
+				// (so it is sealed), delete everything but the victim and the bystander, compact.
+				for i := range 20 {
+					id := ShardID{File: "FILfiller", Segment: i, Index: 0}
+					putShard(t, s, id, testShard(id, 60<<10))
+				}
+				for i := range 20 {
+					if err := s.Delete(ShardID{File: "FILfiller", Segment: i, Index: 0}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for i := range g.Total() {
+					if err := s.Delete(attacker.Shard(i)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if n, err := s.Compact(t.Context(), 1<<40); err != nil || n == 0 {
+					t.Fatalf("compaction: %d volumes, %v", n, err)
+				}
+				s.Close()
+				s = openStoreWith(t, dir, smallVolumes)
+				check(t, s)
+			})
+		}
+	}
+}
+
+// writeVolume lays vol down as volume 1 of a store in dir.
+func writeVolume(t *testing.T, dir string, vol []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(dir, "volumes"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "volumes", volumeName(1)), vol, 0o640); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flipByte flips one bit of the byte at off in the file at path, as a disk fault would.
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := []byte{0}
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x40
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
 	}
 }
