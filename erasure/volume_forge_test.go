@@ -227,3 +227,37 @@ func TestVolumeV1TornTail(t *testing.T) {
 		}
 	}
 }
+
+// TestVolumeRecordTag: a v2 record header verifies only under the key of the volume it was
+// sealed for, only in its own version's layout, and not after any of its bytes changed.
+func TestVolumeRecordTag(t *testing.T) {
+	id := ShardID{File: "FILtag", Segment: 3, Index: 1}
+	body := testShard(id, 300)
+	at := time.Unix(1_780_000_000, 0)
+	own, other := newV2Format(newVolumeKey()), newV2Format(newVolumeKey())
+	rec := own.appendRecord(nil, recordShard, id, 7, at, body)
+	hl := own.recordHeaderLen(len(id.File))
+	if r, err := own.parseRecordHeader(rec); err != nil || r.id != id || r.seq != 7 || !r.bodyOK(rec[hl:]) {
+		t.Fatalf("own key: %+v, %v", r, err)
+	}
+	if _, err := other.parseRecordHeader(rec); !errors.Is(err, errBadRecord) {
+		t.Fatalf("another volume's key: %v; want the record refused (a record copied between volumes)", err)
+	}
+	if _, err := own.parseRecordHeader(v1Format().appendRecord(nil, recordShard, id, 7, at, body)); !errors.Is(err, errBadRecord) {
+		t.Fatalf("a v1 record in a v2 volume: %v; want it refused", err)
+	}
+	for i := range hl {
+		bad := bytes.Clone(rec[:hl])
+		bad[i] ^= 1
+		if _, err := own.parseRecordHeader(bad); !errors.Is(err, errBadRecord) {
+			t.Fatalf("header byte %d flipped: %v; want the record refused", i, err)
+		}
+	}
+	// Sealing a record that was encoded before its volume was known gives the same bytes.
+	unsealed := own.appendUnsealed(nil, recordShard, id, 0, at, body)
+	setRecordSeq(unsealed, 7)
+	own.seal(unsealed, id)
+	if !bytes.Equal(unsealed, rec) {
+		t.Fatal("a record sealed by the flusher differs from one encoded whole")
+	}
+}
