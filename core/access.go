@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -124,8 +125,13 @@ func (s *Service) Settings(ctx context.Context, p Principal) (Settings, error) {
 }
 
 // CurrentSettings reads the settings from the local state without a read index: downloads use
-// it, and a settings change reaching them a heartbeat late is harmless.
+// it, and a settings change reaching them a heartbeat late is harmless. Every download asks,
+// so the decoded settings are kept while the state has applied nothing new (settingsCache).
 func (s *Service) CurrentSettings() Settings {
+	if cached, ok := s.settings.get(s.state); ok {
+		return cached
+	}
+	index, indexed := appliedIndex(s.state) // before the read: the settings are at least this new
 	cfg, ok := s.state.Config()
 	if !ok {
 		return Settings{}
@@ -134,10 +140,57 @@ func (s *Service) CurrentSettings() Settings {
 	if updated.IsZero() {
 		updated = cfg.CreatedAt // never changed: the defaults date from the cluster's creation
 	}
-	return Settings{
-		DisableForceDownloadForMimeTypes: slices.Clone(cfg.Settings.DisableForceDownloadForMimeTypes),
-		UpdatedAt:                        updated,
+	cur := Settings{DisableForceDownloadForMimeTypes: cfg.Settings.DisableForceDownloadForMimeTypes, UpdatedAt: updated}
+	if indexed {
+		s.settings.put(index, cur)
 	}
+	cur.DisableForceDownloadForMimeTypes = slices.Clone(cur.DisableForceDownloadForMimeTypes)
+	return cur
+}
+
+// appliedIndexer is the optional part of State that says how far it has applied the log (the
+// fsm has it). Without it nothing is cached.
+type appliedIndexer interface{ AppliedIndex() uint64 }
+
+func appliedIndex(st State) (uint64, bool) {
+	if ai, ok := st.(appliedIndexer); ok {
+		return ai.AppliedIndex(), true
+	}
+	return 0, false
+}
+
+// settingsCache holds the settings as read at one applied index. The index is taken before the
+// read, so the cached value is never older than the state at that index; any command applied
+// since (not only a settings change) makes the next call read the state again. It saves every
+// download a read transaction and a JSON decode of the cluster config.
+type settingsCache struct {
+	mu       sync.Mutex
+	valid    bool
+	index    uint64
+	settings Settings // never handed out: callers get a copy of the slice
+}
+
+func (c *settingsCache) get(st State) (Settings, bool) {
+	index, ok := appliedIndex(st)
+	if !ok {
+		return Settings{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.valid || c.index != index {
+		return Settings{}, false
+	}
+	out := c.settings
+	out.DisableForceDownloadForMimeTypes = slices.Clone(out.DisableForceDownloadForMimeTypes)
+	return out, true
+}
+
+func (c *settingsCache) put(index uint64, v Settings) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.valid, c.index = true, index
+	v.DisableForceDownloadForMimeTypes = slices.Clone(v.DisableForceDownloadForMimeTypes)
+	c.settings = v
 }
 
 // UpdateSettings applies a partial update (needs UPDATE_FILE_SERVICE_SETTINGS).

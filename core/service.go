@@ -112,6 +112,7 @@ type Service struct {
 	codecs   map[codecKey]*erasure.Codec
 
 	healingSet
+	settings settingsCache // CurrentSettings, for downloads
 	// deleteSlots bounds the shard deletes in flight across the service.
 	deleteSlots chan struct{}
 }

@@ -681,3 +681,55 @@ func FuzzVerifyShard(f *testing.F) {
 		}
 	})
 }
+
+// localMemSource is a memSource that names some of its shards local (LocalShardSource).
+type localMemSource struct {
+	*memSource
+	local map[int]bool
+}
+
+func (l localMemSource) Local(index int) bool { return l.local[index] }
+
+// TestReadSegmentPrefersLocalShards: a source that knows its local shards has them read first
+// (a local parity shard and a decode instead of a remote data shard), then the remote data
+// shards, and only k shards are opened on a healthy read.
+func TestReadSegmentPrefersLocalShards(t *testing.T) {
+	g := Geometry{Data: 3, Parity: 2}
+	c, err := NewCodec(g, testBlockSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(rand.New(rand.NewPCG(3, 4)), 3*testBlockSize+100)
+	for _, tt := range []struct {
+		name  string
+		local []int
+		want  []int // shard indices opened, in order
+	}{
+		{name: "none local", want: []int{0, 1, 2}},
+		{name: "a parity shard local", local: []int{4}, want: []int{4, 0, 1}},
+		{name: "data and parity local", local: []int{2, 3}, want: []int{2, 3, 0}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			src := localMemSource{memSource: newMemSource(encodeSegment(t, c, data)), local: map[int]bool{}}
+			for _, i := range tt.local {
+				src.local[i] = true
+			}
+			var buf bytes.Buffer
+			faults, err := c.ReadSegment(t.Context(), &buf, testSeg, int64(len(data)), 0, int64(len(data)), src)
+			if err != nil || len(faults) != 0 {
+				t.Fatalf("ReadSegment: faults %+v, err %v", faults, err)
+			}
+			if !bytes.Equal(buf.Bytes(), data) {
+				t.Fatal("wrong bytes")
+			}
+			var opened []int
+			for _, o := range src.opens {
+				opened = append(opened, o.index)
+			}
+			if !slices.Equal(opened, tt.want) {
+				t.Fatalf("opened shards %v, want %v", opened, tt.want)
+			}
+			src.checkClosed(t)
+		})
+	}
+}

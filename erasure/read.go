@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/klauspost/reedsolomon"
 )
@@ -20,6 +21,16 @@ type ShardSource interface {
 	// error wrapping ErrShardNotFound (or any error): the reader then falls back to parity. One
 	// too short for the range returns an error wrapping ErrInvalidRange, and counts as corrupt.
 	OpenShard(ctx context.Context, index int, off, n int64) (io.ReadCloser, error)
+}
+
+// LocalShardSource is a ShardSource that knows which of its shards it reads without a network
+// hop. ReadSegment then reads local shards first (data before parity), then remote data shards,
+// then remote parity: on a healthy read, a shard fetched from another node costs more than the
+// decode a local parity shard needs (measured in DESIGN.md, "Speed").
+type LocalShardSource interface {
+	ShardSource
+	// Local reports whether shard index is on this node.
+	Local(index int) bool
 }
 
 // ShardFault describes a shard the reader had to give up on (for metrics and inline heal).
@@ -47,11 +58,7 @@ func (c *Codec) ReadSegment(ctx context.Context, w io.Writer, seg SegmentID, seg
 	}
 	bs := int64(c.blockSize)
 	first, last := int(off/bs), int((off+n-1)/bs)
-	order := make([]int, c.g.Total()) // data shards first: when they are healthy no decode is needed
-	for i := range order {
-		order[i] = i
-	}
-	sr := c.newStripeReader(src, seg, newSegmentLayout(segLen, c.blockSize, c.g), first, last, order)
+	sr := c.newStripeReader(src, seg, newSegmentLayout(segLen, c.blockSize, c.g), first, last, c.readOrder(src))
 	defer sr.close()
 
 	k := c.g.Data
@@ -85,6 +92,27 @@ func (c *Codec) ReadSegment(ctx context.Context, w io.Writer, seg SegmentID, seg
 		}
 	}
 	return sr.faults, nil
+}
+
+// readOrder is the order ReadSegment tries shards in: data shards first, since when they are
+// healthy no decode is needed; with a LocalShardSource, the local shards before all others.
+func (c *Codec) readOrder(src ShardSource) []int {
+	order := make([]int, c.g.Total())
+	for i := range order {
+		order[i] = i
+	}
+	if ls, ok := src.(LocalShardSource); ok {
+		slices.SortStableFunc(order, func(a, b int) int {
+			switch la, lb := ls.Local(a), ls.Local(b); {
+			case la && !lb:
+				return -1
+			case lb && !la:
+				return 1
+			}
+			return 0
+		})
+	}
+	return order
 }
 
 // RebuildShard reads from src the shards other than `index` (any k healthy ones) and writes a fresh

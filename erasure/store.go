@@ -1,7 +1,6 @@
 package erasure
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -614,13 +613,77 @@ func syncDir(dir string) error {
 	return err
 }
 
-// frameStream is the header of a shard followed by a range of its frames.
+// frameStream is the header of a shard followed by a range of its frames, from a shard file (f)
+// or from memory (a volume record's body, mem). Read serves any reader. WriteTo is for a copy
+// to a connection (the shard RPC server's io.Copy into its response): a file's frames go as one
+// copy from the file, which a TCP connection sends with sendfile, and a record's in one write, so
+// neither passes through a copy buffer.
 type frameStream struct {
-	io.Reader
-	f *os.File
+	header []byte // what is left of the header
+	mem    []byte // a record's frames still to send; used when f is nil
+	f      *os.File
+	pos, n int64 // f: the offset of the next frame byte, and how many are left
 }
 
-func (r frameStream) Close() error { return r.f.Close() }
+func (s *frameStream) Read(p []byte) (int, error) {
+	if len(s.header) > 0 {
+		k := copy(p, s.header)
+		s.header = s.header[k:]
+		return k, nil
+	}
+	if s.f == nil {
+		if len(s.mem) == 0 {
+			return 0, io.EOF
+		}
+		k := copy(p, s.mem)
+		s.mem = s.mem[k:]
+		return k, nil
+	}
+	if s.n <= 0 {
+		return 0, io.EOF
+	}
+	k, err := s.f.ReadAt(p[:min(int64(len(p)), s.n)], s.pos)
+	s.pos += int64(k)
+	s.n -= int64(k)
+	return k, err
+}
+
+func (s *frameStream) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for _, b := range [][]byte{s.header, s.mem} {
+		if len(b) == 0 {
+			continue
+		}
+		k, err := w.Write(b)
+		total += int64(k)
+		if err != nil {
+			return total, err
+		}
+	}
+	s.header, s.mem = nil, nil
+	if s.f == nil || s.n <= 0 {
+		return total, nil
+	}
+	if _, err := s.f.Seek(s.pos, io.SeekStart); err != nil {
+		return total, err
+	}
+	// A bare *io.LimitedReader of the *os.File is what net's sendfile path recognises.
+	k, err := io.Copy(w, &io.LimitedReader{R: s.f, N: s.n})
+	s.pos += k
+	s.n -= k
+	total += k
+	if err == nil && s.n > 0 { // the file shrank under the read
+		err = io.ErrUnexpectedEOF
+	}
+	return total, err
+}
+
+func (s *frameStream) Close() error {
+	if s.f == nil {
+		return nil
+	}
+	return s.f.Close()
+}
 
 // OpenFrames returns shard id as readers want it: the shard header (ShardHeaderLen bytes: the
 // stored one of a v2 shard, a synthesised v1 header for a shard of the original headerless
@@ -665,7 +728,7 @@ func (s *ShardStore) OpenFrames(id ShardID, off, n int64) (io.ReadCloser, error)
 		f.Close()
 		return nil, fmt.Errorf("open shard %s frames [%d,+%d) of %d bytes: %w", id, off, n, size, ErrInvalidRange)
 	}
-	return frameStream{Reader: io.MultiReader(bytes.NewReader(header), io.NewSectionReader(f, base+off, n)), f: f}, nil
+	return &frameStream{header: header, f: f, pos: base + off, n: n}, nil
 }
 
 // recordFrames is OpenFrames for a shard held in memory (a verified volume record's body).
@@ -679,7 +742,7 @@ func recordFrames(id ShardID, body []byte, off, n int64) (io.ReadCloser, error) 
 		return nil, fmt.Errorf("open shard %s frames [%d,+%d) of %d bytes: %w", id, off, n, size, ErrInvalidRange)
 	}
 	frames := body[base+off : base+off+n]
-	return io.NopCloser(io.MultiReader(bytes.NewReader(header), bytes.NewReader(frames))), nil
+	return &frameStream{header: header, mem: frames}, nil
 }
 
 // Stat describes a committed shard, or returns an error wrapping ErrShardNotFound.
@@ -819,7 +882,7 @@ func (s *ShardStore) Locate(id ShardID) (ShardLocation, error) {
 		s.vols.mu.Lock()
 		v := s.vols.vols[e.vol]
 		s.vols.mu.Unlock()
-		hl := int64(recordHeaderLen(len(id.File)))
+		hl := int64(v.format.recordHeaderLen(len(id.File)))
 		return ShardLocation{Path: v.path, Offset: int64(e.off) + hl, Length: int64(e.bodyLen), InVolume: true, RecordOffset: int64(e.off)}, nil
 	}
 	info, err := s.Stat(id)

@@ -76,8 +76,11 @@ func normalizeRange(r *http.Request, size int64) {
 }
 
 // contentReader adapts core.Content to the io.ReadSeeker that http.ServeContent wants. Seek only
-// records the offset; the first Read after it starts ReadRange(off, size-off) into a pipe. Close
-// stops that stream and waits for it, so no goroutine outlives the request.
+// records the offset. ServeContent copies the body with io.CopyN into deferredHeaderWriter, whose
+// ReadFrom recognises the contentReader and runs ReadRange straight into the response on the
+// request's goroutine (writeRange). Read is the general io.Reader for any other caller: its first
+// call after a Seek starts ReadRange(off, size-off) into a pipe; Close stops that stream and waits
+// for it, so no goroutine outlives the request.
 type contentReader struct {
 	ctx     context.Context
 	content core.Content
@@ -139,6 +142,30 @@ func (c *contentReader) Read(p []byte) (int, error) {
 		c.err = err
 	}
 	return n, err
+}
+
+// writeRange writes up to n bytes from the current offset to w by running ReadRange on the
+// caller's goroutine: no pipe, no goroutine and no intermediate buffer, so the codec's
+// chunk-sized writes reach the response whole. A failure is kept in err, as Read keeps it.
+func (c *contentReader) writeRange(w io.Writer, n int64) (int64, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	c.stop()
+	n = min(n, c.size-c.off)
+	if n <= 0 {
+		return 0, nil
+	}
+	cw := &countingWriter{w: w}
+	err := c.content.ReadRange(c.ctx, cw, c.off, n)
+	c.off += cw.n
+	if err == nil && cw.n != n {
+		err = fmt.Errorf("read range: got %d of %d bytes: %w", cw.n, n, io.ErrUnexpectedEOF)
+	}
+	if err != nil {
+		c.err = err
+	}
+	return cw.n, err
 }
 
 // start runs ReadRange for [off, size) into a pipe. A ReadRange that returns early without an error
@@ -208,6 +235,23 @@ func (d *deferredHeaderWriter) Write(p []byte) (int, error) {
 	d.wroteBody = true
 	return d.ResponseWriter.Write(p)
 }
+
+// ReadFrom is where http.ServeContent's io.CopyN lands. When the source is a contentReader
+// (behind the io.LimitedReader CopyN wraps it in), the content writes itself into d
+// (contentReader.writeRange); any other source is copied.
+func (d *deferredHeaderWriter) ReadFrom(src io.Reader) (int64, error) {
+	if lr, ok := src.(*io.LimitedReader); ok {
+		if c, ok := lr.R.(*contentReader); ok {
+			n, err := c.writeRange(d, lr.N)
+			lr.N -= n
+			return n, err
+		}
+	}
+	return io.Copy(writerOnly{d}, src) // writerOnly: io.Copy must not come back to ReadFrom
+}
+
+// writerOnly hides every method of a writer but Write.
+type writerOnly struct{ io.Writer }
 
 // flush sends the held-back status, if it has not gone out yet.
 func (d *deferredHeaderWriter) flush() {
