@@ -202,11 +202,14 @@ func (h *stateDB) flushFailure() error {
 	return h.flushErr
 }
 
+// backgroundError logs what pebble's background work reports, except the flush and compaction
+// failures that flushEnd and compactionEnd already logged once (pebble retries those at once,
+// which would log them in a loop).
 func (h *stateDB) backgroundError(err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.flushErr == nil && h.compactErr == nil {
-		h.logger.Error("state store background write failed; node not ready until it succeeds", "err", err)
+		h.logger.Error("state store background work failed", "err", err)
 	}
 }
 
@@ -220,6 +223,9 @@ func (h *stateDB) flushEnd(info pebble.FlushInfo) {
 		}
 		h.flushErr = nil
 	case len(info.Output) == 0 && info.Input > 0 && !isEmptyFlush(info.Err):
+		if h.flushErr == nil {
+			h.logger.Error("state store flush failed; batches are held back and the node is not ready until one succeeds", "err", info.Err)
+		}
 		h.flushErr = info.Err
 		close(h.flushFailed)
 		h.flushFailed = make(chan struct{})
@@ -230,8 +236,14 @@ func (h *stateDB) flushEnd(info pebble.FlushInfo) {
 func isEmptyFlush(err error) bool { return err.Error() == "pebble: empty table" }
 
 func (h *stateDB) compactionEnd(info pebble.CompactionInfo) {
+	if errors.Is(info.Err, pebble.ErrCancelledCompaction) {
+		return // pebble gave it up for another one (or for Close): not a failure
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if info.Err != nil && h.compactErr == nil {
+		h.logger.Error("state store compaction failed; the node is not ready until one succeeds", "err", info.Err)
+	}
 	h.compactErr = info.Err
 }
 
