@@ -123,4 +123,3 @@ func truncate(t *testing.T, path string, size int64) {
 		t.Fatal(err)
 	}
 }
-
