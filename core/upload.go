@@ -454,17 +454,18 @@ func (w *segmentWriter) awaitDeadPuts() {
 	}
 }
 
-// shardStream pipes frames to one shard node. A bounded queue of reusable buffers keeps memory per
+// shardStream sends frames to one shard node. A bounded queue of reusable buffers keeps memory per
 // stream at depth+1 chunks, and lets a slow node lag a little without stalling the others at once.
+// The put reads the queue itself (shardBody): over HTTP the transport writes each frame as one
+// chunk straight from its buffer, with no pipe, no copy and no goroutine between them.
 type shardStream struct {
 	codec *erasure.Codec // whose pool full-frame buffers come from and go back to
 	queue chan []byte
 	free  chan []byte
-	pipe  *io.PipeWriter
 	done  chan struct{}
 	err   error // set before done is closed
 	// putDone closes as soon as the remote put returned, with putErr set before: a stream can be
-	// dead (its pipe closed by the transport on an early answer) while its queue still drains, and
+	// dead (the transport gave up its body on an early answer) while its queue still drains, and
 	// the segment's error must name the put's cause (a full disk is 507, not 503).
 	putDone chan struct{}
 	putErr  error
@@ -473,12 +474,10 @@ type shardStream struct {
 }
 
 func (s *Service) startShardStream(ctx context.Context, node string, id erasure.ShardID, depth int, codec *erasure.Codec) *shardStream {
-	pr, pw := io.Pipe()
 	st := &shardStream{
 		codec:   codec,
 		queue:   make(chan []byte, depth),
 		free:    make(chan []byte, depth+1),
-		pipe:    pw,
 		done:    make(chan struct{}),
 		putDone: make(chan struct{}),
 		dead:    make(chan struct{}),
@@ -489,48 +488,114 @@ func (s *Service) startShardStream(ctx context.Context, node string, id erasure.
 	// A node that stops taking the stream is abandoned after the stall timeout; the segment still
 	// commits if the write quorum remains.
 	putCtx, cancelPut := context.WithCancel(ctx)
-	// Pump: queue -> pipe. It stops writing once the put failed, but keeps recycling buffers.
-	pumpDone := make(chan struct{})
+	body := &shardBody{st: st, ctx: putCtx, stall: s.cfg.ShardStallTimeout, cancel: cancelPut}
+	// Put: queue -> node. Its result is the shard's durable ack.
 	go func() {
-		defer close(pumpDone)
-		var werr error
-		for frame := range st.queue {
-			if werr == nil {
-				if _, werr = writeGuarded(pw, frame, s.cfg.ShardStallTimeout, cancelPut); werr != nil {
-					st.markDead()
-				}
-			}
-			st.free <- frame
-		}
-		switch {
-		case werr != nil:
-		case putCtx.Err() != nil:
-			// An aborted upload cancels before it closes the streams. A clean end of the body
-			// would let the node commit the shard it got so far, so the pipe ends with an error
-			// and the node never sees a complete request.
-			pw.CloseWithError(putCtx.Err())
-		default:
-			pw.Close()
-		}
-	}()
-	// Put: pipe -> node. Its result is the shard's durable ack.
-	go func() {
-		err := s.shards.PutShard(putCtx, node, id, pr)
+		err := s.shards.PutShard(putCtx, node, id, body)
 		if err != nil {
 			err = fmt.Errorf("put shard %s on %s: %w", id, node, err)
 		}
 		st.putErr = err
 		close(st.putDone)
 		cancelPut()
-		pr.CloseWithError(errPutEnded)
 		if err != nil {
 			st.markDead()
 		}
-		<-pumpDone
+		// Nothing sends the stream's frames any more: recycle what is still queued, until the
+		// segment closes the queue.
+		for frame := range st.queue {
+			st.free <- frame
+		}
 		st.err = err
 		close(st.done)
 	}()
 	return st
+}
+
+// shardBody is a shard put's body: the stream's frames, in order, ending cleanly only when the
+// segment closed the queue without cancelling the put. An aborted upload (the put's context
+// ends) ends it with an error, so a node never sees a complete request and never commits the
+// shard it got so far. A write or read of a frame that the peer does not take within stall
+// cancels the put; time spent waiting for the uploading client (an empty queue) never does.
+type shardBody struct {
+	st     *shardStream
+	ctx    context.Context // the put's
+	stall  time.Duration
+	cancel context.CancelFunc // the put's
+	frame  []byte             // the frame Read is handing out
+	rest   []byte             // what of it is left to read
+	guard  *time.Timer        // Read's stall timer, armed while a frame is being read
+}
+
+// next waits for the next frame: io.EOF after the last one of a completed stream, an error when
+// the put was cancelled or has already ended.
+func (b *shardBody) next() ([]byte, error) {
+	select {
+	case frame, ok := <-b.st.queue:
+		if !ok {
+			if err := b.ctx.Err(); err != nil {
+				return nil, err
+			}
+			return nil, io.EOF
+		}
+		select {
+		case <-b.st.putDone: // an early answer ended the put: stop sending
+			b.st.free <- frame
+			return nil, errPutEnded
+		default:
+			return frame, nil
+		}
+	case <-b.ctx.Done():
+		return nil, b.ctx.Err()
+	case <-b.st.putDone:
+		return nil, errPutEnded
+	}
+}
+
+// WriteTo writes each frame with one Write, straight from its buffer: the HTTP transport's
+// chunked writer turns that into one chunk and one flush per frame.
+func (b *shardBody) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		frame, err := b.next()
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		n, err := writeGuarded(w, frame, b.stall, b.cancel)
+		total += int64(n)
+		b.st.free <- frame
+		if err != nil {
+			b.st.markDead()
+			return total, err
+		}
+	}
+}
+
+// Read serves a local put (and any reader without WriteTo).
+func (b *shardBody) Read(p []byte) (int, error) {
+	if len(b.rest) == 0 {
+		frame, err := b.next()
+		if err != nil {
+			return 0, err
+		}
+		b.frame, b.rest = frame, frame
+		if b.guard == nil {
+			b.guard = time.AfterFunc(b.stall, b.cancel)
+		} else {
+			b.guard.Reset(b.stall)
+		}
+	}
+	n := copy(p, b.rest)
+	b.rest = b.rest[n:]
+	if len(b.rest) == 0 {
+		b.guard.Stop()
+		b.st.free <- b.frame
+		b.frame = nil
+	}
+	return n, nil
 }
 
 var errPutEnded = errors.New("shard put ended")
