@@ -1,6 +1,8 @@
 package core
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -104,6 +106,15 @@ func (u *upload) readFrom(r io.Reader) (int64, error) {
 			if len(u.sniff) < sniffLen {
 				u.sniff = append(u.sniff, block[:min(n, sniffLen-len(u.sniff))]...)
 			}
+			if seg == nil && rerr == io.EOF && u.fitsOneRequest(enc, n) {
+				// The last segment is this one small block: each shard goes out whole.
+				if err := u.putWholeSegment(enc, block, total); err != nil {
+					return total, err
+				}
+				total += int64(n)
+				u.size = total
+				return total, nil
+			}
 			if seg == nil {
 				var err error
 				if seg, err = u.openSegment(len(u.segments), total); err != nil {
@@ -145,21 +156,129 @@ func (u *upload) readFrom(r io.Reader) (int64, error) {
 	}
 }
 
-// openSegment places a segment's shards and opens one stream per placed shard.
-func (u *upload) openSegment(index int, offset int64) (*segmentWriter, error) {
-	g := u.cfg.Geometry
-	nodes := erasure.Place(u.fileID+"/"+strconv.Itoa(index), u.s.placer.ShardCandidates(), g.Total())
+// place picks the nodes of segment index's shards (fewer than k+m when fewer are available, but
+// at least the write quorum).
+func (u *upload) place(index int) ([]string, error) {
+	nodes := erasure.Place(u.fileID+"/"+strconv.Itoa(index), u.s.placer.ShardCandidates(), u.cfg.Geometry.Total())
 	if len(nodes) < u.quorum {
 		if full := u.s.placer.FullNodes(); full > 0 && len(nodes)+full >= u.quorum {
 			return nil, fmt.Errorf("%w: %d nodes have room, %d are full, write quorum is %d", ErrNoSpace, len(nodes), full, u.quorum)
 		}
 		return nil, fmt.Errorf("%w: %d shard nodes available, write quorum is %d", ErrUnavailable, len(nodes), u.quorum)
 	}
-	ctx, cancel := context.WithCancel(u.ctx)
-	format := erasure.FormatCurrent
+	return nodes, nil
+}
+
+// shardFormat is the format new shards are written in (v1 only during a rolling upgrade).
+func (u *upload) shardFormat() uint16 {
 	if u.s.cfg.ShardFormat != nil {
-		format = u.s.cfg.ShardFormat()
+		return u.s.cfg.ShardFormat()
 	}
+	return erasure.FormatCurrent
+}
+
+// headerLen is how many bytes a shard of format opens with.
+func headerLen(format uint16) int {
+	if format == erasure.FormatV2 {
+		return erasure.ShardHeaderLen
+	}
+	return 0
+}
+
+// fitsOneRequest says whether a segment of one n-byte block is small enough to be put whole:
+// each shard (header and frame) fits in one of the codec's small pooled buffers.
+func (u *upload) fitsOneRequest(enc *erasure.BlockEncoder, n int) bool {
+	return headerLen(u.shardFormat())+enc.FrameLen(n) <= u.codec.SmallBufferLen()
+}
+
+// putWholeSegment writes a segment of one small block: it encodes the block into one pooled buffer
+// per shard, header first, and puts each shard as one request of known length, all at once. A
+// small file's shard then crosses to its node in one write, with no stream, queue or chunked
+// encoding. Each put may take twice the stall timeout: one for the body, one for the durable
+// ack, the bounds a streamed shard gets.
+func (u *upload) putWholeSegment(enc *erasure.BlockEncoder, block []byte, offset int64) error {
+	index := len(u.segments)
+	nodes, err := u.place(index)
+	if err != nil {
+		return err
+	}
+	format := u.shardFormat()
+	seg := erasure.SegmentID{File: u.fileID, Segment: index}
+	enc.StartFormat(seg, format)
+	total := u.cfg.Geometry.Total()
+	shards := make([][]byte, total) // pooled buffers: header, then the frame
+	frames := make([][]byte, total) // views of shards[i] after the header, for EncodeInto
+	errs := make([]error, total)
+	defer func() {
+		for i, b := range shards {
+			// A failed put's body may still be in the transport's hands (an early answer):
+			// its buffer is left to the garbage collector.
+			if errs[i] == nil {
+				u.codec.PutBuffer(b)
+			}
+		}
+	}()
+	for i := range shards {
+		b := u.codec.SmallBuffer()
+		if format == erasure.FormatV2 {
+			b = erasure.AppendShardHeader(b, seg.Shard(i))
+		}
+		shards[i], frames[i] = b, b[len(b):]
+	}
+	encoded, err := enc.EncodeInto(block, frames)
+	if err != nil {
+		return fmt.Errorf("encode block: %w", err)
+	}
+	meta := fsm.Segment{Offset: offset, Size: int64(len(block)), Nodes: make([]string, total)}
+	copy(meta.Nodes, nodes)
+	// Recorded before any byte is sent, so that Abort can find every shard.
+	u.segments = append(u.segments, meta)
+	var wg sync.WaitGroup
+	for i, node := range nodes {
+		body := shards[i][:len(shards[i])+len(encoded[i])]
+		wg.Go(func() { errs[i] = u.putShard(node, seg.Shard(i), body) })
+	}
+	wg.Wait()
+	acked := 0
+	var cause error
+	for i, err := range errs[:len(nodes)] {
+		if err != nil {
+			u.segments[index].Nodes[i] = "" // reads never wait for it; the GC removes whatever it left
+			cause = cmp.Or(cause, err)
+		} else {
+			acked++
+		}
+	}
+	if acked < u.quorum {
+		return fmt.Errorf("%w: segment %d: %d of %d shards durable, write quorum is %d: %w",
+			quorumFailure(cause), index, acked, total, u.quorum, cause)
+	}
+	if acked < total {
+		u.s.metrics.degradedSegment()
+		u.s.log.Warn("segment written degraded", "file", u.fileID, "segment", index, "shards", acked)
+	}
+	return nil
+}
+
+// putShard puts one whole shard, given up after twice the stall timeout.
+func (u *upload) putShard(node string, id erasure.ShardID, shard []byte) error {
+	ctx, cancel := context.WithTimeout(u.ctx, 2*u.s.cfg.ShardStallTimeout)
+	defer cancel()
+	if err := u.s.shards.PutShard(ctx, node, id, bytes.NewReader(shard)); err != nil {
+		return fmt.Errorf("put shard %s on %s: %w", id, node, err)
+	}
+	return nil
+}
+
+// openSegment places a segment's shards and opens one stream per placed shard.
+func (u *upload) openSegment(index int, offset int64) (*segmentWriter, error) {
+	g := u.cfg.Geometry
+	nodes, err := u.place(index)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(u.ctx)
+	format := u.shardFormat()
 	seg := &segmentWriter{
 		format: format,
 		index:  index, offset: offset, quorum: u.quorum, cancel: cancel,

@@ -59,8 +59,11 @@ func (c *Codec) BlockSize() int { return c.blockSize }
 
 // SmallBuffer returns an empty pooled buffer of min(64 KiB, block size) capacity.
 func (c *Codec) SmallBuffer() []byte {
-	return c.getBuffer(&c.small, min(smallBufferLen, c.blockSize))
+	return c.getBuffer(&c.small, c.SmallBufferLen())
 }
+
+// SmallBufferLen is the capacity of SmallBuffer's buffers.
+func (c *Codec) SmallBufferLen() int { return min(smallBufferLen, c.blockSize) }
 
 // BlockBuffer returns an empty pooled buffer of one block's capacity.
 func (c *Codec) BlockBuffer() []byte { return c.getBuffer(&c.blocks, c.blockSize) }
@@ -77,7 +80,7 @@ func (c *Codec) PutBuffer(b []byte) {
 		p = &c.blocks
 	case int(c.fullFrameLen()):
 		p = &c.frames
-	case min(smallBufferLen, c.blockSize):
+	case c.SmallBufferLen():
 		p = &c.small
 	default:
 		return
