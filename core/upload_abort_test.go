@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/cairn-dev/cairn/cluster/clusterapi"
 	"github.com/cairn-dev/cairn/core"
+	"github.com/cairn-dev/cairn/erasure"
 	"github.com/cairn-dev/cairn/fsm"
 	"github.com/cairn-dev/cairn/internal/coretest"
 	"github.com/cairn-dev/cairn/internal/testutil"
@@ -103,4 +105,51 @@ func TestUploadBrokenOffMidSegmentCommitsNoShard(t *testing.T) {
 	if n := h.Stray(); n != 0 {
 		t.Fatalf("%d shards of the broken-off segment were committed", n)
 	}
+}
+
+// TestSmallSegmentIsPutWhole: a segment of one small block goes to each node as one whole shard
+// (header, then its frame), keeps the write quorum rules of a streamed segment, and a put that
+// fails leaves nothing behind once the upload is aborted.
+func TestSmallSegmentIsPutWhole(t *testing.T) {
+	h := coretest.New(t, coretest.Options{})
+	ctx := context.Background()
+	for _, size := range []int{1, block} {
+		data := randomBytes(uint64(size), size)
+		info, secret := mustUpload(t, h, h.Root, "small", data)
+		file, ok := h.FSM.File(info.ID)
+		if !ok || len(file.Layout.Segments) != 1 {
+			t.Fatalf("layout of %d bytes: %+v", size, file.Layout)
+		}
+		chunk := erasure.ChunkLen(size, file.Layout.Geometry)
+		for i, node := range file.Layout.Segments[0].Nodes {
+			shard, ok := h.Shards.Shard(node, erasure.ShardID{File: info.ID, Index: i})
+			if !ok || len(shard) != erasure.ShardHeaderLen+chunk+4 {
+				t.Fatalf("shard %d of a %d-byte file on %s: %d bytes (present %v), want header and one frame", i, size, node, len(shard), ok)
+			}
+		}
+		if got, err := h.Read(ctx, secret); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read back %d bytes: %v", size, err)
+		}
+	}
+
+	h.Shards.SetDown("n2", true, h.Clock.Now())
+	data := randomBytes(3, 100)
+	info, secret := mustUpload(t, h, h.Root, "degraded", data)
+	file, _ := h.FSM.File(info.ID)
+	if nodes := file.Layout.Segments[0].Nodes; !slices.Contains(nodes, "") || slices.Contains(nodes, "n2") {
+		t.Fatalf("degraded layout %v: want the down node's slot empty", nodes)
+	}
+	if got, err := h.Read(ctx, secret); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("degraded read: %v", err)
+	}
+
+	h.Shards.SetDown("n3", true, h.Clock.Now())
+	before := h.Consensus.Proposals()
+	if _, _, err := h.Upload(ctx, h.Root, core.FileAttrs{Name: "lost"}, data); !errors.Is(err, core.ErrUnavailable) {
+		t.Fatalf("small upload without quorum: %v, want ErrUnavailable", err)
+	}
+	if h.Consensus.Proposals() != before {
+		t.Fatal("a small upload without quorum was proposed")
+	}
+	testutil.WaitFor(t, 10*time.Second, "the failed upload's one durable shard deleted", func() bool { return h.Stray() == 0 })
 }
