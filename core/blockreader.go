@@ -51,6 +51,21 @@ func (b *blockReader) next() ([]byte, error) {
 	return b.buf, nil
 }
 
+// gather copies the first n data bytes of a block laid out as chunks of cl bytes (the data
+// chunks of its frames) into the reader's buffer, which it grows to a block buffer if need be,
+// and returns them: the last, short block of a body read straight into frames.
+func (b *blockReader) gather(chunks [][]byte, cl, n int) []byte {
+	if cap(b.buf) < n {
+		b.release()
+		b.buf = b.codec.BlockBuffer()
+	}
+	b.buf = b.buf[:0]
+	for _, c := range chunks {
+		b.buf = append(b.buf, c[:min(cl, n-len(b.buf))]...)
+	}
+	return b.buf
+}
+
 // release gives the buffer back to the codec's pools.
 func (b *blockReader) release() {
 	if b.buf != nil {

@@ -97,34 +97,46 @@ func (u *upload) readFrom(r io.Reader) (int64, error) {
 	}()
 	var total int64
 	for {
-		block, rerr := blocks.next()
-		if n := len(block); n > 0 {
-			if total+int64(n) > u.s.cfg.MaxFileSize {
-				return total, &FileTooLargeError{Limit: u.s.cfg.MaxFileSize}
+		var n int
+		var rerr error
+		if seg != nil {
+			// Inside a segment, after a full block: the next one is read straight into the data
+			// shards' frames.
+			var err error
+			if n, rerr, err = u.writeNextBlock(seg, enc, blocks, total); err != nil {
+				return total, err
 			}
-			u.hash.Write(block)
-			if len(u.sniff) < sniffLen {
-				u.sniff = append(u.sniff, block[:min(n, sniffLen-len(u.sniff))]...)
-			}
-			if seg == nil && rerr == io.EOF && u.fitsOneRequest(enc, n) {
-				// The last segment is this one small block: each shard goes out whole.
-				if err := u.putWholeSegment(enc, block, total); err != nil {
-					return total, err
+		} else {
+			var block []byte
+			block, rerr = blocks.next()
+			if n = len(block); n > 0 {
+				if total+int64(n) > u.s.cfg.MaxFileSize {
+					return total, &FileTooLargeError{Limit: u.s.cfg.MaxFileSize}
 				}
-				total += int64(n)
-				u.size = total
-				return total, nil
-			}
-			if seg == nil {
+				u.hash.Write(block)
+				if len(u.sniff) < sniffLen {
+					u.sniff = append(u.sniff, block[:min(n, sniffLen-len(u.sniff))]...)
+				}
+				if rerr == io.EOF && u.fitsOneRequest(enc, n) {
+					// The last segment is this one small block: each shard goes out whole.
+					if err := u.putWholeSegment(enc, block, total); err != nil {
+						return total, err
+					}
+					total += int64(n)
+					u.size = total
+					return total, nil
+				}
 				var err error
 				if seg, err = u.openSegment(len(u.segments), total); err != nil {
 					return total, err
 				}
 				enc.StartFormat(erasure.SegmentID{File: u.fileID, Segment: seg.index}, seg.format)
+				if err := seg.write(enc, block); err != nil {
+					return total, err
+				}
 			}
-			if err := seg.write(enc, block); err != nil {
-				return total, err
-			}
+		}
+		if n > 0 {
 			total += int64(n)
 			seg.size += int64(n)
 			seg.blocks++
@@ -154,6 +166,51 @@ func (u *upload) readFrom(r io.Reader) (int64, error) {
 			return total, err
 		}
 	}
+}
+
+// writeNextBlock reads the next block of the body straight into the data chunks of the shard
+// streams' free buffers, so a full block is never copied into a block buffer and out again (that
+// copy was 8 % of a node's CPU on PUT 4 MiB), and writes it to seg. Only the last, short block of
+// a body is gathered into a contiguous buffer and encoded as usual, since its chunks are shorter.
+// It returns the data bytes written and the body's io.EOF or error; err is a failure to write.
+func (u *upload) writeNextBlock(seg *segmentWriter, enc *erasure.BlockEncoder, blocks *blockReader, total int64) (n int, rerr, err error) {
+	blockSize, k, cl := u.codec.BlockSize(), u.cfg.Geometry.Data, enc.DataChunkLen()
+	seg.takeFrames(enc.FrameLen(blockSize))
+	for i := 0; i < k && rerr == nil; i++ {
+		chunk := seg.bufs[i][:cl]
+		want := min(cl, blockSize-i*cl)
+		var m int
+		m, rerr = io.ReadFull(blocks.r, chunk[:want])
+		n += m
+		clear(chunk[want:]) // the last chunk's padding, when k does not divide the block size
+	}
+	if errors.Is(rerr, io.ErrUnexpectedEOF) {
+		rerr = io.EOF
+	}
+	switch {
+	case n == 0 || (rerr != nil && rerr != io.EOF):
+		seg.giveBack()
+		return 0, rerr, nil
+	case total+int64(n) > u.s.cfg.MaxFileSize:
+		seg.giveBack()
+		return 0, nil, &FileTooLargeError{Limit: u.s.cfg.MaxFileSize}
+	}
+	var frames [][]byte
+	if n == blockSize {
+		for i := range k {
+			u.hash.Write(seg.bufs[i][:min(cl, blockSize-i*cl)])
+		}
+		frames, err = enc.EncodeDataInPlace(seg.bufs)
+	} else {
+		block := blocks.gather(seg.bufs[:k], cl, n)
+		u.hash.Write(block)
+		frames, err = enc.EncodeInto(block, seg.bufs)
+	}
+	if err != nil {
+		seg.giveBack()
+		return 0, nil, fmt.Errorf("encode block: %w", err)
+	}
+	return n, rerr, seg.send(frames)
 }
 
 // place picks the nodes of segment index's shards (fewer than k+m when fewer are available, but
@@ -451,10 +508,21 @@ type segmentWriter struct {
 }
 
 // write encodes one block straight into buffers of the shard streams and hands frame i to
-// stream i: no copy after the encode. A stream that failed is skipped (its frame goes to a scratch
-// buffer); the segment fails only when fewer than quorum streams are still healthy.
+// stream i: no copy after the encode.
 func (w *segmentWriter) write(enc *erasure.BlockEncoder, block []byte) error {
-	frameLen := enc.FrameLen(len(block))
+	w.takeFrames(enc.FrameLen(len(block)))
+	frames, err := enc.EncodeInto(block, w.bufs)
+	if err != nil {
+		w.giveBack()
+		return fmt.Errorf("encode block: %w", err)
+	}
+	return w.send(frames)
+}
+
+// takeFrames gives every shard index a buffer with room for a frame of frameLen bytes in
+// w.bufs: a free buffer of its stream, or a scratch buffer where the stream failed (its frame is
+// computed, and dropped).
+func (w *segmentWriter) takeFrames(frameLen int) {
 	if w.bufs == nil {
 		w.bufs = make([][]byte, len(w.streams))
 		w.scratch = make([][]byte, len(w.streams))
@@ -473,15 +541,21 @@ func (w *segmentWriter) write(enc *erasure.BlockEncoder, block []byte) error {
 		}
 		w.bufs[i] = w.scratch[i]
 	}
-	frames, err := enc.EncodeInto(block, w.bufs)
-	if err != nil {
-		for i, st := range w.streams {
-			if w.taken[i] {
-				st.free <- w.bufs[i]
-			}
+}
+
+// giveBack returns the buffers takeFrames took to their streams, for a block that is not sent.
+func (w *segmentWriter) giveBack() {
+	for i, st := range w.streams {
+		if w.taken[i] {
+			st.free <- w.bufs[i]
+			w.taken[i] = false
 		}
-		return fmt.Errorf("encode block: %w", err)
 	}
+}
+
+// send hands frame i to stream i. A stream that failed is skipped; the segment fails only when
+// fewer than quorum streams are still healthy.
+func (w *segmentWriter) send(frames [][]byte) error {
 	healthy := 0
 	for i, st := range w.streams {
 		if w.taken[i] && st.push(frames[i]) {
