@@ -103,13 +103,28 @@ func (u *upload) readFrom(r io.Reader) (int64, error) {
 			// Inside a segment, after a full block: the next one is read straight into the data
 			// shards' frames.
 			var err error
-			if n, rerr, err = u.writeNextBlock(seg, enc, blocks, total); err != nil {
+			if n, rerr, err = u.writeNextBlock(seg, enc, blocks, total, nil); err != nil {
 				return total, err
 			}
 		} else {
 			var block []byte
-			block, rerr = blocks.next()
-			if n = len(block); n > 0 {
+			var more bool
+			block, more, rerr = blocks.next()
+			if more {
+				// A block longer than the small buffer: its head, and the rest straight into
+				// the frames of the segment it opens.
+				if len(u.sniff) < sniffLen {
+					u.sniff = append(u.sniff, block[:min(len(block), sniffLen-len(u.sniff))]...)
+				}
+				var err error
+				if seg, err = u.openSegment(len(u.segments), total); err != nil {
+					return total, err
+				}
+				enc.StartFormat(erasure.SegmentID{File: u.fileID, Segment: seg.index}, seg.format)
+				if n, rerr, err = u.writeNextBlock(seg, enc, blocks, total, block); err != nil {
+					return total, err
+				}
+			} else if n = len(block); n > 0 {
 				if total+int64(n) > u.s.cfg.MaxFileSize {
 					return total, &FileTooLargeError{Limit: u.s.cfg.MaxFileSize}
 				}
@@ -169,20 +184,25 @@ func (u *upload) readFrom(r io.Reader) (int64, error) {
 }
 
 // writeNextBlock reads the next block of the body straight into the data chunks of the shard
-// streams' free buffers, so a full block is never copied into a block buffer and out again (that
-// copy was 8 % of a node's CPU on PUT 4 MiB), and writes it to seg. Only the last, short block of
-// a body is gathered into a contiguous buffer and encoded as usual, since its chunks are shorter.
-// It returns the data bytes written and the body's io.EOF or error; err is a failure to write.
-func (u *upload) writeNextBlock(seg *segmentWriter, enc *erasure.BlockEncoder, blocks *blockReader, total int64) (n int, rerr, err error) {
+// streams' free buffers, after head (what of the block was already read), so a full block is
+// never copied into a block buffer and out again (that copy was 8 % of a node's CPU on PUT
+// 4 MiB), and writes it to seg. Only the last, short block of a body is gathered into a
+// contiguous buffer and encoded as usual, since its chunks are shorter. It returns the data bytes
+// written and the body's io.EOF or error; err is a failure to write.
+func (u *upload) writeNextBlock(seg *segmentWriter, enc *erasure.BlockEncoder, blocks *blockReader, total int64, head []byte) (n int, rerr, err error) {
 	blockSize, k, cl := u.codec.BlockSize(), u.cfg.Geometry.Data, enc.DataChunkLen()
 	seg.takeFrames(enc.FrameLen(blockSize))
-	for i := 0; i < k && rerr == nil; i++ {
-		chunk := seg.bufs[i][:cl]
-		want := min(cl, blockSize-i*cl)
+	// chunkEnd is where chunk i's data ends (the last ones may be partly or all padding).
+	chunkEnd := func(i int) int { return min(cl, max(0, blockSize-i*cl)) }
+	for n < len(head) {
+		i, off := n/cl, n%cl
+		n += copy(seg.bufs[i][off:chunkEnd(i)], head[n:])
+	}
+	for n < blockSize && rerr == nil {
+		i, off := n/cl, n%cl
 		var m int
-		m, rerr = io.ReadFull(blocks.r, chunk[:want])
+		m, rerr = io.ReadFull(blocks.r, seg.bufs[i][off:chunkEnd(i)])
 		n += m
-		clear(chunk[want:]) // the last chunk's padding, when k does not divide the block size
 	}
 	if errors.Is(rerr, io.ErrUnexpectedEOF) {
 		rerr = io.EOF
@@ -198,7 +218,8 @@ func (u *upload) writeNextBlock(seg *segmentWriter, enc *erasure.BlockEncoder, b
 	var frames [][]byte
 	if n == blockSize {
 		for i := range k {
-			u.hash.Write(seg.bufs[i][:min(cl, blockSize-i*cl)])
+			u.hash.Write(seg.bufs[i][:chunkEnd(i)])
+			clear(seg.bufs[i][chunkEnd(i):cl]) // padding, when k does not divide the block size
 		}
 		frames, err = enc.EncodeDataInPlace(seg.bufs)
 	} else {

@@ -3,6 +3,8 @@ package core_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -152,4 +154,36 @@ func TestSmallSegmentIsPutWhole(t *testing.T) {
 		t.Fatal("a small upload without quorum was proposed")
 	}
 	testutil.WaitFor(t, 10*time.Second, "the failed upload's one durable shard deleted", func() bool { return h.Stray() == 0 })
+}
+
+// TestLargeBlocksAreReadIntoFrames: with blocks larger than the small buffer, a block's head comes
+// through it and the rest goes straight into the shard frames; bodies ending anywhere (inside the
+// head, just past it, inside a later block, on a block or segment boundary) read back byte-exact,
+// also with a geometry whose k does not divide the block size, and a body that breaks off inside
+// such a block commits no shard of its segment.
+func TestLargeBlocksAreReadIntoFrames(t *testing.T) {
+	const big = 100_001 // above the 64 KiB small buffer; 3 does not divide it
+	h := coretest.New(t, coretest.Options{Geometry: erasure.Geometry{Data: 3, Parity: 2}, BlockSize: big, BlocksPerSegment: 2})
+	ctx := context.Background()
+	for _, size := range []int{64<<10 - 1, 64 << 10, 64<<10 + 1, big - 1, big, big + 1, 2 * big, 2*big + 70_000, 5*big + 3} {
+		data := randomBytes(uint64(size), size)
+		info, secret := mustUpload(t, h, h.Root, "big.bin", data)
+		if got, err := h.Read(ctx, secret); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("size %d: read back %d bytes (%v)", size, len(got), err)
+		}
+		if sum := sha256.Sum256(data); info.ETag != hex.EncodeToString(sum[:]) || info.Size != int64(size) {
+			t.Fatalf("size %d: ETag %s and size %d, want the body's SHA-256 and length", size, info.ETag, info.Size)
+		}
+	}
+	up, err := h.Service.BeginUpload(ctx, h.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Abort()
+	if _, err := up.ReadFrom(&failingBody{data: randomBytes(5, big+80_000)}); !errors.Is(err, errClientGone) {
+		t.Fatalf("ReadFrom = %v, want the body's error", err)
+	}
+	if n := h.Stray(); n != 0 {
+		t.Fatalf("%d shards of the broken-off segment were committed", n)
+	}
 }
