@@ -187,3 +187,39 @@ func TestLargeBlocksAreReadIntoFrames(t *testing.T) {
 		t.Fatalf("%d shards of the broken-off segment were committed", n)
 	}
 }
+
+// TestUploadWritesV1ShardsDuringUpgrade: while the cluster still speaks shard format v1, both
+// upload paths (a whole small segment, and streamed blocks read into the frames) write exactly
+// the frames a v1 encoder makes, with no header.
+func TestUploadWritesV1ShardsDuringUpgrade(t *testing.T) {
+	h := coretest.New(t, coretest.Options{Configure: func(c *core.Config) {
+		c.ShardFormat = func() uint16 { return erasure.FormatV1 }
+	}})
+	g := erasure.Geometry{Data: 2, Parity: 1}
+	codec, err := erasure.NewCodec(g, block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{100, 2*block + 5} {
+		data := randomBytes(uint64(size), size)
+		info, _ := mustUpload(t, h, h.Root, "v1", data)
+		enc := codec.NewBlockEncoder()
+		enc.StartFormat(erasure.SegmentID{File: info.ID}, erasure.FormatV1)
+		want := make([][]byte, g.Total())
+		for off := 0; off < size; off += block {
+			frames, err := enc.Encode(data[off:min(off+block, size)])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, f := range frames {
+				want[i] = append(want[i], f...)
+			}
+		}
+		file, _ := h.FSM.File(info.ID)
+		for i, node := range file.Layout.Segments[0].Nodes {
+			if got, _ := h.Shards.Shard(node, erasure.ShardID{File: info.ID, Index: i}); !bytes.Equal(got, want[i]) {
+				t.Fatalf("size %d, shard %d: %d bytes, not the %d bytes of v1 frames", size, i, len(got), len(want[i]))
+			}
+		}
+	}
+}
