@@ -117,10 +117,9 @@ func (u *upload) readFrom(r io.Reader) (int64, error) {
 					u.sniff = append(u.sniff, block[:min(len(block), sniffLen-len(u.sniff))]...)
 				}
 				var err error
-				if seg, err = u.openSegment(len(u.segments), total); err != nil {
+				if seg, err = u.openSegment(enc, len(u.segments), total); err != nil {
 					return total, err
 				}
-				enc.StartFormat(erasure.SegmentID{File: u.fileID, Segment: seg.index}, seg.format)
 				if n, rerr, err = u.writeNextBlock(seg, enc, blocks, total, block); err != nil {
 					return total, err
 				}
@@ -142,10 +141,9 @@ func (u *upload) readFrom(r io.Reader) (int64, error) {
 					return total, nil
 				}
 				var err error
-				if seg, err = u.openSegment(len(u.segments), total); err != nil {
+				if seg, err = u.openSegment(enc, len(u.segments), total); err != nil {
 					return total, err
 				}
-				enc.StartFormat(erasure.SegmentID{File: u.fileID, Segment: seg.index}, seg.format)
 				if err := seg.write(enc, block); err != nil {
 					return total, err
 				}
@@ -348,8 +346,9 @@ func (u *upload) putShard(node string, id erasure.ShardID, shard []byte) error {
 	return nil
 }
 
-// openSegment places a segment's shards and opens one stream per placed shard.
-func (u *upload) openSegment(index int, offset int64) (*segmentWriter, error) {
+// openSegment places a segment's shards, opens one stream per placed shard and starts enc on the
+// segment.
+func (u *upload) openSegment(enc *erasure.BlockEncoder, index int, offset int64) (*segmentWriter, error) {
 	g := u.cfg.Geometry
 	nodes, err := u.place(index)
 	if err != nil {
@@ -373,6 +372,7 @@ func (u *upload) openSegment(index int, offset int64) (*segmentWriter, error) {
 			seg.streams[i].send(erasure.AppendShardHeader(nil, id))
 		}
 	}
+	enc.StartFormat(erasure.SegmentID{File: u.fileID, Segment: index}, format)
 	return seg, nil
 }
 
