@@ -819,7 +819,7 @@ func (s *ShardStore) Locate(id ShardID) (ShardLocation, error) {
 		s.vols.mu.Lock()
 		v := s.vols.vols[e.vol]
 		s.vols.mu.Unlock()
-		hl := int64(recordHeaderLen(len(id.File)))
+		hl := int64(v.format.recordHeaderLen(len(id.File)))
 		return ShardLocation{Path: v.path, Offset: int64(e.off) + hl, Length: int64(e.bodyLen), InVolume: true, RecordOffset: int64(e.off)}, nil
 	}
 	info, err := s.Stat(id)

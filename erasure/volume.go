@@ -66,9 +66,9 @@ type volumeEntry struct {
 // than it is, never older, so the GC's grace period is never cut short.
 func entrySeconds(unixNano int64) uint32 { return uint32((unixNano + 1e9 - 1) / 1e9) }
 
-// recordLen is the length of the entry's whole record.
-func (e volumeEntry) recordLen(k volumeKey) int64 {
-	return int64(recordHeaderLen(len(k.file))) + int64(e.bodyLen)
+// recordLen is the length of the whole record of k that e points at in v.
+func (v *volume) recordLen(k volumeKey, e volumeEntry) int64 {
+	return int64(v.format.recordHeaderLen(len(k.file))) + int64(e.bodyLen)
 }
 
 // volume is one volume file. Readers take a reference around their pread, so compaction can
@@ -77,11 +77,12 @@ type volume struct {
 	id      uint32
 	path    string
 	f       *os.File
-	size    int64  // bytes in the file: the next batch goes here
-	live    int64  // bytes of records the index points at
-	tombs   int64  // bytes of tombstones: not live, but not reclaimable by themselves either
-	minSeq  uint64 // lowest sequence number of any record in it (tombstones too)
-	refs    int    // readers in flight, plus one while the volume is in the set
+	format  volumeFormat // layout and key of its records
+	size    int64        // bytes in the file: the next batch goes here
+	live    int64        // bytes of records the index points at
+	tombs   int64        // bytes of tombstones: not live, but not reclaimable by themselves either
+	minSeq  uint64       // lowest sequence number of any record in it (tombstones too)
+	refs    int          // readers in flight, plus one while the volume is in the set
 	retired bool
 	// appending is true while a flusher writes a batch to it; compaction of a volume that was
 	// active waits for that batch.
@@ -223,13 +224,15 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 		}
 	}
 	for k, e := range vs.index {
-		vs.vols[e.vol].live += e.recordLen(k)
+		v := vs.vols[e.vol]
+		v.live += v.recordLen(k, e)
 		vs.used += int64(e.bodyLen)
 	}
 	vs.seq.Store(maxSeq)
-	// Keep appending to the newest volume while it has room, as SeaweedFS does.
+	// Keep appending to the newest volume while it has room, as SeaweedFS does; never to one of
+	// an older format (a v1 volume has no key, so its records could be forged: see afterDamage).
 	if len(ids) > 0 {
-		if v := vs.vols[ids[len(ids)-1]]; v != nil && v.size < sizeLimit {
+		if v := vs.vols[ids[len(ids)-1]]; v != nil && v.size < sizeLimit && v.format.version == volumeFormatCurrent {
 			vs.active = v
 		}
 	}
@@ -255,13 +258,15 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 		return nil, fmt.Errorf("volumes: %w", err)
 	}
 	size := fi.Size()
-	hdr := make([]byte, volumeHeaderLen)
-	if _, err := f.ReadAt(hdr, 0); err != nil || func() bool { got, err := parseVolumeHeader(hdr); return err != nil || got != id }() {
+	hdr := make([]byte, maxVolumeHeaderLen)
+	hn, _ := f.ReadAt(hdr, 0)
+	got, format, err := parseVolumeHeader(hdr[:hn])
+	if err != nil || got != id {
 		f.Close()
 		if vs.readOnly {
 			return nil, nil // being created, or damaged: the store's own open deals with it
 		}
-		if size <= volumeHeaderLen {
+		if size <= maxVolumeHeaderLen {
 			// Created but never synced with a record in it (creation syncs the header before the
 			// first batch): nothing acknowledged lives here.
 			vs.log.Warn("removing an empty volume with a torn header", "volume", path, "bytes", size)
@@ -277,19 +282,25 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 		}
 		return nil, nil
 	}
-	v := &volume{id: id, path: path, f: f, refs: 1, minSeq: ^uint64(0), ids: newIDFilter(vs.sizeLimit)}
+	v := &volume{id: id, path: path, f: f, format: format, refs: 1, minSeq: ^uint64(0), ids: newIDFilter(vs.sizeLimit)}
 	var fk []byte
-	pos := int64(volumeHeaderLen)
+	pos := format.headerLen()
 	r := bufio.NewReaderSize(io.NewSectionReader(f, pos, size-pos), 1<<20)
 	var buf []byte
 	for pos < size {
-		rec, n, err := readRecord(r, &buf)
+		rec, n, err := readRecord(r, format, &buf)
 		if err != nil {
-			next := findRecord(f, pos+1, size)
-			if next < 0 && vs.readOnly {
+			next, verdict := format.afterDamage(f, pos, n, size)
+			if verdict != resumeAt && vs.readOnly {
 				break // a batch being written, or a torn tail the store cuts at its next open
 			}
-			if next < 0 {
+			if verdict == quarantineRest {
+				vs.log.Error("not indexing the rest of a v1 volume after damage (its records could be forged); shards there are healed from parity",
+					"volume", path, "at", pos, "bytes", size-pos, "err", err)
+				vs.stats.damagedBytes.Add(size - pos)
+				break
+			}
+			if verdict == tornTail {
 				vs.log.Warn("truncating a torn volume tail (an unacknowledged batch)", "volume", path, "at", pos, "bytes", size-pos, "err", err)
 				vs.stats.tornBytes.Add(size - pos)
 				if err := f.Truncate(pos); err != nil {
@@ -328,41 +339,91 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 	return v, nil
 }
 
-// readRecord reads and fully verifies the next record from r, returning it and its length.
-func readRecord(r *bufio.Reader, buf *[]byte) (volumeRecord, int64, error) {
+// readRecord reads and fully verifies the next record of a volume of format f from r, returning
+// it and its length. On an error, a length above zero says the header was authentic and the
+// record spans that many bytes (only its body is damaged, or cut short).
+func readRecord(r *bufio.Reader, f volumeFormat, buf *[]byte) (volumeRecord, int64, error) {
 	fixed, err := r.Peek(recordFixedLen)
 	if err != nil {
 		return volumeRecord{}, 0, fmt.Errorf("%w: %v", errBadRecord, err)
 	}
-	hl := recordHeaderLen(int(fixed[6]))
+	hl := f.recordHeaderLen(int(fixed[6]))
 	h, err := r.Peek(hl)
 	if err != nil {
 		return volumeRecord{}, 0, fmt.Errorf("%w: %v", errBadRecord, err)
 	}
-	rec, err := parseRecordHeader(h)
+	rec, err := f.parseRecordHeader(h)
 	if err != nil {
 		return volumeRecord{}, 0, err
 	}
+	n := int64(hl + rec.bodyLen)
 	if _, err := r.Discard(hl); err != nil {
-		return volumeRecord{}, 0, err
+		return volumeRecord{}, n, err
 	}
 	*buf = slices.Grow((*buf)[:0], rec.bodyLen)[:rec.bodyLen]
 	if _, err := io.ReadFull(r, *buf); err != nil {
-		return volumeRecord{}, 0, fmt.Errorf("%w: body cut short: %v", errBadRecord, err)
+		return volumeRecord{}, n, fmt.Errorf("%w: body cut short: %v", errBadRecord, err)
 	}
 	if !rec.bodyOK(*buf) {
-		return volumeRecord{}, 0, fmt.Errorf("%w: body checksum mismatch", errBadRecord)
+		return volumeRecord{}, n, fmt.Errorf("%w: body checksum mismatch", errBadRecord)
 	}
-	return rec, int64(hl + rec.bodyLen), nil
+	return rec, n, nil
 }
 
-// findRecord returns the offset of the first whole, valid record at or after from, or -1.
-func findRecord(f *os.File, from, size int64) int64 {
+// damageVerdict is what a walk over a volume's records does after bytes that are not a valid
+// record.
+type damageVerdict int
+
+const (
+	// resumeAt: go on at the offset returned with it; the bytes before it are damage.
+	resumeAt damageVerdict = iota
+	// tornTail: nothing valid follows; the bytes are the unacknowledged tail of a crash.
+	tornTail
+	// quarantineRest: stop; nothing after this point can be trusted as a record.
+	quarantineRest
+)
+
+// afterDamage decides where a walk over volume file goes on after the bytes at pos failed to read
+// as a record (authentic is readRecord's length: above zero when the header was authentic and
+// only the body was damaged). A volume's records may hold any bytes a client uploaded, so the
+// walk never takes a record from inside another record's span on the strength of a checksum a
+// client can compute:
+//   - in a v2 volume, the bytes are looked past for the next record whose tag verifies under the
+//     volume's key, which no client knows: a record found that way is one this store wrote (it
+//     may even start inside the damaged record's span, when the file was cut short behind the
+//     store's back and a batch appended at its new end). None: a torn tail;
+//   - in a v1 volume (unkeyed), nothing found by looking can be trusted. A damaged record whose
+//     header is authentic is skipped by its own length, which leads to the next record the
+//     writer put there (a record reaching the end of the file is the torn tail). Otherwise, if
+//     nothing that looks valid follows, the bytes are a torn tail as before; if something does,
+//     it may be a record a client forged inside its own upload, so the rest of the volume is
+//     quarantined: not indexed, left on disk, its shards missing until the scrub rebuilds them
+//     from parity.
+func (f volumeFormat) afterDamage(file *os.File, pos, authentic, size int64) (int64, damageVerdict) {
+	if f.version == VolumeFormatV1 && authentic > 0 {
+		if pos+authentic >= size {
+			return size, tornTail
+		}
+		return pos + authentic, resumeAt
+	}
+	next := findRecord(file, f, pos+1, size)
+	switch {
+	case next < 0:
+		return size, tornTail
+	case f.version == VolumeFormatV1:
+		return size, quarantineRest
+	}
+	return next, resumeAt
+}
+
+// findRecord returns the offset of the first whole, valid record of format f at or after from,
+// or -1.
+func findRecord(file *os.File, f volumeFormat, from, size int64) int64 {
 	const window = 1 << 20
 	buf := make([]byte, window+recordFixedLen)
 	var body []byte
 	for at := from; at < size; at += window {
-		n, _ := f.ReadAt(buf, at)
+		n, _ := file.ReadAt(buf, at)
 		for i := 0; i < min(n, window); i++ {
 			j := bytes.Index(buf[i:n], recordMagic[:])
 			if j < 0 || i+j >= window {
@@ -370,8 +431,8 @@ func findRecord(f *os.File, from, size int64) int64 {
 			}
 			i += j
 			cand := at + int64(i)
-			r := bufio.NewReader(io.NewSectionReader(f, cand, size-cand))
-			if _, _, err := readRecord(r, &body); err == nil {
+			r := bufio.NewReader(io.NewSectionReader(file, cand, size-cand))
+			if _, _, err := readRecord(r, f, &body); err == nil {
 				return cand
 			}
 		}
@@ -404,7 +465,8 @@ func (vs *volumeSet) createVolume(id uint32, suffix string) (*volume, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create volume: %w", noSpace(err))
 	}
-	_, err = f.Write(appendVolumeHeader(nil, id, time.Now()))
+	format := newV2Format(newVolumeKey())
+	_, err = f.Write(format.appendVolumeHeader(nil, id, time.Now()))
 	if err == nil {
 		err = unix.Fdatasync(int(f.Fd()))
 	}
@@ -416,7 +478,7 @@ func (vs *volumeSet) createVolume(id uint32, suffix string) (*volume, error) {
 		os.Remove(path)
 		return nil, fmt.Errorf("create volume %s: %w", path, noSpace(err))
 	}
-	return &volume{id: id, path: path, f: f, size: volumeHeaderLen, refs: 1, minSeq: ^uint64(0), ids: newIDFilter(vs.sizeLimit)}, nil
+	return &volume{id: id, path: path, f: f, format: format, size: format.headerLen(), refs: 1, minSeq: ^uint64(0), ids: newIDFilter(vs.sizeLimit)}, nil
 }
 
 // put stores body as the newest version of id and returns once the fdatasync that covers it
@@ -444,7 +506,9 @@ func (vs *volumeSet) remove(id ShardID) (old int64, err error) {
 func (vs *volumeSet) append(id ShardID, kind byte, body []byte) (int64, error) {
 	now := time.Now()
 	req := &volumeAppend{key: keyOf(id), kind: kind, mtime: now.UnixNano(), bodyLen: len(body), done: make(chan error, 1), old: -1}
-	req.rec = appendRecord(make([]byte, 0, recordHeaderLen(len(id.File))+len(body)), kind, id, 0, now, body)
+	// Encoded in the current layout; the flusher seals it with the key of the volume it lands in.
+	layout := volumeFormat{version: volumeFormatCurrent}
+	req.rec = layout.appendUnsealed(make([]byte, 0, layout.recordHeaderLen(len(id.File))+len(body)), kind, id, 0, now, body)
 	vs.mu.Lock()
 	if vs.closed {
 		vs.mu.Unlock()
@@ -454,7 +518,7 @@ func (vs *volumeSet) append(id ShardID, kind byte, body []byte) (int64, error) {
 	// at open lets the highest number win, so both must agree on which of two racing records of
 	// one id (a put and a tombstone) is the later.
 	req.seq = vs.seq.Add(1)
-	setRecordSeq(req.rec, id, req.seq)
+	setRecordSeq(req.rec, req.seq)
 	vs.pending = append(vs.pending, req)
 	if kind == recordShard {
 		vs.queued[req.key]++
@@ -497,7 +561,7 @@ func (vs *volumeSet) flush() {
 		vs.applyBatch(v, batch)
 	} else if v != nil && vs.active == v {
 		vs.active = nil // a failed write or sync leaves the volume suspect: the next batch starts a new one
-		if v.size == volumeHeaderLen && v.refs == 1 {
+		if v.size == v.format.headerLen() && v.refs == 1 {
 			// It holds no record (new, or rotated to for this batch): remove it, or each failed
 			// batch on a full disk leaves one more empty volume file and descriptor behind.
 			delete(vs.vols, v.id)
@@ -540,7 +604,7 @@ func (vs *volumeSet) flush() {
 // syncs it, returning the volume's new end. On failure the volume is cut back to where the
 // batch began.
 func (vs *volumeSet) writeBatch(v **volume, batch []*volumeAppend) (int64, error) {
-	if *v == nil || (*v).size >= vs.sizeLimit {
+	if *v == nil || (*v).size >= vs.sizeLimit || (*v).format.version != volumeFormatCurrent {
 		vs.mu.Lock()
 		if *v != nil {
 			(*v).appending = false
@@ -562,6 +626,7 @@ func (vs *volumeSet) writeBatch(v **volume, batch []*volumeAppend) (int64, error
 	}
 	buf := vs.batchBuf[:0]
 	for _, req := range batch {
+		(*v).format.seal(req.rec, req.key.id())
 		buf = append(buf, req.rec...)
 	}
 	vs.batchBuf = buf
@@ -598,7 +663,7 @@ func (vs *volumeSet) applyBatch(v *volume, batch []*volumeAppend) {
 		old, had := vs.index[req.key]
 		if had && old.seq > req.seq {
 			if req.kind == recordTomb {
-				v.tombs += int64(recordHeaderLen(len(req.key.file)))
+				v.tombs += int64(v.format.recordHeaderLen(len(req.key.file)))
 			} else {
 				vs.filterBuf = filterKey(vs.filterBuf, req.key)
 				v.ids.Add(vs.filterBuf)
@@ -609,19 +674,19 @@ func (vs *volumeSet) applyBatch(v *volume, batch []*volumeAppend) {
 			req.old = int64(old.bodyLen)
 			vs.used -= int64(old.bodyLen)
 			if ov := vs.vols[old.vol]; ov != nil {
-				ov.live -= old.recordLen(req.key)
+				ov.live -= ov.recordLen(req.key, old)
 			}
 			delete(vs.index, req.key)
 		}
 		if req.kind == recordTomb {
-			v.tombs += int64(recordHeaderLen(len(req.key.file)))
+			v.tombs += int64(v.format.recordHeaderLen(len(req.key.file)))
 		} else {
 			vs.filterBuf = filterKey(vs.filterBuf, req.key)
 			v.ids.Add(vs.filterBuf)
 			e := volumeEntry{seq: req.seq, vol: v.id, off: uint32(req.off), bodyLen: uint32(req.bodyLen), mtime: entrySeconds(req.mtime)}
 			vs.index[req.key] = e
 			vs.used += int64(e.bodyLen)
-			v.live += e.recordLen(req.key)
+			v.live += v.recordLen(req.key, e)
 		}
 	}
 }
@@ -655,7 +720,7 @@ func (vs *volumeSet) read(id ShardID) (body []byte, e volumeEntry, found bool, e
 		return nil, e, false, nil
 	}
 	defer vs.release(v)
-	hl := recordHeaderLen(len(k.file))
+	hl := v.format.recordHeaderLen(len(k.file))
 	buf := make([]byte, hl+int(e.bodyLen))
 	n, rerr := v.f.ReadAt(buf, int64(e.off))
 	if rerr != nil && !errors.Is(rerr, io.EOF) {
@@ -668,7 +733,7 @@ func (vs *volumeSet) read(id ShardID) (body []byte, e volumeEntry, found bool, e
 	if n < len(buf) {
 		return bad("record cut short")
 	}
-	rec, err := parseRecordHeader(buf)
+	rec, err := v.format.parseRecordHeader(buf)
 	switch {
 	case err != nil:
 		return bad(err.Error())
@@ -800,7 +865,7 @@ func (vs *volumeSet) compact(ctx context.Context, limit *rate.Limiter) (int, err
 			if failed[v.id] {
 				continue
 			}
-			dead := v.size - volumeHeaderLen - v.live - v.tombs
+			dead := v.size - v.format.headerLen() - v.live - v.tombs
 			// The active volume qualifies too (a store that never fills a volume must still get
 			// its space back), but only once its dead part is worth a new volume file.
 			if v == vs.active && dead < min(1<<20, vs.sizeLimit/4) {
@@ -872,17 +937,18 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 		seq      uint64
 	}
 	var moves []moved
-	w := bufio.NewWriterSize(io.NewOffsetWriter(nv.f, volumeHeaderLen), 1<<20)
-	out := int64(volumeHeaderLen)
-	r := bufio.NewReaderSize(io.NewSectionReader(v.f, volumeHeaderLen, v.size-volumeHeaderLen), 1<<20)
+	out := nv.format.headerLen()
+	w := bufio.NewWriterSize(io.NewOffsetWriter(nv.f, out), 1<<20)
+	start := v.format.headerLen()
+	r := bufio.NewReaderSize(io.NewSectionReader(v.f, start, v.size-start), 1<<20)
 	var body []byte
-	for pos := int64(volumeHeaderLen); pos < v.size; {
-		rec, n, err := readRecord(r, &body)
+	for pos := start; pos < v.size; {
+		rec, n, err := readRecord(r, v.format, &body)
 		if err != nil {
-			// Damaged bytes: skipped, as at open. If a live record was among them, the check
-			// before the rename below refuses to drop it.
-			next := findRecord(v.f, pos+1, v.size)
-			if next < 0 {
+			// Damaged bytes: skipped, as at open, by the same rules. If a live record was among
+			// them, the check before the rename below refuses to drop it.
+			next, verdict := v.format.afterDamage(v.f, pos, n, v.size)
+			if verdict != resumeAt {
 				break
 			}
 			pos = next
@@ -901,7 +967,7 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 			keep = ok && e.vol == v.id && int64(e.off) == pos
 		}
 		if keep {
-			rb := appendRecord(nil, rec.kind, rec.id, rec.seq, time.Unix(0, rec.mtime), body)
+			rb := nv.format.appendRecord(nil, rec.kind, rec.id, rec.seq, time.Unix(0, rec.mtime), body)
 			if _, err := w.Write(rb); err != nil {
 				return fail(err)
 			}
@@ -926,7 +992,7 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 	var copied int64
 	for _, m := range moves {
 		if e, ok := vs.index[m.key]; ok && e.vol == v.id && e.off == m.from {
-			copied += e.recordLen(m.key)
+			copied += v.recordLen(m.key, e)
 		}
 	}
 	uncopied := v.live - copied
@@ -934,7 +1000,7 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 	if uncopied > 0 {
 		return fail(fmt.Errorf("%d bytes of live records are unreadable; compaction waits until they are healed", uncopied))
 	}
-	if len(moves) == 0 && out == volumeHeaderLen {
+	if len(moves) == 0 && out == nv.format.headerLen() {
 		// Nothing left to keep: the old volume simply goes.
 		nv.f.Close()
 		if err := os.Remove(tmp); err != nil {
@@ -962,7 +1028,7 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 		if e, ok := vs.index[m.key]; ok && e.vol == v.id && e.off == m.from && e.seq == m.seq {
 			e.vol, e.off = newID, m.to
 			vs.index[m.key] = e
-			nv.live += e.recordLen(m.key)
+			nv.live += nv.recordLen(m.key, e)
 		}
 	}
 	vs.mu.Unlock()

@@ -231,7 +231,7 @@ func TestVolumeTornTail(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(9, 9))
 	for round := range 12 {
-		cut := int64(volumeHeaderLen) + rng.Int64N(int64(len(orig))-volumeHeaderLen)
+		cut := int64(volumeHeaderLenV2) + rng.Int64N(int64(len(orig))-volumeHeaderLenV2)
 		t.Run(fmt.Sprintf("cut at %d", cut), func(t *testing.T) {
 			dir := t.TempDir()
 			if err := os.MkdirAll(filepath.Join(dir, "volumes"), 0o750); err != nil {
@@ -250,7 +250,7 @@ func TestVolumeTornTail(t *testing.T) {
 					t.Fatalf("shard %s past the cut is visible: %v", id, err)
 				}
 			}
-			boundary := cut == volumeHeaderLen
+			boundary := cut == volumeHeaderLenV2
 			for _, end := range ends {
 				boundary = boundary || end == cut
 			}
@@ -678,42 +678,80 @@ func TestVolumeRecordCorruption(t *testing.T) {
 	}
 }
 
-// TestVolumeFixtureReads reads the committed volume under testdata/volume-v1, written by the
-// first volume code, and checks that today's encoder still writes it byte for byte. Never
-// regenerate it; a new format is a new version with a fixture of its own.
+// volumeFixtures are the committed volumes of every format ever written, each with the encoder
+// that wrote it. Never regenerate one; a new format is a new version with a fixture of its own.
+var volumeFixtures = []struct {
+	dir    string
+	encode func() []byte
+}{
+	{"testdata/volume-v1", func() []byte { return fixtureVolume(v1Format()) }},
+	{"testdata/volume-v2", func() []byte { return fixtureVolume(newV2Format(fixtureKey())) }},
+}
+
+// fixtureKey is the record key of the v2 fixture (a real volume's key is random).
+func fixtureKey() []byte {
+	k := make([]byte, volumeKeyLen)
+	for i := range k {
+		k[i] = byte(i*37 + 11)
+	}
+	return k
+}
+
+// TestVolumeFixtureReads reads the committed volumes under testdata/volume-v*, each written by
+// the code of its format, and checks that today's encoder still writes each byte for byte. A
+// store that opens one reads every shard and tombstone in it, and writes its new records to a
+// new volume of the current format, never into an older one.
 func TestVolumeFixtureReads(t *testing.T) {
-	fixture := filepath.Join("testdata", "volume-v1", volumeName(1))
-	want, err := os.ReadFile(fixture)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := fixtureVolume(); !bytes.Equal(got, want) {
-		t.Fatalf("the encoder no longer writes the v1 fixture byte for byte (%d vs %d bytes)", len(got), len(want))
-	}
-	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "volumes"), 0o750); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "volumes", volumeName(1)), want, 0o640); err != nil {
-		t.Fatal(err)
-	}
-	s := openStoreWith(t, dir, smallVolumes)
-	for _, r := range fixtureRecords() {
-		info, err := s.Stat(r.id)
-		if r.gone {
-			if !errors.Is(err, ErrShardNotFound) {
-				t.Fatalf("%s: deleted in the fixture, Stat = %v", r.id, err)
+	for _, fx := range volumeFixtures {
+		t.Run(fx.dir, func(t *testing.T) {
+			want, err := os.ReadFile(filepath.Join(fx.dir, volumeName(1)))
+			if err != nil {
+				t.Fatal(err)
 			}
-			continue
-		}
-		if err != nil || !info.ModTime.Equal(time.Unix(1_780_000_000, 0)) {
-			t.Fatalf("%s: Stat = %+v, %v", r.id, info, err)
-		}
-		want := r.body
-		if storedFormat(want) == FormatV1 {
-			want = append(LegacyShardHeader(), want...)
-		}
-		mustRead(t, s, r.id, want)
+			if got := fx.encode(); !bytes.Equal(got, want) {
+				t.Fatalf("the encoder no longer writes the fixture byte for byte (%d vs %d bytes)", len(got), len(want))
+			}
+			_, format, err := parseVolumeHeader(want[:maxVolumeHeaderLen])
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			writeVolume(t, dir, want)
+			s := openStoreWith(t, dir, smallVolumes)
+			checkFixture := func(t *testing.T, s *ShardStore) {
+				t.Helper()
+				for _, r := range fixtureRecords() {
+					info, err := s.Stat(r.id)
+					if r.gone {
+						if !errors.Is(err, ErrShardNotFound) {
+							t.Fatalf("%s: deleted in the fixture, Stat = %v", r.id, err)
+						}
+						continue
+					}
+					if err != nil || !info.ModTime.Equal(time.Unix(1_780_000_000, 0)) {
+						t.Fatalf("%s: Stat = %+v, %v", r.id, info, err)
+					}
+					mustRead(t, s, r.id, r.asRead())
+				}
+			}
+			checkFixture(t, s)
+			after := ShardID{File: "FILafterFixture", Segment: 0, Index: 0}
+			putShard(t, s, after, testShard(after, 500))
+			s.Close()
+			vols := volumeFiles(t, dir)
+			got, err := os.ReadFile(vols[0])
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case format.version == volumeFormatCurrent && (len(vols) != 1 || !bytes.HasPrefix(got, want)):
+				t.Fatalf("a write after opening a current volume: %d volumes; want it appended", len(vols))
+			case format.version != volumeFormatCurrent && (len(vols) != 2 || !bytes.Equal(got, want)):
+				t.Fatalf("a write after opening a v%d volume: %d volumes; want the old one untouched and a new one", format.version, len(vols))
+			}
+			s = openStoreWith(t, dir, smallVolumes)
+			checkFixture(t, s)
+			mustRead(t, s, after, testShard(after, 500))
+		})
 	}
 }
 
@@ -723,7 +761,15 @@ type fixtureRecord struct {
 	gone bool
 }
 
-// fixtureRecords are the shards of the v1 fixture: a v2 shard, a v1 (headerless) shard, one
+// asRead is the shard as OpenFrames returns it: a v1 (headerless) one behind a legacy header.
+func (r fixtureRecord) asRead() []byte {
+	if storedFormat(r.body) == FormatV1 {
+		return append(LegacyShardHeader(), r.body...)
+	}
+	return r.body
+}
+
+// fixtureRecords are the shards of each fixture: a v2 shard, a v1 (headerless) shard, one
 // overwritten, one deleted.
 func fixtureRecords() []fixtureRecord {
 	a := ShardID{File: "FILfixtureA", Segment: 0, Index: 0}
@@ -736,34 +782,37 @@ func fixtureRecords() []fixtureRecord {
 	}
 }
 
-// fixtureVolume is the v1 fixture as the encoder writes it.
-func fixtureVolume() []byte {
+// fixtureVolume is a fixture as the encoder of format f writes it.
+func fixtureVolume(f volumeFormat) []byte {
 	at := time.Unix(1_780_000_000, 0)
 	rs := fixtureRecords()
-	v := appendVolumeHeader(nil, 1, at)
-	v = appendRecord(v, recordShard, rs[0].id, 1, at, testShard(rs[0].id, 10)) // replaced below
-	v = appendRecord(v, recordShard, rs[1].id, 2, at, rs[1].body)
-	v = appendRecord(v, recordShard, rs[2].id, 3, at, testShard(rs[2].id, 50))
-	v = appendRecord(v, recordShard, rs[0].id, 4, at, rs[0].body)
-	v = appendRecord(v, recordTomb, rs[2].id, 5, at, nil)
+	v := f.appendVolumeHeader(nil, 1, at)
+	v = f.appendRecord(v, recordShard, rs[0].id, 1, at, testShard(rs[0].id, 10)) // replaced below
+	v = f.appendRecord(v, recordShard, rs[1].id, 2, at, rs[1].body)
+	v = f.appendRecord(v, recordShard, rs[2].id, 3, at, testShard(rs[2].id, 50))
+	v = f.appendRecord(v, recordShard, rs[0].id, 4, at, rs[0].body)
+	v = f.appendRecord(v, recordTomb, rs[2].id, 5, at, nil)
 	return v
 }
 
-// TestWriteVolumeFixture writes testdata/volume-v1 once, when CAIRN_WRITE_VOLUME_FIXTURE is set
-// and the file does not exist yet.
+// TestWriteVolumeFixture writes the fixtures of testdata/volume-v* that do not exist yet, once,
+// when CAIRN_WRITE_VOLUME_FIXTURE is set. An existing fixture is never rewritten.
 func TestWriteVolumeFixture(t *testing.T) {
 	if os.Getenv("CAIRN_WRITE_VOLUME_FIXTURE") == "" {
-		t.Skip("writes the committed fixture; never needed again")
+		t.Skip("writes a new format's committed fixture; never needed again for an existing one")
 	}
-	p := filepath.Join("testdata", "volume-v1", volumeName(1))
-	if _, err := os.Stat(p); err == nil {
-		t.Fatal("the fixture exists; it must never be regenerated")
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, fixtureVolume(), 0o640); err != nil {
-		t.Fatal(err)
+	for _, fx := range volumeFixtures {
+		p := filepath.Join(fx.dir, volumeName(1))
+		if _, err := os.Stat(p); err == nil {
+			continue
+		}
+		if err := os.MkdirAll(fx.dir, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, fx.encode(), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s", p)
 	}
 }
 
@@ -906,9 +955,12 @@ func TestVolumeDamagedHeaderSetAside(t *testing.T) {
 // FuzzVolumeOpen opens a store over arbitrary volume bytes: it must not panic, and every shard it
 // then lists either reads back whole or fails as corrupt.
 func FuzzVolumeOpen(f *testing.F) {
-	f.Add(fixtureVolume())
-	f.Add(fixtureVolume()[:200])
-	f.Add(append(appendVolumeHeader(nil, 1, time.Unix(0, 0)), "CREC\x01\x01\x05\x00"...))
+	for _, fx := range volumeFixtures {
+		f.Add(fx.encode())
+		f.Add(fx.encode()[:200])
+	}
+	f.Add(append(v1Format().appendVolumeHeader(nil, 1, time.Unix(0, 0)), "CREC\x01\x01\x05\x00"...))
+	f.Add(append(newV2Format(fixtureKey()).appendVolumeHeader(nil, 1, time.Unix(0, 0)), "CREC\x02\x01\x05\x00"...))
 	f.Fuzz(func(t *testing.T, vol []byte) {
 		dir := t.TempDir()
 		if err := os.MkdirAll(filepath.Join(dir, "volumes"), 0o750); err != nil {

@@ -1,0 +1,154 @@
+package erasure
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// volumeScanBytesEnv sets how many bytes of volumes BenchmarkVolumeOpen scans (default 256 MiB,
+// so that `make bench` stays short; the figure in DESIGN.md is for 2 GiB).
+const volumeScanBytesEnv = "CAIRN_BENCH_VOLUME_BYTES"
+
+// BenchmarkVolumeOpen measures a restart's scan: opening a store whose volumes hold records of
+// small shards, from the page cache (warm) and from the disk (cold: the volumes' pages dropped
+// with fadvise before each open, as after a reboot), for v2 and v1 volumes. It prints a table.
+//
+//	CAIRN_BENCH_VOLUME_BYTES=$((2<<30)) go test -run '^$' -bench VolumeOpen -benchtime 2x ./erasure/
+func BenchmarkVolumeOpen(b *testing.B) {
+	total := int64(256 << 20)
+	if v := os.Getenv(volumeScanBytesEnv); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			b.Fatalf("%s=%q: want a byte count", volumeScanBytesEnv, v)
+		}
+		total = n
+	}
+	// One row per sub-benchmark: the testing package may run one several times (b.N = 1 first),
+	// and the last run, the one it reports, wins.
+	var names []string
+	rows := map[string]string{}
+	for _, c := range []struct {
+		name   string
+		format func() volumeFormat
+		body   int
+	}{
+		{"v2", func() volumeFormat { return newV2Format(newVolumeKey()) }, 2 << 10},
+		{"v2", func() volumeFormat { return newV2Format(newVolumeKey()) }, 16 << 10},
+		{"v1", v1Format, 2 << 10},
+	} {
+		dir := b.TempDir()
+		records, bytes := writeBenchVolumes(b, dir, c.format, c.body, total)
+		for _, cold := range []bool{false, true} {
+			cache := map[bool]string{false: "warm", true: "cold"}[cold]
+			name := fmt.Sprintf("%s/%dKiB/%s", c.name, c.body>>10, cache)
+			b.Run(name, func(b *testing.B) {
+				b.SetBytes(bytes)
+				var spent time.Duration
+				for range b.N {
+					if cold {
+						b.StopTimer()
+						dropVolumeCache(b, dir)
+						b.StartTimer()
+					}
+					start := time.Now()
+					s, err := OpenShardStoreWith(dir, DefaultStoreOptions())
+					if err != nil {
+						b.Fatal(err)
+					}
+					spent += time.Since(start)
+					b.StopTimer()
+					if st := s.VolumeStats(); st.Shards != records {
+						b.Fatalf("%d shards indexed, want %d", st.Shards, records)
+					}
+					s.Close()
+					b.StartTimer()
+				}
+				per := spent / time.Duration(b.N)
+				if _, ok := rows[name]; !ok {
+					names = append(names, name)
+				}
+				rows[name] = fmt.Sprintf("| %s | %d KiB | %s | %.2f GiB | %d | %.2f s | %.0f MiB/s | %.2f µs |",
+					c.name, c.body>>10, cache, float64(bytes)/(1<<30), records, per.Seconds(),
+					float64(bytes)/(1<<20)/per.Seconds(), float64(per.Microseconds())/float64(records))
+			})
+		}
+	}
+	var table []string
+	for _, n := range names {
+		table = append(table, rows[n])
+	}
+	fmt.Printf("restart scan (open of a store, whole index rebuilt):\n"+
+		"| volume format | shard | cache | volumes | records | open | scan rate | per record |\n"+
+		"|---|---|---|---|---|---|---|---|\n%s\n", strings.Join(table, "\n"))
+}
+
+// writeBenchVolumes fills dir's volumes (1 GiB each, as by default) with records of body bytes
+// up to total bytes, synced, and returns how many records and bytes it wrote.
+func writeBenchVolumes(b *testing.B, dir string, format func() volumeFormat, body int, total int64) (int, int64) {
+	b.Helper()
+	vdir := filepath.Join(dir, "volumes")
+	if err := os.MkdirAll(vdir, 0o750); err != nil {
+		b.Fatal(err)
+	}
+	payload := randomBytes(rand.New(rand.NewPCG(7, 8)), body)
+	at := time.Unix(1_780_000_000, 0)
+	var rec []byte
+	records, written := 0, int64(0)
+	for vol := uint32(1); written < total; vol++ {
+		f, err := os.Create(filepath.Join(vdir, volumeName(vol)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		vf := format()
+		w := bufio.NewWriterSize(f, 4<<20)
+		size, _ := w.Write(vf.appendVolumeHeader(nil, vol, at))
+		for int64(size) < DefaultStoreOptions().VolumeSize && written+int64(size) < total {
+			id := ShardID{File: fmt.Sprintf("FIL%021d", records/3), Segment: 0, Index: records % 3}
+			rec = vf.appendRecord(rec[:0], recordShard, id, uint64(records+1), at, payload)
+			n, err := w.Write(rec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			size += n
+			records++
+		}
+		written += int64(size)
+		if err := w.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
+	return records, written
+}
+
+// dropVolumeCache drops the page cache of dir's volumes (synced, so their pages are clean), so
+// that the next open reads them from the disk.
+func dropVolumeCache(b *testing.B, dir string) {
+	b.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "volumes", "*"+volumeSuffix))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, p := range files {
+		f, err := os.Open(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
+}
