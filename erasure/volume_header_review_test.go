@@ -34,17 +34,7 @@ func TestVolumeHeaderDamageKeepsStoreOpenable(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s, err := OpenShardStoreWith(dir, smallVolumes)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var ids []ShardID
-			for i := range 400 { // several volumes
-				id := ShardID{File: "FILhdrdmg", Segment: i, Index: 0}
-				putShard(t, s, id, testShard(id, 4000))
-				ids = append(ids, id)
-			}
-			s.Close()
+			ids := fillVolumes(t, dir, "FILhdrdmg")
 			vols := volumeFiles(t, dir)
 			if len(vols) < 2 {
 				t.Fatalf("%d volumes, want several", len(vols))
@@ -56,7 +46,7 @@ func TestVolumeHeaderDamageKeepsStoreOpenable(t *testing.T) {
 			var logs testutil.SyncBuffer
 			opts := smallVolumes
 			opts.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-			s, err = OpenShardStoreWith(dir, opts)
+			s, err := OpenShardStoreWith(dir, opts)
 			if err != nil {
 				t.Fatalf("the store does not open: %v", err)
 			}
@@ -90,6 +80,24 @@ func TestVolumeHeaderDamageKeepsStoreOpenable(t *testing.T) {
 			mustRead(t, s, fresh, testShard(fresh, 3000))
 		})
 	}
+}
+
+// fillVolumes commits 400 shards of 4000 payload bytes (testShard) under file into a store of
+// small volumes in dir, enough for several volumes, closes it and returns their ids.
+func fillVolumes(t *testing.T, dir, file string) []ShardID {
+	t.Helper()
+	s, err := OpenShardStoreWith(dir, smallVolumes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []ShardID
+	for i := range 400 {
+		id := ShardID{File: file, Segment: i, Index: 0}
+		putShard(t, s, id, testShard(id, 4000))
+		ids = append(ids, id)
+	}
+	s.Close()
+	return ids
 }
 
 func volumeKeyOf(t *testing.T, path string) []byte {
