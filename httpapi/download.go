@@ -55,6 +55,8 @@ func serveFile(w http.ResponseWriter, r *http.Request, log *slog.Logger, info co
 // normalizeRange prepares the Range header for http.ServeContent, which both download routes use:
 //   - several ranges would make ServeContent read from its own goroutine; a server may ignore Range
 //     (RFC 9110 §14.2), so such requests get the whole file;
+//   - a Range in another unit than bytes, or without a unit, is ignored (RFC 9110 §14.2 says it
+//     must be): the whole file, where ServeContent would answer 416;
 //   - a suffix range of length zero ("bytes=-0") is unsatisfiable (RFC 9110 §14.1.2), but
 //     ServeContent answers it 206 with an empty, inverted Content-Range. It is rewritten to a range
 //     that starts at the end of the file, which ServeContent answers 416 with "bytes */size", as any
@@ -67,6 +69,9 @@ func normalizeRange(r *http.Request, size int64) {
 	}
 	unit, ranges, ok := strings.Cut(spec, "=")
 	if !ok || strings.TrimSpace(unit) != "bytes" {
+		// A range unit the server does not understand must be ignored (RFC 9110 §14.2);
+		// ServeContent would answer it 416.
+		r.Header.Del("Range")
 		return
 	}
 	suffix, isSuffix := strings.CutPrefix(strings.TrimSpace(ranges), "-")
