@@ -45,7 +45,13 @@ func serveFile(w http.ResponseWriter, r *http.Request, log *slog.Logger, info co
 		clear(h)
 		return src.err
 	default:
-		log.LogAttrs(r.Context(), slog.LevelWarn, "download aborted after the response started",
+		// A client that hangs up is routine; any other cause (a digest mismatch, lost shards) is
+		// a fault the operator must see.
+		level := slog.LevelWarn
+		if r.Context().Err() != nil {
+			level = slog.LevelDebug
+		}
+		log.LogAttrs(r.Context(), level, "download aborted after the response started",
 			slog.String("route", r.Pattern),
 			slog.String("error", redact(src.err.Error(), requestSecrets(r)...)))
 		panic(http.ErrAbortHandler)
