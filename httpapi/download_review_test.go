@@ -128,3 +128,36 @@ func TestDownloadClientGoneLeavesNothing(t *testing.T) {
 		t.Fatalf("download after the aborted ones: %d, %d bytes", res.status, len(res.body))
 	}
 }
+
+// TestDownloadStalledClientIsCutOff: a client that asks for a file and then reads nothing pins
+// its request (and, in a cluster, shard streams on k nodes) until DownloadStallTimeout cuts it
+// off. The server aborts the connection, counts it, and its goroutines end; a reading client is
+// unaffected.
+func TestDownloadStalledClientIsCutOff(t *testing.T) {
+	const size = 16 << 20 // more than loopback's socket buffers on both ends hold
+	e := startEnv(t, mounts{downloadStall: 300 * time.Millisecond}, maxFileSize(size))
+	tok := e.addFile(t, "big.bin", "application/octet-stream", strings.Repeat("s", size))
+	path := "/files/v1/" + tok + "/file"
+	if res := e.do(t, http.MethodGet, path, nil, nil); res.status != 200 || len(res.body) != size {
+		t.Fatalf("a reading client: %d, %d bytes", res.status, len(res.body))
+	}
+	e.srv.Client().CloseIdleConnections()
+
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+	testutil.WaitFor(t, 20*time.Second, "the stalled download to be counted", func() bool {
+		return strings.Contains(string(e.do(t, http.MethodGet, "/metrics", nil, nil).body), "cairn_http_downloads_stalled_total 1")
+	})
+	// The server has hung up: what is left in the buffers drains, then the stream ends short.
+	n, _ := io.Copy(io.Discard, conn)
+	if n >= size {
+		t.Fatalf("the stalled client still got all %d bytes", n)
+	}
+	if !strings.Contains(e.logs.String(), "download cut off") {
+		t.Fatalf("no log line for the cut-off download:\n%s", e.logs.String())
+	}
+}
