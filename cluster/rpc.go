@@ -340,10 +340,13 @@ func NewRPCClient(nw Network, sec Security, logger *slog.Logger) *RPCClient {
 	}
 	transport := func(keepAlive bool, headerTimeout time.Duration) *http.Client {
 		return &http.Client{Transport: &http.Transport{
-			DialContext:         dial,
-			DisableKeepAlives:   !keepAlive,
-			DisableCompression:  true, // shards are incompressible and JSON bodies tiny
-			MaxIdleConnsPerHost: 32,   // parallel shard streams to one peer
+			DialContext:        dial,
+			DisableKeepAlives:  !keepAlive,
+			DisableCompression: true, // shards are incompressible and JSON bodies tiny
+			// Parallel shard puts to one peer: up to one per upload the node takes at once (64 by
+			// default). Fewer idle slots closed and redialled connections under load (a 4 KiB PUT
+			// profile spent ~2 % of its CPU dialling).
+			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     90 * time.Second,
 			// The answer to a small call, and to a shard put once its body is sent, comes fast
 			// from a healthy peer; shard bodies themselves are guarded by core's stall timeout.

@@ -59,8 +59,11 @@ func (c *Codec) BlockSize() int { return c.blockSize }
 
 // SmallBuffer returns an empty pooled buffer of min(64 KiB, block size) capacity.
 func (c *Codec) SmallBuffer() []byte {
-	return c.getBuffer(&c.small, min(smallBufferLen, c.blockSize))
+	return c.getBuffer(&c.small, c.SmallBufferLen())
 }
+
+// SmallBufferLen is the capacity of SmallBuffer's buffers.
+func (c *Codec) SmallBufferLen() int { return min(smallBufferLen, c.blockSize) }
 
 // BlockBuffer returns an empty pooled buffer of one block's capacity.
 func (c *Codec) BlockBuffer() []byte { return c.getBuffer(&c.blocks, c.blockSize) }
@@ -77,7 +80,7 @@ func (c *Codec) PutBuffer(b []byte) {
 		p = &c.blocks
 	case int(c.fullFrameLen()):
 		p = &c.frames
-	case min(smallBufferLen, c.blockSize):
+	case c.SmallBufferLen():
 		p = &c.small
 	default:
 		return
@@ -189,26 +192,54 @@ func (e *BlockEncoder) EncodeInto(block []byte, frames [][]byte) ([][]byte, erro
 	if len(block) == 0 || len(block) > e.c.blockSize {
 		return nil, fmt.Errorf("erasure: encode block of %d bytes: want 1..%d", len(block), e.c.blockSize)
 	}
-	k := e.c.g.Data
 	cl := ChunkLen(len(block), e.c.g)
+	if err := e.chunkViews(frames, cl); err != nil {
+		return nil, err
+	}
+	for i := range e.c.g.Data {
+		// Systematic layout: data chunk i is block[i*cl:(i+1)*cl], zero-padded at the end.
+		lo := min(i*cl, len(block))
+		clear(e.chunks[i][copy(e.chunks[i], block[lo:min(lo+cl, len(block))]):])
+	}
+	return e.encodeChunks()
+}
+
+// EncodeDataInPlace is EncodeInto for a block whose data already sits in the frames: the caller
+// read a full block of the codec's block size straight into frames[i][:DataChunkLen()] for the
+// k data shards, zero-padding the last one, so nothing is copied; parity and checksums are
+// added as EncodeInto adds them. Only full blocks can be laid out ahead of time (a short block
+// has shorter chunks); the last block of a body goes through EncodeInto.
+func (e *BlockEncoder) EncodeDataInPlace(frames [][]byte) ([][]byte, error) {
+	if err := e.chunkViews(frames, e.DataChunkLen()); err != nil {
+		return nil, err
+	}
+	return e.encodeChunks()
+}
+
+// DataChunkLen is the chunk length of a full block: where a data shard's frame ends its data.
+func (e *BlockEncoder) DataChunkLen() int { return ChunkLen(e.c.blockSize, e.c.g) }
+
+// chunkViews points the encoder's chunks at the first cl bytes of each frame buffer.
+func (e *BlockEncoder) chunkViews(frames [][]byte, cl int) error {
 	if len(frames) != len(e.chunks) {
-		return nil, fmt.Errorf("erasure: encode into %d frames: want %d", len(frames), len(e.chunks))
+		return fmt.Errorf("erasure: encode into %d frames: want %d", len(frames), len(e.chunks))
 	}
 	for i := range frames {
 		if cap(frames[i]) < cl+crcLen {
-			return nil, fmt.Errorf("erasure: encode: frame %d has room for %d bytes, want %d", i, cap(frames[i]), cl+crcLen)
+			return fmt.Errorf("erasure: encode: frame %d has room for %d bytes, want %d", i, cap(frames[i]), cl+crcLen)
 		}
 		e.chunks[i] = frames[i][:cl]
-		if i < k {
-			// Systematic layout: data chunk i is block[i*cl:(i+1)*cl], zero-padded at the end.
-			lo := min(i*cl, len(block))
-			clear(e.chunks[i][copy(e.chunks[i], block[lo:min(lo+cl, len(block))]):])
-		}
 	}
+	return nil
+}
+
+// encodeChunks computes the parity chunks from the data chunks and seals every frame with its
+// checksum.
+func (e *BlockEncoder) encodeChunks() ([][]byte, error) {
 	if err := e.c.rs.Encode(e.chunks); err != nil {
 		return nil, fmt.Errorf("erasure: encode: %w", err)
 	}
-	for i := range frames {
+	for i := range e.chunks {
 		if e.format == FormatV1 {
 			e.out[i] = appendFrameCRCv1(e.chunks[i])
 		} else {

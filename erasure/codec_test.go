@@ -733,3 +733,54 @@ func TestReadSegmentPrefersLocalShards(t *testing.T) {
 		})
 	}
 }
+
+// TestEncodeDataInPlaceMatchesEncodeInto: a full block whose data the caller laid out in the data
+// frames (chunk i at frames[i][:DataChunkLen()], the last one zero-padded) encodes to exactly the
+// frames EncodeInto makes from the contiguous block, also when k does not divide the block size.
+func TestEncodeDataInPlaceMatchesEncodeInto(t *testing.T) {
+	for _, tc := range []struct {
+		g         Geometry
+		blockSize int
+	}{{Geometry{Data: 2, Parity: 1}, 4096}, {Geometry{Data: 3, Parity: 2}, 1001}, {Geometry{Data: 4, Parity: 2}, 7}} {
+		c, err := NewCodec(tc.g, tc.blockSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block := make([]byte, tc.blockSize)
+		r := rand.New(rand.NewPCG(uint64(tc.blockSize), 1))
+		for i := range block {
+			block[i] = byte(r.UintN(256))
+		}
+		seg := SegmentID{File: "f", Segment: 1}
+		want, inPlace := c.NewBlockEncoder(), c.NewBlockEncoder()
+		want.Start(seg)
+		inPlace.Start(seg)
+		total, cl := tc.g.Total(), inPlace.DataChunkLen()
+		intoFrames, placed := make([][]byte, total), make([][]byte, total)
+		for i := range total {
+			intoFrames[i] = make([]byte, 0, inPlace.FrameLen(tc.blockSize))
+			placed[i] = make([]byte, inPlace.FrameLen(tc.blockSize))
+			for j := range placed[i] {
+				placed[i][j] = 0xAA // garbage where padding and parity go
+			}
+			if i < tc.g.Data {
+				lo := min(i*cl, tc.blockSize)
+				clear(placed[i][copy(placed[i][:cl], block[lo:min(lo+cl, tc.blockSize)]):cl])
+			}
+			placed[i] = placed[i][:0]
+		}
+		wantFrames, err := want.EncodeInto(block, intoFrames)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := inPlace.EncodeDataInPlace(placed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range total {
+			if !bytes.Equal(got[i], wantFrames[i]) {
+				t.Fatalf("%s, block %d: frame %d differs from EncodeInto's", tc.g, tc.blockSize, i)
+			}
+		}
+	}
+}

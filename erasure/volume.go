@@ -461,7 +461,7 @@ func (vs *volumeSet) createVolume(id uint32, suffix string) (*volume, error) {
 	if suffix != volumeSuffix {
 		path = strings.TrimSuffix(path, volumeSuffix) + suffix
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create volume: %w", noSpace(err))
 	}

@@ -912,14 +912,7 @@ func TestVolumeDeleteOvertakesCommit(t *testing.T) {
 // opening; it is renamed aside (kept for inspection), counted, and the other volumes serve on.
 func TestVolumeDamagedHeaderSetAside(t *testing.T) {
 	dir := t.TempDir()
-	s := openStoreWith(t, dir, smallVolumes)
-	var ids []ShardID
-	for i := range 400 { // several volumes
-		id := ShardID{File: "FILhdr", Segment: i, Index: 0}
-		putShard(t, s, id, testShard(id, 4000))
-		ids = append(ids, id)
-	}
-	s.Close()
+	ids := fillVolumes(t, dir, "FILhdr")
 	vols := volumeFiles(t, dir)
 	f, err := os.OpenFile(vols[0], os.O_WRONLY, 0)
 	if err != nil {
@@ -929,7 +922,7 @@ func TestVolumeDamagedHeaderSetAside(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	s = openStoreWith(t, dir, smallVolumes)
+	s := openStoreWith(t, dir, smallVolumes)
 	if _, err := os.Stat(vols[0] + ".damaged"); err != nil {
 		t.Fatalf("the damaged volume was not set aside: %v", err)
 	}

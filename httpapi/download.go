@@ -7,10 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cairn-dev/cairn/core"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // serveFile streams a file's content as the answer to a download, for both front-ends, with
@@ -19,7 +22,7 @@ import (
 // nothing of the body has gone out: the headers prepared here are cleared, so the front-end can
 // still answer it in its own format. A failure after the first body byte is logged (without the
 // request's secrets) and aborts the connection, so a short body never looks like a success.
-func serveFile(w http.ResponseWriter, r *http.Request, log *slog.Logger, info core.FileInfo, content core.Content, disposition string) error {
+func (b *downloadBounds) serveFile(w http.ResponseWriter, r *http.Request, log *slog.Logger, info core.FileInfo, content core.Content, disposition string) error {
 	mimetype := info.MimeType
 	if mimetype == "" {
 		mimetype = "application/octet-stream"
@@ -35,7 +38,7 @@ func serveFile(w http.ResponseWriter, r *http.Request, log *slog.Logger, info co
 
 	src := newContentReader(r.Context(), content, info.Size)
 	defer src.Close()
-	dw := &deferredHeaderWriter{ResponseWriter: w}
+	dw := &deferredHeaderWriter{ResponseWriter: w, stall: b.stall, rc: http.NewResponseController(w)}
 	http.ServeContent(dw, r, "", info.UpdatedAt, src)
 	switch {
 	case src.err == nil:
@@ -44,8 +47,19 @@ func serveFile(w http.ResponseWriter, r *http.Request, log *slog.Logger, info co
 	case !dw.wroteBody:
 		clear(h)
 		return src.err
+	case dw.stalled:
+		b.stalled.Inc()
+		log.LogAttrs(r.Context(), slog.LevelInfo, "download cut off: the client accepted nothing for the stall timeout",
+			slog.String("route", r.Pattern), slog.Duration("stall_timeout", b.stall))
+		panic(http.ErrAbortHandler)
 	default:
-		log.LogAttrs(r.Context(), slog.LevelWarn, "download aborted after the response started",
+		// A client that hangs up is routine; any other cause (a digest mismatch, lost shards) is
+		// a fault the operator must see.
+		level := slog.LevelWarn
+		if r.Context().Err() != nil {
+			level = slog.LevelDebug
+		}
+		log.LogAttrs(r.Context(), level, "download aborted after the response started",
 			slog.String("route", r.Pattern),
 			slog.String("error", redact(src.err.Error(), requestSecrets(r)...)))
 		panic(http.ErrAbortHandler)
@@ -55,6 +69,8 @@ func serveFile(w http.ResponseWriter, r *http.Request, log *slog.Logger, info co
 // normalizeRange prepares the Range header for http.ServeContent, which both download routes use:
 //   - several ranges would make ServeContent read from its own goroutine; a server may ignore Range
 //     (RFC 9110 §14.2), so such requests get the whole file;
+//   - a Range in another unit than bytes, or without a unit, is ignored (RFC 9110 §14.2 says it
+//     must be): the whole file, where ServeContent would answer 416;
 //   - a suffix range of length zero ("bytes=-0") is unsatisfiable (RFC 9110 §14.1.2), but
 //     ServeContent answers it 206 with an empty, inverted Content-Range. It is rewritten to a range
 //     that starts at the end of the file, which ServeContent answers 416 with "bytes */size", as any
@@ -67,6 +83,9 @@ func normalizeRange(r *http.Request, size int64) {
 	}
 	unit, ranges, ok := strings.Cut(spec, "=")
 	if !ok || strings.TrimSpace(unit) != "bytes" {
+		// A range unit the server does not understand must be ignored (RFC 9110 §14.2);
+		// ServeContent would answer it 416.
+		r.Header.Del("Range")
 		return
 	}
 	suffix, isSuffix := strings.CutPrefix(strings.TrimSpace(ranges), "-")
@@ -222,6 +241,14 @@ type deferredHeaderWriter struct {
 	status    int
 	sent      bool
 	wroteBody bool
+
+	// stall > 0 moves the connection's write deadline forward before every downloadWriteChunk
+	// of the body (rc), so a client that takes nothing for stall fails the write; stalled says it
+	// did. Where the connection takes no deadline (a test recorder) writes are unbounded.
+	stall       time.Duration
+	rc          *http.ResponseController
+	noDeadlines bool
+	stalled     bool
 }
 
 func (d *deferredHeaderWriter) WriteHeader(code int) {
@@ -233,7 +260,51 @@ func (d *deferredHeaderWriter) WriteHeader(code int) {
 func (d *deferredHeaderWriter) Write(p []byte) (int, error) {
 	d.flush()
 	d.wroteBody = true
-	return d.ResponseWriter.Write(p)
+	if d.stall <= 0 || d.noDeadlines {
+		return d.ResponseWriter.Write(p)
+	}
+	written := 0
+	for written < len(p) {
+		chunk := p[written:min(len(p), written+downloadWriteChunk)]
+		if err := d.rc.SetWriteDeadline(time.Now().Add(d.stall)); err != nil {
+			d.noDeadlines = true
+			n, err := d.ResponseWriter.Write(p[written:])
+			return written + n, err
+		}
+		n, err := d.ResponseWriter.Write(chunk)
+		written += n
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				d.stalled = true
+			}
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+// downloadWriteChunk is the most a download writes under one deadline: a client must take this
+// much per DownloadStallTimeout (64 KiB per 60 s by default, about 1 KiB/s) to keep its download.
+const downloadWriteChunk = 64 << 10
+
+// downloadBounds are the per-node limits on downloads, on both APIs.
+type downloadBounds struct {
+	stall   time.Duration // 0: no deadline
+	stalled prometheus.Counter
+}
+
+func newDownloadBounds(reg prometheus.Registerer, stall time.Duration) (*downloadBounds, error) {
+	b := &downloadBounds{
+		stall: stall,
+		stalled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_http_downloads_stalled_total",
+			Help: "Downloads cut off because the client accepted nothing for the download stall timeout.",
+		}),
+	}
+	if err := reg.Register(b.stalled); err != nil {
+		return nil, fmt.Errorf("httpapi: register download metrics: %w", err)
+	}
+	return b, nil
 }
 
 // ReadFrom is where http.ServeContent's io.CopyN lands. When the source is a contentReader

@@ -46,9 +46,10 @@ const (
 
 // enmeshedAPI is the enmeshed Connector-compatible /api/v2 front-end.
 type enmeshedAPI struct {
-	svc    EnmeshedService
-	log    *slog.Logger
-	bounds *uploadBounds // shared with /files/v1: one cap per node
+	svc       EnmeshedService
+	log       *slog.Logger
+	bounds    *uploadBounds // shared with /files/v1: one cap per node
+	downloads *downloadBounds
 }
 
 // enmeshedHandler serves one method of one route. It runs after authentication and content negotiation

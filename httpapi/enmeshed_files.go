@@ -95,7 +95,7 @@ func (a *enmeshedAPI) download(w http.ResponseWriter, r *http.Request, p core.Pr
 	if err != nil {
 		return err
 	}
-	return serveFile(w, r, a.log, info, content, "attachment;filename="+percentEncode(info.Name))
+	return a.downloads.serveFile(w, r, a.log, info, content, "attachment;filename="+percentEncode(info.Name))
 }
 
 // percentEncode escapes every byte outside A-Z a-z 0-9 - _ . ~ (a space is %20, not +), so the

@@ -22,10 +22,11 @@ const (
 // upload serves POST /api/v2/Files/Own: a multipart body streamed into core, never buffered. The
 // size limit is enforced while streaming, as on /files/v1. Any failure aborts the upload.
 func (a *enmeshedAPI) upload(w http.ResponseWriter, r *http.Request, p core.Principal, _ string) error {
-	body, err := a.bounds.body(w, r, a.svc.MaxFileSize()+uploadOverhead)
+	body, bodyDone, err := a.bounds.body(w, r, a.svc.MaxFileSize()+uploadOverhead)
 	if err != nil {
 		return err
 	}
+	defer bodyDone()
 	release, err := a.bounds.acquire()
 	if err != nil {
 		return err

@@ -11,9 +11,10 @@ import (
 
 // filesV1API is the Extra Horizon-compatible /files/v1 front-end.
 type filesV1API struct {
-	files  FilesV1Service
-	log    *slog.Logger
-	bounds *uploadBounds
+	files     FilesV1Service
+	log       *slog.Logger
+	bounds    *uploadBounds
+	downloads *downloadBounds
 }
 
 func (v *filesV1API) routes() []route {

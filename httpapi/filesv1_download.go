@@ -13,7 +13,7 @@ import (
 func (v *filesV1API) download(w http.ResponseWriter, r *http.Request) {
 	info, content, err := v.files.OpenFile(r.Context(), r.PathValue("token"))
 	if err == nil {
-		err = serveFile(w, r, v.log, info, content, v.disposition(info))
+		err = v.downloads.serveFile(w, r, v.log, info, content, v.disposition(info))
 	}
 	if err != nil {
 		v.fail(w, r, err)

@@ -42,10 +42,11 @@ func (v *filesV1API) receive(w http.ResponseWriter, r *http.Request) (fileMetada
 	}
 	// A declared length over the limit is refused unread; chunked bodies (the SDK sends those) meet
 	// the limit while streaming. The slot is held until the answer, Abort included.
-	body, err := v.bounds.body(w, r, v.files.MaxFileSize()+uploadOverhead)
+	body, bodyDone, err := v.bounds.body(w, r, v.files.MaxFileSize()+uploadOverhead)
 	if err != nil {
 		return fileMetadata{}, err
 	}
+	defer bodyDone()
 	release, err := v.bounds.acquire()
 	if err != nil {
 		return fileMetadata{}, err

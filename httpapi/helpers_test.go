@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -62,14 +63,17 @@ func newEnv(t testing.TB, opts ...stackOption) *env {
 }
 
 // mounts names the front-ends served next to /files/v1 and the ops endpoints.
-type mounts struct{ enmeshed, admin bool }
+type mounts struct {
+	enmeshed, admin bool
+	downloadStall   time.Duration // Config.DownloadStallTimeout
+}
 
 // startEnv serves /files/v1 and what m names over a new stack.
 func startEnv(t testing.TB, m mounts, opts ...stackOption) *env {
 	t.Helper()
 	e := &env{stack: newStack(t, opts...), ops: &opsStub{}, reg: prometheus.NewRegistry(), logs: &testutil.SyncBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg := Config{FilesV1: e.svc, Ops: e.ops, Registry: e.reg, Logger: logger}
+	cfg := Config{FilesV1: e.svc, Ops: e.ops, Registry: e.reg, Logger: logger, DownloadStallTimeout: m.downloadStall}
 	if m.enmeshed {
 		cfg.Enmeshed = e.svc
 	}

@@ -57,6 +57,10 @@ type Config struct {
 	MaxConcurrentUploads int
 	// UploadIdleTimeout aborts an upload whose body sends nothing for this long. 0: no deadline.
 	UploadIdleTimeout time.Duration
+	// DownloadStallTimeout aborts a download whose client accepts no downloadWriteChunk bytes for
+	// this long, so a client that stops reading cannot pin the request and its shard streams on
+	// k nodes for as long as its connection lives. 0: no deadline.
+	DownloadStallTimeout time.Duration
 	// Debug serves GET /v1/config (MANAGE_CLUSTER); nil leaves it unmounted.
 	Debug DebugService
 	// EnablePprof mounts /debug/pprof (MANAGE_CLUSTER) next to Debug's routes (--enable-debug).
@@ -85,8 +89,8 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, errors.New("httpapi: Config.Ops is required")
 	case cfg.Registry == nil:
 		return nil, errors.New("httpapi: Config.Registry is required")
-	case cfg.MaxConcurrentUploads < 0 || cfg.UploadIdleTimeout < 0:
-		return nil, errors.New("httpapi: MaxConcurrentUploads and UploadIdleTimeout must not be negative")
+	case cfg.MaxConcurrentUploads < 0 || cfg.UploadIdleTimeout < 0 || cfg.DownloadStallTimeout < 0:
+		return nil, errors.New("httpapi: MaxConcurrentUploads, UploadIdleTimeout and DownloadStallTimeout must not be negative")
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -101,7 +105,11 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	filesV1 := &filesV1API{files: cfg.FilesV1, log: logger, bounds: bounds}
+	downloads, err := newDownloadBounds(cfg.Registry, cfg.DownloadStallTimeout)
+	if err != nil {
+		return nil, err
+	}
+	filesV1 := &filesV1API{files: cfg.FilesV1, log: logger, bounds: bounds, downloads: downloads}
 	ops := &opsHandlers{ops: cfg.Ops, registry: cfg.Registry}
 
 	routes := append(filesV1.routes(), ops.routes()...)
@@ -120,7 +128,7 @@ func New(cfg Config) (http.Handler, error) {
 		mux.Handle(rt.pattern, mw.wrap(rt.label, dispatch(rt.methods), filesV1ServerError))
 	}
 	if cfg.Enmeshed != nil {
-		(&enmeshedAPI{svc: cfg.Enmeshed, log: logger, bounds: bounds}).mount(mux, mw)
+		(&enmeshedAPI{svc: cfg.Enmeshed, log: logger, bounds: bounds, downloads: downloads}).mount(mux, mw)
 	}
 	// Everything else, including paths the patterns above do not match, is the reference service's
 	// "unknown resource".

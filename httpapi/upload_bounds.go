@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,7 +24,15 @@ type uploadBounds struct {
 	idle     time.Duration // 0: no idle deadline
 	inFlight prometheus.Gauge
 	refused  *prometheus.CounterVec // by reason: busy, declared_too_large, idle
+	// readers pools the bodies' read buffers (uploadReadBuffer bytes each).
+	readers sync.Pool
 }
+
+// uploadReadBuffer is the read buffer under the multipart reader. mime/multipart reads through
+// its own 4 KiB buffer; without a larger one beneath it, every 4 KiB of a body cost a read
+// syscall, the idle deadline's update and the body limit's bookkeeping (27 % of a node's CPU
+// on PUT 4 MiB). With it, one read takes up to 64 KiB from the socket.
+const uploadReadBuffer = 64 << 10
 
 func newUploadBounds(reg prometheus.Registerer, maxConcurrent int, idle time.Duration) (*uploadBounds, error) {
 	b := &uploadBounds{
@@ -69,20 +78,31 @@ func (b *uploadBounds) acquire() (release func(), err error) {
 	}, nil
 }
 
-// body returns the request body bounded to limit bytes and to the idle deadline. A declared
+// body returns the request body bounded to limit bytes and to the idle deadline, read through a
+// pooled buffer that done returns (call it once nothing reads the body any more). A declared
 // Content-Length over limit is refused before any byte is read (core.ErrFileTooLarge: 2610 on
 // /files/v1); chunked bodies, which declare nothing, meet the same limit while streaming.
-func (b *uploadBounds) body(w http.ResponseWriter, r *http.Request, limit int64) (*bufio.Reader, error) {
+func (b *uploadBounds) body(w http.ResponseWriter, r *http.Request, limit int64) (body *bufio.Reader, done func(), err error) {
 	if r.ContentLength > limit {
 		b.refused.WithLabelValues("declared_too_large").Inc()
 		// The body stays unread; the server closes the connection rather than drain it.
-		return nil, fmt.Errorf("declared Content-Length %d over the limit of %d: %w", r.ContentLength, limit, core.ErrFileTooLarge)
+		return nil, nil, fmt.Errorf("declared Content-Length %d over the limit of %d: %w", r.ContentLength, limit, core.ErrFileTooLarge)
 	}
 	var src io.Reader = r.Body
 	if b.idle > 0 {
 		src = &idleReader{r: r.Body, rc: http.NewResponseController(w), idle: b.idle, refused: b.refused}
 	}
-	return bufio.NewReader(http.MaxBytesReader(w, readCloser{src, r.Body}, limit)), nil
+	src = http.MaxBytesReader(w, readCloser{src, r.Body}, limit)
+	br, ok := b.readers.Get().(*bufio.Reader)
+	if ok {
+		br.Reset(src)
+	} else {
+		br = bufio.NewReaderSize(src, uploadReadBuffer)
+	}
+	return br, func() {
+		br.Reset(nil) // drop the request's readers, so the pool pins nothing of it
+		b.readers.Put(br)
+	}, nil
 }
 
 // readCloser pairs a wrapped reader with the body's Close, as MaxBytesReader wants a ReadCloser.

@@ -126,6 +126,9 @@ type Config struct {
 	// UploadIdleTimeout aborts an upload whose body sends nothing for this long; its shards are
 	// removed.
 	UploadIdleTimeout time.Duration
+	// DownloadStallTimeout cuts off a download whose client takes nothing (64 KiB) for this long,
+	// releasing its request and the shard streams it holds on other nodes. 0: never.
+	DownloadStallTimeout time.Duration
 
 	// LeaderWait is how long a request waits for a usable Raft leader before it fails with 503.
 	LeaderWait time.Duration
@@ -194,6 +197,7 @@ func DefaultConfig() Config {
 		// node's upload memory near 640 MiB; 30 s without a byte is a dead client, not a slow one.
 		MaxConcurrentUploads: DefaultMaxConcurrentUploads,
 		UploadIdleTimeout:    30 * time.Second,
+		DownloadStallTimeout: time.Minute,
 		// A peer silent for as long as a request may wait for a leader is gone for this request.
 		ShardStallTimeout: 5 * time.Second,
 		ExpiryInterval:    10 * time.Second,
@@ -276,8 +280,8 @@ func (c *Config) Validate() error {
 	if c.RaftMultiplier < 0 || c.RaftMultiplier > 10 {
 		errs = append(errs, errors.New("--raft-multiplier must be between 1 and 10"))
 	}
-	if c.MaxConcurrentUploads < 0 || c.UploadIdleTimeout < 0 {
-		errs = append(errs, errors.New("--max-concurrent-uploads and --upload-idle-timeout must not be negative (0: no bound)"))
+	if c.MaxConcurrentUploads < 0 || c.UploadIdleTimeout < 0 || c.DownloadStallTimeout < 0 {
+		errs = append(errs, errors.New("--max-concurrent-uploads, --upload-idle-timeout and --download-stall-timeout must not be negative (0: no bound)"))
 	}
 	if c.MinFree < 0 {
 		errs = append(errs, errors.New("--min-free must not be negative"))

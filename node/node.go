@@ -221,7 +221,8 @@ func New(cfg Config) (_ *Node, err error) {
 		FilesV1: n.service, Enmeshed: n.service, Admin: n.service, Snapshots: n, Ops: ops{n}, Registry: n.reg,
 		Logger:               log.With("component", "http"),
 		MaxConcurrentUploads: cfg.MaxConcurrentUploads, UploadIdleTimeout: cfg.UploadIdleTimeout,
-		Debug: debugView{n}, EnablePprof: cfg.EnableDebug,
+		DownloadStallTimeout: cfg.DownloadStallTimeout,
+		Debug:                debugView{n}, EnablePprof: cfg.EnableDebug,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("http api: %w", err)

@@ -59,6 +59,7 @@ func newAgentFlags(fs *flag.FlagSet) *agentFlags {
 	fs.DurationVar(&c.ShardStallTimeout, "shard-stall-timeout", c.ShardStallTimeout, "give up a peer whose shard stream makes no progress for this long (reads go on from parity, uploads with the write quorum)")
 	fs.IntVar(&c.MaxConcurrentUploads, "max-concurrent-uploads", c.MaxConcurrentUploads, "uploads this node receives at once; more answer 503 with Retry-After (0: no cap)")
 	fs.DurationVar(&c.UploadIdleTimeout, "upload-idle-timeout", c.UploadIdleTimeout, "abort an upload whose body sends nothing for this long (0: never)")
+	fs.DurationVar(&c.DownloadStallTimeout, "download-stall-timeout", c.DownloadStallTimeout, "cut off a download whose client takes nothing (64 KiB) for this long (0: never)")
 	fs.StringVar(&c.RootKey, "root-key", c.RootKey, "bootstrap API key with every permission (required with --bootstrap-expect)")
 	fs.StringVar(&c.ClusterSecret, "cluster-secret", c.ClusterSecret, "secret that authenticates nodes to each other (default: derived from --root-key)")
 	fs.BoolVar(&c.Recover, "recover", c.Recover, "replace the Raft configuration with DATA_DIR/raft/peers.json before starting (recovery from lost quorum; see docs/operations.md)")
