@@ -12,8 +12,12 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 // crashHelperEnv makes the test binary run crashHelper instead of the tests: it is the process
@@ -133,10 +137,7 @@ func TestCrashConsistency(t *testing.T) {
 		if err := f.Close(); err != nil {
 			t.Fatal(err)
 		}
-		leftovers, _ := filepath.Glob(filepath.Join(dir, "fsm", restoreTempPattern))
-		if len(leftovers) != 0 {
-			t.Fatalf("kill %d: reopening left half-built stores: %v", kill, leftovers)
-		}
+		assertOnlyCurrentStore(t, filepath.Join(dir, "fsm"))
 	}
 	f := openFSM(t, filepath.Join(dir, "fsm"))
 	defer f.Close()
@@ -148,14 +149,13 @@ func TestCrashConsistency(t *testing.T) {
 	}
 }
 
-// runAndKill starts the helper on dir, waits until it has reported batches commits, SIGKILLs it
-// mid-work and returns the last applied index it reported.
-func runAndKill(t *testing.T, dir string, batches int) uint64 {
+// startHelper starts this test binary as the helper that env selects, on dir.
+func startHelper(t *testing.T, env, dir string) (*exec.Cmd, io.ReadCloser, *bytes.Buffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashHelperEnv+"="+dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	cmd.Env = append(os.Environ(), env+"="+dir)
+	stderr := new(bytes.Buffer)
+	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -163,6 +163,14 @@ func runAndKill(t *testing.T, dir string, batches int) uint64 {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	return cmd, stdout, stderr
+}
+
+// runAndKill starts the helper on dir, waits until it has reported batches commits, SIGKILLs it
+// mid-work and returns the last applied index it reported.
+func runAndKill(t *testing.T, dir string, batches int) uint64 {
+	t.Helper()
+	cmd, stdout, stderr := startHelper(t, crashHelperEnv, dir)
 	sc := bufio.NewScanner(stdout)
 	var last uint64
 	for n := 0; n < batches && sc.Scan(); n++ {
@@ -172,9 +180,105 @@ func runAndKill(t *testing.T, dir string, batches int) uint64 {
 		t.Fatal(err)
 	}
 	_, _ = io.Copy(io.Discard, stdout)
-	err = cmd.Wait()
+	err := cmd.Wait()
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
 		t.Fatalf("helper ended by itself (%v) before the kill: %s", err, stderr.String())
 	}
 	return last
+}
+
+// raftCrashHelperEnv makes the test binary run raftCrashHelper: the process
+// TestCrashLosingTheMemtableReplaysFromRaft kills.
+const raftCrashHelperEnv = "CAIRN_FSM_RAFT_CRASH_HELPER"
+
+const raftCrashCommands = 300
+
+// raftCrashHelper runs a real single-node Raft on a raft-boltdb log in dir, applies
+// raftCrashCommands generated commands through it, prints "applied <index>" and waits to be
+// killed. Nothing flushes the store's memtable meanwhile (no snapshot, far below its size).
+func raftCrashHelper(dir string) error {
+	f, err := New(filepath.Join(dir, "fsm"), Options{})
+	if err != nil {
+		return err
+	}
+	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	if err != nil {
+		return err
+	}
+	r, _ := fixtureRaft(crashT{}, f, logs)
+	if err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: fixtureNode, Address: fixtureNode}}}).Error(); err != nil {
+		return err
+	}
+	for r.State() != raft.Leader {
+		<-r.LeaderCh()
+	}
+	g := newCommandGen(crashSeed)
+	futures := make([]raft.ApplyFuture, raftCrashCommands)
+	for i := range futures {
+		futures[i] = r.Apply(g.next(crashT{}), 10*time.Second)
+	}
+	for _, fu := range futures {
+		if err := fu.Error(); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("applied %d\n", f.AppliedIndex())
+	select {}
+}
+
+// TestCrashLosingTheMemtableReplaysFromRaft SIGKILLs a node whose applied batches are only in
+// the store's memtable (apply writes no WAL): the reopened store is behind what it had applied,
+// and a restarted Raft on the same log replays the difference, to exactly a replica's state.
+func TestCrashLosingTheMemtableReplaysFromRaft(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills a real process")
+	}
+	dir := t.TempDir()
+	cmd, stdout, stderr := startHelper(t, raftCrashHelperEnv, dir)
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() {
+		_ = cmd.Wait()
+		t.Fatalf("helper ended without applying: %s", stderr.String())
+	}
+	applied, err := strconv.ParseUint(strings.TrimPrefix(sc.Text(), "applied "), 10, 64)
+	if err != nil || applied < raftCrashCommands {
+		t.Fatalf("helper said %q", sc.Text())
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+
+	f := openFSM(t, filepath.Join(dir, "fsm"))
+	defer f.Close()
+	if got := f.AppliedIndex(); got >= applied {
+		t.Fatalf("store reopened at %d after the kill, want below %d: the memtable was not lost, the test shows nothing", got, applied)
+	}
+	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	r, _ := fixtureRaft(t, f, logs)
+	testutil.WaitFor(t, 10*time.Second, "leadership", func() bool { return r.State() == raft.Leader })
+	if err := r.Barrier(10 * time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Shutdown().Error(); err != nil {
+		t.Fatal(err)
+	}
+	if f.AppliedIndex() < applied {
+		t.Fatalf("raft replayed up to %d, want at least %d", f.AppliedIndex(), applied)
+	}
+	replica := newTestFSM(t)
+	for i := uint64(1); i <= f.AppliedIndex(); i++ {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			t.Fatalf("log %d: %v", i, err)
+		}
+		replica.Apply(&l)
+	}
+	if !bytes.Equal(dump(t, f), dump(t, replica)) {
+		t.Fatal("the replayed store differs from a replica that applied the same log")
+	}
 }

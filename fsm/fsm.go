@@ -2,15 +2,17 @@ package fsm
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // dedupWindow is how long, in command time, a request id keeps its first result. It must cover
@@ -37,19 +39,23 @@ type Result struct {
 type Options struct {
 	// Logger receives the FSM's logs; nil discards them.
 	Logger *slog.Logger
-	// NoSync turns fsync off. Only for a store that is thrown away afterwards (the scratch FSM
-	// of raft.RecoverCluster): a crash can lose or corrupt it.
+	// NoSync skips the flush of Close. Only for a store that is thrown away afterwards (the
+	// scratch FSM of raft.RecoverCluster). Apply never syncs anyway (DESIGN.md, "Applied index
+	// and the crash model").
 	NoSync bool
+	// CacheBytes is the pebble block cache; 0 means DefaultCacheBytes.
+	CacheBytes int64
 }
 
-// FSM is cairn's state machine over an on-disk bbolt store (DESIGN.md); raft drives it through
+// FSM is cairn's state machine over an on-disk pebble store (DESIGN.md); raft drives it through
 // cluster.RaftFSM. ApplyEntries, Snapshot and Restore are called from raft's one FSM goroutine;
 // every other method is safe for concurrent use.
 type FSM struct {
 	logger *slog.Logger
 	dir    string
 	noSync bool
-	db     atomic.Pointer[bolt.DB] // replaced wholesale by Restore
+	opts   storeOptions
+	db     atomic.Pointer[stateDB] // replaced wholesale by Restore
 	// retired counts old stores that Restore is closing in the background (Close waits for them).
 	retired sync.WaitGroup
 	// executed counts the entries applied (not skipped as already applied), for tests and metrics.
@@ -64,40 +70,79 @@ type FSM struct {
 	backlog      []Entry // entries whose commit failed, applied again before the next batch
 	backlogBytes int
 	halted       bool // the backlog overflowed: nothing is applied until a restart or a Restore
+	// pruned is the last de-duplication key pruned from this store (nil after open or Restore):
+	// the next prune starts there instead of over the tombstones of the earlier ones.
+	pruned []byte
 }
 
-// New opens (or creates) the store in dir (dir/state.db) and returns the FSM at the applied index
-// recorded there. A store that cannot be opened is an error naming the file.
+// New opens (or creates) the store in dir and returns the FSM at the applied index recorded
+// there, the last one flushed (DESIGN.md, "Applied index and the crash model"). A bbolt store of
+// format 1 (dir/state.db) is migrated first. A store that cannot be opened is an error naming it.
 func New(dir string, opts Options) (*FSM, error) {
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	so := storeOptions{cacheBytes: opts.CacheBytes, logger: logger.With("component", "pebble")}
+	if so.cacheBytes <= 0 {
+		so.cacheBytes = DefaultCacheBytes
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state store dir: %w", err)
 	}
-	if err := removeRestoreLeftovers(dir); err != nil {
+	current, err := currentGeneration(dir)
+	if err != nil {
 		return nil, fmt.Errorf("state store dir: %w", err)
 	}
-	db, err := openStore(storePath(dir), opts.NoSync)
+	if current == "" {
+		if current, err = firstGeneration(dir, so, logger); err != nil {
+			return nil, err
+		}
+	}
+	if err := removeLeftovers(dir, current); err != nil {
+		return nil, fmt.Errorf("state store dir: %w", err)
+	}
+	h, err := openDB(filepath.Join(dir, current), so)
 	if err != nil {
 		return nil, err
 	}
-	f := &FSM{logger: logger, dir: dir, noSync: opts.NoSync, advanced: make(chan struct{})}
-	f.db.Store(db)
-	var m metaRow
-	if err := db.View(func(tx *bolt.Tx) (err error) { m, err = store{tx}.meta(); return err }); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("open state store %s: %w", storePath(dir), err)
+	m, err := (store{r: h.db}).meta()
+	if err != nil {
+		_ = h.db.Close()
+		return nil, fmt.Errorf("open state store %s: %w", h.path, err)
 	}
+	f := &FSM{logger: logger, dir: dir, noSync: opts.NoSync, opts: so, advanced: make(chan struct{})}
+	f.db.Store(h)
 	f.applied = m.AppliedIndex
 	return f, nil
 }
 
-// Close closes the store. Raft must have shut down: nothing may apply or restore afterwards.
-// Reads after Close find nothing.
+// firstGeneration builds the first pebble generation of dir: the migrated bbolt store when there
+// is one, an empty store otherwise, and makes it current.
+func firstGeneration(dir string, so storeOptions, logger *slog.Logger) (string, error) {
+	legacy := filepath.Join(dir, LegacyStoreFile)
+	fill := func(*pebble.DB) (metaRow, error) { return metaRow{}, nil }
+	if _, err := os.Stat(legacy); err == nil {
+		logger.Info("migrating the state store from bbolt to pebble", "from", legacy)
+		fill = func(db *pebble.DB) (metaRow, error) { return migrateLegacy(legacy, db) }
+	}
+	name, m, err := buildGeneration(dir, so, fill)
+	if err != nil {
+		return "", err
+	}
+	if err := installGeneration(dir, name); err != nil {
+		return "", fmt.Errorf("state store dir: %w", err)
+	}
+	if m.AppliedIndex > 0 {
+		logger.Info("migrated the state store", "applied_index", m.AppliedIndex, "files", m.Files, "tokens", m.Tokens)
+	}
+	return name, nil
+}
+
+// Close flushes and closes the store. Raft must have shut down: nothing may apply or restore
+// afterwards. Reads after Close find nothing.
 func (f *FSM) Close() error {
-	err := f.db.Load().Close()
+	err := f.db.Load().close(!f.noSync)
 	f.retired.Wait()
 	return err
 }
@@ -105,12 +150,20 @@ func (f *FSM) Close() error {
 // Dir is the directory that holds the store.
 func (f *FSM) Dir() string { return f.dir }
 
-// StateErr is the error of the last failed commit while the store is failing, nil otherwise. A
-// failing FSM applies nothing (DESIGN.md, "Failed commits"), so its node must report not ready.
+// StateErr is the store's failure while it is failing (a failed commit, or a flush or compaction
+// pebble could not write), nil otherwise. A failing FSM applies nothing (DESIGN.md, "Failed
+// writes"), so its node must report not ready.
 func (f *FSM) StateErr() error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.writeErr
+	err := f.writeErr
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := f.db.Load().err(); err != nil {
+		return fmt.Errorf("%w: %v", ErrStateUnavailable, err)
+	}
+	return nil
 }
 
 // ExecutedEntries counts the log entries this FSM applied since it was opened, not counting
@@ -127,9 +180,9 @@ type Entry struct {
 	Data    []byte
 }
 
-// ApplyEntries applies logs in one bbolt write transaction, together with the applied index.
+// ApplyEntries applies logs in one pebble batch, together with the applied index.
 // Command entries get a *Result, any other entry nil. Each command checks everything before it
-// writes, so a failing command leaves no trace in the shared transaction.
+// writes, so a failing command leaves no trace in the shared batch.
 //
 // Entries at or below the store's applied index were applied before a restart and are skipped
 // (nil result; nothing waits for them). When the commit fails (a full disk), every command of
@@ -175,15 +228,18 @@ func failedResults(results []any, logs []Entry) []any {
 	return results
 }
 
-// applyLogs runs one write transaction over logs and commits it; only then does the applied
-// index move. An error means nothing of the batch was stored.
+// applyLogs runs logs in one indexed batch (later commands read what earlier ones wrote) and
+// commits it to the memtable, without WAL or sync; only then does the applied index move. An error
+// means nothing of the batch was stored. While pebble cannot flush, nothing is added to memtables
+// that could not be flushed (it would end in a write stall of this goroutine): the batch fails.
 func (f *FSM) applyLogs(logs []Entry) ([]any, error) {
-	tx, err := f.db.Load().Begin(true)
-	if err != nil {
-		return nil, err
+	h := f.db.Load()
+	if err := h.flushFailure(); err != nil {
+		return nil, fmt.Errorf("state store cannot flush: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }() // ErrTxClosed after Commit
-	s := writable(tx)
+	b := h.db.NewIndexedBatch()
+	defer func() { _ = b.Close() }()
+	s := batchStore(b)
 	m, err := s.meta()
 	if err != nil {
 		return nil, err
@@ -204,18 +260,20 @@ func (f *FSM) applyLogs(logs []Entry) ([]any, error) {
 		return results, nil
 	}
 	m.AppliedIndex = last
-	if err := s.pruneRequests(m.Clock.Add(-dedupWindow), pruneBatch); err != nil {
+	pruned, err := s.pruneRequests(m.Clock.Add(-dedupWindow), pruneBatch, f.pruned)
+	if err != nil {
 		f.logger.Error("prune request ids", "err", err)
 	}
 	if err := s.putMeta(&m); err != nil {
 		return nil, fmt.Errorf("store applied index %d: %w", last, err)
 	}
-	if err := tx.Commit(); err != nil {
+	if err := b.Commit(pebble.NoSync); err != nil {
 		return nil, fmt.Errorf("commit entries up to %d: %w", last, err)
 	}
+	f.pruned = pruned
 	f.executed.Add(uint64(executed))
 	// Only now, after Commit, may waiters read the state at this index: a batch's entries are
-	// invisible until its transaction commits, so the index advances per batch.
+	// invisible until it commits, so the index advances per batch.
 	f.setApplied(last)
 	return results, nil
 }
@@ -245,7 +303,10 @@ func (f *FSM) applyCommand(s store, m *metaRow, l Entry) *Result {
 	}
 	err = f.execute(s, m, cmd, p)
 	row := &requestRow{ID: cmd.RequestID, Code: ErrorCode(err), Index: l.Index, Time: m.Clock}
-	if ierr := s.putRequest(row); ierr != nil {
+	if !seen {
+		r = nil
+	}
+	if ierr := s.replaceRequest(r, row); ierr != nil {
 		f.logger.Error("record request id", "index", l.Index, "err", ierr)
 	}
 	return &Result{Index: l.Index, Err: err}
@@ -314,7 +375,7 @@ func (f *FSM) execute(s store, m *metaRow, cmd Command, p any) error {
 }
 
 func createFile(s store, m *metaRow, p *CreateFile) error {
-	if s.b(bucketFiles).Get([]byte(p.File.ID)) != nil {
+	if s.has(tableFiles, []byte(p.File.ID)) {
 		return ErrConflict
 	}
 	ids := make(map[string]bool, len(p.Tokens))
@@ -372,7 +433,7 @@ func found[T any](v *T, ok bool, err error) (*T, error) {
 }
 
 func createToken(s store, m *metaRow, p *CreateToken) error {
-	if s.b(bucketFiles).Get([]byte(p.Token.FileID)) == nil {
+	if !s.has(tableFiles, []byte(p.Token.FileID)) {
 		return ErrNotFound
 	}
 	if s.tokenTaken(p.Token) {
@@ -418,13 +479,16 @@ func revokeAPIKey(s store, p *RevokeAPIKey) error {
 	}
 	if slices.Contains(key.Permissions, PermManageAPIKeys) {
 		others := false
-		if err := s.b(bucketAPIKeys).ForEach(func(k, v []byte) error {
-			if string(k) == key.ID || others {
-				return nil
+		if err := s.each(tableAPIKeys, nil, func(k, v []byte) (bool, error) {
+			if string(k) == key.ID {
+				return true, nil
 			}
-			other, _, err := s.apiKey(string(k))
-			others = err == nil && slices.Contains(other.Permissions, PermManageAPIKeys)
-			return err
+			var other APIKey
+			if err := json.Unmarshal(v, &other); err != nil {
+				return false, fmt.Errorf("decode api key %q: %w", k, err)
+			}
+			others = slices.Contains(other.Permissions, PermManageAPIKeys)
+			return !others, nil
 		}); err != nil {
 			return err
 		}

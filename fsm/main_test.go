@@ -24,6 +24,13 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if dir := os.Getenv(raftCrashHelperEnv); dir != "" {
+		if err := raftCrashHelper(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "raft crash helper:", err)
+			os.Exit(2)
+		}
+		os.Exit(0)
+	}
 	if spec := os.Getenv(reopenProbeEnv); spec != "" {
 		if err := reopenProbe(spec); err != nil {
 			fmt.Fprintln(os.Stderr, "reopen probe:", err)

@@ -3,33 +3,39 @@ package fsm
 import (
 	"bytes"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// Every point read runs in one bbolt read transaction, a consistent view of one applied index,
-// concurrent with apply. Scans (Files, Tokens, FilesByCreation) read in chunks of scanChunk rows,
-// each chunk in a transaction of its own, so that no scan holds a transaction for long: the view
-// is consistent per chunk, not across chunks (DESIGN.md, "Reads").
+// Every read runs on one pebble snapshot, a consistent view of one applied index (a batch is
+// committed atomically, so never half of one), concurrent with apply. Scans (Files, Tokens,
+// FilesByCreation) read in chunks of scanChunk rows, each chunk on a snapshot of its own, so that
+// no scan pins old versions for long: the view is consistent per chunk, not across chunks
+// (DESIGN.md, "Reads").
 
-// scanChunk is how many rows one read transaction of a scan decodes.
+// scanChunk is how many rows one snapshot of a scan decodes.
 const scanChunk = 1000
 
-// view runs fn in a read transaction of the current store. Restore swaps the store; a reader that
-// raced with the swap finds the old store closed and runs again on the new one.
+// view runs fn on a snapshot of the current store. Restore swaps the store; a reader that raced
+// with the swap finds the old one closed and runs again on the new one.
 func (f *FSM) view(fn func(s store) error) error {
 	for {
-		db := f.db.Load()
-		err := db.View(func(tx *bolt.Tx) error { return fn(store{tx}) })
-		if errors.Is(err, bolterrors.ErrDatabaseNotOpen) && f.db.Load() != db {
-			continue
+		h := f.db.Load()
+		if !h.acquire() {
+			if f.db.Load() != h {
+				continue
+			}
+			return errStoreClosed
 		}
-		if err != nil && !errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		snap := h.db.NewSnapshot()
+		err := fn(store{r: snap})
+		err = errors.Join(err, snap.Close())
+		h.release()
+		if err != nil {
 			f.logger.Error("state store read failed", "err", err)
 		}
 		return err
@@ -110,14 +116,14 @@ func (f *FSM) APIKeyBySecret(secret string) (APIKey, bool) {
 
 // Files calls fn for every file in id order until fn returns false. It reads in chunks, each a
 // consistent view of its own (a file created or deleted during the scan may or may not be seen);
-// fn runs outside any transaction, so it may call other FSM methods.
+// fn runs outside any snapshot, so it may call other FSM methods.
 func (f *FSM) Files(fn func(File) bool) {
-	scan(f, bucketFiles, func(s store, k []byte) (*File, bool, error) { return s.file(string(k)) }, fn)
+	scan(f, tableFiles, func(s store, k []byte) (*File, bool, error) { return s.file(string(k)) }, fn)
 }
 
 // FilesByCreation is Files in creation order (CreatedAt, then id), through the creation index.
 func (f *FSM) FilesByCreation(fn func(File) bool) {
-	scan(f, bucketFilesByCreate, func(s store, k []byte) (*File, bool, error) {
+	scan(f, tableFilesByCreate, func(s store, k []byte) (*File, bool, error) {
 		return s.file(string(k[encodedTimeLen:]))
 	}, fn)
 }
@@ -125,70 +131,69 @@ func (f *FSM) FilesByCreation(fn func(File) bool) {
 // Tokens calls fn for every persisted token in id order until fn returns false, in chunks as
 // Files does.
 func (f *FSM) Tokens(fn func(Token) bool) {
-	scan(f, bucketTokens, func(s store, k []byte) (*Token, bool, error) { return s.token(string(k)) }, fn)
+	scan(f, tableTokens, func(s store, k []byte) (*Token, bool, error) { return s.token(string(k)) }, fn)
 }
 
 // ExpiredFiles returns up to limit files whose expiry is at or before now, earliest expiry first,
 // through the expiry index: it costs the rows returned, not the table.
 func (f *FSM) ExpiredFiles(now time.Time, limit int) []File {
-	return expired(f, bucketFilesByExpiry, now, limit, func(s store, id string) (*File, bool, error) { return s.file(id) })
+	return expired(f, tableFilesByExpiry, now, limit, func(s store, id string) (*File, bool, error) { return s.file(id) })
 }
 
 // ExpiredTokens returns up to limit tokens whose expiry is at or before now, earliest first.
 func (f *FSM) ExpiredTokens(now time.Time, limit int) []Token {
-	return expired(f, bucketTokensByExp, now, limit, func(s store, id string) (*Token, bool, error) { return s.token(id) })
+	return expired(f, tableTokensByExp, now, limit, func(s store, id string) (*Token, bool, error) { return s.token(id) })
 }
 
-func expired[T any](f *FSM, index []byte, now time.Time, limit int, get func(s store, id string) (*T, bool, error)) []T {
+func expired[T any](f *FSM, index table, now time.Time, limit int, get func(s store, id string) (*T, bool, error)) []T {
 	var out []T
 	_ = f.view(func(s store) error {
 		out = out[:0]
 		end := encodeTime(now)
-		c := s.b(index).Cursor()
-		for k, _ := c.First(); k != nil && len(out) < limit && bytes.Compare(k[:encodedTimeLen], end) <= 0; k, _ = c.Next() {
-			v, ok, err := get(s, string(k[encodedTimeLen:]))
-			if err != nil {
-				return err
+		return s.each(index, nil, func(k, _ []byte) (bool, error) {
+			if len(out) >= limit || bytes.Compare(k[:encodedTimeLen], end) > 0 {
+				return false, nil
 			}
+			v, ok, err := get(s, string(k[encodedTimeLen:]))
 			if ok {
 				out = append(out, *v)
 			}
-		}
-		return nil
+			return err == nil, err
+		})
 	})
 	return out
 }
 
-// scan walks bucket in key order, scanChunk keys per read transaction, resuming after the last
-// key of the previous chunk, and calls fn outside the transactions.
-func scan[T any](f *FSM, bucket []byte, get func(s store, key []byte) (*T, bool, error), fn func(T) bool) {
+// scan walks table t in key order, scanChunk keys per snapshot, resuming after the last key of
+// the previous chunk, and calls fn outside the snapshots.
+func scan[T any](f *FSM, t table, get func(s store, key []byte) (*T, bool, error), fn func(T) bool) {
 	var after []byte
 	for {
 		var chunk []T
 		more := false
 		err := f.view(func(s store) error {
-			chunk = chunk[:0]
-			c := s.b(bucket).Cursor()
-			k, _ := c.First()
+			chunk, more = chunk[:0], false
+			var start []byte
 			if after != nil {
-				k, _ = c.Seek(after)
-				if k != nil && bytes.Equal(k, after) {
-					k, _ = c.Next()
-				}
+				start = append(bytes.Clone(after), 0) // the smallest key after it
 			}
-			for n := 0; k != nil && n < scanChunk; k, _ = c.Next() {
+			n := 0
+			return s.each(t, start, func(k, _ []byte) (bool, error) {
+				if n == scanChunk {
+					more = true
+					return false, nil
+				}
 				v, ok, err := get(s, k)
 				if err != nil {
-					return err
+					return false, err
 				}
 				if ok {
 					chunk = append(chunk, *v)
 				}
 				after = bytes.Clone(k)
 				n++
-			}
-			more = k != nil
-			return nil
+				return true, nil
+			})
 		})
 		if err != nil {
 			return
@@ -218,12 +223,13 @@ func (f *FSM) APIKeys() []APIKey {
 	var out []APIKey
 	_ = f.view(func(s store) error {
 		out = out[:0]
-		return s.b(bucketAPIKeys).ForEach(func(k, _ []byte) error {
-			key, ok, err := s.apiKey(string(k))
-			if ok {
-				out = append(out, *key)
+		return s.each(tableAPIKeys, nil, func(k, v []byte) (bool, error) {
+			var key APIKey
+			if err := json.Unmarshal(v, &key); err != nil {
+				return false, fmt.Errorf("decode api key %q: %w", k, err)
 			}
-			return err
+			out = append(out, key)
+			return true, nil
 		})
 	})
 	return out

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -31,6 +32,8 @@ import (
 // reporting at each. make bench uses the default; the figures use
 // -fsm.scale=1000000,10000000 (10 M needs a store that is not held in RAM).
 var scaleFiles = flag.String("fsm.scale", "100000", "comma-separated file counts for BenchmarkMetadataScale")
+
+var scaleCache = flag.Int64("fsm.cache", 0, "block cache bytes of BenchmarkMetadataScale's store (0: fsm.DefaultCacheBytes)")
 
 // scaleBatch is the number of create commands per ApplyBatch: raft hands the FSM up to
 // MaxAppendEntries (64) entries per batch in the cluster; a larger batch measures the store
@@ -116,15 +119,11 @@ func runMetadataScale(b *testing.B, targets []int) {
 			applyPerSec: float64(filled) / applying.Seconds(),
 			heapPerFile: float64(int64(heap)-int64(heap0)) / float64(filled),
 		}
-		st, err := os.Stat(filepath.Join(dir, fsm.StoreFile))
-		if err != nil {
-			b.Fatal(err)
-		}
-		row.diskBytes = st.Size()
 		measureSnapshot(b, f, &row)
-		if err := f.Close(); err != nil {
+		if err := f.Close(); err != nil { // flushes the memtables
 			b.Fatal(err)
 		}
+		row.diskBytes = dirBytes(b, dir)
 		row.fresh = probeFreshProcess(b, dir, filled, rng)
 		began := time.Now()
 		f = openFSM(b, dir)
@@ -353,10 +352,27 @@ func applyOne(b *testing.B, f *fsm.FSM, index uint64, typ fsm.CommandType, req s
 }
 
 func openFSM(b *testing.B, dir string) *fsm.FSM {
-	f, err := fsm.New(dir, fsm.Options{})
+	f, err := fsm.New(dir, fsm.Options{CacheBytes: *scaleCache})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = f.Close() })
 	return f
+}
+
+// dirBytes is the size of the files under dir: the store's generation, flushed.
+func dirBytes(b *testing.B, dir string) int64 {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		n += info.Size()
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
 }

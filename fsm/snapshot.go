@@ -8,9 +8,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // ErrInvalidSnapshot reports a snapshot stream that Restore refuses: unknown version, unknown
@@ -23,7 +24,7 @@ var ErrInvalidSnapshot = errors.New("fsm: invalid snapshot")
 // request ids, each table in id order, and a final end record whose absence marks a truncated
 // stream. A new version gets a reader of its own here, and the old readers stay. A reader builds
 // the state into db, an empty store.
-var snapshotReaders = map[int]func(dec *json.Decoder, hdr snapshotHeader, db *bolt.DB) (metaRow, error){
+var snapshotReaders = map[int]func(dec *json.Decoder, hdr snapshotHeader, db *pebble.DB) (metaRow, error){
 	1: readSnapshotV1,
 }
 
@@ -53,15 +54,12 @@ type recordIn struct {
 	Data json.RawMessage `json:"data"`
 }
 
-// restoreTxnRows is how many records Restore writes per transaction of the new store.
-const restoreTxnRows = 20000
+// restoreBatchRows is how many records Restore writes per batch of the new store.
+const restoreBatchRows = 20000
 
-// restoreTempPattern names the store Restore builds before it renames it over state.db.
-const restoreTempPattern = StoreFile + ".restore-*"
-
-// Snapshot opens a bbolt read transaction: a consistent view of one applied index that apply
-// does not wait for. Write streams it; Release ends it. A failing store has no consistent state
-// to offer at raft's applied index, so it refuses (raft retries later and keeps its log).
+// Snapshot takes a pebble snapshot: a consistent view of one applied index that apply does not
+// wait for. Write streams it; Release ends it. A failing store has no consistent state to offer
+// at raft's applied index, so it refuses (raft retries later and keeps its log).
 func (f *FSM) Snapshot() (*Snapshot, error) {
 	if err := f.StateErr(); err != nil {
 		return nil, fmt.Errorf("no snapshot while the state store is failing: %w", err)
@@ -69,23 +67,32 @@ func (f *FSM) Snapshot() (*Snapshot, error) {
 	if f.halted {
 		return nil, errors.New("no snapshot: the state store stopped applying after failed commits")
 	}
-	tx, err := f.db.Load().Begin(false)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
+	h := f.db.Load()
+	if !h.acquire() {
+		return nil, fmt.Errorf("snapshot: %w", errStoreClosed)
 	}
-	return &Snapshot{tx: tx}, nil
+	return &Snapshot{h: h, snap: h.db.NewSnapshot()}, nil
 }
 
 // Snapshot is a captured view of the state, to be streamed once with Write.
 type Snapshot struct {
-	tx *bolt.Tx
+	h    *stateDB
+	snap *pebble.Snapshot
+	once sync.Once
 }
 
-// Write streams the captured state to w in the newest snapshot format and ends the read
-// transaction: Write is its last use, and raft.RecoverCluster never calls Release (an open
-// transaction keeps the store from closing).
+// Write makes the captured state durable in the store, streams it to w in the newest snapshot
+// format, and ends the view: Write is its last use, and raft.RecoverCluster never calls Release
+// (an open view keeps the store from closing).
+//
+// The flush comes first because raft compacts its log up to the snapshot once Persist returns:
+// apply writes no WAL, so until the memtables holding those entries are flushed, the log is
+// their only durable copy (DESIGN.md, "Applied index and the crash model").
 func (s *Snapshot) Write(w io.Writer) error {
-	err := s.write(w)
+	err := s.h.flushDurable()
+	if err == nil {
+		err = s.write(w)
+	}
 	s.Release()
 	if err != nil {
 		return fmt.Errorf("persist snapshot: %w", err)
@@ -93,17 +100,23 @@ func (s *Snapshot) Write(w io.Writer) error {
 	return nil
 }
 
-// Release ends the read transaction, which lets bbolt reuse the pages it pinned. It may be called
-// more than once (after Write, which ends it too).
-func (s *Snapshot) Release() { _ = s.tx.Rollback() }
+// Release ends the view, which lets pebble drop the versions it pinned. It may be called more
+// than once (after Write, which ends it too).
+func (s *Snapshot) Release() {
+	s.once.Do(func() {
+		_ = s.snap.Close()
+		s.h.release()
+	})
+}
 
 // write streams the view as version 1 records. API key rows are the records' JSON already and are
-// copied as they are; file, token and request rows are decoded and encoded. Request rows that have aged out of the de-duplication window
-// are left out: lookups ignore them, and where pruning has got to differs between replicas.
+// copied as they are; file, token and request rows are decoded and encoded. Request rows that have
+// aged out of the de-duplication window are left out: lookups ignore them, and where pruning has
+// got to differs between replicas.
 func (s *Snapshot) write(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	enc := json.NewEncoder(bw)
-	st := store{s.tx}
+	st := store{r: s.snap}
 	m, err := st.meta()
 	if err != nil {
 		return err
@@ -118,11 +131,11 @@ func (s *Snapshot) write(w io.Writer) error {
 	}
 	cutoff := m.Clock.Add(-dedupWindow)
 	for _, t := range []struct {
-		bucket []byte
-		kind   string
-	}{{bucketAPIKeys, kindAPIKey}, {bucketFiles, kindFile}, {bucketTokens, kindToken}, {bucketRequests, kindRequest}} {
+		table table
+		kind  string
+	}{{tableAPIKeys, kindAPIKey}, {tableFiles, kindFile}, {tableTokens, kindToken}, {tableRequests, kindRequest}} {
 		prefix := `{"kind":"` + t.kind + `","data":`
-		err := st.b(t.bucket).ForEach(func(k, v []byte) error {
+		err := st.each(t.table, nil, func(k, v []byte) (bool, error) {
 			var row any
 			var err error
 			switch t.kind {
@@ -133,21 +146,21 @@ func (s *Snapshot) write(w io.Writer) error {
 			case kindRequest:
 				var r *requestRow
 				if r, err = decodeRequest(v); err == nil && r.Time.Before(cutoff) {
-					return nil
+					return true, nil
 				}
 				row = r
 			default: // API keys are stored as their JSON
 			}
 			if err != nil {
-				return fmt.Errorf("decode %s row %q: %w", t.kind, k, err)
+				return false, fmt.Errorf("decode %s row %q: %w", t.kind, k, err)
 			}
 			if row != nil {
-				return enc.Encode(recordOut{Kind: t.kind, Data: row})
+				return true, enc.Encode(recordOut{Kind: t.kind, Data: row})
 			}
 			_, _ = bw.WriteString(prefix)
 			_, _ = bw.Write(v)
 			_, err = bw.WriteString("}\n")
-			return err
+			return err == nil, err
 		})
 		if err != nil {
 			return err
@@ -160,90 +173,47 @@ func (s *Snapshot) write(w io.Writer) error {
 }
 
 // Restore replaces all state with the snapshot's, including the applied index, which raft does
-// not tell the FSM. It builds a new store next to the current one, renames it over state.db and
-// swaps it in for readers; on any error the previous state stays in place.
+// not tell the FSM. It builds a new store generation beside the current one, makes it current
+// (one rename of the STORE file) and swaps it in for readers; on any error the previous state
+// stays in place.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	tmp, m, err := buildStore(f.dir, rc)
+	name, m, err := buildGeneration(f.dir, f.opts, func(db *pebble.DB) (metaRow, error) {
+		m, err := readSnapshot(rc, db)
+		if err != nil {
+			return m, fmt.Errorf("%w: %v", ErrInvalidSnapshot, err)
+		}
+		return m, nil
+	})
 	if err != nil {
+		if !errors.Is(err, ErrInvalidSnapshot) {
+			err = fmt.Errorf("restore: %w", err)
+		}
 		return err
 	}
-	path := storePath(f.dir)
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("restore: install %s: %w", path, err)
+	if err := installGeneration(f.dir, name); err != nil {
+		_ = os.RemoveAll(filepath.Join(f.dir, name))
+		return fmt.Errorf("restore: install %s: %w", name, err)
 	}
-	if err := syncDir(f.dir); err != nil {
-		return fmt.Errorf("restore: sync %s: %w", f.dir, err)
-	}
-	db, err := openStore(path, f.noSync)
+	h, err := openDB(filepath.Join(f.dir, name), f.opts)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	old := f.db.Swap(db)
-	// Close waits for the old store's read transactions (a snapshot being persisted among them);
-	// readers that load the old pointer after this find it closed and retry on the new one.
+	old := f.db.Swap(h)
+	// The old generation closes once its readers (a snapshot being persisted among them) are
+	// done; readers that load the old pointer after this find it closed and retry on the new one.
 	f.retired.Go(func() {
-		if err := old.Close(); err != nil {
-			f.logger.Warn("close the replaced state store", "err", err)
+		if err := errors.Join(old.close(false), os.RemoveAll(old.path)); err != nil {
+			f.logger.Warn("remove the replaced state store", "err", err)
 		}
 	})
-	f.backlog, f.backlogBytes, f.halted = nil, 0, false
+	f.backlog, f.backlogBytes, f.halted, f.pruned = nil, 0, false, nil
 	f.setApplied(m.AppliedIndex)
 	f.logger.Info("restored snapshot", "index", m.AppliedIndex, "files", m.Files, "tokens", m.Tokens)
 	return nil
 }
 
-// buildStore reads a snapshot stream into a new, fsynced store file in dir and returns its path.
-// A refused stream leaves no file behind.
-func buildStore(dir string, r io.Reader) (string, metaRow, error) {
-	tmp, err := os.CreateTemp(dir, restoreTempPattern)
-	if err != nil {
-		return "", metaRow{}, fmt.Errorf("restore: %w", err)
-	}
-	path := tmp.Name()
-	_ = tmp.Close()
-	m, err := fillStore(path, r)
-	if err != nil {
-		_ = os.Remove(path)
-		return "", metaRow{}, err
-	}
-	return path, m, nil
-}
-
-// fillStore builds the snapshot's state into the store at path (without fsync per transaction)
-// and syncs it once at the end.
-func fillStore(path string, r io.Reader) (metaRow, error) {
-	db, err := openStore(path, true)
-	if err != nil {
-		return metaRow{}, fmt.Errorf("restore: %w", err)
-	}
-	m, err := readSnapshot(r, db)
-	if err != nil {
-		_ = db.Close()
-		return metaRow{}, fmt.Errorf("%w: %v", ErrInvalidSnapshot, err)
-	}
-	if err := errors.Join(db.Sync(), db.Close()); err != nil {
-		return metaRow{}, fmt.Errorf("restore: write %s: %w", path, err)
-	}
-	return m, nil
-}
-
-// removeRestoreLeftovers deletes the half-built stores of a Restore that a crash interrupted.
-func removeRestoreLeftovers(dir string) error {
-	left, err := filepath.Glob(filepath.Join(dir, restoreTempPattern))
-	if err != nil {
-		return err
-	}
-	for _, p := range left {
-		if err := os.Remove(p); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func readSnapshot(r io.Reader, db *bolt.DB) (metaRow, error) {
+func readSnapshot(r io.Reader, db *pebble.DB) (metaRow, error) {
 	dec := json.NewDecoder(bufio.NewReaderSize(r, 1<<20))
 	dec.DisallowUnknownFields()
 	var hdr snapshotHeader
@@ -257,15 +227,12 @@ func readSnapshot(r io.Reader, db *bolt.DB) (metaRow, error) {
 	return read(dec, hdr, db)
 }
 
-// readSnapshotV1 reads the records of a version 1 stream after its header, restoreTxnRows
-// records per write transaction.
-func readSnapshotV1(dec *json.Decoder, hdr snapshotHeader, db *bolt.DB) (metaRow, error) {
+// readSnapshotV1 reads the records of a version 1 stream after its header, restoreBatchRows
+// records per indexed batch (the duplicate checks read the batch's own rows).
+func readSnapshotV1(dec *json.Decoder, hdr snapshotHeader, db *pebble.DB) (metaRow, error) {
 	m := metaRow{AppliedIndex: hdr.AppliedIndex, Clock: hdr.Clock}
-	tx, err := db.Begin(true)
-	if err != nil {
-		return m, err
-	}
-	defer func() { _ = tx.Rollback() }()
+	b := db.NewIndexedBatch()
+	defer func() { _ = b.Close() }()
 	for n := 1; ; n++ {
 		var rec recordIn
 		if err := dec.Decode(&rec); err != nil {
@@ -277,26 +244,25 @@ func readSnapshotV1(dec *json.Decoder, hdr snapshotHeader, db *bolt.DB) (metaRow
 		if rec.Kind == kindEnd && rec.Data == nil {
 			break
 		}
-		if err := restoreRecord(restoring(tx), &m, rec); err != nil {
+		if err := restoreRecord(batchStore(b), &m, rec); err != nil {
 			return m, fmt.Errorf("record %d (%s): %w", n, rec.Kind, err)
 		}
-		if n%restoreTxnRows == 0 {
-			if err := tx.Commit(); err != nil {
+		if n%restoreBatchRows == 0 {
+			if err := b.Commit(pebble.NoSync); err != nil {
 				return m, err
 			}
-			if tx, err = db.Begin(true); err != nil {
-				return m, err
-			}
+			_ = b.Close()
+			b = db.NewIndexedBatch()
 		}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return m, errors.New("trailing data after end record")
 	}
 	m.configChanged = true
-	if err := (store{tx}).putMeta(&m); err != nil {
+	if err := batchStore(b).putMeta(&m); err != nil {
 		return m, err
 	}
-	return m, tx.Commit()
+	return m, b.Commit(pebble.NoSync)
 }
 
 // restoreRecord checks each row as strictly as a command would have, so that a damaged or forged
@@ -336,7 +302,7 @@ func restoreRecord(s store, m *metaRow, rec recordIn) error {
 		if err := f.Layout.validate(f.Size); err != nil {
 			return err
 		}
-		if s.b(bucketFiles).Get([]byte(f.ID)) != nil {
+		if s.has(tableFiles, []byte(f.ID)) {
 			return fmt.Errorf("duplicate file id %q", f.ID)
 		}
 		m.Files++
@@ -349,7 +315,7 @@ func restoreRecord(s store, m *metaRow, rec recordIn) error {
 		if err := t.validate(); err != nil {
 			return err
 		}
-		if s.b(bucketFiles).Get([]byte(t.FileID)) == nil {
+		if !s.has(tableFiles, []byte(t.FileID)) {
 			return fmt.Errorf("token %s of unknown file %s", t.ID, t.FileID)
 		}
 		if s.tokenTaken(t) {
@@ -365,7 +331,7 @@ func restoreRecord(s store, m *metaRow, rec recordIn) error {
 		if r.ID == "" {
 			return errors.New("request without id")
 		}
-		if s.b(bucketRequests).Get([]byte(r.ID)) != nil {
+		if s.has(tableRequests, []byte(r.ID)) {
 			return fmt.Errorf("duplicate request id %q", r.ID)
 		}
 		return s.putRequest(&r)

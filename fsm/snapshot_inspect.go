@@ -3,7 +3,10 @@ package fsm
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // SnapshotSummary describes the state a snapshot stream holds, for `cairn snapshot inspect` and
@@ -21,7 +24,7 @@ type SnapshotSummary struct {
 // InspectSnapshot decodes a snapshot stream exactly as Restore would, with every check Restore
 // makes, and summarises it without installing anything. A stream InspectSnapshot accepts is one
 // Restore accepts; errors wrap ErrInvalidSnapshot. Like Restore, it builds the state in a store
-// file, here a temporary one in the system's temp directory, removed before it returns.
+// database, here a temporary one in the system's temp directory, removed before it returns.
 func InspectSnapshot(r io.Reader) (SnapshotSummary, error) { return InspectSnapshotIn("", r) }
 
 // InspectSnapshotIn is InspectSnapshot with its temporary store under parent (a node passes its
@@ -32,24 +35,24 @@ func InspectSnapshotIn(parent string, r io.Reader) (SnapshotSummary, error) {
 		return SnapshotSummary{}, err
 	}
 	defer os.RemoveAll(dir)
-	path, m, err := buildStore(dir, r)
+	var apiKeys int
+	_, m, err := buildGeneration(dir, storeOptions{cacheBytes: inspectCacheBytes, logger: slog.New(slog.DiscardHandler)},
+		func(db *pebble.DB) (metaRow, error) {
+			m, err := readSnapshot(r, db)
+			if err != nil {
+				return m, fmt.Errorf("%w: %v", ErrInvalidSnapshot, err)
+			}
+			return m, (store{r: db}).each(tableAPIKeys, nil, func(_, _ []byte) (bool, error) { apiKeys++; return true, nil })
+		})
 	if err != nil {
 		return SnapshotSummary{}, err
 	}
-	sum := SnapshotSummary{AppliedIndex: m.AppliedIndex, Files: int(m.Files), Tokens: int(m.Tokens)}
+	sum := SnapshotSummary{AppliedIndex: m.AppliedIndex, Files: int(m.Files), Tokens: int(m.Tokens), APIKeys: apiKeys}
 	if m.Config != nil {
 		sum.ClusterID = m.Config.ClusterID
 	}
-	db, err := openStore(path, true)
-	if err != nil {
-		return SnapshotSummary{}, fmt.Errorf("inspect: %w", err)
-	}
-	defer db.Close()
-	tx, err := db.Begin(false)
-	if err != nil {
-		return SnapshotSummary{}, fmt.Errorf("inspect: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	sum.APIKeys = tx.Bucket(bucketAPIKeys).Stats().KeyN
 	return sum, nil
 }
+
+// inspectCacheBytes is the block cache of the throw-away store InspectSnapshot builds.
+const inspectCacheBytes = 8 << 20

@@ -8,40 +8,32 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
+	"github.com/cockroachdb/pebble/v2"
 )
 
-// StoreFile is the name of the state store inside the FSM's directory.
-const StoreFile = "state.db"
+// The state store is one pebble database (DESIGN.md, "The store"). Each table of the state is a
+// one-byte key prefix; the values are the rows of rows.go (files, tokens, requests) or JSON (API
+// keys, the config). Index tables map a composite key to nothing or to an id.
+type table byte
 
-// Buckets of the state store. Index buckets map a composite key to nothing (or to an id). File,
-// token and request rows are in the compact binary form of rows.go; API keys and the config are
-// JSON of the types the snapshot stream carries.
-var (
-	bucketMeta          = []byte("meta")              // metaKey* → value
-	bucketFiles         = []byte("files")             // file id → File
-	bucketFilesByCreate = []byte("files-by-creation") // encodeTime(CreatedAt) ‖ id → ∅
-	bucketFilesByExpiry = []byte("files-by-expiry")   // encodeTime(ExpiresAt) ‖ id → ∅ (expiring only)
-	bucketTokens        = []byte("tokens")            // token id → Token
-	bucketTokenBySecret = []byte("token-by-secret")   // sha256(secret), 32 bytes → token id
-	bucketTokensByFile  = []byte("tokens-by-file")    // file id ‖ 0x00 ‖ token id → ∅
-	bucketTokensByExp   = []byte("tokens-by-expiry")  // encodeTime(ExpiresAt) ‖ id → ∅ (expiring only)
-	bucketAPIKeys       = []byte("apikeys")           // key id → APIKey
-	bucketAPIKeyByHash  = []byte("apikey-by-hash")    // sha256, 32 bytes → key id
-	bucketRequests      = []byte("requests")          // request id → requestRow (binary)
-	bucketRequestsByT   = []byte("requests-by-time")  // encodeTime(Time) ‖ id → ∅
-
-	allBuckets = [][]byte{bucketMeta, bucketFiles, bucketFilesByCreate, bucketFilesByExpiry, bucketTokens,
-		bucketTokenBySecret, bucketTokensByFile, bucketTokensByExp, bucketAPIKeys, bucketAPIKeyByHash,
-		bucketRequests, bucketRequestsByT}
+const (
+	tableMeta          table = 'm' // metaKey* → value
+	tableFiles         table = 'f' // file id → File (binary row)
+	tableFilesByCreate table = 'c' // encodeTime(CreatedAt) ‖ id → ∅
+	tableFilesByExpiry table = 'e' // encodeTime(ExpiresAt) ‖ id → ∅ (expiring only)
+	tableTokens        table = 't' // token id → Token (binary row)
+	tableTokenBySecret table = 's' // sha256(secret), 32 bytes → token id
+	tableTokensByFile  table = 'b' // file id ‖ 0x00 ‖ token id → ∅
+	tableTokensByExp   table = 'x' // encodeTime(ExpiresAt) ‖ id → ∅ (expiring only)
+	tableAPIKeys       table = 'a' // key id → APIKey (JSON)
+	tableAPIKeyByHash  table = 'h' // sha256, 32 bytes → key id
+	tableRequests      table = 'r' // request id → requestRow (binary row)
+	tableRequestsByT   table = 'q' // encodeTime(Time) ‖ id → ∅
 )
 
-// Keys of the meta bucket.
+// Keys of the meta table.
 var (
 	metaApplied    = []byte("appliedIndex") // uint64, big endian
 	metaClock      = []byte("clock")        // JSON time
@@ -51,62 +43,23 @@ var (
 	metaFormat     = []byte("format")       // uint64 storeFormat
 )
 
-// storeFormat is the layout version of state.db. A store of another format is refused on open
-// with a clear error (raft can rebuild it from the snapshot and the log once it is moved aside).
-const storeFormat = 1
+// storeFormat is the layout version of the store. Format 1 was the bbolt file state.db (one
+// bucket per table, the same keys and values); New migrates it into format 2, pebble with one key
+// prefix per table. A store of an unknown format is refused on open.
+const storeFormat = 2
 
-// defaultMmapSize is the initial mmap of the store. bbolt remaps when the file outgrows the map,
-// and a remap waits for every read transaction (a snapshot's included); reserving address space
-// up front, as etcd does (10 GiB), keeps apply from stalling behind a long snapshot. It costs
-// virtual memory only: pages count towards RSS when touched.
-const defaultMmapSize = 16 << 30
-
-// openStore opens (or creates) the store file with fsync on.
-func openStore(path string, noSync bool) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:         time.Second,
-		InitialMmapSize: defaultMmapSize,
-		FreelistType:    bolt.FreelistMapType,
-		NoSync:          noSync,
-	})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("open state store %s: locked by another process (is another cairn agent using this data dir?)", path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open state store %s: %w (the file is damaged: stop the node, move it aside, and the node rebuilds it from the raft snapshot and log on start)", path, err)
-	}
-	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		meta := tx.Bucket(bucketMeta)
-		switch v := meta.Get(metaFormat); {
-		case v == nil:
-			return meta.Put(metaFormat, binary.BigEndian.AppendUint64(nil, storeFormat))
-		case len(v) != 8 || binary.BigEndian.Uint64(v) != storeFormat:
-			return fmt.Errorf("unknown store format %x", v)
-		}
-		return nil
-	}); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("open state store %s: %w", path, err)
-	}
-	return db, nil
+// key is t's key for k.
+func (t table) key(k []byte) []byte {
+	b := make([]byte, 0, 1+len(k))
+	return append(append(b, byte(t)), k...)
 }
 
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+// bounds are the iterator bounds of t's keys from start on.
+func (t table) bounds(start []byte) *pebble.IterOptions {
+	return &pebble.IterOptions{LowerBound: t.key(start), UpperBound: []byte{byte(t) + 1}}
 }
 
-// metaRow holds the singletons of the meta bucket as one batch sees them.
+// metaRow holds the singletons of the meta table as one batch sees them.
 type metaRow struct {
 	AppliedIndex uint64
 	// Clock is the highest command time applied so far. De-duplication ages entries against it
@@ -166,182 +119,206 @@ func u64(v []byte) uint64 {
 	return binary.BigEndian.Uint64(v)
 }
 
-// store is the state inside one bbolt transaction, read-only or writable.
-type store struct{ tx *bolt.Tx }
-
-// appendLike are the buckets whose keys grow with time (time-prefixed indexes): new keys land
-// at the end, so their pages are split nearly full instead of bbolt's half-full default.
-var appendLike = [][]byte{bucketFilesByCreate, bucketRequestsByT}
-
-// inKeyOrder are the buckets a snapshot stream fills in key order: Restore packs their pages
-// full, where apply, inserting random ids, must leave room.
-var inKeyOrder = [][]byte{bucketAPIKeys, bucketFiles, bucketTokens, bucketRequests}
-
-// restoring is writable for a transaction of Restore.
-func restoring(tx *bolt.Tx) store {
-	s := writable(tx)
-	for _, name := range inKeyOrder {
-		tx.Bucket(name).FillPercent = 1
-	}
-	return s
+// store is the state as one reader sees it: a pebble snapshot (reads), or an indexed batch over
+// the database (apply and restore), whose reads see the batch's own writes first.
+type store struct {
+	r pebble.Reader
+	w *pebble.Batch // nil for a read-only view
 }
 
-// writable prepares a write transaction's buckets (bucket settings last one transaction).
-func writable(tx *bolt.Tx) store {
-	for _, name := range appendLike {
-		tx.Bucket(name).FillPercent = 0.95
+// batchStore is the writable store of an indexed batch.
+func batchStore(b *pebble.Batch) store { return store{r: b, w: b} }
+
+// get returns a copy of the value under t's key k, or nil when there is none.
+func (s store) get(t table, k []byte) ([]byte, error) {
+	v, closer, err := s.r.Get(t.key(k))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
 	}
-	return store{tx}
+	if err != nil {
+		return nil, err
+	}
+	out := bytes.Clone(v)
+	if out == nil {
+		out = []byte{} // present but empty: an index key
+	}
+	return out, closer.Close()
 }
 
-func (s store) b(name []byte) *bolt.Bucket { return s.tx.Bucket(name) }
-
-// row decodes the row under key in bucket into a new T.
-func row[T any](s store, bucket []byte, key string) (*T, bool, error) {
-	v := s.b(bucket).Get([]byte(key))
-	if v == nil {
-		return nil, false, nil
-	}
-	t := new(T)
-	if err := json.Unmarshal(v, t); err != nil {
-		return nil, false, fmt.Errorf("decode %s row %q: %w", bucket, key, err)
-	}
-	return t, true, nil
+// has reports whether t holds k; a read error counts as present, so that no insert overwrites a
+// row it could not see (the error is in the log of the failing read's caller).
+func (s store) has(t table, k []byte) bool {
+	v, err := s.get(t, k)
+	return err != nil || v != nil
 }
 
-func putRow(s store, bucket []byte, key string, v any) error {
+func (s store) set(t table, k, v []byte) error { return s.w.Set(t.key(k), v, nil) }
+
+func (s store) del(t table, k []byte) error { return s.w.Delete(t.key(k), nil) }
+
+// each calls fn with t's keys (without the prefix) and values from start on, in key order, until
+// fn returns false or an error. Both slices are valid only during the call.
+func (s store) each(t table, start []byte, fn func(k, v []byte) (bool, error)) error {
+	it, err := s.r.NewIter(t.bounds(start))
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return errors.Join(err, it.Close())
+		}
+		more, err := fn(it.Key()[1:], v)
+		if err != nil || !more {
+			return errors.Join(err, it.Close())
+		}
+	}
+	return it.Close()
+}
+
+// row decodes the JSON row under key in t into a new T.
+func row[T any](s store, t table, key string) (*T, bool, error) {
+	v, err := s.get(t, []byte(key))
+	if v == nil || err != nil {
+		return nil, false, err
+	}
+	out := new(T)
+	if err := json.Unmarshal(v, out); err != nil {
+		return nil, false, fmt.Errorf("decode %c row %q: %w", t, key, err)
+	}
+	return out, true, nil
+}
+
+func putRow(s store, t table, key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return s.b(bucket).Put([]byte(key), b)
+	return s.set(t, []byte(key), b)
 }
 
 func (s store) meta() (metaRow, error) {
-	b := s.b(bucketMeta)
-	m := metaRow{AppliedIndex: u64(b.Get(metaApplied)), Files: u64(b.Get(metaFileCount)), Tokens: u64(b.Get(metaTokenCount))}
-	if v := b.Get(metaClock); v != nil {
+	var m metaRow
+	var errs []error
+	get := func(k []byte) []byte {
+		v, err := s.get(tableMeta, k)
+		errs = append(errs, err)
+		return v
+	}
+	m.AppliedIndex, m.Files, m.Tokens = u64(get(metaApplied)), u64(get(metaFileCount)), u64(get(metaTokenCount))
+	if v := get(metaClock); v != nil {
 		if err := json.Unmarshal(v, &m.Clock); err != nil {
 			return m, fmt.Errorf("decode clock: %w", err)
 		}
 	}
-	if v := b.Get(metaConfig); v != nil {
+	if v := get(metaConfig); v != nil {
 		m.Config = new(ClusterConfig)
 		if err := json.Unmarshal(v, m.Config); err != nil {
 			return m, fmt.Errorf("decode config: %w", err)
 		}
 	}
-	return m, nil
+	return m, errors.Join(errs...)
 }
 
+// putMeta writes the batch's singletons: the applied index goes into the same batch as the state
+// it describes.
 func (s store) putMeta(m *metaRow) error {
-	b := s.b(bucketMeta)
 	clock, err := json.Marshal(m.Clock)
 	if err != nil {
 		return err
 	}
-	if err := errors.Join(b.Put(metaApplied, binary.BigEndian.AppendUint64(nil, m.AppliedIndex)), b.Put(metaClock, clock),
-		b.Put(metaFileCount, binary.BigEndian.AppendUint64(nil, m.Files)),
-		b.Put(metaTokenCount, binary.BigEndian.AppendUint64(nil, m.Tokens))); err != nil {
+	if err := errors.Join(s.set(tableMeta, metaApplied, binary.BigEndian.AppendUint64(nil, m.AppliedIndex)),
+		s.set(tableMeta, metaClock, clock),
+		s.set(tableMeta, metaFileCount, binary.BigEndian.AppendUint64(nil, m.Files)),
+		s.set(tableMeta, metaTokenCount, binary.BigEndian.AppendUint64(nil, m.Tokens))); err != nil {
 		return err
 	}
 	if m.configChanged && m.Config != nil {
 		m.configChanged = false
-		return putRow(s, bucketMeta, string(metaConfig), m.Config)
+		return putRow(s, tableMeta, string(metaConfig), m.Config)
 	}
 	return nil
 }
 
 func (s store) file(id string) (*File, bool, error) {
-	return binaryRow(s, bucketFiles, id, decodeFile)
+	return binaryRow(s, tableFiles, id, decodeFile)
 }
 
 func (s store) token(id string) (*Token, bool, error) {
-	return binaryRow(s, bucketTokens, id, decodeToken)
+	return binaryRow(s, tableTokens, id, decodeToken)
 }
 
-func binaryRow[T any](s store, bucket []byte, key string, decode func([]byte) (*T, error)) (*T, bool, error) {
-	v := s.b(bucket).Get([]byte(key))
-	if v == nil {
-		return nil, false, nil
+func binaryRow[T any](s store, t table, key string, decode func([]byte) (*T, error)) (*T, bool, error) {
+	v, err := s.get(t, []byte(key))
+	if v == nil || err != nil {
+		return nil, false, err
 	}
-	t, err := decode(v)
+	out, err := decode(v)
 	if err != nil {
-		return nil, false, fmt.Errorf("decode %s row %q: %w", bucket, key, err)
+		return nil, false, fmt.Errorf("decode %c row %q: %w", t, key, err)
 	}
-	return t, true, nil
+	return out, true, nil
 }
 
 // putFileRow stores f's row only (the indexed fields must not have changed).
-func (s store) putFileRow(f *File) error { return s.b(bucketFiles).Put([]byte(f.ID), encodeFile(f)) }
+func (s store) putFileRow(f *File) error { return s.set(tableFiles, []byte(f.ID), encodeFile(f)) }
 
-func (s store) apiKey(id string) (*APIKey, bool, error) { return row[APIKey](s, bucketAPIKeys, id) }
+func (s store) apiKey(id string) (*APIKey, bool, error) { return row[APIKey](s, tableAPIKeys, id) }
 
 // tokenBySecret finds a token by its secret's hash; the caller compares the secrets.
 func (s store) tokenBySecret(secret string) (*Token, bool, error) {
-	id := s.b(bucketTokenBySecret).Get(secretKey(secret))
-	if id == nil {
-		return nil, false, nil
+	id, err := s.get(tableTokenBySecret, secretKey(secret))
+	if id == nil || err != nil {
+		return nil, false, err
 	}
 	return s.token(string(id))
 }
 
 func (s store) apiKeyByHash(hexHash string) (*APIKey, bool, error) {
-	id := s.b(bucketAPIKeyByHash).Get(hashKey(hexHash))
-	if id == nil {
-		return nil, false, nil
+	id, err := s.get(tableAPIKeyByHash, hashKey(hexHash))
+	if id == nil || err != nil {
+		return nil, false, err
 	}
 	return s.apiKey(string(id))
 }
 
 // tokenTaken reports whether t's id or secret is already in use.
 func (s store) tokenTaken(t Token) bool {
-	return s.b(bucketTokens).Get([]byte(t.ID)) != nil || s.b(bucketTokenBySecret).Get(secretKey(t.Secret)) != nil
+	return s.has(tableTokens, []byte(t.ID)) || s.has(tableTokenBySecret, secretKey(t.Secret))
 }
 
 // putFile stores a new file and indexes it.
 func (s store) putFile(f *File) error {
-	if err := s.putFileRow(f); err != nil {
-		return err
-	}
-	if err := s.b(bucketFilesByCreate).Put(timeKey(f.CreatedAt, f.ID), nil); err != nil {
-		return err
-	}
+	err := errors.Join(s.putFileRow(f), s.set(tableFilesByCreate, timeKey(f.CreatedAt, f.ID), nil))
 	if !f.ExpiresAt.IsZero() {
-		return s.b(bucketFilesByExpiry).Put(timeKey(f.ExpiresAt, f.ID), nil)
-	}
-	return nil
-}
-
-func (s store) unindexFile(f *File) error {
-	err := s.b(bucketFilesByCreate).Delete(timeKey(f.CreatedAt, f.ID))
-	if !f.ExpiresAt.IsZero() {
-		err = errors.Join(err, s.b(bucketFilesByExpiry).Delete(timeKey(f.ExpiresAt, f.ID)))
+		err = errors.Join(err, s.set(tableFilesByExpiry, timeKey(f.ExpiresAt, f.ID), nil))
 	}
 	return err
 }
 
 func (s store) deleteFileRow(f *File) error {
-	return errors.Join(s.unindexFile(f), s.b(bucketFiles).Delete([]byte(f.ID)))
+	err := errors.Join(s.del(tableFilesByCreate, timeKey(f.CreatedAt, f.ID)), s.del(tableFiles, []byte(f.ID)))
+	if !f.ExpiresAt.IsZero() {
+		err = errors.Join(err, s.del(tableFilesByExpiry, timeKey(f.ExpiresAt, f.ID)))
+	}
+	return err
 }
 
 func (s store) putToken(t *Token) error {
-	if err := s.b(bucketTokens).Put([]byte(t.ID), encodeToken(t)); err != nil {
-		return err
-	}
-	err := errors.Join(s.b(bucketTokenBySecret).Put(secretKey(t.Secret), []byte(t.ID)),
-		s.b(bucketTokensByFile).Put(fileTokenKey(t.FileID, t.ID), nil))
+	err := errors.Join(s.set(tableTokens, []byte(t.ID), encodeToken(t)),
+		s.set(tableTokenBySecret, secretKey(t.Secret), []byte(t.ID)),
+		s.set(tableTokensByFile, fileTokenKey(t.FileID, t.ID), nil))
 	if !t.ExpiresAt.IsZero() {
-		err = errors.Join(err, s.b(bucketTokensByExp).Put(timeKey(t.ExpiresAt, t.ID), nil))
+		err = errors.Join(err, s.set(tableTokensByExp, timeKey(t.ExpiresAt, t.ID), nil))
 	}
 	return err
 }
 
 func (s store) deleteTokenRow(t *Token) error {
-	err := errors.Join(s.b(bucketTokens).Delete([]byte(t.ID)), s.b(bucketTokenBySecret).Delete(secretKey(t.Secret)),
-		s.b(bucketTokensByFile).Delete(fileTokenKey(t.FileID, t.ID)))
+	err := errors.Join(s.del(tableTokens, []byte(t.ID)), s.del(tableTokenBySecret, secretKey(t.Secret)),
+		s.del(tableTokensByFile, fileTokenKey(t.FileID, t.ID)))
 	if !t.ExpiresAt.IsZero() {
-		err = errors.Join(err, s.b(bucketTokensByExp).Delete(timeKey(t.ExpiresAt, t.ID)))
+		err = errors.Join(err, s.del(tableTokensByExp, timeKey(t.ExpiresAt, t.ID)))
 	}
 	return err
 }
@@ -349,10 +326,19 @@ func (s store) deleteTokenRow(t *Token) error {
 // fileTokens returns the tokens of a file in token id order.
 func (s store) fileTokens(fileID string) ([]Token, error) {
 	prefix := append([]byte(fileID), 0)
+	var ids []string
+	if err := s.each(tableTokensByFile, prefix, func(k, _ []byte) (bool, error) {
+		if !bytes.HasPrefix(k, prefix) {
+			return false, nil
+		}
+		ids = append(ids, string(k[len(prefix):]))
+		return true, nil
+	}); err != nil {
+		return nil, err
+	}
 	var out []Token
-	c := s.b(bucketTokensByFile).Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		t, ok, err := s.token(string(k[len(prefix):]))
+	for _, id := range ids {
+		t, ok, err := s.token(id)
 		if err != nil {
 			return nil, err
 		}
@@ -364,55 +350,70 @@ func (s store) fileTokens(fileID string) ([]Token, error) {
 }
 
 func (s store) putAPIKey(k *APIKey) error {
-	if err := putRow(s, bucketAPIKeys, k.ID, k); err != nil {
+	if err := putRow(s, tableAPIKeys, k.ID, k); err != nil {
 		return err
 	}
-	return s.b(bucketAPIKeyByHash).Put(hashKey(k.Hash), []byte(k.ID))
+	return s.set(tableAPIKeyByHash, hashKey(k.Hash), []byte(k.ID))
 }
 
 func (s store) deleteAPIKey(k *APIKey) error {
-	return errors.Join(s.b(bucketAPIKeys).Delete([]byte(k.ID)), s.b(bucketAPIKeyByHash).Delete(hashKey(k.Hash)))
+	return errors.Join(s.del(tableAPIKeys, []byte(k.ID)), s.del(tableAPIKeyByHash, hashKey(k.Hash)))
 }
 
 func (s store) apiKeyTaken(k APIKey) bool {
-	return s.b(bucketAPIKeys).Get([]byte(k.ID)) != nil || s.b(bucketAPIKeyByHash).Get(hashKey(k.Hash)) != nil
+	return s.has(tableAPIKeys, []byte(k.ID)) || s.has(tableAPIKeyByHash, hashKey(k.Hash))
 }
 
 func (s store) request(id string) (*requestRow, bool, error) {
-	return binaryRow(s, bucketRequests, id, decodeRequest)
+	return binaryRow(s, tableRequests, id, decodeRequest)
 }
 
 // putRequest records r, replacing an aged-out row of the same id.
 func (s store) putRequest(r *requestRow) error {
-	if old, ok, err := s.request(r.ID); err != nil {
+	old, _, err := s.request(r.ID)
+	if err != nil {
 		return err
-	} else if ok {
-		if err := s.b(bucketRequestsByT).Delete(timeKey(old.Time, old.ID)); err != nil {
+	}
+	return s.replaceRequest(old, r)
+}
+
+// replaceRequest records r in place of old, the row of the same id that the caller read (nil
+// when there is none).
+func (s store) replaceRequest(old, r *requestRow) error {
+	if old != nil {
+		if err := s.del(tableRequestsByT, timeKey(old.Time, old.ID)); err != nil {
 			return err
 		}
 	}
-	if err := s.b(bucketRequests).Put([]byte(r.ID), encodeRequest(r)); err != nil {
-		return err
-	}
-	return s.b(bucketRequestsByT).Put(timeKey(r.Time, r.ID), nil)
+	return errors.Join(s.set(tableRequests, []byte(r.ID), encodeRequest(r)), s.set(tableRequestsByT, timeKey(r.Time, r.ID), nil))
 }
 
-// pruneRequests deletes up to limit de-duplication rows older than cutoff, oldest first. They are
+// pruneRequests deletes up to limit de-duplication rows older than cutoff, oldest first, from
+// the key from on (nil: the first), and returns the last key it deleted (from when none). They are
 // already ignored by lookups, so when (and how much) this runs does not change any result.
-func (s store) pruneRequests(cutoff time.Time, limit int) error {
+//
+// Passing the previous call's key skips the tombstones of the rows pruned before, which pebble
+// keeps until a compaction drops them: every row below it is gone, and none can come back, since a
+// new row is timed by the clock, which never goes back.
+func (s store) pruneRequests(cutoff time.Time, limit int, from []byte) ([]byte, error) {
 	end := encodeTime(cutoff)
 	var old [][]byte
-	c := s.b(bucketRequestsByT).Cursor()
-	for k, _ := c.First(); k != nil && len(old) < limit && bytes.Compare(k[:encodedTimeLen], end) < 0; k, _ = c.Next() {
+	if err := s.each(tableRequestsByT, from, func(k, _ []byte) (bool, error) {
+		if len(old) >= limit || bytes.Compare(k[:encodedTimeLen], end) >= 0 {
+			return false, nil
+		}
 		old = append(old, bytes.Clone(k))
+		return true, nil
+	}); err != nil {
+		return from, err
 	}
 	for _, k := range old {
-		if err := errors.Join(s.b(bucketRequestsByT).Delete(k), s.b(bucketRequests).Delete(k[encodedTimeLen:])); err != nil {
-			return err
+		if err := errors.Join(s.del(tableRequestsByT, k), s.del(tableRequests, k[encodedTimeLen:])); err != nil {
+			return from, err
 		}
 	}
-	return nil
+	if len(old) == 0 {
+		return from, nil
+	}
+	return old[len(old)-1], nil
 }
-
-// storePath is where the FSM keeps its store inside dir.
-func storePath(dir string) string { return filepath.Join(dir, StoreFile) }

@@ -157,12 +157,27 @@ func TestRefusedSnapshotLeavesStateAndNoFiles(t *testing.T) {
 			t.Fatalf("%s: a refused snapshot changed the state", name)
 		}
 	}
-	entries, err := os.ReadDir(f.Dir())
+	assertOnlyCurrentStore(t, f.Dir())
+}
+
+// assertOnlyCurrentStore checks that dir holds the STORE pointer and the generation it names,
+// and nothing else (no half-built or replaced generation).
+func assertOnlyCurrentStore(t *testing.T, dir string) {
+	t.Helper()
+	current, err := currentGeneration(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 1 || entries[0].Name() != StoreFile {
-		t.Fatalf("store dir holds %v after refused restores, want only %s", entries, StoreFile)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if len(names) != 2 || names[0] != StorePointerFile || names[1] != current {
+		t.Fatalf("store dir holds %v, want only %s and %s", names, StorePointerFile, current)
 	}
 }
 
@@ -226,9 +241,10 @@ func TestRestoreSwapIsAtomicForReaders(t *testing.T) {
 	}
 }
 
-// TestFullDiskRefusesCleanlyAndRecovers fills a small filesystem until a commit fails: the batch
-// is refused, the applied index and the state stay, snapshots are refused, and once space is back
-// the held-back entries are applied before the next batch, as if nothing had happened.
+// TestFullDiskRefusesCleanlyAndRecovers fills a small filesystem until pebble cannot flush a full
+// memtable: from then on batches are refused, the applied index and the state stay, snapshots
+// are refused, and once space is back (and pebble's retried flush went through) the held-back
+// entries are applied before the next batch, as if nothing had happened.
 func TestFullDiskRefusesCleanlyAndRecovers(t *testing.T) {
 	mnt := testutil.MountTmpfs(t, "8m")
 	dir := filepath.Join(mnt, "fsm")
@@ -288,10 +304,15 @@ func TestFullDiskRefusesCleanlyAndRecovers(t *testing.T) {
 	if err := os.Remove(ballast); err != nil {
 		t.Fatal(err)
 	}
-	res := f.ApplyBatch(batch())
-	if r := res[0].(*Result); r.Err != nil {
-		t.Fatalf("apply after space came back: %v", r.Err)
-	}
+	// Pebble retries the failed flush in the background; until one succeeds, batches are held
+	// back as before.
+	testutil.WaitFor(t, 30*time.Second, "an apply after space came back", func() bool {
+		r := f.ApplyBatch(batch())[0].(*Result)
+		if r.Err != nil && !errors.Is(r.Err, ErrStateUnavailable) {
+			t.Fatalf("apply after space came back: %v", r.Err)
+		}
+		return r.Err == nil
+	})
 	if f.StateErr() != nil || f.AppliedIndex() != index {
 		t.Fatalf("after recovery StateErr = %v, applied %d, want nil and %d", f.StateErr(), f.AppliedIndex(), index)
 	}

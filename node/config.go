@@ -17,6 +17,7 @@ import (
 	"github.com/cairn-dev/cairn/cluster"
 	"github.com/cairn-dev/cairn/core"
 	"github.com/cairn-dev/cairn/erasure"
+	"github.com/cairn-dev/cairn/fsm"
 )
 
 // Config is everything one node needs. DefaultConfig fills the defaults; the CLI maps flags and
@@ -74,6 +75,9 @@ type Config struct {
 	// MinFree is the free-space reserve: below it the node takes no new shards and tells the others
 	// so through gossip, so placement avoids it.
 	MinFree int64
+	// StateCacheSize is the block cache of the metadata state store (pebble, fsm/DESIGN.md): the
+	// bytes of hot metadata blocks kept in memory beside the OS page cache.
+	StateCacheSize int64
 	// RepairDelay is how long a node must be unreachable before its shards are rebuilt elsewhere.
 	RepairDelay time.Duration
 	// RepairRate limits the bytes per second repair writes (0: unlimited).
@@ -199,6 +203,7 @@ func DefaultConfig() Config {
 		ExpiryInterval:    10 * time.Second,
 		RepairDelay:       10 * time.Minute,
 		MinFree:           256 << 20,
+		StateCacheSize:    fsm.DefaultCacheBytes,
 		RepairRate:        64 << 20,
 		RepairInterval:    30 * time.Second,
 		// Autopilot: Consul's health thresholds; dead servers go with the repair delay.
@@ -280,6 +285,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MinFree < 0 {
 		errs = append(errs, errors.New("--min-free must not be negative"))
+	}
+	if c.StateCacheSize < 1<<20 {
+		errs = append(errs, errors.New("--state-cache-size must be at least 1 MiB"))
 	}
 	if c.RepairDelay < 0 || c.RepairRate < 0 || c.RepairInterval <= 0 {
 		errs = append(errs, errors.New("--repair-delay and --repair-rate must not be negative, the repair interval must be positive"))

@@ -121,8 +121,8 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
 	closers = append(closers, func() error { n.shards.Close(); return nil })
-	// The state store lives beside the raft dir (DATA_DIR/raft): DATA_DIR/fsm/state.db.
-	if n.fsm, err = fsm.New(filepath.Join(cfg.DataDir, "fsm"), fsm.Options{Logger: log.With("component", "fsm")}); err != nil {
+	// The state store lives beside the raft dir (DATA_DIR/raft): DATA_DIR/fsm (a pebble store).
+	if n.fsm, err = fsm.New(filepath.Join(cfg.DataDir, "fsm"), fsm.Options{Logger: log.With("component", "fsm"), CacheBytes: cfg.StateCacheSize}); err != nil {
 		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
 	closers = append(closers, n.fsm.Close)
