@@ -10,9 +10,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // The store on disk (DESIGN.md, "The store"): DATA_DIR/fsm/STORE names the current generation,
@@ -62,6 +65,28 @@ type stateDB struct {
 	// not ready. Each is cleared by the next flush or compaction that succeeds.
 	flushErr, compactErr error
 	flushFailed          chan struct{} // closed and replaced on every failed flush
+
+	// diskFullPauses counts the pauses of pebble's writers on a full disk (diskFull); stop ends
+	// a pause early when the store closes.
+	diskFullPauses atomic.Uint64
+	stop           chan struct{}
+}
+
+// diskFullPause is how long pebble's writers wait after the disk reported it is full before they
+// try again. Pebble retries a failed flush at once and without end, so without the pause a full
+// disk keeps a core busy until space returns; with it, a flush is tried about once a second.
+const diskFullPause = time.Second
+
+// diskFull runs inside pebble's file system (vfs.OnDiskFull) when a write gets ENOSPC, before the
+// write is retried once; new writes wait meanwhile. Reads and apply's memtable inserts do not.
+func (h *stateDB) diskFull() {
+	h.diskFullPauses.Add(1)
+	t := time.NewTimer(diskFullPause)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-h.stop:
+	}
 }
 
 // storeOptions are the pebble settings of a store.
@@ -72,12 +97,13 @@ type storeOptions struct {
 
 // openDB opens (or creates) the pebble database at path and checks its format.
 func openDB(path string, o storeOptions) (*stateDB, error) {
-	h := &stateDB{path: path, logger: o.logger, flushFailed: make(chan struct{})}
+	h := &stateDB{path: path, logger: o.logger, flushFailed: make(chan struct{}), stop: make(chan struct{})}
 	h.idle = sync.NewCond(&h.mu)
 	cache := pebble.NewCache(o.cacheBytes)
 	defer cache.Unref() // the database holds its own reference
 	opts := &pebble.Options{
 		Cache:                       cache,
+		FS:                          vfs.OnDiskFull(vfs.Default, h.diskFull),
 		MemTableSize:                memTableBytes,
 		MemTableStopWritesThreshold: memTableStopWrites,
 		DisableWAL:                  true,
@@ -155,6 +181,7 @@ func (h *stateDB) close(flush bool) error {
 		return nil
 	}
 	h.closed = true
+	close(h.stop)
 	for h.readers > 0 {
 		h.idle.Wait()
 	}

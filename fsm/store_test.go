@@ -293,6 +293,10 @@ func TestFullDiskRefusesCleanlyAndRecovers(t *testing.T) {
 	if _, err := f.Snapshot(); err == nil {
 		t.Fatal("Snapshot succeeded on a failing store")
 	}
+	// pebble's writers pause on the full disk instead of retrying the flush in a busy loop
+	if f.db.Load().diskFullPauses.Load() == 0 {
+		t.Fatal("no pause of the store's writers on the full disk")
+	}
 	files, _ := f.Counts()
 	if uint64(files) != lastGood-1 {
 		t.Fatalf("the failed batch is visible: %d files, want %d", files, lastGood-1)
