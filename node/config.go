@@ -130,7 +130,9 @@ type Config struct {
 	// releasing its request and the shard streams it holds on other nodes. 0: never.
 	DownloadStallTimeout time.Duration
 
-	// LeaderWait is how long a request waits for a usable Raft leader before it fails with 503.
+	// LeaderWait is how long a request waits for a usable Raft leader before it fails with 503,
+	// and how long a ready node stays ready through an election. 0: derived from the Raft
+	// timings (leaderWait), so that it covers a failover.
 	LeaderWait time.Duration
 	// ShardStallTimeout is how long a shard stream to or from a peer (open, read, write, the
 	// durable ack) may make no progress before the peer is given up: reads go on from parity,
@@ -192,7 +194,7 @@ func DefaultConfig() Config {
 		RaftTimings: cluster.RaftTimings{CommitTimeout: 5 * time.Millisecond},
 		// Starved of CPU for a second, a leader keeps its place (docs/operations.md has the figures).
 		RaftMultiplier: DefaultRaftMultiplier,
-		LeaderWait:     5 * time.Second,
+		LeaderWait:     0,
 		// Uploads: at 1 MiB blocks and 2+1, one upload holds about 10 MiB at most, so 64 bound a
 		// node's upload memory near 640 MiB; 30 s without a byte is a dead client, not a slow one.
 		MaxConcurrentUploads: DefaultMaxConcurrentUploads,
@@ -333,6 +335,36 @@ func (c *Config) Validate() error {
 func (c *Config) storeOptions(log *slog.Logger) erasure.StoreOptions {
 	return erasure.StoreOptions{SmallShardMax: int(min(c.SmallShardMax, 1<<31)), VolumeSize: c.VolumeSize, Logger: log}
 }
+
+// leaderWait is LeaderWait, or when it is 0 the time a failover can take with these Raft timings,
+// and at least cluster.DefaultLeaderWait. hashicorp/raft's followers notice a dead leader after a
+// randomised heartbeat timeout of up to twice HeartbeatTimeout, and a candidate whose pre-vote a
+// peer still refuses (it heard the old leader more recently) waits an election timeout before
+// the next round: 2 × heartbeat + election + 1 s of margin, 7 s at the default multiplier of 2
+// (Consul holds an RPC 7 s for a leader too). A fixed 5 s was shorter than a failover in the
+// worst case: a node stayed ready and its requests failed with 503 just before the new leader
+// was elected (TestE2EReadyAfterRestart, 4.7 s from the kill to the new leader).
+func (c *Config) leaderWait() time.Duration {
+	if c.LeaderWait > 0 {
+		return c.LeaderWait
+	}
+	t := c.raftTimings()
+	heartbeat, election := t.HeartbeatTimeout, t.ElectionTimeout
+	if heartbeat == 0 {
+		heartbeat = raftDefaultTimeout
+	}
+	if election == 0 {
+		election = raftDefaultTimeout
+	}
+	if t.Multiplier > 1 {
+		heartbeat *= time.Duration(t.Multiplier)
+		election *= time.Duration(t.Multiplier)
+	}
+	return max(cluster.DefaultLeaderWait, 2*heartbeat+election+time.Second)
+}
+
+// raftDefaultTimeout is hashicorp/raft's default heartbeat and election timeout.
+const raftDefaultTimeout = time.Second
 
 func (c *Config) raftTimings() cluster.RaftTimings {
 	t := c.RaftTimings

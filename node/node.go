@@ -185,9 +185,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecurity, log.With("component", "rpc"))
 	closers = append(closers, func() error { n.rpcClient.Close(); return nil })
 	n.consensus = cluster.NewConsensus(cfg.NodeID, n.raft.Raft, n.fsm, n.rpcClient, log.With("component", "consensus"))
-	if cfg.LeaderWait > 0 {
-		n.consensus.LeaderWait = cfg.LeaderWait
-	}
+	n.consensus.LeaderWait = cfg.leaderWait()
 	n.protocol = cluster.NewProtocolGate(cfg.NodeID, n.raft, n.members)
 	n.consensus.Gate = n.protocol
 	n.consensus.LocalLogErr = n.raft.LogWriteErr

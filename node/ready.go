@@ -85,10 +85,7 @@ func (n *Node) ReadyContext(ctx context.Context) error {
 }
 
 func (n *Node) leaderWait() time.Duration {
-	if n.cfg.LeaderWait > 0 {
-		return n.cfg.LeaderWait
-	}
-	return cluster.DefaultLeaderWait
+	return n.cfg.leaderWait()
 }
 
 func (n *Node) readiness(ctx context.Context) error {
