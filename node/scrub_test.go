@@ -232,7 +232,17 @@ func TestScrubOnceRefusesWhenNotReady(t *testing.T) {
 	if _, bad, err := c.Node(cut).ScrubOnce(ctx); err != nil || bad != 1 {
 		t.Fatalf("after the heal: %d corrupt, %v; want the damaged shard found", bad, err)
 	}
-	if err := verify(store, f, id); err != nil {
-		t.Fatalf("not healed after the heal: %v", err)
-	}
+	// The pass that finds the shard rebuilds it from its peers. Right after the partition heals,
+	// one peer's shard fetch can still fail (seen under CI load: "1 of 3 shards failed"), and then,
+	// as documented, the next pass retries: the shard must be healed by a pass within the deadline.
+	testutil.WaitForNil(t, 20*time.Second, "a scrub pass to heal the damaged shard", func() error {
+		if err := verify(store, f, id); err == nil {
+			return nil
+		}
+		_, _, err := c.Node(cut).ScrubOnce(ctx)
+		if err != nil {
+			return err
+		}
+		return verify(store, f, id)
+	})
 }
