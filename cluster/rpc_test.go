@@ -551,6 +551,12 @@ func TestRPCRetriesDeadPooledConn(t *testing.T) {
 			_, _, err := c.ApplyForwarded(ctx, addr, []byte("x"))
 			return err
 		}, false},
+		// A shard put is not retried either, not even with a body that could be rewound: the
+		// request may have reached the peer, and the uploader, not the transport, decides what a
+		// lost shard costs (core commits the segment degraded or fails it; DESIGN.md).
+		{"put is not retried", func(ctx context.Context, c *RPCClient, addr string) error {
+			return c.PutShard(ctx, addr, rpcTestID, bytes.NewReader([]byte("y")))
+		}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -579,8 +585,17 @@ func TestRPCRetriesDeadPooledConn(t *testing.T) {
 			if err == nil {
 				t.Fatal("non-idempotent call succeeded on a dead connection")
 			}
+			if d := nw.dials.Load(); d != 1 {
+				t.Fatalf("dials = %d, want 1 (no retry on a fresh connection)", d)
+			}
 			if n := leader.applied.Load(); n != 0 {
 				t.Fatalf("apply reached the leader %d times", n)
+			}
+			shards.mu.Lock()
+			got := shards.data[rpcTestID]
+			shards.mu.Unlock()
+			if string(got) != "x" {
+				t.Fatalf("the shard holds %q, want the put never to have reached the server", got)
 			}
 		})
 	}

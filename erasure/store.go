@@ -878,12 +878,8 @@ type ShardLocation struct {
 
 // Locate returns where shard id is stored, or an error wrapping ErrShardNotFound.
 func (s *ShardStore) Locate(id ShardID) (ShardLocation, error) {
-	if e, ok := s.vols.lookup(id); ok {
-		s.vols.mu.Lock()
-		v := s.vols.vols[e.vol]
-		s.vols.mu.Unlock()
-		hl := int64(v.format.recordHeaderLen(len(id.File)))
-		return ShardLocation{Path: v.path, Offset: int64(e.off) + hl, Length: int64(e.bodyLen), InVolume: true, RecordOffset: int64(e.off)}, nil
+	if path, e, hl, ok := s.vols.locate(id); ok {
+		return ShardLocation{Path: path, Offset: int64(e.off) + int64(hl), Length: int64(e.bodyLen), InVolume: true, RecordOffset: int64(e.off)}, nil
 	}
 	info, err := s.Stat(id)
 	if err != nil {

@@ -699,6 +699,23 @@ func (vs *volumeSet) lookup(id ShardID) (volumeEntry, bool) {
 	return e, ok
 }
 
+// locate returns the file holding id's record, the record's index entry and its header length.
+// Both lookups happen under one lock: between two, a compaction can move the record into a new
+// volume and retire the old one.
+func (vs *volumeSet) locate(id ShardID) (path string, e volumeEntry, headerLen int, ok bool) {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	e, ok = vs.index[keyOf(id)]
+	if !ok {
+		return "", volumeEntry{}, 0, false
+	}
+	v := vs.vols[e.vol]
+	if v == nil {
+		return "", volumeEntry{}, 0, false
+	}
+	return v.path, e, v.format.recordHeaderLen(len(id.File)), true
+}
+
 // read returns the whole body of id's record, verified against its record header (identity,
 // length, body checksum). found is false when the volumes do not hold id. A record that does
 // not verify, or lies past the end of its file, is an error wrapping ErrInvalidRange: the shard

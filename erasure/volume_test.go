@@ -1403,3 +1403,47 @@ func rotRecord(t *testing.T, s *ShardStore, id ShardID) {
 		t.Fatal(err)
 	}
 }
+
+// TestVolumeLocateDuringCompaction: Locate runs while compaction moves small shards into new
+// volumes and retires the old ones, and every kept shard is found in a volume each time. Locate
+// once read the index entry and the volume under two locks, and could find the volume retired in
+// between.
+func TestVolumeLocateDuringCompaction(t *testing.T) {
+	s := openStoreWith(t, t.TempDir(), smallVolumes)
+	keep, _ := fillThenDelete(t, s, "FILlocate", 400, 5, 4000)
+	length := make(map[ShardID]int64, len(keep))
+	for _, id := range keep {
+		loc, err := s.Locate(id)
+		if err != nil || !loc.InVolume {
+			t.Fatalf("Locate(%s) = %+v, %v before compaction", id, loc, err)
+		}
+		length[id] = loc.Length
+	}
+	done := make(chan struct{})
+	errs := make(chan error, 1)
+	go func() {
+		defer close(errs)
+		for {
+			for _, id := range keep {
+				loc, err := s.Locate(id)
+				if err != nil || !loc.InVolume || loc.Length != length[id] {
+					errs <- fmt.Errorf("Locate(%s) during compaction = %+v, %v", id, loc, err)
+					return
+				}
+			}
+			select {
+			case <-done:
+				return
+			default:
+			}
+		}
+	}()
+	n, err := s.Compact(context.Background(), 0)
+	close(done)
+	if err != nil || n == 0 {
+		t.Fatalf("Compact = %d, %v", n, err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+}

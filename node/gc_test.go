@@ -62,6 +62,25 @@ func upload(t *testing.T, c *testcluster.Cluster, i int, data []byte) (string, f
 	return token, f
 }
 
+// uploadPlaced is upload, then waits until every shard slot of the file has a node, and returns
+// the file as node i then knows it. Tests that pick a shard by its slot need this: on a loaded
+// machine a shard's put can time out, the segment commits degraded with that slot empty, and
+// the leader's repair loop places it a pass later.
+func uploadPlaced(t *testing.T, c *testcluster.Cluster, i int, data []byte) (string, fsm.File) {
+	t.Helper()
+	token, f := upload(t, c, i, data)
+	testutil.WaitForState(t, 20*time.Second, "every shard of the upload placed", func() (bool, string) {
+		f, _ = c.Node(i).FSM().File(f.ID)
+		for si, seg := range f.Layout.Segments {
+			if j := slices.Index(seg.Nodes, ""); j >= 0 {
+				return false, fmt.Sprintf("segment %d slot %d has no node", si, j)
+			}
+		}
+		return true, ""
+	})
+	return token, f
+}
+
 func mustDownload(t *testing.T, c *testcluster.Cluster, i int, token string, want []byte) {
 	t.Helper()
 	resp, err := c.Client(i).Download(token)
@@ -351,7 +370,7 @@ func TestGCAndScrubLoopsRun(t *testing.T) {
 		cfg.ScrubCycle = 300 * time.Millisecond
 	}})
 	data := randomData(3, 100_000)
-	token, f := upload(t, c, 0, data)
+	token, f := uploadPlaced(t, c, 0, data)
 	at := nodeIndex(t, c, f.Layout.Segments[0].Nodes[1])
 	store := c.Node(at).Shards()
 	stray := erasure.ShardID{File: "FILneverCommitted04", Segment: 0, Index: 0}

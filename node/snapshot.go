@@ -71,17 +71,6 @@ func (m *manifestSealer) Open(_ context.Context, sealed []byte) ([]byte, error) 
 	return []byte(in.SHA256Sums), nil
 }
 
-// authorizeCluster admits principals holding MANAGE_CLUSTER.
-func authorizeCluster(p core.Principal) error {
-	switch {
-	case p.ID == "" || p.Anonymous:
-		return core.ErrUnauthenticated
-	case !p.Has(core.PermManageCluster):
-		return core.ErrPermissionDenied
-	}
-	return nil
-}
-
 // leaderAddr is the cluster address of the Raft leader, for forwarding.
 func (n *Node) leaderAddr() (string, error) {
 	addr, _ := n.raft.Raft.LeaderWithID()
@@ -95,7 +84,7 @@ func (n *Node) leaderAddr() (string, error) {
 // leader takes it (a follower forwards the call); memory stays flat because Raft persists the
 // state to its snapshot store first and the archive streams from there.
 func (n *Node) SaveSnapshot(ctx context.Context, p core.Principal, w io.Writer) error {
-	if err := authorizeCluster(p); err != nil {
+	if err := n.service.Authorize(p, core.PermManageCluster); err != nil {
 		return err
 	}
 	return n.saveSnapshot(ctx, w)
@@ -124,7 +113,7 @@ func (n *Node) saveSnapshot(ctx context.Context, w io.Writer) error {
 // the state as a restore would do it) and describes it (MANAGE_CLUSTER). It runs on the node
 // called and changes nothing. An archive of another cluster is refused unless allowOtherCluster.
 func (n *Node) InspectSnapshot(ctx context.Context, p core.Principal, body io.Reader, allowOtherCluster bool) (core.SnapshotInfo, error) {
-	if err := authorizeCluster(p); err != nil {
+	if err := n.service.Authorize(p, core.PermManageCluster); err != nil {
 		return core.SnapshotInfo{}, err
 	}
 	a, err := n.readArchive(body)
@@ -144,7 +133,7 @@ func (n *Node) InspectSnapshot(ctx context.Context, p core.Principal, body io.Re
 // was. One restore runs at a time on the leader. After the restore, the report counts the files
 // whose shards are no longer there to read.
 func (n *Node) RestoreSnapshot(ctx context.Context, p core.Principal, body io.Reader, allowOtherCluster bool) (core.RestoreReport, error) {
-	if err := authorizeCluster(p); err != nil {
+	if err := n.service.Authorize(p, core.PermManageCluster); err != nil {
 		return core.RestoreReport{}, err
 	}
 	return n.restoreSnapshot(ctx, body, allowOtherCluster)

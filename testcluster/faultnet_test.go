@@ -1,8 +1,10 @@
 package testcluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn/cluster"
+	"github.com/cairn-dev/cairn/erasure"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
@@ -434,4 +437,86 @@ func TestFaultNetPartitionsRaft(t *testing.T) {
 		}
 		return fsms[leader].applied() >= 2
 	})
+}
+
+// fnTestShards serves shards of zeros, as long as asked for: the test below is about the
+// connections that carry them, not their bytes.
+type fnTestShards struct{}
+
+func (s *fnTestShards) PutShard(context.Context, erasure.ShardID, io.Reader) error {
+	return errors.ErrUnsupported
+}
+
+func (s *fnTestShards) OpenShard(_ context.Context, _ erasure.ShardID, _, n int64) (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(make([]byte, erasure.ShardHeaderLen+n))), nil
+}
+
+func (s *fnTestShards) DeleteShard(context.Context, erasure.ShardID) error {
+	return errors.ErrUnsupported
+}
+
+func (s *fnTestShards) StatShard(context.Context, erasure.ShardID) (erasure.ShardInfo, error) {
+	return erasure.ShardInfo{}, errors.ErrUnsupported
+}
+
+// TestFaultNetRPCRightAfterHeal: a partition cuts the internal RPC client's pooled connection to
+// a peer, and the first shard fetch after the heal succeeds, whether or not a call met the
+// partition in between. It rules out a stale pooled connection as the cause of a fetch lost right
+// after a heal (TestScrubOnceRefusesWhenNotReady; cluster/DESIGN.md "After a partition heals"):
+// the partition closes both ends, and the transport drops the closed connection before anything
+// reuses it (the test passes with RPCClient's own retry disabled too; TestRPCRetriesDeadPooledConn
+// covers a connection that dies unnoticed).
+func TestFaultNetRPCRightAfterHeal(t *testing.T) {
+	f := NewFaultNet()
+	logger := slog.New(slog.DiscardHandler)
+	sec := cluster.Security{Secret: fnTestSecret}
+	ln, err := f.Node("b").Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := cluster.NewMux(ln, sec, logger)
+	shards := &fnTestShards{}
+	srv := cluster.NewRPCServer(shards, nil, logger)
+	var wg sync.WaitGroup
+	wg.Go(func() { mux.Serve() })
+	wg.Go(func() { srv.Serve(mux.Listener(cluster.ConnRPC)) })
+	client := cluster.NewRPCClient(f.Node("a"), sec, logger)
+	t.Cleanup(func() {
+		client.Close()
+		srv.Shutdown(context.Background())
+		mux.Close()
+		wg.Wait()
+	})
+	addr := ln.Addr().String()
+	id := erasure.ShardID{File: "FILhealfetch", Segment: 0, Index: 1}
+	fetch := func(ctx context.Context) error {
+		rc, err := client.OpenShard(ctx, addr, id, 0, 4096)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		n, err := io.Copy(io.Discard, rc) // read to the end, so the connection goes back to the pool
+		if err == nil && n != erasure.ShardHeaderLen+4096 {
+			err = fmt.Errorf("read %d bytes, want %d", n, erasure.ShardHeaderLen+4096)
+		}
+		return err
+	}
+	for _, callDuringCut := range []bool{false, true} {
+		for round := range 20 {
+			ctx := fnTestCtx(t)
+			if err := fetch(ctx); err != nil {
+				t.Fatalf("round %d: fetch before the partition: %v", round, err)
+			}
+			f.Isolate("a")
+			if callDuringCut {
+				if err := fetch(ctx); !errors.Is(err, ErrPartitioned) {
+					t.Fatalf("round %d: fetch across the partition: %v, want ErrPartitioned", round, err)
+				}
+			}
+			f.Heal()
+			if err := fetch(ctx); err != nil {
+				t.Fatalf("round %d (call during the cut: %v): first fetch after the heal: %v", round, callDuringCut, err)
+			}
+		}
+	}
 }
