@@ -1,0 +1,129 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/cairn-dev/cairn/erasure"
+)
+
+// rpcTestScriptedShards serves shard reads from a function, for streams that stall or break.
+type rpcTestScriptedShards struct {
+	rpcTestShards
+	open func(off, n int64) io.Reader
+}
+
+func (s *rpcTestScriptedShards) OpenShard(_ context.Context, _ erasure.ShardID, off, n int64) (io.ReadCloser, error) {
+	return withTestHeader(s.open(off, n)), nil
+}
+
+// TestShardGetReusesConnections: a read to its end hands its connection back for the next one;
+// one closed early is not reused, and the next read still gets exactly its own bytes.
+func TestShardGetReusesConnections(t *testing.T) {
+	shards := newRPCTestShards()
+	data := bytes.Repeat([]byte("0123456789"), 4000) // larger than the client's read buffer
+	shards.data[rpcTestID] = data
+	addr := rpcTestServe(t, shards, &rpcTestLeader{})
+	nw := &rpcTestPoisonNet{}
+	c := rpcTestClient(t, nw, muxTestSecret)
+	ctx := rpcTestCtx(t)
+
+	read := func(off, n int64, whole bool) {
+		t.Helper()
+		// Each read's context is cancelled before its body is closed, as core's stall guard
+		// does: a body read to its end keeps its connection anyway.
+		ctx, cancel := context.WithCancel(ctx)
+		rc, err := c.OpenShard(ctx, addr, rpcTestID, off, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		defer cancel()
+		if !whole {
+			if _, err := io.ReadFull(rc, make([]byte, erasure.ShardHeaderLen+1)); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		got, err := io.ReadAll(rc)
+		if err != nil || !bytes.Equal(got, append(bytes.Clone(rpcTestHeader), data[off:off+n]...)) {
+			t.Fatalf("read [%d,+%d): %d bytes, %v", off, n, len(got), err)
+		}
+	}
+	for i := range 5 {
+		read(int64(i), int64(len(data)-2*i), true)
+	}
+	if d := nw.dials.Load(); d != 1 {
+		t.Fatalf("5 sequential reads dialled %d times, want 1", d)
+	}
+	read(0, int64(len(data)), false) // closed with most of its body unread
+	read(3, 100, true)
+	if d := nw.dials.Load(); d != 2 {
+		t.Fatalf("dials = %d after a read closed early, want 2 (its connection is not reused)", d)
+	}
+}
+
+// TestShardGetBrokenStream: a peer whose shard stream breaks after the headers went out aborts the
+// answer, and the reader sees io.ErrUnexpectedEOF, never a short shard that ends cleanly.
+func TestShardGetBrokenStream(t *testing.T) {
+	shards := &rpcTestScriptedShards{open: func(_, _ int64) io.Reader {
+		return io.MultiReader(bytes.NewReader(make([]byte, 64<<10)), &rpcTestBrokenReader{left: 0})
+	}}
+	addr := rpcTestServe(t, shards, &rpcTestLeader{})
+	c := rpcTestClient(t, OSNetwork{}, muxTestSecret)
+	rc, err := c.OpenShard(rpcTestCtx(t), addr, rpcTestID, 0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	n, err := io.Copy(io.Discard, rc)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("read %d bytes, err = %v; want io.ErrUnexpectedEOF", n, err)
+	}
+}
+
+// TestShardGetCancelUnblocksRead: cancelling the call's context ends a read blocked on a peer
+// that stopped sending (core's stall guard relies on it), in the headers' wait and in the body.
+func TestShardGetCancelUnblocksRead(t *testing.T) {
+	release := make(chan struct{})
+	shards := &rpcTestScriptedShards{open: func(_, n int64) io.Reader {
+		return newRPCTestGatedReader(3, n, 1000, release) // 1000 bytes, then nothing until the end
+	}}
+	addr := rpcTestServe(t, shards, &rpcTestLeader{})
+	t.Cleanup(func() { close(release) }) // before the server's shutdown, which waits for the handler
+	c := rpcTestClient(t, OSNetwork{}, muxTestSecret)
+	ctx, cancel := context.WithCancel(rpcTestCtx(t))
+	rc, err := c.OpenShard(ctx, addr, rpcTestID, 0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if _, err := io.ReadFull(rc, make([]byte, erasure.ShardHeaderLen+1000)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := rc.Read(make([]byte, 10))
+		done <- err
+	}()
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("blocked read after cancel: %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a cancelled read stayed blocked")
+	}
+
+	// Cancelled before any answer: the open itself fails with the context's error.
+	ctx, cancel = context.WithCancel(rpcTestCtx(t))
+	cancel()
+	if _, err := c.OpenShard(ctx, addr, rpcTestID, 0, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("open with a cancelled context: %v, want context.Canceled", err)
+	}
+}
