@@ -127,3 +127,42 @@ func TestShardGetCancelUnblocksRead(t *testing.T) {
 		t.Fatalf("open with a cancelled context: %v, want context.Canceled", err)
 	}
 }
+
+// BenchmarkRPCOpenShard reads a 2 KiB shard (a 4 KiB file's, 2+1) through the lean shard-read
+// client and, for comparison, through net/http's Transport as OpenShard did before
+// (rpc_shardget.go). Client and server run in this process, so ns/op counts both ends.
+func BenchmarkRPCOpenShard(b *testing.B) {
+	shards := newRPCTestShards()
+	shards.data[rpcTestID] = bytes.Repeat([]byte{7}, 2052)
+	addr := rpcTestServe(b, shards, &rpcTestLeader{})
+	c := rpcTestClient(b, OSNetwork{}, muxTestSecret)
+	ctx := context.Background()
+	buf := make([]byte, erasure.ShardHeaderLen+2052)
+	read := func(b *testing.B, rc io.ReadCloser) {
+		if _, err := io.ReadFull(rc, buf); err != nil {
+			b.Fatal(err)
+		}
+		rc.Close()
+	}
+	b.Run("lean", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			rc, err := c.OpenShard(ctx, addr, rpcTestID, 0, 2052)
+			if err != nil {
+				b.Fatal(err)
+			}
+			read(b, rc)
+		}
+	})
+	b.Run("net/http", func(b *testing.B) {
+		b.ReportAllocs()
+		path := rpcShardPath(rpcTestID) + "?off=0&n=2052&" + rpcShardHeaderParam + "=1"
+		for b.Loop() {
+			resp, err := c.call(ctx, "GET", addr, path, nil, "", true)
+			if err != nil {
+				b.Fatal(err)
+			}
+			read(b, resp.Body)
+		}
+	})
+}
