@@ -195,9 +195,9 @@ func (s *RPCServer) openShard(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q := r.URL.Query()
-	off, err1 := strconv.ParseInt(q.Get("off"), 10, 64)
-	n, err2 := strconv.ParseInt(q.Get("n"), 10, 64)
+	q := shardReadQuery(r.URL)
+	off, err1 := strconv.ParseInt(q.off, 10, 64)
+	n, err2 := strconv.ParseInt(q.n, 10, 64)
 	if err := errors.Join(err1, err2); err != nil || off < 0 || n < 0 {
 		s.writeJSON(w, http.StatusBadRequest, rpcError{Code: rpcCodeBadRequest, Message: "want off>=0 and n>=0"})
 		return
@@ -211,7 +211,7 @@ func (s *RPCServer) openShard(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", rpcOctetStream)
 	// The stream is the shard header, then the frames asked for (erasure.ShardStore.OpenFrames).
 	want := erasure.ShardHeaderLen + n
-	if q.Get(rpcShardHeaderParam) != "1" {
+	if q.header != "1" {
 		// A protocol-1 reader (v0.1.0, during a rolling upgrade) asks without the parameter and
 		// expects the raw frames of a v1 shard. The writers' protocol gate keeps new shards v1
 		// until every server speaks protocol 2; a v2 shard (written before a downgrade, or healed)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -176,23 +179,30 @@ func (c *shardGetClient) roundTrip(ctx context.Context, addr string, sc *shardCo
 	if _, err := sc.conn.Write(sc.req); err != nil {
 		return fail(err)
 	}
-	resp, err := http.ReadResponse(sc.br, nil)
+	head, err := readShardAnswerHead(sc.br)
 	if err != nil {
 		return fail(err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		err := remoteError(resp) // reads and closes the (small) error body
+	if head.status != http.StatusOK {
+		if head.contentLength < 0 || head.contentLength > rpcMaxErrorBody {
+			return fail(fmt.Errorf("%w: %d %s", ErrRemote, head.status, http.StatusText(head.status)))
+		}
+		err := remoteError(&http.Response{ // reads and closes the (small) error body
+			StatusCode: head.status,
+			Status:     strconv.Itoa(head.status) + " " + http.StatusText(head.status),
+			Body:       io.NopCloser(io.LimitReader(sc.br, head.contentLength)),
+		})
 		b.stop()
 		sc.conn.Close()
 		return nil, true, err
 	}
-	if len(resp.TransferEncoding) > 0 || resp.ContentLength < 0 {
+	if head.contentLength < 0 {
 		// openShard always sends a Content-Length; anything else is not its answer.
 		return fail(fmt.Errorf("%w: shard answer without a Content-Length", ErrRemote))
 	}
-	b.remaining, b.keepAlive = resp.ContentLength, !resp.Close
-	// The body is read from sc.br directly (resp.Body is the same bytes behind net/http's
-	// wrapper), without a deadline: core's stall guard bounds each read through the context.
+	b.remaining, b.keepAlive = head.contentLength, !head.close
+	// The body is read from sc.br directly, without a deadline: core's stall guard bounds each
+	// read through the context.
 	b.mu.Lock()
 	fired := b.fired
 	if !fired {
@@ -205,12 +215,116 @@ func (c *shardGetClient) roundTrip(ctx context.Context, addr string, sc *shardCo
 	if err != nil {
 		return fail(err)
 	}
-	if resp.ContentLength == n {
+	if head.contentLength == n {
 		// A protocol-1 peer (v0.1.0) knows no header and sends the raw frames of its v1 shard:
 		// put the legacy header in front, as the local store does for v1 shards.
 		return &legacyShardGetBody{header: erasure.LegacyShardHeader(), body: b}, false, nil
 	}
 	return b, false, nil
+}
+
+// shardAnswerHead is what a shard read needs of an answer's status line and headers.
+type shardAnswerHead struct {
+	status        int
+	contentLength int64 // -1: none, or a chunked body
+	close         bool  // the peer closes the connection after this answer
+}
+
+// shardAnswerMaxHeaders bounds the header lines of an answer; net/http's server sends three.
+const shardAnswerMaxHeaders = 64
+
+var errShardAnswerMalformed = fmt.Errorf("%w: malformed shard answer", ErrRemote)
+
+// readShardAnswerHead reads an HTTP/1.x status line and headers from br, keeping the three
+// headers a shard read acts on (Content-Length, Transfer-Encoding, Connection). Lines are looked at
+// in br's buffer, never copied: http.ReadResponse built a header map of strings per answer. A
+// line longer than the buffer, a bad status line, a malformed or repeated Content-Length and too
+// many headers are refused.
+func readShardAnswerHead(br *bufio.Reader) (shardAnswerHead, error) {
+	head := shardAnswerHead{contentLength: -1}
+	line, err := readAnswerLine(br)
+	if err != nil {
+		return head, err
+	}
+	// "HTTP/1.1 200 OK": a version, a space, three digits, then a space or the end.
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
+		return head, errShardAnswerMalformed
+	}
+	head.close = line[7] != '1' // an HTTP/1.0 answer closes unless it says keep-alive; never reuse it
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return head, errShardAnswerMalformed
+		}
+		head.status = head.status*10 + int(c-'0')
+	}
+	chunked := false
+	for range shardAnswerMaxHeaders {
+		line, err := readAnswerLine(br)
+		if err != nil {
+			return head, err
+		}
+		if len(line) == 0 {
+			if chunked {
+				head.contentLength = -1
+			}
+			return head, nil
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			return head, errShardAnswerMalformed
+		}
+		value = bytes.TrimSpace(value)
+		switch {
+		case asciiEqualFold(name, "Content-Length"):
+			v, err := strconv.ParseInt(string(value), 10, 64) // a short string: no allocation
+			if err != nil || v < 0 || head.contentLength >= 0 && head.contentLength != v {
+				return head, errShardAnswerMalformed
+			}
+			head.contentLength = v
+		case asciiEqualFold(name, "Transfer-Encoding"):
+			chunked = true
+		case asciiEqualFold(name, "Connection"):
+			if bytes.Contains(bytes.ToLower(value), []byte("close")) {
+				head.close = true
+			}
+		}
+	}
+	return head, errShardAnswerMalformed
+}
+
+// readAnswerLine returns the next line of br without its CRLF (or LF), as a view of br's buffer.
+func readAnswerLine(br *bufio.Reader) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return nil, errShardAnswerMalformed
+		}
+		return nil, err
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, nil
+}
+
+// asciiEqualFold reports whether b is s, ignoring the case of ASCII letters only.
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	lower := func(c byte) byte {
+		if 'A' <= c && c <= 'Z' {
+			return c + 'a' - 'A'
+		}
+		return c
+	}
+	for i := range len(b) {
+		if lower(b[i]) != lower(s[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // appendShardGetRequest appends the request line and headers of a shard read. The server is
@@ -322,3 +436,34 @@ func (l *legacyShardGetBody) Read(p []byte) (int, error) {
 }
 
 func (l *legacyShardGetBody) Close() error { return l.body.Close() }
+
+// shardReadParams are the query parameters of a shard read, as url.Values.Get would give them.
+type shardReadParams struct{ off, n, header string }
+
+// shardReadQuery reads a shard read's parameters. A query of plain pairs (what every reader
+// sends) is split in place; one with escapes or separators url.ParseQuery treats specially goes
+// through it, so the answer is the same either way. The map url.Query builds was five allocations
+// per shard read.
+func shardReadQuery(u *url.URL) shardReadParams {
+	raw := u.RawQuery
+	if strings.ContainsAny(raw, "%+;") {
+		q := u.Query()
+		return shardReadParams{off: q.Get("off"), n: q.Get("n"), header: q.Get(rpcShardHeaderParam)}
+	}
+	var p shardReadParams
+	var seenOff, seenN, seenHeader bool
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		key, value, _ := strings.Cut(pair, "=")
+		switch { // the first value of a key wins, as with url.Values.Get
+		case key == "off" && !seenOff:
+			p.off, seenOff = value, true
+		case key == "n" && !seenN:
+			p.n, seenN = value, true
+		case key == rpcShardHeaderParam && !seenHeader:
+			p.header, seenHeader = value, true
+		}
+	}
+	return p
+}

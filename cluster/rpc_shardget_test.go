@@ -1,10 +1,13 @@
 package cluster
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"io"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,6 +166,75 @@ func BenchmarkRPCOpenShard(b *testing.B) {
 				b.Fatal(err)
 			}
 			read(b, resp.Body)
+		}
+	})
+}
+
+func TestReadShardAnswerHead(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want shardAnswerHead
+		bad  bool
+	}{
+		{"net/http's answer", "HTTP/1.1 200 OK\r\nContent-Length: 2148\r\nContent-Type: application/octet-stream\r\nDate: Wed, 02 Dec 2026 06:00:00 GMT\r\n\r\n", shardAnswerHead{status: 200, contentLength: 2148}, false},
+		{"error answer", "HTTP/1.1 404 Not Found\r\ncontent-length: 40\r\n\r\n", shardAnswerHead{status: 404, contentLength: 40}, false},
+		{"closing", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", shardAnswerHead{status: 200, contentLength: 1, close: true}, false},
+		{"HTTP/1.0 is never reused", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", shardAnswerHead{status: 200, contentLength: 1, close: true}, false},
+		{"chunked has no length", "HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n", shardAnswerHead{status: 500, contentLength: -1}, false},
+		{"bare LF", "HTTP/1.1 200 OK\nContent-Length: 3\n\n", shardAnswerHead{status: 200, contentLength: 3}, false},
+		{"no reason phrase", "HTTP/1.1 200\r\nContent-Length: 3\r\n\r\n", shardAnswerHead{status: 200, contentLength: 3}, false},
+		{"not HTTP", "SSH-2.0-OpenSSH\r\n\r\n", shardAnswerHead{}, true},
+		{"bad status", "HTTP/1.1 2x0 OK\r\n\r\n", shardAnswerHead{}, true},
+		{"long status", "HTTP/1.1 2000 OK\r\n\r\n", shardAnswerHead{}, true},
+		{"negative length", "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", shardAnswerHead{}, true},
+		{"conflicting lengths", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", shardAnswerHead{}, true},
+		{"header without colon", "HTTP/1.1 200 OK\r\nContent-Length 1\r\n\r\n", shardAnswerHead{}, true},
+		{"a CR is not a dash", "HTTP/1.1 200 OK\r\nContent\rLength: 5\r\n\r\n", shardAnswerHead{status: 200, contentLength: -1}, false},
+		{"cut short", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n", shardAnswerHead{}, true},
+		{"too many headers", "HTTP/1.1 200 OK\r\n" + strings.Repeat("X: y\r\n", shardAnswerMaxHeaders+1) + "\r\n", shardAnswerHead{}, true},
+		{"line longer than the buffer", "HTTP/1.1 200 OK\r\nX: " + strings.Repeat("y", shardGetReadBuffer) + "\r\n\r\n", shardAnswerHead{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := readShardAnswerHead(bufio.NewReaderSize(strings.NewReader(tt.in), shardGetReadBuffer))
+			if tt.bad {
+				if err == nil {
+					t.Fatalf("accepted: %+v", got)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzReadShardAnswerHead: any bytes from a peer parse or fail without a panic, and an accepted
+// length is never negative unless it means "none".
+func FuzzReadShardAnswerHead(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2148\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		head, err := readShardAnswerHead(bufio.NewReaderSize(bytes.NewReader(in), 64))
+		if err == nil && (head.contentLength < -1 || head.status < 0 || head.status > 999) {
+			t.Fatalf("accepted %+v from %q", head, in)
+		}
+	})
+}
+
+// FuzzShardReadQuery: the in-place split gives what url.Values.Get gives, for any query.
+func FuzzShardReadQuery(f *testing.F) {
+	for _, q := range []string{"off=0&n=2052&h=1", "n=1&off=2", "off=1&off=2&n=3", "off&n=&h", "off=%31&n=1", "a=1;off=2", "off=1+2", "&&off=3&", "h=1&h=0"} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		u := &url.URL{RawQuery: raw}
+		q := u.Query()
+		want := shardReadParams{off: q.Get("off"), n: q.Get("n"), header: q.Get(rpcShardHeaderParam)}
+		if got := shardReadQuery(u); got != want {
+			t.Fatalf("query %q: got %+v, want %+v", raw, got, want)
 		}
 	})
 }
