@@ -195,9 +195,9 @@ func (s *RPCServer) openShard(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q := r.URL.Query()
-	off, err1 := strconv.ParseInt(q.Get("off"), 10, 64)
-	n, err2 := strconv.ParseInt(q.Get("n"), 10, 64)
+	q := shardReadQuery(r.URL)
+	off, err1 := strconv.ParseInt(q.off, 10, 64)
+	n, err2 := strconv.ParseInt(q.n, 10, 64)
 	if err := errors.Join(err1, err2); err != nil || off < 0 || n < 0 {
 		s.writeJSON(w, http.StatusBadRequest, rpcError{Code: rpcCodeBadRequest, Message: "want off>=0 and n>=0"})
 		return
@@ -211,7 +211,7 @@ func (s *RPCServer) openShard(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", rpcOctetStream)
 	// The stream is the shard header, then the frames asked for (erasure.ShardStore.OpenFrames).
 	want := erasure.ShardHeaderLen + n
-	if q.Get(rpcShardHeaderParam) != "1" {
+	if q.header != "1" {
 		// A protocol-1 reader (v0.1.0, during a rolling upgrade) asks without the parameter and
 		// expects the raw frames of a v1 shard. The writers' protocol gate keeps new shards v1
 		// until every server speaks protocol 2; a v2 shard (written before a downgrade, or healed)
@@ -327,6 +327,8 @@ type RPCClient struct {
 	// streaming carries snapshot archives (rpc_snapshot.go): no response-header timeout, since a
 	// leader answers a restore only once Raft has installed it.
 	streaming *http.Client
+	// shardGets carries shard reads, the hot call of every download (rpc_shardget.go).
+	shardGets *shardGetClient
 }
 
 // NewRPCClient returns a client that dials through nw, authenticated and protected by sec.
@@ -356,7 +358,8 @@ func NewRPCClient(nw Network, sec Security, logger *slog.Logger) *RPCClient {
 		}}
 	}
 	return &RPCClient{logger: logger, pooled: transport(true, rpcResponseHeaderTimeout),
-		fresh: transport(false, rpcResponseHeaderTimeout), streaming: transport(false, 0)}
+		fresh: transport(false, rpcResponseHeaderTimeout), streaming: transport(false, 0),
+		shardGets: newShardGetClient(func(ctx context.Context, addr string) (net.Conn, error) { return dial(ctx, "tcp", addr) }, logger)}
 }
 
 // Timeouts of the internal RPC client.
@@ -370,6 +373,7 @@ func (c *RPCClient) Close() {
 	c.pooled.CloseIdleConnections()
 	c.fresh.CloseIdleConnections()
 	c.streaming.CloseIdleConnections()
+	c.shardGets.closeIdle()
 }
 
 // PutShard streams body to addr as shard id and returns once the remote node committed it
@@ -382,31 +386,20 @@ func (c *RPCClient) PutShard(ctx context.Context, addr string, id erasure.ShardI
 	return rpcDiscard(resp)
 }
 
-// OpenShard streams the header and frame bytes [off, off+n) of shard id from addr. A stream that breaks mid-way reads
-// as an error (io.ErrUnexpectedEOF), never as a short shard.
+// OpenShard streams the header and frame bytes [off, off+n) of shard id from addr. A stream that
+// breaks mid-way reads as an error (io.ErrUnexpectedEOF), never as a short shard. It goes through
+// the lean shard-read client (rpc_shardget.go), not net/http's Transport.
 func (c *RPCClient) OpenShard(ctx context.Context, addr string, id erasure.ShardID, off, n int64) (io.ReadCloser, error) {
-	q := url.Values{"off": {strconv.FormatInt(off, 10)}, "n": {strconv.FormatInt(n, 10)}, rpcShardHeaderParam: {"1"}}
-	resp, err := c.call(ctx, http.MethodGet, addr, rpcShardPath(id)+"?"+q.Encode(), nil, "", true)
+	rc, err := c.shardGets.open(ctx, addr, id, off, n)
 	if err != nil {
 		return nil, fmt.Errorf("open shard %s on %s: %w", id, addr, err)
 	}
-	if resp.ContentLength == n {
-		// A protocol-1 peer (v0.1.0) knows no header and sends the raw frames of its v1 shard:
-		// put the legacy header in front, as the local store does for v1 shards.
-		return legacyShardStream{Reader: io.MultiReader(bytes.NewReader(erasure.LegacyShardHeader()), resp.Body), Closer: resp.Body}, nil
-	}
-	return resp.Body, nil
+	return rc, nil
 }
 
 // rpcShardHeaderParam asks a shard read for the header in front of the frames. Readers of
 // protocol 1 (v0.1.0) do not send it, and get the raw frames they expect.
 const rpcShardHeaderParam = "h"
-
-// legacyShardStream is a v1 shard stream from a protocol-1 peer with a legacy header in front.
-type legacyShardStream struct {
-	io.Reader
-	io.Closer
-}
 
 // DeleteShard removes shard id on addr.
 func (c *RPCClient) DeleteShard(ctx context.Context, addr string, id erasure.ShardID) error {

@@ -30,16 +30,20 @@ func BenchmarkEncode(b *testing.B) {
 	}
 }
 
-// BenchmarkReadSegment reads segments of 1 and 16 blocks: allocations per op are the same for
-// both (they are per call, not per block).
+// BenchmarkReadSegment reads segments of 1 and 16 blocks, and a 4 KiB one (a small file, one short
+// block): allocations per op are the same for all (they are per call, not per block, and the
+// frame buffers are pooled).
 func BenchmarkReadSegment(b *testing.B) {
 	g := Geometry{Data: 4, Parity: 2}
 	c, err := NewCodec(g, benchBlockSize)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, blocks := range []int{1, 16} {
-		segLen := int64(blocks * benchBlockSize)
+	for _, segLen := range []int64{4 << 10, benchBlockSize, 16 * benchBlockSize} {
+		name := fmt.Sprintf("%d blocks", segLen/benchBlockSize)
+		if segLen < benchBlockSize {
+			name = fmt.Sprintf("%d KiB", segLen>>10)
+		}
 		shards := encodeSegment(b, c, randomBytes(rand.New(rand.NewPCG(3, 4)), int(segLen)))
 		degraded := append([][]byte{nil}, shards[1:]...)
 		tests := []struct {
@@ -50,7 +54,7 @@ func BenchmarkReadSegment(b *testing.B) {
 			{name: "one data shard missing", shards: degraded},
 		}
 		for _, tt := range tests {
-			b.Run(fmt.Sprintf("%d blocks/%s", blocks, tt.name), func(b *testing.B) {
+			b.Run(name+"/"+tt.name, func(b *testing.B) {
 				src := newMemSource(tt.shards)
 				b.SetBytes(segLen)
 				for b.Loop() {

@@ -46,9 +46,12 @@ type Codec struct {
 	rs        reedsolomon.Encoder
 	encoders  sync.Pool // *BlockEncoder
 	frameBufs sync.Pool // *[][]byte: k+m full-frame buffers for readers
-	small     sync.Pool // *[]byte of smallBufferLen
-	blocks    sync.Pool // *[]byte of blockSize
-	frames    sync.Pool // *[]byte of one full frame
+	// shortFrameBufs are k+m frame buffers for reads of one short block (small files), by size
+	// class: 4 KiB << class (read.go).
+	shortFrameBufs [shortFrameClasses]sync.Pool
+	small          sync.Pool // *[]byte of smallBufferLen
+	blocks         sync.Pool // *[]byte of blockSize
+	frames         sync.Pool // *[]byte of one full frame
 }
 
 // smallBufferLen is the first buffer of an upload: small files fit, larger ones move on to a block.

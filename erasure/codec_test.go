@@ -784,3 +784,16 @@ func TestEncodeDataInPlaceMatchesEncodeInto(t *testing.T) {
 		}
 	}
 }
+
+func TestShortFrameClass(t *testing.T) {
+	for _, tt := range []struct{ frameLen, class int }{
+		{1, 0}, {2052, 0}, {4096, 0}, {4097, 1}, {8192, 1}, {32769, 4}, {65536, 4}, {65537, -1}, {1 << 20, -1},
+	} {
+		if got := shortFrameClass(tt.frameLen); got != tt.class {
+			t.Errorf("shortFrameClass(%d) = %d, want %d", tt.frameLen, got, tt.class)
+		}
+		if tt.class >= 0 && shortFrameMinLen<<tt.class < tt.frameLen {
+			t.Errorf("class %d (%d bytes) cannot hold a %d-byte frame", tt.class, shortFrameMinLen<<tt.class, tt.frameLen)
+		}
+	}
+}
