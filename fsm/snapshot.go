@@ -26,7 +26,7 @@ var ErrInvalidSnapshot = errors.New("fsm: invalid snapshot")
 // request ids, each table in id order, and a final end record whose absence marks a truncated
 // stream. A new version gets a reader of its own here, and the old readers stay. A reader builds
 // the state into db, an empty store.
-var snapshotReaders = map[int]func(dec *json.Decoder, hdr snapshotHeader, db *pebble.DB) (metaRow, error){
+var snapshotReaders = map[int]func(lines *lineReader, hdr snapshotHeader, db *pebble.DB) (metaRow, error){
 	1: readSnapshotV1,
 }
 
@@ -216,17 +216,82 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 }
 
 func readSnapshot(r io.Reader, db *pebble.DB) (metaRow, error) {
-	dec := json.NewDecoder(bufio.NewReaderSize(r, 1<<20))
-	dec.DisallowUnknownFields()
+	lines := &lineReader{r: bufio.NewReaderSize(r, 1<<20)}
+	line, err := lines.next()
+	if err != nil {
+		return metaRow{}, fmt.Errorf("header: %w", err)
+	}
 	var hdr snapshotHeader
-	if err := dec.Decode(&hdr); err != nil {
+	if err := decodeStrict(line, &hdr); err != nil {
 		return metaRow{}, fmt.Errorf("header: %w", err)
 	}
 	read, ok := snapshotReaders[hdr.Version]
 	if !ok {
 		return metaRow{}, fmt.Errorf("unsupported version %d", hdr.Version)
 	}
-	return read(dec, hdr, db)
+	return read(lines, hdr, db)
+}
+
+// lineReader reads a stream of one JSON value per line (blank lines are skipped, as a JSON
+// stream decoder skips the whitespace between values).
+type lineReader struct {
+	r   *bufio.Reader
+	buf []byte
+}
+
+// next returns the next line that is not blank, without its newline, valid until the next call;
+// io.EOF once none is left.
+func (l *lineReader) next() ([]byte, error) {
+	for {
+		line, err := l.r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			l.buf = append(l.buf[:0], line...)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				line, err = l.r.ReadSlice('\n')
+				l.buf = append(l.buf, line...)
+			}
+			line = l.buf
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		if len(bytes.TrimSpace(line)) > 0 {
+			return bytes.TrimSuffix(line, []byte("\n")), nil
+		}
+		if err != nil {
+			return nil, io.EOF
+		}
+	}
+}
+
+// recordPrefixes are the openings of the records as Persist writes them ({"kind":K,"data":...}).
+var recordPrefixes = func() map[string][]byte {
+	p := map[string][]byte{}
+	for _, k := range []string{kindConfig, kindAPIKey, kindFile, kindToken, kindRequest} {
+		p[k] = []byte(`{"kind":"` + k + `","data":`)
+	}
+	return p
+}()
+
+var endLine = []byte(`{"kind":"end"}`)
+
+// parseRecord splits a record line into its kind and data. A line in exactly the form Persist
+// writes is split without a JSON pass (the data is decoded strictly by its kind's reader, which
+// refuses anything but one JSON value, so the line was one JSON object); any other line is
+// decoded as a JSON record, strictly.
+func parseRecord(line []byte) (recordIn, error) {
+	if bytes.Equal(line, endLine) {
+		return recordIn{Kind: kindEnd}, nil
+	}
+	if len(line) > 9 && line[len(line)-1] == '}' {
+		kind, _, _ := bytes.Cut(line[len(`{"kind":"`):], []byte(`"`))
+		if p, ok := recordPrefixes[string(kind)]; ok && bytes.HasPrefix(line, p) {
+			return recordIn{Kind: string(kind), Data: line[len(p) : len(line)-1]}, nil
+		}
+	}
+	var rec recordIn
+	err := decodeStrict(line, &rec)
+	return rec, err
 }
 
 // readSnapshotV1 reads the records of a version 1 stream after its header into db, a fresh
@@ -236,16 +301,20 @@ func readSnapshot(r io.Reader, db *pebble.DB) (metaRow, error) {
 // does not sort after the previous one of its kind, found without a lookup. What order cannot
 // show (two tokens with one secret, two API keys with one hash, a token of a missing file) is
 // checked once the records are loaded, by sequential scans of the new store (verifyRestored).
-func readSnapshotV1(dec *json.Decoder, hdr snapshotHeader, db *pebble.DB) (metaRow, error) {
+func readSnapshotV1(lines *lineReader, hdr snapshotHeader, db *pebble.DB) (metaRow, error) {
 	l := &restoreLoad{m: metaRow{AppliedIndex: hdr.AppliedIndex, Clock: hdr.Clock}, kind: -1}
 	b := db.NewBatch()
 	defer func() { _ = b.Close() }()
 	for n := 1; ; n++ {
-		var rec recordIn
-		if err := dec.Decode(&rec); err != nil {
-			if errors.Is(err, io.EOF) {
-				return l.m, errors.New("truncated: no end record")
-			}
+		line, err := lines.next()
+		if errors.Is(err, io.EOF) {
+			return l.m, errors.New("truncated: no end record")
+		}
+		if err != nil {
+			return l.m, fmt.Errorf("record %d: %w", n, err)
+		}
+		rec, err := parseRecord(line)
+		if err != nil {
 			return l.m, fmt.Errorf("record %d: %w", n, err)
 		}
 		if rec.Kind == kindEnd && rec.Data == nil {
@@ -262,7 +331,7 @@ func readSnapshotV1(dec *json.Decoder, hdr snapshotHeader, db *pebble.DB) (metaR
 			b = db.NewBatch()
 		}
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	if _, err := lines.next(); !errors.Is(err, io.EOF) {
 		return l.m, errors.New("trailing data after end record")
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {

@@ -223,3 +223,29 @@ func TestRestoreChecksReferencesOfEveryIDShape(t *testing.T) {
 		sameState(t, a, b)
 	}
 }
+
+// Restore splits the records Persist writes without a JSON pass; a record in any other JSON form
+// (spaces, another field order) and blank lines between records still restore, strictly decoded.
+func TestRestoreReadsRecordsInAnyJSONForm(t *testing.T) {
+	a := newTestFSM(t)
+	applyAll(t, newCommandGen(3), 1, 80, a)
+	snap := string(dump(t, a))
+	var other strings.Builder
+	for i, line := range strings.Split(strings.TrimSuffix(snap, "\n"), "\n") {
+		if i%2 == 1 {
+			line = strings.Replace(line, `{"kind":`, `{ "kind" : `, 1)
+		}
+		if i%3 == 1 {
+			other.WriteString("\n  \n")
+		}
+		other.WriteString(line + "\n")
+	}
+	if other.String() == snap {
+		t.Fatal("the rewrite changed nothing")
+	}
+	b := newTestFSM(t)
+	if err := b.Restore(io.NopCloser(strings.NewReader(other.String()))); err != nil {
+		t.Fatal(err)
+	}
+	sameState(t, a, b)
+}
