@@ -118,6 +118,10 @@ func runMetadataScale(b *testing.B, targets []int) {
 				}
 			}
 			applying += time.Since(began)
+			if filled%1_000_000 == 0 && filled < target {
+				fmt.Fprintf(os.Stderr, "metadata scale: %d files, %.0f creates/s so far, load %s\n", filled,
+					float64(filled)/applying.Seconds(), loadAverage())
+			}
 		}
 		if *scaleMetrics {
 			fmt.Printf("pebble metrics at %d files:\n%s\n", filled, fsm.StoreMetrics(f))
@@ -268,6 +272,15 @@ func probeFreshProcess(b *testing.B, dir string, filled int, rng *rand.Rand) fre
 		b.Fatalf("reopen probe said %q: %v", out, err)
 	}
 	return p
+}
+
+// loadAverage is the first field of /proc/loadavg ("?" where there is none).
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
 }
 
 // memoryInUse returns the live Go heap after a full collection and the process's resident set.
