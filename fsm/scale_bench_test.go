@@ -155,6 +155,9 @@ func runMetadataScale(b *testing.B, targets []int) {
 			}
 		})
 		rows = append(rows, row)
+		if len(targets) > 1 { // a long run: each row as soon as it is measured
+			printScaleTable([]scaleRow{row})
+		}
 	}
 	printScaleTable(rows)
 	last := rows[len(rows)-1]
