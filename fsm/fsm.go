@@ -43,7 +43,8 @@ type Options struct {
 	// scratch FSM of raft.RecoverCluster). Apply never syncs anyway (DESIGN.md, "Applied index
 	// and the crash model").
 	NoSync bool
-	// CacheBytes is the pebble block cache; 0 means DefaultCacheBytes.
+	// CacheBytes is the pebble block cache; 0 means DefaultCacheBytes. Pebble's cache is made
+	// CacheBytes larger than the memtables' share of it (memTableReserve).
 	CacheBytes int64
 }
 

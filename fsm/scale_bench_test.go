@@ -33,6 +33,10 @@ import (
 // -fsm.scale=1000000,10000000 (10 M needs a store that is not held in RAM).
 var scaleFiles = flag.String("fsm.scale", "100000", "comma-separated file counts for BenchmarkMetadataScale")
 
+var scaleIDs = flag.String("fsm.ids", "time", "ids of BenchmarkMetadataScale: time (time-ordered, as core mints them) or random (as before)")
+
+var scaleMetrics = flag.Bool("fsm.metrics", false, "print pebble's metrics of the store at each count of BenchmarkMetadataScale")
+
 var scaleCache = flag.Int64("fsm.cache", 0, "block cache bytes of BenchmarkMetadataScale's store (0: fsm.DefaultCacheBytes)")
 
 // scaleBatch is the number of create commands per ApplyBatch: raft hands the FSM up to
@@ -55,6 +59,9 @@ func BenchmarkMetadataScale(b *testing.B) {
 		targets = append(targets, n)
 	}
 	slices.Sort(targets)
+	if *scaleIDs != "time" && *scaleIDs != "random" {
+		b.Fatalf("-fsm.ids: %q is neither time nor random", *scaleIDs)
+	}
 	for b.Loop() {
 		runMetadataScale(b, targets)
 	}
@@ -86,7 +93,6 @@ func runMetadataScale(b *testing.B, targets []int) {
 	var index uint64 = 1
 	applyOne(b, f, index, fsm.CmdInitCluster, "init", scaleInit())
 	heap0, _ := memoryInUse()
-	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	rng := rand.New(rand.NewPCG(1, 2))
 	var rows []scaleRow
 	var applying time.Duration
@@ -98,8 +104,8 @@ func runMetadataScale(b *testing.B, targets []int) {
 			for i := range logs {
 				index++
 				filled++
-				at := start.Add(time.Duration(filled) * time.Millisecond)
-				data, err := fsm.EncodeCommand(fsm.CmdCreateFile, "req-"+scaleID(filled, 'r'), at, scaleFile(filled, at))
+				at := scaleTime(filled)
+				data, err := fsm.EncodeCommand(fsm.CmdCreateFile, scaleRequestID(filled), at, scaleFile(filled, at))
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -112,6 +118,13 @@ func runMetadataScale(b *testing.B, targets []int) {
 				}
 			}
 			applying += time.Since(began)
+			if filled%1_000_000 == 0 && filled < target {
+				fmt.Fprintf(os.Stderr, "metadata scale: %d files, %.0f creates/s so far, load %s\n", filled,
+					float64(filled)/applying.Seconds(), loadAverage())
+			}
+		}
+		if *scaleMetrics {
+			fmt.Printf("pebble metrics at %d files:\n%s\n", filled, fsm.StoreMetrics(f))
 		}
 		heap, _ := memoryInUse()
 		row := scaleRow{
@@ -142,6 +155,9 @@ func runMetadataScale(b *testing.B, targets []int) {
 			}
 		})
 		rows = append(rows, row)
+		if len(targets) > 1 { // a long run: each row as soon as it is measured
+			printScaleTable([]scaleRow{row})
+		}
 	}
 	printScaleTable(rows)
 	last := rows[len(rows)-1]
@@ -261,6 +277,15 @@ func probeFreshProcess(b *testing.B, dir string, filled int, rng *rand.Rand) fre
 	return p
 }
 
+// loadAverage is the first field of /proc/loadavg ("?" where there is none).
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
+}
+
 // memoryInUse returns the live Go heap after a full collection and the process's resident set.
 func memoryInUse() (heap, rss uint64) {
 	runtime.GC()
@@ -319,8 +344,11 @@ func scaleFile(n int, at time.Time) fsm.CreateFile {
 	return fsm.CreateFile{File: file, Tokens: []fsm.Token{token}}
 }
 
-// scaleFileID is "FIL" and 17 alphanumerics derived from n: as random as the ids the API mints,
-// so the store sees inserts all over its key space, as in production.
+// scaleFileID is "FIL" and 17 alphanumerics derived from n. With -fsm.ids=time (the default)
+// they are laid out as core.NewFileID mints them: 6 characters of the creation second since
+// 2020-01-01 in base 62 (sortable), then 11 that are as random as the API's, so new ids cluster
+// at the end of the key space. With -fsm.ids=random all 17 are random, as ids minted before, so
+// the store sees inserts all over its key space.
 func scaleFileID(n int) string { return "FIL" + scaleID(n, 'f') }
 
 func scaleID(n int, kind byte) string {
@@ -330,8 +358,35 @@ func scaleID(n int, kind byte) string {
 	for i := range id {
 		id[i] = alnum[int(sum[i])%len(alnum)]
 	}
+	if *scaleIDs == "time" {
+		secs := scaleTime(n).Unix() - scaleIDEpoch.Unix()
+		for i := 5; i >= 0; i-- {
+			id[i] = alnum[secs%62]
+			secs /= 62
+		}
+	}
 	return string(id)
 }
+
+// scaleRequestID is a request id as core mints them: 16 bytes in hex, the first 5 the second
+// since 2020-01-01 with -fsm.ids=time, all random with -fsm.ids=random.
+func scaleRequestID(n int) string {
+	sum := sha256.Sum256(binary.BigEndian.AppendUint64([]byte{'r'}, uint64(n)))
+	if *scaleIDs == "time" {
+		var secs [8]byte
+		binary.BigEndian.PutUint64(secs[:], uint64(scaleTime(n).Unix()-scaleIDEpoch.Unix()))
+		copy(sum[:5], secs[3:])
+	}
+	return hex.EncodeToString(sum[:16])
+}
+
+var (
+	scaleIDEpoch = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	scaleStart   = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// scaleTime is the command time of the n-th create: 1 ms apart.
+func scaleTime(n int) time.Time { return scaleStart.Add(time.Duration(n) * time.Millisecond) }
 
 // scaleSecret is a 32-byte secret in URL-safe base64, as the API mints them, derived from n.
 func scaleSecret(n int) string {

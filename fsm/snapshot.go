@@ -2,12 +2,14 @@ package fsm
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,7 +26,7 @@ var ErrInvalidSnapshot = errors.New("fsm: invalid snapshot")
 // request ids, each table in id order, and a final end record whose absence marks a truncated
 // stream. A new version gets a reader of its own here, and the old readers stay. A reader builds
 // the state into db, an empty store.
-var snapshotReaders = map[int]func(dec *json.Decoder, hdr snapshotHeader, db *pebble.DB) (metaRow, error){
+var snapshotReaders = map[int]func(lines *lineReader, hdr snapshotHeader, db *pebble.DB) (metaRow, error){
 	1: readSnapshotV1,
 }
 
@@ -214,60 +216,174 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 }
 
 func readSnapshot(r io.Reader, db *pebble.DB) (metaRow, error) {
-	dec := json.NewDecoder(bufio.NewReaderSize(r, 1<<20))
-	dec.DisallowUnknownFields()
+	lines := &lineReader{r: bufio.NewReaderSize(r, 1<<20)}
+	line, err := lines.next()
+	if err != nil {
+		return metaRow{}, fmt.Errorf("header: %w", err)
+	}
 	var hdr snapshotHeader
-	if err := dec.Decode(&hdr); err != nil {
+	if err := decodeStrict(line, &hdr); err != nil {
 		return metaRow{}, fmt.Errorf("header: %w", err)
 	}
 	read, ok := snapshotReaders[hdr.Version]
 	if !ok {
 		return metaRow{}, fmt.Errorf("unsupported version %d", hdr.Version)
 	}
-	return read(dec, hdr, db)
+	return read(lines, hdr, db)
 }
 
-// readSnapshotV1 reads the records of a version 1 stream after its header, restoreBatchRows
-// records per indexed batch (the duplicate checks read the batch's own rows).
-func readSnapshotV1(dec *json.Decoder, hdr snapshotHeader, db *pebble.DB) (metaRow, error) {
-	m := metaRow{AppliedIndex: hdr.AppliedIndex, Clock: hdr.Clock}
-	b := db.NewIndexedBatch()
+// lineReader reads a stream of one JSON value per line (blank lines are skipped, as a JSON
+// stream decoder skips the whitespace between values).
+type lineReader struct {
+	r   *bufio.Reader
+	buf []byte
+}
+
+// next returns the next line that is not blank, without its newline, valid until the next call;
+// io.EOF once none is left.
+func (l *lineReader) next() ([]byte, error) {
+	for {
+		line, err := l.r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			l.buf = append(l.buf[:0], line...)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				line, err = l.r.ReadSlice('\n')
+				l.buf = append(l.buf, line...)
+			}
+			line = l.buf
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		if len(bytes.TrimSpace(line)) > 0 {
+			return bytes.TrimSuffix(line, []byte("\n")), nil
+		}
+		if err != nil {
+			return nil, io.EOF
+		}
+	}
+}
+
+// recordPrefixes are the openings of the records as Persist writes them ({"kind":K,"data":...}).
+var recordPrefixes = func() map[string][]byte {
+	p := map[string][]byte{}
+	for _, k := range []string{kindConfig, kindAPIKey, kindFile, kindToken, kindRequest} {
+		p[k] = []byte(`{"kind":"` + k + `","data":`)
+	}
+	return p
+}()
+
+var endLine = []byte(`{"kind":"end"}`)
+
+// parseRecord splits a record line into its kind and data. A line in exactly the form Persist
+// writes is split without a JSON pass (the data is decoded strictly by its kind's reader, which
+// refuses anything but one JSON value, so the line was one JSON object); any other line is
+// decoded as a JSON record, strictly.
+func parseRecord(line []byte) (recordIn, error) {
+	if bytes.Equal(line, endLine) {
+		return recordIn{Kind: kindEnd}, nil
+	}
+	if len(line) > 9 && line[len(line)-1] == '}' {
+		kind, _, _ := bytes.Cut(line[len(`{"kind":"`):], []byte(`"`))
+		if p, ok := recordPrefixes[string(kind)]; ok && bytes.HasPrefix(line, p) {
+			return recordIn{Kind: string(kind), Data: line[len(p) : len(line)-1]}, nil
+		}
+	}
+	var rec recordIn
+	err := decodeStrict(line, &rec)
+	return rec, err
+}
+
+// readSnapshotV1 reads the records of a version 1 stream after its header into db, a fresh
+// store, in plain batches of restoreBatchRows records, without reading anything back while it
+// loads (DESIGN.md, "Snapshots"). The format gives the records of each kind in id order, and the
+// kinds in the order config, API keys, files, tokens, requests; so a duplicate id is an id that
+// does not sort after the previous one of its kind, found without a lookup. What order cannot
+// show (two tokens with one secret, two API keys with one hash, a token of a missing file) is
+// checked once the records are loaded, by sequential scans of the new store (verifyRestored).
+func readSnapshotV1(lines *lineReader, hdr snapshotHeader, db *pebble.DB) (metaRow, error) {
+	l := &restoreLoad{m: metaRow{AppliedIndex: hdr.AppliedIndex, Clock: hdr.Clock}, kind: -1}
+	b := db.NewBatch()
 	defer func() { _ = b.Close() }()
 	for n := 1; ; n++ {
-		var rec recordIn
-		if err := dec.Decode(&rec); err != nil {
-			if errors.Is(err, io.EOF) {
-				return m, errors.New("truncated: no end record")
-			}
-			return m, fmt.Errorf("record %d: %w", n, err)
+		line, err := lines.next()
+		if errors.Is(err, io.EOF) {
+			return l.m, errors.New("truncated: no end record")
+		}
+		if err != nil {
+			return l.m, fmt.Errorf("record %d: %w", n, err)
+		}
+		rec, err := parseRecord(line)
+		if err != nil {
+			return l.m, fmt.Errorf("record %d: %w", n, err)
 		}
 		if rec.Kind == kindEnd && rec.Data == nil {
 			break
 		}
-		if err := restoreRecord(batchStore(b), &m, rec); err != nil {
-			return m, fmt.Errorf("record %d (%s): %w", n, rec.Kind, err)
+		if err := l.record(writeStore(b), rec); err != nil {
+			return l.m, fmt.Errorf("record %d (%s): %w", n, rec.Kind, err)
 		}
 		if n%restoreBatchRows == 0 {
 			if err := b.Commit(pebble.NoSync); err != nil {
-				return m, err
+				return l.m, err
 			}
 			_ = b.Close()
-			b = db.NewIndexedBatch()
+			b = db.NewBatch()
 		}
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return m, errors.New("trailing data after end record")
+	if _, err := lines.next(); !errors.Is(err, io.EOF) {
+		return l.m, errors.New("trailing data after end record")
 	}
-	m.configChanged = true
-	if err := batchStore(b).putMeta(&m); err != nil {
-		return m, err
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return l.m, err
 	}
-	return m, b.Commit(pebble.NoSync)
+	if err := verifyRestored(db, l); err != nil {
+		return l.m, err
+	}
+	l.m.configChanged = true
+	b2 := db.NewBatch()
+	defer func() { _ = b2.Close() }()
+	if err := writeStore(b2).putMeta(&l.m); err != nil {
+		return l.m, err
+	}
+	return l.m, b2.Commit(pebble.NoSync)
 }
 
-// restoreRecord checks each row as strictly as a command would have, so that a damaged or forged
-// snapshot cannot plant state that Apply could never have produced.
-func restoreRecord(s store, m *metaRow, rec recordIn) error {
+// restoreOrder is the order of the record kinds in a version 1 stream.
+var restoreOrder = map[string]int{kindConfig: 0, kindAPIKey: 1, kindFile: 2, kindToken: 3, kindRequest: 4}
+
+// restoreLoad is what readSnapshotV1 keeps while it loads: the meta row, the kind and id of the
+// previous record, and what verifyRestored checks at the end.
+type restoreLoad struct {
+	m       metaRow
+	kind    int
+	lastID  string
+	apiKeys uint64
+	// nulIDs is set when a file or token id holds a 0x00 byte, which the key of tokens-by-file
+	// uses as its separator: verifyRestored then checks references row by row.
+	nulIDs bool
+}
+
+// next checks that a record of kind k with id follows the previous one in the format's order.
+func (l *restoreLoad) next(k string, id string) error {
+	o := restoreOrder[k]
+	switch {
+	case o < l.kind:
+		return fmt.Errorf("%s record after the %s records", k, kindNames[l.kind])
+	case o == l.kind && id <= l.lastID:
+		return fmt.Errorf("duplicate or out of order %s id %q (after %q)", k, id, l.lastID)
+	}
+	l.kind, l.lastID = o, id
+	return nil
+}
+
+var kindNames = []string{kindConfig, kindAPIKey, kindFile, kindToken, kindRequest}
+
+// record checks one row as strictly as a command would have, so that a damaged or forged
+// snapshot cannot plant state that Apply could never have produced, and writes it to s (a plain
+// batch: nothing is read back).
+func (l *restoreLoad) record(s store, rec recordIn) error {
+	m := &l.m
 	switch rec.Kind {
 	case kindConfig:
 		var c ClusterConfig
@@ -278,7 +394,7 @@ func restoreRecord(s store, m *metaRow, rec recordIn) error {
 			return errors.New("second config")
 		}
 		m.Config = &c
-		return nil
+		return l.next(rec.Kind, "")
 	case kindAPIKey:
 		var k APIKey
 		if err := decodeStrict(rec.Data, &k); err != nil {
@@ -287,9 +403,10 @@ func restoreRecord(s store, m *metaRow, rec recordIn) error {
 		if k.ID == "" || !isSHA256Hex(k.Hash) {
 			return errors.New("api key needs id and hex SHA-256 hash")
 		}
-		if s.apiKeyTaken(k) {
-			return fmt.Errorf("duplicate api key id %q or hash", k.ID)
+		if err := l.next(rec.Kind, k.ID); err != nil {
+			return err
 		}
+		l.apiKeys++
 		return s.putAPIKey(&k)
 	case kindFile:
 		var f File
@@ -302,9 +419,10 @@ func restoreRecord(s store, m *metaRow, rec recordIn) error {
 		if err := f.Layout.validate(f.Size); err != nil {
 			return err
 		}
-		if s.has(tableFiles, []byte(f.ID)) {
-			return fmt.Errorf("duplicate file id %q", f.ID)
+		if err := l.next(rec.Kind, f.ID); err != nil {
+			return err
 		}
+		l.nulIDs = l.nulIDs || strings.IndexByte(f.ID, 0) >= 0
 		m.Files++
 		return s.putFile(&f)
 	case kindToken:
@@ -315,12 +433,10 @@ func restoreRecord(s store, m *metaRow, rec recordIn) error {
 		if err := t.validate(); err != nil {
 			return err
 		}
-		if !s.has(tableFiles, []byte(t.FileID)) {
-			return fmt.Errorf("token %s of unknown file %s", t.ID, t.FileID)
+		if err := l.next(rec.Kind, t.ID); err != nil {
+			return err
 		}
-		if s.tokenTaken(t) {
-			return fmt.Errorf("duplicate token id %q or secret", t.ID)
-		}
+		l.nulIDs = l.nulIDs || strings.IndexByte(t.ID, 0) >= 0 || strings.IndexByte(t.FileID, 0) >= 0
 		m.Tokens++
 		return s.putToken(&t)
 	case kindRequest:
@@ -331,10 +447,67 @@ func restoreRecord(s store, m *metaRow, rec recordIn) error {
 		if r.ID == "" {
 			return errors.New("request without id")
 		}
-		if s.has(tableRequests, []byte(r.ID)) {
-			return fmt.Errorf("duplicate request id %q", r.ID)
+		if err := l.next(rec.Kind, r.ID); err != nil {
+			return err
 		}
-		return s.putRequest(&r)
+		return s.replaceRequest(nil, &r)
 	}
 	return fmt.Errorf("unknown record kind %q", rec.Kind)
+}
+
+// verifyRestored checks, by scans of the loaded store in key order, what the order of the records
+// could not: every token secret and API key hash is used once (a second use would have
+// overwritten the first one's index key, so the index holds fewer keys than there are rows), and
+// every token's file exists (tokens-by-file and files are both in file id order: one merge).
+func verifyRestored(db *pebble.DB, l *restoreLoad) error {
+	s := store{r: db}
+	count := func(t table) (uint64, error) {
+		var n uint64
+		err := s.each(t, nil, func(_, _ []byte) (bool, error) { n++; return true, nil })
+		return n, err
+	}
+	secrets, err := count(tableTokenBySecret)
+	if err != nil {
+		return err
+	}
+	if secrets != l.m.Tokens {
+		return fmt.Errorf("%d tokens share a secret with another", l.m.Tokens-secrets)
+	}
+	hashes, err := count(tableAPIKeyByHash)
+	if err != nil {
+		return err
+	}
+	if hashes != l.apiKeys {
+		return fmt.Errorf("%d api keys share a hash with another", l.apiKeys-hashes)
+	}
+	if l.nulIDs {
+		return s.each(tableTokens, nil, func(k, v []byte) (bool, error) {
+			t, err := decodeToken(v)
+			if err != nil {
+				return false, err
+			}
+			if !s.has(tableFiles, []byte(t.FileID)) {
+				return false, fmt.Errorf("token %s of unknown file %s", k, t.FileID)
+			}
+			return true, nil
+		})
+	}
+	files, err := db.NewIter(tableFiles.bounds(nil))
+	if err != nil {
+		return err
+	}
+	var last []byte
+	err = s.each(tableTokensByFile, nil, func(k, _ []byte) (bool, error) {
+		fileID := k[:bytes.IndexByte(k, 0)] // no id holds a 0x00 (nulIDs)
+		if last != nil && bytes.Equal(fileID, last) {
+			return true, nil
+		}
+		last = append(last[:0], fileID...)
+		key := tableFiles.key(fileID)
+		if !files.SeekGE(key) || !bytes.Equal(files.Key(), key) {
+			return false, errors.Join(files.Error(), fmt.Errorf("token %s of unknown file %s", k[len(fileID)+1:], fileID))
+		}
+		return true, nil
+	})
+	return errors.Join(err, files.Close())
 }

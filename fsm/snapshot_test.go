@@ -132,6 +132,9 @@ func TestRestoreRejects(t *testing.T) {
 	header, records, _ := strings.Cut(good, "\n")
 	endRecord := `{"kind":"end"}` + "\n"
 	fileRecord := `{"kind":"file","data":` + mustJSON(t, file("FILdup", 100)) + "}\n"
+	rec := func(kind string, v any) string { return `{"kind":"` + kind + `","data":` + mustJSON(t, v) + "}\n" }
+	sameSecret := tok("TOKb", "FILa", AccessFull)
+	sameSecret.Secret = tok("TOKa", "FILa", AccessFull).Secret
 
 	tests := []struct {
 		name string
@@ -147,6 +150,20 @@ func TestRestoreRejects(t *testing.T) {
 		{"duplicate file", header + "\n" + fileRecord + fileRecord + endRecord},
 		{"token of unknown file", header + "\n" + `{"kind":"token","data":` + mustJSON(t, tok("TOK1", "FILnone", AccessFull)) + "}\n" + endRecord},
 		{"bad layout", header + "\n" + `{"kind":"file","data":` + mustJSON(t, file("FILbad", -1)) + "}\n" + endRecord},
+		{"files out of id order", header + "\n" + rec("file", file("FILb", 100)) + rec("file", file("FILa", 100)) + endRecord},
+		{"file after the tokens", header + "\n" + rec("file", file("FILa", 100)) + rec("token", tok("TOKa", "FILa", AccessFull)) +
+			rec("file", file("FILb", 100)) + endRecord},
+		{"duplicate token", header + "\n" + rec("file", file("FILa", 100)) + rec("token", tok("TOKa", "FILa", AccessFull)) +
+			rec("token", tok("TOKa", "FILa", AccessFull)) + endRecord},
+		{"two tokens, one secret", header + "\n" + rec("file", file("FILa", 100)) + rec("token", tok("TOKa", "FILa", AccessFull)) +
+			rec("token", sameSecret) + endRecord},
+		{"two api keys, one hash", header + "\n" + rec("apikey", APIKey{ID: "k1", Hash: HashSecret("s")}) +
+			rec("apikey", APIKey{ID: "k2", Hash: HashSecret("s")}) + endRecord},
+		{"token of a file between two files", header + "\n" + rec("file", file("FILa", 100)) + rec("file", file("FILc", 100)) +
+			rec("token", tok("TOKa", "FILa", AccessFull)) + rec("token", tok("TOKb", "FILb", AccessFull)) + endRecord},
+		{"token of unknown file, ids with a NUL", header + "\n" + rec("file", file("FIL\x00a", 100)) +
+			rec("token", tok("TOKa", "FIL\x00b", AccessFull)) + endRecord},
+		{"duplicate request", header + "\n" + rec("request", requestRow{ID: "r1", Time: t0}) + rec("request", requestRow{ID: "r1", Time: t0}) + endRecord},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,6 +174,7 @@ func TestRestoreRejects(t *testing.T) {
 			if !errors.Is(err, ErrInvalidSnapshot) {
 				t.Fatalf("Restore = %v, want ErrInvalidSnapshot", err)
 			}
+			t.Log(err)
 			if !bytes.Equal(dump(t, b), prior) {
 				t.Error("a refused snapshot changed the state")
 			}
@@ -177,4 +195,57 @@ func TestRestoreWakesWaiters(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("WaitApplied = %v", err)
 	}
+}
+
+// Ids holding a 0x00 byte (the separator of the tokens-by-file keys) restore through the
+// row-by-row reference check, and several tokens of one file through the merge.
+func TestRestoreChecksReferencesOfEveryIDShape(t *testing.T) {
+	a := newTestFSM(t)
+	var index uint64 = 1
+	apply := func(typ CommandType, req string, p any) {
+		t.Helper()
+		if r := a.Apply(cmdLog(index, mustEncode(t, typ, req, t0, p))).(*Result); r.Err != nil {
+			t.Fatalf("%s: %v", req, r.Err)
+		}
+		index++
+	}
+	apply(CmdInitCluster, "init", initPayload())
+	apply(CmdCreateFile, "f1", fileCmd("FILa", tok("TOKa1", "FILa", AccessFull), tok("TOKa2", "FILa", AccessRead)))
+	apply(CmdCreateFile, "f2", fileCmd("FILb"))
+	for _, withNUL := range []bool{false, true} {
+		if withNUL {
+			apply(CmdCreateFile, "f3", fileCmd("FIL\x00c"))
+		}
+		b := newTestFSM(t)
+		if err := b.Restore(io.NopCloser(bytes.NewReader(dump(t, a)))); err != nil {
+			t.Fatalf("NUL %v: %v", withNUL, err)
+		}
+		sameState(t, a, b)
+	}
+}
+
+// Restore splits the records Persist writes without a JSON pass; a record in any other JSON form
+// (spaces, another field order) and blank lines between records still restore, strictly decoded.
+func TestRestoreReadsRecordsInAnyJSONForm(t *testing.T) {
+	a := newTestFSM(t)
+	applyAll(t, newCommandGen(3), 1, 80, a)
+	snap := string(dump(t, a))
+	var other strings.Builder
+	for i, line := range strings.Split(strings.TrimSuffix(snap, "\n"), "\n") {
+		if i%2 == 1 {
+			line = strings.Replace(line, `{"kind":`, `{ "kind" : `, 1)
+		}
+		if i%3 == 1 {
+			other.WriteString("\n  \n")
+		}
+		other.WriteString(line + "\n")
+	}
+	if other.String() == snap {
+		t.Fatal("the rewrite changed nothing")
+	}
+	b := newTestFSM(t)
+	if err := b.Restore(io.NopCloser(strings.NewReader(other.String()))); err != nil {
+		t.Fatal(err)
+	}
+	sameState(t, a, b)
 }

@@ -129,6 +129,9 @@ type store struct {
 // batchStore is the writable store of an indexed batch.
 func batchStore(b *pebble.Batch) store { return store{r: b, w: b} }
 
+// writeStore writes to a plain batch, which cannot be read: only the writes of store may be used.
+func writeStore(b *pebble.Batch) store { return store{w: b} }
+
 // get returns a copy of the value under t's key k, or nil when there is none.
 func (s store) get(t table, k []byte) ([]byte, error) {
 	v, closer, err := s.r.Get(t.key(k))
