@@ -44,7 +44,7 @@ type FileListing struct {
 func (s *Service) Authorize(p Principal, perm string) error { return s.require(p, perm) }
 
 func (s *Service) require(p Principal, perm string) error {
-	if p.ID == "" || p.Anonymous {
+	if p.ID == "" || p.Anonymous || p.unconfirmed() {
 		return ErrUnauthenticated
 	}
 	if !p.Has(perm) {
@@ -335,10 +335,24 @@ func (s *Service) DeleteFileByID(ctx context.Context, p Principal, id string) er
 
 // CreateTokenByID issues a read token for a file p may see. expiresAt zero means the file's own
 // expiry. A TokenEphemeral is signed, not stored: no Raft write.
+//
+// For a principal AuthenticateUnconfirmed resolved without a read index, a persisted token of a
+// file visible in the local state names the key as its authority, and the FSM checks at apply
+// that the key still exists and may see the file: one proposal, no read index. Anything else
+// (an ephemeral token, a file not visible here yet, a cluster that does not speak
+// fsm.ProtocolTokenAuthority) takes the read index first, which confirms the key.
 func (s *Service) CreateTokenByID(ctx context.Context, p Principal, fileID string, expiresAt time.Time, kind TokenKind) (TokenInfo, error) {
-	f, err := s.fileByID(ctx, p, fileID)
-	if err != nil {
-		return TokenInfo{}, err
+	atApply := false
+	var f fsm.File
+	if kind == TokenPersisted && p.unconfirmed() && s.tokenAuthority() {
+		f, atApply = s.state.File(fileID)
+		atApply = atApply && !f.Expired(s.now()) && visible(p, f)
+	}
+	if !atApply {
+		var err error
+		if f, err = s.fileByID(ctx, p, fileID); err != nil {
+			return TokenInfo{}, err
+		}
 	}
 	now := s.now()
 	if expiresAt.IsZero() {
@@ -370,7 +384,14 @@ func (s *Service) CreateTokenByID(ctx context.Context, p Principal, fileID strin
 		ID: tok.ID, Secret: tok.Secret, FileID: f.ID, Access: fsm.AccessRead, CreatorID: p.ID,
 		CreatedAt: now, ExpiresAt: tok.ExpiresAt, CreatedBy: s.cfg.NodeID,
 	}
-	if err := s.propose(ctx, fsm.CmdCreateToken, fsm.CreateToken{Token: stored}); err != nil {
+	cmd := fsm.CreateToken{Token: stored}
+	if atApply {
+		cmd.Authority = &fsm.TokenAuthority{APIKeyID: p.ID}
+	}
+	if err := s.propose(ctx, fsm.CmdCreateToken, cmd); err != nil {
+		if errors.Is(err, errNoAuthority) {
+			return TokenInfo{}, ErrUnauthenticated // the key was revoked before the create applied
+		}
 		return TokenInfo{}, err
 	}
 	s.metrics.tokenCreated(TokenPersisted)

@@ -19,6 +19,9 @@ var (
 	ErrFileTooLarge = errors.New("file too large")
 	// ErrUnauthenticated is a missing or unknown API key where one is needed.
 	ErrUnauthenticated = errors.New("not authenticated")
+	// errNoAuthority is the FSM's refusal of a token create whose named authority no longer held
+	// at apply (fsm.ErrNoAuthority); each use case maps it to its own answer.
+	errNoAuthority = errors.New("the key or token that authorized the command no longer holds")
 	// ErrPermissionDenied is a principal without the permission the action needs.
 	ErrPermissionDenied = errors.New("permission denied")
 	// ErrUnavailable means the cluster cannot serve the request now (no leader or quorum, too few

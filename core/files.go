@@ -33,6 +33,29 @@ func (s *Service) Authenticate(ctx context.Context, apiKey string) (Principal, e
 	return Principal{ID: key.ID, Permissions: slices.Clone(key.Permissions)}, nil
 }
 
+// AuthenticateUnconfirmed is Authenticate without the read index, for a request whose use case has
+// the FSM check the key at apply instead (CreateTokenByID of a persisted token): a key found in the
+// local state gives a principal marked unconfirmed. Anything that needs more than that confirms it
+// through the request's read index (readIndex), and require and AuthorizeUpload refuse it, so a
+// front-end that uses this for another route fails closed. A key unknown here (created moments
+// ago on another node), a request without a read scope, or one whose read index already ran,
+// gets Authenticate.
+func (s *Service) AuthenticateUnconfirmed(ctx context.Context, apiKey string) (Principal, error) {
+	scope, _ := ctx.Value(readScopeKey{}).(*readScope)
+	if apiKey == "" || len(apiKey) > 256 || scope == nil || scope.done.Load() || scope.pending != nil {
+		return s.Authenticate(ctx, apiKey)
+	}
+	key, ok := s.state.APIKeyBySecret(apiKey)
+	if !ok {
+		return s.Authenticate(ctx, apiKey)
+	}
+	scope.pending = &pendingKey{id: key.ID, secret: apiKey}
+	return Principal{ID: key.ID, Permissions: slices.Clone(key.Permissions), pending: scope.pending}, nil
+}
+
+// tokenAuthority reports whether token creates may name their authority for the FSM to check.
+func (s *Service) tokenAuthority() bool { return s.cfg.TokenAuthority != nil && s.cfg.TokenAuthority() }
+
 // resolve turns a bearer token, persisted or ephemeral, into what it grants and its file, after a
 // read index; anything else is ErrInvalidToken.
 func (s *Service) resolve(ctx context.Context, secret string) (TokenInfo, fsm.File, error) {
@@ -155,9 +178,15 @@ func (s *Service) CreateToken(ctx context.Context, secret string, access AccessL
 	if !access.Valid() {
 		return TokenInfo{}, fmt.Errorf("%w: accessLevel must be full or read", ErrInvalidInput)
 	}
-	tok, file, err := s.resolveFull(ctx, secret)
-	if err != nil {
-		return TokenInfo{}, err
+	// A full token found in the local state is named as the authority, and the FSM checks at apply
+	// that it is still there, full, of this file and live: no read index. Anything else (unknown
+	// here, read, expired) is decided after the read index, as before.
+	tok, file, atApply := s.localFullToken(secret)
+	if !atApply {
+		var err error
+		if tok, file, err = s.resolveFull(ctx, secret); err != nil {
+			return TokenInfo{}, err
+		}
 	}
 	now := s.now()
 	if !expiresAt.IsZero() && !expiresAt.After(now) {
@@ -170,14 +199,36 @@ func (s *Service) CreateToken(ctx context.Context, secret string, access AccessL
 	if expiresAt.IsZero() {
 		created.ExpiresAt = time.Time{}
 	}
-	if err := s.propose(ctx, fsm.CmdCreateToken, fsm.CreateToken{Token: created}); err != nil {
-		if errors.Is(err, ErrNotFound) {
+	cmd := fsm.CreateToken{Token: created}
+	if atApply {
+		cmd.Authority = &fsm.TokenAuthority{TokenID: tok.ID}
+	}
+	if err := s.propose(ctx, fsm.CmdCreateToken, cmd); err != nil {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, errNoAuthority) {
 			return TokenInfo{}, ErrInvalidToken
 		}
 		return TokenInfo{}, err
 	}
 	s.metrics.tokenCreated(TokenPersisted)
 	return tokenInfo(created), nil
+}
+
+// localFullToken looks secret up in the local state, without a read index, when token creates may
+// name their authority: ok only for a persisted full token, live, of a live file.
+func (s *Service) localFullToken(secret string) (TokenInfo, fsm.File, bool) {
+	if !s.tokenAuthority() || isEphemeral(secret) || !plausibleSecret(secret) {
+		return TokenInfo{}, fsm.File{}, false
+	}
+	t, ok := s.state.TokenBySecret(secret)
+	now := s.now()
+	if !ok || t.Access != fsm.AccessFull || t.Expired(now) {
+		return TokenInfo{}, fsm.File{}, false
+	}
+	file, ok := s.state.File(t.FileID)
+	if !ok || file.Expired(now) {
+		return TokenInfo{}, fsm.File{}, false
+	}
+	return tokenInfo(t), file, true
 }
 
 // DeleteToken removes tokenToDelete from the file behind the full token secret. The two may be the

@@ -83,6 +83,10 @@ type Config struct {
 	// while some Raft server speaks a protocol older than fsm.ProtocolShardFormatV2, so that it can
 	// still read and serve them); nil means erasure.FormatCurrent.
 	ShardFormat func() uint16
+	// TokenAuthority reports whether every Raft server speaks fsm.ProtocolTokenAuthority, so that a
+	// token create may name its authority (the API key or full token) for the FSM to check at
+	// apply instead of after a read index; nil means no (the read index, as before).
+	TokenAuthority func() bool
 	// ShardStallTimeout is how long a shard stream (a put or a read) may make no progress before it
 	// is abandoned; 0 means 15 s.
 	ShardStallTimeout time.Duration
@@ -154,7 +158,7 @@ func (s *Service) Close() {
 // node allows anonymous uploads; otherwise ErrUnauthenticated. BeginUpload checks it too; a
 // front-end asks first only to refuse before it reads a byte of the body.
 func (s *Service) AuthorizeUpload(p Principal) error {
-	if p.ID == "" || p.Anonymous && !s.cfg.AllowAnonymousUpload {
+	if p.ID == "" || p.Anonymous && !s.cfg.AllowAnonymousUpload || p.unconfirmed() {
 		return ErrUnauthenticated
 	}
 	return nil
@@ -202,10 +206,14 @@ func (s *Service) writeQuorum(g erasure.Geometry) int {
 // readIndex linearizes the next reads of the local state. Within one read scope (one API request)
 // the first read index serves every later read: they all observe at least everything committed
 // before the request began, which is what linearizability asks of a single operation.
+//
+// A key the request authenticated without a read index (AuthenticateUnconfirmed) is checked
+// again here, after it: a revoked key then fails this read index, and every later one of the
+// request, with ErrUnauthenticated.
 func (s *Service) readIndex(ctx context.Context) error {
 	scope, _ := ctx.Value(readScopeKey{}).(*readScope)
 	if scope != nil && scope.done.Load() {
-		return nil
+		return scope.err
 	}
 	if err := s.consensus.ReadIndex(ctx); err != nil {
 		if errors.Is(err, clusterapi.ErrLogStoreFull) {
@@ -213,15 +221,38 @@ func (s *Service) readIndex(ctx context.Context) error {
 		}
 		return unavailable(err)
 	}
-	if scope != nil {
-		scope.done.Store(true)
+	if scope == nil {
+		return nil
 	}
-	return nil
+	if pk := scope.pending; pk != nil {
+		if key, ok := s.state.APIKeyBySecret(pk.secret); ok && key.ID == pk.id {
+			pk.confirmed.Store(true)
+		} else {
+			scope.err = ErrUnauthenticated
+		}
+	}
+	scope.done.Store(true)
+	return scope.err
 }
 
 type readScopeKey struct{}
 
-type readScope struct{ done atomic.Bool }
+// readScope is one request's read index. pending and err are written only before done is set
+// (by the request's own goroutine, which runs its use cases one after another) and read after.
+type readScope struct {
+	done    atomic.Bool
+	pending *pendingKey // a key AuthenticateUnconfirmed resolved from the local state
+	err     error       // the pending key no longer holds (ErrUnauthenticated)
+}
+
+// pendingKey is an API key resolved without a read index: a Principal that carries one is
+// unconfirmed until its request's read index found the key still there (or the FSM checked it at
+// apply). The secret stays here, behind a pointer, so that printing a Principal never shows it.
+type pendingKey struct {
+	id        string
+	secret    string
+	confirmed atomic.Bool
+}
 
 // WithReadScope marks ctx as one request: the use cases called with it share a single read index
 // (e.g. authenticating the API key and then looking up the file it asks for).
@@ -250,6 +281,8 @@ func (s *Service) proposeAt(ctx context.Context, at time.Time, typ fsm.CommandTy
 		return ErrNotFound
 	case errors.Is(err, fsm.ErrLastFullToken):
 		return ErrLastFullToken
+	case errors.Is(err, fsm.ErrNoAuthority):
+		return errNoAuthority
 	case errors.Is(err, fsm.ErrNotInitialized):
 		return fmt.Errorf("%w: cluster not initialised yet", ErrUnavailable)
 	case errors.Is(err, clusterapi.ErrLogStoreFull):

@@ -38,7 +38,16 @@ type Principal struct {
 	ID          string
 	Permissions []string
 	Anonymous   bool
+
+	// pending is set for a key AuthenticateUnconfirmed resolved without a read index.
+	pending *pendingKey
 }
+
+// unconfirmed reports whether p's key was resolved without a read index and not confirmed since.
+// Only CreateTokenByID acts for such a principal without a read index (the FSM checks the key at
+// apply); every check that has no read index of its own to confirm it (require, AuthorizeUpload)
+// refuses it, and a read index of its request confirms or refuses it (readIndex).
+func (p Principal) unconfirmed() bool { return p.pending != nil && !p.pending.confirmed.Load() }
 
 // Anonymous is the caller that presented no API key at all. It holds no permission; it may
 // upload only where the node allows anonymous uploads (AuthorizeUpload), and its files are

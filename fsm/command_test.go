@@ -66,6 +66,10 @@ func TestEncodeCommandRejects(t *testing.T) {
 	badInit.RootKey.Hash = strings.ToUpper(badInit.RootKey.Hash)
 	noParityRoom := initPayload()
 	noParityRoom.Config.Geometry.Data = 0
+	keyTok := tok("TOK1", "FIL1", AccessRead)
+	keyTok.CreatorID = "k"
+	keyFull := keyTok
+	keyFull.Access = AccessFull
 
 	tests := []struct {
 		name    string
@@ -90,6 +94,11 @@ func TestEncodeCommandRejects(t *testing.T) {
 		{"no data shards", CmdInitCluster, "r", t0, noParityRoom},
 		{"token without secret", CmdCreateToken, "r", t0, CreateToken{Token: Token{ID: "t", FileID: "f", Access: AccessRead}}},
 		{"delete token without id", CmdDeleteToken, "r", t0, DeleteToken{FileID: "f"}},
+		{"empty authority", CmdCreateToken, "r", t0, CreateToken{Token: keyTok, Authority: &TokenAuthority{}}},
+		{"two authorities", CmdCreateToken, "r", t0, CreateToken{Token: keyTok, Authority: &TokenAuthority{APIKeyID: "k", TokenID: "TOK0"}}},
+		{"full token by api key", CmdCreateToken, "r", t0, CreateToken{Token: keyFull, Authority: &TokenAuthority{APIKeyID: "k"}}},
+		{"token by another key", CmdCreateToken, "r", t0, CreateToken{Token: keyTok, Authority: &TokenAuthority{APIKeyID: "other"}}},
+		{"token by itself", CmdCreateToken, "r", t0, CreateToken{Token: keyTok, Authority: &TokenAuthority{TokenID: keyTok.ID}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -22,13 +22,7 @@ import (
 
 // fixtureV1 is what the fixture of command and snapshot version 1 (written on 2026-12-01 by
 // TestWriteFixtures, before any other version existed) must replay to.
-var fixtureV1 = struct {
-	dir string
-	// results are the error codes of the command entries, in log order.
-	results []string
-	// lastIndex is the applied index of the snapshot and the last index of the log.
-	lastIndex uint64
-}{
+var fixtureV1 = fixtureSpec{
 	dir: "testdata/v1",
 	results: []string{
 		"not_initialized", "", "already_initialized", "", "", // early create, init, second init, barrier, api key
@@ -39,6 +33,70 @@ var fixtureV1 = struct {
 		"", "", "invalid_command", "", // expire, file 4, malformed entry, final barrier
 	},
 	lastIndex: 29,
+	check:     checkFixtureStateV1,
+}
+
+// fixtureSpec is what one committed fixture must replay and restore to.
+type fixtureSpec struct {
+	dir string
+	// results are the error codes of the command entries, in log order.
+	results []string
+	// lastIndex is the applied index of the snapshot and the last index of the log.
+	lastIndex uint64
+	// check asserts the state the log leads to, through the read API only.
+	check func(t *testing.T, f *FSM)
+}
+
+// fixtureV3 is the fixture of protocol 3 (written on 2026-12-02 by TestWriteFixtures): the v1
+// log followed by token creates that name their authority (CreateToken.Authority), each kind of
+// refusal among them: a key that may not see the file, a revoked key, a deleted file, a read
+// token asking for a full token, a deleted, a foreign and an expired full token.
+var fixtureV3 = fixtureSpec{
+	dir: "testdata/v3",
+	results: append(slices.Clone(fixtureV1.results[:len(fixtureV1.results)-1]),
+		"", "", "not_found", "no_authority", "not_found", // guest key, token by key, by a blind key, revoked key, deleted file
+		"", "no_authority", "no_authority", "no_authority", // full by full, full by read, by a deleted, by a foreign token
+		"", "no_authority", "", // expiring full token, by it once expired, final barrier
+	),
+	lastIndex: 40,
+	check:     checkFixtureStateV3,
+}
+
+// checkFixtureStateV3 asserts what the protocol-3 entries add to the v1 state: the tokens that
+// were granted, and none of those that were refused.
+func checkFixtureStateV3(t *testing.T, f *FSM) {
+	t.Helper()
+	var keys []string
+	for _, k := range f.APIKeys() {
+		keys = append(keys, k.ID)
+	}
+	if slices.Sort(keys); !slices.Equal(keys, []string{"guest", "ops", "root"}) {
+		t.Errorf("api keys %v, want [guest ops root]", keys)
+	}
+	want := map[string][]string{
+		fxFile1: {"TOKfixture0000000011"},
+		fxFile4: {"TOKfixture0000000041", "TOKfixture0000000042", "TOKfixture0000000043", "TOKfixture0000000044", "TOKfixture0000000046"},
+	}
+	for fileID, ids := range want {
+		var got []string
+		for _, tk := range f.FileTokens(fileID) {
+			got = append(got, tk.ID)
+		}
+		if slices.Sort(got); !slices.Equal(got, ids) {
+			t.Errorf("tokens of %s: %v, want %v", fileID, got, ids)
+		}
+	}
+	if tk, ok := f.TokenBySecret("fixture-secret-TOKfixture0000000043"); !ok || tk.Access != AccessRead || tk.CreatorID != "ops" {
+		t.Errorf("token created by the ops key: %+v %v", tk, ok)
+	}
+	if tk, ok := f.TokenBySecret("fixture-secret-TOKfixture0000000044"); !ok || tk.Access != AccessFull {
+		t.Errorf("full token created by a full token: %+v %v", tk, ok)
+	}
+	for _, refused := range []string{"39", "45", "47", "48", "49", "15", "16"} {
+		if _, ok := f.Token("TOKfixture00000000" + refused); ok {
+			t.Errorf("refused token TOKfixture00000000%s exists", refused)
+		}
+	}
 }
 
 // checkFixtureStateV1 asserts the state the v1 fixture log leads to, through the read API only.
@@ -119,12 +177,35 @@ func openFixtureStore(t *testing.T, dir string) *raftboltdb.BoltStore {
 
 // TestFixtureV1LogReplays applies every entry of the v1 Raft log with this build: each command
 // gives the result it gave when it was written, and the state is the one it led to.
-func TestFixtureV1LogReplays(t *testing.T) {
-	store := openFixtureStore(t, fixtureV1.dir)
+func TestFixtureV1LogReplays(t *testing.T) { testFixtureLogReplays(t, fixtureV1) }
+
+// TestFixtureV3LogReplays is TestFixtureV1LogReplays for the protocol-3 log.
+func TestFixtureV3LogReplays(t *testing.T) {
+	testFixtureLogReplays(t, fixtureV3)
+	checkFixtureStateV1Prefix(t, fixtureV3)
+}
+
+// checkFixtureStateV1Prefix replays the v3 log up to where the v1 log ended and checks the v1
+// state there: the protocol-3 build changed nothing of what the older entries do.
+func checkFixtureStateV1Prefix(t *testing.T, fx fixtureSpec) {
+	store := openFixtureStore(t, fx.dir)
+	f := newTestFSM(t)
+	for i := uint64(1); i < fixtureV1.lastIndex; i++ { // the v1 log's last entry is its barrier
+		var l raft.Log
+		if err := store.GetLog(i, &l); err != nil {
+			t.Fatalf("log %d: %v", i, err)
+		}
+		f.Apply(&l)
+	}
+	checkFixtureStateV1(t, f)
+}
+
+func testFixtureLogReplays(t *testing.T, fx fixtureSpec) {
+	store := openFixtureStore(t, fx.dir)
 	first, _ := store.FirstIndex()
 	last, _ := store.LastIndex()
-	if last != fixtureV1.lastIndex {
-		t.Fatalf("fixture log ends at %d, want %d", last, fixtureV1.lastIndex)
+	if last != fx.lastIndex {
+		t.Fatalf("fixture log ends at %d, want %d", last, fx.lastIndex)
 	}
 	f := newTestFSM(t)
 	var codes []string
@@ -143,10 +224,10 @@ func TestFixtureV1LogReplays(t *testing.T) {
 		}
 		codes = append(codes, ErrorCode(r.Err))
 	}
-	if !slices.Equal(codes, fixtureV1.results) {
-		t.Fatalf("results\n got %q\nwant %q", codes, fixtureV1.results)
+	if !slices.Equal(codes, fx.results) {
+		t.Fatalf("results\n got %q\nwant %q", codes, fx.results)
 	}
-	checkFixtureStateV1(t, f)
+	fx.check(t, f)
 	if f.AppliedIndex() != last {
 		t.Errorf("applied index %d, want %d", f.AppliedIndex(), last)
 	}
@@ -154,17 +235,22 @@ func TestFixtureV1LogReplays(t *testing.T) {
 
 // TestFixtureV1RaftRestarts starts a real Raft on the v1 store, as a node restarting after an
 // upgrade does: raft replays the log into the FSM once the node leads again.
-func TestFixtureV1RaftRestarts(t *testing.T) {
-	store := openFixtureStore(t, fixtureV1.dir)
+func TestFixtureV1RaftRestarts(t *testing.T) { testFixtureRaftRestarts(t, fixtureV1) }
+
+// TestFixtureV3RaftRestarts is TestFixtureV1RaftRestarts for the protocol-3 store.
+func TestFixtureV3RaftRestarts(t *testing.T) { testFixtureRaftRestarts(t, fixtureV3) }
+
+func testFixtureRaftRestarts(t *testing.T, fx fixtureSpec) {
+	store := openFixtureStore(t, fx.dir)
 	f := newTestFSM(t)
 	r, _ := fixtureRaft(t, f, store)
 	t.Cleanup(func() { _ = r.Shutdown().Error() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := f.WaitApplied(ctx, fixtureV1.lastIndex); err != nil {
-		t.Fatalf("replay to %d: %v (at %d)", fixtureV1.lastIndex, err, f.AppliedIndex())
+	if err := f.WaitApplied(ctx, fx.lastIndex); err != nil {
+		t.Fatalf("replay to %d: %v (at %d)", fx.lastIndex, err, f.AppliedIndex())
 	}
-	checkFixtureStateV1(t, f)
+	fx.check(t, f)
 
 	// The upgraded node goes on writing on top of the old log.
 	b := mustEncode(t, CmdCreateAPIKey, "after-upgrade", fxAt(9), CreateAPIKey{Key: APIKey{
@@ -181,8 +267,13 @@ func TestFixtureV1RaftRestarts(t *testing.T) {
 // TestFixtureV1SnapshotRestores restores the v1 snapshot with this build: the state equals the
 // replayed log's, the request ids still de-duplicate, and what this build writes back restores
 // to the same state.
-func TestFixtureV1SnapshotRestores(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join(fixtureV1.dir, "snapshot.ndjson"))
+func TestFixtureV1SnapshotRestores(t *testing.T) { testFixtureSnapshotRestores(t, fixtureV1) }
+
+// TestFixtureV3SnapshotRestores is TestFixtureV1SnapshotRestores for the protocol-3 snapshot.
+func TestFixtureV3SnapshotRestores(t *testing.T) { testFixtureSnapshotRestores(t, fixtureV3) }
+
+func testFixtureSnapshotRestores(t *testing.T, fx fixtureSpec) {
+	raw, err := os.ReadFile(filepath.Join(fx.dir, "snapshot.ndjson"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,15 +281,15 @@ func TestFixtureV1SnapshotRestores(t *testing.T) {
 	if err := f.Restore(readCloser{bytes.NewReader(raw)}); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
-	if f.AppliedIndex() != fixtureV1.lastIndex {
-		t.Errorf("applied index %d, want %d", f.AppliedIndex(), fixtureV1.lastIndex)
+	if f.AppliedIndex() != fx.lastIndex {
+		t.Errorf("applied index %d, want %d", f.AppliedIndex(), fx.lastIndex)
 	}
-	checkFixtureStateV1(t, f)
+	fx.check(t, f)
 
 	replayed := newTestFSM(t)
-	store := openFixtureStore(t, fixtureV1.dir)
+	store := openFixtureStore(t, fx.dir)
 	var upload1 *raft.Log
-	for i := uint64(1); i <= fixtureV1.lastIndex; i++ {
+	for i := uint64(1); i <= fx.lastIndex; i++ {
 		var l raft.Log
 		if err := store.GetLog(i, &l); err != nil {
 			t.Fatal(err)
@@ -215,7 +306,7 @@ func TestFixtureV1SnapshotRestores(t *testing.T) {
 	if upload1 == nil {
 		t.Fatal("no upload-1 entry in the fixture log")
 	}
-	if res := f.Apply(cmdLog(fixtureV1.lastIndex+1, upload1.Data)).(*Result); res.Err != nil || res.Index != upload1.Index {
+	if res := f.Apply(cmdLog(fx.lastIndex+1, upload1.Data)).(*Result); res.Err != nil || res.Index != upload1.Index {
 		t.Errorf("retried upload after restore: %+v, want index %d and no error", res, upload1.Index)
 	}
 
@@ -223,7 +314,7 @@ func TestFixtureV1SnapshotRestores(t *testing.T) {
 	if err := again.Restore(readCloser{bytes.NewReader(dump(t, f))}); err != nil {
 		t.Fatalf("restore of this build's snapshot: %v", err)
 	}
-	checkFixtureStateV1(t, again)
+	fx.check(t, again)
 }
 
 type readCloser struct{ *bytes.Reader }

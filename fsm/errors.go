@@ -26,6 +26,9 @@ var (
 	// speak the protocol that introduced it yet (a rolling upgrade is under way). The FSM never
 	// returns it; the leader's protocol gate does, before the command reaches the log.
 	ErrNotEnabled = errors.New("fsm: command not enabled until every raft server speaks its protocol")
+	// ErrNoAuthority: the authority a command names (CreateToken.Authority) no longer holds at
+	// its place in the log: the API key was revoked, or the full token was deleted or expired.
+	ErrNoAuthority = errors.New("fsm: the authority the command names no longer holds")
 	// ErrStateUnavailable: the state store could not commit the batch (a full or failing disk).
 	// The outcome is unknown: the FSM holds the entry back and applies it once the store commits
 	// again, so a retry must reuse the request id. It is never stored in the de-duplication table.
@@ -46,6 +49,7 @@ var codes = []struct {
 	{"last_admin_key", ErrLastAdminKey},
 	{"not_enabled", ErrNotEnabled},
 	{"state_write_failed", ErrStateUnavailable},
+	{"no_authority", ErrNoAuthority},
 }
 
 // codeInternal stands for any error that is not one of the sentinels.

@@ -86,6 +86,16 @@ func fixtureLog(t testing.TB) []fixtureEntry {
 	expiringToken.ExpiresAt = fxAt(4)
 	lateToken := fxToken("TOKfixture0000000042", fxFile4, AccessRead, fxAt(7))
 	lateToken.ExpiresAt = fxAt(60)
+	shortFullToken := fxToken("TOKfixture0000000046", fxFile4, AccessFull, fxAt(7))
+	shortFullToken.ExpiresAt = fxAt(7).Add(30 * time.Second)
+	byKey := func(req, id, fileID, keyID string) []byte {
+		tok := fxToken(id, fileID, AccessRead, fxAt(7))
+		tok.CreatorID = keyID
+		return enc(CmdCreateToken, req, fxAt(7), CreateToken{Token: tok, Authority: &TokenAuthority{APIKeyID: keyID}})
+	}
+	byToken := func(req, id, fileID string, access AccessLevel, authority string, at time.Time) []byte {
+		return enc(CmdCreateToken, req, at, CreateToken{Token: fxToken(id, fileID, access, at), Authority: &TokenAuthority{TokenID: authority}})
+	}
 	return []fixtureEntry{
 		{"create file before init", enc(CmdCreateFile, "too-early", fxAt(0), CreateFile{
 			File: fxFile(fxFile3, 10, fxAt(0)), Tokens: []Token{fxToken("TOKfixture0000000099", fxFile3, AccessFull, fxAt(0))},
@@ -140,6 +150,20 @@ func fixtureLog(t testing.TB) []fixtureEntry {
 			fxToken("TOKfixture0000000041", fxFile4, AccessFull, fxAt(7)), lateToken,
 		}}), nil},
 		{"malformed entry", []byte(`{"v":1,"type":"deleteFile","requestId":"junk","time":"2026-12-01T21:07:00Z","payload":{"fileId":"a","junk":1}}`), ErrInvalidCommand},
+		// Protocol 3 (ProtocolTokenAuthority): token creates that name their authority.
+		{"create key without VIEW_FILES", enc(CmdCreateAPIKey, "key-guest", fxAt(7), CreateAPIKey{Key: APIKey{
+			ID: "guest", Name: "guest", Hash: HashSecret("fixture-guest-key"), CreatedAt: fxAt(7),
+		}}), nil},
+		{"read token by api key", byKey("token-43", "TOKfixture0000000043", fxFile4, "ops"), nil},
+		{"token by a key that may not see the file", byKey("token-guest", "TOKfixture0000000049", fxFile4, "guest"), ErrNotFound},
+		{"token by a revoked key", byKey("token-tmp", "TOKfixture0000000048", fxFile4, "tmp"), ErrNoAuthority},
+		{"token by api key for a deleted file", byKey("token-deleted-file", "TOKfixture0000000039", fxFile3, "ops"), ErrNotFound},
+		{"full token by full token", byToken("token-44", "TOKfixture0000000044", fxFile4, AccessFull, "TOKfixture0000000041", fxAt(7)), nil},
+		{"full token by read token", byToken("token-45", "TOKfixture0000000045", fxFile4, AccessFull, "TOKfixture0000000042", fxAt(7)), ErrNoAuthority},
+		{"token by a deleted token", byToken("token-15", "TOKfixture0000000015", fxFile1, AccessRead, "TOKfixture0000000012", fxAt(7)), ErrNoAuthority},
+		{"token by another file's token", byToken("token-16", "TOKfixture0000000016", fxFile1, AccessRead, "TOKfixture0000000041", fxAt(7)), ErrNoAuthority},
+		{"expiring full token", enc(CmdCreateToken, "token-46", fxAt(7), CreateToken{Token: shortFullToken}), nil},
+		{"token by an expired full token", byToken("token-47", "TOKfixture0000000047", fxFile4, AccessRead, "TOKfixture0000000046", fxAt(8)), ErrNoAuthority},
 		{"barrier at the end", enc(CmdBarrier, "barrier-2", fxAt(8), Barrier{Node: fixtureNode}), nil},
 	}
 }

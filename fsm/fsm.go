@@ -338,7 +338,7 @@ func (f *FSM) execute(s store, m *metaRow, cmd Command, p any) error {
 	case *DeleteFile:
 		return deleteFile(s, m, p.FileID)
 	case *CreateToken:
-		return createToken(s, m, p)
+		return createToken(s, m, p, cmd.Time)
 	case *DeleteToken:
 		return deleteToken(s, m, p, cmd.Time)
 	case *CreateAPIKey:
@@ -433,9 +433,13 @@ func found[T any](v *T, ok bool, err error) (*T, error) {
 	return v, nil
 }
 
-func createToken(s store, m *metaRow, p *CreateToken) error {
-	if !s.has(tableFiles, []byte(p.Token.FileID)) {
-		return ErrNotFound
+func createToken(s store, m *metaRow, p *CreateToken, now time.Time) error {
+	if p.Authority == nil {
+		if !s.has(tableFiles, []byte(p.Token.FileID)) {
+			return ErrNotFound
+		}
+	} else if err := checkTokenAuthority(s, p, now); err != nil {
+		return err
 	}
 	if s.tokenTaken(p.Token) {
 		return ErrConflict
@@ -444,6 +448,49 @@ func createToken(s store, m *metaRow, p *CreateToken) error {
 		return fmt.Errorf("store token: %w", err)
 	}
 	m.Tokens++
+	return nil
+}
+
+// checkTokenAuthority is what the proposer's read index used to decide, decided at the entry's
+// place in the log instead: the file is live, and the named API key or full token still entitles
+// the creator. A revoked key or a deleted, expired or foreign token is ErrNoAuthority; a file the
+// key may not see is ErrNotFound, as a file that does not exist (existence does not leak).
+func checkTokenAuthority(s store, p *CreateToken, now time.Time) error {
+	file, err := found(s.file(p.Token.FileID))
+	if err != nil {
+		return err
+	}
+	if file.Expired(now) {
+		return ErrNotFound
+	}
+	if id := p.Authority.APIKeyID; id != "" {
+		if file.CreatorID == id { // its own file: the key's existence is all (no row to decode)
+			switch v, err := s.get(tableAPIKeys, []byte(id)); {
+			case err != nil: // not has(), which counts a failed read as present
+				return err
+			case v == nil:
+				return ErrNoAuthority
+			}
+			return nil
+		}
+		key, ok, err := s.apiKey(id)
+		switch {
+		case err != nil:
+			return err
+		case !ok:
+			return ErrNoAuthority
+		case !slices.Contains(key.Permissions, PermViewFiles):
+			return ErrNotFound
+		}
+		return nil
+	}
+	tok, ok, err := s.token(p.Authority.TokenID)
+	switch {
+	case err != nil:
+		return err
+	case !ok || tok.FileID != file.ID || tok.Access != AccessFull || tok.Expired(now):
+		return ErrNoAuthority
+	}
 	return nil
 }
 

@@ -12,7 +12,7 @@ const (
 	// ProtocolVersion is the newest protocol this build speaks. A protocol version names a set of
 	// command types, payload fields and formats; nodes announce the range they speak in gossip, and
 	// the leader proposes something introduced in protocol P only once every Raft server speaks P.
-	ProtocolVersion = 2
+	ProtocolVersion = 3
 	// MinProtocolVersion is the oldest protocol this build still speaks: it decodes every command
 	// and snapshot a build of that protocol writes. It only rises when support for old entries is
 	// dropped, which the committed fixtures forbid today.
@@ -22,6 +22,12 @@ const (
 	// writers produce v2 shards only once every Raft server speaks it, because a protocol-1 node
 	// (v0.1.0) can neither read v2 shards nor serve shards with a header. It adds no command.
 	ProtocolShardFormatV2 = 2
+
+	// ProtocolTokenAuthority is the protocol that introduced CreateToken.Authority: the FSM checks
+	// a token creator's API key or full token at apply, so the proposer needs no read index. A
+	// protocol-2 replica refuses the field as unknown, so proposers set it only once every Raft
+	// server speaks it.
+	ProtocolTokenAuthority = 3
 
 	// CommandVersion is the envelope version EncodeCommand writes, always the newest. Its rules
 	// (the envelope's fields and the payloads' validation) are frozen: DecodeCommand reads every

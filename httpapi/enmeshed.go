@@ -16,6 +16,9 @@ import (
 // EnmeshedService is what /api/v2 needs from the use cases.
 type EnmeshedService interface {
 	Authenticate(ctx context.Context, apiKey string) (core.Principal, error) // core.ErrUnauthenticated
+	// AuthenticateUnconfirmed resolves the key without a read index, for a route whose use case has
+	// the FSM check it at apply (keyAtApply); core refuses such a principal everywhere else.
+	AuthenticateUnconfirmed(ctx context.Context, apiKey string) (core.Principal, error)
 	MaxFileSize() int64
 	BeginUpload(ctx context.Context, p core.Principal) (core.Upload, error) // as on /files/v1
 	// FileByID returns the file when p may see it (p created it, or p has VIEW_FILES); otherwise,
@@ -57,6 +60,9 @@ type enmeshedAPI struct {
 type enmeshedHandler struct {
 	produces []string // media types it can answer with, preferred first; nil: not negotiated
 	serve    func(w http.ResponseWriter, r *http.Request, p core.Principal, mediaType string) error
+	// keyAtApply: the use case takes a principal whose key core resolved without a read index
+	// (core.Service.AuthenticateUnconfirmed) and has the FSM check the key at apply.
+	keyAtApply bool
 }
 
 // enmeshedRoute is one path pattern of /api/v2. entity names the record in "not found" messages.
@@ -70,24 +76,24 @@ func (a *enmeshedAPI) routes() []enmeshedRoute {
 	json := []string{mediaJSON}
 	return []enmeshedRoute{
 		{"/api/v2/Files", "File", map[string]enmeshedHandler{
-			http.MethodGet: {json, a.listFiles(false)}}},
+			http.MethodGet: {json, a.listFiles(false), false}}},
 		// The literal "Own" outranks {id} in http.ServeMux, as the contract asks.
 		{"/api/v2/Files/Own", "File", map[string]enmeshedHandler{
-			http.MethodGet:  {json, a.listFiles(true)},
-			http.MethodPost: {json, a.upload}}},
+			http.MethodGet:  {json, a.listFiles(true), false},
+			http.MethodPost: {json, a.upload, false}}},
 		// Accept: image/png on a file or token answers a QR code of its reference, as the SDK's
 		// getQrCodeForFile and getQrCodeForToken ask.
 		{"/api/v2/Files/{id}", "File", map[string]enmeshedHandler{
-			http.MethodGet:    {[]string{mediaJSON, mediaPNG}, a.getFile},
-			http.MethodDelete: {nil, a.deleteFile}}},
+			http.MethodGet:    {[]string{mediaJSON, mediaPNG}, a.getFile, false},
+			http.MethodDelete: {nil, a.deleteFile, false}}},
 		// A download answers with the file's own type, whatever the client accepts: a 406 here
 		// would only break clients that send a narrow Accept for a file they know.
 		{"/api/v2/Files/{id}/Download", "File", map[string]enmeshedHandler{
-			http.MethodGet: {nil, a.download}}},
+			http.MethodGet: {nil, a.download, false}}},
 		{"/api/v2/Files/{id}/Token", "File", map[string]enmeshedHandler{
-			http.MethodPost: {[]string{mediaJSON, mediaPNG}, a.createToken}}},
+			http.MethodPost: {[]string{mediaJSON, mediaPNG}, a.createToken, true}}},
 		{"/api/v2/Tokens/{id}", "Token", map[string]enmeshedHandler{
-			http.MethodGet: {[]string{mediaJSON, mediaPNG}, a.getToken}}},
+			http.MethodGet: {[]string{mediaJSON, mediaPNG}, a.getToken, false}}},
 	}
 }
 
@@ -106,7 +112,15 @@ func (a *enmeshedAPI) mount(mux *http.ServeMux, mw *middleware) {
 // (406); the route's handler then validates (400) before it looks anything up (404).
 func (a *enmeshedAPI) handler(rt enmeshedRoute) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := keyPrincipal(r, a.svc) // every route, even an unknown one, needs a valid key, as on the Connector
+		h, ok := rt.methods[r.Method]
+		if !ok && r.Method == http.MethodHead {
+			h, ok = rt.methods[http.MethodGet]
+		}
+		var auth authenticator = a.svc
+		if ok && h.keyAtApply {
+			auth = unconfirmedAuthenticator{a.svc}
+		}
+		p, err := keyPrincipal(r, auth) // every route, even an unknown one, needs a valid key, as on the Connector
 		if err != nil {
 			a.fail(w, r, rt, err)
 			return
@@ -114,10 +128,6 @@ func (a *enmeshedAPI) handler(rt enmeshedRoute) http.Handler {
 		if rt.methods == nil {
 			a.fail(w, r, rt, errRouteDoesNotExist())
 			return
-		}
-		h, ok := rt.methods[r.Method]
-		if !ok && r.Method == http.MethodHead {
-			h, ok = rt.methods[http.MethodGet]
 		}
 		if !ok {
 			w.Header().Set("Allow", allowedMethods(rt.methods))
@@ -138,6 +148,13 @@ func (a *enmeshedAPI) handler(rt enmeshedRoute) http.Handler {
 }
 
 // fail answers err as an error envelope. Unexpected errors are logged with the API key blanked out.
+// unconfirmedAuthenticator authenticates without a read index, for keyAtApply routes.
+type unconfirmedAuthenticator struct{ svc EnmeshedService }
+
+func (u unconfirmedAuthenticator) Authenticate(ctx context.Context, apiKey string) (core.Principal, error) {
+	return u.svc.AuthenticateUnconfirmed(ctx, apiKey)
+}
+
 func (a *enmeshedAPI) fail(w http.ResponseWriter, r *http.Request, rt enmeshedRoute, err error) {
 	e := enmeshedErrorFor(err, rt.entity)
 	if e.status >= http.StatusInternalServerError {

@@ -342,7 +342,7 @@ func TestEnmeshedPanicAfterWriteIsReraised(t *testing.T) {
 		http.MethodGet: {nil, func(w http.ResponseWriter, _ *http.Request, _ core.Principal, _ string) error {
 			w.WriteHeader(http.StatusOK)
 			panic("late")
-		}},
+		}, false},
 	}})
 	req := httptest.NewRequest(http.MethodGet, "/p", nil)
 	req.Header.Set("X-API-KEY", keyAlice)

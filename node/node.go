@@ -209,7 +209,8 @@ func New(cfg Config) (_ *Node, err error) {
 			}
 			return erasure.FormatV1
 		},
-		Keyring: &cluster.KeyringAdmin{Self: cfg.NodeID, Members: n.members, RPC: n.rpcClient},
+		TokenAuthority: func() bool { return n.protocol.ClusterProtocol() >= fsm.ProtocolTokenAuthority },
+		Keyring:        &cluster.KeyringAdmin{Self: cfg.NodeID, Members: n.members, RPC: n.rpcClient},
 	}, n.fsm, n.consensus, &shardRouter{node: n}, placer{n}, metrics)
 	closers = append(closers, func() error { n.service.Close(); return nil })
 	n.registerMetrics()
