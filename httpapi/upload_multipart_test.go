@@ -199,6 +199,9 @@ func FuzzFormReaderMatchesMimeMultipart(f *testing.F) {
 	f.Add(formFixture(f, fuzzBoundary, part{name: "name", body: "n"}, part{name: "tags", body: "x"}), uint16(1), uint16(60000))
 	f.Add([]byte("--"+fuzzBoundary+"\nContent-Disposition: form-data; name=\"file\"\n\nx\n--"+fuzzBoundary+"--"), uint16(2), uint16(3))
 	f.Fuzz(func(t *testing.T, body []byte, chunkA, chunkB uint16) {
+		if len(body) > 256<<10 {
+			t.Skip("bodies this large add nothing the delimiter logic has not seen at 256 KiB")
+		}
 		checkFormReaderMatches(t, body, fuzzBoundary, []int{int(chunkA) + 1, int(chunkB) + 1})
 	})
 }
