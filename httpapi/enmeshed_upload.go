@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"mime"
-	"mime/multipart"
 	"net/http"
 	"strings"
 	"time"
@@ -44,7 +43,8 @@ func (a *enmeshedAPI) upload(w http.ResponseWriter, r *http.Request, p core.Prin
 			up.Abort() // a no-op after Commit
 		}
 	}()
-	attrs, err := readUploadForm(multipart.NewReader(body, boundary), enmeshedForm(time.Now()),
+	body.setBoundary(boundary)
+	attrs, err := readUploadForm(body, enmeshedForm(time.Now()),
 		func() (core.Upload, error) {
 			var err error
 			up, err = a.svc.BeginUpload(r.Context(), p)
