@@ -371,15 +371,6 @@ func (s store) request(id string) (*requestRow, bool, error) {
 	return binaryRow(s, tableRequests, id, decodeRequest)
 }
 
-// putRequest records r, replacing an aged-out row of the same id.
-func (s store) putRequest(r *requestRow) error {
-	old, _, err := s.request(r.ID)
-	if err != nil {
-		return err
-	}
-	return s.replaceRequest(old, r)
-}
-
 // replaceRequest records r in place of old, the row of the same id that the caller read (nil
 // when there is none).
 func (s store) replaceRequest(old, r *requestRow) error {
