@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"strings"
 	"time"
@@ -43,8 +44,7 @@ func (a *enmeshedAPI) upload(w http.ResponseWriter, r *http.Request, p core.Prin
 			up.Abort() // a no-op after Commit
 		}
 	}()
-	body.setBoundary(boundary)
-	attrs, err := readUploadForm(body, enmeshedForm(time.Now()),
+	attrs, err := readUploadForm(multipart.NewReader(body, boundary), enmeshedForm(time.Now()),
 		func() (core.Upload, error) {
 			var err error
 			up, err = a.svc.BeginUpload(r.Context(), p)

@@ -1,6 +1,9 @@
 package httpapi
 
 import (
+	"errors"
+	"io"
+	"mime/multipart"
 	"net/http"
 	"strings"
 
@@ -49,7 +52,7 @@ func (v *filesV1API) receive(w http.ResponseWriter, r *http.Request) (fileMetada
 		return fileMetadata{}, err
 	}
 	defer release()
-	if body.empty() {
+	if _, err := body.Peek(1); errors.Is(err, io.EOF) {
 		return fileMetadata{}, errEmptyBody("the upload has no body")
 	}
 	boundary, err := multipartBoundary(r.Header.Get("Content-Type"))
@@ -64,8 +67,7 @@ func (v *filesV1API) receive(w http.ResponseWriter, r *http.Request) (fileMetada
 	}
 	defer up.Abort() // a no-op after Commit
 
-	body.setBoundary(boundary)
-	attrs, err := readUploadForm(body, filesV1Form,
+	attrs, err := readUploadForm(multipart.NewReader(body, boundary), filesV1Form,
 		func() (core.Upload, error) { return up, nil })
 	if err != nil {
 		return fileMetadata{}, err

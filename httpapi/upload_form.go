@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"unicode/utf8"
 
@@ -86,13 +87,12 @@ type uploadForm struct {
 	mimeType func(string) string
 }
 
-// readUploadForm walks the parts of one upload in the order they arrive (formReader: the file
-// part's bytes go from the socket straight into core's frames). It streams the one file
+// readUploadForm walks the parts of one upload in the order they arrive. It streams the one file
 // part into the upload that begin returns (begin is called when that part arrives, so a form that
 // fails before it costs core nothing unless the front-end began the upload itself) and collects
 // the attributes for Commit. The first problem ends it; a missing file part is known only at the
 // end. The caller owns the upload begin returns, and aborts it on failure.
-func readUploadForm(mr *formReader, form uploadForm, begin func() (core.Upload, error)) (core.FileAttrs, error) {
+func readUploadForm(mr *multipart.Reader, form uploadForm, begin func() (core.Upload, error)) (core.FileAttrs, error) {
 	var (
 		attrs   core.FileAttrs
 		sawFile bool
@@ -172,7 +172,7 @@ func readUploadForm(mr *formReader, form uploadForm, begin func() (core.Upload, 
 
 // readField reads one text part, bounded to maxFieldBytes and required to be UTF-8 (it ends up in
 // JSON).
-func readField(part *formPart, what string) (string, error) {
+func readField(part *multipart.Part, what string) (string, error) {
 	b, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
 	if err != nil {
 		return "", bodyError(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"mime/multipart"
 	"strings"
 	"testing"
 	"time"
@@ -74,7 +75,7 @@ func TestUploadFormProblemsInEachFormat(t *testing.T) {
 				}
 				body, boundary := formBody(t, parts, tc.truncate)
 				var up core.Upload
-				_, err := readUploadForm(newFormReader(bytes.NewReader(body), boundary, nil), form, func() (core.Upload, error) {
+				_, err := readUploadForm(multipart.NewReader(bytes.NewReader(body), boundary), form, func() (core.Upload, error) {
 					var err error
 					up, err = h.Service.BeginUpload(context.Background(), h.Root)
 					return up, err
@@ -120,7 +121,7 @@ func TestUploadFormNamesTheFile(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer up.Abort()
-			attrs, err := readUploadForm(newFormReader(bytes.NewReader(body), boundary, nil), tc.form,
+			attrs, err := readUploadForm(multipart.NewReader(bytes.NewReader(body), boundary), tc.form,
 				func() (core.Upload, error) { return up, nil })
 			if err != nil || attrs.Name != tc.want {
 				t.Fatalf("name %q (%v), want %q", attrs.Name, err, tc.want)
