@@ -75,9 +75,13 @@ const DefaultLeaderWait = 5 * time.Second
 // DefaultReadIndexTimeout bounds a read index when the caller's context has no deadline.
 const DefaultReadIndexTimeout = 10 * time.Second
 
-// CommandGate says whether a command type may be proposed now. *ProtocolGate implements it.
+// CommandGate says whether a command may be proposed now. *ProtocolGate implements it.
 type CommandGate interface {
+	// Allows returns nil when every Raft server speaks the protocol that introduced typ.
 	Allows(typ fsm.CommandType) error
+	// Supports reports whether every Raft server speaks protocol version, for a command that sets
+	// a field newer than its type.
+	Supports(version int) bool
 }
 
 // NewConsensus wraps a running Raft.
@@ -225,13 +229,32 @@ func (c *Consensus) CanPropose(typ fsm.CommandType) error {
 	return c.Gate.Allows(typ)
 }
 
-// admit is the leader's gate on every entry it appends; a refusal is the command's result.
+// admit is the leader's gate on every entry it appends; a refusal is the command's result. It
+// checks the command's type, and, for a type with fields newer than itself (fsm.CommandFields-
+// Protocol) while some server does not speak them, the fields the command sets: an older replica
+// refuses an unknown field as ErrInvalidCommand where the others apply it, and the replicas would
+// diverge. The decode is paid only in that mixed-version window.
 func (c *Consensus) admit(cmd []byte) error {
 	typ, err := fsm.PeekCommandType(cmd)
 	if err != nil {
 		return nil // the FSM refuses it as ErrInvalidCommand, as it always has
 	}
-	return c.CanPropose(typ)
+	if err := c.CanPropose(typ); err != nil || c.Gate == nil {
+		return err
+	}
+	since, _ := fsm.CommandProtocol(typ)
+	newest, _ := fsm.CommandFieldsProtocol(typ)
+	if newest <= since || c.Gate.Supports(newest) {
+		return nil
+	}
+	need, err := fsm.CommandNeeds(cmd)
+	if err != nil {
+		return nil // every replica refuses it alike
+	}
+	if !c.Gate.Supports(need) {
+		return fmt.Errorf("%w: this %s sets a field of protocol %d, which some raft server does not speak", fsm.ErrNotEnabled, typ, need)
+	}
+	return nil
 }
 
 // applyLocal applies on this node, which must be the leader, and waits under ctx.

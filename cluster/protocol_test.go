@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,6 +101,8 @@ func (g refuseGate) Allows(typ fsm.CommandType) error {
 	return nil
 }
 
+func (g refuseGate) Supports(int) bool { return true }
+
 // TestConsensusGateKeepsRefusedCommandsOutOfTheLog: the leader checks every command against its
 // gate before appending it; a refused one never reaches the log, and the refusal is the
 // command's result (not retried as a transport failure).
@@ -149,5 +152,101 @@ func TestConsensusGateKeepsRefusedCommandsOutOfTheLog(t *testing.T) {
 	}
 	if err := c.CanPropose(fsm.CmdBarrier); err != nil {
 		t.Fatalf("CanPropose(barrier) = %v", err)
+	}
+}
+
+// mutableMembers is a gossip view a test changes as servers upgrade.
+type mutableMembers struct {
+	mu      sync.Mutex
+	members apMembers
+}
+
+func (m *mutableMembers) Members() []Member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Member(nil), m.members...)
+}
+
+func (m *mutableMembers) set(members ...Member) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.members = members
+}
+
+// TestConsensusGateChecksNewFieldsOfOldCommands: a createToken is a protocol-1 type, but its
+// authority field is protocol 3, and a protocol-2 replica refuses the unknown field where the
+// others apply it. While some Raft server speaks only 2, the leader keeps a createToken that sets
+// the field out of the log (whatever its proposer believed), and still admits one that does not;
+// once every server speaks 3 it admits both.
+func TestConsensusGateChecksNewFieldsOfOldCommands(t *testing.T) {
+	cfg := testutil.RaftConfig("n1")
+	f := fsmtest.New(t)
+	store := raft.NewInmemStore()
+	_, trans := raft.NewInmemTransport("n1")
+	r, err := raft.NewRaft(cfg, NewRaftFSM(f), store, store, raft.NewInmemSnapshotStore(), trans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Shutdown().Error() })
+	if err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: "n1"}}}).Error(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "leadership", func() bool { return r.State() == raft.Leader })
+	c := NewConsensus("n1", r, f, nil, transportTestLogger())
+	t.Cleanup(c.Close)
+	// The gate sees a second server, n2, that speaks protocols 1 and 2 only.
+	members := &mutableMembers{}
+	members.set(protoMember("n2", 1, 2, StateAlive))
+	c.Gate = NewProtocolGate("n1", staticServers{{ID: "n1"}, {ID: "n2"}}, members)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	propose := func(typ fsm.CommandType, req string, p any) (uint64, error) {
+		t.Helper()
+		cmd, err := fsm.EncodeCommand(typ, req, time.Unix(2, 0).UTC(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Propose(ctx, cmd)
+	}
+	if _, err := propose(fsm.CmdInitCluster, "init", initClusterPayload()); err != nil {
+		t.Fatal(err)
+	}
+	file := createFilePayload(1)
+	if _, err := propose(fsm.CmdCreateFile, "upload", file); err != nil {
+		t.Fatal(err)
+	}
+	fullToken := file.Tokens[0].ID
+	readToken := func(n int) fsm.Token {
+		return fsm.Token{ID: fmt.Sprintf("TOKread%013d", n), Secret: fmt.Sprintf("read-secret-%d", n), FileID: file.File.ID,
+			Access: fsm.AccessRead, CreatedAt: time.Unix(2, 0).UTC()}
+	}
+	byToken := func(n int) fsm.CreateToken {
+		return fsm.CreateToken{Token: readToken(n), Authority: &fsm.TokenAuthority{TokenID: fullToken}}
+	}
+
+	before := r.LastIndex()
+	if _, err := propose(fsm.CmdCreateToken, "with-authority", byToken(1)); !errors.Is(err, fsm.ErrNotEnabled) {
+		t.Fatalf("createToken with authority on a protocol-2 cluster = %v, want ErrNotEnabled", err)
+	}
+	if got := r.LastIndex(); got != before {
+		t.Fatalf("log moved from %d to %d: a command a replica cannot apply was appended", before, got)
+	}
+	if _, ok := f.Token(readToken(1).ID); ok {
+		t.Fatal("the refused token exists")
+	}
+	if _, err := propose(fsm.CmdCreateToken, "without-authority", fsm.CreateToken{Token: readToken(2)}); err != nil {
+		t.Fatalf("createToken without authority on a protocol-2 cluster = %v", err)
+	}
+	if _, ok := f.Token(readToken(2).ID); !ok {
+		t.Fatal("the token without authority was not created")
+	}
+
+	members.set(protoMember("n2", 1, fsm.ProtocolTokenAuthority, StateAlive))
+	if _, err := propose(fsm.CmdCreateToken, "with-authority-upgraded", byToken(3)); err != nil {
+		t.Fatalf("createToken with authority once every server speaks %d = %v", fsm.ProtocolTokenAuthority, err)
+	}
+	if _, ok := f.Token(readToken(3).ID); !ok {
+		t.Fatal("the token with authority was not created after the upgrade")
 	}
 }

@@ -388,7 +388,18 @@ func (s *Service) CreateTokenByID(ctx context.Context, p Principal, fileID strin
 	if atApply {
 		cmd.Authority = &fsm.TokenAuthority{APIKeyID: p.ID}
 	}
-	if err := s.propose(ctx, fsm.CmdCreateToken, cmd); err != nil {
+	err := s.propose(ctx, fsm.CmdCreateToken, cmd)
+	if atApply && errors.Is(err, fsm.ErrNotEnabled) {
+		// The leader sees a server that does not speak the authority field yet (its view of the
+		// servers' protocols is not ours): confirm the key by the read index, and send the
+		// command as an older cluster takes it. The refused one never reached the log.
+		if _, err := s.fileByID(ctx, p, fileID); err != nil {
+			return TokenInfo{}, err
+		}
+		cmd.Authority = nil
+		err = s.propose(ctx, fsm.CmdCreateToken, cmd)
+	}
+	if err != nil {
 		if errors.Is(err, errNoAuthority) {
 			return TokenInfo{}, ErrUnauthenticated // the key was revoked before the create applied
 		}

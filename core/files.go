@@ -203,7 +203,17 @@ func (s *Service) CreateToken(ctx context.Context, secret string, access AccessL
 	if atApply {
 		cmd.Authority = &fsm.TokenAuthority{TokenID: tok.ID}
 	}
-	if err := s.propose(ctx, fsm.CmdCreateToken, cmd); err != nil {
+	err := s.propose(ctx, fsm.CmdCreateToken, cmd)
+	if atApply && errors.Is(err, fsm.ErrNotEnabled) {
+		// As in CreateTokenByID: the leader refused the authority field; decide after the read
+		// index and send the command without it.
+		if _, _, err := s.resolveFull(ctx, secret); err != nil {
+			return TokenInfo{}, err
+		}
+		cmd.Authority = nil
+		err = s.propose(ctx, fsm.CmdCreateToken, cmd)
+	}
+	if err != nil {
 		if errors.Is(err, ErrNotFound) || errors.Is(err, errNoAuthority) {
 			return TokenInfo{}, ErrInvalidToken
 		}

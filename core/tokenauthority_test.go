@@ -3,6 +3,7 @@ package core_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/cairn-dev/cairn/core"
@@ -209,4 +210,66 @@ func TestTokenCreateByFullTokenNeedsNoReadIndex(t *testing.T) {
 	if h.reads != 1 || h.creates != 0 {
 		t.Errorf("%d read indexes and %d proposals, want 1 and 0", h.reads, h.creates)
 	}
+}
+
+// TestTokenCreateFallsBackWhenTheLeaderRefusesTheAuthority: the proposer believes every server
+// speaks fsm.ProtocolTokenAuthority, but the leader sees one that does not (a server of an older
+// build that joined, in the leader's gossip view first) and refuses the authority field as
+// not_enabled. The create then takes the read index and is sent without the field, and succeeds:
+// by key on /api/v2 and by full token on /files/v1.
+func TestTokenCreateFallsBackWhenTheLeaderRefusesTheAuthority(t *testing.T) {
+	h := newTokenAuthorityHarness(t, true)
+	ctx := context.Background()
+	refuseNext := false
+	h.Consensus.SetFault(func(read bool, typ fsm.CommandType) error {
+		switch {
+		case read:
+			h.reads++
+		case typ == fsm.CmdCreateToken:
+			h.creates++
+			if refuseNext {
+				refuseNext = false
+				return fmt.Errorf("%w: this createToken sets a field of protocol %d", fsm.ErrNotEnabled, fsm.ProtocolTokenAuthority)
+			}
+		}
+		return nil
+	})
+	_, aliceKey, err := h.Service.CreateAPIKey(ctx, h.Root, "alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, err := h.Service.Authenticate(ctx, aliceKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, full := mustUpload(t, h.Harness, alice, "a.txt", []byte("alice's"))
+
+	check := func(what string, tok core.TokenInfo, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if h.creates != 2 || h.reads != 1 {
+			t.Errorf("%s: %d proposals and %d read indexes, want the refused one, then the read index and one more", what, h.creates, h.reads)
+		}
+		got, _, _, err := h.Service.Details(ctx, tok.Secret)
+		if err != nil || got.ID != file.ID {
+			t.Fatalf("%s: the new token: %+v, %v", what, got, err)
+		}
+	}
+
+	req := core.WithReadScope(ctx)
+	p, err := h.Service.AuthenticateUnconfirmed(req, aliceKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.reset()
+	refuseNext = true
+	tok, err := h.Service.CreateTokenByID(req, p, file.ID, file.ExpiresAt, core.TokenPersisted)
+	check("by key", tok, err)
+
+	h.reset()
+	refuseNext = true
+	tok, err = h.Service.CreateToken(core.WithReadScope(ctx), full, core.AccessRead, h.Clock.Now().AddDate(0, 0, 1))
+	check("by full token", tok, err)
 }

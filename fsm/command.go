@@ -353,6 +353,13 @@ func (p *CreateToken) validate() error {
 	return nil
 }
 
+func (p *CreateToken) neededProtocol() int {
+	if p.Authority != nil {
+		return ProtocolTokenAuthority
+	}
+	return 1
+}
+
 func (p *DeleteToken) validate() error {
 	if p.FileID == "" || p.TokenID == "" {
 		return errors.New("missing fileId or tokenId")

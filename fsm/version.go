@@ -44,6 +44,10 @@ type commandSpec struct {
 	// since is the protocol version that introduced the type. Replicas of an older protocol refuse
 	// it as ErrInvalidCommand, so it may only be proposed once every Raft server speaks since.
 	since int
+	// fieldsSince is the newest protocol that introduced a field of the type's payload, or zero
+	// when every field is as old as the type. A value that sets such a field says which protocol
+	// it needs through neededProtocol, and the leader checks that too (CommandNeeds).
+	fieldsSince int
 	// newPayload returns a pointer to an empty payload of the current version.
 	newPayload func() payload
 }
@@ -54,7 +58,7 @@ var commands = map[CommandType]commandSpec{
 	CmdInitCluster:      {since: 1, newPayload: func() payload { return new(InitCluster) }},
 	CmdCreateFile:       {since: 1, newPayload: func() payload { return new(CreateFile) }},
 	CmdDeleteFile:       {since: 1, newPayload: func() payload { return new(DeleteFile) }},
-	CmdCreateToken:      {since: 1, newPayload: func() payload { return new(CreateToken) }},
+	CmdCreateToken:      {since: 1, fieldsSince: ProtocolTokenAuthority, newPayload: func() payload { return new(CreateToken) }},
 	CmdDeleteToken:      {since: 1, newPayload: func() payload { return new(DeleteToken) }},
 	CmdBarrier:          {since: 1, newPayload: func() payload { return new(Barrier) }},
 	CmdCreateAPIKey:     {since: 1, newPayload: func() payload { return new(CreateAPIKey) }},
@@ -79,6 +83,38 @@ var commandVersions = map[int]func(cmd Command) (payload, error){
 func CommandProtocol(typ CommandType) (int, bool) {
 	spec, ok := commands[typ]
 	return spec.since, ok
+}
+
+// CommandFieldsProtocol returns the newest protocol that introduced typ or one of its payload's
+// fields, and false for a type this build does not know. A leader whose cluster speaks that
+// protocol admits every command of the type without decoding it; otherwise it asks CommandNeeds.
+func CommandFieldsProtocol(typ CommandType) (int, bool) {
+	spec, ok := commands[typ]
+	return max(spec.since, spec.fieldsSince), ok
+}
+
+// protocolNeeder is implemented by a payload with fields newer than its type.
+type protocolNeeder interface {
+	// neededProtocol returns the newest protocol of a field this value sets, or 1 when it sets
+	// none of them.
+	neededProtocol() int
+}
+
+// CommandNeeds decodes an encoded command and returns the protocol every replica must speak to
+// apply it as this build does: its type's, or newer when it sets a field introduced later (a
+// replica of an older protocol refuses the unknown field, and would diverge from the others). A
+// command that does not decode returns an error wrapping ErrInvalidCommand; every replica refuses
+// it alike.
+func CommandNeeds(b []byte) (int, error) {
+	cmd, p, err := DecodeCommand(b)
+	if err != nil {
+		return 0, err
+	}
+	need := commands[cmd.Type].since
+	if n, ok := p.(protocolNeeder); ok {
+		need = max(need, n.neededProtocol())
+	}
+	return need, nil
 }
 
 // CommandTypes lists every command type this build knows.

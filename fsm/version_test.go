@@ -1,9 +1,12 @@
 package fsm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestCommandTableIsConsistent: every command type names the protocol that introduced it, within
@@ -36,6 +39,13 @@ func TestCommandTableIsConsistent(t *testing.T) {
 			t.Errorf("%s and %s share payload type %s", typ, other, p)
 		}
 		seen[p] = typ
+		newest, _ := CommandFieldsProtocol(typ)
+		if newest < since || newest > ProtocolVersion {
+			t.Errorf("%s: fields protocol %d outside [%d, %d]", typ, newest, since, ProtocolVersion)
+		}
+		if _, needs := commands[typ].newPayload().(protocolNeeder); needs != (newest > since) {
+			t.Errorf("%s: fields protocol %d above since %d, but neededProtocol implemented = %v", typ, newest, since, needs)
+		}
 	}
 	if _, ok := CommandProtocol("noSuchCommand"); ok {
 		t.Error("an unknown type has a protocol")
@@ -81,5 +91,49 @@ func TestDecodeRefusesUnknownVersions(t *testing.T) {
 		if _, _, err := DecodeCommand(b); !errors.Is(err, ErrInvalidCommand) {
 			t.Errorf("version %d: %v, want ErrInvalidCommand", v, err)
 		}
+	}
+}
+
+// TestCommandNeedsNamesTheNewestFieldSet: a command needs its type's protocol, or a newer one
+// when it sets a field introduced later, never more than the type's fields protocol; one that
+// does not decode says so.
+func TestCommandNeedsNamesTheNewestFieldSet(t *testing.T) {
+	at := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	tok := Token{ID: "TOKneeds000000000001", Secret: "s", FileID: "file-1", Access: AccessRead, CreatorID: "c", CreatedAt: at}
+	cases := []struct {
+		name string
+		typ  CommandType
+		p    any
+		want int
+	}{
+		{"token without authority", CmdCreateToken, CreateToken{Token: tok}, 1},
+		{"token by api key", CmdCreateToken, CreateToken{Token: tok, Authority: &TokenAuthority{APIKeyID: tok.CreatorID}}, ProtocolTokenAuthority},
+		{"token by token", CmdCreateToken, CreateToken{Token: tok, Authority: &TokenAuthority{TokenID: "TOKneeds000000000002"}}, ProtocolTokenAuthority},
+		{"delete token", CmdDeleteToken, DeleteToken{FileID: "file-1", TokenID: tok.ID}, 1},
+		{"remove node", CmdRemoveNode, RemoveNode{NodeID: "n9"}, commands[CmdRemoveNode].since},
+	}
+	for _, tc := range cases {
+		b, err := EncodeCommand(tc.typ, "req-"+tc.name, at, tc.p)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got, err := CommandNeeds(b)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: CommandNeeds = %d, %v; want %d", tc.name, got, err, tc.want)
+		}
+		if newest, _ := CommandFieldsProtocol(tc.typ); got > newest {
+			t.Errorf("%s: needs %d above the type's fields protocol %d", tc.name, got, newest)
+		}
+	}
+	valid, err := EncodeCommand(CmdCreateToken, "req-unknown", at, CreateToken{Token: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown := bytes.Replace(valid, []byte(`"payload":{`), []byte(`"payload":{"fromTheFuture":1,`), 1)
+	if bytes.Equal(unknown, valid) {
+		t.Fatal("the encoding has no payload object to extend")
+	}
+	if _, err := CommandNeeds(unknown); !errors.Is(err, ErrInvalidCommand) || !strings.Contains(err.Error(), "fromTheFuture") {
+		t.Errorf("CommandNeeds(unknown field) = %v, want ErrInvalidCommand naming the field", err)
 	}
 }
