@@ -2,12 +2,13 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -246,16 +247,26 @@ func TestRestoreSwapIsAtomicForReaders(t *testing.T) {
 // are refused, and once space is back (and pebble's retried flush went through) the held-back
 // entries are applied before the next batch, as if nothing had happened.
 func TestFullDiskRefusesCleanlyAndRecovers(t *testing.T) {
-	mnt := testutil.MountTmpfs(t, "8m")
+	// Room for one flushed memtable once the ballast is gone, and not before.
+	mnt := testutil.MountTmpfs(t, "48m")
 	dir := filepath.Join(mnt, "fsm")
 	f := openFSM(t, dir)
 	defer f.Close()
 	f.Apply(cmdLog(1, mustEncode(t, CmdInitCluster, "init", t0, initPayload())))
 	ballast := filepath.Join(mnt, "ballast")
-	if err := os.WriteFile(ballast, make([]byte, 6<<20), 0o600); err != nil {
+	if err := os.WriteFile(ballast, make([]byte, 44<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	big := strings.Repeat("d", 16<<10)
+	// Each description is 16 KiB of its own seeded random text: pebble compresses its tables, and
+	// a repeated description shrank the entries to tables that fit the disk after all.
+	random := rand.New(rand.NewPCG(10, 10))
+	incompressible := func() string {
+		b := make([]byte, 12<<10)
+		for i := range b {
+			b[i] = byte(random.Uint32())
+		}
+		return base64.StdEncoding.EncodeToString(b)
+	}
 	var all []*raft.Log
 	index := uint64(1)
 	batch := func() []*raft.Log {
@@ -264,25 +275,34 @@ func TestFullDiskRefusesCleanlyAndRecovers(t *testing.T) {
 			index++
 			id := fmt.Sprintf("FIL%d", index)
 			c := fileCmd(id)
-			c.File.Description = big
+			c.File.Description = incompressible()
 			logs = append(logs, cmdLog(index, mustEncode(t, CmdCreateFile, "r"+id, t0, c)))
 		}
 		all = append(all, logs...)
 		return logs
 	}
+	// Apply a memtable and a quarter: pebble rotates the full memtable and flushes it, and the
+	// flushed table does not fit. The failure shows once pebble's writers have paused on the
+	// full disk and retried (diskFullPause), so it may come after the last of these batches:
+	// wait for it, then a batch must be refused.
 	var lastGood uint64
 	failed := false
-	for range 200 {
+	for written := 0; written < memTableBytes*5/4; {
 		logs := batch()
-		res := f.ApplyBatch(logs)
-		if r := res[0].(*Result); errors.Is(r.Err, ErrStateUnavailable) {
+		if r := f.ApplyBatch(logs)[0].(*Result); errors.Is(r.Err, ErrStateUnavailable) {
 			failed = true
 			break
 		}
 		lastGood = index
+		for _, l := range logs {
+			written += len(l.Data)
+		}
 	}
 	if !failed {
-		t.Fatal("the store never ran out of space")
+		testutil.WaitFor(t, 30*time.Second, "the failed flush to show", func() bool { return f.db.Load().err() != nil })
+		if r := f.ApplyBatch(batch())[0].(*Result); !errors.Is(r.Err, ErrStateUnavailable) {
+			t.Fatalf("a batch after the flush failed: %v, want ErrStateUnavailable", r.Err)
+		}
 	}
 	if f.AppliedIndex() != lastGood {
 		t.Fatalf("applied index moved to %d on a failed commit, want %d", f.AppliedIndex(), lastGood)
@@ -308,15 +328,13 @@ func TestFullDiskRefusesCleanlyAndRecovers(t *testing.T) {
 	if err := os.Remove(ballast); err != nil {
 		t.Fatal(err)
 	}
-	// Pebble retries the failed flush in the background; until one succeeds, batches are held
-	// back as before.
-	testutil.WaitFor(t, 30*time.Second, "an apply after space came back", func() bool {
-		r := f.ApplyBatch(batch())[0].(*Result)
-		if r.Err != nil && !errors.Is(r.Err, ErrStateUnavailable) {
-			t.Fatalf("apply after space came back: %v", r.Err)
-		}
-		return r.Err == nil
-	})
+	// Pebble retries the failed flush in the background; once one succeeds, the next batch
+	// applies the held-back entries and its own. (Applying batches while waiting would grow the
+	// backlog towards maxBacklogBytes, where the FSM halts.)
+	testutil.WaitFor(t, 30*time.Second, "pebble's retried flush to succeed", func() bool { return f.db.Load().flushFailure() == nil })
+	if r := f.ApplyBatch(batch())[0].(*Result); r.Err != nil {
+		t.Fatalf("apply after space came back: %v", r.Err)
+	}
 	if f.StateErr() != nil || f.AppliedIndex() != index {
 		t.Fatalf("after recovery StateErr = %v, applied %d, want nil and %d", f.StateErr(), f.AppliedIndex(), index)
 	}
