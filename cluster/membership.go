@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -113,6 +114,11 @@ type Membership struct {
 	saved map[string]string
 	dirty chan struct{} // a member changed: PeersFile is rewritten soon
 
+	// rejoinNow wakes the re-join loop before its timer (RejoinWhenRaftReaches); raftRejoins
+	// counts those wake-ups.
+	rejoinNow   chan struct{}
+	raftRejoins atomic.Uint64
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -126,7 +132,7 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 		cfg.RejoinInterval = 30 * time.Second
 	}
 	m := &Membership{cfg: cfg, log: cfg.Logger, members: make(map[string]Member), stop: make(chan struct{}),
-		dirty: make(chan struct{}, 1)}
+		dirty: make(chan struct{}, 1), rejoinNow: make(chan struct{}, 1)}
 	if cfg.PeersFile != "" {
 		saved, err := readPeersFile(cfg.PeersFile)
 		if err != nil {
@@ -205,15 +211,23 @@ func (m *Membership) Start() {
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		for {
+			woken := false
 			select {
 			case <-m.stop:
 				return
 			case <-t.C:
+			case <-m.rejoinNow:
+				woken = true
+				t.Stop()
 			}
-			if m.rejoin() {
-				wait = min(2*wait, m.cfg.RejoinInterval)
-			} else {
+			switch {
+			case !m.rejoin():
 				wait = m.cfg.RejoinInterval
+			case woken:
+				// A peer is reachable again: back to the fast pace until every known one is in.
+				wait = min(time.Second, m.cfg.RejoinInterval)
+			default:
+				wait = min(2*wait, m.cfg.RejoinInterval)
 			}
 			t.Reset(wait)
 		}

@@ -181,6 +181,10 @@ func New(cfg Config) (_ *Node, err error) {
 		Name: "cairn_gossip_bad_packets_total",
 		Help: "Gossip packets and streams refused as undecryptable or malformed (their log lines are rate-limited).",
 	}, func() float64 { return float64(n.members.BadPackets()) }))
+	n.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "cairn_gossip_rejoins_on_raft_contact_total",
+		Help: "Gossip re-joins started at once because Raft reached a peer that this node's gossip view did not show alive (after a partition healed).",
+	}, func() float64 { return float64(n.members.RaftRejoins()) }))
 
 	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecurity, log.With("component", "rpc"))
 	closers = append(closers, func() error { n.rpcClient.Close(); return nil })
@@ -247,6 +251,7 @@ func New(cfg Config) (_ *Node, err error) {
 
 	// Membership drives Raft: bootstrap on first start, reconcile on the leader, re-announce state.
 	n.members.Start()
+	n.members.RejoinWhenRaftReaches(n.raft.Raft)
 	(&cluster.Bootstrapper{
 		Node: n.raft, Members: n.members, Self: cfg.NodeID, Expect: cfg.BootstrapExpect,
 		MaxVoters: cfg.MaxVoters, Logger: log.With("component", "bootstrap"),

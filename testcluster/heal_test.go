@@ -323,3 +323,34 @@ func TestKillDuringLargeUpload(t *testing.T) {
 		t.Logf("upload failed cleanly with %d", res.resp.Status)
 	}
 }
+
+// TestGossipRejoinsWhenRaftReachesAPeer: after a partition long enough that memberlist gave up
+// on the cut node (here at once: GossipToTheDeadTime 1 ms) and with the periodic re-join out of
+// reach (10 min), the first Raft contact after the heal re-joins gossip: every node sees every
+// other alive again, long before the timer would have fired.
+func TestGossipRejoinsWhenRaftReachesAPeer(t *testing.T) {
+	c := New(t, Options{Configure: func(_ int, cfg *node.Config) {
+		cfg.RejoinInterval = 10 * time.Minute
+		cfg.GossipTimings.GossipToTheDeadTime = time.Millisecond
+	}})
+	const series = "cairn_gossip_rejoins_on_raft_contact_total"
+	before := 0.0
+	for i := range 3 {
+		before += metricValue(t, c, i, series)
+	}
+	c.Net.Isolate("node2")
+	testutil.WaitForState(t, 30*time.Second, "node2 dead to the others, and they to it", func() (bool, string) {
+		got := []int{c.Node(0).AliveMembers(), c.Node(1).AliveMembers(), c.Node(2).AliveMembers()}
+		return slices.Equal(got, []int{2, 2, 1}), fmt.Sprintf("alive members seen: %v", got)
+	})
+	c.Net.Heal()
+	c.WaitAlive(3, 20*time.Second)
+	after := 0.0
+	for i := range 3 {
+		after += metricValue(t, c, i, series)
+	}
+	if after <= before {
+		t.Fatalf("%s went from %v to %v: the views healed some other way", series, before, after)
+	}
+	c.WaitReady(20 * time.Second)
+}
