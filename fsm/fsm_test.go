@@ -555,3 +555,67 @@ func BenchmarkApplyBatch(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "commands/s")
 }
+
+// BenchmarkPointRead compares a token-by-secret lookup on a pebble snapshot (how every read ran
+// before) with one on the latest state (lookup now), over 20k files, with apply running beside
+// it as on a busy node: `go test -run '^$' -bench PointRead -benchmem ./fsm/`.
+func BenchmarkPointRead(b *testing.B) {
+	f := newTestFSM(b)
+	f.Apply(cmdLog(1, mustEncode(b, CmdInitCluster, "init", t0, initPayload())))
+	const files = 20000
+	var logs []*raft.Log
+	for i := range files {
+		id := fmt.Sprintf("FIL%08d", i)
+		logs = append(logs, cmdLog(uint64(i+2), mustEncode(b, CmdCreateFile, "r"+id, t0, fileCmd(id))))
+	}
+	applyInBatches(f, logs, 64)
+	secrets := make([]string, files)
+	for i := range secrets {
+		secrets[i] = tok(fmt.Sprintf("FIL%08d-full", i), "", AccessFull).Secret
+	}
+	if _, ok := f.TokenBySecret(secrets[files/2]); !ok {
+		b.Fatal("a stored token is not found")
+	}
+	for _, mode := range []struct {
+		name string
+		read func(f *FSM, fn func(s store) error) error
+	}{{"snapshot", (*FSM).view}, {"latest", (*FSM).viewLatest}} {
+		b.Run(mode.name, func(b *testing.B) {
+			stop := make(chan struct{})
+			applied := make(chan struct{})
+			go func() { // apply beside the reads, as raft's FSM goroutine does on a busy node
+				defer close(applied)
+				next := uint64(files + 2)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					batch := make([]*raft.Log, 16)
+					for j := range batch {
+						id := fmt.Sprintf("FILb%016d", next)
+						batch[j] = cmdLog(next, mustEncode(b, CmdCreateFile, "r"+id, t0, fileCmd(id)))
+						next++
+					}
+					f.ApplyBatch(batch)
+				}
+			}()
+			defer func() { close(stop); <-applied }()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					secret := secrets[i%files]
+					i += 7919
+					var found bool
+					_ = mode.read(f, func(s store) (err error) { _, found, err = s.tokenBySecret(secret); return err })
+					if !found {
+						b.Error("a stored token is not found")
+						return
+					}
+				}
+			})
+		})
+	}
+}

@@ -11,18 +11,28 @@ import (
 	"time"
 )
 
-// Every read runs on one pebble snapshot, a consistent view of one applied index (a batch is
-// committed atomically, so never half of one), concurrent with apply. Scans (Files, Tokens,
-// FilesByCreation) read in chunks of scanChunk rows, each chunk on a snapshot of its own, so that
-// no scan pins old versions for long: the view is consistent per chunk, not across chunks
-// (DESIGN.md, "Reads").
+// A read that needs a consistent view of several rows (a file's tokens, a scan's chunk) runs on
+// one pebble snapshot, a view of one applied index (a batch is committed atomically, so never
+// half of one), concurrent with apply. Scans (Files, Tokens, FilesByCreation) read in chunks of
+// scanChunk rows, each chunk on a snapshot of its own, so that no scan pins old versions for long:
+// the view is consistent per chunk, not across chunks (DESIGN.md, "Reads"). A point lookup
+// (lookup: a row by id, or an index entry and then the row it names) reads the latest state
+// without a snapshot: each get sees whole batches only, and a later state between its two gets
+// is an answer as right as the earlier one, since ids are never reused.
 
 // scanChunk is how many rows one snapshot of a scan decodes.
 const scanChunk = 1000
 
 // view runs fn on a snapshot of the current store. Restore swaps the store; a reader that raced
 // with the swap finds the old one closed and runs again on the new one.
-func (f *FSM) view(fn func(s store) error) error {
+func (f *FSM) view(fn func(s store) error) error { return f.read(true, fn) }
+
+// viewLatest runs fn on the store's latest state, without a snapshot (opening and closing one is
+// most of a point read's cost): for reads that stay right when a batch commits between their
+// gets (see above).
+func (f *FSM) viewLatest(fn func(s store) error) error { return f.read(false, fn) }
+
+func (f *FSM) read(snapshot bool, fn func(s store) error) error {
 	for {
 		h := f.db.Load()
 		if !h.acquire() {
@@ -31,9 +41,14 @@ func (f *FSM) view(fn func(s store) error) error {
 			}
 			return errStoreClosed
 		}
-		snap := h.db.NewSnapshot()
-		err := fn(store{r: snap})
-		err = errors.Join(err, snap.Close())
+		var err error
+		if snapshot {
+			snap := h.db.NewSnapshot()
+			err = fn(store{r: snap})
+			err = errors.Join(err, snap.Close())
+		} else {
+			err = fn(store{r: h.db})
+		}
 		h.release()
 		if err != nil {
 			f.logger.Error("state store read failed", "err", err)
@@ -42,20 +57,22 @@ func (f *FSM) view(fn func(s store) error) error {
 	}
 }
 
-// lookup reads one row through get; read errors count as absent (they are logged).
+// lookup reads one row through get, on the latest state (viewLatest): get is a row by its key,
+// or an index entry and then the row it names. Read errors count as absent (they are logged).
 func lookup[T any](f *FSM, get func(s store) (*T, bool, error)) (*T, bool) {
 	var v *T
 	var ok bool
-	if err := f.view(func(s store) (err error) { v, ok, err = get(s); return err }); err != nil {
+	if err := f.viewLatest(func(s store) (err error) { v, ok, err = get(s); return err }); err != nil {
 		return nil, false
 	}
 	return v, ok
 }
 
-// Config returns the cluster configuration, or false before initCluster has been applied.
+// Config returns the cluster configuration, or false before initCluster has been applied. It
+// uses one row of the meta table, so it needs no snapshot.
 func (f *FSM) Config() (ClusterConfig, bool) {
 	var m metaRow
-	if err := f.view(func(s store) (err error) { m, err = s.meta(); return err }); err != nil || m.Config == nil {
+	if err := f.viewLatest(func(s store) (err error) { m, err = s.meta(); return err }); err != nil || m.Config == nil {
 		return ClusterConfig{}, false
 	}
 	return *m.Config, true
