@@ -76,11 +76,17 @@ e2e:
 	$(GO) test -race -count=1 -v -run 'E2E' ./cmd/cairn/
 
 # Every fuzz target for FUZZTIME each (go test runs one fuzz target per invocation).
-FUZZTIME ?= 20s
+# FUZZTIME is an exec count, not a duration: with a duration, Go 1.26's fuzz coordinator can fail
+# a target that found nothing with a bare "context deadline exceeded" when the time runs out
+# (golang/go#75804, fixed in Go 1.27); a count sets no deadline. FUZZMINIMIZETIME bounds the
+# minimisation of each new interesting input, whose runs the progress line does not count: it
+# shows "0/sec" meanwhile (golang/go#51484), which is not a hang.
+FUZZTIME ?= 20000x
+FUZZMINIMIZETIME ?= 5s
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
 	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
 	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg; \
 	  done; \
 	done
