@@ -103,10 +103,10 @@ func (g refuseGate) Allows(typ fsm.CommandType) error {
 
 func (g refuseGate) Supports(int) bool { return true }
 
-// TestConsensusGateKeepsRefusedCommandsOutOfTheLog: the leader checks every command against its
-// gate before appending it; a refused one never reaches the log, and the refusal is the
-// command's result (not retried as a transport failure).
-func TestConsensusGateKeepsRefusedCommandsOutOfTheLog(t *testing.T) {
+// newLeaderConsensus is a Consensus over a real single-server Raft ("n1", in memory) that leads,
+// with its FSM; it has no gate until the test sets one.
+func newLeaderConsensus(t *testing.T) (*Consensus, *raft.Raft, *fsm.FSM) {
+	t.Helper()
 	cfg := testutil.RaftConfig("n1")
 	f := fsmtest.New(t)
 	store := raft.NewInmemStore()
@@ -121,6 +121,14 @@ func TestConsensusGateKeepsRefusedCommandsOutOfTheLog(t *testing.T) {
 	}
 	testutil.WaitFor(t, 10*time.Second, "leadership", func() bool { return r.State() == raft.Leader })
 	c := NewConsensus("n1", r, f, nil, transportTestLogger())
+	return c, r, f
+}
+
+// TestConsensusGateKeepsRefusedCommandsOutOfTheLog: the leader checks every command against its
+// gate before appending it; a refused one never reaches the log, and the refusal is the
+// command's result (not retried as a transport failure).
+func TestConsensusGateKeepsRefusedCommandsOutOfTheLog(t *testing.T) {
+	c, r, f := newLeaderConsensus(t)
 	c.Gate = refuseGate(fsm.CmdRemoveNode)
 	t.Cleanup(c.Close)
 
@@ -179,20 +187,7 @@ func (m *mutableMembers) set(members ...Member) {
 // the field out of the log (whatever its proposer believed), and still admits one that does not;
 // once every server speaks 3 it admits both.
 func TestConsensusGateChecksNewFieldsOfOldCommands(t *testing.T) {
-	cfg := testutil.RaftConfig("n1")
-	f := fsmtest.New(t)
-	store := raft.NewInmemStore()
-	_, trans := raft.NewInmemTransport("n1")
-	r, err := raft.NewRaft(cfg, NewRaftFSM(f), store, store, raft.NewInmemSnapshotStore(), trans)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Shutdown().Error() })
-	if err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: "n1"}}}).Error(); err != nil {
-		t.Fatal(err)
-	}
-	testutil.WaitFor(t, 10*time.Second, "leadership", func() bool { return r.State() == raft.Leader })
-	c := NewConsensus("n1", r, f, nil, transportTestLogger())
+	c, r, f := newLeaderConsensus(t)
 	t.Cleanup(c.Close)
 	// The gate sees a second server, n2, that speaks protocols 1 and 2 only.
 	members := &mutableMembers{}

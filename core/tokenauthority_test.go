@@ -36,6 +36,20 @@ func newTokenAuthorityHarness(t *testing.T, enabled bool) *tokenAuthorityHarness
 
 func (h *tokenAuthorityHarness) reset() { h.reads, h.creates = 0, 0 }
 
+// newKey creates an API key without permissions and returns its secret and its principal.
+func newKey(t *testing.T, h *tokenAuthorityHarness, name string) (string, core.Principal) {
+	t.Helper()
+	_, secret, err := h.Service.CreateAPIKey(context.Background(), h.Root, name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := h.Service.Authenticate(context.Background(), secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return secret, p
+}
+
 // TestTokenCreateByKeyNeedsNoReadIndex: with the cluster on fsm.ProtocolTokenAuthority, a persisted
 // token created for a key that AuthenticateUnconfirmed resolved is one proposal and no read index
 // (the FSM checks the key at apply); an ephemeral one, or any token while some server does not
@@ -54,14 +68,7 @@ func TestTokenCreateByKeyNeedsNoReadIndex(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newTokenAuthorityHarness(t, tt.enabled)
 			ctx := context.Background()
-			_, aliceKey, err := h.Service.CreateAPIKey(ctx, h.Root, "alice", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			alice, err := h.Service.Authenticate(ctx, aliceKey)
-			if err != nil {
-				t.Fatal(err)
-			}
+			aliceKey, alice := newKey(t, h, "alice")
 			file, _ := mustUpload(t, h.Harness, alice, "a.txt", []byte("alice's"))
 			h.reset()
 
@@ -234,14 +241,7 @@ func TestTokenCreateFallsBackWhenTheLeaderRefusesTheAuthority(t *testing.T) {
 		}
 		return nil
 	})
-	_, aliceKey, err := h.Service.CreateAPIKey(ctx, h.Root, "alice", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	alice, err := h.Service.Authenticate(ctx, aliceKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	aliceKey, alice := newKey(t, h, "alice")
 	file, full := mustUpload(t, h.Harness, alice, "a.txt", []byte("alice's"))
 
 	check := func(what string, tok core.TokenInfo, err error) {
