@@ -12,10 +12,12 @@ import (
 )
 
 // tokenAuthorityHarness is a harness whose cluster speaks fsm.ProtocolTokenAuthority (enabled) or
-// not, and counts the read indexes and token-create proposals made since reset.
+// not, and counts the read indexes and token-create proposals made since reset. refuseCreate, when
+// set, is the result of the next token-create proposal, which then does not apply.
 type tokenAuthorityHarness struct {
 	*coretest.Harness
 	reads, creates int
+	refuseCreate   error
 }
 
 func newTokenAuthorityHarness(t *testing.T, enabled bool) *tokenAuthorityHarness {
@@ -28,6 +30,9 @@ func newTokenAuthorityHarness(t *testing.T, enabled bool) *tokenAuthorityHarness
 			h.reads++
 		case typ == fsm.CmdCreateToken:
 			h.creates++
+			err := h.refuseCreate
+			h.refuseCreate = nil
+			return err
 		}
 		return nil
 	})
@@ -227,20 +232,7 @@ func TestTokenCreateByFullTokenNeedsNoReadIndex(t *testing.T) {
 func TestTokenCreateFallsBackWhenTheLeaderRefusesTheAuthority(t *testing.T) {
 	h := newTokenAuthorityHarness(t, true)
 	ctx := context.Background()
-	refuseNext := false
-	h.Consensus.SetFault(func(read bool, typ fsm.CommandType) error {
-		switch {
-		case read:
-			h.reads++
-		case typ == fsm.CmdCreateToken:
-			h.creates++
-			if refuseNext {
-				refuseNext = false
-				return fmt.Errorf("%w: this createToken sets a field of protocol %d", fsm.ErrNotEnabled, fsm.ProtocolTokenAuthority)
-			}
-		}
-		return nil
-	})
+	notEnabled := fmt.Errorf("%w: this createToken sets a field of protocol %d", fsm.ErrNotEnabled, fsm.ProtocolTokenAuthority)
 	aliceKey, alice := newKey(t, h, "alice")
 	file, full := mustUpload(t, h.Harness, alice, "a.txt", []byte("alice's"))
 
@@ -264,12 +256,12 @@ func TestTokenCreateFallsBackWhenTheLeaderRefusesTheAuthority(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.reset()
-	refuseNext = true
+	h.refuseCreate = notEnabled
 	tok, err := h.Service.CreateTokenByID(req, p, file.ID, file.ExpiresAt, core.TokenPersisted)
 	check("by key", tok, err)
 
 	h.reset()
-	refuseNext = true
+	h.refuseCreate = notEnabled
 	tok, err = h.Service.CreateToken(core.WithReadScope(ctx), full, core.AccessRead, h.Clock.Now().AddDate(0, 0, 1))
 	check("by full token", tok, err)
 }
