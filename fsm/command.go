@@ -202,7 +202,22 @@ func asPayload(v any, want payload) (payload, error) {
 // version this build never heard of, a missing requestId or time, trailing data, or a payload that
 // breaks its command's rules give an error wrapping ErrInvalidCommand. The second result is a
 // pointer to the payload in today's types (*InitCluster, *CreateFile, ...), whatever the version.
+//
+// Entries in the canonical form EncodeCommand writes take a fast path (decodeCanonical,
+// command_canonical.go) that accepts a subset of what decodeCommandStrict accepts and yields the
+// same values; anything else, including every input that is refused, goes through
+// decodeCommandStrict, so the errors are always its errors.
 func DecodeCommand(b []byte) (Command, any, error) {
+	if cmd, p, ok := decodeCanonical(b); ok {
+		return cmd, p, nil
+	}
+	return decodeCommandStrict(b)
+}
+
+// decodeCommandStrict is the reference decoder: encoding/json with unknown fields refused and
+// nothing allowed after the value, the envelope first and then the payload. It defines what
+// DecodeCommand accepts; decodeCanonical only makes its common case cheaper.
+func decodeCommandStrict(b []byte) (Command, any, error) {
 	var cmd Command
 	if err := decodeStrict(b, &cmd); err != nil {
 		return Command{}, nil, fmt.Errorf("%w: envelope: %v", ErrInvalidCommand, err)

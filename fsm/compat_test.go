@@ -163,7 +163,7 @@ func checkFixtureStateV1(t *testing.T, f *FSM) {
 
 // openFixtureStore copies a fixture raft.db into a temporary directory (Raft writes to its store)
 // and opens it.
-func openFixtureStore(t *testing.T, dir string) *raftboltdb.BoltStore {
+func openFixtureStore(t testing.TB, dir string) *raftboltdb.BoltStore {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "raft.db")
 	copyFile(t, filepath.Join(dir, "raft.db"), path)
