@@ -81,6 +81,74 @@ type stateDB struct {
 	// a pause early when the store closes.
 	diskFullPauses atomic.Uint64
 	stop           chan struct{}
+
+	// committed is the meta row as of the last batch committed to this generation (or as read
+	// from the store when it was opened). Apply starts each batch from it instead of reading and
+	// decoding the meta keys again, and Config answers from it. Only raft's FSM goroutine stores
+	// it, and only after a commit succeeded, so it never runs ahead of the store; the Config it
+	// points at is never changed in place (apply replaces it with a changed clone).
+	committed atomic.Pointer[metaRow]
+	// keys caches the API keys found by the hash of their secret (APIKeyBySecret).
+	keys apiKeyCache
+}
+
+// maxCachedKeyBytes bounds apiKeyCache: a cluster has few API keys, and a cache that would
+// grow past it is emptied first, so its memory stays bounded whatever the number of keys.
+const maxCachedKeyBytes = 1 << 20
+
+// apiKeyCache holds API keys by the hex hash of their secret, as the store had them at the
+// cache's version. Every request with an API key looks its key up, and the store answers that
+// with an index read, a row read and a JSON decode. Only keys that exist are cached (a miss costs
+// a store read, and unknown secrets cannot fill the cache). A committed batch that created or
+// revoked a key empties it (invalidate) before the batch's index is visible to waiters; a reader
+// that read the store before that keeps its answer out of the cache by the version check, so the
+// cache never holds a key the store no longer has.
+type apiKeyCache struct {
+	mu      sync.Mutex
+	version uint64
+	byHash  map[string]*APIKey
+	bytes   int
+}
+
+// get returns the cached key and the version a store read must be cached under.
+func (c *apiKeyCache) get(hash string) (*APIKey, uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.byHash[hash], c.version
+}
+
+// put caches k, read from the store at version, unless the keys changed since.
+func (c *apiKeyCache) put(hash string, k *APIKey, version uint64) {
+	size := cachedKeyBytes(hash, k)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if version != c.version || size > maxCachedKeyBytes {
+		return
+	}
+	if c.byHash == nil || c.bytes+size > maxCachedKeyBytes {
+		c.byHash, c.bytes = make(map[string]*APIKey), 0
+	}
+	if _, ok := c.byHash[hash]; !ok {
+		c.byHash[hash] = k
+		c.bytes += size
+	}
+}
+
+// cachedKeyBytes estimates what caching k costs: its strings and the map entry and struct.
+func cachedKeyBytes(hash string, k *APIKey) int {
+	n := 160 + len(hash) + len(k.ID) + len(k.Name) + len(k.Hash)
+	for _, p := range k.Permissions {
+		n += 16 + len(p)
+	}
+	return n
+}
+
+func (c *apiKeyCache) invalidate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.version++
+	clear(c.byHash)
+	c.bytes = 0
 }
 
 // diskFullPause is how long pebble's writers wait after the disk reported it is full before they
@@ -145,6 +213,12 @@ func openDB(path string, o storeOptions) (*stateDB, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open state store %s: %w", path, err)
 	}
+	m, err := (store{r: db}).meta()
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open state store %s: %w", path, err)
+	}
+	h.committed.Store(&m)
 	return h, nil
 }
 

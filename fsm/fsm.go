@@ -107,14 +107,9 @@ func New(dir string, opts Options) (*FSM, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := (store{r: h.db}).meta()
-	if err != nil {
-		_ = h.db.Close()
-		return nil, fmt.Errorf("open state store %s: %w", h.path, err)
-	}
 	f := &FSM{logger: logger, dir: dir, noSync: opts.NoSync, opts: so, advanced: make(chan struct{})}
 	f.db.Store(h)
-	f.applied = m.AppliedIndex
+	f.applied = h.committed.Load().AppliedIndex
 	return f, nil
 }
 
@@ -241,10 +236,7 @@ func (f *FSM) applyLogs(logs []Entry) ([]any, error) {
 	b := h.db.NewIndexedBatch()
 	defer func() { _ = b.Close() }()
 	s := batchStore(b)
-	m, err := s.meta()
-	if err != nil {
-		return nil, err
-	}
+	m := *h.committed.Load() // a copy: only a committed batch replaces it
 	results := make([]any, len(logs))
 	last, executed := m.AppliedIndex, 0
 	for i, l := range logs {
@@ -271,6 +263,11 @@ func (f *FSM) applyLogs(logs []Entry) ([]any, error) {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return nil, fmt.Errorf("commit entries up to %d: %w", last, err)
 	}
+	if m.keysChanged {
+		m.keysChanged = false
+		h.keys.invalidate()
+	}
+	h.committed.Store(&m)
 	f.pruned = pruned
 	f.executed.Add(uint64(executed))
 	// Only now, after Commit, may waiters read the state at this index: a batch's entries are
@@ -325,7 +322,7 @@ func (f *FSM) execute(s store, m *metaRow, cmd Command, p any) error {
 		if err := s.putAPIKey(&p.RootKey); err != nil {
 			return fmt.Errorf("store root key: %w", err)
 		}
-		m.Config, m.configChanged = &p.Config, true
+		m.Config, m.configChanged, m.keysChanged = &p.Config, true, true
 		f.logger.Info("cluster initialized", "cluster", p.Config.ClusterID, "geometry", p.Config.Geometry.String())
 		return nil
 	}
@@ -345,8 +342,10 @@ func (f *FSM) execute(s store, m *metaRow, cmd Command, p any) error {
 		if s.apiKeyTaken(p.Key) {
 			return ErrConflict
 		}
+		m.keysChanged = true
 		return s.putAPIKey(&p.Key)
 	case *RevokeAPIKey:
+		m.keysChanged = true
 		return revokeAPIKey(s, p)
 	case *UpdateSettings:
 		cfg := m.Config.clone()

@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -617,5 +620,170 @@ func BenchmarkPointRead(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// Config answers from the meta row of the last committed batch (stateDB.committed), not from the
+// store. It must be the config the store holds: after each change, after a reopen, and after a
+// Restore that replaces the store with another cluster's state.
+func TestConfigIsTheCommittedOne(t *testing.T) {
+	dir := t.TempDir()
+	f := openFSM(t, dir)
+	f.Apply(cmdLog(1, mustEncode(t, CmdInitCluster, "init", t0, initPayload())))
+	settings := ServiceSettings{DisableForceDownloadForMimeTypes: []string{"image/png", "text/*"}, UpdatedAt: t0.Add(time.Minute)}
+	f.ApplyBatch([]*raft.Log{
+		cmdLog(2, mustEncode(t, CmdUpdateSettings, "s1", t0, UpdateSettings{Settings: settings})),
+		cmdLog(3, mustEncode(t, CmdRotateSigningKey, "k1", t0, RotateSigningKey{Key: bytes.Repeat([]byte{9}, 32)})),
+		cmdLog(4, mustEncode(t, CmdRemoveNode, "n1", t0, RemoveNode{NodeID: "n3"})),
+	})
+	want := initPayload().Config
+	want.Settings, want.SigningKey, want.RemovedNodes = settings, bytes.Repeat([]byte{9}, 32), []string{"n3"}
+	if got, ok := f.Config(); !ok || !reflect.DeepEqual(got, want) {
+		t.Fatalf("after the batch: Config() = %+v, %v; want %+v", got, ok, want)
+	}
+	// A refused command in the next batch changes nothing.
+	again := initPayload()
+	again.Config.ClusterID = "other"
+	f.Apply(cmdLog(5, mustEncode(t, CmdInitCluster, "init-again", t0, again)))
+	if got, _ := f.Config(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("a refused initCluster changed the config: %+v", got)
+	}
+
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reopened := openFSM(t, dir)
+	defer reopened.Close()
+	if got, ok := reopened.Config(); !ok || !reflect.DeepEqual(got, want) {
+		t.Fatalf("after a reopen: Config() = %+v, %v; want %+v", got, ok, want)
+	}
+
+	other := newTestFSM(t)
+	otherInit := initPayload()
+	otherInit.Config.ClusterID = "c2"
+	other.Apply(cmdLog(1, mustEncode(t, CmdInitCluster, "init", t0, otherInit)))
+	if got, _ := other.Config(); got.ClusterID != "c2" {
+		t.Fatalf("Config() = %+v before the restore", got)
+	}
+	if err := other.Restore(io.NopCloser(&sink)); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := other.Config(); !ok || !reflect.DeepEqual(got, want) {
+		t.Fatalf("after a restore: Config() = %+v, %v; want %+v", got, ok, want)
+	}
+	// Apply goes on from the restored meta row, not the replaced one.
+	other.Apply(cmdLog(6, mustEncode(t, CmdRemoveNode, "n2", t0, RemoveNode{NodeID: "n2"})))
+	want.RemovedNodes = []string{"n2", "n3"}
+	if got, _ := other.Config(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("apply after the restore: Config() = %+v; want %+v", got, want)
+	}
+	if got := other.AppliedIndex(); got != 6 {
+		t.Fatalf("applied index %d after the restore and one entry, want 6", got)
+	}
+}
+
+// APIKeyBySecret answers from a cache (stateDB.keys). A key must stop working the moment its
+// revocation is applied, even while other readers are filling the cache, and a key created
+// afterwards must be found; a Restore starts from the restored store's keys.
+func TestAPIKeyCacheFollowsCreatesAndRevokes(t *testing.T) {
+	f := newTestFSM(t)
+	f.Apply(cmdLog(1, mustEncode(t, CmdInitCluster, "init", t0, initPayload())))
+	key := func(id string) APIKey {
+		return APIKey{ID: id, Name: id, Hash: HashSecret(id + "-secret"), Permissions: []string{PermViewFiles}, CreatedAt: t0}
+	}
+	index := uint64(1)
+	apply := func(typ CommandType, p any) {
+		index++
+		if r := f.Apply(cmdLog(index, mustEncode(t, typ, fmt.Sprintf("r%d", index), t0, p))).(*Result); r.Err != nil {
+			t.Fatalf("apply %s: %v", typ, r.Err)
+		}
+	}
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	for range 4 {
+		readers.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					f.APIKeyBySecret("k1-secret")
+					f.APIKeyBySecret("root-secret")
+				}
+			}
+		})
+	}
+	defer func() { close(stop); readers.Wait() }()
+
+	for round := range 50 {
+		apply(CmdCreateAPIKey, CreateAPIKey{Key: key("k1")})
+		if got, ok := f.APIKeyBySecret("k1-secret"); !ok || !reflect.DeepEqual(got, key("k1")) {
+			t.Fatalf("round %d: the key just created is %+v, %v", round, got, ok)
+		}
+		apply(CmdRevokeAPIKey, RevokeAPIKey{ID: "k1"})
+		if got, ok := f.APIKeyBySecret("k1-secret"); ok {
+			t.Fatalf("round %d: the key just revoked still authenticates: %+v", round, got)
+		}
+	}
+	if _, ok := f.APIKeyBySecret("root-secret"); !ok {
+		t.Fatal("the root key is lost")
+	}
+
+	// A Restore to a state without the root key: the replaced generation's cache goes with it.
+	other := newTestFSM(t)
+	otherInit := initPayload()
+	otherInit.RootKey = key("other-root")
+	other.Apply(cmdLog(1, mustEncode(t, CmdInitCluster, "init", t0, otherInit)))
+	snap, err := other.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	if err := f.Restore(io.NopCloser(&sink)); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := f.APIKeyBySecret("root-secret"); ok {
+		t.Fatalf("a key of the replaced state authenticates after the restore: %+v", got)
+	}
+	if _, ok := f.APIKeyBySecret("other-root-secret"); !ok {
+		t.Fatal("the restored state's key is unknown")
+	}
+}
+
+// The key cache stays within maxCachedKeyBytes however many keys are looked up, and an answer
+// read before an invalidation is not cached after it.
+func TestAPIKeyCacheIsBounded(t *testing.T) {
+	var c apiKeyCache
+	for i := range 100_000 {
+		id := fmt.Sprintf("key-%d", i)
+		k := &APIKey{ID: id, Name: strings.Repeat("n", 200), Hash: HashSecret(id), Permissions: []string{PermViewFiles, PermManageAPIKeys}}
+		_, version := c.get(k.Hash)
+		c.put(k.Hash, k, version)
+		if c.bytes > maxCachedKeyBytes {
+			t.Fatalf("after %d keys the cache holds %d bytes, over %d", i+1, c.bytes, maxCachedKeyBytes)
+		}
+	}
+	if len(c.byHash) == 0 || len(c.byHash) > maxCachedKeyBytes/160 {
+		t.Fatalf("the cache holds %d keys", len(c.byHash))
+	}
+	k := &APIKey{ID: "late", Hash: HashSecret("late")}
+	_, version := c.get(k.Hash)
+	c.invalidate()
+	c.put(k.Hash, k, version)
+	if got, _ := c.get(k.Hash); got != nil {
+		t.Fatal("a key read before an invalidation was cached after it")
 	}
 }

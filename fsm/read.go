@@ -33,6 +33,23 @@ func (f *FSM) view(fn func(s store) error) error { return f.read(true, fn) }
 func (f *FSM) viewLatest(fn func(s store) error) error { return f.read(false, fn) }
 
 func (f *FSM) read(snapshot bool, fn func(s store) error) error {
+	err := f.generation(func(h *stateDB) error {
+		if !snapshot {
+			return fn(store{r: h.db})
+		}
+		snap := h.db.NewSnapshot()
+		return errors.Join(fn(store{r: snap}), snap.Close())
+	})
+	if err != nil {
+		f.logger.Error("state store read failed", "err", err)
+	}
+	return err
+}
+
+// generation runs fn on the current store generation, held open while fn runs. Restore swaps the
+// generation; a reader that raced with the swap finds the old one closed and runs again on the
+// new one. After Close it is errStoreClosed.
+func (f *FSM) generation(fn func(h *stateDB) error) error {
 	for {
 		h := f.db.Load()
 		if !h.acquire() {
@@ -41,18 +58,8 @@ func (f *FSM) read(snapshot bool, fn func(s store) error) error {
 			}
 			return errStoreClosed
 		}
-		var err error
-		if snapshot {
-			snap := h.db.NewSnapshot()
-			err = fn(store{r: snap})
-			err = errors.Join(err, snap.Close())
-		} else {
-			err = fn(store{r: h.db})
-		}
+		err := fn(h)
 		h.release()
-		if err != nil {
-			f.logger.Error("state store read failed", "err", err)
-		}
 		return err
 	}
 }
@@ -68,14 +75,15 @@ func lookup[T any](f *FSM, get func(s store) (*T, bool, error)) (*T, bool) {
 	return v, ok
 }
 
-// Config returns the cluster configuration, or false before initCluster has been applied. It
-// uses one row of the meta table, so it needs no snapshot.
+// Config returns the cluster configuration, or false before initCluster has been applied. It is
+// the decoded config of the last committed batch (stateDB.committed), so it reads nothing from
+// the store; the caller gets its own copy.
 func (f *FSM) Config() (ClusterConfig, bool) {
-	var m metaRow
-	if err := f.viewLatest(func(s store) (err error) { m, err = s.meta(); return err }); err != nil || m.Config == nil {
+	var cfg *ClusterConfig
+	if err := f.generation(func(h *stateDB) error { cfg = h.committed.Load().Config; return nil }); err != nil || cfg == nil {
 		return ClusterConfig{}, false
 	}
-	return *m.Config, true
+	return cfg.clone(), true
 }
 
 // File returns the file with the given id, expired or not.
@@ -123,12 +131,31 @@ func (f *FSM) FileTokens(fileID string) []Token {
 
 // APIKeyBySecret returns the API key whose secret is secret, comparing hashes in constant time.
 func (f *FSM) APIKeyBySecret(secret string) (APIKey, bool) {
-	h := HashSecret(secret)
-	key, ok := lookup(f, func(s store) (*APIKey, bool, error) { return s.apiKeyByHash(h) })
-	if !ok || subtle.ConstantTimeCompare([]byte(key.Hash), []byte(h)) != 1 {
+	hash := HashSecret(secret)
+	var key *APIKey
+	if err := f.generation(func(h *stateDB) error {
+		cached, version := h.keys.get(hash)
+		if cached != nil {
+			key = cached
+			return nil
+		}
+		k, ok, err := store{r: h.db}.apiKeyByHash(hash)
+		if err != nil || !ok {
+			return err
+		}
+		h.keys.put(hash, k, version)
+		key = k
+		return nil
+	}); err != nil {
+		f.logger.Error("state store read failed", "err", err)
 		return APIKey{}, false
 	}
-	return *key, true
+	if key == nil || subtle.ConstantTimeCompare([]byte(key.Hash), []byte(hash)) != 1 {
+		return APIKey{}, false
+	}
+	out := *key
+	out.Permissions = slices.Clone(key.Permissions)
+	return out, true
 }
 
 // Files calls fn for every file in id order until fn returns false. It reads in chunks, each a

@@ -72,6 +72,9 @@ type metaRow struct {
 	Files, Tokens uint64
 
 	configChanged bool
+	// keysChanged marks a batch that created or revoked an API key: its commit empties the
+	// generation's key cache (stateDB.keys).
+	keysChanged bool
 }
 
 // requestRow records the outcome of an applied request for de-duplication.
