@@ -763,20 +763,20 @@ func TestAPIKeyCacheFollowsCreatesAndRevokes(t *testing.T) {
 	}
 }
 
-// The key cache stays within maxCachedKeyBytes however many keys are looked up, and an answer
+// The key cache stays within its limit however many keys are looked up, and an answer
 // read before an invalidation is not cached after it.
 func TestAPIKeyCacheIsBounded(t *testing.T) {
-	var c apiKeyCache
+	c := apiKeyCache{limit: maxKeyCacheBytes}
 	for i := range 100_000 {
 		id := fmt.Sprintf("key-%d", i)
 		k := &APIKey{ID: id, Name: strings.Repeat("n", 200), Hash: HashSecret(id), Permissions: []string{PermViewFiles, PermManageAPIKeys}}
 		_, version := c.get(k.Hash)
 		c.put(k.Hash, k, version)
-		if c.bytes > maxCachedKeyBytes {
-			t.Fatalf("after %d keys the cache holds %d bytes, over %d", i+1, c.bytes, maxCachedKeyBytes)
+		if c.bytes > c.limit {
+			t.Fatalf("after %d keys the cache holds %d bytes, over %d", i+1, c.bytes, c.limit)
 		}
 	}
-	if len(c.byHash) == 0 || len(c.byHash) > maxCachedKeyBytes/160 {
+	if len(c.byHash) == 0 || len(c.byHash) > c.limit/160 {
 		t.Fatalf("the cache holds %d keys", len(c.byHash))
 	}
 	k := &APIKey{ID: "late", Hash: HashSecret("late")}
