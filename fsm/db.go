@@ -178,7 +178,7 @@ func (h *stateDB) diskFull() {
 type storeOptions struct {
 	cacheBytes    int64 // pebble's block cache
 	keyCacheBytes int   // apiKeyCache
-	logger     *slog.Logger
+	logger        *slog.Logger
 }
 
 // openDB opens (or creates) the pebble database at path and checks its format.
