@@ -92,9 +92,13 @@ type stateDB struct {
 	keys apiKeyCache
 }
 
-// maxCachedKeyBytes bounds apiKeyCache: a cluster has few API keys, and a cache that would
-// grow past it is emptied first, so its memory stays bounded whatever the number of keys.
-const maxCachedKeyBytes = 1 << 20
+// maxKeyCacheBytes bounds apiKeyCache: a cluster has few API keys, and a cache that would grow
+// past its limit is emptied first, so its memory stays bounded whatever the number of keys. The
+// limit comes out of Options.CacheBytes (keyCacheShare of it, at most this).
+const (
+	maxKeyCacheBytes = 1 << 20
+	keyCacheShare    = 32
+)
 
 // apiKeyCache holds API keys by the hex hash of their secret, as the store had them at the
 // cache's version. Every request with an API key looks its key up, and the store answers that
@@ -104,6 +108,8 @@ const maxCachedKeyBytes = 1 << 20
 // that read the store before that keeps its answer out of the cache by the version check, so the
 // cache never holds a key the store no longer has.
 type apiKeyCache struct {
+	limit int // bytes; 0 caches nothing
+
 	mu      sync.Mutex
 	version uint64
 	byHash  map[string]*APIKey
@@ -122,10 +128,10 @@ func (c *apiKeyCache) put(hash string, k *APIKey, version uint64) {
 	size := cachedKeyBytes(hash, k)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if version != c.version || size > maxCachedKeyBytes {
+	if version != c.version || size > c.limit {
 		return
 	}
-	if c.byHash == nil || c.bytes+size > maxCachedKeyBytes {
+	if c.byHash == nil || c.bytes+size > c.limit {
 		c.byHash, c.bytes = make(map[string]*APIKey), 0
 	}
 	if _, ok := c.byHash[hash]; !ok {
@@ -170,14 +176,16 @@ func (h *stateDB) diskFull() {
 
 // storeOptions are the pebble settings of a store.
 type storeOptions struct {
-	cacheBytes int64
-	logger     *slog.Logger
+	cacheBytes    int64 // pebble's block cache
+	keyCacheBytes int   // apiKeyCache
+	logger        *slog.Logger
 }
 
 // openDB opens (or creates) the pebble database at path and checks its format.
 func openDB(path string, o storeOptions) (*stateDB, error) {
 	h := &stateDB{path: path, logger: o.logger, flushFailed: make(chan struct{}), stop: make(chan struct{})}
 	h.idle = sync.NewCond(&h.mu)
+	h.keys.limit = o.keyCacheBytes
 	cache := pebble.NewCache(o.cacheBytes + memTableReserve)
 	defer cache.Unref() // the database holds its own reference
 	opts := &pebble.Options{

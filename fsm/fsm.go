@@ -43,8 +43,9 @@ type Options struct {
 	// scratch FSM of raft.RecoverCluster). Apply never syncs anyway (DESIGN.md, "Applied index
 	// and the crash model").
 	NoSync bool
-	// CacheBytes is the pebble block cache; 0 means DefaultCacheBytes. Pebble's cache is made
-	// CacheBytes larger than the memtables' share of it (memTableReserve).
+	// CacheBytes bounds the store's caches together; 0 means DefaultCacheBytes. A 32nd of it, at
+	// most 1 MiB, caches API keys (apiKeyCache), the rest is pebble's block cache. Pebble's cache
+	// is made that much larger than the memtables' share of it (memTableReserve).
 	CacheBytes int64
 }
 
@@ -88,6 +89,8 @@ func New(dir string, opts Options) (*FSM, error) {
 	if so.cacheBytes <= 0 {
 		so.cacheBytes = DefaultCacheBytes
 	}
+	so.keyCacheBytes = int(min(maxKeyCacheBytes, so.cacheBytes/keyCacheShare))
+	so.cacheBytes -= int64(so.keyCacheBytes)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state store dir: %w", err)
 	}

@@ -563,15 +563,8 @@ func BenchmarkApplyBatch(b *testing.B) {
 // before) with one on the latest state (lookup now), over 20k files, with apply running beside
 // it as on a busy node: `go test -run '^$' -bench PointRead -benchmem ./fsm/`.
 func BenchmarkPointRead(b *testing.B) {
-	f := newTestFSM(b)
-	f.Apply(cmdLog(1, mustEncode(b, CmdInitCluster, "init", t0, initPayload())))
 	const files = 20000
-	var logs []*raft.Log
-	for i := range files {
-		id := fmt.Sprintf("FIL%08d", i)
-		logs = append(logs, cmdLog(uint64(i+2), mustEncode(b, CmdCreateFile, "r"+id, t0, fileCmd(id))))
-	}
-	applyInBatches(f, logs, 64)
+	f := fsmWithFiles(b, files)
 	secrets := make([]string, files)
 	for i := range secrets {
 		secrets[i] = tok(fmt.Sprintf("FIL%08d-full", i), "", AccessFull).Secret
@@ -649,15 +642,7 @@ func TestConfigIsTheCommittedOne(t *testing.T) {
 		t.Fatalf("a refused initCluster changed the config: %+v", got)
 	}
 
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sink memSink
-	if err := snap.Persist(&sink); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
+	sink := persistedSnapshot(t, f)
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -674,7 +659,7 @@ func TestConfigIsTheCommittedOne(t *testing.T) {
 	if got, _ := other.Config(); got.ClusterID != "c2" {
 		t.Fatalf("Config() = %+v before the restore", got)
 	}
-	if err := other.Restore(io.NopCloser(&sink)); err != nil {
+	if err := other.Restore(io.NopCloser(sink)); err != nil {
 		t.Fatal(err)
 	}
 	if got, ok := other.Config(); !ok || !reflect.DeepEqual(got, want) {
@@ -743,16 +728,7 @@ func TestAPIKeyCacheFollowsCreatesAndRevokes(t *testing.T) {
 	otherInit := initPayload()
 	otherInit.RootKey = key("other-root")
 	other.Apply(cmdLog(1, mustEncode(t, CmdInitCluster, "init", t0, otherInit)))
-	snap, err := other.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sink memSink
-	if err := snap.Persist(&sink); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
-	if err := f.Restore(io.NopCloser(&sink)); err != nil {
+	if err := f.Restore(io.NopCloser(persistedSnapshot(t, other))); err != nil {
 		t.Fatal(err)
 	}
 	if got, ok := f.APIKeyBySecret("root-secret"); ok {
@@ -763,20 +739,20 @@ func TestAPIKeyCacheFollowsCreatesAndRevokes(t *testing.T) {
 	}
 }
 
-// The key cache stays within maxCachedKeyBytes however many keys are looked up, and an answer
+// The key cache stays within its limit however many keys are looked up, and an answer
 // read before an invalidation is not cached after it.
 func TestAPIKeyCacheIsBounded(t *testing.T) {
-	var c apiKeyCache
+	c := apiKeyCache{limit: maxKeyCacheBytes}
 	for i := range 100_000 {
 		id := fmt.Sprintf("key-%d", i)
 		k := &APIKey{ID: id, Name: strings.Repeat("n", 200), Hash: HashSecret(id), Permissions: []string{PermViewFiles, PermManageAPIKeys}}
 		_, version := c.get(k.Hash)
 		c.put(k.Hash, k, version)
-		if c.bytes > maxCachedKeyBytes {
-			t.Fatalf("after %d keys the cache holds %d bytes, over %d", i+1, c.bytes, maxCachedKeyBytes)
+		if c.bytes > c.limit {
+			t.Fatalf("after %d keys the cache holds %d bytes, over %d", i+1, c.bytes, c.limit)
 		}
 	}
-	if len(c.byHash) == 0 || len(c.byHash) > maxCachedKeyBytes/160 {
+	if len(c.byHash) == 0 || len(c.byHash) > c.limit/160 {
 		t.Fatalf("the cache holds %d keys", len(c.byHash))
 	}
 	k := &APIKey{ID: "late", Hash: HashSecret("late")}

@@ -209,3 +209,32 @@ func newTestFSM(t testing.TB) *FSM {
 	})
 	return f
 }
+
+// persistedSnapshot is f's snapshot as raft persists and then releases it.
+func persistedSnapshot(t testing.TB, f *FSM) *memSink {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := new(memSink)
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	return sink
+}
+
+// fsmWithFiles is an initialized FSM with n files FIL00000000… (one full token each), applied
+// in batches of 64 at indexes 2 to n+1.
+func fsmWithFiles(t testing.TB, n int) *FSM {
+	f := newTestFSM(t)
+	f.Apply(cmdLog(1, mustEncode(t, CmdInitCluster, "init", t0, initPayload())))
+	logs := make([]*raft.Log, 0, n)
+	for i := range n {
+		id := fmt.Sprintf("FIL%08d", i)
+		logs = append(logs, cmdLog(uint64(i+2), mustEncode(t, CmdCreateFile, "r"+id, t0, fileCmd(id))))
+	}
+	applyInBatches(f, logs, 64)
+	return f
+}

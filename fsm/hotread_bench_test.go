@@ -11,15 +11,8 @@ import (
 // config (the placer and the service read it per upload) and the API key of the request, and
 // an apply batch of 16 creates, which starts from the meta row. The store holds 20,000 files.
 func BenchmarkHotReads(b *testing.B) {
-	f := newTestFSM(b)
-	f.Apply(cmdLog(1, mustEncode(b, CmdInitCluster, "init", t0, initPayload())))
 	const files = 20000
-	var logs []*raft.Log
-	for i := range files {
-		id := fmt.Sprintf("FIL%08d", i)
-		logs = append(logs, cmdLog(uint64(i+2), mustEncode(b, CmdCreateFile, "r"+id, t0, fileCmd(id))))
-	}
-	applyInBatches(f, logs, 64)
+	f := fsmWithFiles(b, files)
 	b.Run("Config", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

@@ -41,7 +41,7 @@ func newAgentFlags(fs *flag.FlagSet) *agentFlags {
 	fs.StringVar(&c.Zone, "zone", c.Zone, "failure zone of this node; shards spread across zones")
 	sizeVar(fs, &c.MaxFileSize, "max-file-size", "largest accepted upload, e.g. 8MiB, 1GiB")
 	sizeVar(fs, &c.MinFree, "min-free", "free-space reserve: below it this node takes no new shards")
-	sizeVar(fs, &c.StateCacheSize, "state-cache-size", "block cache of the metadata state store (at least 1 MiB)")
+	sizeVar(fs, &c.StateCacheSize, "state-cache-size", "caches of the metadata state store: pebble's block cache and, a 32nd of it (at most 1 MiB), API keys (at least 1 MiB)")
 	fs.DurationVar(&c.RepairDelay, "repair-delay", c.RepairDelay, "how long a node may be unreachable before its shards are rebuilt elsewhere")
 	fs.DurationVar(&c.RepairInterval, "repair-interval", c.RepairInterval, "pause between the leader's repair passes")
 	sizeVar(fs, &c.RepairRate, "repair-rate", "bytes per second repair may write (0: unlimited)")
