@@ -722,6 +722,19 @@ func TestAPIKeyCacheFollowsCreatesAndRevokes(t *testing.T) {
 	if _, ok := f.APIKeyBySecret("root-secret"); !ok {
 		t.Fatal("the root key is lost")
 	}
+	// Unknown secrets, as an attacker sends them, are never cached.
+	for i := range 10_000 {
+		if _, ok := f.APIKeyBySecret(fmt.Sprintf("guess-%d", i)); ok {
+			t.Fatal("an unknown secret authenticates")
+		}
+	}
+	keys := &f.db.Load().keys
+	keys.mu.Lock()
+	cached := len(keys.byHash)
+	keys.mu.Unlock()
+	if cached > 2 {
+		t.Fatalf("%d keys cached after 10,000 unknown secrets; only root and k1 exist", cached)
+	}
 
 	// A Restore to a state without the root key: the replaced generation's cache goes with it.
 	other := newTestFSM(t)
