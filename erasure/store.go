@@ -58,14 +58,22 @@ type StoreOptions struct {
 	SmallShardMax int
 	// VolumeSize is the size at which a volume takes no new records and the next one starts.
 	VolumeSize int64
+	// GroupCommitWait is the longest a group commit of small shards waits for more records while
+	// they arrive less than this apart (0: never). See DESIGN.md, "Small shards: volumes".
+	GroupCommitWait time.Duration
 	// Logger receives the store's rare events (torn tails cut at open, compactions).
 	Logger *slog.Logger
 }
 
-// DefaultStoreOptions are what OpenShardStore uses: shards up to 64 KiB in 1 GiB volumes.
+// DefaultStoreOptions are what OpenShardStore uses: shards up to 64 KiB in 1 GiB volumes, group
+// commits that wait up to 1 ms for more records under load.
 func DefaultStoreOptions() StoreOptions {
-	return StoreOptions{SmallShardMax: smallShard, VolumeSize: 1 << 30}
+	return StoreOptions{SmallShardMax: smallShard, VolumeSize: 1 << 30, GroupCommitWait: time.Millisecond}
 }
+
+// maxGroupCommitWait bounds StoreOptions.GroupCommitWait: every small write under load may wait
+// that long.
+const maxGroupCommitWait = 100 * time.Millisecond
 
 // Validate reports options the store cannot work with.
 func (o StoreOptions) Validate() error {
@@ -74,6 +82,9 @@ func (o StoreOptions) Validate() error {
 	}
 	if o.SmallShardMax > 0 && (o.VolumeSize < 1<<20 || o.VolumeSize > maxVolumeSize) {
 		return fmt.Errorf("volume size %d: want 1 MiB to %d bytes", o.VolumeSize, int64(maxVolumeSize))
+	}
+	if o.GroupCommitWait < 0 || o.GroupCommitWait > maxGroupCommitWait {
+		return fmt.Errorf("group commit wait %v: want 0 (never) to %v", o.GroupCommitWait, maxGroupCommitWait)
 	}
 	return nil
 }
@@ -124,6 +135,7 @@ func OpenShardStoreWith(dir string, opts StoreOptions) (*ShardStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shard store: %w", err)
 	}
+	vols.commitWait = opts.GroupCommitWait
 	s.vols = vols
 	var used int64
 	err = s.walkFiles(func(info ShardInfo) error {

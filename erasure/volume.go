@@ -131,6 +131,14 @@ type volumeSet struct {
 	idle      *sync.Cond // signalled when flushing ends
 	batchBuf  []byte     // the flusher's buffer; only the flusher touches it
 	filterBuf []byte     // a filterKey buffer, under mu
+	// commitWait is the longest a flusher waits for more records while they arrive close together
+	// (see awaitMore); 0 never waits.
+	commitWait     time.Duration
+	lastArrival    time.Time     // when the latest record queued
+	dense          bool          // the latest two records queued less than commitWait apart
+	lastBatchEnd   time.Time     // when the latest group commit finished
+	flusherWaiting bool          // a flusher is in awaitMore
+	arrived        chan struct{} // capacity 1: wakes the waiting flusher
 
 	compactMu sync.Mutex // one compaction at a time
 
@@ -140,6 +148,7 @@ type volumeSet struct {
 // volumeCounters are the volume set's cumulative counters.
 type volumeCounters struct {
 	batches, records, fsyncs   atomic.Int64
+	waits, waitNanos           atomic.Int64
 	tornBytes, damagedBytes    atomic.Int64
 	compactions, reclaimed     atomic.Int64
 	compactionBytes, readFails atomic.Int64
@@ -172,7 +181,7 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 	vs := &volumeSet{
 		dir: dir, maxShard: maxShard, sizeLimit: sizeLimit, log: log, readOnly: readOnly,
 		index: map[volumeKey]volumeEntry{}, vols: map[uint32]*volume{}, nextVol: 1,
-		queued: map[volumeKey]int{},
+		queued: map[volumeKey]int{}, arrived: make(chan struct{}, 1),
 	}
 	vs.idle = sync.NewCond(&vs.mu)
 	if !readOnly {
@@ -520,6 +529,12 @@ func (vs *volumeSet) append(id ShardID, kind byte, body []byte) (int64, error) {
 	req.seq = vs.seq.Add(1)
 	setRecordSeq(req.rec, req.seq)
 	vs.pending = append(vs.pending, req)
+	// now was taken before the lock, so two racing writers may see a negative gap: close together.
+	vs.dense = !vs.lastArrival.IsZero() && now.Sub(vs.lastArrival) < vs.commitWait
+	vs.lastArrival = now
+	if vs.flusherWaiting {
+		vs.wakeFlusher()
+	}
 	if kind == recordShard {
 		vs.queued[req.key]++
 	}
@@ -537,6 +552,7 @@ func (vs *volumeSet) append(id ShardID, kind byte, body []byte) (int64, error) {
 // the index, and wakes their writers. If more records queued meanwhile, a new flusher takes
 // them, so no writer waits behind more than the batch ahead of it.
 func (vs *volumeSet) flush() {
+	vs.awaitMore()
 	vs.mu.Lock()
 	var batch []*volumeAppend
 	size := 0
@@ -580,6 +596,7 @@ func (vs *volumeSet) flush() {
 			}
 		}
 	}
+	vs.lastBatchEnd = time.Now()
 	more := len(vs.pending) > 0
 	if !more {
 		vs.flushing = false
@@ -597,6 +614,68 @@ func (vs *volumeSet) flush() {
 	}
 	if more {
 		go vs.flush()
+	}
+}
+
+// groupCommitEnough is the batch a group commit stops waiting at: past it, the fdatasync's CPU
+// (about 150 µs here) is under 20 µs per record, a tenth of what the rest of a small write costs.
+const groupCommitEnough = 8
+
+// awaitMore lets a batch grow while writes arrive close together. If the latest two records
+// queued less than commitWait apart, or the previous group commit ended less than commitWait ago
+// (records queued while it was syncing), the flusher waits until groupCommitEnough records are
+// pending, commitWait has passed, or the set closes, before it takes them: one fdatasync then
+// covers the records of writers that were a fraction of a millisecond behind, where each would
+// otherwise have paid for its own. MySQL's binlog_group_commit_sync_delay and
+// binlog_group_commit_sync_no_delay_count are the same pair of bounds. A writer whose previous
+// record queued longer ago than that, as a lone client's does, is flushed at once, and a batch
+// that is already big enough does not wait. No writer is acknowledged before its record's
+// fdatasync either way.
+func (vs *volumeSet) awaitMore() {
+	if vs.commitWait <= 0 {
+		return
+	}
+	vs.mu.Lock()
+	start := time.Now()
+	busy := vs.dense || (!vs.lastBatchEnd.IsZero() && start.Sub(vs.lastBatchEnd) < vs.commitWait)
+	if !busy || vs.closed {
+		vs.mu.Unlock()
+		return
+	}
+	deadline := start.Add(vs.commitWait)
+	vs.flusherWaiting = true
+	var timer *time.Timer
+	for len(vs.pending) < groupCommitEnough && !vs.closed {
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		vs.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(left)
+		} else {
+			timer.Reset(left)
+		}
+		select {
+		case <-vs.arrived:
+		case <-timer.C:
+		}
+		vs.mu.Lock()
+	}
+	vs.flusherWaiting = false
+	vs.mu.Unlock()
+	if timer != nil {
+		timer.Stop()
+	}
+	vs.stats.waits.Add(1)
+	vs.stats.waitNanos.Add(int64(time.Since(start)))
+}
+
+// wakeFlusher tells a flusher in awaitMore to look at the queue again.
+func (vs *volumeSet) wakeFlusher() {
+	select {
+	case vs.arrived <- struct{}{}:
+	default:
 	}
 }
 
@@ -801,6 +880,7 @@ func (s volumeShard) info() ShardInfo {
 func (vs *volumeSet) close() {
 	vs.mu.Lock()
 	vs.closed = true
+	vs.wakeFlusher()
 	for vs.flushing {
 		vs.idle.Wait()
 	}
@@ -830,6 +910,10 @@ type VolumeStats struct {
 	// Batches and Records count group commits and the records they wrote (Records / Batches is
 	// the mean batch); Fsyncs the fdatasyncs they issued.
 	Batches, Records, Fsyncs int64
+	// Waits counts the group commits that waited for more records (StoreOptions.GroupCommitWait),
+	// WaitTime the time they waited in all.
+	Waits    int64
+	WaitTime time.Duration
 	// TornBytes were cut from volume tails at open (unacknowledged batches of a crash);
 	// DamagedBytes skipped inside volumes at open; CorruptReads records that failed verification.
 	TornBytes, DamagedBytes, CorruptReads int64
@@ -855,6 +939,7 @@ func (vs *volumeSet) statistics() VolumeStats {
 	st.IndexBytes = int64(st.Shards)*indexEntryBytes + filters
 	c := &vs.stats
 	st.Batches, st.Records, st.Fsyncs = c.batches.Load(), c.records.Load(), c.fsyncs.Load()
+	st.Waits, st.WaitTime = c.waits.Load(), time.Duration(c.waitNanos.Load())
 	st.TornBytes, st.DamagedBytes, st.CorruptReads = c.tornBytes.Load(), c.damagedBytes.Load(), c.readFails.Load()
 	st.Compactions, st.ReclaimedBytes, st.CompactionBytes = c.compactions.Load(), c.reclaimed.Load(), c.compactionBytes.Load()
 	return st

@@ -104,6 +104,9 @@ type Config struct {
 	SmallShardMax int64
 	// VolumeSize is the size at which a volume file takes no new records (1 MiB to 3 GiB).
 	VolumeSize int64
+	// GroupCommitWait is the longest a group commit of small shards waits for more records while
+	// they arrive closer together than that (0 to 100 ms; 0 never waits).
+	GroupCommitWait time.Duration
 	// CompactionRate caps the bytes per second volume compaction reads (and writes), run after
 	// each GC pass.
 	CompactionRate int64
@@ -221,9 +224,10 @@ func DefaultConfig() Config {
 		ScrubCycle:    7 * 24 * time.Hour,
 		ScrubRate:     32 << 20,
 		// Small shards: erasure.DefaultStoreOptions.
-		SmallShardMax:  int64(erasure.DefaultStoreOptions().SmallShardMax),
-		VolumeSize:     erasure.DefaultStoreOptions().VolumeSize,
-		CompactionRate: 32 << 20,
+		SmallShardMax:   int64(erasure.DefaultStoreOptions().SmallShardMax),
+		VolumeSize:      erasure.DefaultStoreOptions().VolumeSize,
+		GroupCommitWait: erasure.DefaultStoreOptions().GroupCommitWait,
+		CompactionRate:  32 << 20,
 	}
 }
 
@@ -309,7 +313,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("--scrub-cycle and --scrub-rate must be positive"))
 	}
 	if err := c.storeOptions(nil).Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("--small-shard-max, --volume-size: %w", err))
+		errs = append(errs, fmt.Errorf("--small-shard-max, --volume-size, --group-commit-wait: %w", err))
 	}
 	if c.CompactionRate <= 0 {
 		errs = append(errs, errors.New("--compaction-rate must be positive"))
@@ -333,7 +337,10 @@ func (c *Config) Validate() error {
 // raftTimings are the Raft timings with the multiplier applied.
 // storeOptions are the shard store's settings.
 func (c *Config) storeOptions(log *slog.Logger) erasure.StoreOptions {
-	return erasure.StoreOptions{SmallShardMax: int(min(c.SmallShardMax, 1<<31)), VolumeSize: c.VolumeSize, Logger: log}
+	return erasure.StoreOptions{
+		SmallShardMax: int(min(c.SmallShardMax, 1<<31)), VolumeSize: c.VolumeSize,
+		GroupCommitWait: c.GroupCommitWait, Logger: log,
+	}
 }
 
 // leaderWait is LeaderWait, or when it is 0 the time a failover can take with these Raft timings,

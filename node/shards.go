@@ -87,6 +87,7 @@ var volumeDescs = struct {
 	files, fileBytes, liveBytes, shards, indexBytes  *prometheus.Desc
 	batches, records, fsyncs, torn, damaged, corrupt *prometheus.Desc
 	compactions, reclaimed, compactionBytes          *prometheus.Desc
+	waits, waitSeconds                               *prometheus.Desc
 }{
 	files:           prometheus.NewDesc("cairn_volume_files", "Volume files holding small shards.", nil, nil),
 	fileBytes:       prometheus.NewDesc("cairn_volume_bytes", "Bytes of all volume files.", nil, nil),
@@ -96,6 +97,8 @@ var volumeDescs = struct {
 	batches:         prometheus.NewDesc("cairn_volume_group_commits_total", "Group commits: batches of small-shard records written with one write and one fdatasync.", nil, nil),
 	records:         prometheus.NewDesc("cairn_volume_records_written_total", "Records (small shards and tombstones) written by group commits.", nil, nil),
 	fsyncs:          prometheus.NewDesc("cairn_volume_fsyncs_total", "fdatasyncs of volume files by group commits.", nil, nil),
+	waits:           prometheus.NewDesc("cairn_volume_group_commit_waits_total", "Group commits that waited for more records (--group-commit-wait) because writes arrived close together.", nil, nil),
+	waitSeconds:     prometheus.NewDesc("cairn_volume_group_commit_wait_seconds_total", "Time group commits spent waiting for more records.", nil, nil),
 	torn:            prometheus.NewDesc("cairn_volume_torn_bytes_total", "Bytes cut from volume tails at open: batches a crash tore, never acknowledged.", nil, nil),
 	damaged:         prometheus.NewDesc("cairn_volume_damaged_bytes_total", "Bytes inside volumes skipped at open because they are not valid records.", nil, nil),
 	corrupt:         prometheus.NewDesc("cairn_volume_corrupt_reads_total", "Reads of small-shard records that failed verification (counted corrupt and healed).", nil, nil),
@@ -123,6 +126,8 @@ func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(d.batches, st.Batches)
 	counter(d.records, st.Records)
 	counter(d.fsyncs, st.Fsyncs)
+	counter(d.waits, st.Waits)
+	ch <- prometheus.MustNewConstMetric(d.waitSeconds, prometheus.CounterValue, st.WaitTime.Seconds())
 	counter(d.torn, st.TornBytes)
 	counter(d.damaged, st.DamagedBytes)
 	counter(d.corrupt, st.CorruptReads)

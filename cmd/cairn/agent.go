@@ -51,6 +51,7 @@ func newAgentFlags(fs *flag.FlagSet) *agentFlags {
 	sizeVar(fs, &c.ScrubRate, "scrub-rate", "bytes per second the scrubber may read")
 	sizeVar(fs, &c.SmallShardMax, "small-shard-max", "largest shard kept in a group-committed volume file instead of a file of its own (0: none)")
 	sizeVar(fs, &c.VolumeSize, "volume-size", "size at which a volume file of small shards takes no new records")
+	fs.DurationVar(&c.GroupCommitWait, "group-commit-wait", c.GroupCommitWait, "longest a group commit of small shards waits for more while they arrive closer together than this (0: never; at most 100ms)")
 	sizeVar(fs, &c.CompactionRate, "compaction-rate", "bytes per second volume compaction may read and write")
 	fs.BoolVar(&c.CleanupDeadServers, "cleanup-dead-servers", c.CleanupDeadServers, "let the leader remove Raft servers that stay dead (autopilot)")
 	fs.DurationVar(&c.DeadServerCleanupAfter, "dead-server-cleanup-after", c.DeadServerCleanupAfter, "how long a server must be dead before autopilot removes it")
