@@ -38,6 +38,8 @@ const (
 	IndexFormatV1      uint16 = 1
 	indexHeaderLen            = 52
 	indexEntryFixedLen        = 32
+	// indexEntryTypicalLen is an entry's length for a file id of 24 bytes, as the API makes them.
+	indexEntryTypicalLen = indexEntryFixedLen + 24 + 4
 )
 
 var indexMagic = [8]byte{'C', 'A', 'I', 'R', 'N', 'I', 'D', 'X'}
