@@ -60,7 +60,7 @@ func BenchmarkVolumeOpen(b *testing.B) {
 					for range b.N {
 						b.StopTimer()
 						if source == "scan" {
-							removeIndexFiles(b, dir)
+							removeVolumeIndexes(b, dir)
 						} else {
 							ensureIndexFiles(b, dir)
 						}
@@ -147,20 +147,6 @@ func writeBenchVolumes(b *testing.B, dir string, format func() volumeFormat, bod
 		f.Close()
 	}
 	return records, written
-}
-
-// removeIndexFiles deletes the index files of the volumes in dir.
-func removeIndexFiles(b *testing.B, dir string) {
-	b.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "volumes", "*"+indexSuffix))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, p := range files {
-		if err := os.Remove(p); err != nil {
-			b.Fatal(err)
-		}
-	}
 }
 
 // ensureIndexFiles opens and closes the store in dir, which writes the index files that are

@@ -205,15 +205,15 @@ func writeVolume(t *testing.T, dir string, vol []byte) {
 
 // removeVolumeIndexes deletes the index files of the store in dir, so that its next open scans
 // every volume.
-func removeVolumeIndexes(t *testing.T, dir string) {
-	t.Helper()
+func removeVolumeIndexes(tb testing.TB, dir string) {
+	tb.Helper()
 	paths, err := filepath.Glob(filepath.Join(dir, "volumes", "*"+indexSuffix))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	for _, p := range paths {
 		if err := os.Remove(p); err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
 }

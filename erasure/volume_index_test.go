@@ -134,15 +134,8 @@ func TestVolumeIndexFilesReplaceTheScan(t *testing.T) {
 	}
 }
 
-func indexFiles(t *testing.T, dir string) []string {
-	t.Helper()
-	m, err := filepath.Glob(filepath.Join(dir, "volumes", "*"+indexSuffix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(m)
-	return m
-}
+// indexFiles are the index files of the store in dir, sorted.
+func indexFiles(t *testing.T, dir string) []string { return storeFiles(t, dir, indexSuffix) }
 
 // TestVolumeIndexFileDamage damages one index file in each way a crash (the file is never
 // synced), a disk or an operator can, and opens the store: the state is the scan's every time,
