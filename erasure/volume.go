@@ -90,6 +90,10 @@ type volume struct {
 	// ids holds every shard id with a record in the volume, live or dead: compaction drops a
 	// tombstone once no other volume may hold a record it covers. Guarded by the set's mu.
 	ids *bloom.BloomFilter
+	// ix is the volume's index file (volume_index.go), nil when it could not be written. Only
+	// the flusher appending to the volume touches it, and open, compaction and close, which
+	// wait for that flusher.
+	ix *volumeIndexFile
 }
 
 // newIDFilter is a volume's id filter, sized for a full volume of 2 KiB records at 1 % false
@@ -130,6 +134,7 @@ type volumeSet struct {
 	flushing  bool
 	idle      *sync.Cond // signalled when flushing ends
 	batchBuf  []byte     // the flusher's buffer; only the flusher touches it
+	indexBuf  []byte     // the flusher's buffer of index file entries
 	filterBuf []byte     // a filterKey buffer, under mu
 	// commitWait is the longest a flusher waits for more records while they arrive close together
 	// (see awaitMore); 0 never waits.
@@ -149,6 +154,7 @@ type volumeSet struct {
 type volumeCounters struct {
 	batches, records, fsyncs   atomic.Int64
 	waits, waitNanos           atomic.Int64
+	openListed, openScanned    atomic.Int64
 	tornBytes, damagedBytes    atomic.Int64
 	compactions, reclaimed     atomic.Int64
 	compactionBytes, readFails atomic.Int64
@@ -196,14 +202,22 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 	if err != nil {
 		return nil, fmt.Errorf("volumes: %w", err)
 	}
-	var ids []uint32
+	var ids, indexes []uint32
+	var indexBytes int64
 	for _, e := range entries {
 		name := e.Name()
 		switch {
-		case strings.HasSuffix(name, compactSuffix) && !readOnly:
+		case (strings.HasSuffix(name, compactSuffix) || strings.HasSuffix(name, indexCompactSuffix)) && !readOnly:
 			// A compaction that did not reach its rename: the old volume is still whole.
 			if err := os.Remove(filepath.Join(dir, name)); err != nil {
 				return nil, fmt.Errorf("volumes: remove unfinished compaction: %w", err)
+			}
+		case strings.HasSuffix(name, indexSuffix):
+			if n, err := strconv.ParseUint(strings.TrimSuffix(name, indexSuffix), 10, 32); err == nil {
+				indexes = append(indexes, uint32(n))
+				if fi, err := e.Info(); err == nil {
+					indexBytes += fi.Size()
+				}
 			}
 		case strings.HasSuffix(name, volumeSuffix):
 			n, err := strconv.ParseUint(strings.TrimSuffix(name, volumeSuffix), 10, 32)
@@ -214,6 +228,10 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 		}
 	}
 	slices.Sort(ids)
+	// Growing the index map entry by entry was 40 % of an open from index files (rehashing):
+	// size it for the records they list (dead ones and tombstones included, so it is an upper
+	// bound, as a map that grew by doubling is anyway).
+	vs.index = make(map[volumeKey]volumeEntry, indexBytes/indexEntryTypicalLen)
 	tombs := map[volumeKey]uint64{}
 	var maxSeq uint64
 	for _, id := range ids {
@@ -226,6 +244,14 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 			vs.vols[id] = v
 		}
 		vs.nextVol = id + 1
+	}
+	if !readOnly {
+		for _, id := range indexes {
+			if vs.vols[id] == nil {
+				// Its volume was compacted away (or set aside) before the index went too.
+				os.Remove(indexPathOf(filepath.Join(dir, volumeName(id))))
+			}
+		}
 	}
 	for k, tseq := range tombs {
 		if e, ok := vs.index[k]; ok && e.seq < tseq {
@@ -275,6 +301,7 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 		if vs.readOnly {
 			return nil, nil // being created, or damaged: the store's own open deals with it
 		}
+		os.Remove(indexPathOf(path)) // lists records of a volume that is not there any more
 		if size <= maxVolumeHeaderLen {
 			// Created but never synced with a record in it (creation syncs the header before the
 			// first batch): nothing acknowledged lives here.
@@ -293,7 +320,50 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 	}
 	v := &volume{id: id, path: path, f: f, format: format, refs: 1, minSeq: ^uint64(0), ids: newIDFilter(vs.sizeLimit)}
 	var fk []byte
-	pos := format.headerLen()
+	add := func(kind byte, k volumeKey, seq uint64, off, n int64, bodyLen int, mtime uint32) {
+		*maxSeq = max(*maxSeq, seq)
+		v.minSeq = min(v.minSeq, seq)
+		if kind == recordTomb {
+			tombs[k] = max(tombs[k], seq)
+			v.tombs += n
+		} else {
+			fk = filterKey(fk, k)
+			v.ids.Add(fk)
+		}
+		if old, ok := vs.index[k]; kind == recordShard && (!ok || seq >= old.seq) {
+			vs.index[k] = volumeEntry{seq: seq, vol: id, off: uint32(off), bodyLen: uint32(bodyLen), mtime: mtime}
+		}
+	}
+	// The records the index file lists are taken from it; the volume is read from the end of
+	// the last of them, and what is read there is appended to the index file.
+	volHeader := bytes.Clone(hdr[:format.headerLen()])
+	listed := 0
+	ixEnd, pos, err := loadIndex(path, id, volHeader, format, size, func(e indexEntry) {
+		add(e.kind, e.key, e.seq, e.off, e.recordLen(format), e.bodyLen, e.mtime)
+		listed++
+	})
+	if err != nil {
+		vs.log.Warn("cannot read a volume's index file; scanning the volume", "volume", path, "err", err)
+	}
+	vs.stats.openListed.Add(int64(listed))
+	if !vs.readOnly {
+		if v.ix, err = openIndexForAppend(path, id, volHeader, ixEnd, pos); err != nil {
+			vs.log.Warn("cannot write a volume's index file; the next start scans the volume", "volume", path, "err", err)
+		}
+	}
+	var ixBuf []byte
+	flushIndex := func(end int64) {
+		if v.ix == nil || len(ixBuf) == 0 {
+			return
+		}
+		if err := v.ix.add(ixBuf, end); err != nil {
+			vs.log.Warn("cannot write a volume's index file; the next start scans the volume", "volume", path, "err", err)
+			v.ix.drop()
+			v.ix = nil
+		}
+		ixBuf = ixBuf[:0]
+	}
+	listedEnd := pos
 	r := bufio.NewReaderSize(io.NewSectionReader(f, pos, size-pos), 1<<20)
 	var buf []byte
 	for pos < size {
@@ -330,20 +400,18 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 			continue
 		}
 		k := keyOf(rec.id)
-		*maxSeq = max(*maxSeq, rec.seq)
-		v.minSeq = min(v.minSeq, rec.seq)
-		if rec.kind == recordTomb {
-			tombs[k] = max(tombs[k], rec.seq)
-			v.tombs += n
-		} else {
-			fk = filterKey(fk, k)
-			v.ids.Add(fk)
-		}
-		if old, ok := vs.index[k]; rec.kind == recordShard && (!ok || rec.seq >= old.seq) {
-			vs.index[k] = volumeEntry{seq: rec.seq, vol: id, off: uint32(pos), bodyLen: uint32(rec.bodyLen), mtime: entrySeconds(rec.mtime)}
+		add(rec.kind, k, rec.seq, pos, n, rec.bodyLen, entrySeconds(rec.mtime))
+		vs.stats.openScanned.Add(1)
+		if v.ix != nil {
+			ixBuf = appendIndexEntry(ixBuf, indexEntry{kind: rec.kind, key: k, seq: rec.seq, off: pos, bodyLen: rec.bodyLen, mtime: entrySeconds(rec.mtime)})
 		}
 		pos += n
+		listedEnd = pos
+		if len(ixBuf) >= 1<<20 {
+			flushIndex(listedEnd)
+		}
 	}
+	flushIndex(listedEnd)
 	v.size = size
 	return v, nil
 }
@@ -453,6 +521,9 @@ func findRecord(file *os.File, f volumeFormat, from, size int64) int64 {
 func (vs *volumeSet) closeFiles() {
 	for _, v := range vs.vols {
 		v.f.Close()
+		if v.ix != nil {
+			v.ix.f.Close()
+		}
 	}
 }
 
@@ -475,7 +546,8 @@ func (vs *volumeSet) createVolume(id uint32, suffix string) (*volume, error) {
 		return nil, fmt.Errorf("create volume: %w", noSpace(err))
 	}
 	format := newV2Format(newVolumeKey())
-	_, err = f.Write(format.appendVolumeHeader(nil, id, time.Now()))
+	header := format.appendVolumeHeader(nil, id, time.Now())
+	_, err = f.Write(header)
 	if err == nil {
 		err = unix.Fdatasync(int(f.Fd()))
 	}
@@ -487,7 +559,11 @@ func (vs *volumeSet) createVolume(id uint32, suffix string) (*volume, error) {
 		os.Remove(path)
 		return nil, fmt.Errorf("create volume %s: %w", path, noSpace(err))
 	}
-	return &volume{id: id, path: path, f: f, format: format, size: format.headerLen(), refs: 1, minSeq: ^uint64(0), ids: newIDFilter(vs.sizeLimit)}, nil
+	v := &volume{id: id, path: path, f: f, format: format, size: format.headerLen(), refs: 1, minSeq: ^uint64(0), ids: newIDFilter(vs.sizeLimit)}
+	if v.ix, err = openIndexForAppend(path, id, header, 0, v.size); err != nil {
+		vs.log.Warn("cannot write a volume's index file; the next start scans the volume", "volume", path, "err", err)
+	}
+	return v, nil
 }
 
 // put stores body as the newest version of id and returns once the fdatasync that covers it
@@ -730,9 +806,36 @@ func (vs *volumeSet) writeBatch(v **volume, batch []*volumeAppend) (int64, error
 		off += int64(len(req.rec))
 		req.rec = nil
 	}
+	vs.indexBatch(*v, batch, end, off)
 	vs.stats.batches.Add(1)
 	vs.stats.records.Add(int64(len(batch)))
 	return off, nil
+}
+
+// indexBatch appends the durable batch, written to v from start to end, to v's index file. The
+// file must stay a prefix of v's records: if v was cut short behind the store's back (the batch
+// starts before the last record listed) or the write fails, the index file goes, and the next
+// start scans v.
+func (vs *volumeSet) indexBatch(v *volume, batch []*volumeAppend, start, end int64) {
+	if v.ix == nil {
+		return
+	}
+	if start < v.ix.covered {
+		vs.log.Warn("a volume is shorter than its index file says; dropping the index file", "volume", v.path, "end", start, "listed", v.ix.covered)
+		v.ix.drop()
+		v.ix = nil
+		return
+	}
+	buf := vs.indexBuf[:0]
+	for _, req := range batch {
+		buf = appendIndexEntry(buf, indexEntry{kind: req.kind, key: req.key, seq: req.seq, off: req.off, bodyLen: req.bodyLen, mtime: entrySeconds(req.mtime)})
+	}
+	vs.indexBuf = buf
+	if err := v.ix.add(buf, end); err != nil {
+		vs.log.Warn("cannot write a volume's index file; the next start scans the volume", "volume", v.path, "err", err)
+		v.ix.drop()
+		v.ix = nil
+	}
 }
 
 // applyBatch points the index at the batch's records, in sequence order per id. Caller holds mu.
@@ -895,6 +998,10 @@ func (vs *volumeSet) close() {
 		if v.refs == 0 {
 			v.f.Close()
 		}
+		if v.ix != nil {
+			v.ix.f.Close()
+			v.ix = nil
+		}
 	}
 }
 
@@ -914,6 +1021,10 @@ type VolumeStats struct {
 	// WaitTime the time they waited in all.
 	Waits    int64
 	WaitTime time.Duration
+	// OpenListed counts the records the last open took from index files, OpenScanned those it
+	// read from the volumes themselves (volumes without an index file, and records past the end
+	// of one).
+	OpenListed, OpenScanned int64
 	// TornBytes were cut from volume tails at open (unacknowledged batches of a crash);
 	// DamagedBytes skipped inside volumes at open; CorruptReads records that failed verification.
 	TornBytes, DamagedBytes, CorruptReads int64
@@ -940,6 +1051,7 @@ func (vs *volumeSet) statistics() VolumeStats {
 	c := &vs.stats
 	st.Batches, st.Records, st.Fsyncs = c.batches.Load(), c.records.Load(), c.fsyncs.Load()
 	st.Waits, st.WaitTime = c.waits.Load(), time.Duration(c.waitNanos.Load())
+	st.OpenListed, st.OpenScanned = c.openListed.Load(), c.openScanned.Load()
 	st.TornBytes, st.DamagedBytes, st.CorruptReads = c.tornBytes.Load(), c.damagedBytes.Load(), c.readFails.Load()
 	st.Compactions, st.ReclaimedBytes, st.CompactionBytes = c.compactions.Load(), c.reclaimed.Load(), c.compactionBytes.Load()
 	return st
@@ -1028,10 +1140,29 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 		return err
 	}
 	tmp := nv.path
+	dropIndex := func() {
+		if nv.ix != nil {
+			nv.ix.drop()
+			nv.ix = nil
+		}
+	}
 	fail := func(err error) error {
 		nv.f.Close()
 		os.Remove(tmp)
+		dropIndex()
 		return fmt.Errorf("compact %s: %w", v.path, err)
+	}
+	// The new volume's index file is written as its records are; it is not needed for
+	// correctness, so failing to write it only drops it.
+	var ixBuf []byte
+	flushIndex := func(end int64) {
+		if nv.ix != nil && len(ixBuf) > 0 {
+			if err := nv.ix.add(ixBuf, end); err != nil {
+				vs.log.Warn("cannot write a volume's index file; the next start scans the volume", "volume", tmp, "err", err)
+				dropIndex()
+			}
+		}
+		ixBuf = ixBuf[:0]
 	}
 	type moved struct {
 		key      volumeKey
@@ -1081,13 +1212,20 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 				nv.tombs += int64(len(rb))
 			}
 			nv.minSeq = min(nv.minSeq, rec.seq)
+			if nv.ix != nil {
+				ixBuf = appendIndexEntry(ixBuf, indexEntry{kind: rec.kind, key: k, seq: rec.seq, off: out, bodyLen: rec.bodyLen, mtime: entrySeconds(rec.mtime)})
+			}
 			out += int64(len(rb))
+			if len(ixBuf) >= 1<<20 {
+				flushIndex(out)
+			}
 		}
 		pos += n
 	}
 	if err := w.Flush(); err != nil {
 		return fail(err)
 	}
+	flushIndex(out)
 	// Every record of v that is still live must have been copied; one that could not be read is
 	// left where it is, for a read or the scrub to find corrupt and heal, before v can go.
 	vs.mu.Lock()
@@ -1105,6 +1243,7 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 	if len(moves) == 0 && out == nv.format.headerLen() {
 		// Nothing left to keep: the old volume simply goes.
 		nv.f.Close()
+		dropIndex()
 		if err := os.Remove(tmp); err != nil {
 			return fmt.Errorf("compact %s: %w", v.path, err)
 		}
@@ -1119,6 +1258,14 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 		return fail(err)
 	}
 	nv.path = final
+	if nv.ix != nil {
+		if err := os.Rename(nv.ix.path, indexPathOf(final)); err != nil {
+			vs.log.Warn("cannot rename a compacted volume's index file; the next start scans the volume", "volume", final, "err", err)
+			dropIndex()
+		} else {
+			nv.ix.path = indexPathOf(final)
+		}
+	}
 	// From here a crash leaves both volumes; the scan at open keeps the later copy of each
 	// record (same sequence number), and v's bytes are then all dead and compacted next time.
 	if err := syncDir(vs.dir); err != nil {
@@ -1152,6 +1299,12 @@ func (vs *volumeSet) retire(v *volume, kept int64) error {
 	}
 	if err := os.Remove(v.path); err != nil {
 		return fmt.Errorf("compact: remove %s: %w", v.path, err)
+	}
+	if v.ix != nil {
+		v.ix.drop()
+		v.ix = nil
+	} else {
+		os.Remove(indexPathOf(v.path))
 	}
 	if err := syncDir(vs.dir); err != nil {
 		return fmt.Errorf("compact: %w", err)

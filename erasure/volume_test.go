@@ -77,9 +77,12 @@ func fillThenDelete(t *testing.T, s *ShardStore, file string, n, keepEvery, size
 	return keep, drop
 }
 
-func volumeFiles(t *testing.T, dir string) []string {
+func volumeFiles(t *testing.T, dir string) []string { return storeFiles(t, dir, volumeSuffix) }
+
+// storeFiles are the files of the store in dir's volumes directory whose names end in suffix, sorted.
+func storeFiles(t *testing.T, dir, suffix string) []string {
 	t.Helper()
-	m, err := filepath.Glob(filepath.Join(dir, "volumes", "*"+volumeSuffix))
+	m, err := filepath.Glob(filepath.Join(dir, "volumes", "*"+suffix))
 	if err != nil {
 		t.Fatal(err)
 	}

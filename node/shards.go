@@ -88,6 +88,7 @@ var volumeDescs = struct {
 	batches, records, fsyncs, torn, damaged, corrupt *prometheus.Desc
 	compactions, reclaimed, compactionBytes          *prometheus.Desc
 	waits, waitSeconds                               *prometheus.Desc
+	openRecords                                      *prometheus.Desc
 }{
 	files:           prometheus.NewDesc("cairn_volume_files", "Volume files holding small shards.", nil, nil),
 	fileBytes:       prometheus.NewDesc("cairn_volume_bytes", "Bytes of all volume files.", nil, nil),
@@ -99,6 +100,7 @@ var volumeDescs = struct {
 	fsyncs:          prometheus.NewDesc("cairn_volume_fsyncs_total", "fdatasyncs of volume files by group commits.", nil, nil),
 	waits:           prometheus.NewDesc("cairn_volume_group_commit_waits_total", "Group commits that waited for more records (--group-commit-wait) because writes arrived close together.", nil, nil),
 	waitSeconds:     prometheus.NewDesc("cairn_volume_group_commit_wait_seconds_total", "Time group commits spent waiting for more records.", nil, nil),
+	openRecords:     prometheus.NewDesc("cairn_volume_open_records", "Records the store found when it opened, by where it read them: from index files (index) or from the volumes (scan).", []string{"source"}, nil),
 	torn:            prometheus.NewDesc("cairn_volume_torn_bytes_total", "Bytes cut from volume tails at open: batches a crash tore, never acknowledged.", nil, nil),
 	damaged:         prometheus.NewDesc("cairn_volume_damaged_bytes_total", "Bytes inside volumes skipped at open because they are not valid records.", nil, nil),
 	corrupt:         prometheus.NewDesc("cairn_volume_corrupt_reads_total", "Reads of small-shard records that failed verification (counted corrupt and healed).", nil, nil),
@@ -127,6 +129,8 @@ func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(d.records, st.Records)
 	counter(d.fsyncs, st.Fsyncs)
 	counter(d.waits, st.Waits)
+	ch <- prometheus.MustNewConstMetric(d.openRecords, prometheus.GaugeValue, float64(st.OpenListed), "index")
+	ch <- prometheus.MustNewConstMetric(d.openRecords, prometheus.GaugeValue, float64(st.OpenScanned), "scan")
 	ch <- prometheus.MustNewConstMetric(d.waitSeconds, prometheus.CounterValue, st.WaitTime.Seconds())
 	counter(d.torn, st.TornBytes)
 	counter(d.damaged, st.DamagedBytes)
