@@ -34,13 +34,15 @@ import (
 const (
 	indexSuffix        = ".idx"
 	indexCompactSuffix = ".idx.compact"
-	// IndexFormatV1 is the only index file format so far.
-	IndexFormatV1      uint16 = 1
-	indexHeaderLen            = 52
-	indexEntryFixedLen        = 32
-	// indexEntryTypicalLen is an entry's length for a file id of 24 bytes, as the API makes them.
-	indexEntryTypicalLen = indexEntryFixedLen + 24 + 4
+	indexHeaderLen     = 52
+	indexEntryFixedLen = 32
+	// indexEntryTypicalLen is an entry's length for a file id of 20 bytes, as the API makes them
+	// ("FIL" and 17 alphanumerics).
+	indexEntryTypicalLen = indexEntryFixedLen + 20 + 4
 )
+
+// IndexFormatV1 is the only index file format so far.
+const IndexFormatV1 uint16 = 1
 
 var indexMagic = [8]byte{'C', 'A', 'I', 'R', 'N', 'I', 'D', 'X'}
 

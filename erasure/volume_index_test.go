@@ -31,7 +31,7 @@ func stateOf(s *ShardStore) openState {
 	defer vs.mu.Unlock()
 	st := openState{index: maps.Clone(vs.index), vols: map[uint32]openVolume{}, seq: vs.seq.Load(), used: vs.used}
 	for id, v := range vs.vols {
-		st.vols[id] = openVolume{size: v.size, live: v.live, tombs: v.tombs, minSeq: v.minSeq, ids: slices.Clone(v.ids.BitSet().Bytes())}
+		st.vols[id] = openVolume{size: v.size, live: v.live, tombs: v.tombs, minSeq: v.minSeq, ids: slices.Clone(v.ids.BitSet().Words())}
 	}
 	return st
 }
