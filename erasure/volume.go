@@ -122,7 +122,7 @@ type volumeSet struct {
 	seq atomic.Uint64 // last sequence number handed out
 
 	mu      sync.Mutex
-	index   map[volumeKey]volumeEntry
+	index   shardIndex
 	vols    map[uint32]*volume
 	active  *volume
 	nextVol uint32
@@ -186,7 +186,7 @@ func volumeName(id uint32) string { return fmt.Sprintf("%08d%s", id, volumeSuffi
 func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, readOnly bool) (*volumeSet, error) {
 	vs := &volumeSet{
 		dir: dir, maxShard: maxShard, sizeLimit: sizeLimit, log: log, readOnly: readOnly,
-		index: map[volumeKey]volumeEntry{}, vols: map[uint32]*volume{}, nextVol: 1,
+		index: newShardIndex(0), vols: map[uint32]*volume{}, nextVol: 1,
 		queued: map[volumeKey]int{}, arrived: make(chan struct{}, 1),
 	}
 	vs.idle = sync.NewCond(&vs.mu)
@@ -231,7 +231,7 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 	// Growing the index map entry by entry was 40 % of an open from index files (rehashing):
 	// size it for the records they list (dead ones and tombstones included, so it is an upper
 	// bound, as a map that grew by doubling is anyway).
-	vs.index = make(map[volumeKey]volumeEntry, indexBytes/indexEntryTypicalLen)
+	vs.index = newShardIndex(int(indexBytes / indexEntryTypicalLen))
 	tombs := map[volumeKey]uint64{}
 	var maxSeq uint64
 	for _, id := range ids {
@@ -254,11 +254,11 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 		}
 	}
 	for k, tseq := range tombs {
-		if e, ok := vs.index[k]; ok && e.seq < tseq {
-			delete(vs.index, k)
+		if e, ok := vs.index.get(k); ok && e.seq < tseq {
+			vs.index.remove(k)
 		}
 	}
-	for k, e := range vs.index {
+	for k, e := range vs.index.all() {
 		v := vs.vols[e.vol]
 		v.live += v.recordLen(k, e)
 		vs.used += int64(e.bodyLen)
@@ -330,8 +330,8 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 			fk = filterKey(fk, k)
 			v.ids.Add(fk)
 		}
-		if old, ok := vs.index[k]; kind == recordShard && (!ok || seq >= old.seq) {
-			vs.index[k] = volumeEntry{seq: seq, vol: id, off: uint32(off), bodyLen: uint32(bodyLen), mtime: mtime}
+		if old, ok := vs.index.get(k); kind == recordShard && (!ok || seq >= old.seq) {
+			vs.index.set(k, volumeEntry{seq: seq, vol: id, off: uint32(off), bodyLen: uint32(bodyLen), mtime: mtime})
 		}
 	}
 	// The records the index file lists are taken from it; the volume is read from the end of
@@ -579,7 +579,7 @@ func (vs *volumeSet) put(id ShardID, body []byte) (old int64, err error) {
 func (vs *volumeSet) remove(id ShardID) (old int64, err error) {
 	k := keyOf(id)
 	vs.mu.Lock()
-	_, ok := vs.index[k]
+	_, ok := vs.index.get(k)
 	ok = ok || vs.queued[k] > 0
 	vs.mu.Unlock()
 	if !ok {
@@ -842,7 +842,7 @@ func (vs *volumeSet) indexBatch(v *volume, batch []*volumeAppend, start, end int
 func (vs *volumeSet) applyBatch(v *volume, batch []*volumeAppend) {
 	for _, req := range batch {
 		v.minSeq = min(v.minSeq, req.seq)
-		old, had := vs.index[req.key]
+		old, had := vs.index.get(req.key)
 		if had && old.seq > req.seq {
 			if req.kind == recordTomb {
 				v.tombs += int64(v.format.recordHeaderLen(len(req.key.file)))
@@ -858,7 +858,7 @@ func (vs *volumeSet) applyBatch(v *volume, batch []*volumeAppend) {
 			if ov := vs.vols[old.vol]; ov != nil {
 				ov.live -= ov.recordLen(req.key, old)
 			}
-			delete(vs.index, req.key)
+			vs.index.remove(req.key)
 		}
 		if req.kind == recordTomb {
 			v.tombs += int64(v.format.recordHeaderLen(len(req.key.file)))
@@ -866,7 +866,7 @@ func (vs *volumeSet) applyBatch(v *volume, batch []*volumeAppend) {
 			vs.filterBuf = filterKey(vs.filterBuf, req.key)
 			v.ids.Add(vs.filterBuf)
 			e := volumeEntry{seq: req.seq, vol: v.id, off: uint32(req.off), bodyLen: uint32(req.bodyLen), mtime: entrySeconds(req.mtime)}
-			vs.index[req.key] = e
+			vs.index.set(req.key, e)
 			vs.used += int64(e.bodyLen)
 			v.live += v.recordLen(req.key, e)
 		}
@@ -877,8 +877,7 @@ func (vs *volumeSet) applyBatch(v *volume, batch []*volumeAppend) {
 func (vs *volumeSet) lookup(id ShardID) (volumeEntry, bool) {
 	vs.mu.Lock()
 	defer vs.mu.Unlock()
-	e, ok := vs.index[keyOf(id)]
-	return e, ok
+	return vs.index.get(keyOf(id))
 }
 
 // locate returns the file holding id's record, the record's index entry and its header length.
@@ -887,7 +886,7 @@ func (vs *volumeSet) lookup(id ShardID) (volumeEntry, bool) {
 func (vs *volumeSet) locate(id ShardID) (path string, e volumeEntry, headerLen int, ok bool) {
 	vs.mu.Lock()
 	defer vs.mu.Unlock()
-	e, ok = vs.index[keyOf(id)]
+	e, ok = vs.index.get(keyOf(id))
 	if !ok {
 		return "", volumeEntry{}, 0, false
 	}
@@ -905,7 +904,7 @@ func (vs *volumeSet) locate(id ShardID) (path string, e volumeEntry, headerLen i
 func (vs *volumeSet) read(id ShardID) (body []byte, e volumeEntry, found bool, err error) {
 	k := keyOf(id)
 	vs.mu.Lock()
-	e, ok := vs.index[k]
+	e, ok := vs.index.get(k)
 	var v *volume
 	if ok {
 		v = vs.vols[e.vol]
@@ -964,8 +963,8 @@ type volumeShard struct {
 // snapshot returns every indexed shard, sorted by StoreOrder.
 func (vs *volumeSet) snapshot() []volumeShard {
 	vs.mu.Lock()
-	out := make([]volumeShard, 0, len(vs.index))
-	for k, e := range vs.index {
+	out := make([]volumeShard, 0, vs.index.len())
+	for k, e := range vs.index.all() {
 		out = append(out, volumeShard{k, e})
 	}
 	vs.mu.Unlock()
@@ -1033,21 +1032,25 @@ type VolumeStats struct {
 	Compactions, ReclaimedBytes, CompactionBytes int64
 }
 
-// indexEntryBytes is the measured RAM per index entry (TestVolumeIndexBytesPerEntry), file ids of
-// 24 characters: map slot, key, entry and the file id's bytes.
-const indexEntryBytes = 72
+// indexEntryBytes and indexEntryBytesUnpacked are the measured RAM per index entry
+// (TestVolumeIndexBytesPerEntry): for minted file ids, packed, the map slot of key and entry;
+// for other ids (24 characters), the map slot and the file id's bytes.
+const (
+	indexEntryBytes         = 63
+	indexEntryBytesUnpacked = 97
+)
 
 func (vs *volumeSet) statistics() VolumeStats {
 	vs.mu.Lock()
-	st := VolumeStats{Volumes: len(vs.vols), Shards: len(vs.index)}
-	var filters int64
+	st := VolumeStats{Volumes: len(vs.vols), Shards: vs.index.len()}
+	index := int64(len(vs.index.packed))*indexEntryBytes + int64(len(vs.index.other))*indexEntryBytesUnpacked
 	for _, v := range vs.vols {
 		st.FileBytes += v.size
 		st.LiveBytes += v.live
-		filters += int64(v.ids.Cap() / 8)
+		index += int64(v.ids.Cap() / 8) // the id filter
 	}
 	vs.mu.Unlock()
-	st.IndexBytes = int64(st.Shards)*indexEntryBytes + filters
+	st.IndexBytes = index
 	c := &vs.stats
 	st.Batches, st.Records, st.Fsyncs = c.batches.Load(), c.records.Load(), c.fsyncs.Load()
 	st.Waits, st.WaitTime = c.waits.Load(), time.Duration(c.waitNanos.Load())
@@ -1195,7 +1198,7 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 		keep := rec.kind == recordTomb && tombNeeded(k, rec.seq)
 		if rec.kind == recordShard {
 			vs.mu.Lock()
-			e, ok := vs.index[k]
+			e, ok := vs.index.get(k)
 			vs.mu.Unlock()
 			keep = ok && e.vol == v.id && int64(e.off) == pos
 		}
@@ -1231,7 +1234,7 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 	vs.mu.Lock()
 	var copied int64
 	for _, m := range moves {
-		if e, ok := vs.index[m.key]; ok && e.vol == v.id && e.off == m.from {
+		if e, ok := vs.index.get(m.key); ok && e.vol == v.id && e.off == m.from {
 			copied += v.recordLen(m.key, e)
 		}
 	}
@@ -1274,9 +1277,9 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 	vs.mu.Lock()
 	vs.vols[newID] = nv
 	for _, m := range moves {
-		if e, ok := vs.index[m.key]; ok && e.vol == v.id && e.off == m.from && e.seq == m.seq {
+		if e, ok := vs.index.get(m.key); ok && e.vol == v.id && e.off == m.from && e.seq == m.seq {
 			e.vol, e.off = newID, m.to
-			vs.index[m.key] = e
+			vs.index.set(m.key, e)
 			nv.live += nv.recordLen(m.key, e)
 		}
 	}

@@ -29,7 +29,7 @@ func stateOf(s *ShardStore) openState {
 	vs := s.vols
 	vs.mu.Lock()
 	defer vs.mu.Unlock()
-	st := openState{index: maps.Clone(vs.index), vols: map[uint32]openVolume{}, seq: vs.seq.Load(), used: vs.used}
+	st := openState{index: maps.Collect(vs.index.all()), vols: map[uint32]openVolume{}, seq: vs.seq.Load(), used: vs.used}
 	for id, v := range vs.vols {
 		st.vols[id] = openVolume{size: v.size, live: v.live, tombs: v.tombs, minSeq: v.minSeq, ids: slices.Clone(v.ids.BitSet().Words())}
 	}
@@ -67,7 +67,7 @@ func fillIndexedStore(t *testing.T, dir string) map[ShardID][]byte {
 		t.Fatal(err)
 	}
 	for i := range 300 {
-		id := ShardID{File: "FILlater", Segment: i, Index: 0}
+		id := ShardID{File: packableFileID("later"), Segment: i, Index: 0} // the packed part of the index
 		body := testShard(id, 3000)
 		putShard(t, s, id, body)
 		live[id] = body

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -819,31 +818,6 @@ func TestWriteVolumeFixture(t *testing.T) {
 	}
 }
 
-// TestVolumeIndexBytesPerEntry measures the RAM the index takes per small shard, which
-// indexEntryBytes reports to operators.
-func TestVolumeIndexBytesPerEntry(t *testing.T) {
-	const n = 200_000
-	ids := make([]string, n)
-	for i := range ids {
-		ids[i] = fmt.Sprintf("FIL%021d", i) // 24 characters, as file ids are
-	}
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	index := map[volumeKey]volumeEntry{}
-	for i, f := range ids {
-		index[volumeKey{file: string([]byte(f)), segment: uint32(i % 4), index: 1}] = volumeEntry{seq: uint64(i)}
-	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	per := float64(after.HeapAlloc-before.HeapAlloc) / n
-	t.Logf("index: %.0f bytes per entry (%d entries)", per, len(index))
-	if per > indexEntryBytes*1.5 || per < indexEntryBytes/2 {
-		t.Fatalf("%.0f bytes per entry; indexEntryBytes says %d: update it", per, indexEntryBytes)
-	}
-	runtime.KeepAlive(index)
-}
-
 // TestVolumeCompactionKeepsDamagedLiveRecord: a live record that rotted after the open cannot be
 // copied; compaction then leaves its volume alone (the shard is still indexed, so reads and the
 // scrub find it corrupt and heal it) and goes ahead once the heal rewrote it.
@@ -896,7 +870,7 @@ func TestVolumeDeleteOvertakesCommit(t *testing.T) {
 		testutil.WaitFor(t, 10*time.Second, "the commit queued", func() bool {
 			s.vols.mu.Lock()
 			defer s.vols.mu.Unlock()
-			_, indexed := s.vols.index[keyOf(id)]
+			_, indexed := s.vols.index.get(keyOf(id))
 			return indexed || s.vols.queued[keyOf(id)] > 0
 		})
 		if err := s.Delete(id); err != nil {
