@@ -14,11 +14,14 @@ import (
 type shardIndex struct {
 	packed map[packedKey]volumeEntry
 	other  map[volumeKey]volumeEntry
+	// sizeHint is how many shards the index expects, for the first map that gets an entry: a
+	// store's ids are nearly always all of one shape, and room made in the other map is wasted.
+	sizeHint int
 }
 
-// newShardIndex returns an empty index with room for about n shards of packable ids.
+// newShardIndex returns an empty index that expects about n shards.
 func newShardIndex(n int) shardIndex {
-	return shardIndex{packed: make(map[packedKey]volumeEntry, n), other: map[volumeKey]volumeEntry{}}
+	return shardIndex{packed: map[packedKey]volumeEntry{}, other: map[volumeKey]volumeEntry{}, sizeHint: n}
 }
 
 func (x shardIndex) get(k volumeKey) (volumeEntry, bool) {
@@ -30,8 +33,17 @@ func (x shardIndex) get(k volumeKey) (volumeEntry, bool) {
 	return e, ok
 }
 
-func (x shardIndex) set(k volumeKey, e volumeEntry) {
-	if p, ok := packKey(k); ok {
+func (x *shardIndex) set(k volumeKey, e volumeEntry) {
+	p, packs := packKey(k)
+	if x.sizeHint > 0 {
+		if packs {
+			x.packed = make(map[packedKey]volumeEntry, x.sizeHint)
+		} else {
+			x.other = make(map[volumeKey]volumeEntry, x.sizeHint)
+		}
+		x.sizeHint = 0
+	}
+	if packs {
 		x.packed[p] = e
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,7 +24,8 @@ const volumeScanBytesEnv = "CAIRN_BENCH_VOLUME_BYTES"
 // without (every volume scanned and its index file written, as on the first start after an
 // upgrade or after the index files were lost), from the page cache (warm) and from the disk
 // (cold: the pages dropped with fadvise before each open, as after a reboot), for v2 and v1
-// volumes. It prints a table.
+// volumes, and for file ids the API mints (the index packs their keys) and others. It prints a
+// table, with the heap the open store holds per record (index and id filters).
 //
 //	CAIRN_BENCH_VOLUME_BYTES=$((2<<30)) go test -run '^$' -bench VolumeOpen -benchtime 2x ./erasure/
 func BenchmarkVolumeOpen(b *testing.B) {
@@ -43,20 +45,24 @@ func BenchmarkVolumeOpen(b *testing.B) {
 		name   string
 		format func() volumeFormat
 		body   int
+		minted bool // file ids of the shape core.NewFileID makes, else of 24 characters
 	}{
-		{"v2", func() volumeFormat { return newV2Format(newVolumeKey()) }, 2 << 10},
-		{"v2", func() volumeFormat { return newV2Format(newVolumeKey()) }, 16 << 10},
-		{"v1", v1Format, 2 << 10},
+		{"v2", func() volumeFormat { return newV2Format(newVolumeKey()) }, 2 << 10, true},
+		{"v2", func() volumeFormat { return newV2Format(newVolumeKey()) }, 2 << 10, false},
+		{"v2", func() volumeFormat { return newV2Format(newVolumeKey()) }, 16 << 10, true},
+		{"v1", v1Format, 2 << 10, true},
 	} {
 		dir := b.TempDir()
-		records, bytes := writeBenchVolumes(b, dir, c.format, c.body, total)
+		records, bytes := writeBenchVolumes(b, dir, c.format, c.body, total, c.minted)
+		ids := map[bool]string{true: "minted", false: "other"}[c.minted]
 		for _, source := range []string{"scan", "index"} {
 			for _, cold := range []bool{false, true} {
 				cache := map[bool]string{false: "warm", true: "cold"}[cold]
-				name := fmt.Sprintf("%s/%dKiB/%s/%s", c.name, c.body>>10, source, cache)
+				name := fmt.Sprintf("%s/%dKiB/%s/%s/%s", c.name, c.body>>10, ids, source, cache)
 				b.Run(name, func(b *testing.B) {
 					b.SetBytes(bytes)
 					var spent time.Duration
+					var heap float64
 					for range b.N {
 						b.StopTimer()
 						if source == "scan" {
@@ -70,6 +76,7 @@ func BenchmarkVolumeOpen(b *testing.B) {
 							dropVolumeCache(b, dir)
 							b.StartTimer()
 						}
+						base := heapInUse()
 						start := time.Now()
 						s, err := OpenShardStoreWith(dir, DefaultStoreOptions())
 						if err != nil {
@@ -77,6 +84,7 @@ func BenchmarkVolumeOpen(b *testing.B) {
 						}
 						spent += time.Since(start)
 						b.StopTimer()
+						heap = float64(heapInUse()-base) / float64(records)
 						st := s.VolumeStats()
 						if st.Shards != records {
 							b.Fatalf("%d shards indexed, want %d", st.Shards, records)
@@ -91,9 +99,9 @@ func BenchmarkVolumeOpen(b *testing.B) {
 					if _, ok := rows[name]; !ok {
 						names = append(names, name)
 					}
-					rows[name] = fmt.Sprintf("| %s | %d KiB | %s | %s | %.2f GiB | %d | %.2f s | %.0f MiB/s | %.2f µs |",
-						c.name, c.body>>10, source, cache, float64(bytes)/(1<<30), records, per.Seconds(),
-						float64(bytes)/(1<<20)/per.Seconds(), float64(per.Microseconds())/float64(records))
+					rows[name] = fmt.Sprintf("| %s | %d KiB | %s | %s | %s | %.2f GiB | %d | %.2f s | %.0f MiB/s | %.2f µs | %.0f B |",
+						c.name, c.body>>10, ids, source, cache, float64(bytes)/(1<<30), records, per.Seconds(),
+						float64(bytes)/(1<<20)/per.Seconds(), float64(per.Microseconds())/float64(records), heap)
 				})
 			}
 		}
@@ -103,13 +111,22 @@ func BenchmarkVolumeOpen(b *testing.B) {
 		table = append(table, rows[n])
 	}
 	fmt.Printf("restart (open of a store, whole in-memory index rebuilt):\n"+
-		"| volume format | shard | from | cache | volumes | records | open | volume bytes per second | per record |\n"+
-		"|---|---|---|---|---|---|---|---|---|\n%s\n", strings.Join(table, "\n"))
+		"| volume format | shard | file ids | from | cache | volumes | records | open | volume bytes per second | per record | heap per record |\n"+
+		"|---|---|---|---|---|---|---|---|---|---|---|\n%s\n", strings.Join(table, "\n"))
+}
+
+// heapInUse is the live heap after a full collection.
+func heapInUse() int64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
 }
 
 // writeBenchVolumes fills dir's volumes (1 GiB each, as by default) with records of body bytes
-// up to total bytes, synced, and returns how many records and bytes it wrote.
-func writeBenchVolumes(b *testing.B, dir string, format func() volumeFormat, body int, total int64) (int, int64) {
+// up to total bytes, synced, and returns how many records and bytes it wrote. Every file has three
+// shards; its id is of the shape core.NewFileID mints when minted is true, else 24 characters.
+func writeBenchVolumes(b *testing.B, dir string, format func() volumeFormat, body int, total int64, minted bool) (int, int64) {
 	b.Helper()
 	vdir := filepath.Join(dir, "volumes")
 	if err := os.MkdirAll(vdir, 0o750); err != nil {
@@ -129,6 +146,9 @@ func writeBenchVolumes(b *testing.B, dir string, format func() volumeFormat, bod
 		size, _ := w.Write(vf.appendVolumeHeader(nil, vol, at))
 		for int64(size) < DefaultStoreOptions().VolumeSize && written+int64(size) < total {
 			id := ShardID{File: fmt.Sprintf("FIL%021d", records/3), Segment: 0, Index: records % 3}
+			if minted {
+				id.File = packableFileID(strconv.Itoa(records / 3))
+			}
 			rec = vf.appendRecord(rec[:0], recordShard, id, uint64(records+1), at, payload)
 			n, err := w.Write(rec)
 			if err != nil {
