@@ -137,15 +137,8 @@ func packKey(k volumeKey) (packedKey, bool) {
 func (p packedKey) unpack() volumeKey {
 	var f [len(packPrefix) + packChars]byte
 	copy(f[:], packPrefix)
-	for i := range 10 {
-		f[len(packPrefix)+i] = packAlphabet[p.lo>>(6*i)&63]
+	for i := range packChars {
+		f[len(packPrefix)+i] = packAlphabet[p.char(i)]
 	}
-	for i := range packChars - 10 {
-		f[len(packPrefix)+10+i] = packAlphabet[p.hi>>(6*i)&63]
-	}
-	return volumeKey{
-		file:    string(f[:]),
-		segment: uint32(p.lo>>60)<<14 | uint32(p.hi>>50),
-		index:   uint32(p.hi >> 42 & (1<<packedIndexBits - 1)),
-	}
+	return volumeKey{file: string(f[:]), segment: p.segment(), index: p.index()}
 }

@@ -797,16 +797,18 @@ func (s *ShardStore) Delete(id ShardID) error {
 // error, which it returns wrapped. Files whose names are not shard ids are skipped. fn may call
 // the store (GC deletes from inside it).
 func (s *ShardStore) List(fn func(ShardInfo) error) error {
-	small := s.vols.snapshot()
+	small := s.vols.listing()
+	var order [128]byte
 	emitSmall := func(upTo string) error {
-		for len(small) > 0 && (upTo == "" || StoreOrder(small[0].key.id()) < upTo) {
-			info := small[0].info()
-			small = small[1:]
-			if err := fn(info); err != nil {
+		for {
+			next, packed, ok := small.next(order[:0])
+			if !ok || upTo != "" && string(next) >= upTo {
+				return nil
+			}
+			if err := fn(small.pop(packed)); err != nil {
 				return err
 			}
 		}
-		return nil
 	}
 	err := s.walkFiles(func(info ShardInfo) error {
 		if err := emitSmall(StoreOrder(info.ID)); err != nil {

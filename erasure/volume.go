@@ -960,20 +960,6 @@ type volumeShard struct {
 	entry volumeEntry
 }
 
-// snapshot returns every indexed shard, sorted by StoreOrder.
-func (vs *volumeSet) snapshot() []volumeShard {
-	vs.mu.Lock()
-	out := make([]volumeShard, 0, vs.index.len())
-	for k, e := range vs.index.all() {
-		out = append(out, volumeShard{k, e})
-	}
-	vs.mu.Unlock()
-	slices.SortFunc(out, func(a, b volumeShard) int {
-		return cmp.Compare(StoreOrder(a.key.id()), StoreOrder(b.key.id()))
-	})
-	return out
-}
-
 func (s volumeShard) info() ShardInfo {
 	return ShardInfo{ID: s.key.id(), Size: int64(s.entry.bodyLen), ModTime: time.Unix(int64(s.entry.mtime), 0)}
 }

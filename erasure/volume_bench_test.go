@@ -202,3 +202,41 @@ func dropVolumeCache(b *testing.B, dir string) {
 		f.Close()
 	}
 }
+
+// BenchmarkShardStoreList measures List over a store of small shards only (minted file ids, in
+// volumes listed by index files): the time per listed shard, the bytes allocated per shard, and
+// the live heap List adds at its peak (the sorted snapshot it walks).
+//
+//	go test -run '^$' -bench ShardStoreList -benchtime 2x ./erasure/
+func BenchmarkShardStoreList(b *testing.B) {
+	const records = 1 << 20
+	dir := b.TempDir()
+	n, _ := writeBenchVolumes(b, dir, func() volumeFormat { return newV2Format(newVolumeKey()) }, 64, records*170, true)
+	s, err := OpenShardStoreWith(dir, DefaultStoreOptions())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var peak int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		base := heapInUse()
+		listed := 0
+		err := s.List(func(ShardInfo) error {
+			if listed++; listed == n/2 { // the snapshot is live throughout the walk
+				b.StopTimer()
+				peak = max(peak, heapInUse()-base)
+				b.StartTimer()
+			}
+			return nil
+		})
+		if err != nil || listed != n {
+			b.Fatalf("listed %d of %d: %v", listed, n, err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/shard")
+	b.ReportMetric(float64(peak)/float64(n), "peak-heap-B/shard")
+	b.ReportMetric(float64(n), "shards")
+}
