@@ -61,6 +61,7 @@ type Node struct {
 	announceNow  chan struct{}
 	bootstrapped atomic.Bool
 	freeBytes    atomic.Uint64
+	putFree      *freeSpace // the put path's cached free bytes
 	scrub        scrubProgress // node/metrics.go
 	stopping     atomic.Bool
 	restoring    atomic.Bool   // a snapshot restore runs on this leader (snapshot.go)
@@ -121,6 +122,7 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
 	closers = append(closers, func() error { n.shards.Close(); return nil })
+	n.putFree = newFreeSpace(n.shards.FreeBytes)
 	// The state store lives beside the raft dir (DATA_DIR/raft): DATA_DIR/fsm (a pebble store).
 	if n.fsm, err = fsm.New(filepath.Join(cfg.DataDir, "fsm"), fsm.Options{Logger: log.With("component", "fsm"), CacheBytes: cfg.StateCacheSize}); err != nil {
 		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
@@ -329,7 +331,7 @@ func (n *Node) refreshFreeBytes() {
 
 // local is this node's shard store as the RPC server and local puts see it.
 func (n *Node) local() localShards {
-	return localShards{store: n.shards, minFree: n.cfg.MinFree, onFull: n.announceSoon}
+	return localShards{store: n.shards, free: n.putFree, minFree: n.cfg.MinFree, onFull: n.announceSoon}
 }
 
 // announceSoon asks the announce loop to refresh free space and re-announce now.

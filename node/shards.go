@@ -21,6 +21,7 @@ var errNodeUnreachable = errors.New("node is not an alive member")
 // localShards serves this node's shard store, to the internal RPC server and to local callers.
 type localShards struct {
 	store   *erasure.ShardStore
+	free    *freeSpace // the store's free bytes, cached (freespace.go)
 	minFree int64
 	// onFull is told when a put is refused for space, so the node re-announces at once.
 	onFull func()
@@ -29,7 +30,7 @@ type localShards struct {
 // PutShard writes a whole shard and makes it durable; a broken body leaves nothing behind. Below
 // the free-space reserve it refuses with erasure.ErrNoSpace before writing anything.
 func (l localShards) PutShard(ctx context.Context, id erasure.ShardID, body io.Reader) error {
-	if free, err := l.store.FreeBytes(); err == nil && int64(free) < l.minFree {
+	if free, err := l.free.available(l.minFree); err == nil && int64(free) < l.minFree {
 		if l.onFull != nil {
 			l.onFull()
 		}
