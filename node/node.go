@@ -61,7 +61,7 @@ type Node struct {
 	announceNow  chan struct{}
 	bootstrapped atomic.Bool
 	freeBytes    atomic.Uint64
-	putFree      *freeSpace // the put path's cached free bytes
+	putFree      *freeSpace    // the put path's cached free bytes
 	scrub        scrubProgress // node/metrics.go
 	stopping     atomic.Bool
 	restoring    atomic.Bool   // a snapshot restore runs on this leader (snapshot.go)
