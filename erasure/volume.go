@@ -352,9 +352,20 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 		}
 	}
 	var ixBuf []byte
+	volumeSynced := false
 	flushIndex := func(end int64) {
 		if v.ix == nil || len(ixBuf) == 0 {
 			return
+		}
+		// A listed record must be durable (the invariant of index files): what the scan read may
+		// be only in the page cache, after a crash between a batch's write and its fdatasync.
+		if !volumeSynced {
+			if err := unix.Fdatasync(int(f.Fd())); err != nil {
+				vs.log.Warn("cannot sync a volume before listing its records; the next start scans them", "volume", path, "err", err)
+				ixBuf = ixBuf[:0]
+				return
+			}
+			volumeSynced = true
 		}
 		if err := v.ix.add(ixBuf, end); err != nil {
 			vs.log.Warn("cannot write a volume's index file; the next start scans the volume", "volume", path, "err", err)
@@ -680,6 +691,9 @@ func (vs *volumeSet) flush() {
 	}
 	vs.mu.Unlock()
 	if drop != nil {
+		if drop.ix != nil {
+			drop.ix.drop()
+		}
 		drop.f.Close()
 		if rerr := os.Remove(drop.path); rerr != nil {
 			vs.log.Warn("could not remove an empty volume after a failed group commit", "volume", drop.path, "err", rerr)

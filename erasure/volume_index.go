@@ -201,8 +201,10 @@ func openIndexForAppend(volPath string, id uint32, volHeader []byte, fileEnd, co
 	if fileEnd == 0 {
 		_, err = f.WriteAt(appendIndexHeader(nil, id, volHeader), 0)
 		fileEnd = indexHeaderLen
-	} else {
-		err = f.Truncate(fileEnd)
+	} else if err = f.Truncate(fileEnd); err == nil {
+		// Synced, so that a crash cannot bring back the entries cut here once later ones (never
+		// synced) are lost: they could fit a volume that grew again since.
+		err = f.Sync()
 	}
 	if err != nil {
 		f.Close()
