@@ -3,10 +3,7 @@ package erasure
 import (
 	"errors"
 	"os"
-	"path/filepath"
 	"testing"
-
-	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
 func openFDs(t *testing.T) int {
@@ -21,24 +18,7 @@ func openFDs(t *testing.T) int {
 // volume it created, and its index file with it (found by review: they were left, one per
 // failed batch, exactly when the disk had no room, and their descriptors stayed open).
 func TestVolumeDiskFullLeavesNoIndexFiles(t *testing.T) {
-	root := testutil.MountTmpfs(t, "4m")
-	dir := filepath.Join(root, "store")
-	s := openStoreWith(t, dir, smallVolumes)
-	filler := filepath.Join(root, "filler")
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			break
-		}
-	}
-	if err := f.Truncate(mustSize(t, f) - 6*4096); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	s, dir, _ := fullStore(t)
 	fds := openFDs(t)
 	failed := 0
 	for i := range 200 {

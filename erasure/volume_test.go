@@ -1209,15 +1209,14 @@ func TestVolumeIndexMatchesDiskAfterRacingPutAndDelete(t *testing.T) {
 	}
 }
 
-// TestVolumeDiskFull: on a full filesystem a group commit fails without acknowledging, leaves
-// nothing indexed, does not pile up empty volume files batch after batch, and writes resume once
-// space returns; every acknowledged shard reads back after a reopen.
-func TestVolumeDiskFull(t *testing.T) {
+// fullStore opens a store on a 4 MiB tmpfs filled by a file, filler, to all but a few pages:
+// room for a new volume's header, none for a batch of 40 KiB records.
+func fullStore(t *testing.T) (s *ShardStore, dir, filler string) {
+	t.Helper()
 	root := testutil.MountTmpfs(t, "4m")
-	dir := filepath.Join(root, "store")
-	s := openStoreWith(t, dir, smallVolumes)
-	// Fill all but a little of the filesystem.
-	filler := filepath.Join(root, "filler")
+	dir = filepath.Join(root, "store")
+	s = openStoreWith(t, dir, smallVolumes)
+	filler = filepath.Join(root, "filler")
 	f, err := os.Create(filler)
 	if err != nil {
 		t.Fatal(err)
@@ -1228,11 +1227,18 @@ func TestVolumeDiskFull(t *testing.T) {
 			break
 		}
 	}
-	// Leave a few pages: room for a new volume's header, none for a batch of 40 KiB records.
 	if err := f.Truncate(mustSize(t, f) - 6*4096); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
+	return s, dir, filler
+}
+
+// TestVolumeDiskFull: on a full filesystem a group commit fails without acknowledging, leaves
+// nothing indexed, does not pile up empty volume files batch after batch, and writes resume once
+// space returns; every acknowledged shard reads back after a reopen.
+func TestVolumeDiskFull(t *testing.T) {
+	s, dir, filler := fullStore(t)
 	var acked []ShardID
 	failed := 0
 	for i := range 200 {
