@@ -10,6 +10,10 @@ import (
 // maxFileIDLen bounds the file-id part of a shard id; it is also a path component on disk.
 const maxFileIDLen = 64
 
+// maxSegment is the highest segment number: shard headers, volume records, index files and
+// checksum seeds all hold it in 4 bytes.
+const maxSegment = 1<<32 - 1
+
 // ErrInvalidShardID reports a shard id that is malformed or could escape the store's directory.
 var ErrInvalidShardID = errors.New("invalid shard id")
 
@@ -77,6 +81,11 @@ func (id ShardID) validate() error {
 	}
 	if id.Segment < 0 || id.Index < 0 {
 		return fmt.Errorf("%w: %s: negative segment or index", ErrInvalidShardID, id)
+	}
+	// The formats hold a segment in 4 bytes and an index below k+m: a larger number would alias
+	// another shard's place in a volume index and in a checksum seed.
+	if id.Segment > maxSegment || id.Index >= maxTotalShards {
+		return fmt.Errorf("%w: %s: segment above %d or index above %d", ErrInvalidShardID, id, maxSegment, maxTotalShards-1)
 	}
 	return nil
 }

@@ -257,9 +257,12 @@ func TestShardStoreRejectsBadIDs(t *testing.T) {
 		{File: "a/b", Segment: 0, Index: 0},
 		{File: "ok", Segment: -1, Index: 0},
 		{File: "ok", Segment: 0, Index: -3},
+		// Would alias ok.0.0 in a volume's index and checksum seeds (4-byte segment).
+		{File: "ok", Segment: 1 << 32, Index: 0},
+		{File: "ok", Segment: 0, Index: maxTotalShards},
 	}
 	for _, id := range bad {
-		t.Run(fmt.Sprintf("%q", id.File), func(t *testing.T) {
+		t.Run(id.String(), func(t *testing.T) {
 			if _, err := s.Create(id); !errors.Is(err, ErrInvalidShardID) {
 				t.Errorf("Create: %v", err)
 			}
@@ -346,6 +349,10 @@ func TestParseShardID(t *testing.T) {
 	}{
 		{in: "FILabc.0.2", want: ShardID{"FILabc", 0, 2}, ok: true},
 		{in: "a.10.63", want: ShardID{"a", 10, 63}, ok: true},
+		{in: "a.4294967295.0", want: ShardID{"a", 4294967295, 0}, ok: true},
+		{in: "a.4294967296.0"},
+		{in: "a.0.64"},
+		{in: "a.0.65536"},
 		{in: string(bytes.Repeat([]byte("z"), 64)) + ".1.1", want: ShardID{string(bytes.Repeat([]byte("z"), 64)), 1, 1}, ok: true},
 		{in: string(bytes.Repeat([]byte("z"), 65)) + ".1.1"},
 		{in: "../x.0.0"},
