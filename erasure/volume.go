@@ -203,7 +203,7 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 		return nil, fmt.Errorf("volumes: %w", err)
 	}
 	var ids, indexes []uint32
-	var indexBytes int64
+	fileSizes := map[string]int64{}
 	for _, e := range entries {
 		name := e.Name()
 		switch {
@@ -216,7 +216,7 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 			if n, err := strconv.ParseUint(strings.TrimSuffix(name, indexSuffix), 10, 32); err == nil {
 				indexes = append(indexes, uint32(n))
 				if fi, err := e.Info(); err == nil {
-					indexBytes += fi.Size()
+					fileSizes[name] = fi.Size()
 				}
 			}
 		case strings.HasSuffix(name, volumeSuffix):
@@ -225,13 +225,13 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 				continue
 			}
 			ids = append(ids, uint32(n))
+			if fi, err := e.Info(); err == nil {
+				fileSizes[name] = fi.Size()
+			}
 		}
 	}
 	slices.Sort(ids)
-	// Growing the index map entry by entry was 40 % of an open from index files (rehashing):
-	// size it for the records they list (dead ones and tombstones included, so it is an upper
-	// bound, as a map that grew by doubling is anyway).
-	vs.index = newShardIndex(int(indexBytes / indexEntryTypicalLen))
+	vs.index = newShardIndex(indexSizeHint(ids, fileSizes))
 	tombs := map[volumeKey]uint64{}
 	var maxSeq uint64
 	for _, id := range ids {
@@ -272,6 +272,22 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 		}
 	}
 	return vs, nil
+}
+
+// indexSizeHint is how many shards the index of volumes ids should expect, from the sizes of
+// their files by name. Growing the index map entry by entry was 40 % of an open from index files
+// (rehashing), so it is sized for the records the index files list: dead ones and tombstones
+// included, so an upper bound, as a map that grew by doubling is anyway. Only the index file of
+// a volume that exists counts, and for no more than the volume's own length (each entry lists a
+// record of its own, longer than the entry), so a stray or sparse file cannot make the open
+// allocate beyond what the volumes could hold.
+func indexSizeHint(ids []uint32, fileSizes map[string]int64) int {
+	var n int64
+	for _, id := range ids {
+		name := volumeName(id)
+		n += min(fileSizes[indexPathOf(name)], fileSizes[name]) / indexEntryTypicalLen
+	}
+	return int(n)
 }
 
 // scanVolume reads volume id from start to end, adding its records to the index (the highest

@@ -364,3 +364,47 @@ func TestVolumeIndexFixture(t *testing.T) {
 		mustRead(t, s, r.id, r.asRead())
 	}
 }
+
+// TestVolumeIndexFileSizesDoNotSizeTheOpen: the open sizes its index map from the index files'
+// lengths, so a huge index file (here sparse, 2 TiB) beside a volume, or one without a volume,
+// must not make it allocate for them: the hint counts only files of existing volumes, each for no
+// more than its volume's length. Unbounded, the open tries to make a map for 78 billion entries
+// and never returns.
+func TestVolumeIndexFileSizesDoNotSizeTheOpen(t *testing.T) {
+	dir := t.TempDir()
+	live := fillIndexedStore(t, dir)
+	want := scanState(t, dir)
+	vols := volumeFiles(t, dir)
+	for _, p := range []string{indexPathOf(vols[0]), filepath.Join(dir, "volumes", "00000900"+indexSuffix)} {
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(2 << 40); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	s := openStoreWith(t, dir, smallVolumes)
+	defer s.Close()
+	if !stateOf(s).equal(want) {
+		t.Fatal("an open beside huge index files built another state than a scan")
+	}
+	for id, body := range live {
+		mustRead(t, s, id, body)
+	}
+}
+
+// TestIndexSizeHintIsBoundedByTheVolumes: the hint takes each index file for no more than its
+// volume's length, and ignores index files without a volume.
+func TestIndexSizeHintIsBoundedByTheVolumes(t *testing.T) {
+	sizes := map[string]int64{
+		volumeName(1): 1 << 20, indexPathOf(volumeName(1)): 2 << 40, // huge index file
+		volumeName(2): 1 << 20, indexPathOf(volumeName(2)): 56 * 100, // a normal one
+		indexPathOf(volumeName(3)): 2 << 40, // no volume
+	}
+	got := indexSizeHint([]uint32{1, 2}, sizes)
+	if want := (1<<20)/indexEntryTypicalLen + 100; got != want {
+		t.Fatalf("hint %d, want %d", got, want)
+	}
+}
