@@ -90,9 +90,11 @@ type volume struct {
 	// ids holds every shard id with a record in the volume, live or dead: compaction drops a
 	// tombstone once no other volume may hold a record it covers. Guarded by the set's mu.
 	ids *bloom.BloomFilter
-	// ix is the volume's index file (volume_index.go), nil when it could not be written. Only
-	// the flusher appending to the volume touches it, and open, compaction and close, which
-	// wait for that flusher.
+	// ix is the volume's index file (volume_index.go) while the volume takes appends; nil once
+	// it is sealed (no longer active: the file is closed, one descriptor less per volume) or
+	// when it could not be written. Only the flusher appending to the volume touches it, and
+	// open, compaction and close, which wait for that flusher; it is set to nil under the set's
+	// mu.
 	ix *volumeIndexFile
 }
 
@@ -269,6 +271,11 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 	if len(ids) > 0 {
 		if v := vs.vols[ids[len(ids)-1]]; v != nil && v.size < sizeLimit && v.format.version == volumeFormatCurrent {
 			vs.active = v
+		}
+	}
+	for _, v := range vs.vols {
+		if v != vs.active {
+			v.sealIndex() // the scan has appended what it read; nothing else will
 		}
 	}
 	return vs, nil
@@ -544,13 +551,20 @@ func findRecord(file *os.File, f volumeFormat, from, size int64) int64 {
 	return -1
 }
 
+// sealIndex closes v's index file, which stays on disk for the next open: v takes no more
+// appends. The caller holds the set's mu or is the only one using the set.
+func (v *volume) sealIndex() {
+	if v.ix != nil {
+		v.ix.f.Close()
+		v.ix = nil
+	}
+}
+
 // closeFiles closes every volume file (a failed open).
 func (vs *volumeSet) closeFiles() {
 	for _, v := range vs.vols {
 		v.f.Close()
-		if v.ix != nil {
-			v.ix.f.Close()
-		}
+		v.sealIndex()
 	}
 }
 
@@ -686,6 +700,8 @@ func (vs *volumeSet) flush() {
 			delete(vs.vols, v.id)
 			v.retired = true
 			drop = v
+		} else {
+			v.sealIndex()
 		}
 	}
 	if v != nil {
@@ -792,6 +808,7 @@ func (vs *volumeSet) writeBatch(v **volume, batch []*volumeAppend) (int64, error
 	if *v == nil || (*v).size >= vs.sizeLimit || (*v).format.version != volumeFormatCurrent {
 		vs.mu.Lock()
 		if *v != nil {
+			(*v).sealIndex() // full, or of an older format: it takes no more appends
 			(*v).appending = false
 		}
 		id := vs.nextVol
@@ -1013,10 +1030,7 @@ func (vs *volumeSet) close() {
 		if v.refs == 0 {
 			v.f.Close()
 		}
-		if v.ix != nil {
-			v.ix.f.Close()
-			v.ix = nil
-		}
+		v.sealIndex()
 	}
 }
 
@@ -1115,6 +1129,7 @@ func (vs *volumeSet) compact(ctx context.Context, limit *rate.Limiter) (int, err
 			for pick.appending {
 				vs.idle.Wait()
 			}
+			pick.sealIndex()
 		}
 		vs.mu.Unlock()
 		if pick == nil {
@@ -1286,6 +1301,7 @@ func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limi
 			nv.ix.path = indexPathOf(final)
 		}
 	}
+	nv.sealIndex() // a compacted volume takes no appends
 	// From here a crash leaves both volumes; the scan at open keeps the later copy of each
 	// record (same sequence number), and v's bytes are then all dead and compacted next time.
 	if err := syncDir(vs.dir); err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -406,5 +407,68 @@ func TestIndexSizeHintIsBoundedByTheVolumes(t *testing.T) {
 	got := indexSizeHint([]uint32{1, 2}, sizes)
 	if want := (1<<20)/indexEntryTypicalLen + 100; got != want {
 		t.Fatalf("hint %d, want %d", got, want)
+	}
+}
+
+// openIndexFiles counts this process's descriptors open on index files under dir.
+func openIndexFiles(t *testing.T, dir string) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(target, dir) && strings.HasSuffix(target, indexSuffix) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSealedVolumesCloseTheirIndexFiles: only the volume taking appends keeps its index file
+// open, through rotations, a compaction and a reopen, and the index files of sealed volumes are
+// still whole (the next open lists every record and scans none).
+func TestSealedVolumesCloseTheirIndexFiles(t *testing.T) {
+	dir := t.TempDir()
+	fillIndexedStore(t, dir) // several volumes and a compaction, then closed
+	if n := openIndexFiles(t, dir); n != 0 {
+		t.Fatalf("%d index files open after close", n)
+	}
+	s := openStoreWith(t, dir, smallVolumes)
+	if n := openIndexFiles(t, dir); n > 1 {
+		t.Fatalf("%d index files open after the open, want at most the active volume's", n)
+	}
+	for i := range 600 {
+		id := ShardID{File: packableFileID("sealed"), Segment: i, Index: 1}
+		putShard(t, s, id, testShard(id, 4000))
+	}
+	if st := s.VolumeStats(); st.Volumes < 5 {
+		t.Fatalf("want the writes to rotate through volumes: %+v", st)
+	}
+	if n := openIndexFiles(t, dir); n != 1 {
+		t.Fatalf("%d index files open after rotations, want the active volume's", n)
+	}
+	for i := range 600 {
+		if err := s.Delete(ShardID{File: packableFileID("sealed"), Segment: i, Index: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Compact(t.Context(), 1<<40); err != nil {
+		t.Fatal(err)
+	}
+	if n := openIndexFiles(t, dir); n > 1 {
+		t.Fatalf("%d index files open after a compaction", n)
+	}
+	s.Close()
+	want := scanState(t, dir)
+	s = openStoreWith(t, dir, smallVolumes)
+	defer s.Close()
+	if st := s.VolumeStats(); st.OpenScanned != 0 {
+		t.Fatalf("the sealed volumes' index files were not whole: %+v", st)
+	}
+	if !stateOf(s).equal(want) {
+		t.Fatal("an open from the index files built another state than a scan")
 	}
 }

@@ -41,7 +41,9 @@ func (l localShards) PutShard(ctx context.Context, id erasure.ShardID, body io.R
 		return err
 	}
 	defer w.Abort()
-	if _, err := io.Copy(w, contextReader{ctx, body}); err != nil {
+	n, err := io.Copy(w, contextReader{ctx, body})
+	l.free.wrote(n) // also when it fails: the bytes may still be on disk until the abort
+	if err != nil {
 		return fmt.Errorf("write shard %s: %w", id, err)
 	}
 	return w.Commit()
