@@ -16,16 +16,8 @@ import (
 // that bytes written since the last figure are seen at once and a put is refused as exactly as
 // without the cache (TestDiskFull in testcluster runs the refusal end to end).
 func TestFreeSpaceCachesOnlyFarFromTheReserve(t *testing.T) {
-	dir := testutil.MountTmpfs(t, "1536m")
-	store, err := erasure.OpenShardStore(filepath.Join(dir, "shards"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	calls := 0
-	f := newFreeSpace(func() (uint64, error) { calls++; return store.FreeBytes() })
-	clock := time.Unix(1_800_000_000, 0)
-	f.now = func() time.Time { return clock }
+	c := newCountedFreeSpace(t)
+	dir, store, f := c.dir, c.store, c.free
 
 	// Far: 1.5 GiB free, no reserve.
 	for range 100 {
@@ -33,19 +25,19 @@ func TestFreeSpaceCachesOnlyFarFromTheReserve(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if calls != 1 {
-		t.Fatalf("%d statfs calls for 100 puts far from the reserve, want 1", calls)
+	if c.calls != 1 {
+		t.Fatalf("%d statfs calls for 100 puts far from the reserve, want 1", c.calls)
 	}
-	clock = clock.Add(freeSpaceMaxAge)
-	if _, err := f.available(0); err != nil || calls != 2 {
-		t.Fatalf("a figure freeSpaceMaxAge old was reused (%d calls, %v)", calls, err)
+	c.clock = c.clock.Add(freeSpaceMaxAge)
+	if _, err := f.available(0); err != nil || c.calls != 2 {
+		t.Fatalf("a figure freeSpaceMaxAge old was reused (%d calls, %v)", c.calls, err)
 	}
 
 	// Near: the reserve leaves less than the margin, so each put reads the filesystem and sees
 	// the bytes of a file written a moment ago.
 	free, _ := store.FreeBytes()
 	reserve := int64(free) - freeSpaceMargin/2
-	calls = 0
+	c.calls = 0
 	before, err := f.available(reserve)
 	if err != nil {
 		t.Fatal(err)
@@ -57,8 +49,8 @@ func TestFreeSpaceCachesOnlyFarFromTheReserve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if calls != 2 || before-after < 8<<20 {
-		t.Fatalf("near the reserve: %d statfs calls, free %d then %d: want 2 calls and the 8 MiB written seen", calls, before, after)
+	if c.calls != 2 || before-after < 8<<20 {
+		t.Fatalf("near the reserve: %d statfs calls, free %d then %d: want 2 calls and the 8 MiB written seen", c.calls, before, after)
 	}
 }
 
@@ -67,16 +59,8 @@ func TestFreeSpaceCachesOnlyFarFromTheReserve(t *testing.T) {
 // the figure into the margin and make the next put read the filesystem: what a put is told is
 // never more than what is really free after the puts before it.
 func TestFreeSpaceCountsThePutsOwnWrites(t *testing.T) {
-	dir := testutil.MountTmpfs(t, "1536m")
-	store, err := erasure.OpenShardStore(filepath.Join(dir, "shards"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	calls := 0
-	f := newFreeSpace(func() (uint64, error) { calls++; return store.FreeBytes() })
-	clock := time.Unix(1_800_000_000, 0)
-	f.now = func() time.Time { return clock }
+	c := newCountedFreeSpace(t)
+	store, f := c.store, c.free
 	free, err := store.FreeBytes()
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +81,31 @@ func TestFreeSpaceCountsThePutsOwnWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if told > reallyFree || calls < 2 {
-		t.Fatalf("after 32 MiB of puts with the clock stopped: told %d bytes free, %d really free, %d statfs calls", told, reallyFree, calls)
+	if told > reallyFree || c.calls < 2 {
+		t.Fatalf("after 32 MiB of puts with the clock stopped: told %d bytes free, %d really free, %d statfs calls", told, reallyFree, c.calls)
 	}
+}
+
+// countedFreeSpace is a freeSpace over a shard store on a real 1.5 GiB tmpfs, whose statfs calls
+// are counted and whose clock stands still until a test moves it.
+type countedFreeSpace struct {
+	dir   string
+	store *erasure.ShardStore
+	free  *freeSpace
+	calls int
+	clock time.Time
+}
+
+func newCountedFreeSpace(t *testing.T) *countedFreeSpace {
+	t.Helper()
+	c := &countedFreeSpace{dir: testutil.MountTmpfs(t, "1536m"), clock: time.Unix(1_800_000_000, 0)}
+	store, err := erasure.OpenShardStore(filepath.Join(c.dir, "shards"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	c.store = store
+	c.free = newFreeSpace(func() (uint64, error) { c.calls++; return store.FreeBytes() })
+	c.free.now = func() time.Time { return c.clock }
+	return c
 }
