@@ -10,9 +10,10 @@ import (
 // maxFileIDLen bounds the file-id part of a shard id; it is also a path component on disk.
 const maxFileIDLen = 64
 
-// maxSegment is the highest segment number: shard headers, volume records, index files and
-// checksum seeds all hold it in 4 bytes.
-const maxSegment = 1<<32 - 1
+// maxShardNumber is the highest segment and shard index a shard id may name: volume records,
+// index files and checksum seeds hold both in 4 bytes, so a larger one would alias another
+// shard's place (segment 2^32 is segment 0).
+const maxShardNumber = 1<<32 - 1
 
 // ErrInvalidShardID reports a shard id that is malformed or could escape the store's directory.
 var ErrInvalidShardID = errors.New("invalid shard id")
@@ -82,10 +83,21 @@ func (id ShardID) validate() error {
 	if id.Segment < 0 || id.Index < 0 {
 		return fmt.Errorf("%w: %s: negative segment or index", ErrInvalidShardID, id)
 	}
-	// The formats hold a segment in 4 bytes and an index below k+m: a larger number would alias
-	// another shard's place in a volume index and in a checksum seed.
-	if id.Segment > maxSegment || id.Index >= maxTotalShards {
-		return fmt.Errorf("%w: %s: segment above %d or index above %d", ErrInvalidShardID, id, maxSegment, maxTotalShards-1)
+	if uint64(id.Segment) > maxShardNumber || uint64(id.Index) > maxShardNumber {
+		return fmt.Errorf("%w: %s: segment or index above %d", ErrInvalidShardID, id, uint64(maxShardNumber))
+	}
+	return nil
+}
+
+// validateNew is validate for a shard about to be written: its index must also be below k+m's
+// bound, since the shard header holds the index in 2 bytes. Shards stored before this bound was
+// checked (only a peer's bad request could make one) stay readable and deletable.
+func (id ShardID) validateNew() error {
+	if err := id.validate(); err != nil {
+		return err
+	}
+	if id.Index >= maxTotalShards {
+		return fmt.Errorf("%w: %s: index above %d", ErrInvalidShardID, id, maxTotalShards-1)
 	}
 	return nil
 }

@@ -226,13 +226,13 @@ const (
 )
 
 // Create starts writing a shard. Nothing is visible under id until Commit. The temp file is
-// made only once the shard outgrows what a volume record takes.
+// made only once the shard outgrows what a volume record takes. An invalid id, or one whose index
+// no geometry has (64 or more), is refused with ErrInvalidShardID.
 func (s *ShardStore) Create(id ShardID) (*ShardWriter, error) {
-	dst, err := s.path(id)
-	if err != nil {
+	if err := id.validateNew(); err != nil {
 		return nil, err
 	}
-	return &ShardWriter{s: s, id: id, dst: dst}, nil
+	return &ShardWriter{s: s, id: id, dst: s.Path(id)}, nil
 }
 
 // openTemp creates the writer's temp file.

@@ -257,9 +257,9 @@ func TestShardStoreRejectsBadIDs(t *testing.T) {
 		{File: "a/b", Segment: 0, Index: 0},
 		{File: "ok", Segment: -1, Index: 0},
 		{File: "ok", Segment: 0, Index: -3},
-		// Would alias ok.0.0 in a volume's index and checksum seeds (4-byte segment).
+		// Would alias ok.0.0 in a volume's index and checksum seeds (4-byte numbers).
 		{File: "ok", Segment: 1 << 32, Index: 0},
-		{File: "ok", Segment: 0, Index: maxTotalShards},
+		{File: "ok", Segment: 0, Index: 1 << 32},
 	}
 	for _, id := range bad {
 		t.Run(id.String(), func(t *testing.T) {
@@ -277,6 +277,16 @@ func TestShardStoreRejectsBadIDs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestShardStoreCreateRefusesIndexAboveTheGeometry: no k+m has an index of 64 or more, and a
+// shard header holds the index in 2 bytes, so a shard written with one could not be read back.
+func TestShardStoreCreateRefusesIndexAboveTheGeometry(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	if _, err := s.Create(ShardID{File: "ok", Segment: 0, Index: maxTotalShards}); !errors.Is(err, ErrInvalidShardID) {
+		t.Fatalf("Create of index %d: %v, want ErrInvalidShardID", maxTotalShards, err)
+	}
+	putShard(t, s, ShardID{File: "ok", Segment: 0, Index: maxTotalShards - 1}, testShard(ShardID{File: "ok", Segment: 0, Index: maxTotalShards - 1}, 100))
 }
 
 func TestShardStoreListSkipsStrayFilesAndStops(t *testing.T) {
@@ -350,9 +360,9 @@ func TestParseShardID(t *testing.T) {
 		{in: "FILabc.0.2", want: ShardID{"FILabc", 0, 2}, ok: true},
 		{in: "a.10.63", want: ShardID{"a", 10, 63}, ok: true},
 		{in: "a.4294967295.0", want: ShardID{"a", 4294967295, 0}, ok: true},
+		{in: "a.0.64", want: ShardID{"a", 0, 64}, ok: true}, // parsed, so an old one can be deleted; Create refuses it
 		{in: "a.4294967296.0"},
-		{in: "a.0.64"},
-		{in: "a.0.65536"},
+		{in: "a.0.4294967296"},
 		{in: string(bytes.Repeat([]byte("z"), 64)) + ".1.1", want: ShardID{string(bytes.Repeat([]byte("z"), 64)), 1, 1}, ok: true},
 		{in: string(bytes.Repeat([]byte("z"), 65)) + ".1.1"},
 		{in: "../x.0.0"},

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/bits-and-blooms/bloom/v3"
@@ -215,10 +216,19 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 				return nil, fmt.Errorf("volumes: remove unfinished compaction: %w", err)
 			}
 		case strings.HasSuffix(name, indexSuffix):
+			if !e.Type().IsRegular() {
+				// Not one the store wrote (a FIFO would block the load's open and the flusher's
+				// writes; a symlink would have its target cut): an index file is a cache, so it goes.
+				vs.log.Warn("removing an index file that is not a regular file", "path", filepath.Join(dir, name), "type", e.Type().String())
+				if !readOnly {
+					os.Remove(filepath.Join(dir, name))
+				}
+				continue
+			}
 			if n, err := strconv.ParseUint(strings.TrimSuffix(name, indexSuffix), 10, 32); err == nil {
 				indexes = append(indexes, uint32(n))
 				if fi, err := e.Info(); err == nil {
-					fileSizes[name] = fi.Size()
+					fileSizes[name] = allocatedBytes(fi)
 				}
 			}
 		case strings.HasSuffix(name, volumeSuffix):
@@ -228,7 +238,7 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 			}
 			ids = append(ids, uint32(n))
 			if fi, err := e.Info(); err == nil {
-				fileSizes[name] = fi.Size()
+				fileSizes[name] = allocatedBytes(fi)
 			}
 		}
 	}
@@ -282,19 +292,28 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 }
 
 // indexSizeHint is how many shards the index of volumes ids should expect, from the sizes of
-// their files by name. Growing the index map entry by entry was 40 % of an open from index files
-// (rehashing), so it is sized for the records the index files list: dead ones and tombstones
-// included, so an upper bound, as a map that grew by doubling is anyway. Only the index file of
-// a volume that exists counts, and for no more than the volume's own length (each entry lists a
-// record of its own, longer than the entry), so a stray or sparse file cannot make the open
-// allocate beyond what the volumes could hold.
+// their files by name (allocatedBytes). Growing the index map entry by entry was 40 % of an open
+// from index files (rehashing), so it is sized for the records the index files list: dead ones
+// and tombstones included, so an upper bound, as a map that grew by doubling is anyway. Only the
+// index file of a volume that exists counts, and for no more than the volume's own length (each
+// entry lists a record of its own, longer than the entry) and the largest volume, so stray or
+// sparse files cannot make the open allocate beyond what real volumes could hold. It is only a
+// hint: too small costs rehashing, nothing else.
 func indexSizeHint(ids []uint32, fileSizes map[string]int64) int {
 	var n int64
 	for _, id := range ids {
 		name := volumeName(id)
-		n += min(fileSizes[indexPathOf(name)], fileSizes[name]) / indexEntryTypicalLen
+		n += min(fileSizes[indexPathOf(name)], fileSizes[name], maxVolumeSize+maxBatchBytes) / indexEntryTypicalLen
 	}
 	return int(n)
+}
+
+// allocatedBytes is what fi's file really takes on disk: its length, or less for a sparse file.
+func allocatedBytes(fi os.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return min(fi.Size(), st.Blocks*512)
+	}
+	return fi.Size()
 }
 
 // scanVolume reads volume id from start to end, adding its records to the index (the highest
@@ -306,7 +325,8 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 	if vs.readOnly {
 		flag = os.O_RDONLY
 	}
-	f, err := os.OpenFile(path, flag, 0)
+	// O_NONBLOCK: a FIFO named like a volume must not block the open (no effect on a file).
+	f, err := os.OpenFile(path, flag|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("volumes: open %s: %w", path, err)
 	}
@@ -314,6 +334,11 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("volumes: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		vs.log.Error("skipping a volume that is not a regular file; its shards will be rebuilt", "volume", path, "type", fi.Mode().Type().String())
+		return nil, nil
 	}
 	size := fi.Size()
 	hdr := make([]byte, maxVolumeHeaderLen)

@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // A volume's index file (NNNNNNNN.idx beside NNNNNNNN.vol) lists the volume's records in the
@@ -158,14 +160,19 @@ func (e indexEntry) recordLen(f volumeFormat) int64 {
 // the end of the last record they list (the volume's header length when none).
 func loadIndex(volPath string, id uint32, volHeader []byte, f volumeFormat, size int64, each func(indexEntry)) (fileEnd, covered int64, err error) {
 	covered = f.headerLen()
-	file, err := os.Open(indexPathOf(volPath))
-	if errors.Is(err, os.ErrNotExist) {
+	// Not through a symlink, and not blocked by a FIFO: the open removes both beforehand, and a
+	// read-only open takes them as absent.
+	file, err := os.OpenFile(indexPathOf(volPath), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ELOOP) {
 		return 0, covered, nil
 	}
 	if err != nil {
 		return 0, covered, err
 	}
 	defer file.Close()
+	if fi, err := file.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return 0, covered, err
+	}
 	r := bufio.NewReaderSize(file, 1<<20)
 	hdr := make([]byte, indexHeaderLen)
 	if _, err := io.ReadFull(r, hdr); err != nil {
@@ -190,13 +197,17 @@ func loadIndex(volPath string, id uint32, volHeader []byte, f volumeFormat, size
 // first fileEnd bytes (cutting anything after them), or creates it afresh when fileEnd is 0.
 func openIndexForAppend(volPath string, id uint32, volHeader []byte, fileEnd, covered int64) (*volumeIndexFile, error) {
 	path := indexPathOf(volPath)
-	flag := os.O_RDWR | os.O_CREATE
+	flag := os.O_RDWR | os.O_CREATE | unix.O_NOFOLLOW | unix.O_NONBLOCK
 	if fileEnd == 0 {
 		flag |= os.O_TRUNC
 	}
 	f, err := os.OpenFile(path, flag, 0o600)
 	if err != nil {
 		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("index file %s is not a regular file", path)
 	}
 	if fileEnd == 0 {
 		_, err = f.WriteAt(appendIndexHeader(nil, id, volHeader), 0)

@@ -40,7 +40,7 @@ func (f *freeSpace) available(reserve int64) (uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := f.now()
-	if cached := f.free - min(f.spent, f.free); !f.at.IsZero() && now.Sub(f.at) < freeSpaceMaxAge && int64(cached)-reserve > freeSpaceMargin {
+	if cached := f.free - min(f.spent, f.free); !f.at.IsZero() && now.Sub(f.at) < freeSpaceMaxAge && farAboveReserve(cached, reserve) {
 		return cached, nil
 	}
 	free, err := f.statfs()
@@ -50,6 +50,20 @@ func (f *freeSpace) available(reserve int64) (uint64, error) {
 	}
 	f.free, f.at, f.spent = free, now, 0
 	return free, nil
+}
+
+// belowReserve reports whether free bytes are fewer than reserve, in unsigned arithmetic: a
+// filesystem may report more than 2^63 bytes free ("unlimited" FUSE or network filesystems), which
+// as an int64 would be negative and refuse every put.
+func belowReserve(free uint64, reserve int64) bool {
+	return reserve > 0 && free < uint64(reserve)
+}
+
+// farAboveReserve reports whether free bytes are more than freeSpaceMargin above reserve, in the
+// same unsigned arithmetic.
+func farAboveReserve(free uint64, reserve int64) bool {
+	r := uint64(max(reserve, 0))
+	return free > r && free-r > freeSpaceMargin
 }
 
 // wrote takes n bytes a put wrote off the cached figure. A put that the figure already counted

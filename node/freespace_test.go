@@ -109,3 +109,31 @@ func newCountedFreeSpace(t *testing.T) *countedFreeSpace {
 	c.free.now = func() time.Time { return c.clock }
 	return c
 }
+
+// TestFreeSpaceComparisonsAreUnsigned: a filesystem may report 2^63 bytes free or more (an
+// "unlimited" FUSE or network filesystem), which as an int64 is negative; such a figure must
+// neither refuse puts nor count as near the reserve.
+func TestFreeSpaceComparisonsAreUnsigned(t *testing.T) {
+	for _, c := range []struct {
+		free     uint64
+		reserve  int64
+		below    bool
+		farAbove bool
+	}{
+		{free: 1<<63 + 4096, reserve: 256 << 20, below: false, farAbove: true},
+		{free: ^uint64(0), reserve: 1<<63 - 1, below: false, farAbove: true},
+		{free: 100, reserve: 1<<63 - 1, below: true, farAbove: false},
+		{free: 0, reserve: 0, below: false, farAbove: false},
+		{free: 1 << 20, reserve: -1, below: false, farAbove: false},
+		{free: 256<<20 - 1, reserve: 256 << 20, below: true, farAbove: false},
+		{free: 256<<20 + freeSpaceMargin, reserve: 256 << 20, below: false, farAbove: false},
+		{free: 256<<20 + freeSpaceMargin + 1, reserve: 256 << 20, below: false, farAbove: true},
+	} {
+		if got := belowReserve(c.free, c.reserve); got != c.below {
+			t.Errorf("belowReserve(%d, %d) = %v", c.free, c.reserve, got)
+		}
+		if got := farAboveReserve(c.free, c.reserve); got != c.farAbove {
+			t.Errorf("farAboveReserve(%d, %d) = %v", c.free, c.reserve, got)
+		}
+	}
+}

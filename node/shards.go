@@ -30,7 +30,7 @@ type localShards struct {
 // PutShard writes a whole shard and makes it durable; a broken body leaves nothing behind. Below
 // the free-space reserve it refuses with erasure.ErrNoSpace before writing anything.
 func (l localShards) PutShard(ctx context.Context, id erasure.ShardID, body io.Reader) error {
-	if free, err := l.free.available(l.minFree); err == nil && int64(free) < l.minFree {
+	if free, err := l.free.available(l.minFree); err == nil && belowReserve(free, l.minFree) {
 		if l.onFull != nil {
 			l.onFull()
 		}
@@ -42,11 +42,15 @@ func (l localShards) PutShard(ctx context.Context, id erasure.ShardID, body io.R
 	}
 	defer w.Abort()
 	n, err := io.Copy(w, contextReader{ctx, body})
-	l.free.wrote(n) // also when it fails: the bytes may still be on disk until the abort
 	if err != nil {
+		l.free.wrote(n) // the bytes may be on disk until the abort
 		return fmt.Errorf("write shard %s: %w", id, err)
 	}
-	return w.Commit()
+	err = w.Commit()
+	// Only now: a small shard reaches its volume at Commit, and a statfs between the copy and
+	// the commit would not have seen it. Counted once at least, twice only to be safe.
+	l.free.wrote(n)
+	return err
 }
 
 func (l localShards) OpenShard(_ context.Context, id erasure.ShardID, off, n int64) (io.ReadCloser, error) {

@@ -1,0 +1,201 @@
+package erasure
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// oldIndexVolume is a volume as the code before the index bound could write it, when a peer's
+// request named index 64 (records hold the index in 4 bytes): a record of FILold.0.64 beside two
+// ordinary ones, in the middle or, with tail, at the end.
+func oldIndexVolume(f volumeFormat, tail bool) (vol []byte, a, b ShardID) {
+	at := time.Unix(1_780_000_000, 0)
+	a = ShardID{File: "FILstrayA", Segment: 0, Index: 0}
+	b = ShardID{File: "FILstrayB", Segment: 1, Index: 2}
+	old := ShardID{File: "FILold", Segment: 0, Index: 64}
+	vol = f.appendVolumeHeader(nil, 1, at)
+	vol = f.appendRecord(vol, recordShard, a, 1, at, testShard(a, 500))
+	if !tail {
+		vol = f.appendRecord(vol, recordShard, old, 2, at, testShard(old, 300))
+	}
+	vol = f.appendRecord(vol, recordShard, b, 3, at, testShard(b, 400))
+	if tail {
+		vol = f.appendRecord(vol, recordShard, old, 2, at, testShard(old, 300))
+	}
+	return vol, a, b
+}
+
+// TestVolumesKeepRecordsOfAnIndexAboveTheGeometry: the bound on a shard's index applies to new
+// writes only. A record stored before it is a record, not damage: in a v1 volume the records
+// after it stay readable (damage followed by a valid record would set the rest aside), and in a
+// v2 volume one at the tail is not cut as a torn batch. The old shard itself reads and deletes.
+func TestVolumesKeepRecordsOfAnIndexAboveTheGeometry(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		format volumeFormat
+		tail   bool
+	}{{"v1/middle", v1Format(), false}, {"v2/tail", newV2Format(fixtureKey()), true}} {
+		t.Run(c.name, func(t *testing.T) {
+			vol, a, b := oldIndexVolume(c.format, c.tail)
+			dir := t.TempDir()
+			writeVolume(t, dir, vol)
+			s := openStoreWith(t, dir, smallVolumes)
+			mustRead(t, s, a, testShard(a, 500))
+			mustRead(t, s, b, testShard(b, 400))
+			old := ShardID{File: "FILold", Segment: 0, Index: 64}
+			mustRead(t, s, old, testShard(old, 300))
+			if st := s.VolumeStats(); st.TornBytes != 0 || st.DamagedBytes != 0 {
+				t.Fatalf("an old record was taken for damage: %+v", st)
+			}
+			if err := s.Delete(old); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			fi, err := os.Stat(filepath.Join(dir, "volumes", volumeName(1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Size() < int64(len(vol)) {
+				t.Fatalf("the open cut the volume to %d of %d bytes", fi.Size(), len(vol))
+			}
+		})
+	}
+}
+
+// TestShardFileOfAnIndexAboveTheGeometryIsListed: a shard file stored before the bound is still
+// listed and counted, so the GC can find it and delete it.
+func TestShardFileOfAnIndexAboveTheGeometryIsListed(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	old := ShardID{File: "FILbig", Segment: 0, Index: 64}
+	p := s.Path(old)
+	s.Close()
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, testShard(old, 128<<10), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	s = openStoreWith(t, dir, smallVolumes)
+	var listed []ShardID
+	if err := s.walkFiles(func(info ShardInfo) error { listed = append(listed, info.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != 1 || listed[0] != old || s.UsedBytes() == 0 {
+		t.Fatalf("a 128 KiB shard file %s on disk: listed %v, UsedBytes %d", old, listed, s.UsedBytes())
+	}
+	if err := s.Delete(old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Fatalf("deleted, yet %v", err)
+	}
+}
+
+// TestSparseVolumeFilesDoNotSizeTheOpen: a stray volume file is as easy to have as a stray index
+// file. A 2 TiB sparse volume with a 2 TiB sparse index file beside it must not size the index
+// map (the first put would allocate it) beyond what one real volume could list.
+func TestSparseVolumeFilesDoNotSizeTheOpen(t *testing.T) {
+	dir := t.TempDir()
+	vdir := filepath.Join(dir, "volumes")
+	if err := os.MkdirAll(vdir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{volumeName(7), indexPathOf(volumeName(7))} {
+		f, err := os.Create(filepath.Join(vdir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(2 << 40); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	s := openStoreWith(t, dir, smallVolumes)
+	s.vols.mu.Lock()
+	hint := s.vols.index.sizeHint
+	s.vols.mu.Unlock()
+	if bound := (maxVolumeSize + maxBatchBytes) / indexEntryTypicalLen; hint > bound {
+		t.Fatalf("the open sized its index for %d entries; one whole volume lists at most %d", hint, bound)
+	}
+	id := ShardID{File: packableFileID("sparse"), Segment: 0, Index: 0}
+	putShard(t, s, id, testShard(id, 1000))
+	mustRead(t, s, id, testShard(id, 1000))
+}
+
+// TestOddFilesInTheVolumesDirectory: files the store did not write, named like its own, must not
+// hang a start or be written through. A FIFO named as an index file would block the load's open
+// and then every group commit's write; a symlink named as an index file would have its target
+// cut and overwritten; a FIFO named as a volume would block a read-only open. The index file
+// goes (it is a cache), the FIFO volume is skipped, the symlink's target is untouched, and
+// every record reads back.
+func TestOddFilesInTheVolumesDirectory(t *testing.T) {
+	dir := t.TempDir()
+	live := fillIndexedStore(t, dir)
+	vols := volumeFiles(t, dir)
+	fifoIndex := indexPathOf(vols[0])
+	linkIndex := indexPathOf(vols[1])
+	target := filepath.Join(t.TempDir(), "precious")
+	precious := bytes.Repeat([]byte("keep me "), 1000)
+	if err := os.WriteFile(target, precious, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fifoVolume := filepath.Join(dir, "volumes", volumeName(900))
+	for _, err := range []error{
+		os.Remove(fifoIndex), unix.Mkfifo(fifoIndex, 0o600),
+		os.Remove(linkIndex), os.Symlink(target, linkIndex),
+		unix.Mkfifo(fifoVolume, 0o600),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	opened := make(chan *ShardStore, 1)
+	go func() {
+		s, err := OpenShardStoreWith(dir, smallVolumes)
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- s
+	}()
+	var s *ShardStore
+	select {
+	case s = <-opened:
+	case <-time.After(time.Minute):
+		// Unblock it, so that the failure is reported instead of the test binary hanging.
+		for _, p := range []string{fifoIndex, fifoVolume} {
+			if w, err := os.OpenFile(p, os.O_WRONLY|unix.O_NONBLOCK, 0); err == nil {
+				w.Close()
+			}
+		}
+		t.Fatal("the open blocked on a FIFO in the volumes directory")
+	}
+	if s == nil {
+		t.FailNow()
+	}
+	for id, body := range live {
+		mustRead(t, s, id, body)
+	}
+	id := ShardID{File: packableFileID("odd"), Segment: 0, Index: 0}
+	putShard(t, s, id, testShard(id, 1000))
+	s.Close()
+	if got, err := os.ReadFile(target); err != nil || !bytes.Equal(got, precious) {
+		t.Fatalf("the symlink's target changed: %d bytes, %v", len(got), err)
+	}
+	for _, p := range []string{fifoIndex, linkIndex} {
+		if fi, err := os.Lstat(p); err == nil && !fi.Mode().IsRegular() {
+			t.Errorf("%s is still a %s", p, fi.Mode().Type())
+		}
+	}
+	s = openStoreWith(t, dir, smallVolumes)
+	defer s.Close()
+	mustRead(t, s, id, testShard(id, 1000))
+	for id, body := range live {
+		mustRead(t, s, id, body)
+	}
+}
