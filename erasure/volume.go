@@ -558,7 +558,18 @@ func findRecord(file *os.File, f volumeFormat, from, size int64) int64 {
 	const window = 1 << 20
 	buf := make([]byte, window+recordFixedLen)
 	var body []byte
-	for at := from; at < size; at += window {
+	// No record starts at or past 2^32 (offsets are 4 bytes), and holes hold none: a volume
+	// extended by a hole of terabytes (a stray truncate, a sparse copy) is not read byte by byte.
+	end := min(size, 1<<32)
+	for at := from; at < end; at += window {
+		if data, err := unix.Seek(int(file.Fd()), at, unix.SEEK_DATA); errors.Is(err, unix.ENXIO) {
+			return -1 // only a hole is left
+		} else if err == nil && data > at {
+			at = data
+			if at >= end {
+				return -1
+			}
+		}
 		n, _ := file.ReadAt(buf, at)
 		for i := 0; i < min(n, window); i++ {
 			j := bytes.Index(buf[i:n], recordMagic[:])

@@ -199,3 +199,44 @@ func TestOddFilesInTheVolumesDirectory(t *testing.T) {
 		mustRead(t, s, id, body)
 	}
 }
+
+// TestVolumeHolesAreNotRead: a volume extended by a hole (a stray truncate, a sparse copy) is
+// looked past without reading it: holes hold no record and no record starts at 2^32 or later.
+// A hole in the middle, below 2^32, still leads to the record after it (v2: found by its tag);
+// a hole of 8 TiB at the end is a torn tail and is cut. Read byte by byte, the 8 TiB would take
+// far longer than the test's timeout.
+func TestVolumeHolesAreNotRead(t *testing.T) {
+	f := newV2Format(fixtureKey())
+	at := time.Unix(1_780_000_000, 0)
+	a := ShardID{File: "FILholeA", Segment: 0, Index: 0}
+	b := ShardID{File: "FILholeB", Segment: 0, Index: 1}
+	head := f.appendRecord(f.appendVolumeHeader(nil, 1, at), recordShard, a, 1, at, testShard(a, 700))
+	dir := t.TempDir()
+	writeVolume(t, dir, head)
+	path := filepath.Join(dir, "volumes", volumeName(1))
+	const holeEnd = 2<<30 + 12345 // where b starts, after a hole of about 2 GiB
+	file, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recB := f.appendRecord(nil, recordShard, b, 2, at, testShard(b, 900))
+	if _, err := file.WriteAt(recB, holeEnd); err != nil {
+		t.Fatal(err)
+	}
+	if err := file.Truncate(8 << 40); err != nil {
+		t.Fatal(err)
+	}
+	file.Close()
+
+	s := openStoreWith(t, dir, smallVolumes)
+	defer s.Close()
+	mustRead(t, s, a, testShard(a, 700))
+	mustRead(t, s, b, testShard(b, 900))
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(holeEnd + len(recB)); fi.Size() != want {
+		t.Fatalf("the volume is %d bytes after the open, want the tail hole cut at %d", fi.Size(), want)
+	}
+}
