@@ -713,7 +713,9 @@ func (s *ShardStore) OpenFrames(id ShardID, off, n int64) (io.ReadCloser, error)
 		}
 		return recordFrames(id, body, off, n)
 	}
-	f, err := os.Open(p)
+	// O_NONBLOCK: a FIFO at a shard's path (no file the store wrote) must fail the read, not
+	// block it until some writer opens the FIFO. It makes no difference to a file.
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("open shard %s: %w", id, ErrShardNotFound)
 	}
@@ -724,6 +726,12 @@ func (s *ShardStore) OpenFrames(id ShardID, off, n int64) (io.ReadCloser, error)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("open shard %s: %w", id, err)
+	}
+	if !fi.Mode().IsRegular() {
+		// Corrupt, so that the read falls back to parity and heals it: the healed shard's
+		// rename replaces whatever is at the path.
+		f.Close()
+		return nil, fmt.Errorf("open shard %s: %w: a %s, not a file", id, ErrCorrupt, fi.Mode().Type())
 	}
 	header := make([]byte, ShardHeaderLen)
 	hn, err := f.ReadAt(header, 0)

@@ -2,6 +2,7 @@ package erasure
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -238,5 +239,46 @@ func TestVolumeHolesAreNotRead(t *testing.T) {
 	}
 	if want := int64(holeEnd + len(recB)); fi.Size() != want {
 		t.Fatalf("the volume is %d bytes after the open, want the tail hole cut at %d", fi.Size(), want)
+	}
+}
+
+// TestShardPathThatIsAFIFOReadsAsCorrupt: a FIFO at a shard file's path must fail the read at once
+// as corrupt (a read then falls back to parity and heals), not block it until something writes to
+// the FIFO; the healed shard's commit replaces it.
+func TestShardPathThatIsAFIFOReadsAsCorrupt(t *testing.T) {
+	s := openStoreWith(t, t.TempDir(), smallVolumes)
+	defer s.Close()
+	id := ShardID{File: "FILfifo", Segment: 0, Index: 0}
+	p := s.Path(id)
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan error, 1)
+	go func() {
+		r, err := s.OpenFrames(id, 0, -1)
+		if err == nil {
+			r.Close()
+		}
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("read of a FIFO shard: %v, want ErrCorrupt", err)
+		}
+	case <-time.After(time.Minute):
+		if w, err := os.OpenFile(p, os.O_WRONLY|unix.O_NONBLOCK, 0); err == nil {
+			w.Close() // let the blocked open return, so the failure is reported
+		}
+		t.Fatal("the read blocked on a FIFO at the shard's path")
+	}
+	body := testShard(id, 200<<10) // a shard file, not a volume record
+	putShard(t, s, id, body)
+	mustRead(t, s, id, body)
+	if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("after the heal the path holds %v, %v", fi.Mode(), err)
 	}
 }
