@@ -219,8 +219,8 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 			if !e.Type().IsRegular() {
 				// Not one the store wrote (a FIFO would block the load's open and the flusher's
 				// writes; a symlink would have its target cut): an index file is a cache, so it goes.
-				vs.log.Warn("removing an index file that is not a regular file", "path", filepath.Join(dir, name), "type", e.Type().String())
 				if !readOnly {
+					vs.log.Warn("removing an index file that is not a regular file", "path", filepath.Join(dir, name), "type", e.Type().String())
 					os.Remove(filepath.Join(dir, name))
 				}
 				continue
@@ -236,10 +236,27 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 			if err != nil || volumeName(uint32(n)) != name {
 				continue
 			}
-			ids = append(ids, uint32(n))
-			if fi, err := e.Info(); err == nil {
-				fileSizes[name] = allocatedBytes(fi)
+			if n > maxVolumeID {
+				// No store gets there (one id per volume written); taking it would wrap nextVol.
+				vs.log.Error("ignoring a volume whose id is out of range", "volume", filepath.Join(dir, name))
+				continue
 			}
+			// No later id may be given to a new volume, whatever this file turns out to be.
+			vs.nextVol = max(vs.nextVol, uint32(n)+1)
+			fi, err := os.Stat(filepath.Join(dir, name)) // a symlink to a volume is followed
+			if err != nil || !fi.Mode().IsRegular() {
+				// Not a volume this store wrote (a directory, FIFO, device, dangling link):
+				// skipped, never opened, so it can neither block nor fail the start; its
+				// shards, if it had any, are rebuilt by the scrub.
+				mode := "missing"
+				if err == nil {
+					mode = fi.Mode().Type().String()
+				}
+				vs.log.Error("skipping a volume that is not a regular file; its shards will be rebuilt", "volume", filepath.Join(dir, name), "type", mode, "err", err)
+				continue
+			}
+			ids = append(ids, uint32(n))
+			fileSizes[name] = allocatedBytes(fi)
 		}
 	}
 	slices.Sort(ids)
@@ -255,7 +272,6 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 		if v != nil {
 			vs.vols[id] = v
 		}
-		vs.nextVol = id + 1
 	}
 	if !readOnly {
 		for _, id := range indexes {
@@ -325,8 +341,7 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 	if vs.readOnly {
 		flag = os.O_RDONLY
 	}
-	// O_NONBLOCK: a FIFO named like a volume must not block the open (no effect on a file).
-	f, err := os.OpenFile(path, flag|unix.O_NONBLOCK, 0)
+	f, err := os.OpenFile(path, flag, 0)
 	if err != nil {
 		return nil, fmt.Errorf("volumes: open %s: %w", path, err)
 	}
@@ -335,7 +350,7 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 		f.Close()
 		return nil, fmt.Errorf("volumes: %w", err)
 	}
-	if !fi.Mode().IsRegular() {
+	if !fi.Mode().IsRegular() { // replaced since the open listed it
 		f.Close()
 		vs.log.Error("skipping a volume that is not a regular file; its shards will be rebuilt", "volume", path, "type", fi.Mode().Type().String())
 		return nil, nil
@@ -426,9 +441,19 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 	r := bufio.NewReaderSize(io.NewSectionReader(f, pos, size-pos), 1<<20)
 	var buf []byte
 	for pos < size {
-		rec, n, err := readRecord(r, format, &buf)
+		var rec volumeRecord
+		var n int64
+		var err error
+		if pos >= maxRecordStart {
+			err = errBeyondRecords
+		} else {
+			rec, n, err = readRecord(r, format, &buf)
+		}
 		if err != nil {
-			next, verdict := format.afterDamage(f, pos, n, size)
+			next, verdict := size, tornTail // past maxRecordStart: bytes this store never wrote
+			if pos < maxRecordStart {
+				next, verdict = format.afterDamage(f, pos, n, size)
+			}
 			if verdict != resumeAt && vs.readOnly {
 				break // a batch being written, or a torn tail the store cuts at its next open
 			}
@@ -558,18 +583,12 @@ func findRecord(file *os.File, f volumeFormat, from, size int64) int64 {
 	const window = 1 << 20
 	buf := make([]byte, window+recordFixedLen)
 	var body []byte
-	// No record starts at or past 2^32 (offsets are 4 bytes), and holes hold none: a volume
-	// extended by a hole of terabytes (a stray truncate, a sparse copy) is not read byte by byte.
-	end := min(size, 1<<32)
+	// No record starts at or past maxRecordStart: a volume extended by a hole of terabytes (a
+	// stray truncate, a sparse copy) is read up to there, not to its end. Holes are read, not
+	// skipped with SEEK_DATA: a filesystem that reports dirty data as a hole (OpenZFS before
+	// 2.2.2) would make acknowledged records look like a torn tail, and the tail is cut.
+	end := min(size, maxRecordStart)
 	for at := from; at < end; at += window {
-		if data, err := unix.Seek(int(file.Fd()), at, unix.SEEK_DATA); errors.Is(err, unix.ENXIO) {
-			return -1 // only a hole is left
-		} else if err == nil && data > at {
-			at = data
-			if at >= end {
-				return -1
-			}
-		}
 		n, _ := file.ReadAt(buf, at)
 		for i := 0; i < min(n, window); i++ {
 			j := bytes.Index(buf[i:n], recordMagic[:])
@@ -578,6 +597,9 @@ func findRecord(file *os.File, f volumeFormat, from, size int64) int64 {
 			}
 			i += j
 			cand := at + int64(i)
+			if cand >= end {
+				return -1
+			}
 			r := bufio.NewReader(io.NewSectionReader(file, cand, size-cand))
 			if _, _, err := readRecord(r, f, &body); err == nil {
 				return cand
@@ -829,6 +851,20 @@ func (vs *volumeSet) awaitMore() {
 	vs.stats.waitNanos.Add(int64(time.Since(start)))
 }
 
+// maxVolumeID is the highest volume id: one id per volume written, so no store gets near it,
+// and nextVol (one more) cannot wrap to an id in use.
+const maxVolumeID = 1<<32 - 2
+
+// takeVolumeID returns the id for a new volume. The caller holds vs.mu.
+func (vs *volumeSet) takeVolumeID() (uint32, error) {
+	if vs.nextVol > maxVolumeID {
+		return 0, fmt.Errorf("volumes: no volume id left after %d", vs.nextVol-1)
+	}
+	id := vs.nextVol
+	vs.nextVol++
+	return id, nil
+}
+
 // wakeFlusher tells a flusher in awaitMore to look at the queue again.
 func (vs *volumeSet) wakeFlusher() {
 	select {
@@ -847,9 +883,11 @@ func (vs *volumeSet) writeBatch(v **volume, batch []*volumeAppend) (int64, error
 			(*v).sealIndex() // full, or of an older format: it takes no more appends
 			(*v).appending = false
 		}
-		id := vs.nextVol
-		vs.nextVol++
+		id, err := vs.takeVolumeID()
 		vs.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
 		nv, err := vs.createVolume(id, volumeSuffix)
 		if err != nil {
 			return 0, err
@@ -1187,9 +1225,11 @@ func (vs *volumeSet) compact(ctx context.Context, limit *rate.Limiter) (int, err
 // under a temporary name, syncs it, renames it into place, switches the index, and removes v.
 func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limiter) error {
 	vs.mu.Lock()
-	newID := vs.nextVol
-	vs.nextVol++
+	newID, err := vs.takeVolumeID()
 	vs.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	// A tombstone must stay while another volume may hold an older record of its id: one whose
 	// lowest sequence number is below the tombstone's and whose id filter may hold the id.
 	// Records appended meanwhile are newer than every tombstone in v and need none of them.

@@ -93,6 +93,13 @@ const (
 	maxRecordBody = 16 << 20
 )
 
+// maxRecordStart is where no record can start: offsets are 4 bytes in the index and index
+// files, and a volume is rotated long before (maxVolumeSize). Bytes past it are not the store's.
+const maxRecordStart = 1 << 32
+
+// errBeyondRecords is why bytes at or past maxRecordStart are not a record.
+var errBeyondRecords = errors.New("past the last offset a record can start at")
+
 // errBadRecord is why bytes at an offset are not a record; the scan at open then decides what
 // the bytes after them are (volumeFormat.afterDamage).
 var errBadRecord = errors.New("not a valid volume record")

@@ -201,12 +201,12 @@ func TestOddFilesInTheVolumesDirectory(t *testing.T) {
 	}
 }
 
-// TestVolumeHolesAreNotRead: a volume extended by a hole (a stray truncate, a sparse copy) is
-// looked past without reading it: holes hold no record and no record starts at 2^32 or later.
-// A hole in the middle, below 2^32, still leads to the record after it (v2: found by its tag);
-// a hole of 8 TiB at the end is a torn tail and is cut. Read byte by byte, the 8 TiB would take
-// far longer than the test's timeout.
-func TestVolumeHolesAreNotRead(t *testing.T) {
+// TestVolumeHolesAreBounded: a volume extended by a hole (a stray truncate, a sparse copy) is
+// looked past only up to maxRecordStart (2^32), where no record can start, not to its end. A
+// hole in the middle still leads to the record after it (v2: found by its tag); an 8 TiB hole at
+// the end is a torn tail and is cut. Read to its end, the 8 TiB would take far longer than the
+// test's timeout.
+func TestVolumeHolesAreBounded(t *testing.T) {
 	f := newV2Format(fixtureKey())
 	at := time.Unix(1_780_000_000, 0)
 	a := ShardID{File: "FILholeA", Segment: 0, Index: 0}
@@ -215,7 +215,7 @@ func TestVolumeHolesAreNotRead(t *testing.T) {
 	dir := t.TempDir()
 	writeVolume(t, dir, head)
 	path := filepath.Join(dir, "volumes", volumeName(1))
-	const holeEnd = 2<<30 + 12345 // where b starts, after a hole of about 2 GiB
+	const holeEnd = 256<<20 + 12345 // where b starts, after a hole of about 256 MiB
 	file, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -240,6 +240,122 @@ func TestVolumeHolesAreNotRead(t *testing.T) {
 	if want := int64(holeEnd + len(recB)); fi.Size() != want {
 		t.Fatalf("the volume is %d bytes after the open, want the tail hole cut at %d", fi.Size(), want)
 	}
+}
+
+// TestNoRecordIsTakenAtOrPast2To32: offsets are 4 bytes, so a record found at 2^32+10 (bytes a
+// store never writes: its volumes rotate at maxVolumeSize) would be indexed at offset 10 and
+// shadow good copies elsewhere. Neither the search after damage nor the scan takes it; the
+// bytes from 2^32 on are cut as a torn tail.
+func TestNoRecordIsTakenAtOrPast2To32(t *testing.T) {
+	f := newV2Format(fixtureKey())
+	at := time.Unix(1_780_000_000, 0)
+	a := ShardID{File: "FILwrapA", Segment: 0, Index: 0}
+	b := ShardID{File: "FILwrapB", Segment: 0, Index: 1}
+	head := f.appendRecord(f.appendVolumeHeader(nil, 1, at), recordShard, a, 1, at, testShard(a, 700))
+	head = append(head, bytes.Repeat([]byte{0xff}, 64)...) // damage after a
+	dir := t.TempDir()
+	writeVolume(t, dir, head)
+	path := filepath.Join(dir, "volumes", volumeName(1))
+	file, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	if _, err := file.WriteAt(bytes.Repeat([]byte{0xaa}, 4096), maxRecordStart-4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := file.WriteAt(f.appendRecord(nil, recordShard, b, 2, at, testShard(b, 900)), maxRecordStart+10); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := file.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := findRecord(file, f, int64(len(head))-63, fi.Size()); got != -1 {
+		t.Fatalf("findRecord returned %d, want -1 (nothing below 2^32)", got)
+	}
+	s := openStoreWith(t, dir, smallVolumes)
+	defer s.Close()
+	mustRead(t, s, a, testShard(a, 700))
+	if loc, err := s.Locate(b); err == nil {
+		t.Fatalf("a record at 2^32+10 is indexed at offset %d", loc.RecordOffset)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() != int64(len(head)-64) {
+		t.Fatalf("after the open the volume is %v bytes (%v), want the damage and everything after it cut at %d", fi.Size(), err, len(head)-64)
+	}
+}
+
+// TestOddVolumeKindsAreSkipped: something named like a volume that is not a regular file (a
+// directory, a dangling symlink, a socket node, a FIFO) is skipped without being opened, by the
+// store's open and by the read-only listing: it neither fails nor blocks the start, every shard
+// reads back, and new volumes get later ids than it.
+func TestOddVolumeKindsAreSkipped(t *testing.T) {
+	for name, mk := range map[string]func(string) error{
+		"directory":        func(p string) error { return os.Mkdir(p, 0o750) },
+		"dangling-symlink": func(p string) error { return os.Symlink("/nonexistent/cairn", p) },
+		"socket-node":      func(p string) error { return unix.Mknod(p, unix.S_IFSOCK|0o600, 0) },
+		"fifo":             func(p string) error { return unix.Mkfifo(p, 0o600) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openStoreWith(t, dir, smallVolumes)
+			id := ShardID{File: packableFileID("odd"), Segment: 0, Index: 0}
+			putShard(t, s, id, testShard(id, 1000))
+			s.Close()
+			if err := mk(filepath.Join(dir, "volumes", volumeName(900))); err != nil {
+				t.Fatal(err)
+			}
+			listed := 0
+			if err := ListShardsIn(dir, func(ShardInfo) error { listed++; return nil }); err != nil || listed != 1 {
+				t.Fatalf("read-only listing beside a %s: %d shards, %v", name, listed, err)
+			}
+			s, err := OpenShardStoreWith(dir, smallVolumes)
+			if err != nil {
+				t.Fatalf("a %s named %s fails the start: %v", name, volumeName(900), err)
+			}
+			defer s.Close()
+			mustRead(t, s, id, testShard(id, 1000))
+			if s.vols.nextVol <= 900 {
+				t.Fatalf("next volume id %d: a new volume could take the %s's name", s.vols.nextVol, name)
+			}
+		})
+	}
+}
+
+// TestVolumeIDsDoNotWrap: a file named with the highest uint32 id is not taken as a volume, so
+// the next id cannot wrap to 0 and make a compaction rename its copy onto its own source (then
+// remove it: the live record was lost).
+func TestVolumeIDsDoNotWrap(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "volumes"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(filepath.Join(dir, "volumes", volumeName(1<<32-1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := ShardID{File: packableFileID("wrapA"), Segment: 0, Index: 0}
+	s := openStoreWith(t, dir, smallVolumes)
+	putShard(t, s, a, testShard(a, 1000))
+	for i := range 8 { // enough dead bytes for the active volume to be compacted
+		b := ShardID{File: packableFileID("wrapB"), Segment: i, Index: 0}
+		putShard(t, s, b, testShard(b, 60000))
+		if err := s.Delete(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = openStoreWith(t, dir, smallVolumes)
+	if s.vols.nextVol == 0 {
+		t.Fatal("the next volume id wrapped to 0")
+	}
+	if n, err := s.Compact(t.Context(), 0); err != nil || n != 1 {
+		t.Fatalf("compacted %d volumes: %v", n, err)
+	}
+	mustRead(t, s, a, testShard(a, 1000))
+	s.Close()
+	s = openStoreWith(t, dir, smallVolumes)
+	defer s.Close()
+	mustRead(t, s, a, testShard(a, 1000))
 }
 
 // TestShardPathThatIsAFIFOReadsAsCorrupt: a FIFO at a shard file's path must fail the read at once

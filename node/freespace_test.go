@@ -137,3 +137,19 @@ func TestFreeSpaceComparisonsAreUnsigned(t *testing.T) {
 		}
 	}
 }
+
+// TestAnnouncedFullIsUnsigned: the Full flag gossiped to the cluster uses the same unsigned
+// comparison, so a filesystem reporting 2^63 bytes free or more does not tell every peer that
+// this node takes no shards.
+func TestAnnouncedFullIsUnsigned(t *testing.T) {
+	n := &Node{}
+	n.cfg.MinFree = 256 << 20
+	n.freeBytes.Store(1<<63 + 4096)
+	if n.meta().Full {
+		t.Fatalf("%d bytes free, reserve %d: announced Full", n.freeBytes.Load(), n.cfg.MinFree)
+	}
+	n.freeBytes.Store(1 << 20)
+	if !n.meta().Full {
+		t.Fatalf("%d bytes free, reserve %d: not announced Full", n.freeBytes.Load(), n.cfg.MinFree)
+	}
+}

@@ -315,7 +315,7 @@ func (n *Node) meta() cluster.NodeMeta {
 	return cluster.NodeMeta{
 		ID: n.cfg.NodeID, ClusterAddr: n.clusterAddr, HTTPAddr: n.httpAddr, Zone: n.cfg.Zone,
 		FreeBytes: n.freeBytes.Load(), AcceptsShards: !n.stopping.Load() && !n.draining.Load(),
-		Full:            int64(n.freeBytes.Load()) < n.cfg.MinFree,
+		Full:            belowReserve(n.freeBytes.Load(), n.cfg.MinFree),
 		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: n.bootstrapped.Load(),
 		Leaving:     n.leaving.Load(),
 		ProtocolMin: fsm.MinProtocolVersion, ProtocolMax: fsm.ProtocolVersion,
