@@ -377,14 +377,7 @@ func TestVolumeIndexFileSizesDoNotSizeTheOpen(t *testing.T) {
 	want := scanState(t, dir)
 	vols := volumeFiles(t, dir)
 	for _, p := range []string{indexPathOf(vols[0]), filepath.Join(dir, "volumes", "00000900"+indexSuffix)} {
-		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Truncate(2 << 40); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
+		sparseFile(t, p, 2<<40)
 	}
 	s := openStoreWith(t, dir, smallVolumes)
 	defer s.Close()

@@ -108,14 +108,7 @@ func TestSparseVolumeFilesDoNotSizeTheOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{volumeName(7), indexPathOf(volumeName(7))} {
-		f, err := os.Create(filepath.Join(vdir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Truncate(2 << 40); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
+		sparseFile(t, filepath.Join(vdir, name), 2<<40)
 	}
 	s := openStoreWith(t, dir, smallVolumes)
 	s.vols.mu.Lock()
@@ -201,17 +194,36 @@ func TestOddFilesInTheVolumesDirectory(t *testing.T) {
 	}
 }
 
+// sparseFile creates (or extends) the file at p to size bytes without writing any.
+func sparseFile(t *testing.T, p string, size int64) {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// oneRecordVolume is a v2 volume holding shard a (700 bytes), and a shard b (900 bytes) for the
+// caller to place; both named after prefix.
+func oneRecordVolume(prefix string) (f volumeFormat, at time.Time, a, b ShardID, vol []byte) {
+	f = newV2Format(fixtureKey())
+	at = time.Unix(1_780_000_000, 0)
+	a = ShardID{File: prefix + "A", Segment: 0, Index: 0}
+	b = ShardID{File: prefix + "B", Segment: 0, Index: 1}
+	return f, at, a, b, f.appendRecord(f.appendVolumeHeader(nil, 1, at), recordShard, a, 1, at, testShard(a, 700))
+}
+
 // TestVolumeHolesAreBounded: a volume extended by a hole (a stray truncate, a sparse copy) is
 // looked past only up to maxRecordStart (2^32), where no record can start, not to its end. A
 // hole in the middle still leads to the record after it (v2: found by its tag); an 8 TiB hole at
 // the end is a torn tail and is cut. Read to its end, the 8 TiB would take far longer than the
 // test's timeout.
 func TestVolumeHolesAreBounded(t *testing.T) {
-	f := newV2Format(fixtureKey())
-	at := time.Unix(1_780_000_000, 0)
-	a := ShardID{File: "FILholeA", Segment: 0, Index: 0}
-	b := ShardID{File: "FILholeB", Segment: 0, Index: 1}
-	head := f.appendRecord(f.appendVolumeHeader(nil, 1, at), recordShard, a, 1, at, testShard(a, 700))
+	f, at, a, b, head := oneRecordVolume("FILhole")
 	dir := t.TempDir()
 	writeVolume(t, dir, head)
 	path := filepath.Join(dir, "volumes", volumeName(1))
@@ -247,11 +259,7 @@ func TestVolumeHolesAreBounded(t *testing.T) {
 // shadow good copies elsewhere. Neither the search after damage nor the scan takes it; the
 // bytes from 2^32 on are cut as a torn tail.
 func TestNoRecordIsTakenAtOrPast2To32(t *testing.T) {
-	f := newV2Format(fixtureKey())
-	at := time.Unix(1_780_000_000, 0)
-	a := ShardID{File: "FILwrapA", Segment: 0, Index: 0}
-	b := ShardID{File: "FILwrapB", Segment: 0, Index: 1}
-	head := f.appendRecord(f.appendVolumeHeader(nil, 1, at), recordShard, a, 1, at, testShard(a, 700))
+	f, at, a, b, head := oneRecordVolume("FILwrap")
 	head = append(head, bytes.Repeat([]byte{0xff}, 64)...) // damage after a
 	dir := t.TempDir()
 	writeVolume(t, dir, head)
