@@ -110,6 +110,13 @@ func OpenShardStoreWith(dir string, opts StoreOptions) (*ShardStore, error) {
 			return nil, fmt.Errorf("shard store: %w", err)
 		}
 	}
+	// The start removes everything in tmp: through a symlink that would be another directory's
+	// contents (pointed at shards, every committed shard file).
+	if fi, err := os.Lstat(s.tmpDir); err != nil {
+		return nil, fmt.Errorf("shard store: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("shard store: %s is a %s: it must be a directory of its own, since every start empties it", s.tmpDir, fi.Mode().Type())
+	}
 	// Temp files are uncommitted writes of a previous process: nobody acked them, so they go.
 	tmps, err := os.ReadDir(s.tmpDir)
 	if err != nil {
@@ -120,7 +127,7 @@ func OpenShardStoreWith(dir string, opts StoreOptions) (*ShardStore, error) {
 			return nil, fmt.Errorf("shard store: remove leftover temp file: %w", err)
 		}
 	}
-	if err := s.migrateLayout(); err != nil {
+	if err := s.migrateLayout(opts.Logger); err != nil {
 		return nil, err
 	}
 	// Volumes are scanned even when small shards are now written as files, so that the shards
@@ -563,17 +570,22 @@ func (s *ShardStore) removeFile(id ShardID) error {
 	p := s.Path(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	fi, err := os.Stat(p)
-	if errors.Is(err, fs.ErrNotExist) {
+	fi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
+	if fi.IsDir() {
+		return nil // not a shard the store wrote, and Stat calls it missing
+	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	s.used.Add(-fi.Size())
+	if fi.Mode().IsRegular() {
+		s.used.Add(-fi.Size()) // a symlink's target was never counted
+	}
 	return nil
 }
 
@@ -715,9 +727,12 @@ func (s *ShardStore) OpenFrames(id ShardID, off, n int64) (io.ReadCloser, error)
 	}
 	// O_NONBLOCK: a FIFO at a shard's path (no file the store wrote) must fail the read, not
 	// block it until some writer opens the FIFO. It makes no difference to a file.
-	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0)
-	if errors.Is(err, fs.ErrNotExist) {
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW, 0)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
 		return nil, fmt.Errorf("open shard %s: %w", id, ErrShardNotFound)
+	}
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("open shard %s: %w: a symlink, not a file", id, ErrCorrupt)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open shard %s: %w", id, err)
@@ -774,8 +789,10 @@ func (s *ShardStore) Stat(id ShardID) (ShardInfo, error) {
 	if e, ok := s.vols.lookup(id); ok {
 		return volumeShard{keyOf(id), e}.info(), nil
 	}
-	fi, err := os.Stat(p)
-	if errors.Is(err, fs.ErrNotExist) {
+	fi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) || err == nil && !fi.Mode().IsRegular() {
+		// Nothing, or nothing the store wrote (a directory, a symlink, a file where the
+		// fan-out directory should be): missing, so that it is healed.
 		return ShardInfo{}, fmt.Errorf("stat shard %s: %w", id, ErrShardNotFound)
 	}
 	if err != nil {
@@ -922,7 +939,7 @@ func (s *ShardStore) FreeBytes() (uint64, error) {
 // migrateLayout moves shards written under an earlier fan-out (the first two characters of the
 // file id) to where Path puts them now. Each move is one atomic rename, so a crash leaves every
 // shard either here or there, and the next open finishes the job.
-func (s *ShardStore) migrateLayout() error {
+func (s *ShardStore) migrateLayout(log *slog.Logger) error {
 	var moves [][2]string
 	err := filepath.WalkDir(s.shardsDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !d.Type().IsRegular() {
@@ -937,8 +954,16 @@ func (s *ShardStore) migrateLayout() error {
 		return fmt.Errorf("shard store: scan for migration: %w", err)
 	}
 	for _, m := range moves {
+		// Something already at the new path (the shard itself, written since, or anything
+		// else) wins: a file with a shard's name elsewhere in the tree must not replace it, and
+		// must not keep the node from starting. It is left where it is, for an operator.
+		if _, err := os.Lstat(m[1]); !errors.Is(err, fs.ErrNotExist) {
+			log.Error("not moving a shard file into the fan-out layout: its place is taken", "from", m[0], "to", m[1], "err", err)
+			continue
+		}
 		if err := os.MkdirAll(filepath.Dir(m[1]), 0o750); err != nil {
-			return fmt.Errorf("shard store: migrate: %w", err)
+			log.Error("not moving a shard file into the fan-out layout", "from", m[0], "to", m[1], "err", err)
+			continue
 		}
 		if err := os.Rename(m[0], m[1]); err != nil {
 			return fmt.Errorf("shard store: migrate %s: %w", m[0], err)

@@ -241,22 +241,31 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 				vs.log.Error("ignoring a volume whose id is out of range", "volume", filepath.Join(dir, name))
 				continue
 			}
-			// No later id may be given to a new volume, whatever this file turns out to be.
-			vs.nextVol = max(vs.nextVol, uint32(n)+1)
 			fi, err := os.Stat(filepath.Join(dir, name)) // a symlink to a volume is followed
 			if err != nil || !fi.Mode().IsRegular() {
 				// Not a volume this store wrote (a directory, FIFO, device, dangling link):
 				// skipped, never opened, so it can neither block nor fail the start; its
-				// shards, if it had any, are rebuilt by the scrub.
-				mode := "missing"
+				// shards, if it had any, are rebuilt by the scrub. It does not advance the
+				// next id (a stray name must not use the ids up); a new volume that meets its
+				// name takes the next id instead (createVolume).
+				kind := "unreadable"
 				if err == nil {
-					mode = fi.Mode().Type().String()
+					kind = fi.Mode().Type().String()
 				}
-				vs.log.Error("skipping a volume that is not a regular file; its shards will be rebuilt", "volume", filepath.Join(dir, name), "type", mode, "err", err)
+				vs.log.Error("skipping a volume that is not a regular file; its shards will be rebuilt", "volume", filepath.Join(dir, name), "type", kind, "err", err)
 				continue
 			}
+			// No later id may be given to a new volume, whatever this file turns out to hold.
+			vs.nextVol = max(vs.nextVol, uint32(n)+1)
 			ids = append(ids, uint32(n))
 			fileSizes[name] = allocatedBytes(fi)
+		case strings.HasSuffix(name, volumeSuffix+damagedSuffix):
+			// A volume set aside for inspection: a new volume must not take its id, or setting
+			// that one aside too would replace the first copy.
+			n, err := strconv.ParseUint(strings.TrimSuffix(name, volumeSuffix+damagedSuffix), 10, 32)
+			if err == nil && n <= maxVolumeID && volumeName(uint32(n))+damagedSuffix == name {
+				vs.nextVol = max(vs.nextVol, uint32(n)+1)
+			}
 		}
 	}
 	slices.Sort(ids)
@@ -339,9 +348,17 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 	path := filepath.Join(vs.dir, volumeName(id))
 	flag := os.O_RDWR
 	if vs.readOnly {
-		flag = os.O_RDONLY
+		// O_NONBLOCK: a FIFO put at the name since the open listed it must not block a
+		// read-only open (O_RDWR does not block on one). No effect on a file.
+		flag = os.O_RDONLY | unix.O_NONBLOCK
 	}
 	f, err := os.OpenFile(path, flag, 0)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ELOOP) {
+		// Removed or replaced since the open listed it (a compaction retired it, for a
+		// read-only listing; a stray swap otherwise): skipped as the listing would have.
+		vs.log.Error("skipping a volume that is gone or not a regular file; its shards will be rebuilt", "volume", path, "err", err)
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("volumes: open %s: %w", path, err)
 	}
@@ -376,7 +393,7 @@ func (vs *volumeSet) scanVolume(id uint32, tombs map[volumeKey]uint64, maxSeq *u
 		// inspection, and its shards are missing until the scrub rebuilds them from parity.
 		vs.log.Error("setting aside a volume whose header is damaged; its shards will be rebuilt", "volume", path, "bytes", size)
 		vs.stats.damagedBytes.Add(size)
-		if err := os.Rename(path, path+".damaged"); err != nil {
+		if err := os.Rename(path, path+damagedSuffix); err != nil {
 			return nil, fmt.Errorf("volumes: set aside %s: %w", path, err)
 		}
 		return nil, nil
@@ -865,6 +882,27 @@ func (vs *volumeSet) takeVolumeID() (uint32, error) {
 	return id, nil
 }
 
+// createNextVolume creates a volume under the next free id. A name taken by something the open
+// skipped (not a regular file) costs the id, not the batch: the next id is tried.
+func (vs *volumeSet) createNextVolume() (*volume, error) {
+	for range 16 {
+		vs.mu.Lock()
+		id, err := vs.takeVolumeID()
+		vs.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		v, err := vs.createVolume(id, volumeSuffix)
+		if !errors.Is(err, os.ErrExist) {
+			return v, err
+		}
+		vs.log.Error("a volume's name is taken by something the store did not write; trying the next id", "volume", filepath.Join(vs.dir, volumeName(id)))
+	}
+	return nil, errors.New("volumes: 16 volume names in a row are taken by files the store did not write")
+}
+
+const damagedSuffix = ".damaged"
+
 // wakeFlusher tells a flusher in awaitMore to look at the queue again.
 func (vs *volumeSet) wakeFlusher() {
 	select {
@@ -883,15 +921,12 @@ func (vs *volumeSet) writeBatch(v **volume, batch []*volumeAppend) (int64, error
 			(*v).sealIndex() // full, or of an older format: it takes no more appends
 			(*v).appending = false
 		}
-		id, err := vs.takeVolumeID()
 		vs.mu.Unlock()
+		nv, err := vs.createNextVolume()
 		if err != nil {
 			return 0, err
 		}
-		nv, err := vs.createVolume(id, volumeSuffix)
-		if err != nil {
-			return 0, err
-		}
+		id := nv.id
 		vs.mu.Lock()
 		nv.appending = true
 		vs.vols[id] = nv

@@ -1,0 +1,290 @@
+package erasure
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestReadOnlyScanDoesNotBlockOnAFIFO: a name the listing saw as a regular file and that is a
+// FIFO by the time a read-only open opens it must not block (O_RDONLY on a FIFO waits for a
+// writer); scanVolume is called directly, as the open does right after its Stat.
+func TestReadOnlyScanDoesNotBlockOnAFIFO(t *testing.T) {
+	dir := t.TempDir()
+	vs, err := openVolumeSet(dir, 0, 0, slog.New(slog.DiscardHandler), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, volumeName(5))
+	if err := unix.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		var seq uint64
+		_, err := vs.scanVolume(5, map[volumeKey]uint64{}, &seq)
+		done <- err
+	}()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		if w, err := os.OpenFile(p, os.O_WRONLY|unix.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+		<-done
+		t.Fatal("read-only scanVolume blocked on a FIFO at a volume's name (O_NONBLOCK was dropped)")
+	}
+}
+
+// fillToVolume writes small shards until volume id want exists.
+func fillToVolume(t *testing.T, s *ShardStore, prefix string, want uint32) {
+	t.Helper()
+	for i := 0; ; i++ {
+		s.vols.mu.Lock()
+		_, ok := s.vols.vols[want]
+		s.vols.mu.Unlock()
+		if ok {
+			return
+		}
+		if i > 200 {
+			t.Fatalf("volume %d never created", want)
+		}
+		id := ShardID{File: packableFileID(prefix), Segment: i, Index: 0}
+		putShard(t, s, id, testShard(id, 60000))
+	}
+}
+
+// TestDamagedVolumeIDIsNotReused: a volume set aside as .vol.damaged keeps its id: the next
+// open counts it, so no new volume takes the id and a second set-aside of it cannot replace the
+// first inspection copy.
+func TestDamagedVolumeIDIsNotReused(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	fillToVolume(t, s, "dmgA", 2)
+	s.Close()
+	v2 := filepath.Join(dir, "volumes", volumeName(2))
+	damage := func() []byte {
+		f, err := os.OpenFile(v2, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt([]byte("XXXX"), 0)
+		f.Close()
+		b, _ := os.ReadFile(v2)
+		return b
+	}
+	first := damage()
+	s = openStoreWith(t, dir, smallVolumes) // sets volume 2 aside
+	s.Close()
+	s = openStoreWith(t, dir, smallVolumes)
+	if s.vols.nextVol <= 2 {
+		t.Fatalf("after the restart nextVol = %d: id 2 of the set-aside volume is free again", s.vols.nextVol)
+	}
+	fillToVolume(t, s, "dmgB", s.vols.nextVol) // rotate into a new volume
+	s.Close()
+	if _, err := os.Stat(v2); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a new volume took the set-aside volume's id: %v", err)
+	}
+	got, err := os.ReadFile(v2 + damagedSuffix)
+	if err != nil || !bytes.Equal(got, first) {
+		t.Fatalf("the set-aside copy of volume 2 changed (%d bytes, %v)", len(got), err)
+	}
+}
+
+// TestStrayVolumeNameDoesNotUseUpIDs: an empty directory named with the highest volume id is
+// skipped and does not advance the next id, so writes go on rotating through new volumes.
+func TestStrayVolumeNameDoesNotUseUpIDs(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	fillToVolume(t, s, "exA", 1)
+	s.Close()
+	if err := os.Mkdir(filepath.Join(dir, "volumes", volumeName(maxVolumeID)), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	s = openStoreWith(t, dir, smallVolumes)
+	for i := range 40 {
+		id := ShardID{File: packableFileID("exB"), Segment: i, Index: 0}
+		w, _ := s.Create(id)
+		w.Write(testShard(id, 60000))
+		if err := w.Commit(); err != nil {
+			t.Fatalf("small write %d (%d KiB into 1 MiB volumes) after a stray %s: %v", i, i*60, volumeName(maxVolumeID), err)
+		}
+	}
+}
+
+var fanID = ShardID{File: "FILfanAB", Segment: 0, Index: 0} // fan-out directory "AB"
+
+// TestFileAtAFanOutDirectory: a regular file at shards/AB. A small write of a shard in that
+// fan-out commits (removeFile takes ENOTDIR as nothing there), Delete succeeds, and Stat of an
+// absent shard there is ErrShardNotFound, so it is healed.
+func TestFileAtAFanOutDirectory(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	if err := os.WriteFile(filepath.Join(dir, "shards", "AB"), []byte("stray"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var errs []string
+	w, _ := s.Create(fanID)
+	w.Write(testShard(fanID, 1000))
+	if err := w.Commit(); err != nil {
+		if _, rerr := readAll(s, fanID); rerr == nil {
+			errs = append(errs, "Commit of a small shard failed although its record is durable and reads: "+err.Error())
+		}
+	}
+	if err := s.Delete(fanID); err != nil {
+		errs = append(errs, "Delete: "+err.Error())
+	}
+	other := ShardID{File: "FILotherAB", Segment: 0, Index: 0}
+	if _, err := s.Stat(other); !errors.Is(err, ErrShardNotFound) {
+		errs = append(errs, "Stat of an absent shard: "+err.Error())
+	}
+	for _, e := range errs {
+		t.Error(e)
+	}
+}
+
+// TestDirectoryNamedLikeAShard: a directory at a shard's path is not a shard: Stat calls it
+// missing (so it is healed), and Delete leaves UsedBytes alone.
+func TestDirectoryNamedLikeAShard(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	p := s.Path(fanID)
+	if err := os.MkdirAll(p, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s.Stat(fanID); err == nil {
+		t.Errorf("Stat of a directory at the shard's path: present, %d bytes", info.Size)
+	}
+	if err := s.Delete(fanID); err != nil {
+		t.Error("Delete:", err)
+	}
+	if u := s.UsedBytes(); u != 0 {
+		t.Errorf("UsedBytes %d after deleting a directory the store never counted", u)
+	}
+}
+
+// TestMigrationOntoADirectoryIsSkipped: an old-layout shard file whose new path is a directory
+// is left where it is, and the store starts.
+func TestMigrationOntoADirectoryIsSkipped(t *testing.T) {
+	dir := t.TempDir()
+	newPath := filepath.Join(dir, "shards", StoreOrder(fanID))
+	oldPath := filepath.Join(dir, "shards", "FI", fanID.String())
+	for _, d := range []string{newPath, filepath.Dir(oldPath)} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(oldPath, testShard(fanID, 200<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenShardStoreWith(dir, smallVolumes)
+	if err != nil {
+		t.Fatalf("the start fails: %v", err)
+	}
+	s.Close()
+}
+
+// TestMigrationDoesNotReplaceAShard: a file with a shard's name elsewhere in the tree (here an
+// empty stray) must not be moved over the acknowledged shard at its new-layout path.
+func TestMigrationDoesNotReplaceAShard(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	body := testShard(fanID, 200<<10)
+	putShard(t, s, fanID, body)
+	s.Close()
+	stray := filepath.Join(dir, "shards", "old", "FI", fanID.String())
+	os.MkdirAll(filepath.Dir(stray), 0o750)
+	if err := os.WriteFile(stray, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = openStoreWith(t, dir, smallVolumes)
+	mustRead(t, s, fanID, body)
+}
+
+// TestSymlinkedShardFile: a symlink at a shard's path to a file outside the store is not a
+// shard: Stat calls it missing, a read calls it corrupt (both lead to a heal), Delete removes
+// the link and not its target, and UsedBytes, which never counted it, stays 0.
+func TestSymlinkedShardFile(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(t.TempDir(), "outside")
+	if err := os.WriteFile(target, testShard(fanID, 200<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := openStoreWith(t, dir, smallVolumes)
+	p := s.Path(fanID)
+	os.MkdirAll(filepath.Dir(p), 0o750)
+	if err := os.Symlink(target, p); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s.Stat(fanID); !errors.Is(err, ErrShardNotFound) {
+		t.Errorf("Stat of a symlinked shard: %d bytes, %v; want ErrShardNotFound (not a file the store wrote)", info.Size, err)
+	}
+	if _, err := s.OpenFrames(fanID, 0, -1); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("read of a symlinked shard: %v, want ErrCorrupt", err)
+	}
+	if err := s.Delete(fanID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(target); err != nil {
+		t.Errorf("Delete removed the symlink's target: %v", err)
+	}
+	if u := s.UsedBytes(); u != 0 {
+		t.Errorf("UsedBytes %d after deleting a symlinked shard", u)
+	}
+}
+
+// TestTmpSymlinkIsRefused: dir/tmp a symlink (here to the store's own shards directory). The
+// open's cleanup would follow it and remove every entry of the target, every acknowledged shard
+// file; the store refuses to start instead.
+func TestTmpSymlinkIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	body := testShard(fanID, 200<<10)
+	putShard(t, s, fanID, body)
+	s.Close()
+	if err := os.Remove(filepath.Join(dir, "tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("shards", filepath.Join(dir, "tmp")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenShardStoreWith(dir, smallVolumes)
+	if err == nil {
+		s.Close()
+		t.Fatal("the store started with tmp a symlink")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "shards", StoreOrder(fanID))); errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("an acknowledged shard file was removed by the tmp cleanup through a symlink")
+	}
+	// Put right, the store starts with the shard.
+	if err := os.Remove(filepath.Join(dir, "tmp")); err != nil {
+		t.Fatal(err)
+	}
+	s = openStoreWith(t, dir, smallVolumes)
+	defer s.Close()
+	mustRead(t, s, fanID, body)
+}
+
+// TestVolumeSwappedForADirectoryIsSkipped: a name the listing saw as a regular file and that is
+// a directory by the time scanVolume opens it is skipped, not an error that fails the start.
+func TestVolumeSwappedForADirectoryIsSkipped(t *testing.T) {
+	dir := t.TempDir()
+	vs, err := openVolumeSet(dir, smallShard, 1<<20, slog.New(slog.DiscardHandler), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, volumeName(5)), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	var seq uint64
+	if _, err := vs.scanVolume(5, map[volumeKey]uint64{}, &seq); err != nil {
+		t.Fatalf("scanVolume of a volume replaced by a directory: %v (openVolumeSet returns it: the start fails)", err)
+	}
+}
