@@ -191,21 +191,32 @@ func TestMigrationOntoADirectoryIsSkipped(t *testing.T) {
 	s.Close()
 }
 
+// storeWithFanShard is a closed store in a new directory holding fanID as a shard file.
+func storeWithFanShard(t *testing.T) (dir string, body []byte) {
+	t.Helper()
+	dir = t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	body = testShard(fanID, 200<<10)
+	putShard(t, s, fanID, body)
+	s.Close()
+	return dir, body
+}
+
 // TestMigrationDoesNotReplaceAShard: a file with a shard's name elsewhere in the tree (here an
 // empty stray) must not be moved over the acknowledged shard at its new-layout path.
 func TestMigrationDoesNotReplaceAShard(t *testing.T) {
-	dir := t.TempDir()
-	s := openStoreWith(t, dir, smallVolumes)
-	body := testShard(fanID, 200<<10)
-	putShard(t, s, fanID, body)
-	s.Close()
+	dir, body := storeWithFanShard(t)
 	stray := filepath.Join(dir, "shards", "old", "FI", fanID.String())
 	os.MkdirAll(filepath.Dir(stray), 0o750)
 	if err := os.WriteFile(stray, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s = openStoreWith(t, dir, smallVolumes)
+	s := openStoreWith(t, dir, smallVolumes)
+	defer s.Close()
 	mustRead(t, s, fanID, body)
+	if _, err := os.Stat(stray); err != nil {
+		t.Fatalf("the stray was not left where it was: %v", err)
+	}
 }
 
 // TestSymlinkedShardFile: a symlink at a shard's path to a file outside the store is not a
@@ -244,11 +255,7 @@ func TestSymlinkedShardFile(t *testing.T) {
 // open's cleanup would follow it and remove every entry of the target, every acknowledged shard
 // file; the store refuses to start instead.
 func TestTmpSymlinkIsRefused(t *testing.T) {
-	dir := t.TempDir()
-	s := openStoreWith(t, dir, smallVolumes)
-	body := testShard(fanID, 200<<10)
-	putShard(t, s, fanID, body)
-	s.Close()
+	dir, body := storeWithFanShard(t)
 	if err := os.Remove(filepath.Join(dir, "tmp")); err != nil {
 		t.Fatal(err)
 	}
