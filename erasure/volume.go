@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -242,6 +243,12 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 				continue
 			}
 			fi, err := os.Stat(filepath.Join(dir, name)) // a symlink to a volume is followed
+			if e.Type()&fs.ModeSymlink != 0 {
+				// A symlink is taken for a volume elsewhere even when its target is missing (a
+				// disk not mounted yet): its id must never go to a new volume, whose rename
+				// would replace the link.
+				vs.nextVol = max(vs.nextVol, uint32(n)+1)
+			}
 			if err != nil || !fi.Mode().IsRegular() {
 				// Not a volume this store wrote (a directory, FIFO, device, dangling link):
 				// skipped, never opened, so it can neither block nor fail the start; its
@@ -882,23 +889,37 @@ func (vs *volumeSet) takeVolumeID() (uint32, error) {
 	return id, nil
 }
 
-// createNextVolume creates a volume under the next free id. A name taken by something the open
-// skipped (not a regular file) costs the id, not the batch: the next id is tried.
-func (vs *volumeSet) createNextVolume() (*volume, error) {
-	for range 16 {
+// takeFreeVolumeID takes the next id whose volume name nothing holds: the open skips names that
+// are not regular files (a directory, a FIFO) without counting their ids, and a new volume must
+// neither fail on one (its create is O_EXCL) nor replace one (a compaction's final rename).
+func (vs *volumeSet) takeFreeVolumeID() (uint32, error) {
+	for range maxTakenVolumeNames {
 		vs.mu.Lock()
 		id, err := vs.takeVolumeID()
 		vs.mu.Unlock()
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
-		v, err := vs.createVolume(id, volumeSuffix)
-		if !errors.Is(err, os.ErrExist) {
-			return v, err
+		if _, err := os.Lstat(filepath.Join(vs.dir, volumeName(id))); errors.Is(err, fs.ErrNotExist) {
+			return id, nil
 		}
 		vs.log.Error("a volume's name is taken by something the store did not write; trying the next id", "volume", filepath.Join(vs.dir, volumeName(id)))
 	}
-	return nil, errors.New("volumes: 16 volume names in a row are taken by files the store did not write")
+	return 0, errTakenVolumeNames
+}
+
+// maxTakenVolumeNames is how many taken names in a row a new volume skips before giving up.
+const maxTakenVolumeNames = 16
+
+var errTakenVolumeNames = fmt.Errorf("volumes: %d volume names in a row are taken by files the store did not write", maxTakenVolumeNames)
+
+// createNextVolume creates a volume under the next id whose name nothing holds.
+func (vs *volumeSet) createNextVolume() (*volume, error) {
+	id, err := vs.takeFreeVolumeID()
+	if err != nil {
+		return nil, err
+	}
+	return vs.createVolume(id, volumeSuffix)
 }
 
 const damagedSuffix = ".damaged"
@@ -1259,9 +1280,7 @@ func (vs *volumeSet) compact(ctx context.Context, limit *rate.Limiter) (int, err
 // compactOne copies v's live records and its still-needed tombstones into a new volume written
 // under a temporary name, syncs it, renames it into place, switches the index, and removes v.
 func (vs *volumeSet) compactOne(ctx context.Context, v *volume, limit *rate.Limiter) error {
-	vs.mu.Lock()
-	newID, err := vs.takeVolumeID()
-	vs.mu.Unlock()
+	newID, err := vs.takeFreeVolumeID()
 	if err != nil {
 		return err
 	}

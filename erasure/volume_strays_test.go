@@ -405,3 +405,54 @@ func TestShardPathThatIsAFIFOReadsAsCorrupt(t *testing.T) {
 		t.Fatalf("after the heal the path holds %v, %v", fi.Mode(), err)
 	}
 }
+
+// TestCompactionNeverTakesATakenName: a compaction's final rename replaces whatever holds its
+// name. A symlinked volume whose target is missing at the start (a disk not mounted yet) keeps
+// its id, so the compaction cannot rename over the link and cut the volume off; a stray
+// directory at the next id is stepped over instead of failing the compaction.
+func TestCompactionNeverTakesATakenName(t *testing.T) {
+	for name, mk := range map[string]func(t *testing.T, p string){
+		"dangling-symlink": func(t *testing.T, p string) {
+			if err := os.Symlink(filepath.Join(t.TempDir(), "unmounted.vol"), p); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"directory": func(t *testing.T, p string) {
+			if err := os.Mkdir(p, 0o750); err != nil {
+				t.Fatal(err)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			a := ShardID{File: packableFileID("takenA"), Segment: 0, Index: 0}
+			s := openStoreWith(t, dir, smallVolumes)
+			putShard(t, s, a, testShard(a, 1000))
+			for i := range 8 { // enough dead bytes for the active volume to be compacted
+				b := ShardID{File: packableFileID("takenB"), Segment: i, Index: 0}
+				putShard(t, s, b, testShard(b, 60000))
+				if err := s.Delete(b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			next := s.vols.nextVol
+			s.Close()
+			taken := filepath.Join(dir, "volumes", volumeName(next))
+			mk(t, taken)
+			before, err := os.Lstat(taken)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s = openStoreWith(t, dir, smallVolumes)
+			defer s.Close()
+			if n, err := s.Compact(t.Context(), 0); err != nil || n != 1 {
+				t.Fatalf("compacted %d volumes: %v", n, err)
+			}
+			mustRead(t, s, a, testShard(a, 1000))
+			after, err := os.Lstat(taken)
+			if err != nil || after.Mode().Type() != before.Mode().Type() {
+				t.Fatalf("the compaction replaced the %s at %s (now %v, %v)", name, taken, after.Mode(), err)
+			}
+		})
+	}
+}
