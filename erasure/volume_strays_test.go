@@ -329,6 +329,22 @@ func TestOddVolumeKindsAreSkipped(t *testing.T) {
 	}
 }
 
+// oneLiveMostlyDead writes shard <prefix>A (1,000 bytes, returned) and enough written-then-deleted
+// shards after it for the active volume to be worth compacting.
+func oneLiveMostlyDead(t *testing.T, s *ShardStore, prefix string) ShardID {
+	t.Helper()
+	a := ShardID{File: packableFileID(prefix + "A"), Segment: 0, Index: 0}
+	putShard(t, s, a, testShard(a, 1000))
+	for i := range 8 {
+		b := ShardID{File: packableFileID(prefix + "B"), Segment: i, Index: 0}
+		putShard(t, s, b, testShard(b, 60000))
+		if err := s.Delete(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return a
+}
+
 // TestVolumeIDsDoNotWrap: a file named with the highest uint32 id is not taken as a volume, so
 // the next id cannot wrap to 0 and make a compaction rename its copy onto its own source (then
 // remove it: the live record was lost).
@@ -340,16 +356,8 @@ func TestVolumeIDsDoNotWrap(t *testing.T) {
 	if err := unix.Mkfifo(filepath.Join(dir, "volumes", volumeName(1<<32-1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := ShardID{File: packableFileID("wrapA"), Segment: 0, Index: 0}
 	s := openStoreWith(t, dir, smallVolumes)
-	putShard(t, s, a, testShard(a, 1000))
-	for i := range 8 { // enough dead bytes for the active volume to be compacted
-		b := ShardID{File: packableFileID("wrapB"), Segment: i, Index: 0}
-		putShard(t, s, b, testShard(b, 60000))
-		if err := s.Delete(b); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a := oneLiveMostlyDead(t, s, "wrap")
 	s.Close()
 	s = openStoreWith(t, dir, smallVolumes)
 	if s.vols.nextVol == 0 {
@@ -425,16 +433,8 @@ func TestCompactionNeverTakesATakenName(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			a := ShardID{File: packableFileID("takenA"), Segment: 0, Index: 0}
 			s := openStoreWith(t, dir, smallVolumes)
-			putShard(t, s, a, testShard(a, 1000))
-			for i := range 8 { // enough dead bytes for the active volume to be compacted
-				b := ShardID{File: packableFileID("takenB"), Segment: i, Index: 0}
-				putShard(t, s, b, testShard(b, 60000))
-				if err := s.Delete(b); err != nil {
-					t.Fatal(err)
-				}
-			}
+			a := oneLiveMostlyDead(t, s, "taken")
 			next := s.vols.nextVol
 			s.Close()
 			taken := filepath.Join(dir, "volumes", volumeName(next))
