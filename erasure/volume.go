@@ -253,8 +253,8 @@ func openVolumeSet(dir string, maxShard int, sizeLimit int64, log *slog.Logger, 
 				// Not a volume this store wrote (a directory, FIFO, device, dangling link):
 				// skipped, never opened, so it can neither block nor fail the start; its
 				// shards, if it had any, are rebuilt by the scrub. It does not advance the
-				// next id (a stray name must not use the ids up); a new volume that meets its
-				// name takes the next id instead (createVolume).
+				// next id (a stray name must not use the ids up); a new volume or compaction
+				// output that meets its name takes the next free id (takeFreeVolumeID).
 				kind := "unreadable"
 				if err == nil {
 					kind = fi.Mode().Type().String()
