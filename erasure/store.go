@@ -127,6 +127,9 @@ func OpenShardStoreWith(dir string, opts StoreOptions) (*ShardStore, error) {
 			return nil, fmt.Errorf("shard store: remove leftover temp file: %w", err)
 		}
 	}
+	if err := s.checkOneFilesystem(opts.Logger); err != nil {
+		return nil, err
+	}
 	if err := s.migrateLayout(opts.Logger); err != nil {
 		return nil, err
 	}
@@ -614,6 +617,47 @@ func (w *ShardWriter) release() {
 	}
 }
 
+// checkOneFilesystem refuses a shards directory on another filesystem than tmp, and logs each
+// fan-out directory that is (through a link or a mount): a shard file is committed by a rename out of tmp, which fails
+// across filesystems (EXDEV), so every large write there would fail. Either can be a symlink
+// (the walk follows both), as long as it stays on tmp's filesystem.
+func (s *ShardStore) checkOneFilesystem(log *slog.Logger) error {
+	var tmp, st unix.Stat_t
+	if err := unix.Stat(s.tmpDir, &tmp); err != nil {
+		return fmt.Errorf("shard store: %w", err)
+	}
+	if err := unix.Stat(s.shardsDir, &st); err != nil {
+		return fmt.Errorf("shard store: %w", err)
+	}
+	if st.Dev != tmp.Dev {
+		return fmt.Errorf("shard store: %s and %s are on different filesystems: shard files are committed by a rename from one into the other", s.shardsDir, s.tmpDir)
+	}
+	fanOuts, err := os.ReadDir(s.shardsDir)
+	if err != nil {
+		return fmt.Errorf("shard store: %w", err)
+	}
+	for _, fo := range fanOuts {
+		if !fo.IsDir() && fo.Type()&fs.ModeSymlink == 0 {
+			continue
+		}
+		p := filepath.Join(s.shardsDir, fo.Name())
+		if err := unix.Stat(p, &st); err == nil && st.Dev != tmp.Dev {
+			log.Error("a fan-out directory is on another filesystem (a link or a mount): large shards of file ids ending in its name cannot be committed there", "dir", p)
+		}
+	}
+	return nil
+}
+
+// sameFile reports whether paths a and b name one file.
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
+}
+
 // ensureDir creates dir if missing and reports whether it did.
 func ensureDir(dir string) (bool, error) {
 	if _, err := os.Stat(dir); err == nil {
@@ -855,16 +899,7 @@ func (s *ShardStore) List(fn func(ShardInfo) error) error {
 
 // walkFiles calls fn for every shard file, in StoreOrder.
 func (s *ShardStore) walkFiles(fn func(ShardInfo) error) error {
-	return filepath.WalkDir(s.shardsDir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) { // removed while walking
-				return nil
-			}
-			return err
-		}
-		if d.IsDir() || !d.Type().IsRegular() {
-			return nil
-		}
+	return s.eachFanOutFile(func(p string, d fs.DirEntry) error {
 		id, perr := ParseShardID(d.Name())
 		if perr != nil || p != s.Path(id) {
 			return nil
@@ -878,6 +913,45 @@ func (s *ShardStore) walkFiles(fn func(ShardInfo) error) error {
 		}
 		return fn(ShardInfo{ID: id, Size: fi.Size(), ModTime: fi.ModTime()})
 	})
+}
+
+// eachFanOutFile calls fn, in lexical order, for each regular file one level below the shards
+// directory: in a fan-out directory, where every layout this store ever had put shard files.
+// It follows a symlink at the shards directory or at a fan-out directory, as the reads and writes
+// of the shards in it do, so that GC, scrub and UsedBytes see what was written through it.
+// Deeper files, and entries that are neither directories nor links to one, are no one's shards.
+func (s *ShardStore) eachFanOutFile(fn func(p string, d fs.DirEntry) error) error {
+	fanOuts, err := os.ReadDir(s.shardsDir)
+	if err != nil {
+		return err
+	}
+	for _, fo := range fanOuts {
+		dir := filepath.Join(s.shardsDir, fo.Name())
+		if !fo.IsDir() {
+			if fo.Type()&fs.ModeSymlink == 0 {
+				continue
+			}
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+				continue // dangling, a loop, or a link to a file: nothing was written through it
+			}
+		}
+		entries, err := os.ReadDir(dir)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			continue // removed or replaced while walking
+		}
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if !e.Type().IsRegular() {
+				continue
+			}
+			if err := fn(filepath.Join(dir, e.Name()), e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // UsedBytes is the total size of committed shards, computed at open and kept up to date by
@@ -941,10 +1015,7 @@ func (s *ShardStore) FreeBytes() (uint64, error) {
 // shard either here or there, and the next open finishes the job.
 func (s *ShardStore) migrateLayout(log *slog.Logger) error {
 	var moves [][2]string
-	err := filepath.WalkDir(s.shardsDir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !d.Type().IsRegular() {
-			return err
-		}
+	err := s.eachFanOutFile(func(p string, d fs.DirEntry) error {
 		if id, perr := ParseShardID(d.Name()); perr == nil && p != s.Path(id) {
 			moves = append(moves, [2]string{p, s.Path(id)})
 		}
@@ -958,6 +1029,9 @@ func (s *ShardStore) migrateLayout(log *slog.Logger) error {
 		// else) wins: a file with a shard's name elsewhere in the tree must not replace it, and
 		// must not keep the node from starting. It is left where it is, for an operator.
 		if _, err := os.Lstat(m[1]); !errors.Is(err, fs.ErrNotExist) {
+			if sameFile(m[0], m[1]) {
+				continue // one file seen twice, through a fan-out directory linked to another
+			}
 			log.Error("not moving a shard file into the fan-out layout: its place is taken", "from", m[0], "to", m[1], "err", err)
 			continue
 		}

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -293,5 +295,194 @@ func TestVolumeSwappedForADirectoryIsSkipped(t *testing.T) {
 	var seq uint64
 	if _, err := vs.scanVolume(5, map[volumeKey]uint64{}, &seq); err != nil {
 		t.Fatalf("scanVolume of a volume replaced by a directory: %v (openVolumeSet returns it: the start fails)", err)
+	}
+}
+
+// TestSymlinkedFanOutIsWalked: shards written and read through a fan-out directory that is a
+// symlink (here to a directory outside the store, on the same filesystem) are listed, counted
+// in UsedBytes and found by the open's file walk, as GC and scrub need. Before, the walk did not
+// follow the link, so after a restart GC and scrub never saw them and UsedBytes left them out.
+func TestSymlinkedFanOutIsWalked(t *testing.T) {
+	dir, body := storeWithFanShard(t)
+	fanDir := filepath.Dir(filepath.Join(dir, "shards", StoreOrder(fanID)))
+	elsewhere := filepath.Join(t.TempDir(), "AB-moved")
+	if err := os.Rename(fanDir, elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, fanDir); err != nil {
+		t.Fatal(err)
+	}
+	s := openStoreWith(t, dir, smallVolumes)
+	mustRead(t, s, fanID, body)
+	if got := listIDs(t, s); !slices.Equal(got, []string{fanID.String()}) {
+		t.Errorf("List through a symlinked fan-out directory = %v, want [%s]", got, fanID)
+	}
+	if u := s.UsedBytes(); u != int64(len(body)) {
+		t.Errorf("UsedBytes %d, want %d (the shard behind the link)", u, len(body))
+	}
+	other := ShardID{File: "FILotherAB", Segment: 0, Index: 0}
+	otherBody := testShard(other, 100<<10)
+	putShard(t, s, other, otherBody)
+	if _, err := os.Stat(filepath.Join(elsewhere, other.String())); err != nil {
+		t.Errorf("a new shard of that fan-out was not written through the link: %v", err)
+	}
+	if err := s.Delete(fanID); err != nil {
+		t.Fatal(err)
+	}
+	if got := listIDs(t, s); !slices.Equal(got, []string{other.String()}) {
+		t.Errorf("List after the delete = %v, want [%s]", got, other)
+	}
+	if u := s.UsedBytes(); u != int64(len(otherBody)) {
+		t.Errorf("UsedBytes %d after the delete, want %d", u, len(otherBody))
+	}
+	if _, err := os.Lstat(fanDir); err != nil {
+		t.Errorf("the link itself is gone: %v", err)
+	}
+}
+
+// TestSymlinkedShardsDirectoryIsWalked: the whole shards directory a symlink. The walk used to
+// stop at the link (filepath.WalkDir does not follow its root), so the store listed nothing.
+func TestSymlinkedShardsDirectoryIsWalked(t *testing.T) {
+	dir, body := storeWithFanShard(t)
+	shards := filepath.Join(dir, "shards")
+	elsewhere := filepath.Join(t.TempDir(), "shards")
+	if err := os.Rename(shards, elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, shards); err != nil {
+		t.Fatal(err)
+	}
+	s := openStoreWith(t, dir, smallVolumes)
+	mustRead(t, s, fanID, body)
+	if got := listIDs(t, s); !slices.Equal(got, []string{fanID.String()}) {
+		t.Errorf("List through a symlinked shards directory = %v, want [%s]", got, fanID)
+	}
+	if u := s.UsedBytes(); u != int64(len(body)) {
+		t.Errorf("UsedBytes %d, want %d", u, len(body))
+	}
+}
+
+// TestOddFanOutEntries: entries at a fan-out directory's place that are not directories (a
+// dangling link, a link to a file, a link looping on itself, a FIFO) do not fail the open or
+// the walk, and the other fan-out directories are listed. A fan-out directory linked to another
+// one is walked without listing the other's shards twice or logging a migration for them.
+func TestOddFanOutEntries(t *testing.T) {
+	dir, body := storeWithFanShard(t)
+	shards := filepath.Join(dir, "shards")
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, []byte("x"), 0o600)
+	for name, target := range map[string]string{"Zd": filepath.Join(dir, "missing"), "Zf": file, "Zl": "Zl", "Zs": "AB"} {
+		if err := os.Symlink(target, filepath.Join(shards, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mkfifo(filepath.Join(shards, "Zp"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	opts := smallVolumes
+	opts.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	s, err := OpenShardStoreWith(dir, opts)
+	if err != nil {
+		t.Fatalf("the start fails on odd fan-out entries: %v", err)
+	}
+	defer s.Close()
+	mustRead(t, s, fanID, body)
+	if got := listIDs(t, s); !slices.Equal(got, []string{fanID.String()}) {
+		t.Errorf("List = %v, want [%s] once", got, fanID)
+	}
+	if u := s.UsedBytes(); u != int64(len(body)) {
+		t.Errorf("UsedBytes %d, want %d", u, len(body))
+	}
+	if logged.Len() > 0 {
+		t.Errorf("the open logged: %s", logged.String())
+	}
+}
+
+// TestDeepFilesAreNotShards: a file with a shard's name two levels below the shards directory
+// was never written by any layout: it is not listed, and the open does not move it into place.
+func TestDeepFilesAreNotShards(t *testing.T) {
+	dir := t.TempDir()
+	deep := filepath.Join(dir, "shards", "AB", "sub", fanID.String())
+	os.MkdirAll(filepath.Dir(deep), 0o750)
+	if err := os.WriteFile(deep, testShard(fanID, 100<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := openStoreWith(t, dir, smallVolumes)
+	if got := listIDs(t, s); len(got) != 0 {
+		t.Errorf("List = %v, want nothing", got)
+	}
+	if _, err := s.Stat(fanID); !errors.Is(err, ErrShardNotFound) {
+		t.Errorf("Stat: %v, want ErrShardNotFound (the deep file was moved into place)", err)
+	}
+	if _, err := os.Stat(deep); err != nil {
+		t.Errorf("the deep file was moved: %v", err)
+	}
+}
+
+// otherFilesystemDir is a new directory on another filesystem than the test's temp directory:
+// under /dev/shm, a tmpfs on every Linux machine this runs on.
+func otherFilesystemDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("/dev/shm", "cairn-xdev-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	var a, b unix.Stat_t
+	if err := unix.Stat(d, &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(t.TempDir(), &b); err != nil {
+		t.Fatal(err)
+	}
+	if a.Dev == b.Dev {
+		t.Fatalf("/dev/shm is on the same filesystem as %s; this test needs two", os.TempDir())
+	}
+	return d
+}
+
+// TestShardsOnAnotherFilesystemIsRefused: shards a symlink to another filesystem than tmp.
+// Every large shard commit renames out of tmp and would fail with EXDEV; the start says so
+// instead. A fan-out directory there only fails the writes of its file ids, so it is logged.
+func TestShardsOnAnotherFilesystemIsRefused(t *testing.T) {
+	dir, _ := storeWithFanShard(t)
+	shards := filepath.Join(dir, "shards")
+	other := otherFilesystemDir(t)
+	if err := os.Symlink(other, filepath.Join(shards, "Zx")); err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	opts := smallVolumes
+	opts.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	s, err := OpenShardStoreWith(dir, opts)
+	if err != nil {
+		t.Fatalf("a fan-out directory on another filesystem failed the start: %v", err)
+	}
+	s.Close()
+	if !bytes.Contains(logged.Bytes(), []byte("another filesystem")) || !bytes.Contains(logged.Bytes(), []byte("Zx")) {
+		t.Errorf("the fan-out directory on another filesystem was not logged: %q", logged.String())
+	}
+
+	moved := filepath.Join(other, "shards")
+	if err := os.Rename(shards, moved); err == nil || !errors.Is(err, unix.EXDEV) {
+		t.Fatalf("rename across filesystems: %v, want EXDEV", err)
+	}
+	if err := os.MkdirAll(moved, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(shards); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(moved, shards); err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenShardStoreWith(dir, smallVolumes)
+	if err == nil {
+		s.Close()
+		t.Fatal("the store started with shards on another filesystem than tmp")
+	}
+	if !strings.Contains(err.Error(), "different filesystems") {
+		t.Errorf("error %q does not say why", err)
 	}
 }

@@ -59,7 +59,7 @@ type scrubCheckpoint struct {
 	// ScrubCycle after it.
 	Started time.Time `json:"started"`
 	// After is the erasure.StoreOrder key of the last shard the current pass handled.
-	// ShardStore.List walks in StoreOrder (filepath.WalkDir is lexical), so a restarted pass
+	// ShardStore.List walks in StoreOrder (its directory reads are sorted), so a restarted pass
 	// resumes after it; were that order to change, a resumed pass would merely skip some shards
 	// until the next one.
 	After string `json:"after,omitempty"`
