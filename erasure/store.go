@@ -117,15 +117,8 @@ func OpenShardStoreWith(dir string, opts StoreOptions) (*ShardStore, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("shard store: %s is a %s: it must be a directory of its own, since every start empties it", s.tmpDir, fi.Mode().Type())
 	}
-	// Temp files are uncommitted writes of a previous process: nobody acked them, so they go.
-	tmps, err := os.ReadDir(s.tmpDir)
-	if err != nil {
-		return nil, fmt.Errorf("shard store: %w", err)
-	}
-	for _, e := range tmps {
-		if err := os.RemoveAll(filepath.Join(s.tmpDir, e.Name())); err != nil {
-			return nil, fmt.Errorf("shard store: remove leftover temp file: %w", err)
-		}
+	if err := emptyDir(s.tmpDir); err != nil {
+		return nil, fmt.Errorf("shard store: remove leftover temp files: %w", err)
 	}
 	if err := s.checkOneFilesystem(opts.Logger); err != nil {
 		return nil, err
@@ -646,6 +639,43 @@ func (s *ShardStore) checkOneFilesystem(log *slog.Logger) error {
 		}
 	}
 	return nil
+}
+
+// emptyDir removes everything in dir, reading its names a batch at a time, so that a huge
+// directory costs no memory per entry. Temp files are uncommitted writes of a previous
+// process: nobody acked them, so they go.
+func emptyDir(dir string) error {
+	const batch = 256
+	for {
+		d, err := os.Open(dir)
+		if err != nil {
+			return err
+		}
+		removed := 0
+		for {
+			names, err := d.Readdirnames(batch)
+			for _, n := range names {
+				if err := os.RemoveAll(filepath.Join(dir, n)); err != nil {
+					d.Close()
+					return err
+				}
+				removed++
+			}
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				d.Close()
+				return err
+			}
+		}
+		d.Close()
+		// Removing entries while reading the directory may make the read skip some; another
+		// pass that removes nothing shows it is empty.
+		if removed == 0 {
+			return nil
+		}
+	}
 }
 
 // sameFile reports whether paths a and b name one file.

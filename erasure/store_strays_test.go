@@ -3,6 +3,7 @@ package erasure
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -484,5 +485,30 @@ func TestShardsOnAnotherFilesystemIsRefused(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "different filesystems") {
 		t.Errorf("error %q does not say why", err)
+	}
+}
+
+// TestLargeTmpIsEmptied: thousands of leftover temp files and a directory in tmp are all removed
+// at open, which reads the names a batch at a time (removing while reading may skip some, so
+// it reads again until a pass removes nothing).
+func TestLargeTmpIsEmptied(t *testing.T) {
+	dir, body := storeWithFanShard(t)
+	tmp := filepath.Join(dir, "tmp")
+	for i := range 5000 {
+		if err := os.WriteFile(filepath.Join(tmp, fmt.Sprintf("FILx.0.%d.%d", i%7, i)), []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(tmp, "sub", "deeper"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	s := openStoreWith(t, dir, smallVolumes)
+	mustRead(t, s, fanID, body)
+	left, err := os.ReadDir(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Errorf("%d entries left in tmp after the open, first %s", len(left), left[0].Name())
 	}
 }
