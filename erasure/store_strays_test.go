@@ -306,21 +306,9 @@ func TestVolumeSwappedForADirectoryIsSkipped(t *testing.T) {
 func TestSymlinkedFanOutIsWalked(t *testing.T) {
 	dir, body := storeWithFanShard(t)
 	fanDir := filepath.Dir(filepath.Join(dir, "shards", StoreOrder(fanID)))
-	elsewhere := filepath.Join(t.TempDir(), "AB-moved")
-	if err := os.Rename(fanDir, elsewhere); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(elsewhere, fanDir); err != nil {
-		t.Fatal(err)
-	}
+	elsewhere := moveBehindLink(t, fanDir)
 	s := openStoreWith(t, dir, smallVolumes)
-	mustRead(t, s, fanID, body)
-	if got := listIDs(t, s); !slices.Equal(got, []string{fanID.String()}) {
-		t.Errorf("List through a symlinked fan-out directory = %v, want [%s]", got, fanID)
-	}
-	if u := s.UsedBytes(); u != int64(len(body)) {
-		t.Errorf("UsedBytes %d, want %d (the shard behind the link)", u, len(body))
-	}
+	wantOnlyFanShard(t, s, body)
 	other := ShardID{File: "FILotherAB", Segment: 0, Index: 0}
 	otherBody := testShard(other, 100<<10)
 	putShard(t, s, other, otherBody)
@@ -345,18 +333,31 @@ func TestSymlinkedFanOutIsWalked(t *testing.T) {
 // stop at the link (filepath.WalkDir does not follow its root), so the store listed nothing.
 func TestSymlinkedShardsDirectoryIsWalked(t *testing.T) {
 	dir, body := storeWithFanShard(t)
-	shards := filepath.Join(dir, "shards")
-	elsewhere := filepath.Join(t.TempDir(), "shards")
-	if err := os.Rename(shards, elsewhere); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(elsewhere, shards); err != nil {
-		t.Fatal(err)
-	}
+	moveBehindLink(t, filepath.Join(dir, "shards"))
 	s := openStoreWith(t, dir, smallVolumes)
+	wantOnlyFanShard(t, s, body)
+}
+
+// moveBehindLink moves directory p to a new temp directory on the same filesystem and puts a
+// symlink to it at p. It returns where p's contents now are.
+func moveBehindLink(t *testing.T, p string) string {
+	t.Helper()
+	elsewhere := filepath.Join(t.TempDir(), "moved")
+	if err := os.Rename(p, elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, p); err != nil {
+		t.Fatal(err)
+	}
+	return elsewhere
+}
+
+// wantOnlyFanShard checks that s reads, lists and counts fanID (stored as body), and nothing else.
+func wantOnlyFanShard(t *testing.T, s *ShardStore, body []byte) {
+	t.Helper()
 	mustRead(t, s, fanID, body)
 	if got := listIDs(t, s); !slices.Equal(got, []string{fanID.String()}) {
-		t.Errorf("List through a symlinked shards directory = %v, want [%s]", got, fanID)
+		t.Errorf("List = %v, want [%s] once", got, fanID)
 	}
 	if u := s.UsedBytes(); u != int64(len(body)) {
 		t.Errorf("UsedBytes %d, want %d", u, len(body))
@@ -380,21 +381,8 @@ func TestOddFanOutEntries(t *testing.T) {
 	if err := unix.Mkfifo(filepath.Join(shards, "Zp"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logged bytes.Buffer
-	opts := smallVolumes
-	opts.Logger = slog.New(slog.NewTextHandler(&logged, nil))
-	s, err := OpenShardStoreWith(dir, opts)
-	if err != nil {
-		t.Fatalf("the start fails on odd fan-out entries: %v", err)
-	}
-	defer s.Close()
-	mustRead(t, s, fanID, body)
-	if got := listIDs(t, s); !slices.Equal(got, []string{fanID.String()}) {
-		t.Errorf("List = %v, want [%s] once", got, fanID)
-	}
-	if u := s.UsedBytes(); u != int64(len(body)) {
-		t.Errorf("UsedBytes %d, want %d", u, len(body))
-	}
+	s, logged := openLogged(t, dir)
+	wantOnlyFanShard(t, s, body)
 	if logged.Len() > 0 {
 		t.Errorf("the open logged: %s", logged.String())
 	}
@@ -453,13 +441,7 @@ func TestShardsOnAnotherFilesystemIsRefused(t *testing.T) {
 	if err := os.Symlink(other, filepath.Join(shards, "Zx")); err != nil {
 		t.Fatal(err)
 	}
-	var logged bytes.Buffer
-	opts := smallVolumes
-	opts.Logger = slog.New(slog.NewTextHandler(&logged, nil))
-	s, err := OpenShardStoreWith(dir, opts)
-	if err != nil {
-		t.Fatalf("a fan-out directory on another filesystem failed the start: %v", err)
-	}
+	s, logged := openLogged(t, dir)
 	s.Close()
 	if !bytes.Contains(logged.Bytes(), []byte("another filesystem")) || !bytes.Contains(logged.Bytes(), []byte("Zx")) {
 		t.Errorf("the fan-out directory on another filesystem was not logged: %q", logged.String())
@@ -478,7 +460,7 @@ func TestShardsOnAnotherFilesystemIsRefused(t *testing.T) {
 	if err := os.Symlink(moved, shards); err != nil {
 		t.Fatal(err)
 	}
-	s, err = OpenShardStoreWith(dir, smallVolumes)
+	s, err := OpenShardStoreWith(dir, smallVolumes)
 	if err == nil {
 		s.Close()
 		t.Fatal("the store started with shards on another filesystem than tmp")
@@ -511,4 +493,19 @@ func TestLargeTmpIsEmptied(t *testing.T) {
 	if len(left) != 0 {
 		t.Errorf("%d entries left in tmp after the open, first %s", len(left), left[0].Name())
 	}
+}
+
+// openLogged opens the store in dir with smallVolumes, failing the test if the start fails, and
+// returns what the open logged.
+func openLogged(t *testing.T, dir string) (*ShardStore, *bytes.Buffer) {
+	t.Helper()
+	logged := new(bytes.Buffer)
+	opts := smallVolumes
+	opts.Logger = slog.New(slog.NewTextHandler(logged, nil))
+	s, err := OpenShardStoreWith(dir, opts)
+	if err != nil {
+		t.Fatalf("the start fails: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s, logged
 }
