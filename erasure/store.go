@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -117,11 +118,11 @@ func OpenShardStoreWith(dir string, opts StoreOptions) (*ShardStore, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("shard store: %s is a %s: it must be a directory of its own, since every start empties it", s.tmpDir, fi.Mode().Type())
 	}
+	if err := s.checkLayout(filepath.Join(dir, "volumes"), opts.Logger); err != nil {
+		return nil, err
+	}
 	if err := emptyDir(s.tmpDir); err != nil {
 		return nil, fmt.Errorf("shard store: remove leftover temp files: %w", err)
-	}
-	if err := s.checkOneFilesystem(opts.Logger); err != nil {
-		return nil, err
 	}
 	if err := s.migrateLayout(opts.Logger); err != nil {
 		return nil, err
@@ -610,14 +611,42 @@ func (w *ShardWriter) release() {
 	}
 }
 
-// checkOneFilesystem refuses a shards directory on another filesystem than tmp, and logs each
-// fan-out directory that is (through a link or a mount): a shard file is committed by a rename out of tmp, which fails
-// across filesystems (EXDEV), so every large write there would fail. Either can be a symlink
-// (the walk follows both), as long as it stays on tmp's filesystem.
-func (s *ShardStore) checkOneFilesystem(log *slog.Logger) error {
+// checkLayout runs before the start empties tmp. It refuses a shards or volumes directory, or a
+// fan-out directory, that is tmp or lies inside it (through a link or a bind mount): the
+// emptying would remove every shard in it, acknowledged or not. It also refuses a shards
+// directory on another filesystem than tmp, and logs each fan-out directory that is: a shard
+// file is committed by a rename out of tmp, which fails across filesystems (EXDEV), so every
+// large write there would fail. Apart from that, shards and its fan-out directories may be
+// links: the walk follows them.
+func (s *ShardStore) checkLayout(volumesDir string, log *slog.Logger) error {
+	tmpReal, err := filepath.EvalSymlinks(s.tmpDir)
+	if err != nil {
+		return fmt.Errorf("shard store: %w", err)
+	}
 	var tmp, st unix.Stat_t
 	if err := unix.Stat(s.tmpDir, &tmp); err != nil {
 		return fmt.Errorf("shard store: %w", err)
+	}
+	// inTmp reports whether directory p (st its Stat) is tmp or below it.
+	inTmp := func(p string, st *unix.Stat_t) bool {
+		if st.Dev == tmp.Dev && st.Ino == tmp.Ino {
+			return true
+		}
+		real, err := filepath.EvalSymlinks(p)
+		return err == nil && (real == tmpReal || strings.HasPrefix(real, tmpReal+string(filepath.Separator)))
+	}
+	refuseInTmp := func(p string) error {
+		return fmt.Errorf("shard store: %s is %s or inside it, which every start empties: it must be a directory of its own", p, s.tmpDir)
+	}
+	for _, p := range []string{s.shardsDir, volumesDir} {
+		if err := unix.Stat(p, &st); errors.Is(err, unix.ENOENT) {
+			continue // volumes, before the first open
+		} else if err != nil {
+			return fmt.Errorf("shard store: %w", err)
+		}
+		if inTmp(p, &st) {
+			return refuseInTmp(p)
+		}
 	}
 	if err := unix.Stat(s.shardsDir, &st); err != nil {
 		return fmt.Errorf("shard store: %w", err)
@@ -630,15 +659,35 @@ func (s *ShardStore) checkOneFilesystem(log *slog.Logger) error {
 		return fmt.Errorf("shard store: %w", err)
 	}
 	for _, fo := range fanOuts {
-		if !fo.IsDir() && fo.Type()&fs.ModeSymlink == 0 {
+		if !isFanOutName(fo.Name()) || !fo.IsDir() && fo.Type()&fs.ModeSymlink == 0 {
 			continue
 		}
 		p := filepath.Join(s.shardsDir, fo.Name())
-		if err := unix.Stat(p, &st); err == nil && st.Dev != tmp.Dev {
+		if err := unix.Stat(p, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue // not a directory behind the name: the walk passes it over too
+		}
+		if fo.Type()&fs.ModeSymlink != 0 && inTmp(p, &st) || st.Dev == tmp.Dev && st.Ino == tmp.Ino {
+			return refuseInTmp(p)
+		}
+		if st.Dev != tmp.Dev {
 			log.Error("a fan-out directory is on another filesystem (a link or a mount): large shards of file ids ending in its name cannot be committed there", "dir", p)
 		}
 	}
 	return nil
+}
+
+// isFanOutName reports whether name can be a fan-out directory of some layout: the last two
+// characters of a file id now, the first two before (one, for a file id of one character).
+func isFanOutName(name string) bool {
+	if len(name) < 1 || len(name) > 2 {
+		return false
+	}
+	for _, r := range name {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // emptyDir removes everything in dir, reading its names a batch at a time, so that a huge
@@ -956,6 +1005,9 @@ func (s *ShardStore) eachFanOutFile(fn func(p string, d fs.DirEntry) error) erro
 		return err
 	}
 	for _, fo := range fanOuts {
+		if !isFanOutName(fo.Name()) {
+			continue // no layout put shards there (a link named so could lead anywhere)
+		}
 		dir := filepath.Join(s.shardsDir, fo.Name())
 		if !fo.IsDir() {
 			if fo.Type()&fs.ModeSymlink == 0 {
@@ -1070,7 +1122,9 @@ func (s *ShardStore) migrateLayout(log *slog.Logger) error {
 			continue
 		}
 		if err := os.Rename(m[0], m[1]); err != nil {
-			return fmt.Errorf("shard store: migrate %s: %w", m[0], err)
+			// EXDEV (a fan-out directory linked to another filesystem), EIO, ...: the shard stays
+			// where it is, and is healed from parity at its new place.
+			log.Error("not moving a shard file into the fan-out layout", "from", m[0], "to", m[1], "err", err)
 		}
 	}
 	return nil

@@ -509,3 +509,90 @@ func openLogged(t *testing.T, dir string) (*ShardStore, *bytes.Buffer) {
 	t.Cleanup(s.Close)
 	return s, logged
 }
+
+// TestLinkIntoTmpIsRefused: shards, volumes or a fan-out directory that is tmp, or inside it,
+// through a link. Every shard committed there was acknowledged, listed and counted, and the
+// next start's emptying of tmp removed it. The start refuses instead, before it empties tmp
+// (found by helper-39).
+func TestLinkIntoTmpIsRefused(t *testing.T) {
+	for _, c := range []struct{ name, link, target string }{
+		{"fan-out", "shards/AB", "../tmp"},
+		{"fan-out below tmp", "shards/AB", "../tmp/sub"},
+		{"shards", "shards", "tmp"},
+		{"volumes", "volumes", "tmp"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openStoreWith(t, dir, smallVolumes)
+			s.Close()
+			link := filepath.Join(dir, c.link)
+			if err := os.RemoveAll(link); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(c.target, link); err != nil {
+				t.Fatal(err)
+			}
+			kept := filepath.Join(dir, "tmp", "sub", "kept")
+			os.MkdirAll(filepath.Dir(kept), 0o750)
+			if err := os.WriteFile(kept, []byte("written through the link"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s, err := OpenShardStoreWith(dir, smallVolumes)
+			if err == nil {
+				s.Close()
+				t.Fatalf("the store started with %s linked to %s", c.link, c.target)
+			}
+			if !strings.Contains(err.Error(), "every start empties") {
+				t.Errorf("error %q does not say why", err)
+			}
+			if _, err := os.Stat(kept); err != nil {
+				t.Errorf("tmp was emptied before the refusal: %v", err)
+			}
+		})
+	}
+}
+
+// TestMigrationAcrossFilesystemsIsLogged: the old layout's directory (shards/FI) linked to
+// another filesystem holds a shard file of another fan-out. Its move fails with EXDEV; that is
+// logged and the node starts, the file left where it was (found by helper-39).
+func TestMigrationAcrossFilesystemsIsLogged(t *testing.T) {
+	dir, body := storeWithFanShard(t)
+	other := otherFilesystemDir(t)
+	misplaced := ShardID{File: "FILotherCD", Segment: 0, Index: 0}
+	old := filepath.Join(other, misplaced.String())
+	if err := os.WriteFile(old, testShard(misplaced, 100<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(other, filepath.Join(dir, "shards", "FI")); err != nil {
+		t.Fatal(err)
+	}
+	s, logged := openLogged(t, dir)
+	mustRead(t, s, fanID, body)
+	if _, err := os.Stat(old); err != nil {
+		t.Errorf("the file that could not be moved is gone: %v", err)
+	}
+	if !bytes.Contains(logged.Bytes(), []byte("cross-device")) {
+		t.Errorf("the failed move was not logged: %q", logged.String())
+	}
+}
+
+// TestOnlyFanOutNamesAreWalked: a link under shards whose name no layout used (here "backup",
+// to a directory outside the store) is not a fan-out directory: the files in its target are
+// neither moved into the store by the migration nor listed (found by helper-39).
+func TestOnlyFanOutNamesAreWalked(t *testing.T) {
+	dir, body := storeWithFanShard(t)
+	outside := t.TempDir()
+	id := ShardID{File: "FILkeptCD", Segment: 3, Index: 1}
+	kept := filepath.Join(outside, id.String())
+	if err := os.WriteFile(kept, testShard(id, 100<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "shards", "backup")); err != nil {
+		t.Fatal(err)
+	}
+	s := openStoreWith(t, dir, smallVolumes)
+	if _, err := os.Stat(kept); err != nil {
+		t.Errorf("a file outside the store was moved in: %v", err)
+	}
+	wantOnlyFanShard(t, s, body)
+}
