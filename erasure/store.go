@@ -118,11 +118,11 @@ func OpenShardStoreWith(dir string, opts StoreOptions) (*ShardStore, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("shard store: %s is a %s: it must be a directory of its own, since every start empties it", s.tmpDir, fi.Mode().Type())
 	}
-	if err := s.checkLayout(filepath.Join(dir, "volumes"), opts.Logger); err != nil {
-		return nil, err
-	}
-	if err := emptyDir(s.tmpDir); err != nil {
+	if err := s.removeTempFiles(opts.Logger); err != nil {
 		return nil, fmt.Errorf("shard store: remove leftover temp files: %w", err)
+	}
+	if err := s.checkOneMount(opts.Logger); err != nil {
+		return nil, err
 	}
 	if err := s.migrateLayout(opts.Logger); err != nil {
 		return nil, err
@@ -611,48 +611,21 @@ func (w *ShardWriter) release() {
 	}
 }
 
-// checkLayout runs before the start empties tmp. It refuses a shards or volumes directory, or a
-// fan-out directory, that is tmp or lies inside it (through a link or a bind mount): the
-// emptying would remove every shard in it, acknowledged or not. It also refuses a shards
-// directory on another filesystem than tmp, and logs each fan-out directory that is: a shard
-// file is committed by a rename out of tmp, which fails across filesystems (EXDEV), so every
-// large write there would fail. Apart from that, shards and its fan-out directories may be
-// links: the walk follows them.
-func (s *ShardStore) checkLayout(volumesDir string, log *slog.Logger) error {
-	tmpReal, err := filepath.EvalSymlinks(s.tmpDir)
+// checkOneMount refuses a shards directory on another mount than tmp, and logs each fan-out
+// directory that is: a shard file is committed by a rename out of tmp, which fails across
+// mounts (EXDEV), even two bind mounts of one filesystem, so every large write there would fail.
+// Apart from that, shards and its fan-out directories may be links: the walk follows them.
+func (s *ShardStore) checkOneMount(log *slog.Logger) error {
+	tmp, err := mountOf(s.tmpDir)
 	if err != nil {
 		return fmt.Errorf("shard store: %w", err)
 	}
-	var tmp, st unix.Stat_t
-	if err := unix.Stat(s.tmpDir, &tmp); err != nil {
+	shards, err := mountOf(s.shardsDir)
+	if err != nil {
 		return fmt.Errorf("shard store: %w", err)
 	}
-	// inTmp reports whether directory p (st its Stat) is tmp or below it.
-	inTmp := func(p string, st *unix.Stat_t) bool {
-		if st.Dev == tmp.Dev && st.Ino == tmp.Ino {
-			return true
-		}
-		real, err := filepath.EvalSymlinks(p)
-		return err == nil && (real == tmpReal || strings.HasPrefix(real, tmpReal+string(filepath.Separator)))
-	}
-	refuseInTmp := func(p string) error {
-		return fmt.Errorf("shard store: %s is %s or inside it, which every start empties: it must be a directory of its own", p, s.tmpDir)
-	}
-	for _, p := range []string{s.shardsDir, volumesDir} {
-		if err := unix.Stat(p, &st); errors.Is(err, unix.ENOENT) {
-			continue // volumes, before the first open
-		} else if err != nil {
-			return fmt.Errorf("shard store: %w", err)
-		}
-		if inTmp(p, &st) {
-			return refuseInTmp(p)
-		}
-	}
-	if err := unix.Stat(s.shardsDir, &st); err != nil {
-		return fmt.Errorf("shard store: %w", err)
-	}
-	if st.Dev != tmp.Dev {
-		return fmt.Errorf("shard store: %s and %s are on different filesystems: shard files are committed by a rename from one into the other", s.shardsDir, s.tmpDir)
+	if shards != tmp {
+		return fmt.Errorf("shard store: %s and %s are on different mounts: shard files are committed by a rename from one into the other", s.shardsDir, s.tmpDir)
 	}
 	fanOuts, err := os.ReadDir(s.shardsDir)
 	if err != nil {
@@ -663,17 +636,28 @@ func (s *ShardStore) checkLayout(volumesDir string, log *slog.Logger) error {
 			continue
 		}
 		p := filepath.Join(s.shardsDir, fo.Name())
-		if err := unix.Stat(p, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			continue // not a directory behind the name: the walk passes it over too
-		}
-		if fo.Type()&fs.ModeSymlink != 0 && inTmp(p, &st) || st.Dev == tmp.Dev && st.Ino == tmp.Ino {
-			return refuseInTmp(p)
-		}
-		if st.Dev != tmp.Dev {
-			log.Error("a fan-out directory is on another filesystem (a link or a mount): large shards of file ids ending in its name cannot be committed there", "dir", p)
+		if m, err := mountOf(p); err == nil && m != tmp {
+			log.Error("a fan-out directory is on another mount than tmp (through a link or a mount): large shards of file ids ending in its name cannot be committed there", "dir", p)
 		}
 	}
 	return nil
+}
+
+// mount names the mount a path is on: its mount id where the kernel reports one (statx,
+// Linux 5.8 and later), else its device.
+type mount struct{ id, devMajor, devMinor uint64 }
+
+// mountOf returns the mount that p (followed, if a link) is on.
+func mountOf(p string) (mount, error) {
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, p, 0, unix.STATX_MNT_ID, &st); err != nil {
+		return mount{}, &fs.PathError{Op: "statx", Path: p, Err: err}
+	}
+	m := mount{devMajor: uint64(st.Dev_major), devMinor: uint64(st.Dev_minor)}
+	if st.Mask&unix.STATX_MNT_ID != 0 {
+		m.id = st.Mnt_id
+	}
+	return m, nil
 }
 
 // isFanOutName reports whether name can be a fan-out directory of some layout: the last two
@@ -690,41 +674,61 @@ func isFanOutName(name string) bool {
 	return true
 }
 
-// emptyDir removes everything in dir, reading its names a batch at a time, so that a huge
-// directory costs no memory per entry. Temp files are uncommitted writes of a previous
-// process: nobody acked them, so they go.
-func emptyDir(dir string) error {
-	const batch = 256
+// removeTempFiles removes the temp files in tmp: uncommitted writes of a previous process,
+// which nobody acked. Only what Create's openTemp makes is removed: a regular file named
+// <shard id>.<digits>. Anything else in tmp is no temp file of this store and is left (and
+// logged): a fan-out directory or volume linked into tmp holds acknowledged shards under their
+// own names, and a directory in tmp may be a mount of anything. The names are read a batch at
+// a time, so millions of leftovers cost no memory per name.
+func (s *ShardStore) removeTempFiles(log *slog.Logger) error {
+	d, err := os.Open(s.tmpDir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	left := 0
+	var firstLeft string
 	for {
-		d, err := os.Open(dir)
-		if err != nil {
-			return err
-		}
-		removed := 0
-		for {
-			names, err := d.Readdirnames(batch)
-			for _, n := range names {
-				if err := os.RemoveAll(filepath.Join(dir, n)); err != nil {
-					d.Close()
-					return err
+		entries, err := d.ReadDir(256)
+		for _, e := range entries {
+			if !e.Type().IsRegular() || !isTempName(e.Name()) {
+				if left == 0 {
+					firstLeft = e.Name()
 				}
-				removed++
+				left++
+				continue
 			}
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				d.Close()
+			if err := os.Remove(filepath.Join(s.tmpDir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
 		}
-		d.Close()
-		// Removing entries while reading the directory may make the read skip some; another
-		// pass that removes nothing shows it is empty.
-		if removed == 0 {
-			return nil
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
 		}
 	}
+	if left > 0 {
+		log.Warn("left entries in the temp directory that are not this store's temp files", "dir", s.tmpDir, "entries", left, "first", firstLeft)
+	}
+	return nil
+}
+
+// isTempName reports whether name is one openTemp makes: a shard id, a dot, and the random
+// digits os.CreateTemp puts for its "*".
+func isTempName(name string) bool {
+	i := strings.LastIndexByte(name, '.')
+	if i < 0 || i == len(name)-1 {
+		return false
+	}
+	for _, r := range name[i+1:] {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	_, err := ParseShardID(name[:i])
+	return err == nil
 }
 
 // sameFile reports whether paths a and b name one file.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -443,7 +444,7 @@ func TestShardsOnAnotherFilesystemIsRefused(t *testing.T) {
 	}
 	s, logged := openLogged(t, dir)
 	s.Close()
-	if !bytes.Contains(logged.Bytes(), []byte("another filesystem")) || !bytes.Contains(logged.Bytes(), []byte("Zx")) {
+	if !bytes.Contains(logged.Bytes(), []byte("another mount")) || !bytes.Contains(logged.Bytes(), []byte("Zx")) {
 		t.Errorf("the fan-out directory on another filesystem was not logged: %q", logged.String())
 	}
 
@@ -465,14 +466,14 @@ func TestShardsOnAnotherFilesystemIsRefused(t *testing.T) {
 		s.Close()
 		t.Fatal("the store started with shards on another filesystem than tmp")
 	}
-	if !strings.Contains(err.Error(), "different filesystems") {
+	if !strings.Contains(err.Error(), "different mounts") {
 		t.Errorf("error %q does not say why", err)
 	}
 }
 
-// TestLargeTmpIsEmptied: thousands of leftover temp files and a directory in tmp are all removed
-// at open, which reads the names a batch at a time (removing while reading may skip some, so
-// it reads again until a pass removes nothing).
+// TestLargeTmpIsEmptied: thousands of leftover temp files in tmp are all removed at open, which
+// reads the names a batch at a time; a directory and files that are not named as Create names
+// its temp files are left, and logged.
 func TestLargeTmpIsEmptied(t *testing.T) {
 	dir, body := storeWithFanShard(t)
 	tmp := filepath.Join(dir, "tmp")
@@ -481,17 +482,32 @@ func TestLargeTmpIsEmptied(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	foreign := []string{"sub", "notes.txt", "FILx.0.1", "FILx.0.1.12ab"}
 	if err := os.MkdirAll(filepath.Join(tmp, "sub", "deeper"), 0o750); err != nil {
 		t.Fatal(err)
 	}
-	s := openStoreWith(t, dir, smallVolumes)
+	for _, name := range foreign[1:] {
+		if err := os.WriteFile(filepath.Join(tmp, name), []byte("not a temp file"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, logged := openLogged(t, dir)
 	mustRead(t, s, fanID, body)
 	left, err := os.ReadDir(tmp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(left) != 0 {
-		t.Errorf("%d entries left in tmp after the open, first %s", len(left), left[0].Name())
+	var names []string
+	for _, e := range left {
+		names = append(names, e.Name())
+	}
+	slices.Sort(names)
+	slices.Sort(foreign)
+	if !slices.Equal(names, foreign) {
+		t.Errorf("tmp after the open holds %v, want only what is not a temp file, %v", names, foreign)
+	}
+	if !bytes.Contains(logged.Bytes(), []byte("entries=4")) {
+		t.Errorf("the open did not log the 4 entries it left: %q", logged.String())
 	}
 }
 
@@ -510,45 +526,166 @@ func openLogged(t *testing.T, dir string) (*ShardStore, *bytes.Buffer) {
 	return s, logged
 }
 
-// TestLinkIntoTmpIsRefused: shards, volumes or a fan-out directory that is tmp, or inside it,
-// through a link. Every shard committed there was acknowledged, listed and counted, and the
-// next start's emptying of tmp removed it. The start refuses instead, before it empties tmp
-// (found by helper-39).
-func TestLinkIntoTmpIsRefused(t *testing.T) {
-	for _, c := range []struct{ name, link, target string }{
-		{"fan-out", "shards/AB", "../tmp"},
-		{"fan-out below tmp", "shards/AB", "../tmp/sub"},
-		{"shards", "shards", "tmp"},
-		{"volumes", "volumes", "tmp"},
+// TestTmpKeepsWhatIsNotATempFile: shards stored in tmp through a link (a fan-out directory,
+// shards or volumes linked to tmp or below it, a volume file linked into it), and a bind mount
+// of shards inside tmp, all under an absolute and under a relative data dir. The start empties
+// only the temp files Create makes (<shard id>.<digits>), so every acknowledged shard reads
+// back after it. Before, the start removed everything in tmp and each of these shards was lost
+// (helper-39, helper-41); the bind mount lost every shard file.
+func TestTmpKeepsWhatIsNotATempFile(t *testing.T) {
+	small := ShardID{File: "FILsmallCD", Segment: 0, Index: 0}
+	for _, c := range []struct {
+		name string
+		set  func(t *testing.T, dir string)
+	}{
+		{"fan-out linked to tmp", func(t *testing.T, dir string) { relink(t, filepath.Join(dir, "shards", "AB"), "../tmp") }},
+		{"fan-out linked below tmp", func(t *testing.T, dir string) {
+			abs, _ := filepath.Abs(filepath.Join(dir, "tmp", "sub"))
+			relink(t, filepath.Join(dir, "shards", "AB"), abs)
+		}},
+		{"shards linked to tmp", func(t *testing.T, dir string) { relink(t, filepath.Join(dir, "shards"), "tmp") }},
+		{"volumes linked to tmp", func(t *testing.T, dir string) { relink(t, filepath.Join(dir, "volumes"), "tmp") }},
+		{"shards bind-mounted in tmp", func(t *testing.T, dir string) {
+			bindMount(t, filepath.Join(dir, "shards"), filepath.Join(dir, "tmp", "x"))
+		}},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
-			s := openStoreWith(t, dir, smallVolumes)
-			s.Close()
-			link := filepath.Join(dir, c.link)
-			if err := os.RemoveAll(link); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Symlink(c.target, link); err != nil {
-				t.Fatal(err)
-			}
-			kept := filepath.Join(dir, "tmp", "sub", "kept")
-			os.MkdirAll(filepath.Dir(kept), 0o750)
-			if err := os.WriteFile(kept, []byte("written through the link"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			s, err := OpenShardStoreWith(dir, smallVolumes)
-			if err == nil {
+		for _, relative := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/relative=%v", c.name, relative), func(t *testing.T) {
+				dir := t.TempDir()
+				if relative {
+					t.Chdir(dir)
+					dir = "store"
+				}
+				s := openStoreWith(t, dir, smallVolumes)
 				s.Close()
-				t.Fatalf("the store started with %s linked to %s", c.link, c.target)
-			}
-			if !strings.Contains(err.Error(), "every start empties") {
-				t.Errorf("error %q does not say why", err)
-			}
-			if _, err := os.Stat(kept); err != nil {
-				t.Errorf("tmp was emptied before the refusal: %v", err)
+				c.set(t, dir)
+				s = openStoreWith(t, dir, smallVolumes)
+				body := testShard(fanID, 200<<10)
+				putShard(t, s, fanID, body)
+				smallBody := testShard(small, 2<<10)
+				putShard(t, s, small, smallBody)
+				s.Close()
+				s, logged := openLogged(t, dir)
+				mustRead(t, s, fanID, body)
+				mustRead(t, s, small, smallBody)
+				t.Log(logged.String())
+			})
+		}
+	}
+	t.Run("volume file linked into tmp", func(t *testing.T) {
+		dir := t.TempDir()
+		s := openStoreWith(t, dir, smallVolumes)
+		body := testShard(small, 2<<10)
+		putShard(t, s, small, body)
+		s.Close()
+		vols, err := filepath.Glob(filepath.Join(dir, "volumes", "*.vol"))
+		if err != nil || len(vols) == 0 {
+			t.Fatalf("no volume file: %v", err)
+		}
+		target := filepath.Join(dir, "tmp", "elsewhere", filepath.Base(vols[0]))
+		os.MkdirAll(filepath.Dir(target), 0o750)
+		if err := os.Rename(vols[0], target); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, vols[0]); err != nil {
+			t.Fatal(err)
+		}
+		s = openStoreWith(t, dir, smallVolumes)
+		mustRead(t, s, small, body)
+	})
+}
+
+// relink replaces directory p (moving its contents) with a symlink to target, which is taken
+// relative to p's directory unless absolute.
+func relink(t *testing.T, p, target string) {
+	t.Helper()
+	resolved := target
+	if !filepath.IsAbs(target) {
+		resolved = filepath.Join(filepath.Dir(p), target)
+	}
+	for _, d := range []string{resolved, p} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entries, err := os.ReadDir(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.Rename(filepath.Join(p, e.Name()), filepath.Join(resolved, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bindMount bind-mounts directory src at dst (made if missing) until the test ends. It needs
+// root, which the tests here run as; without it the test fails rather than skipping.
+func bindMount(t *testing.T, src, dst string) {
+	t.Helper()
+	if err := os.MkdirAll(dst, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind mount %s at %s (needs root): %v", src, dst, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dst, err)
+		}
+	})
+}
+
+// TestTmpLeftoversAreRemovedOnce: a start removes the leftover temp files in one pass, even
+// while something keeps creating them (a second process on the same data dir): it must return.
+func TestTmpLeftoversAreRemovedOnce(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreWith(t, dir, smallVolumes)
+	s.Close()
+	tmp := filepath.Join(dir, "tmp")
+	stop := make(chan struct{})
+	var writers sync.WaitGroup
+	for w := range 4 {
+		writers.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				os.WriteFile(filepath.Join(tmp, fmt.Sprintf("FILw.%d.0.%d", w, i)), nil, 0o600)
 			}
 		})
+	}
+	defer writers.Wait()
+	defer close(stop)
+	deadline := time.Now().Add(time.Second)
+	for {
+		if n, _ := os.ReadDir(tmp); len(n) > 1000 || time.Now().After(deadline) {
+			break
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		s, err := OpenShardStoreWith(dir, smallVolumes)
+		if err == nil {
+			s.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the start did not return while tmp kept refilling")
 	}
 }
 
@@ -595,4 +732,35 @@ func TestOnlyFanOutNamesAreWalked(t *testing.T) {
 		t.Errorf("a file outside the store was moved in: %v", err)
 	}
 	wantOnlyFanShard(t, s, body)
+}
+
+// TestBindMountedShardsIsRefused: shards, or one fan-out directory, a bind mount of another
+// directory on the same filesystem. rename(2) fails with EXDEV across mounts, not only across
+// filesystems, so every large commit there failed while the start said nothing (helper-41): the
+// start compares mount ids (statx), refuses the first and logs the second.
+func TestBindMountedShardsIsRefused(t *testing.T) {
+	t.Run("fan-out", func(t *testing.T) {
+		dir, body := storeWithFanShard(t)
+		bindMount(t, t.TempDir(), filepath.Join(dir, "shards", "CD"))
+		s, logged := openLogged(t, dir)
+		mustRead(t, s, fanID, body)
+		if !bytes.Contains(logged.Bytes(), []byte("another mount")) || !bytes.Contains(logged.Bytes(), []byte("CD")) {
+			t.Errorf("the bind-mounted fan-out directory was not logged: %q", logged.String())
+		}
+	})
+	t.Run("shards", func(t *testing.T) {
+		dir := t.TempDir()
+		bindMount(t, t.TempDir(), filepath.Join(dir, "shards"))
+		s, err := OpenShardStoreWith(dir, smallVolumes)
+		if err == nil {
+			defer s.Close()
+			w, _ := s.Create(fanID)
+			defer w.Abort()
+			w.Write(testShard(fanID, 200<<10))
+			t.Fatalf("the store started with shards a bind mount; a large commit then returns %v", w.Commit())
+		}
+		if !strings.Contains(err.Error(), "different mounts") {
+			t.Errorf("error %q does not say why", err)
+		}
+	})
 }
