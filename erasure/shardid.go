@@ -75,10 +75,8 @@ func (id ShardID) validate() error {
 	if id.File == "" || len(id.File) > maxFileIDLen {
 		return fmt.Errorf("%w: file id %q: want 1 to %d characters", ErrInvalidShardID, id.File, maxFileIDLen)
 	}
-	for _, r := range id.File {
-		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
-			return fmt.Errorf("%w: file id %q: only letters and digits allowed", ErrInvalidShardID, id.File)
-		}
+	if !isAlnum(id.File) {
+		return fmt.Errorf("%w: file id %q: only letters and digits allowed", ErrInvalidShardID, id.File)
 	}
 	if id.Segment < 0 || id.Index < 0 {
 		return fmt.Errorf("%w: %s: negative segment or index", ErrInvalidShardID, id)
@@ -100,4 +98,14 @@ func (id ShardID) validateNew() error {
 		return fmt.Errorf("%w: %s: index above %d", ErrInvalidShardID, id, maxTotalShards-1)
 	}
 	return nil
+}
+
+// isAlnum reports whether s holds only ASCII letters and digits, the characters of a file id.
+func isAlnum(s string) bool {
+	for _, r := range s {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
+			return false
+		}
+	}
+	return true
 }

@@ -651,7 +651,13 @@ type mount struct{ id, devMajor, devMinor uint64 }
 func mountOf(p string) (mount, error) {
 	var st unix.Statx_t
 	if err := unix.Statx(unix.AT_FDCWD, p, 0, unix.STATX_MNT_ID, &st); err != nil {
-		return mount{}, &fs.PathError{Op: "statx", Path: p, Err: err}
+		// No statx (Linux before 4.11: ENOSYS) or a seccomp profile that denies it (EPERM):
+		// the device is what stat(2) has.
+		var old unix.Stat_t
+		if serr := unix.Stat(p, &old); serr != nil {
+			return mount{}, &fs.PathError{Op: "stat", Path: p, Err: serr}
+		}
+		return mount{devMajor: uint64(unix.Major(old.Dev)), devMinor: uint64(unix.Minor(old.Dev))}, nil
 	}
 	m := mount{devMajor: uint64(st.Dev_major), devMinor: uint64(st.Dev_minor)}
 	if st.Mask&unix.STATX_MNT_ID != 0 {
@@ -663,15 +669,7 @@ func mountOf(p string) (mount, error) {
 // isFanOutName reports whether name can be a fan-out directory of some layout: the last two
 // characters of a file id now, the first two before (one, for a file id of one character).
 func isFanOutName(name string) bool {
-	if len(name) < 1 || len(name) > 2 {
-		return false
-	}
-	for _, r := range name {
-		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
-			return false
-		}
-	}
-	return true
+	return len(name) >= 1 && len(name) <= 2 && isAlnum(name)
 }
 
 // removeTempFiles removes the temp files in tmp: uncommitted writes of a previous process,
@@ -715,20 +713,21 @@ func (s *ShardStore) removeTempFiles(log *slog.Logger) error {
 	return nil
 }
 
-// isTempName reports whether name is one openTemp makes: a shard id, a dot, and the random
-// digits os.CreateTemp puts for its "*".
+// isTempName reports whether name is one openTemp makes, in this version or an earlier one: a
+// file id, a segment and an index, and the random digits os.CreateTemp puts for its "*", joined
+// by dots. The numbers are not bounded as ParseShardID bounds them: before 6e33b76 Create took
+// any segment or index, and a crashed write of one left such a name.
 func isTempName(name string) bool {
-	i := strings.LastIndexByte(name, '.')
-	if i < 0 || i == len(name)-1 {
+	parts := strings.Split(name, ".")
+	if len(parts) != 4 || parts[0] == "" || len(parts[0]) > maxFileIDLen || !isAlnum(parts[0]) {
 		return false
 	}
-	for _, r := range name[i+1:] {
-		if r < '0' || r > '9' {
+	for _, digits := range parts[1:] {
+		if digits == "" || strings.Trim(digits, "0123456789") != "" {
 			return false
 		}
 	}
-	_, err := ParseShardID(name[:i])
-	return err == nil
+	return true
 }
 
 // sameFile reports whether paths a and b name one file.

@@ -7,12 +7,14 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -763,4 +765,82 @@ func TestBindMountedShardsIsRefused(t *testing.T) {
 			t.Errorf("error %q does not say why", err)
 		}
 	})
+}
+
+// TestOldTempNamesAreRemoved: temp files of crashed writes of ids that Create took before
+// 6e33b76 (a segment or index above 2^32-1) are removed too; ParseShardID refuses those ids
+// now, and a start that used it to recognise temp files left them in tmp for good (helper-42).
+func TestOldTempNamesAreRemoved(t *testing.T) {
+	dir, _ := storeWithFanShard(t)
+	tmp := filepath.Join(dir, "tmp")
+	names := []string{"FILx.4294967296.0.123456", "FILx.0.4294967296.99", "FILx.9223372036854775807.1.7"}
+	for _, n := range names {
+		if err := os.WriteFile(filepath.Join(tmp, n), []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	openStoreWith(t, dir, smallVolumes).Close()
+	for _, n := range names {
+		if _, err := os.Lstat(filepath.Join(tmp, n)); err == nil {
+			t.Errorf("temp file %s of a crashed write is still in tmp after a start", n)
+		}
+	}
+}
+
+// TestOpenWithoutStatx: where statx is missing (Linux before 4.11: ENOSYS) or denied (a seccomp
+// profile: EPERM), the start compares devices from stat(2) instead of failing (helper-42). The
+// store is opened by a re-run of this test binary under a seccomp filter that fails statx.
+func TestOpenWithoutStatx(t *testing.T) {
+	if e := os.Getenv("CAIRN_TEST_DENY_STATX"); e != "" {
+		errno := map[string]unix.Errno{"ENOSYS": unix.ENOSYS, "EPERM": unix.EPERM}[e]
+		denyStatx(t, errno)
+		s, err := OpenShardStoreWith(os.Getenv("CAIRN_TEST_DIR"), smallVolumes)
+		if err != nil {
+			t.Fatalf("statx denied (%v): the start fails: %v", errno, err)
+		}
+		s.Close()
+		return
+	}
+	for _, e := range []string{"ENOSYS", "EPERM"} {
+		t.Run(e, func(t *testing.T) {
+			dir, _ := storeWithFanShard(t)
+			cmd := exec.Command(os.Args[0], "-test.run=^TestOpenWithoutStatx$", "-test.count=1", "-test.v")
+			cmd.Env = append(os.Environ(), "CAIRN_TEST_DENY_STATX="+e, "CAIRN_TEST_DIR="+dir)
+			out, err := cmd.CombinedOutput()
+			if err != nil || !bytes.Contains(out, []byte("--- PASS: TestOpenWithoutStatx")) {
+				t.Errorf("child: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// denyStatx installs a seccomp filter on every thread of the process that makes statx fail
+// with errno (x86-64; other architectures are let through, and the check below then fails).
+func denyStatx(t *testing.T, errno unix.Errno) {
+	t.Helper()
+	const (
+		ldW  = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		jeqK = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		retK = unix.BPF_RET | unix.BPF_K
+	)
+	filter := []unix.SockFilter{
+		{Code: ldW, K: 4}, // seccomp_data.arch
+		{Code: jeqK, Jt: 1, Jf: 0, K: unix.AUDIT_ARCH_X86_64},
+		{Code: retK, K: unix.SECCOMP_RET_ALLOW},
+		{Code: ldW, K: 0}, // seccomp_data.nr
+		{Code: jeqK, Jt: 0, Jf: 1, K: unix.SYS_STATX},
+		{Code: retK, K: unix.SECCOMP_RET_ERRNO | uint32(errno)},
+		{Code: retK, K: unix.SECCOMP_RET_ALLOW},
+	}
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&prog))); e != 0 {
+		t.Fatalf("seccomp: %v", e)
+	}
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, "/", 0, unix.STATX_MNT_ID, &st); err != errno {
+		t.Fatalf("the filter is not in force: statx returned %v", err)
+	}
 }

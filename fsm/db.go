@@ -280,7 +280,10 @@ func (h *stateDB) close(flush bool) error {
 	}
 	h.mu.Unlock()
 	var err error
-	if flush && h.err() == nil {
+	if flush {
+		// Even when a flush has failed before (a full disk): a flush asked for and not done must
+		// be an error, since the store has no WAL and Close drops the memtables. A restore or
+		// migration that ignored it installed an empty generation as if it were the state.
 		err = h.flushDurable()
 	}
 	return errors.Join(err, h.db.Close())

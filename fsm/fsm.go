@@ -3,6 +3,7 @@ package fsm
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -102,6 +103,14 @@ func New(dir string, opts Options) (*FSM, error) {
 		if current, err = firstGeneration(dir, so, logger); err != nil {
 			return nil, err
 		}
+	} else if fi, err := os.Stat(filepath.Join(dir, current)); err != nil || !fi.IsDir() {
+		if err == nil {
+			err = errors.New("not a directory")
+		}
+		// installGeneration names only a generation that is built and synced, so a name without
+		// one is a damaged pointer: taking it would remove the real generation as a leftover
+		// and open an empty store in its place.
+		return nil, fmt.Errorf("state store dir: %s names %s, which is not a generation (%v): the pointer is damaged; stop the node, move %s aside, and the node rebuilds it from the raft snapshot and log on start", StorePointerFile, current, err, dir)
 	}
 	if err := removeLeftovers(dir, current); err != nil {
 		return nil, fmt.Errorf("state store dir: %w", err)

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -232,11 +233,19 @@ func readSnapshot(r io.Reader, db *pebble.DB) (metaRow, error) {
 	return read(lines, hdr, db)
 }
 
+// maxSnapshotLine bounds one line of a snapshot, so that a stream without newlines (a wrong
+// file given to a restore, or damage) is refused at a bounded cost in memory instead of being
+// read whole. The largest record is a file row, whose layout takes about 100 bytes per segment;
+// segments can be as small as 64 bytes (node config), so no small bound is safe. 1 GiB is over
+// ten million segments, far beyond what the raft entry that created such a row could carry.
+const maxSnapshotLine = 1 << 30
+
 // lineReader reads a stream of one JSON value per line (blank lines are skipped, as a JSON
 // stream decoder skips the whitespace between values).
 type lineReader struct {
-	r   *bufio.Reader
-	buf []byte
+	r       *bufio.Reader
+	buf     []byte
+	maxLine int // 0: maxSnapshotLine
 }
 
 // next returns the next line that is not blank, without its newline, valid until the next call;
@@ -247,6 +256,9 @@ func (l *lineReader) next() ([]byte, error) {
 		if errors.Is(err, bufio.ErrBufferFull) {
 			l.buf = append(l.buf[:0], line...)
 			for errors.Is(err, bufio.ErrBufferFull) {
+				if limit := cmp.Or(l.maxLine, maxSnapshotLine); len(l.buf) > limit {
+					return nil, fmt.Errorf("a line longer than %d bytes: no record is that large", limit)
+				}
 				line, err = l.r.ReadSlice('\n')
 				l.buf = append(l.buf, line...)
 			}

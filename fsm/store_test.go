@@ -1,19 +1,23 @@
 package fsm
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/raft"
 
 	"github.com/cairn-dev/cairn/internal/testutil"
@@ -366,4 +370,129 @@ func TestPersistEndsTheReadTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap.Release() // after Persist, and after Close: harmless
+}
+
+// TestCloseReportsAFlushItCouldNotDo: a store whose background flush failed on a full disk is
+// closed with a flush asked for, just after space came back. The store has no WAL, so Close
+// drops what is not flushed: close(true) may return nil only if every write is durable. It
+// skipped the flush once one had failed, and returned nil, so a Restore or migration on a full
+// disk installed an empty generation as the restored state (helper-40): the replica's applied
+// index said 5000 while its store was empty at 0.
+func TestCloseReportsAFlushItCouldNotDo(t *testing.T) {
+	mnt := testutil.MountTmpfs(t, "48m")
+	ballast := filepath.Join(mnt, "ballast")
+	if err := os.WriteFile(ballast, make([]byte, 40<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(mnt, "gen")
+	o := storeOptions{cacheBytes: DefaultCacheBytes, logger: slog.New(slog.DiscardHandler)}
+	h, err := openDB(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	random := rand.New(rand.NewPCG(7, 7))
+	value := make([]byte, 64<<10)
+	// A memtable and a quarter of incompressible values: the full memtable is flushed, and its
+	// table does not fit the disk.
+	keys := memTableBytes * 5 / 4 / len(value)
+	for i := range keys {
+		for j := range value {
+			value[j] = byte(random.Uint32())
+		}
+		if err := h.db.Set(fmt.Appendf(nil, "k%06d", i), value, pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.WaitFor(t, 30*time.Second, "the failed flush to show", func() bool { return h.flushFailure() != nil })
+	if err := os.Remove(ballast); err != nil {
+		t.Fatal(err)
+	}
+	closeErr := h.close(true)
+	t.Logf("close: %v", closeErr)
+	if closeErr != nil {
+		return // said so: the caller does not take the store for its state
+	}
+	h, err = openDB(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.close(false)
+	for i := range keys {
+		_, c, err := h.db.Get(fmt.Appendf(nil, "k%06d", i))
+		if err != nil {
+			t.Fatalf("close(true) returned nil, yet key %d of %d is gone after a reopen: %v", i, keys, err)
+		}
+		c.Close()
+	}
+}
+
+// TestDamagedStorePointerIsRefused: a STORE pointer cut short (or naming a generation that is
+// not there, or a file) is refused, and the real generation is kept. It was taken: the real
+// generation was removed as a leftover and an empty store opened at index 0 (helper-40).
+func TestDamagedStorePointerIsRefused(t *testing.T) {
+	for _, damage := range []string{"cut", "missing", "file"} {
+		t.Run(damage, func(t *testing.T) {
+			dir := t.TempDir()
+			f := openFSM(t, dir)
+			f.Apply(cmdLog(1, mustEncode(t, CmdInitCluster, "init", t0, initPayload())))
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			gen, err := currentGeneration(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			named := map[string]string{"cut": gen[:len(gen)-3], "missing": generationPrefix + "999", "file": generationPrefix + "file"}[damage]
+			if damage == "file" {
+				os.WriteFile(filepath.Join(dir, named), []byte("x"), 0o600)
+			}
+			if err := os.WriteFile(filepath.Join(dir, StorePointerFile), []byte(named+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if g, err := New(dir, Options{}); err == nil {
+				g.Close()
+				t.Fatalf("a store whose pointer names %q opened", named)
+			} else if !strings.Contains(err.Error(), "pointer is damaged") {
+				t.Errorf("error %q does not say why", err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, gen)); err != nil {
+				t.Fatalf("the real generation is gone: %v", err)
+			}
+		})
+	}
+}
+
+// endlessLine is a stream of 'a' without a newline.
+type endlessLine struct{ left int64 }
+
+func (r *endlessLine) Read(p []byte) (int, error) {
+	if r.left <= 0 {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), r.left))
+	for i := range p[:n] {
+		p[i] = 'a'
+	}
+	r.left -= int64(n)
+	return n, nil
+}
+
+// TestSnapshotLineIsBounded: a stream without newlines is refused once a line passes the
+// bound (maxSnapshotLine in a restore; 1 MiB here), instead of being read into memory whole
+// (helper-40: a 512 MiB line peaked at 1.5 GiB of heap; a larger file would have taken the node).
+// A line within the bound, across many buffer fills, still reads.
+func TestSnapshotLineIsBounded(t *testing.T) {
+	src := &endlessLine{left: 1 << 30}
+	lines := &lineReader{r: bufio.NewReaderSize(src, 64<<10), maxLine: 1 << 20}
+	if _, err := lines.next(); err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Fatalf("a stream without newlines: %v, want the line bound", err)
+	}
+	if read := int64(1<<30) - src.left; read > 1<<20+128<<10 {
+		t.Errorf("read %d bytes before refusing, want about 1 MiB", read)
+	}
+	long := append(bytes.Repeat([]byte("b"), 1<<20-1), '\n')
+	lines = &lineReader{r: bufio.NewReaderSize(bytes.NewReader(long), 64<<10), maxLine: 1 << 20}
+	if line, err := lines.next(); err != nil || len(line) != 1<<20-1 {
+		t.Fatalf("a line just within the bound: %d bytes, %v", len(line), err)
+	}
 }
