@@ -627,15 +627,11 @@ func (s *ShardStore) checkOneMount(log *slog.Logger) error {
 	if shards != tmp {
 		return fmt.Errorf("shard store: %s and %s are on different mounts: shard files are committed by a rename from one into the other", s.shardsDir, s.tmpDir)
 	}
-	fanOuts, err := os.ReadDir(s.shardsDir)
+	dirs, err := s.fanOutDirs()
 	if err != nil {
 		return fmt.Errorf("shard store: %w", err)
 	}
-	for _, fo := range fanOuts {
-		if !isFanOutName(fo.Name()) || !fo.IsDir() && fo.Type()&fs.ModeSymlink == 0 {
-			continue
-		}
-		p := filepath.Join(s.shardsDir, fo.Name())
+	for _, p := range dirs {
 		if m, err := mountOf(p); err == nil && m != tmp {
 			log.Error("a fan-out directory is on another mount than tmp (through a link or a mount): large shards of file ids ending in its name cannot be committed there", "dir", p)
 		}
@@ -664,6 +660,34 @@ func mountOf(p string) (mount, error) {
 		m.id = st.Mnt_id
 	}
 	return m, nil
+}
+
+// fanOutDirs returns the paths of the store's fan-out directories in lexical order: the entries
+// of the shards directory with a fan-out name that are directories or links to one. Any other
+// name no layout made (a link named so could lead anywhere), and a dangling link, a loop or a
+// link to a file had nothing written through it.
+func (s *ShardStore) fanOutDirs() ([]string, error) {
+	entries, err := os.ReadDir(s.shardsDir)
+	if err != nil {
+		return nil, err
+	}
+	var dirs []string
+	for _, e := range entries {
+		if !isFanOutName(e.Name()) {
+			continue
+		}
+		dir := filepath.Join(s.shardsDir, e.Name())
+		if !e.IsDir() {
+			if e.Type()&fs.ModeSymlink == 0 {
+				continue
+			}
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+				continue
+			}
+		}
+		dirs = append(dirs, dir)
+	}
+	return dirs, nil
 }
 
 // isFanOutName reports whether name can be a fan-out directory of some layout: the last two
@@ -1003,23 +1027,11 @@ func (s *ShardStore) walkFiles(fn func(ShardInfo) error) error {
 // of the shards in it do, so that GC, scrub and UsedBytes see what was written through it.
 // Deeper files, and entries that are neither directories nor links to one, are no one's shards.
 func (s *ShardStore) eachFanOutFile(fn func(p string, d fs.DirEntry) error) error {
-	fanOuts, err := os.ReadDir(s.shardsDir)
+	dirs, err := s.fanOutDirs()
 	if err != nil {
 		return err
 	}
-	for _, fo := range fanOuts {
-		if !isFanOutName(fo.Name()) {
-			continue // no layout put shards there (a link named so could lead anywhere)
-		}
-		dir := filepath.Join(s.shardsDir, fo.Name())
-		if !fo.IsDir() {
-			if fo.Type()&fs.ModeSymlink == 0 {
-				continue
-			}
-			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-				continue // dangling, a loop, or a link to a file: nothing was written through it
-			}
-		}
+	for _, dir := range dirs {
 		entries, err := os.ReadDir(dir)
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 			continue // removed or replaced while walking
