@@ -230,17 +230,29 @@ func (c *Consensus) CanPropose(typ fsm.CommandType) error {
 }
 
 // admit is the leader's gate on every entry it appends; a refusal is the command's result. It
-// checks the command's type, and, for a type with fields newer than itself (fsm.CommandFields-
-// Protocol) while some server does not speak them, the fields the command sets: an older replica
-// refuses an unknown field as ErrInvalidCommand where the others apply it, and the replicas would
-// diverge. The decode is paid only in that mixed-version window.
+// checks:
+//   - the command's type;
+//   - the proposal rules (fsm.CheckProposal): rules found after the type was first written, which
+//     apply cannot take on without changing the result of entries some log already holds;
+//   - for a type with fields newer than itself (fsm.CommandFieldsProtocol) while some server does
+//     not speak them, the fields the command sets: an older replica refuses an unknown field as
+//     ErrInvalidCommand where the others apply it, and the replicas would diverge.
+//
+// A full decode is paid only when a cheap scan finds what a proposal rule looks for, or in that
+// mixed-version window.
 func (c *Consensus) admit(cmd []byte) error {
 	typ, err := fsm.PeekCommandType(cmd)
 	if err != nil {
 		return nil // the FSM refuses it as ErrInvalidCommand, as it always has
 	}
-	if err := c.CanPropose(typ); err != nil || c.Gate == nil {
+	if err := c.CanPropose(typ); err != nil {
 		return err
+	}
+	if err := fsm.CheckProposal(cmd); err != nil {
+		return err
+	}
+	if c.Gate == nil {
+		return nil
 	}
 	since, _ := fsm.CommandProtocol(typ)
 	newest, _ := fsm.CommandFieldsProtocol(typ)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -243,5 +244,60 @@ func TestConsensusGateChecksNewFieldsOfOldCommands(t *testing.T) {
 	}
 	if _, ok := f.Token(readToken(3).ID); !ok {
 		t.Fatal("the token with authority was not created after the upgrade")
+	}
+}
+
+// TestLeaderRefusesNULFileIDs: the leader runs the FSM's proposal rules on every entry it appends,
+// so a command built by hand (a buggy or crafted proposer, bypassing fsm.EncodeCommand) whose file
+// id holds a 0x00 byte is refused as invalid, whether proposed here or forwarded, and never
+// reaches the log; the same command with a clean id is appended.
+func TestLeaderRefusesNULFileIDs(t *testing.T) {
+	c, r, f := newLeaderConsensus(t)
+	t.Cleanup(c.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	init, err := fsm.EncodeCommand(fsm.CmdInitCluster, "init", time.Unix(2, 0).UTC(), initClusterPayload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Propose(ctx, init); err != nil {
+		t.Fatal(err)
+	}
+	handBuilt := func(p fsm.CreateFile) []byte {
+		payload, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(fsm.Command{Version: fsm.CommandVersion, Type: fsm.CmdCreateFile, RequestID: "upload-" + p.File.ID,
+			Time: time.Unix(2, 0).UTC(), Payload: payload})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	bad := createFilePayload(1)
+	bad.File.ID = "FIL\x00P"
+	bad.Tokens[0].FileID = bad.File.ID
+
+	before := r.LastIndex()
+	if _, err := c.Propose(ctx, handBuilt(bad)); !errors.Is(err, fsm.ErrInvalidCommand) {
+		t.Fatalf("Propose of a file id with a 0x00 byte = %v, want ErrInvalidCommand", err)
+	}
+	idx, code, err := c.ApplyForwarded(ctx, handBuilt(bad))
+	if err != nil || code != fsm.ErrorCode(fsm.ErrInvalidCommand) || idx != 0 {
+		t.Fatalf("ApplyForwarded = %d, %q, %v; want the invalid_command result", idx, code, err)
+	}
+	if got := r.LastIndex(); got != before {
+		t.Fatalf("log moved from %d to %d: a refused command was appended", before, got)
+	}
+	if _, ok := f.File(bad.File.ID); ok {
+		t.Fatal("the refused file exists")
+	}
+	good := createFilePayload(2)
+	if _, err := c.Propose(ctx, handBuilt(good)); err != nil {
+		t.Fatalf("Propose of the same command with a clean id = %v", err)
+	}
+	if _, ok := f.File(good.File.ID); !ok {
+		t.Fatal("the clean file was not created")
 	}
 }

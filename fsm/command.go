@@ -155,8 +155,9 @@ type payload interface {
 
 // EncodeCommand builds the Raft log entry bytes in the newest envelope version, CommandVersion.
 // payload may be the command's payload type or a pointer to it; it is validated with the same
-// rules as DecodeCommand. Whether the cluster may be sent typ yet is the proposer's question
-// (CommandProtocol, and the leader's protocol gate in cluster), not the encoder's.
+// rules as DecodeCommand, and with the proposal rules (proposal.go) on top. Whether the cluster
+// may be sent typ yet is the proposer's question (CommandProtocol, and the leader's protocol gate
+// in cluster), not the encoder's.
 func EncodeCommand(typ CommandType, requestID string, now time.Time, payload any) ([]byte, error) {
 	spec, ok := commands[typ]
 	if !ok {
@@ -171,6 +172,9 @@ func EncodeCommand(typ CommandType, requestID string, now time.Time, payload any
 		return nil, err
 	}
 	if err := p.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidCommand, typ, err)
+	}
+	if err := checkProposal(p); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidCommand, typ, err)
 	}
 	if cmd.Payload, err = json.Marshal(p); err != nil {
