@@ -202,19 +202,22 @@ func TestRestoreWakesWaiters(t *testing.T) {
 func TestRestoreChecksReferencesOfEveryIDShape(t *testing.T) {
 	a := newTestFSM(t)
 	var index uint64 = 1
-	apply := func(typ CommandType, req string, p any) {
+	applyEntry := func(req string, entry []byte) {
 		t.Helper()
-		if r := a.Apply(cmdLog(index, mustEncode(t, typ, req, t0, p))).(*Result); r.Err != nil {
+		if r := a.Apply(cmdLog(index, entry)).(*Result); r.Err != nil {
 			t.Fatalf("%s: %v", req, r.Err)
 		}
 		index++
 	}
+	apply := func(typ CommandType, req string, p any) { t.Helper(); applyEntry(req, mustEncode(t, typ, req, t0, p)) }
 	apply(CmdInitCluster, "init", initPayload())
 	apply(CmdCreateFile, "f1", fileCmd("FILa", tok("TOKa1", "FILa", AccessFull), tok("TOKa2", "FILa", AccessRead)))
 	apply(CmdCreateFile, "f2", fileCmd("FILb"))
 	for _, withNUL := range []bool{false, true} {
 		if withNUL {
-			apply(CmdCreateFile, "f3", fileCmd("FIL\x00c"))
+			// No proposer sends such an id any more (TestNULFileIDsAreNotProposed), but a log
+			// written before that rule may hold one, and apply takes it as it always did.
+			applyEntry("f3", handBuilt(t, CmdCreateFile, "f3", fileCmd("FIL\x00c")))
 		}
 		b := newTestFSM(t)
 		if err := b.Restore(io.NopCloser(bytes.NewReader(dump(t, a)))); err != nil {
