@@ -144,7 +144,8 @@ func TestDecodeCommandRejects(t *testing.T) {
 }
 
 // FuzzDecodeCommand: DecodeCommand never panics, and whatever it accepts re-encodes to a command
-// that decodes to the same value.
+// that decodes to the same value, unless a proposal rule refuses it, which EncodeCommand then does
+// too.
 func FuzzDecodeCommand(f *testing.F) {
 	g := newCommandGen(11)
 	for range 30 {
@@ -153,6 +154,7 @@ func FuzzDecodeCommand(f *testing.F) {
 	f.Add([]byte(`{"v":1,"type":"deleteFile","requestId":"r","time":"2026-01-02T03:04:05+02:00","payload":{"fileId":"f"}}`))
 	f.Add([]byte(`{"V":1,"TYPE":"deleteFile","requestId":"r","time":"2026-01-02T03:04:05Z","payload":{"fileId":"f"}} `))
 	f.Add([]byte(`{"v":1,"type":"createToken","requestId":"r","time":"2026-01-02T03:04:05Z","payload":{"token":null}}`))
+	f.Add([]byte(`{"v":1,"type":"deleteFile","requestId":"r","time":"2026-01-02T03:04:05Z","payload":{"fileId":"f\u0000"}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		cmd, p, err := DecodeCommand(b)
 		if err != nil {
@@ -162,6 +164,13 @@ func FuzzDecodeCommand(f *testing.F) {
 			return
 		}
 		again, err := EncodeCommand(cmd.Type, cmd.RequestID, cmd.Time, p)
+		if ruleErr := CheckProposal(b); ruleErr != nil {
+			// Accepted as an old entry, but no longer proposed (a proposal rule, proposal.go).
+			if err == nil || !errors.Is(err, ErrInvalidCommand) {
+				t.Fatalf("CheckProposal refuses it (%v), but EncodeCommand = %v", ruleErr, err)
+			}
+			return
+		}
 		if err != nil {
 			t.Fatalf("accepted command does not re-encode: %v", err)
 		}
