@@ -634,14 +634,7 @@ func bindMount(t *testing.T, src, dst string) {
 	if err := os.MkdirAll(dst, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
-		t.Fatalf("bind mount %s at %s (needs root): %v", src, dst, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dst, err)
-		}
-	})
+	mountFS(t, src, dst, "", unix.MS_BIND, "")
 }
 
 // TestTmpLeftoversAreRemovedOnce: a start removes the leftover temp files in one pass, even
@@ -843,4 +836,82 @@ func denyStatx(t *testing.T, errno unix.Errno) {
 	if err := unix.Statx(unix.AT_FDCWD, "/", 0, unix.STATX_MNT_ID, &st); err != errno {
 		t.Fatalf("the filter is not in force: statx returned %v", err)
 	}
+}
+
+// TestMountCheckAcceptsOneMount: the start refuses shards on another mount than tmp, and must not
+// refuse a data dir where both are on one mount however it is reached: a data dir that is itself a
+// mount point, a symlink to one elsewhere, a bind mount of one, or an overlay whose lower layer
+// holds the store (a container image). In each the old shard reads, a new large shard (committed
+// by a rename out of tmp) is written and reads back after a restart, and nothing is logged about
+// another mount.
+func TestMountCheckAcceptsOneMount(t *testing.T) {
+	newID := ShardID{File: "FILnewCD", Segment: 0, Index: 1}
+	for _, c := range []struct {
+		name string
+		// dataDir returns the data dir to open and the body of fanID stored there, or nil.
+		dataDir func(t *testing.T) (string, []byte)
+	}{
+		{"data dir a mount point", func(t *testing.T) (string, []byte) {
+			dir := t.TempDir()
+			mountFS(t, "tmpfs", dir, "tmpfs", 0, "size=64m")
+			return dir, nil
+		}},
+		{"data dir a symlink", func(t *testing.T) (string, []byte) {
+			real, body := storeWithFanShard(t)
+			link := filepath.Join(t.TempDir(), "data")
+			if err := os.Symlink(real, link); err != nil {
+				t.Fatal(err)
+			}
+			return link, body
+		}},
+		{"data dir a bind mount", func(t *testing.T) (string, []byte) {
+			real, body := storeWithFanShard(t)
+			dst := filepath.Join(t.TempDir(), "data")
+			bindMount(t, real, dst)
+			return dst, body
+		}},
+		{"overlay over the store", func(t *testing.T) (string, []byte) {
+			lower, body := storeWithFanShard(t)
+			upper, work, merged := t.TempDir(), t.TempDir(), t.TempDir()
+			mountFS(t, "overlay", merged, "overlay", 0, "lowerdir="+lower+",upperdir="+upper+",workdir="+work)
+			return merged, body
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir, old := c.dataDir(t)
+			s, logged := openLogged(t, dir)
+			if old != nil {
+				mustRead(t, s, fanID, old)
+			}
+			body := testShard(newID, 300<<10)
+			putShard(t, s, newID, body)
+			if fi, err := os.Lstat(s.Path(newID)); err != nil || !fi.Mode().IsRegular() {
+				t.Fatalf("the large shard is not a file of its own (%v, %v): this test is about its rename out of tmp", fi, err)
+			}
+			s.Close()
+			s, again := openLogged(t, dir)
+			mustRead(t, s, newID, body)
+			if old != nil {
+				mustRead(t, s, fanID, old)
+			}
+			for _, l := range []*bytes.Buffer{logged, again} {
+				if bytes.Contains(l.Bytes(), []byte("another mount")) {
+					t.Errorf("one mount was logged as two: %s", l)
+				}
+			}
+		})
+	}
+}
+
+// mountFS mounts a filesystem at dst for the test (needs root, as CI has).
+func mountFS(t *testing.T, source, dst, fstype string, flags uintptr, data string) {
+	t.Helper()
+	if err := unix.Mount(source, dst, fstype, flags, data); err != nil {
+		t.Fatalf("mount %s %s at %s (needs root): %v", fstype, source, dst, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dst, err)
+		}
+	})
 }
