@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-sockaddr"
@@ -37,7 +38,11 @@ type GossipTransport struct {
 
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
-	done     chan struct{}
+	// streams holds one token per inbound stream memberlist has open, so that at most
+	// maxGossipStreams are; refusedStreams counts the ones closed at once for lack of a token.
+	streams        chan struct{}
+	refusedStreams atomic.Uint64
+	done           chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 }
@@ -62,6 +67,7 @@ func NewGossipTransport(nw Network, bindAddr string, advertise string, logger *s
 		logger:   logger,
 		packetCh: make(chan *memberlist.Packet),
 		streamCh: make(chan net.Conn),
+		streams:  make(chan struct{}, maxGossipStreams),
 		done:     make(chan struct{}),
 	}
 	if err := t.bind(host, int(port)); err != nil {
@@ -246,12 +252,42 @@ func (t *GossipTransport) acceptStreams() {
 		}
 		delay = 0
 		select {
-		case t.streamCh <- conn:
+		case t.streams <- struct{}{}:
+		default:
+			// Every slot is taken: memberlist keeps a goroutine and a descriptor per stream for
+			// up to its 10 s timeout, so silent connections without the gossip key would
+			// otherwise pile up without bound (helper-45: 3,000 of them, 3,000 descriptors).
+			t.refusedStreams.Add(1)
+			conn.Close()
+			continue
+		}
+		select {
+		case t.streamCh <- &gossipStream{Conn: conn, slots: t.streams}:
 		case <-t.done:
 			conn.Close()
 			return
 		}
 	}
+}
+
+// maxGossipStreams bounds the inbound gossip streams open at once. memberlist opens one per
+// push-pull (every 30 s per peer, a few milliseconds each) and per fallback probe, so a few
+// hundred leave room for clusters far larger than cairn's voter counts.
+const maxGossipStreams = 256
+
+// RefusedStreams counts inbound gossip streams closed at once because maxGossipStreams were open.
+func (t *GossipTransport) RefusedStreams() uint64 { return t.refusedStreams.Load() }
+
+// gossipStream gives its slot back when memberlist closes it.
+type gossipStream struct {
+	net.Conn
+	slots chan struct{}
+	once  sync.Once
+}
+
+func (c *gossipStream) Close() error {
+	c.once.Do(func() { <-c.slots })
+	return c.Conn.Close()
 }
 
 func (t *GossipTransport) stopping() bool {

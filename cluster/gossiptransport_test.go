@@ -130,3 +130,54 @@ func (n *gossipTestTakenNet) ListenPacket(network, addr string) (net.PacketConn,
 	}
 	return n.OSNetwork.ListenPacket(network, addr)
 }
+
+// TestGossipStreamFloodIsBounded: memberlist holds a goroutine and a descriptor per inbound
+// stream for up to its 10 s timeout, and the gossip port is open to anyone who reaches it. Silent
+// connections beyond maxGossipStreams are closed at once and counted (before, 3,000 of them held
+// 3,000 descriptors, helper-45); once they go, the slots come back and a real member joins.
+func TestGossipStreamFloodIsBounded(t *testing.T) {
+	var lists []*memberlist.Memberlist
+	var victim *GossipTransport
+	for i := range 2 {
+		tr, err := NewGossipTransport(OSNetwork{}, "127.0.0.1:0", "", transportTestLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := testutil.GossipConfig("g"+strconv.Itoa(i), tr)
+		cfg.TCPTimeout = time.Minute // the silent streams hold their slots for the whole test
+		ml, err := memberlist.Create(cfg)
+		if err != nil {
+			tr.Shutdown()
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ml.Shutdown() })
+		lists = append(lists, ml)
+		if i == 0 {
+			victim = tr
+		}
+	}
+	addr := lists[0].LocalNode().Address()
+	const flood = maxGossipStreams + 50
+	var conns []net.Conn
+	for range flood {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("dial %d: %v", len(conns), err)
+		}
+		conns = append(conns, c)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the connections past the limit refused", func() bool {
+		return victim.RefusedStreams() == flood-maxGossipStreams
+	})
+	if got := len(victim.streams); got != maxGossipStreams {
+		t.Fatalf("%d streams hold a slot, want %d", got, maxGossipStreams)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	testutil.WaitFor(t, 15*time.Second, "the slots given back", func() bool { return len(victim.streams) == 0 })
+	testutil.WaitFor(t, 10*time.Second, "a real member joins", func() bool {
+		_, err := lists[1].Join([]string{addr})
+		return err == nil && lists[0].NumMembers() == 2
+	})
+}

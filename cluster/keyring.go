@@ -235,7 +235,8 @@ type LocalKeyring interface {
 // KeyringAdmin changes the gossip keyring on every member, over internal RPC, with the rules that
 // keep gossip whole: a key becomes primary only once every member has it, and is removed only
 // once no member uses it as primary. Every member that has not left must answer, or the change is
-// refused: a member that cannot be asked cannot be known to be safe.
+// refused: a member that cannot be asked cannot be known to be safe. Members not verified over
+// the cluster port are left out (members).
 type KeyringAdmin struct {
 	Self    string
 	Members *Membership
@@ -308,11 +309,14 @@ func (a *KeyringAdmin) Apply(ctx context.Context, op, ref string) ([]clusterapi.
 	return after, nil
 }
 
-// members are the members that have not left: each must take part in a keyring change.
+// members are the members that have not left: each must take part in a keyring change. An alive
+// member that has not proven its id over the cluster port (Member.Verified) is not one: it could
+// not be asked anyway, and a process that holds only the gossip key must not block the rotation
+// that shuts it out.
 func (a *KeyringAdmin) members() []Member {
 	var out []Member
 	for _, mem := range a.Members.Members() {
-		if mem.State != StateLeft {
+		if mem.State != StateLeft && (mem.State != StateAlive || mem.Verified) {
 			out = append(out, mem)
 		}
 	}

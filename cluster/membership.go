@@ -57,6 +57,10 @@ type Member struct {
 	GossipAddr string
 	// Since is when this node saw the member enter State.
 	Since time.Time
+	// Verified is set once the node at Meta.ClusterAddr proved, over the authenticated cluster
+	// port, that it is the member Meta.ID (SetVerifier). Gossip alone proves only the gossip key,
+	// which is not enough to become a Raft server, take shards or take over a member's place.
+	Verified bool
 }
 
 // GossipTimings are memberlist's failure-detection knobs; zero values take memberlist's LAN defaults.
@@ -119,6 +123,15 @@ type Membership struct {
 	rejoinNow   chan struct{}
 	raftRejoins atomic.Uint64
 
+	// verify proves a member's identity at its cluster address (SetVerifier); nil trusts gossip.
+	// verified maps a member id to the cluster address it was proven at, and verifying to the
+	// address a check is running for.
+	verify    func(ctx context.Context, id, clusterAddr string) error
+	verified  map[string]string
+	verifying map[string]string
+	// closed is set by Shutdown before it waits for the goroutines, so update starts no more.
+	closed bool
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -126,13 +139,18 @@ type Membership struct {
 // BadPackets is how many packets or streams memberlist refused as undecryptable or malformed.
 func (m *Membership) BadPackets() uint64 { return m.badPackets.Total() }
 
+// RefusedStreams is how many inbound gossip streams were closed at once because the transport had
+// as many open as it allows.
+func (m *Membership) RefusedStreams() uint64 { return m.transport.RefusedStreams() }
+
 // NewMembership starts memberlist. Call Start to join the seeds.
 func NewMembership(cfg MembershipConfig) (*Membership, error) {
 	if cfg.RejoinInterval <= 0 {
 		cfg.RejoinInterval = 30 * time.Second
 	}
 	m := &Membership{cfg: cfg, log: cfg.Logger, members: make(map[string]Member), stop: make(chan struct{}),
-		dirty: make(chan struct{}, 1), rejoinNow: make(chan struct{}, 1)}
+		dirty: make(chan struct{}, 1), rejoinNow: make(chan struct{}, 1),
+		verified: make(map[string]string), verifying: make(map[string]string)}
 	if cfg.PeersFile != "" {
 		saved, err := readPeersFile(cfg.PeersFile)
 		if err != nil {
@@ -363,6 +381,9 @@ func (m *Membership) Shutdown() error {
 		return nil
 	default:
 	}
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
 	close(m.stop)
 	m.wg.Wait()
 	return m.ml.Shutdown()
@@ -389,18 +410,108 @@ func (m *Membership) update(n *memberlist.Node, departed bool) {
 	if prev, ok := m.members[n.Name]; ok && prev.State == state {
 		since = prev.Since
 	}
-	m.members[n.Name] = Member{Meta: meta, State: state, GossipAddr: n.Address(), Since: since}
-	subs := slices.Clone(m.subscribers)
+	mem := Member{Meta: meta, State: state, GossipAddr: n.Address(), Since: since}
+	mem.Verified = m.verifiedLocked(mem)
+	m.members[n.Name] = mem
+	if !mem.Verified && state == StateAlive && !m.closed && m.verifying[meta.ID] != meta.ClusterAddr {
+		m.verifying[meta.ID] = meta.ClusterAddr
+		m.wg.Add(1)
+		go m.verifyMember(meta.ID, meta.ClusterAddr, m.verify)
+	}
 	m.mu.Unlock()
+	m.changed()
+}
+
+// changed tells the peers file and the subscribers that a member changed.
+func (m *Membership) changed() {
 	select {
 	case m.dirty <- struct{}{}:
 	default:
 	}
+	m.mu.Lock()
+	subs := slices.Clone(m.subscribers)
+	m.mu.Unlock()
 	for _, ch := range subs {
 		select {
 		case ch <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// SetVerifier makes membership prove every other member's identity before calling it Verified:
+// verify must reach clusterAddr over the authenticated cluster port and return nil only if the
+// node there is id. Without a verifier (tests of gossip alone) every member counts as verified.
+// Call it before Start.
+func (m *Membership) SetVerifier(verify func(ctx context.Context, id, clusterAddr string) error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.verify = verify
+	for id, mem := range m.members {
+		mem.Verified = m.verifiedLocked(mem)
+		m.members[id] = mem
+	}
+}
+
+// verifiedLocked reports whether mem's identity at its cluster address is proven (or need not
+// be: this node itself, or no verifier).
+func (m *Membership) verifiedLocked(mem Member) bool {
+	return m.verify == nil || mem.Meta.ID == m.cfg.NodeID || m.verified[mem.Meta.ID] == mem.Meta.ClusterAddr
+}
+
+// Verification retries: at once, then doubling up to maxVerifyWait while the member stays alive at
+// that address.
+const (
+	firstVerifyWait = 500 * time.Millisecond
+	maxVerifyWait   = 30 * time.Second
+	verifyTimeout   = 5 * time.Second
+)
+
+// verifyMember proves member id at addr, retrying while gossip shows it alive there, and marks it
+// Verified. It runs as one goroutine per (id, addr) that is not proven yet.
+func (m *Membership) verifyMember(id, addr string, verify func(ctx context.Context, id, clusterAddr string) error) {
+	defer m.wg.Done()
+	defer func() {
+		m.mu.Lock()
+		if m.verifying[id] == addr {
+			delete(m.verifying, id)
+		}
+		m.mu.Unlock()
+	}()
+	wait := firstVerifyWait
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), verifyTimeout)
+		err := verify(ctx, id, addr)
+		cancel()
+		m.mu.Lock()
+		mem, ok := m.members[id]
+		current := ok && mem.Meta.ClusterAddr == addr
+		if err == nil && current {
+			m.verified[id] = addr
+			mem.Verified = true
+			m.members[id] = mem
+		}
+		alive := current && mem.State == StateAlive
+		m.mu.Unlock()
+		switch {
+		case err == nil:
+			if current {
+				m.log.Info("member verified over the cluster port", "member", id, "addr", addr)
+				m.changed()
+			}
+			return
+		case !alive:
+			return // gone, or announced elsewhere: update started a check for the new address
+		}
+		if attempt == 0 || wait == maxVerifyWait {
+			m.log.Warn("member not verified: it stays out of raft and shard placement until it is", "member", id, "addr", addr, "err", err)
+		}
+		select {
+		case <-m.stop:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, maxVerifyWait)
 	}
 }
 

@@ -16,7 +16,7 @@ type RemovedNodes interface {
 }
 
 // Reconciler makes Raft's configuration follow memberlist, as a leader task (Leadership), the way
-// Consul and Nomad do: alive members become voters (up to MaxVoters, the rest non-voters); a member
+// Consul and Nomad do: alive members whose identity is verified (Member.Verified) become voters (up to MaxVoters, the rest non-voters); a member
 // that merely failed is never removed here (Autopilot cleans up long-dead ones); a member that left
 // gracefully is removed while at least MinQuorum voters remain, so a rolling restart cannot shrink
 // the quorum below the size the cluster was built for. A decommissioned node is removed whatever
@@ -84,6 +84,12 @@ func (r *Reconciler) reconcile() {
 		s, inRaft := byID[id]
 		switch m.State {
 		case StateAlive:
+			if !m.Verified {
+				// Gossip shows the member, but it has not proven over the cluster port that it
+				// is id at that address (Membership.SetVerifier): the gossip key alone must not
+				// add a voter, nor move a member's entry to an address of its choosing.
+				continue
+			}
 			addr := raft.ServerAddress(m.Meta.ClusterAddr)
 			if inRaft && s.Address == addr {
 				// A non-voter is promoted when a voter slot is free (e.g. after a dead voter was
@@ -219,7 +225,7 @@ func (b *Bootstrapper) tryBootstrap() bool {
 	}
 	var ready []Member
 	for _, m := range b.Members.Members() {
-		if m.State != StateAlive {
+		if m.State != StateAlive || !m.Verified {
 			continue
 		}
 		if m.Meta.Bootstrapped {

@@ -152,6 +152,24 @@ func (s *RPCServer) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// errNoSuchRoute is a 404 without an RPC error body: the route is unknown to the peer's build.
+var errNoSuchRoute = errors.New("route unknown to the peer")
+
+// rpcIdentity is what a node answers to the identity route: the member id it runs as.
+type rpcIdentity struct {
+	NodeID string `json:"nodeId"`
+}
+
+// ServeIdentity adds the route through which a peer proves which member answers at this node's
+// cluster address (Membership.SetVerifier, VerifyMember). Only a node that passed the cluster
+// handshake reaches it, so an answer proves the cluster secret (and, with TLS, a server
+// certificate of the cluster's CA) as well as the id. Call it once, before Serve.
+func (s *RPCServer) ServeIdentity(nodeID string) {
+	s.mux.HandleFunc("GET "+rpcPrefix+"/identity", func(w http.ResponseWriter, r *http.Request) {
+		s.writeJSON(w, http.StatusOK, rpcIdentity{NodeID: nodeID})
+	})
+}
+
 // ServeRaftStats adds the route that reports this node's Raft progress to the leader's autopilot.
 // It is separate from NewRPCServer because the stats come from Raft, which starts after the server;
 // it may be called while serving, and until then peers see the route fail and judge this node
@@ -446,6 +464,25 @@ func (c *RPCClient) ReadIndex(ctx context.Context, addr string) (uint64, error) 
 	return out.Index, nil
 }
 
+// VerifyMember proves that the node at addr is member id: it calls the identity route over the
+// authenticated cluster port. A node of a build without that route (a rolling upgrade) answers
+// 404 after the handshake, which proves the cluster secret but not the id; that is accepted, and
+// logged, so that an upgrade does not shut the older nodes out.
+func (c *RPCClient) VerifyMember(ctx context.Context, id, addr string) error {
+	var out rpcIdentity
+	err := c.callJSON(ctx, http.MethodGet, addr, rpcPrefix+"/identity", nil, true, &out)
+	switch {
+	case errors.Is(err, errNoSuchRoute):
+		c.logger.Info("peer passed the cluster handshake but cannot say its id (an older build); taking it as the member it claims", "member", id, "addr", addr)
+		return nil
+	case err != nil:
+		return fmt.Errorf("verify member %s at %s: %w", id, addr, err)
+	case out.NodeID != id:
+		return fmt.Errorf("verify member %s at %s: the node there is %q", id, addr, out.NodeID)
+	}
+	return nil
+}
+
 // RaftStats asks the node at addr for its Raft progress (last leader contact, last log term and
 // index).
 func (c *RPCClient) RaftStats(ctx context.Context, addr string) (autopilot.ServerStats, error) {
@@ -502,6 +539,9 @@ func remoteError(resp *http.Response) error {
 	defer resp.Body.Close()
 	var e rpcError
 	if err := json.NewDecoder(io.LimitReader(resp.Body, rpcMaxErrorBody)).Decode(&e); err != nil {
+		if resp.StatusCode == http.StatusNotFound {
+			return fmt.Errorf("%w: %w: %s", ErrRemote, errNoSuchRoute, resp.Status)
+		}
 		return fmt.Errorf("%w: %s", ErrRemote, resp.Status)
 	}
 	switch e.Code {

@@ -96,6 +96,9 @@ func TestClusterTLSRefusals(t *testing.T) {
 	expired := tlsTestCert(t, ca, pki.CertOptions{Server: true,
 		NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	clientRole := tlsTestCert(t, ca, pki.CertOptions{Server: false})
+	// A client certificate may carry any extra name (cairn tls cert create --client --dns): a
+	// wildcard over the role's domain must not make it a server (helper-45).
+	wildcardClient := tlsTestCert(t, ca, pki.CertOptions{Server: false, DNS: []string{"*.cairn"}})
 	foreignCert := tlsTestCert(t, foreign, pki.CertOptions{Server: true})
 
 	// attacker dials with its own TLS settings: it skips verifying our server (it wants in, not
@@ -115,6 +118,7 @@ func TestClusterTLSRefusals(t *testing.T) {
 		{"certificate of another CA", attacker(foreignCert), RejectUnknownCA},
 		{"expired certificate", attacker(expired), RejectExpired},
 		{"client certificate (wrong role)", attacker(clientRole), RejectWrongRole},
+		{"client certificate naming *.cairn", attacker(wildcardClient), RejectWrongRole},
 		{"no certificate", attacker(nil), RejectTLS},
 		{"valid certificate, wrong secret", tlsTestSecurity(ca, good, muxTestSecret2), RejectHandshake},
 	}

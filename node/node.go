@@ -184,12 +184,23 @@ func New(cfg Config) (_ *Node, err error) {
 		Help: "Gossip packets and streams refused as undecryptable or malformed (their log lines are rate-limited).",
 	}, func() float64 { return float64(n.members.BadPackets()) }))
 	n.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "cairn_gossip_refused_streams_total",
+		Help: "Inbound gossip TCP streams closed at once because as many as the transport allows were open (a flood of connections to the gossip port).",
+	}, func() float64 { return float64(n.members.RefusedStreams()) }))
+	n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cairn_gossip_unverified_members",
+		Help: "Members gossip shows alive that have not proven their id over the authenticated cluster port; they take no shards and no Raft place until they do.",
+	}, func() float64 { return float64(n.UnverifiedMembers()) }))
+	n.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "cairn_gossip_rejoins_on_raft_contact_total",
 		Help: "Gossip re-joins started at once because Raft reached a peer that this node's gossip view did not show alive (after a partition healed).",
 	}, func() float64 { return float64(n.members.RaftRejoins()) }))
 
 	n.rpcClient = cluster.NewRPCClient(cfg.Network, clusterSecurity, log.With("component", "rpc"))
 	closers = append(closers, func() error { n.rpcClient.Close(); return nil })
+	// A member counts only once it proved its id over the cluster port: the gossip key alone does
+	// not make a Raft server or a shard holder (membership.go, Member.Verified).
+	n.members.SetVerifier(n.rpcClient.VerifyMember)
 	n.consensus = cluster.NewConsensus(cfg.NodeID, n.raft.Raft, n.fsm, n.rpcClient, log.With("component", "consensus"))
 	n.consensus.LeaderWait = cfg.leaderWait()
 	n.protocol = cluster.NewProtocolGate(cfg.NodeID, n.raft, n.members)
@@ -197,6 +208,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.consensus.LocalLogErr = n.raft.LogWriteErr
 	closers = append(closers, func() error { n.consensus.Close(); return nil })
 	n.rpcServer = cluster.NewRPCServer(n.local(), n.consensus.LeaderEndpoint(), log.With("component", "rpc"))
+	n.rpcServer.ServeIdentity(cfg.NodeID)
 	n.rpcServer.ServeSnapshots(snapshotEndpoint{n}) // snapshot.go
 	rpcLn := n.mux.Listener(cluster.ConnRPC)
 	n.spawn(func() { _ = n.rpcServer.Serve(rpcLn) })
@@ -535,6 +547,18 @@ func checkWritable(dir string) error {
 // JoinGossip contacts more gossip addresses now (the configured seeds are re-joined periodically
 // anyway).
 func (n *Node) JoinGossip(addrs []string) (int, error) { return n.members.Join(addrs) }
+
+// UnverifiedMembers counts the members gossip sees alive that have not proven their id over the
+// cluster port (cluster.Member.Verified): they take no shards and no Raft place.
+func (n *Node) UnverifiedMembers() int {
+	unverified := 0
+	for _, m := range n.members.Members() {
+		if m.State == cluster.StateAlive && !m.Verified {
+			unverified++
+		}
+	}
+	return unverified
+}
 
 // AliveMembers counts the members gossip sees alive, this node included.
 func (n *Node) AliveMembers() int {

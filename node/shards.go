@@ -165,7 +165,7 @@ type shardRouter struct{ node *Node }
 
 func (r *shardRouter) addr(nodeID string) (string, error) {
 	m, ok := r.node.members.Member(nodeID)
-	if !ok || m.State != cluster.StateAlive {
+	if !ok || m.State != cluster.StateAlive || !m.Verified {
 		return "", fmt.Errorf("%s: %w", nodeID, errNodeUnreachable)
 	}
 	return m.Meta.ClusterAddr, nil
@@ -211,7 +211,7 @@ func (p placer) ShardCandidates() []erasure.Candidate {
 	cfg, _ := p.node.fsm.Config()
 	var out []erasure.Candidate
 	for _, m := range p.node.members.Members() {
-		if m.State == cluster.StateAlive && m.Meta.AcceptsShards && !m.Meta.Full &&
+		if m.State == cluster.StateAlive && m.Verified && m.Meta.AcceptsShards && !m.Meta.Full &&
 			!slices.Contains(cfg.RemovedNodes, m.Meta.ID) { // decommissioned nodes take nothing new
 			out = append(out, erasure.Candidate{NodeID: m.Meta.ID, Zone: m.Meta.Zone})
 		}
