@@ -43,8 +43,8 @@ type GossipTransport struct {
 	streams        chan struct{}
 	refusedStreams atomic.Uint64
 	done           chan struct{}
-	stopOnce sync.Once
-	wg       sync.WaitGroup
+	stopOnce       sync.Once
+	wg             sync.WaitGroup
 }
 
 var _ memberlist.Transport = (*GossipTransport)(nil)
