@@ -242,20 +242,46 @@ func (n *Node) readArchive(body io.Reader) (_ *archive, err error) {
 	if _, err := raw.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("spool snapshot: %w", err)
 	}
+	// raft-snapshot decompresses the state into the system's temp directory ($TMPDIR), not the
+	// data dir, and says why it failed only in text. A temp directory that cannot take a file is
+	// this node's failure, not the archive's, so it is tried first.
+	if err := probeTempDir(); err != nil {
+		return nil, err
+	}
 	sealer := &manifestSealer{}
 	state, cleanup, err := snapshot.WriteToTempFileWithSealer(cluster.NewHCLogger(n.log, "snapshot"), raw, &a.meta, sealer)
 	if err != nil {
+		if perr := probeTempDir(); perr != nil { // it filled up while the state was written
+			return nil, fmt.Errorf("%w (%v)", perr, err)
+		}
 		return nil, fmt.Errorf("%w: %w", core.ErrInvalidSnapshot, err)
 	}
 	a.state = state
 	a.cleanup = append(a.cleanup, cleanup)
 	sum, err := fsm.InspectSnapshotIn(n.cfg.DataDir, state)
-	if err != nil {
+	if errors.Is(err, fsm.ErrInvalidSnapshot) {
 		return nil, fmt.Errorf("%w: %w", core.ErrInvalidSnapshot, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("%w: decode the snapshot state in %s: %w", core.ErrUnavailable, n.cfg.DataDir, err)
 	}
 	if sealer.in.ClusterID != sum.ClusterID {
 		return nil, fmt.Errorf("%w: the manifest names cluster %q but the state is of cluster %q",
 			core.ErrInvalidSnapshot, sealer.in.ClusterID, sum.ClusterID)
+	}
+	// Raft installs a user snapshot at max(its last index, meta.Index)+1, and the FSM takes its
+	// applied index from the state's own header. A header past meta.Index (meta.json and state.bin
+	// are two files of the archive, and its sums are no signature) made the FSM skip every later
+	// entry, each then failing with a nil result: every write failed on every node, and no node
+	// could restart (helper-44). A genuine archive's state is taken at or before its Raft index.
+	if sum.AppliedIndex > a.meta.Index {
+		return nil, fmt.Errorf("%w: the state says it applied index %d, past the snapshot's raft index %d",
+			core.ErrInvalidSnapshot, sum.AppliedIndex, a.meta.Index)
+	}
+	// Raft adds one to the index without a bound: the largest uint64 wrapped to 0 and wedged the
+	// leader (helper-44). No real log comes near maxArchiveIndex.
+	if a.meta.Index > maxArchiveIndex || a.meta.Term > maxArchiveIndex {
+		return nil, fmt.Errorf("%w: raft index %d or term %d is beyond any real log (%d)",
+			core.ErrInvalidSnapshot, a.meta.Index, a.meta.Term, uint64(maxArchiveIndex))
 	}
 	if _, err := state.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("rewind snapshot state: %w", err)
@@ -265,6 +291,25 @@ func (n *Node) readArchive(body io.Reader) (_ *archive, err error) {
 		ClusterID: sum.ClusterID, Files: sum.Files, Tokens: sum.Tokens, APIKeys: sum.APIKeys,
 	}
 	return a, nil
+}
+
+// maxArchiveIndex bounds an archive's Raft index and term: 2^53, which a cluster committing a
+// million entries a second reaches in 285 years.
+const maxArchiveIndex = 1 << 53
+
+// probeTempDir checks that the system's temp directory takes a file, as raft-snapshot's
+// decompression needs.
+func probeTempDir() error {
+	f, err := os.CreateTemp("", "cairn-snapshot-probe-")
+	if err == nil {
+		_, err = f.Write(make([]byte, 4096))
+		err = errors.Join(err, f.Close(), os.Remove(f.Name()))
+	}
+	if err != nil {
+		return fmt.Errorf("%w: this node's temp directory %s cannot take the snapshot's state (set TMPDIR to a directory with room): %w",
+			core.ErrUnavailable, os.TempDir(), err)
+	}
+	return nil
 }
 
 // unreadableFiles counts the files of the current state with a segment that has fewer than k of
