@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -127,13 +129,58 @@ func New(cfg Config) (http.Handler, error) {
 	for _, rt := range routes {
 		mux.Handle(rt.pattern, mw.wrap(rt.label, dispatch(rt.methods), filesV1ServerError))
 	}
+	var enmeshedUnmatched http.Handler
 	if cfg.Enmeshed != nil {
-		(&enmeshedAPI{svc: cfg.Enmeshed, log: logger, bounds: bounds, downloads: downloads}).mount(mux, mw)
+		enmeshedUnmatched = (&enmeshedAPI{svc: cfg.Enmeshed, log: logger, bounds: bounds, downloads: downloads}).mount(mux, mw)
 	}
 	// Everything else, including paths the patterns above do not match, is the reference service's
 	// "unknown resource".
-	mux.Handle("/", mw.wrap("unmatched", http.HandlerFunc(notFound), filesV1ServerError))
-	return mux, nil
+	unmatched := mw.wrap("unmatched", http.HandlerFunc(notFound), filesV1ServerError)
+	mux.Handle("/", unmatched)
+	return &uncleanPathRouter{mux: mux, filesV1Unmatched: unmatched, enmeshedUnmatched: enmeshedUnmatched}, nil
+}
+
+// uncleanPathRouter answers a path that http.ServeMux would redirect (one with "//", or a "." or
+// ".." segment) as an unknown route of the front-end its cleaned form falls under, and hands
+// every other request to the mux. The mux's 301 with an HTML body came before any of our
+// handlers: the contracts have no redirects (the Extra Horizon SDK follows none), /api/v2 checks
+// the API key before routing and answers every error in its envelope, and a client that built
+// such a path has a bug that a 404 shows, where following a redirect would hide it. The path is
+// not served as its cleaned form either: it holds bearer tokens, and one spelling per resource
+// keeps what logs, metrics and caches see simple.
+type uncleanPathRouter struct {
+	mux               *http.ServeMux
+	filesV1Unmatched  http.Handler
+	enmeshedUnmatched http.Handler // nil when /api/v2 is not mounted
+}
+
+func (u *uncleanPathRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	clean := cleanPath(r.URL.Path)
+	switch {
+	case clean == r.URL.Path:
+		u.mux.ServeHTTP(w, r)
+	case u.enmeshedUnmatched != nil && (clean == "/api/v2" || strings.HasPrefix(clean, "/api/v2/")):
+		u.enmeshedUnmatched.ServeHTTP(w, r)
+	default:
+		u.filesV1Unmatched.ServeHTTP(w, r)
+	}
+}
+
+// cleanPath is the path http.ServeMux routes a request by (its own cleanPath, which it does not
+// export): rooted, path.Clean'ed, with a trailing slash kept. When it differs from the request's
+// path the mux redirects.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	cleaned := path.Clean(p)
+	if p[len(p)-1] == '/' && cleaned != "/" {
+		cleaned += "/"
+	}
+	return cleaned
 }
 
 // dispatch picks the handler for the request's method; HEAD falls back to GET, whose body the server
