@@ -57,7 +57,8 @@ type Config struct {
 	// MaxConcurrentUploads caps the uploads this node receives at once, on both APIs together;
 	// the next one answers 503 with Retry-After. 0: no cap.
 	MaxConcurrentUploads int
-	// UploadIdleTimeout aborts an upload whose body sends nothing for this long. 0: no deadline.
+	// UploadIdleTimeout aborts an upload whose body sends nothing for this long, and bounds every
+	// other request body the same way (a token, settings or admin body, a snapshot). 0: no deadline.
 	UploadIdleTimeout time.Duration
 	// DownloadStallTimeout aborts a download whose client accepts no downloadWriteChunk bytes for
 	// this long, so a client that stops reading cannot pin the request and its shard streams on
@@ -102,7 +103,7 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	mw := &middleware{log: logger, metrics: m}
+	mw := &middleware{log: logger, metrics: m, bodyIdle: cfg.UploadIdleTimeout}
 	bounds, err := newUploadBounds(cfg.Registry, cfg.MaxConcurrentUploads, cfg.UploadIdleTimeout)
 	if err != nil {
 		return nil, err
@@ -155,9 +156,10 @@ type uncleanPathRouter struct {
 }
 
 func (u *uncleanPathRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	clean := cleanPath(r.URL.Path)
+	escaped := r.URL.EscapedPath() // as the mux sees it: a token's %2F is not a separator
+	clean := cleanPath(escaped)
 	switch {
-	case clean == r.URL.Path:
+	case clean == escaped:
 		u.mux.ServeHTTP(w, r)
 	case u.enmeshedUnmatched != nil && (clean == "/api/v2" || strings.HasPrefix(clean, "/api/v2/")):
 		u.enmeshedUnmatched.ServeHTTP(w, r)
@@ -167,8 +169,8 @@ func (u *uncleanPathRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // cleanPath is the path http.ServeMux routes a request by (its own cleanPath, which it does not
-// export): rooted, path.Clean'ed, with a trailing slash kept. When it differs from the request's
-// path the mux redirects.
+// export, applied to the escaped path): rooted, path.Clean'ed, with a trailing slash kept. When it
+// differs from the request's path the mux redirects.
 func cleanPath(p string) string {
 	if p == "" {
 		return "/"
