@@ -75,7 +75,8 @@ func (b *downloadBounds) serveFile(w http.ResponseWriter, r *http.Request, log *
 //     ServeContent answers it 206 with an empty, inverted Content-Range. It is rewritten to a range
 //     that starts at the end of the file, which ServeContent answers 416 with "bytes */size", as any
 //     other unsatisfiable range (If-Range still applies first);
-//   - on an empty file any well-formed range is ignored: 200 with the empty body. ServeContent
+//   - a range whose positions are not 1*DIGIT is unsatisfiable (416 "bytes */size");
+//   - on an empty file any range is ignored: 200 with the empty body. ServeContent
 //     does so itself for a range from a first-pos (clients send Range with every request), but
 //     answered a suffix range 206 "bytes 0--1/0", which no 206 can state: a suffix of non-zero
 //     length selects the whole, empty representation (§14.1.1);
@@ -99,14 +100,17 @@ func normalizeRange(r *http.Request, size int64) {
 	first, last, ok := strings.Cut(strings.TrimSpace(ranges), "-")
 	first, last = strings.TrimSpace(first), strings.TrimSpace(last)
 	wellFormed := ok && (first != "" || last != "") && (first == "" || allDigits(first)) && (last == "" || allDigits(last))
-	if !wellFormed {
-		return // malformed: ServeContent's own 416
-	}
 	if size == 0 {
 		r.Header.Del("Range")
 		return
 	}
 	unsatisfiable := "bytes=" + strconv.FormatInt(size, 10) + "-"
+	if !wellFormed {
+		// Not 1*DIGIT (ServeContent's ParseInt took "+0" and "-+0", and served the latter 206
+		// "bytes 0--1/0" on an empty file): unsatisfiable, 416 "bytes */size".
+		r.Header.Set("Range", unsatisfiable)
+		return
+	}
 	if first == "" { // suffix-range
 		n, err := strconv.ParseInt(last, 10, 64)
 		switch {
