@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -438,5 +439,30 @@ func TestAnonymousUploads(t *testing.T) {
 				t.Errorf("anonymous VIEW_FILES: %v, want ErrUnauthenticated", err)
 			}
 		})
+	}
+}
+
+// TestMimeTypeOverMaxMimeTypeLenIsNeverStored: a type/subtype longer than core.MaxMimeTypeLen
+// (RFC 6838's 127 + "/" + 127) is unusable, as a malformed one is: an upload falls back to the
+// name's extension, and a settings entry is refused. Any length was kept before.
+func TestMimeTypeOverMaxMimeTypeLenIsNeverStored(t *testing.T) {
+	h := coretest.New(t, coretest.Options{})
+	ctx := context.Background()
+	longest := "application/" + strings.Repeat("a", core.MaxMimeTypeLen-len("application/"))
+	for _, tc := range []struct{ mimeType, want string }{
+		{longest, longest},
+		{longest + "a", "text/plain"}, // from .txt
+	} {
+		info, _, err := h.Upload(ctx, h.Root, core.FileAttrs{Name: "a.txt", MimeType: tc.mimeType}, []byte("x"))
+		if err != nil {
+			t.Fatalf("upload: %v", err)
+		}
+		if info.MimeType != tc.want {
+			t.Errorf("a %d-byte type stored as %.40q (%d bytes), want %.40q", len(tc.mimeType), info.MimeType, len(info.MimeType), tc.want)
+		}
+	}
+	types := []string{longest + "a"}
+	if _, err := h.Service.UpdateSettings(ctx, h.Root, core.SettingsPatch{DisableForceDownloadForMimeTypes: &types}); !errors.Is(err, core.ErrInvalidInput) {
+		t.Errorf("settings entry of %d bytes: %v, want ErrInvalidInput", len(types[0]), err)
 	}
 }

@@ -453,10 +453,17 @@ func (u *upload) mimeType(attrs FileAttrs) string {
 	return normalizeMimeType(http.DetectContentType(u.sniff))
 }
 
-// normalizeMimeType reduces a Content-Type to lower-case type/subtype; "" when unusable.
+// MaxMimeTypeLen is the longest type/subtype cairn stores: RFC 6838 §4.2 allows 127 characters
+// for each name. The mimetype is held in Raft and every node's memory, and every listing and
+// download header carries it, so a longer one (a part's Content-Type is only bounded by the body)
+// is never kept; the front-ends refuse it before the upload begins.
+const MaxMimeTypeLen = 127 + 1 + 127
+
+// normalizeMimeType reduces a Content-Type to lower-case type/subtype; "" when unusable or longer
+// than MaxMimeTypeLen.
 func normalizeMimeType(ct string) string {
 	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil || !strings.Contains(mt, "/") {
+	if err != nil || !strings.Contains(mt, "/") || len(mt) > MaxMimeTypeLen {
 		return ""
 	}
 	return mt

@@ -74,7 +74,16 @@ func (b *downloadBounds) serveFile(w http.ResponseWriter, r *http.Request, log *
 //   - a suffix range of length zero ("bytes=-0") is unsatisfiable (RFC 9110 §14.1.2), but
 //     ServeContent answers it 206 with an empty, inverted Content-Range. It is rewritten to a range
 //     that starts at the end of the file, which ServeContent answers 416 with "bytes */size", as any
-//     other unsatisfiable range (If-Range still applies first).
+//     other unsatisfiable range (If-Range still applies first);
+//   - a range whose positions are not 1*DIGIT is unsatisfiable (416 "bytes */size");
+//   - on an empty file any range is ignored: 200 with the empty body. ServeContent
+//     does so itself for a range from a first-pos (clients send Range with every request), but
+//     answered a suffix range 206 "bytes 0--1/0", which no 206 can state: a suffix of non-zero
+//     length selects the whole, empty representation (§14.1.1);
+//   - a position of more digits than an int64 holds is valid syntax (1*DIGIT) that ServeContent
+//     answers 416 "invalid range" without Content-Range: a last-pos that large means to the end
+//     (§14.1.1), a suffix that large the whole file (§14.1.2), a first-pos that large lies past
+//     the end (416 "bytes */size").
 func normalizeRange(r *http.Request, size int64) {
 	spec := r.Header.Get("Range")
 	if strings.Contains(spec, ",") {
@@ -88,10 +97,50 @@ func normalizeRange(r *http.Request, size int64) {
 		r.Header.Del("Range")
 		return
 	}
-	suffix, isSuffix := strings.CutPrefix(strings.TrimSpace(ranges), "-")
-	if n, err := strconv.ParseInt(suffix, 10, 64); isSuffix && err == nil && n == 0 {
-		r.Header.Set("Range", "bytes="+strconv.FormatInt(size, 10)+"-")
+	first, last, ok := strings.Cut(strings.TrimSpace(ranges), "-")
+	first, last = strings.TrimSpace(first), strings.TrimSpace(last)
+	wellFormed := ok && (first != "" || last != "") && (first == "" || allDigits(first)) && (last == "" || allDigits(last))
+	if size == 0 {
+		r.Header.Del("Range")
+		return
 	}
+	unsatisfiable := "bytes=" + strconv.FormatInt(size, 10) + "-"
+	if !wellFormed {
+		// Not 1*DIGIT (ServeContent's ParseInt took "+0" and "-+0", and served the latter 206
+		// "bytes 0--1/0" on an empty file): unsatisfiable, 416 "bytes */size".
+		r.Header.Set("Range", unsatisfiable)
+		return
+	}
+	if first == "" { // suffix-range
+		n, err := strconv.ParseInt(last, 10, 64)
+		switch {
+		case err == nil && n == 0:
+			r.Header.Set("Range", unsatisfiable)
+		case err != nil || n >= size: // the whole file
+			r.Header.Set("Range", "bytes=0-")
+		}
+		return
+	}
+	if _, err := strconv.ParseInt(first, 10, 64); err != nil {
+		r.Header.Set("Range", unsatisfiable)
+		return
+	}
+	if _, err := strconv.ParseInt(last, 10, 64); last != "" && err != nil {
+		r.Header.Set("Range", "bytes="+first+"-")
+	}
+}
+
+// allDigits reports whether s is 1*DIGIT, the only form RFC 9110 gives a range position.
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // contentReader adapts core.Content to the io.ReadSeeker that http.ServeContent wants. Seek only

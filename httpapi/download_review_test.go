@@ -49,6 +49,10 @@ func TestDownloadRangeEdges(t *testing.T) {
 		{fmt.Sprintf("bytes=%d-%d", size, size+10), 416, 0, 0, fmt.Sprintf("bytes */%d", size)},
 		{"bytes=-0", 416, 0, 0, fmt.Sprintf("bytes */%d", size)},
 		{"bytes=5-2", 416, 0, 0, ""},
+		{"bytes=0-99999999999999999999", 206, 0, size, fmt.Sprintf("bytes 0-%d/%d", last, size)}, // past int64: to the end
+		{"bytes=-99999999999999999999", 206, 0, size, fmt.Sprintf("bytes 0-%d/%d", last, size)},  // past int64: the whole file
+		{"bytes=99999999999999999999-", 416, 0, 0, fmt.Sprintf("bytes */%d", size)},
+		{"bytes=99999999999999999999-99999999999999999999", 416, 0, 0, fmt.Sprintf("bytes */%d", size)},
 		{"bytes=0-0,-1", 200, 0, size, ""},
 		{"bytes=0-0, 5-9", 200, 0, size, ""},
 		{"items=0-5", 200, 0, size, ""},
@@ -75,6 +79,44 @@ func TestDownloadRangeEdges(t *testing.T) {
 				}
 				if cl := res.header.Get("Content-Length"); cl != fmt.Sprint(tc.to-tc.from) {
 					t.Fatalf("Content-Length %q, want %d", cl, tc.to-tc.from)
+				}
+			})
+		}
+	}
+}
+
+// TestDownloadEmptyFileRanges: on an empty file every well-formed range is answered 200 with the
+// empty body, as ServeContent answers a range from a first-pos there. A suffix range of non-zero
+// length selects the whole, empty representation (RFC 9110 §14.1.1), which no 206 can state; it
+// was answered 206 "bytes 0--1/0". Both download routes.
+func TestDownloadEmptyFileRanges(t *testing.T) {
+	e := newEnmeshedEnv(t)
+	info, full := e.upload(t, "alice", core.FileAttrs{Name: "empty.txt", MimeType: "text/plain"}, "")
+	routes := map[string]string{
+		"files/v1": "/files/v1/" + full.Secret + "/file",
+		"enmeshed": "/api/v2/Files/" + info.ID + "/Download",
+	}
+	tests := []struct {
+		rng          string
+		status       int
+		contentRange string
+	}{
+		{"bytes=-1", 200, ""},
+		{"bytes=-5", 200, ""},
+		{"bytes=-99999999999999999999", 200, ""},
+		{"bytes=-0", 200, ""},
+		{"bytes=0-", 200, ""},
+		{"bytes=0-0", 200, ""},
+	}
+	for route, path := range routes {
+		for _, tc := range tests {
+			t.Run(route+"/"+tc.rng, func(t *testing.T) {
+				res := e.do(t, http.MethodGet, path, nil, map[string]string{"Range": tc.rng})
+				if res.status != tc.status || res.header.Get("Content-Range") != tc.contentRange {
+					t.Fatalf("status %d, Content-Range %q; want %d, %q", res.status, res.header.Get("Content-Range"), tc.status, tc.contentRange)
+				}
+				if tc.status == 200 && len(res.body) != 0 {
+					t.Fatalf("body of %d bytes from an empty file", len(res.body))
 				}
 			})
 		}

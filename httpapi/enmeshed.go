@@ -98,14 +98,16 @@ func (a *enmeshedAPI) routes() []enmeshedRoute {
 }
 
 // mount registers /api/v2 on mux behind the shared middleware. Everything under /api/v2 that no
-// route matches is the Connector's routeDoesNotExist, in this front-end's envelope.
-func (a *enmeshedAPI) mount(mux *http.ServeMux, mw *middleware) {
+// route matches is the Connector's routeDoesNotExist, in this front-end's envelope; mount returns
+// that handler for the paths the mux never routes (uncleanPathRouter).
+func (a *enmeshedAPI) mount(mux *http.ServeMux, mw *middleware) http.Handler {
 	for _, rt := range a.routes() {
 		mux.Handle(rt.pattern, mw.wrap(rt.pattern, a.handler(rt), enmeshedServerError))
 	}
 	unmatched := mw.wrap("/api/v2 (unmatched)", a.handler(enmeshedRoute{}), enmeshedServerError)
 	mux.Handle("/api/v2/", unmatched)
 	mux.Handle("/api/v2", unmatched)
+	return unmatched
 }
 
 // handler runs the checks in the contract's order: auth (401), route and method (404/405), Accept

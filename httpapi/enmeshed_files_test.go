@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -326,5 +327,40 @@ func TestEnmeshedListEmptyIsArray(t *testing.T) {
 	r := e.do(t, http.MethodGet, "/api/v2/Files", nil, nil)
 	if r.status != http.StatusOK || strings.TrimSpace(string(r.body)) != `{"result":[]}` {
 		t.Fatalf("empty list = %d %s", r.status, r.body)
+	}
+}
+
+// TestEnmeshedListRegexOverTheProgramBudgetIsRefused: a ~regex costs its compiled program's size
+// times the text, and a counted repetition multiplies the program (".{1000}" x 35, 246 bytes,
+// took 14 s of CPU against one 64 KiB filename), so every regex of a query shares a budget of
+// maxFilterRegexInsts compiled instructions and a query over it is refused before any file is
+// read; regexes of ordinary size, a 256-byte literal included, still run.
+func TestEnmeshedListRegexOverTheProgramBudgetIsRefused(t *testing.T) {
+	e := newEnmeshedEnv(t)
+	e.upload(t, "alice", core.FileAttrs{Name: strings.Repeat("a", 300), MimeType: "text/plain"}, "x")
+	overBudget := func(key string) string {
+		return fmt.Sprintf("%s must be a simpler regular expression: a query's regular expressions compile to at most %d instructions together (a count such as {100} repeats what it counts)", key, maxFilterRegexInsts)
+	}
+	for _, tc := range []struct{ query, refusedKey string }{
+		{"filename=~" + url.QueryEscape(strings.Repeat(`.{1000}`, 35)+"z"), "filename"},
+		{"filename=~" + url.QueryEscape(`.{400}`), "filename"},
+		{"tags=~" + url.QueryEscape(`(ab|cd){200}`), "tags"},
+		{"filename=~" + url.QueryEscape(`.{200}`) + "&title=~" + url.QueryEscape(`.{200}`), "title"}, // a shared budget
+		{"filename=~" + url.QueryEscape(`^a{3,100}`), ""},
+		{"filename=~" + url.QueryEscape(`(?i)\.(png|jpe?g|gif)$|^a+$`), ""},
+		{"filename=~" + strings.Repeat("a", maxFilterRegexLen), ""},
+	} {
+		t.Run(tc.query[:min(len(tc.query), 40)], func(t *testing.T) {
+			for _, route := range []string{"/api/v2/Files?", "/api/v2/Files/Own?"} {
+				res := e.do(t, http.MethodGet, route+tc.query, nil, nil)
+				if tc.refusedKey != "" {
+					wantEnmeshedError(t, res, 400, codeInvalidPropertyValue, overBudget(tc.refusedKey))
+					continue
+				}
+				if res.status != http.StatusOK {
+					t.Fatalf("%s%s: %d %s", route, tc.query, res.status, res.body)
+				}
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"regexp/syntax"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,12 @@ import (
 const (
 	maxFilterConditions = 64
 	maxFilterRegexLen   = 256
+	// maxFilterRegexInsts bounds the compiled size of every ~regex of one query together. RE2
+	// matches in time proportional to the program times the text, and a counted repetition
+	// copies its operand: ".{1000}" is 1002 instructions in 7 bytes, and 35 of them against one
+	// 64 KiB filename cost 14 s of CPU. A 256-byte regex without counted repetition compiles to
+	// about 260; every regex of one query shares the budget, as each runs against every file.
+	maxFilterRegexInsts = 320
 )
 
 // fieldKind says how a filter key's = ! < > compare: as text, as an integer, or as an instant.
@@ -68,11 +75,12 @@ var neverExpiresTime = time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
 // condition is one value of a query key: an operator (the value's prefix, '=' when it has none)
 // and its operand, parsed once for the key's kind.
 type condition struct {
-	op     byte // = ! ^ $ ~ < >
-	text   string
-	re     *regexp.Regexp
-	number int64
-	at     time.Time
+	op      byte // = ! ^ $ ~ < >
+	text    string
+	re      *regexp.Regexp
+	reInsts int // the size of re's compiled program, for maxFilterRegexInsts
+	number  int64
+	at      time.Time
 }
 
 // keyFilter is every condition given for one key; a file passes when any of them holds.
@@ -88,9 +96,10 @@ type fileFilter []keyFilter
 // first one in the query. An unknown key is the Connector's additional-properties failure.
 func parseFileFilter(rawQuery string) (fileFilter, error) {
 	var (
-		out   fileFilter
-		index = map[string]int{}
-		n     int
+		out        fileFilter
+		index      = map[string]int{}
+		n          int
+		regexInsts int
 	)
 	for rest := rawQuery; rest != ""; {
 		var pair string
@@ -115,6 +124,9 @@ func parseFileFilter(rawQuery string) (fileFilter, error) {
 		if err != nil {
 			return nil, err
 		}
+		if regexInsts += c.reInsts; regexInsts > maxFilterRegexInsts {
+			return nil, invalidProperty(fmt.Sprintf("%s must be a simpler regular expression: a query's regular expressions compile to at most %d instructions together (a count such as {100} repeats what it counts)", key, maxFilterRegexInsts))
+		}
 		i, ok := index[key]
 		if !ok {
 			i = len(out)
@@ -137,11 +149,20 @@ func parseCondition(key string, kind fieldKind, value string) (condition, error)
 		if len(c.text) > maxFilterRegexLen {
 			return condition{}, invalidProperty(fmt.Sprintf("%s must NOT have more than %d characters", key, maxFilterRegexLen))
 		}
-		re, err := regexp.Compile(c.text) // RE2: linear time, no catastrophic backtracking
+		// RE2 never backtracks, but its time is the program's size times the text, so the
+		// program is measured here (as regexp.Compile builds it) before it runs on any file.
+		parsed, err := syntax.Parse(c.text, syntax.Perl)
 		if err != nil {
 			return condition{}, invalidProperty(key + " must be a valid regular expression")
 		}
-		c.re = re
+		prog, err := syntax.Compile(parsed.Simplify())
+		if err != nil {
+			return condition{}, invalidProperty(key + " must be a valid regular expression")
+		}
+		if c.re, err = regexp.Compile(c.text); err != nil {
+			return condition{}, invalidProperty(key + " must be a valid regular expression")
+		}
+		c.reInsts = len(prog.Inst)
 	case c.op == '^' || c.op == '$':
 	case kind == kindInt:
 		v, err := strconv.ParseInt(c.text, 10, 64)

@@ -46,7 +46,8 @@ func FuzzParseTokenCreate(f *testing.F) {
 
 func FuzzParseFileFilter(f *testing.F) {
 	for _, s := range []string{"", "filename=a", "filename=!a&filename=^b", "tags=~^q%5Cd$", "filesize=%3E10",
-		"createdAt=%3C2026-01-02", "expiresAt=9999", "owner=x", "title=%zz", "title=~(", "&&=&", "mimetype=$/png"} {
+		"createdAt=%3C2026-01-02", "expiresAt=9999", "owner=x", "title=%zz", "title=~(", "&&=&", "mimetype=$/png",
+		"filename=~.%7B1000%7D", "filename=~a%7B100%7D&tags=~b%7B100%7D&title=~c%7B100%7D"} {
 		f.Add(s)
 	}
 	files := []core.FileInfo{
@@ -62,12 +63,15 @@ func FuzzParseFileFilter(f *testing.F) {
 			}
 			return
 		}
-		n := 0
+		n, insts := 0, 0
 		for _, kf := range filter {
 			n += len(kf.conditions)
+			for _, c := range kf.conditions {
+				insts += c.reInsts
+			}
 		}
-		if n > maxFilterConditions {
-			t.Fatalf("accepted %d conditions", n)
+		if n > maxFilterConditions || insts > maxFilterRegexInsts {
+			t.Fatalf("accepted %d conditions with %d regex instructions", n, insts)
 		}
 		for _, file := range files {
 			filter.match(file) // must not panic

@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"encoding/json"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -90,5 +92,40 @@ func TestListFiles(t *testing.T) {
 	second := jsonObject(t, mustJSON(t, data[1]), metadataKeys...)
 	if first["name"] != "a.txt" || len(first["tokens"].([]any)) != 2 || second["name"] != "b.txt" || second["creatorId"] != "bob" {
 		t.Fatalf("data = %v", data)
+	}
+}
+
+// TestRQLHugeOffsetWithSortGivesAnEmptyPage: limit() accepts any offset an int holds, as the
+// contract refuses none; one past every match, up to math.MaxInt, is an empty page with the true
+// total, sorted or not. offset+limit once wrapped negative there, and with sort() the pager
+// indexed its empty heap: a 500 for harmless RQL.
+func TestRQLHugeOffsetWithSortGivesAnEmptyPage(t *testing.T) {
+	e := newEnv(t)
+	e.addFile(t, "a.txt", "text/plain", "a")
+	admin := map[string]string{"X-API-KEY": keyAdmin}
+	for _, query := range []string{
+		"sort(+name)&limit(1,9223372036854775807)",
+		"sort(-size,+name)&limit(50,9223372036854775800)",
+		"limit(1,9223372036854775807)",
+	} {
+		t.Run(query, func(t *testing.T) {
+			res := e.do(t, http.MethodGet, "/files/v1/?"+query, nil, admin)
+			if res.status != http.StatusOK {
+				t.Fatalf("list = %d %s", res.status, res.body)
+			}
+			var got struct {
+				Page struct {
+					Total  int `json:"total"`
+					Offset int `json:"offset"`
+				} `json:"page"`
+				Data []json.RawMessage `json:"data"`
+			}
+			if err := json.Unmarshal(res.body, &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.Page.Total != 1 || got.Page.Offset < math.MaxInt-50 || len(got.Data) != 0 {
+				t.Fatalf("page %+v with %d entries, want total 1, the offset asked for and no entries", got.Page, len(got.Data))
+			}
+		})
 	}
 }

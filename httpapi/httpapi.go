@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,7 +57,8 @@ type Config struct {
 	// MaxConcurrentUploads caps the uploads this node receives at once, on both APIs together;
 	// the next one answers 503 with Retry-After. 0: no cap.
 	MaxConcurrentUploads int
-	// UploadIdleTimeout aborts an upload whose body sends nothing for this long. 0: no deadline.
+	// UploadIdleTimeout aborts an upload whose body sends nothing for this long, and bounds every
+	// other request body the same way (a token, settings or admin body, a snapshot). 0: no deadline.
 	UploadIdleTimeout time.Duration
 	// DownloadStallTimeout aborts a download whose client accepts no downloadWriteChunk bytes for
 	// this long, so a client that stops reading cannot pin the request and its shard streams on
@@ -100,7 +103,7 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	mw := &middleware{log: logger, metrics: m}
+	mw := &middleware{log: logger, metrics: m, bodyIdle: cfg.UploadIdleTimeout}
 	bounds, err := newUploadBounds(cfg.Registry, cfg.MaxConcurrentUploads, cfg.UploadIdleTimeout)
 	if err != nil {
 		return nil, err
@@ -127,13 +130,59 @@ func New(cfg Config) (http.Handler, error) {
 	for _, rt := range routes {
 		mux.Handle(rt.pattern, mw.wrap(rt.label, dispatch(rt.methods), filesV1ServerError))
 	}
+	var enmeshedUnmatched http.Handler
 	if cfg.Enmeshed != nil {
-		(&enmeshedAPI{svc: cfg.Enmeshed, log: logger, bounds: bounds, downloads: downloads}).mount(mux, mw)
+		enmeshedUnmatched = (&enmeshedAPI{svc: cfg.Enmeshed, log: logger, bounds: bounds, downloads: downloads}).mount(mux, mw)
 	}
 	// Everything else, including paths the patterns above do not match, is the reference service's
 	// "unknown resource".
-	mux.Handle("/", mw.wrap("unmatched", http.HandlerFunc(notFound), filesV1ServerError))
-	return mux, nil
+	unmatched := mw.wrap("unmatched", http.HandlerFunc(notFound), filesV1ServerError)
+	mux.Handle("/", unmatched)
+	return &uncleanPathRouter{mux: mux, filesV1Unmatched: unmatched, enmeshedUnmatched: enmeshedUnmatched}, nil
+}
+
+// uncleanPathRouter answers a path that http.ServeMux would redirect (one with "//", or a "." or
+// ".." segment) as an unknown route of the front-end its cleaned form falls under, and hands
+// every other request to the mux. The mux's 301 with an HTML body came before any of our
+// handlers: the contracts have no redirects (the Extra Horizon SDK follows none), /api/v2 checks
+// the API key before routing and answers every error in its envelope, and a client that built
+// such a path has a bug that a 404 shows, where following a redirect would hide it. The path is
+// not served as its cleaned form either: it holds bearer tokens, and one spelling per resource
+// keeps what logs, metrics and caches see simple.
+type uncleanPathRouter struct {
+	mux               *http.ServeMux
+	filesV1Unmatched  http.Handler
+	enmeshedUnmatched http.Handler // nil when /api/v2 is not mounted
+}
+
+func (u *uncleanPathRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	escaped := r.URL.EscapedPath() // as the mux sees it: a token's %2F is not a separator
+	clean := cleanPath(escaped)
+	switch {
+	case clean == escaped:
+		u.mux.ServeHTTP(w, r)
+	case u.enmeshedUnmatched != nil && (clean == "/api/v2" || strings.HasPrefix(clean, "/api/v2/")):
+		u.enmeshedUnmatched.ServeHTTP(w, r)
+	default:
+		u.filesV1Unmatched.ServeHTTP(w, r)
+	}
+}
+
+// cleanPath is the path http.ServeMux routes a request by (its own cleanPath, which it does not
+// export, applied to the escaped path): rooted, path.Clean'ed, with a trailing slash kept. When it
+// differs from the request's path the mux redirects.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	cleaned := path.Clean(p)
+	if p[len(p)-1] == '/' && cleaned != "/" {
+		cleaned += "/"
+	}
+	return cleaned
 }
 
 // dispatch picks the handler for the request's method; HEAD falls back to GET, whose body the server

@@ -66,6 +66,11 @@ func methodLabel(m string) string {
 type middleware struct {
 	log     *slog.Logger
 	metrics *httpMetrics
+	// bodyIdle is the idle deadline of every request body (Config.UploadIdleTimeout; 0: none).
+	// The server has no ReadTimeout (an upload may take long), so without it a client that
+	// declares a body and never sends it held a handler and a connection for ever, on any route
+	// that reads a body, with or without credentials.
+	bodyIdle time.Duration
 }
 
 // serverError writes a front-end's own 500 answer: each API passes its writer to wrap, so one
@@ -78,6 +83,13 @@ type serverError func(w http.ResponseWriter)
 func (m *middleware) wrap(label string, h http.Handler, answer500 serverError) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		if m.bodyIdle > 0 && r.Body != nil && r.Body != http.NoBody {
+			// On a shallow copy: the server inspects its own request's Body after the handler to
+			// decide between draining an unread body and closing the connection, and would
+			// drain (without a deadline) a body it no longer recognises.
+			r = r.WithContext(r.Context())
+			r.Body = &idleBody{idleReader: idleReader{r: r.Body, rc: http.NewResponseController(w), idle: m.bodyIdle}, Closer: r.Body}
+		}
 		rec := &statusRecorder{ResponseWriter: w}
 		defer func() {
 			p := recover()

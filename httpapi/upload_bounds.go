@@ -89,7 +89,9 @@ func (b *uploadBounds) body(w http.ResponseWriter, r *http.Request, limit int64)
 		return nil, nil, fmt.Errorf("declared Content-Length %d over the limit of %d: %w", r.ContentLength, limit, core.ErrFileTooLarge)
 	}
 	var src io.Reader = r.Body
-	if b.idle > 0 {
+	if ib, ok := r.Body.(*idleBody); ok {
+		ib.refused = b.refused // the middleware's deadline, counted as an upload's
+	} else if b.idle > 0 {
 		src = &idleReader{r: r.Body, rc: http.NewResponseController(w), idle: b.idle, refused: b.refused}
 	}
 	src = http.MaxBytesReader(w, readCloser{src, r.Body}, limit)
@@ -119,8 +121,14 @@ type idleReader struct {
 	r       io.Reader
 	rc      *http.ResponseController
 	idle    time.Duration
-	refused *prometheus.CounterVec
-	off     bool // SetReadDeadline is not supported here
+	refused *prometheus.CounterVec // nil: stalls are not counted (bodies other than uploads)
+	off     bool                   // SetReadDeadline is not supported here
+}
+
+// idleBody is the request body the middleware gives every route: the body behind an idleReader.
+type idleBody struct {
+	idleReader
+	io.Closer
 }
 
 func (ir *idleReader) Read(p []byte) (int, error) {
@@ -131,7 +139,9 @@ func (ir *idleReader) Read(p []byte) (int, error) {
 	}
 	n, err := ir.r.Read(p)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		ir.refused.WithLabelValues("idle").Inc()
+		if ir.refused != nil {
+			ir.refused.WithLabelValues("idle").Inc()
+		}
 		return n, fmt.Errorf("%w (no data for %s)", errStalled, ir.idle)
 	}
 	return n, err

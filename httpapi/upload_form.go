@@ -35,7 +35,7 @@ type formProblem int
 const (
 	formNotMultipart  formProblem = iota // the body is not multipart/form-data with a boundary
 	formMalformed                        // broken framing, a truncated body, a stalled body
-	formFieldInvalid                     // a text part or the filename too long, or not UTF-8
+	formFieldInvalid                     // a text part, the filename or the file's type too long, or not UTF-8
 	formTooManyTags                      // more than maxTags tag parts
 	formRepeatedFile                     // more than one file part
 	formRepeatedField                    // a single-valued field given twice (formError.part)
@@ -120,7 +120,12 @@ func readUploadForm(mr *multipart.Reader, form uploadForm, begin func() (core.Up
 			if form.nameField == "" || !seen[form.nameField] {
 				attrs.Name = form.filename(filename)
 			}
-			attrs.MimeType = form.mimeType(part.Header.Get("Content-Type"))
+			contentType := part.Header.Get("Content-Type")
+			if mt, _, err := mime.ParseMediaType(contentType); err == nil && len(mt) > core.MaxMimeTypeLen {
+				return core.FileAttrs{}, formErr(formFieldInvalid,
+					fmt.Sprintf("the Content-Type of the file part exceeds %d bytes", core.MaxMimeTypeLen))
+			}
+			attrs.MimeType = form.mimeType(contentType)
 			up, err := begin()
 			if err != nil {
 				return core.FileAttrs{}, err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"mime/multipart"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +61,9 @@ func TestUploadFormProblemsInEachFormat(t *testing.T) {
 		{name: "filename too long", enmeshedParts: []part{{name: "file", filename: long, body: "x"}}, filesV1Code: 15,
 			filesV1Msg:  fmt.Sprintf("the filename of the file part exceeds %d bytes", maxFilenameBytes),
 			enmeshedMsg: fmt.Sprintf("the filename of the file part exceeds %d bytes", maxFilenameBytes)},
+		{name: "mimetype too long", enmeshedParts: []part{{name: "file", filename: "a.bin", contentType: "application/" + long, body: "x"}}, filesV1Code: 15,
+			filesV1Msg:  fmt.Sprintf("the Content-Type of the file part exceeds %d bytes", core.MaxMimeTypeLen),
+			enmeshedMsg: fmt.Sprintf("the Content-Type of the file part exceeds %d bytes", core.MaxMimeTypeLen)},
 		{name: "truncated body", enmeshedParts: []part{{name: "tags", body: "x"}}, truncate: true, filesV1Code: 22,
 			filesV1Msg: "the multipart body is malformed or truncated", enmeshedMsg: "the multipart body is malformed or truncated"},
 	} {
@@ -127,5 +131,39 @@ func TestUploadFormNamesTheFile(t *testing.T) {
 				t.Fatalf("name %q (%v), want %q", attrs.Name, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestUploadMimetypeLongerThanRFC6838IsRefusedOnBothAPIs: the file part's Content-Type is the
+// stored mimetype, which every listing and download header carries, so a type/subtype over
+// core.MaxMimeTypeLen (127 + "/" + 127, RFC 6838 §4.2) is refused in each API's own format and
+// nothing is stored; one of exactly that length is kept as sent. It was bounded only by the body.
+func TestUploadMimetypeLongerThanRFC6838IsRefusedOnBothAPIs(t *testing.T) {
+	e := &enmeshedEnv{startEnv(t, mounts{enmeshed: true})}
+	longest := "application/" + strings.Repeat("a", core.MaxMimeTypeLen-len("application/"))
+	for _, api := range []string{"/files/v1/", "/api/v2/Files/Own"} {
+		t.Run(api, func(t *testing.T) {
+			upload := func(mimetype string) response {
+				body, ct := multipartBody(t, part{name: "file", filename: "a.bin", contentType: mimetype + "; charset=utf-8", body: "x"})
+				return e.do(t, http.MethodPost, api, body, map[string]string{"Content-Type": ct, "Authorization": "Bearer " + keyAlice})
+			}
+			res := upload(longest + "a")
+			msg := fmt.Sprintf("the Content-Type of the file part exceeds %d bytes", core.MaxMimeTypeLen)
+			if api == "/files/v1/" {
+				wantError(t, res, 400, 15, "FIELD_FORMAT_EXCEPTION")
+			} else {
+				wantEnmeshedError(t, res, 400, codeInvalidPropertyValue, msg)
+			}
+			if !strings.Contains(string(res.body), msg) {
+				t.Fatalf("body %s does not say %q", res.body, msg)
+			}
+			res = upload(longest)
+			if (res.status != http.StatusOK && res.status != http.StatusCreated) || !strings.Contains(string(res.body), `"mimetype":"`+longest+`"`) {
+				t.Fatalf("a %d-byte mimetype: %d %.300s", len(longest), res.status, res.body)
+			}
+		})
+	}
+	if files := e.core.Files(); files != 2 {
+		t.Fatalf("%d files stored, want the 2 accepted ones", files)
 	}
 }

@@ -127,7 +127,8 @@ type Config struct {
 	// next one answers 503 with Retry-After. Each upload holds a few erasure blocks of memory.
 	MaxConcurrentUploads int
 	// UploadIdleTimeout aborts an upload whose body sends nothing for this long; its shards are
-	// removed.
+	// removed. Every other request body (token, settings, admin, snapshot) has the same idle
+	// deadline, since the server has no ReadTimeout.
 	UploadIdleTimeout time.Duration
 	// DownloadStallTimeout cuts off a download whose client takes nothing (64 KiB) for this long,
 	// releasing its request and the shard streams it holds on other nodes. 0: never.

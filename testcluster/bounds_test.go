@@ -258,3 +258,41 @@ func wantV2Error(t *testing.T, what string, resp Response, status int, code stri
 		t.Fatalf("%s: got status %d body %s, want status %d code %s", what, resp.Status, resp.Body, status, code)
 	}
 }
+
+// TestStalledNonUploadBodiesAreCutOffAtTheIdleDeadline: the node's server has no ReadTimeout, and
+// only uploads had an idle deadline on their body, so a client that declared a body and sent
+// nothing held a handler and a connection for as long as it liked: on POST /files/v1/{token}/tokens
+// without any credentials (the body is read before the token), and on every other route that reads
+// a body. Each is now answered, in its API's format, once the body has sent nothing for the idle
+// deadline (--upload-idle-timeout).
+func TestStalledNonUploadBodiesAreCutOffAtTheIdleDeadline(t *testing.T) {
+	const idle = time.Second
+	c := New(t, Options{Configure: func(_ int, cfg *node.Config) { cfg.UploadIdleTimeout = idle }})
+	addr := c.Node(1).HTTPAddr()
+	stalled := func(method, path, auth string) string {
+		return method + " " + path + " HTTP/1.1\r\nHost: x\r\n" + auth +
+			"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+	}
+	root := "Authorization: Bearer " + c.RootKey + "\r\n"
+	for _, tc := range []struct {
+		name, request string
+		want          func(t *testing.T, resp Response)
+	}{
+		{"token create without credentials", stalled(http.MethodPost, "/files/v1/"+strings.Repeat("A", 43)+"/tokens", ""),
+			func(t *testing.T, resp Response) { wantError(t, "token create", resp, http.StatusBadRequest, 22) }},
+		{"settings", stalled(http.MethodPut, "/files/v1/settings", root),
+			func(t *testing.T, resp Response) { wantError(t, "settings", resp, http.StatusBadRequest, 22) }},
+		{"api key create", stalled(http.MethodPost, "/v1/apikeys", root),
+			func(t *testing.T, resp Response) { wantError(t, "api key create", resp, http.StatusBadRequest, 22) }},
+		{"api/v2 token create", stalled(http.MethodPost, "/api/v2/Files/FILAAAAAAAAAAAAAAAAA/Token", "X-API-KEY: "+c.RootKey+"\r\n"),
+			func(t *testing.T, resp Response) {
+				wantV2Error(t, "api/v2 token create", resp, http.StatusBadRequest, "error.connector.validation.invalidJsonInPayload")
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := rawConn(t, addr)
+			send(t, conn, tc.request) // and then nothing more
+			tc.want(t, readAnswer(t, conn, 10*idle))
+		})
+	}
+}

@@ -2,6 +2,7 @@ package rql
 
 import (
 	"container/heap"
+	"math"
 	"slices"
 )
 
@@ -15,7 +16,7 @@ import (
 type Pager[R Record] struct {
 	q             Query
 	limit, offset int
-	keep          int // offset+limit
+	keep          int // offset+limit, saturated (keepCount)
 	total         int
 	arrivals      int
 	kept          pagerHeap[R]
@@ -28,7 +29,18 @@ func NewPager[R Record](q Query) *Pager[R] {
 		limit = DefaultLimit
 	}
 	limit = min(max(limit, 1), MaxLimit)
-	return &Pager[R]{q: q, limit: limit, offset: offset, keep: offset + limit, kept: pagerHeap[R]{sort: q.Sort}}
+	return &Pager[R]{q: q, limit: limit, offset: offset, keep: keepCount(offset, limit), kept: pagerHeap[R]{sort: q.Sort}}
+}
+
+// keepCount is offset+limit, saturated at math.MaxInt: limit() accepts any offset that fits an
+// int (the contract refuses none, and an offset past every match is just an empty page), so the
+// plain sum could wrap negative, and a pager told to keep a negative number of records kept none
+// without a sort and indexed its empty heap with one.
+func keepCount(offset, limit int) int {
+	if offset > math.MaxInt-limit {
+		return math.MaxInt
+	}
+	return offset + limit
 }
 
 // Add offers one record; one that does not match q's filter is only dropped.

@@ -75,3 +75,34 @@ func TestPagerMatchesAFullSort(t *testing.T) {
 		}
 	}
 }
+
+// TestPagerOffsetNearMaxIntKeepsEveryMatchAndPagesNothing: offset+limit saturates rather than
+// wraps, so an offset up to math.MaxInt gives an empty page and the true total, with and without
+// a sort, and the pager never holds more than the records offered.
+func TestPagerOffsetNearMaxIntKeepsEveryMatchAndPagesNothing(t *testing.T) {
+	records := []*fileRecord{{name: "b"}, {name: "a"}, {name: "c"}}
+	for _, raw := range []string{
+		"sort(+name)&limit(1,9223372036854775807)",
+		"sort(-name)&limit(50,9223372036854775757)",
+		"sort(+name)&limit(50,9223372036854775758)",
+		"limit(1,9223372036854775807)",
+		"limit(50,9223372036854775800)",
+	} {
+		q, err := Parse(raw, fileFields())
+		if err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		p := NewPager[*fileRecord](q)
+		if p.keep < p.offset {
+			t.Fatalf("%q: keeps %d records for offset %d: offset+limit wrapped", raw, p.keep, p.offset)
+		}
+		for _, r := range records {
+			p.Add(r)
+		}
+		page, total, _, offset := p.Page()
+		if len(page) != 0 || total != len(records) || offset != q.Offset || len(p.kept.entries) != len(records) {
+			t.Errorf("%q: page of %d, total %d, offset %d, %d kept; want 0, %d, %d, %d",
+				raw, len(page), total, offset, len(p.kept.entries), len(records), q.Offset, len(records))
+		}
+	}
+}
