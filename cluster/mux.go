@@ -16,6 +16,9 @@ const (
 	// muxMaxPending caps concurrent handshakes so a connection flood costs bounded goroutines;
 	// connections beyond it are rejected at once.
 	muxMaxPending = 1024
+	// muxMaxPendingPerSource caps them per remote IP, so that one host's silent connections (each
+	// held for the handshake timeout) cannot take every slot and lock the real peers out.
+	muxMaxPendingPerSource = 64
 	// muxLogEvery rate-limits rejection logs: a scanner or a misconfigured peer must not flood them.
 	muxLogEvery = time.Second
 )
@@ -41,6 +44,8 @@ type Mux struct {
 
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // connections still in the handshake, closed by Close
+	// pendingFrom counts pending by remote IP (muxMaxPendingPerSource).
+	pendingFrom map[string]int
 	lastLog time.Time
 	quiet   uint64 // rejections not logged since lastLog
 }
@@ -55,6 +60,7 @@ func NewMux(ln net.Listener, sec Security, logger *slog.Logger) *Mux {
 		logger:           logger,
 		done:             make(chan struct{}),
 		pending:          make(map[net.Conn]struct{}),
+		pendingFrom:      make(map[string]int),
 		byReason:         make(map[string]*atomic.Uint64, len(RejectReasons)),
 	}
 	for _, r := range RejectReasons {
@@ -148,18 +154,40 @@ func (m *Mux) track(conn net.Conn) muxTrackResult {
 		return muxClosed
 	default:
 	}
-	if len(m.pending) >= muxMaxPending {
+	src := remoteHost(conn)
+	if len(m.pending) >= muxMaxPending || m.pendingFrom[src] >= muxMaxPendingPerSource {
 		return muxFull
 	}
 	m.pending[conn] = struct{}{}
+	m.pendingFrom[src]++
 	m.wg.Add(1)
 	return muxTracked
 }
 
 func (m *Mux) untrack(conn net.Conn) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.pending[conn]; !ok {
+		return
+	}
 	delete(m.pending, conn)
-	m.mu.Unlock()
+	src := remoteHost(conn)
+	if m.pendingFrom[src]--; m.pendingFrom[src] <= 0 {
+		delete(m.pendingFrom, src)
+	}
+}
+
+// remoteHost is the IP a connection comes from, or its whole address when it has no port.
+func remoteHost(conn net.Conn) string {
+	ra := conn.RemoteAddr()
+	if ra == nil {
+		return ""
+	}
+	addr := ra.String()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
 }
 
 // handle runs the handshakes of one connection under one deadline: TLS (when on), then HMAC. The

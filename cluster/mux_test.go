@@ -338,3 +338,45 @@ func BenchmarkDialCluster(b *testing.B) {
 		c.Close()
 	}
 }
+
+// TestMuxFloodFromOneHostLeavesRoomForPeers: silent connections hold a handshake slot for the
+// whole handshake timeout. One host gets at most muxMaxPendingPerSource of them; the rest are
+// refused at once as overload, and a peer on another address that holds the secret still gets in.
+// Before, 1,024 silent connections from one client refused 46 of 47 real dials (helper-45).
+func TestMuxFloodFromOneHostLeavesRoomForPeers(t *testing.T) {
+	m := muxTestServe(t, muxTestSecret, time.Minute) // the flood holds its slots for the whole test
+	addr := m.Listener(ConnRPC).Addr().String()
+	go func() {
+		for {
+			c, err := m.Listener(ConnRPC).Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	flooder := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.94")}}
+	const extra = 10
+	for range muxMaxPendingPerSource + extra {
+		c, err := flooder.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	testutil.WaitFor(t, 10*time.Second, "the flood past the per-host limit refused", func() bool {
+		return m.Rejected(RejectOverload) == extra
+	})
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		conn, err := DialCluster(ctx, OSNetwork{}, addr, ConnRPC, Security{Secret: muxTestSecret})
+		cancel()
+		if err != nil {
+			t.Fatalf("peer dial %d during the flood: %v", i, err)
+		}
+		conn.Close()
+	}
+	if got := m.Rejected(RejectOverload); got != extra {
+		t.Fatalf("%d overload refusals, want only the flood's %d", got, extra)
+	}
+}
