@@ -46,8 +46,8 @@ type Mux struct {
 	pending map[net.Conn]struct{} // connections still in the handshake, closed by Close
 	// pendingFrom counts pending by remote IP (muxMaxPendingPerSource).
 	pendingFrom map[string]int
-	lastLog time.Time
-	quiet   uint64 // rejections not logged since lastLog
+	lastLog     time.Time
+	quiet       uint64 // rejections not logged since lastLog
 }
 
 // NewMux returns a Mux over ln. The secret must be at least 16 bytes, and TLS (when set) needs a
