@@ -241,6 +241,11 @@ type KeyringAdmin struct {
 	Self    string
 	Members *Membership
 	RPC     *RPCClient
+	// RaftServers lists the ids of the Raft configuration's servers, or nil. A member that left
+	// gossip but is still one of them (a node stopped gracefully for a restart, which a 3-node
+	// cluster keeps in Raft) must take part too: a rotation without it would leave it only keys
+	// that no member accepts once it starts again.
+	RaftServers func() []string
 }
 
 // List asks every member for its keyring. Members that cannot be asked carry an Error.
@@ -309,14 +314,25 @@ func (a *KeyringAdmin) Apply(ctx context.Context, op, ref string) ([]clusterapi.
 	return after, nil
 }
 
-// members are the members that have not left: each must take part in a keyring change. An alive
+// members are the members that have not left, and those that left but are still Raft servers:
+// each must take part in a keyring change. An alive
 // member that has not proven its id over the cluster port (Member.Verified) is not one: it could
 // not be asked anyway, and a process that holds only the gossip key must not block the rotation
 // that shuts it out.
 func (a *KeyringAdmin) members() []Member {
+	var servers []string
+	if a.RaftServers != nil {
+		servers = a.RaftServers()
+	}
 	var out []Member
 	for _, mem := range a.Members.Members() {
-		if mem.State != StateLeft && (mem.State != StateAlive || mem.Verified) {
+		server := slices.Contains(servers, mem.Meta.ID)
+		switch {
+		case mem.State == StateLeft && !server:
+		case mem.State == StateAlive && !mem.Verified && !server:
+			// A Raft server that is not verified yet (it just rejoined) is still asked: left
+			// out, it could miss the new key and be locked out by the remove.
+		default:
 			out = append(out, mem)
 		}
 	}
@@ -326,6 +342,9 @@ func (a *KeyringAdmin) members() []Member {
 func (a *KeyringAdmin) ask(ctx context.Context, mem Member) clusterapi.MemberKeys {
 	if mem.Meta.ID == a.Self {
 		return a.Members.LocalKeys()
+	}
+	if mem.State == StateLeft {
+		return clusterapi.MemberKeys{Node: mem.Meta.ID, Error: "member left but is still a raft server (start it again, or decommission it, before rotating)"}
 	}
 	if mem.State != StateAlive {
 		return clusterapi.MemberKeys{Node: mem.Meta.ID, Error: "member is " + mem.State}

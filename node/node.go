@@ -228,7 +228,7 @@ func New(cfg Config) (_ *Node, err error) {
 			return erasure.FormatV1
 		},
 		TokenAuthority: func() bool { return n.protocol.ClusterProtocol() >= fsm.ProtocolTokenAuthority },
-		Keyring:        &cluster.KeyringAdmin{Self: cfg.NodeID, Members: n.members, RPC: n.rpcClient},
+		Keyring:        &cluster.KeyringAdmin{Self: cfg.NodeID, Members: n.members, RPC: n.rpcClient, RaftServers: n.raftServerIDs},
 	}, n.fsm, n.consensus, &shardRouter{node: n}, placer{n}, metrics)
 	closers = append(closers, func() error { n.service.Close(); return nil })
 	n.registerMetrics()
@@ -547,6 +547,15 @@ func checkWritable(dir string) error {
 // JoinGossip contacts more gossip addresses now (the configured seeds are re-joined periodically
 // anyway).
 func (n *Node) JoinGossip(addrs []string) (int, error) { return n.members.Join(addrs) }
+
+// raftServerIDs lists the ids of the Raft configuration's servers as this node knows them.
+func (n *Node) raftServerIDs() []string {
+	var ids []string
+	for _, s := range n.raft.Servers() {
+		ids = append(ids, string(s.ID))
+	}
+	return ids
+}
 
 // UnverifiedMembers counts the members gossip sees alive that have not proven their id over the
 // cluster port (cluster.Member.Verified): they take no shards and no Raft place.
