@@ -163,6 +163,13 @@ func (n *Node) restoreSnapshot(ctx context.Context, body io.Reader, allowOtherCl
 	if err := n.checkSnapshotCluster(a.info, allowOtherCluster); err != nil {
 		return core.RestoreReport{}, err
 	}
+	// Raft's user restore installs the state on this node before any follower has it. A leader
+	// cut off from its quorum would install it alone, and if it then crashed, it came back with
+	// a log gap no leader repairs (helper-44). So it confirms it still leads, with a quorum's
+	// answer, right before; receiving and checking the archive may have taken minutes.
+	if err := n.raft.Raft.VerifyLeader().Error(); err != nil {
+		return core.RestoreReport{}, fmt.Errorf("%w: no longer the leader with a quorum: %w", core.ErrUnavailable, err)
+	}
 	if err := n.raft.Raft.Restore(&a.meta, a.state, 0); err != nil {
 		return core.RestoreReport{}, fmt.Errorf("%w: raft restore: %w", core.ErrUnavailable, err)
 	}
