@@ -38,9 +38,11 @@ type GossipTransport struct {
 
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
-	// streams holds one token per inbound stream memberlist has open, so that at most
-	// maxGossipStreams are; refusedStreams counts the ones closed at once for lack of a token.
-	streams        chan struct{}
+	// openStreams counts the inbound streams memberlist has open, in all and by remote IP
+	// (takeStreamSlot); refusedStreams counts the ones closed at once for lack of a slot.
+	streamsMu      sync.Mutex
+	openStreams    int
+	streamsFrom    map[string]int
 	refusedStreams atomic.Uint64
 	done           chan struct{}
 	stopOnce       sync.Once
@@ -63,12 +65,12 @@ func NewGossipTransport(nw Network, bindAddr string, advertise string, logger *s
 		return nil, fmt.Errorf("cluster: gossip bind port %q: %w", bindAddr, err)
 	}
 	t := &GossipTransport{
-		nw:       nw,
-		logger:   logger,
-		packetCh: make(chan *memberlist.Packet),
-		streamCh: make(chan net.Conn),
-		streams:  make(chan struct{}, maxGossipStreams),
-		done:     make(chan struct{}),
+		nw:          nw,
+		logger:      logger,
+		packetCh:    make(chan *memberlist.Packet),
+		streamCh:    make(chan net.Conn),
+		streamsFrom: make(map[string]int),
+		done:        make(chan struct{}),
 	}
 	if err := t.bind(host, int(port)); err != nil {
 		return nil, err
@@ -251,18 +253,17 @@ func (t *GossipTransport) acceptStreams() {
 			continue
 		}
 		delay = 0
-		select {
-		case t.streams <- struct{}{}:
-		default:
-			// Every slot is taken: memberlist keeps a goroutine and a descriptor per stream for
-			// up to its 10 s timeout, so silent connections without the gossip key would
-			// otherwise pile up without bound (helper-45: 3,000 of them, 3,000 descriptors).
+		src := remoteHost(conn)
+		if !t.takeStreamSlot(src) {
+			// memberlist keeps a goroutine and a descriptor per stream for up to its 10 s
+			// timeout, so silent connections without the gossip key would otherwise pile up
+			// without bound (helper-45: 3,000 of them, 3,000 descriptors).
 			t.refusedStreams.Add(1)
 			conn.Close()
 			continue
 		}
 		select {
-		case t.streamCh <- &gossipStream{Conn: conn, slots: t.streams}:
+		case t.streamCh <- &gossipStream{Conn: conn, release: func() { t.releaseStreamSlot(src) }}:
 		case <-t.done:
 			conn.Close()
 			return
@@ -272,8 +273,42 @@ func (t *GossipTransport) acceptStreams() {
 
 // maxGossipStreams bounds the inbound gossip streams open at once. memberlist opens one per
 // push-pull (every 30 s per peer, a few milliseconds each) and per fallback probe, so a few
-// hundred leave room for clusters far larger than cairn's voter counts.
-const maxGossipStreams = 256
+// hundred leave room for clusters far larger than cairn's voter counts. Once half are taken, one
+// remote IP may hold at most maxGossipStreamsPerSource, so a single host re-opening silent
+// connections cannot take every slot and stop every join (helper-47).
+const (
+	maxGossipStreams          = 256
+	maxGossipStreamsPerSource = 16
+)
+
+// takeStreamSlot reserves a slot for a stream from src, or reports that there is none for it.
+func (t *GossipTransport) takeStreamSlot(src string) bool {
+	t.streamsMu.Lock()
+	defer t.streamsMu.Unlock()
+	if t.openStreams >= maxGossipStreams ||
+		(t.openStreams >= maxGossipStreams/2 && t.streamsFrom[src] >= maxGossipStreamsPerSource) {
+		return false
+	}
+	t.openStreams++
+	t.streamsFrom[src]++
+	return true
+}
+
+func (t *GossipTransport) releaseStreamSlot(src string) {
+	t.streamsMu.Lock()
+	defer t.streamsMu.Unlock()
+	t.openStreams--
+	if t.streamsFrom[src]--; t.streamsFrom[src] <= 0 {
+		delete(t.streamsFrom, src)
+	}
+}
+
+// OpenStreams is how many inbound streams hold a slot.
+func (t *GossipTransport) OpenStreams() int {
+	t.streamsMu.Lock()
+	defer t.streamsMu.Unlock()
+	return t.openStreams
+}
 
 // RefusedStreams counts inbound gossip streams closed at once because maxGossipStreams were open.
 func (t *GossipTransport) RefusedStreams() uint64 { return t.refusedStreams.Load() }
@@ -281,12 +316,12 @@ func (t *GossipTransport) RefusedStreams() uint64 { return t.refusedStreams.Load
 // gossipStream gives its slot back when memberlist closes it.
 type gossipStream struct {
 	net.Conn
-	slots chan struct{}
-	once  sync.Once
+	release func()
+	once    sync.Once
 }
 
 func (c *gossipStream) Close() error {
-	c.once.Do(func() { <-c.slots })
+	c.once.Do(c.release)
 	return c.Conn.Close()
 }
 

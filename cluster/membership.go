@@ -129,8 +129,11 @@ type Membership struct {
 	verify    func(ctx context.Context, id, clusterAddr string) error
 	verified  map[string]string
 	verifying map[string]string
-	// closed is set by Shutdown before it waits for the goroutines, so update starts no more.
-	closed bool
+	// closed is set by Shutdown before it waits for the goroutines, so update starts no more;
+	// stopCtx ends then too, cutting a verification in flight short.
+	closed  bool
+	stopCtx context.Context
+	cancel  context.CancelFunc
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -151,6 +154,7 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 	m := &Membership{cfg: cfg, log: cfg.Logger, members: make(map[string]Member), stop: make(chan struct{}),
 		dirty: make(chan struct{}, 1), rejoinNow: make(chan struct{}, 1),
 		verified: make(map[string]string), verifying: make(map[string]string)}
+	m.stopCtx, m.cancel = context.WithCancel(context.Background())
 	if cfg.PeersFile != "" {
 		saved, err := readPeersFile(cfg.PeersFile)
 		if err != nil {
@@ -384,6 +388,7 @@ func (m *Membership) Shutdown() error {
 	m.mu.Lock()
 	m.closed = true
 	m.mu.Unlock()
+	m.cancel()
 	close(m.stop)
 	m.wg.Wait()
 	return m.ml.Shutdown()
@@ -413,11 +418,7 @@ func (m *Membership) update(n *memberlist.Node, departed bool) {
 	mem := Member{Meta: meta, State: state, GossipAddr: n.Address(), Since: since}
 	mem.Verified = m.verifiedLocked(mem)
 	m.members[n.Name] = mem
-	if !mem.Verified && state == StateAlive && !m.closed && m.verifying[meta.ID] != meta.ClusterAddr {
-		m.verifying[meta.ID] = meta.ClusterAddr
-		m.wg.Add(1)
-		go m.verifyMember(meta.ID, meta.ClusterAddr, m.verify)
-	}
+	m.startVerifyLocked(mem)
 	m.mu.Unlock()
 	m.changed()
 }
@@ -450,7 +451,19 @@ func (m *Membership) SetVerifier(verify func(ctx context.Context, id, clusterAdd
 	for id, mem := range m.members {
 		mem.Verified = m.verifiedLocked(mem)
 		m.members[id] = mem
+		m.startVerifyLocked(mem)
 	}
+}
+
+// startVerifyLocked starts proving mem's identity unless it is proven, not alive, already being
+// proven at its address, or membership is shutting down.
+func (m *Membership) startVerifyLocked(mem Member) {
+	if mem.Verified || mem.State != StateAlive || m.closed || m.verifying[mem.Meta.ID] == mem.Meta.ClusterAddr {
+		return
+	}
+	m.verifying[mem.Meta.ID] = mem.Meta.ClusterAddr
+	m.wg.Add(1)
+	go m.verifyMember(mem.Meta.ID, mem.Meta.ClusterAddr, m.verify)
 }
 
 // verifiedLocked reports whether mem's identity at its cluster address is proven (or need not
@@ -480,7 +493,7 @@ func (m *Membership) verifyMember(id, addr string, verify func(ctx context.Conte
 	}()
 	wait := firstVerifyWait
 	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), verifyTimeout)
+		ctx, cancel := context.WithTimeout(m.stopCtx, verifyTimeout)
 		err := verify(ctx, id, addr)
 		cancel()
 		m.mu.Lock()

@@ -16,8 +16,11 @@ const (
 	// muxMaxPending caps concurrent handshakes so a connection flood costs bounded goroutines;
 	// connections beyond it are rejected at once.
 	muxMaxPending = 1024
-	// muxMaxPendingPerSource caps them per remote IP, so that one host's silent connections (each
-	// held for the handshake timeout) cannot take every slot and lock the real peers out.
+	// muxMaxPendingPerSource caps them per remote IP once half of muxMaxPending are taken, so that
+	// one host's silent connections (each held for the handshake timeout) cannot take every slot
+	// and lock the real peers out. Below half there is no per-IP cap: a peer's burst of real dials
+	// (hundreds of shard reads at once, or several nodes behind one address) finishes its
+	// handshakes in milliseconds and must not be refused.
 	muxMaxPendingPerSource = 64
 	// muxLogEvery rate-limits rejection logs: a scanner or a misconfigured peer must not flood them.
 	muxLogEvery = time.Second
@@ -155,7 +158,8 @@ func (m *Mux) track(conn net.Conn) muxTrackResult {
 	default:
 	}
 	src := remoteHost(conn)
-	if len(m.pending) >= muxMaxPending || m.pendingFrom[src] >= muxMaxPendingPerSource {
+	if len(m.pending) >= muxMaxPending ||
+		(len(m.pending) >= muxMaxPending/2 && m.pendingFrom[src] >= muxMaxPendingPerSource) {
 		return muxFull
 	}
 	m.pending[conn] = struct{}{}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -340,9 +341,10 @@ func BenchmarkDialCluster(b *testing.B) {
 }
 
 // TestMuxFloodFromOneHostLeavesRoomForPeers: silent connections hold a handshake slot for the
-// whole handshake timeout. One host gets at most muxMaxPendingPerSource of them; the rest are
-// refused at once as overload, and a peer on another address that holds the secret still gets in.
-// Before, 1,024 silent connections from one client refused 46 of 47 real dials (helper-45).
+// whole handshake timeout. Once half the slots are taken, one host gets no more than
+// muxMaxPendingPerSource; the rest are refused at once as overload, and a peer on another address
+// that holds the secret still gets in. Before, 1,024 silent connections from one client refused
+// 46 of 47 real dials (helper-45).
 func TestMuxFloodFromOneHostLeavesRoomForPeers(t *testing.T) {
 	m := muxTestServe(t, muxTestSecret, time.Minute) // the flood holds its slots for the whole test
 	addr := m.Listener(ConnRPC).Addr().String()
@@ -357,14 +359,14 @@ func TestMuxFloodFromOneHostLeavesRoomForPeers(t *testing.T) {
 	}()
 	flooder := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.94")}}
 	const extra = 10
-	for range muxMaxPendingPerSource + extra {
+	for range muxMaxPending/2 + extra {
 		c, err := flooder.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
 	}
-	testutil.WaitFor(t, 10*time.Second, "the flood past the per-host limit refused", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the flood past half the slots refused", func() bool {
 		return m.Rejected(RejectOverload) == extra
 	})
 	for i := range 3 {
@@ -378,5 +380,47 @@ func TestMuxFloodFromOneHostLeavesRoomForPeers(t *testing.T) {
 	}
 	if got := m.Rejected(RejectOverload); got != extra {
 		t.Fatalf("%d overload refusals, want only the flood's %d", got, extra)
+	}
+}
+
+// TestMuxBurstOfRealDialsFromOneHost: a peer opening many cluster connections at once (hundreds of
+// shard reads in parallel, or several nodes behind one address) is never refused while the port
+// is not under a flood: the per-IP cap applies only once half the slots are taken. With the cap
+// always on, 90-136 of 200 such dials were refused (helper-47).
+func TestMuxBurstOfRealDialsFromOneHost(t *testing.T) {
+	m := muxTestServe(t, muxTestSecret, 0)
+	addr := m.Listener(ConnRPC).Addr().String()
+	go func() {
+		for {
+			c, err := m.Listener(ConnRPC).Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	const dials = 200
+	start := make(chan struct{})
+	errs := make(chan error, dials)
+	var wg sync.WaitGroup
+	for range dials {
+		wg.Go(func() {
+			<-start
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			c, err := DialCluster(ctx, OSNetwork{}, addr, ConnRPC, Security{Secret: muxTestSecret})
+			if err == nil {
+				c.Close()
+			}
+			errs <- err
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("a real dial of a burst of %d failed: %v (%d refused as overload)", dials, err, m.Rejected(RejectOverload))
+		}
 	}
 }

@@ -225,11 +225,17 @@ func (b *Bootstrapper) tryBootstrap() bool {
 	}
 	var ready []Member
 	for _, m := range b.Members.Members() {
-		if m.State != StateAlive || !m.Verified {
+		if m.State != StateAlive {
 			continue
 		}
 		if m.Meta.Bootstrapped {
-			return false // an existing cluster: its leader will add us
+			// An existing cluster: its leader will add us. Checked before verification, so a
+			// member of it that is not proven yet still stops a second cluster (a gossip-key
+			// holder can only delay a bootstrap this way, as it always could).
+			return false
+		}
+		if !m.Verified {
+			continue
 		}
 		if m.Meta.BootstrapExpect > 0 {
 			ready = append(ready, m)

@@ -464,17 +464,20 @@ func (c *RPCClient) ReadIndex(ctx context.Context, addr string) (uint64, error) 
 	return out.Index, nil
 }
 
+// ErrIdentityUnknown means the node at an address passed the cluster handshake but could not say
+// which member it is: a build from before the identity route (a rolling upgrade). That proves the
+// cluster secret at the address, not that the member naming the address is that node.
+var ErrIdentityUnknown = errors.New("the peer passed the cluster handshake but cannot say its id (an older build)")
+
 // VerifyMember proves that the node at addr is member id: it calls the identity route over the
-// authenticated cluster port. A node of a build without that route (a rolling upgrade) answers
-// 404 after the handshake, which proves the cluster secret but not the id; that is accepted, and
-// logged, so that an upgrade does not shut the older nodes out.
+// authenticated cluster port. A peer without the route answers ErrIdentityUnknown; whether that is
+// enough is the caller's question (node takes it only for a Raft server already at that address).
 func (c *RPCClient) VerifyMember(ctx context.Context, id, addr string) error {
 	var out rpcIdentity
 	err := c.callJSON(ctx, http.MethodGet, addr, rpcPrefix+"/identity", nil, true, &out)
 	switch {
 	case errors.Is(err, errNoSuchRoute):
-		c.logger.Info("peer passed the cluster handshake but cannot say its id (an older build); taking it as the member it claims", "member", id, "addr", addr)
-		return nil
+		return fmt.Errorf("verify member %s at %s: %w", id, addr, ErrIdentityUnknown)
 	case err != nil:
 		return fmt.Errorf("verify member %s at %s: %w", id, addr, err)
 	case out.NodeID != id:

@@ -200,7 +200,7 @@ func New(cfg Config) (_ *Node, err error) {
 	closers = append(closers, func() error { n.rpcClient.Close(); return nil })
 	// A member counts only once it proved its id over the cluster port: the gossip key alone does
 	// not make a Raft server or a shard holder (membership.go, Member.Verified).
-	n.members.SetVerifier(n.rpcClient.VerifyMember)
+	n.members.SetVerifier(n.verifyMember)
 	n.consensus = cluster.NewConsensus(cfg.NodeID, n.raft.Raft, n.fsm, n.rpcClient, log.With("component", "consensus"))
 	n.consensus.LeaderWait = cfg.leaderWait()
 	n.protocol = cluster.NewProtocolGate(cfg.NodeID, n.raft, n.members)
@@ -547,6 +547,25 @@ func checkWritable(dir string) error {
 // JoinGossip contacts more gossip addresses now (the configured seeds are re-joined periodically
 // anyway).
 func (n *Node) JoinGossip(addrs []string) (int, error) { return n.members.Join(addrs) }
+
+// verifyMember proves member id at its cluster address (cluster.Membership.SetVerifier). A peer
+// of an older build, which cannot say its id, is taken only as the Raft server already at that
+// address: that is who answered there before the upgrade, while any other id naming the address
+// (a gossip-key holder pointing at a real old node) proves nothing. An old-build node that joins
+// anew waits for its upgrade.
+func (n *Node) verifyMember(ctx context.Context, id, addr string) error {
+	err := n.rpcClient.VerifyMember(ctx, id, addr)
+	if !errors.Is(err, cluster.ErrIdentityUnknown) {
+		return err
+	}
+	for _, s := range n.raft.Servers() {
+		if string(s.ID) == id && string(s.Address) == addr {
+			n.log.Info("taking an older peer that cannot say its id as the raft server at its address", "member", id, "addr", addr)
+			return nil
+		}
+	}
+	return fmt.Errorf("%w, and no raft server %s is at %s", err, id, addr)
+}
 
 // raftServerIDs lists the ids of the Raft configuration's servers as this node knows them.
 func (n *Node) raftServerIDs() []string {
