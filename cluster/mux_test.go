@@ -321,15 +321,7 @@ func FuzzHandshakeServer(f *testing.F) {
 func BenchmarkDialCluster(b *testing.B) {
 	m := muxTestServe(b, muxTestSecret, 0)
 	addr := m.Listener(ConnRPC).Addr().String()
-	go func() {
-		for {
-			c, err := m.Listener(ConnRPC).Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	closeAccepted(m.Listener(ConnRPC))
 	ctx := context.Background()
 	for b.Loop() {
 		c, err := DialCluster(ctx, OSNetwork{}, addr, ConnRPC, Security{Secret: muxTestSecret})
@@ -348,15 +340,7 @@ func BenchmarkDialCluster(b *testing.B) {
 func TestMuxFloodFromOneHostLeavesRoomForPeers(t *testing.T) {
 	m := muxTestServe(t, muxTestSecret, time.Minute) // the flood holds its slots for the whole test
 	addr := m.Listener(ConnRPC).Addr().String()
-	go func() {
-		for {
-			c, err := m.Listener(ConnRPC).Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	closeAccepted(m.Listener(ConnRPC))
 	flooder := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.94")}}
 	const extra = 10
 	for range muxMaxPending/2 + extra {
@@ -390,15 +374,7 @@ func TestMuxFloodFromOneHostLeavesRoomForPeers(t *testing.T) {
 func TestMuxBurstOfRealDialsFromOneHost(t *testing.T) {
 	m := muxTestServe(t, muxTestSecret, 0)
 	addr := m.Listener(ConnRPC).Addr().String()
-	go func() {
-		for {
-			c, err := m.Listener(ConnRPC).Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	closeAccepted(m.Listener(ConnRPC))
 	const dials = 200
 	start := make(chan struct{})
 	errs := make(chan error, dials)
@@ -423,4 +399,18 @@ func TestMuxBurstOfRealDialsFromOneHost(t *testing.T) {
 			t.Fatalf("a real dial of a burst of %d failed: %v (%d refused as overload)", dials, err, m.Rejected(RejectOverload))
 		}
 	}
+}
+
+// closeAccepted accepts and closes every connection ln delivers, until it is closed: a listener
+// whose callers only care that the handshake got through.
+func closeAccepted(ln net.Listener) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 }

@@ -126,10 +126,7 @@ func TestRestoreRefusesImpossibleIndexes(t *testing.T) {
 	l := c.WaitLeader(10 * time.Second)
 	mustUpload(t, c, l, "a.bin", randomData(2, 5000))
 	root := http.Header{"Authorization": {"Bearer " + c.RootKey}}
-	saved, err := c.Client(l).Do(http.MethodGet, "/v1/snapshot", nil, root)
-	if err != nil || saved.Status != http.StatusOK {
-		t.Fatalf("save: %v %+v", err, saved)
-	}
+	saved := saveArchive(t, c, l, root)
 	for _, tc := range []struct {
 		name  string
 		craft func(a *repackedArchive)
@@ -171,10 +168,7 @@ func TestSnapshotTempDirFailureIsTheNodes(t *testing.T) {
 	l := c.WaitLeader(10 * time.Second)
 	mustUpload(t, c, l, "a.bin", randomData(4, 5000))
 	root := http.Header{"Authorization": {"Bearer " + c.RootKey}}
-	saved, err := c.Client(l).Do(http.MethodGet, "/v1/snapshot", nil, root)
-	if err != nil || saved.Status != http.StatusOK {
-		t.Fatalf("save: %v %+v", err, saved)
-	}
+	saved := saveArchive(t, c, l, root)
 	notADir := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(notADir, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -184,4 +178,14 @@ func TestSnapshotTempDirFailureIsTheNodes(t *testing.T) {
 	if err != nil || resp.Status != http.StatusServiceUnavailable {
 		t.Fatalf("inspect with an unusable temp directory = %v, %d %s; want 503", err, resp.Status, resp.Body)
 	}
+}
+
+// saveArchive saves a snapshot archive through node i.
+func saveArchive(t *testing.T, c *Cluster, i int, root http.Header) Response {
+	t.Helper()
+	saved, err := c.Client(i).Do(http.MethodGet, "/v1/snapshot", nil, root)
+	if err != nil || saved.Status != http.StatusOK {
+		t.Fatalf("save: %v %+v", err, saved)
+	}
+	return saved
 }
