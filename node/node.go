@@ -70,6 +70,7 @@ type Node struct {
 	skipOnce     sync.Once
 	leaving      atomic.Bool  // announced before a graceful leave
 	readyAt      atomic.Int64 // unix ns of the last ready check that passed, 0 after a failure
+	applyWatch   applyWatch   // the oldest confirmed commit index not applied yet (readiness)
 	stopOnce     sync.Once
 	stopErr      error
 }

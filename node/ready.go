@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cairn-dev/cairn/cluster"
@@ -22,6 +23,7 @@ const (
 	ReasonStateFailing    = "state_write_failed"     // the state store failed to commit (disk full?)
 	ReasonLeaderUnreached = "leader_unreachable"     // the leader did not confirm its commit index
 	ReasonApplyBehind     = "apply_behind"           // applied index too far behind the leader's commit
+	ReasonApplyStalled    = "apply_stalled"          // a commit index the leader confirmed is not applied in time
 	ReasonTooFewToRead    = "too_few_members_read"   // fewer than k alive members in the gossip view
 	ReasonTooFewToUpload  = "too_few_members_upload" // fewer shard candidates than the write quorum
 )
@@ -29,11 +31,17 @@ const (
 // ReadyReasons lists every reason, in the order the conditions are checked.
 var ReadyReasons = []string{ReasonDraining, ReasonStopping, ReasonRemoved, ReasonNoLeader,
 	ReasonNotInRaft, ReasonNotInitialised, ReasonRaftLogFailing, ReasonStateFailing, ReasonLeaderUnreached,
-	ReasonApplyBehind, ReasonTooFewToRead, ReasonTooFewToUpload}
+	ReasonApplyBehind, ReasonApplyStalled, ReasonTooFewToRead, ReasonTooFewToUpload}
 
 // readyMaxApplyLag is how many entries the local state may trail the leader's commit index and
 // still count as current: a request's read index then waits at most for those few applies.
 const readyMaxApplyLag = 64
+
+// readyApplyStallAfter is how long a commit index the leader confirmed may stay unapplied here
+// before the node counts as stalled, however few entries it trails by. A healthy node applies a
+// confirmed index within milliseconds; one whose disk hangs, or that cannot take the leader's
+// entries, never does, while its heartbeats and gossip go on.
+const readyApplyStallAfter = 5 * time.Second
 
 // readyLeaderTimeout bounds the leader round trip of a readiness check.
 const readyLeaderTimeout = 2 * time.Second
@@ -120,8 +128,12 @@ func (n *Node) readiness(ctx context.Context) error {
 	if err != nil {
 		return notReady(ReasonLeaderUnreached, "the raft leader did not confirm its commit index: %v", err)
 	}
-	if applied := n.fsm.AppliedIndex(); applied+readyMaxApplyLag < commit {
+	applied := n.fsm.AppliedIndex()
+	if applied+readyMaxApplyLag < commit {
 		return notReady(ReasonApplyBehind, "applied index %d is %d behind the leader's commit index %d", applied, commit-applied, commit)
+	}
+	if target, waited := n.applyWatch.observe(applied, commit, time.Now()); waited >= readyApplyStallAfter {
+		return notReady(ReasonApplyStalled, "applied index %d has not reached %d, a commit index the leader confirmed %s ago (a hung disk, or a log this node cannot append to)", applied, target, waited.Round(time.Second))
 	}
 	k := cfg.Geometry.Data
 	if alive := n.readableMembers(cfg.RemovedNodes); alive < k {
@@ -132,6 +144,32 @@ func (n *Node) readiness(ctx context.Context) error {
 		return notReady(ReasonTooFewToUpload, "gossip shows %d alive members that take shards, uploads need the write quorum of %d", cands, quorum)
 	}
 	return nil
+}
+
+// applyWatch remembers one commit index the leader confirmed that this node had not applied yet,
+// and since when, so that readiness sees an apply that stopped while it trails by only a few
+// entries. The zero value watches nothing.
+type applyWatch struct {
+	mu     sync.Mutex
+	target uint64    // a confirmed commit index not applied when it was seen; 0: none
+	since  time.Time // when target was first seen unapplied
+}
+
+// observe records one readiness check's applied index and the leader's commit index, and returns
+// the oldest confirmed index still unapplied and how long it has waited (0 when none waits).
+func (w *applyWatch) observe(applied, commit uint64, now time.Time) (target uint64, waited time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.target != 0 && applied >= w.target {
+		w.target = 0
+	}
+	if w.target == 0 && applied < commit {
+		w.target, w.since = commit, now
+	}
+	if w.target == 0 {
+		return 0, 0
+	}
+	return w.target, now.Sub(w.since)
 }
 
 // readableMembers counts the alive, not decommissioned members in this node's gossip view: the
