@@ -43,6 +43,16 @@ func (b *downloadBounds) serveFile(w http.ResponseWriter, r *http.Request, log *
 	switch {
 	case src.err == nil:
 		dw.flush()
+		if dw.refused != 0 {
+			// ServeContent's own answer (text/plain, or nothing) is held back: the front-end
+			// answers in its format, keeping only what says why (Content-Range: bytes */size).
+			contentRange := h.Get("Content-Range")
+			clear(h)
+			if contentRange != "" {
+				h.Set("Content-Range", contentRange)
+			}
+			return &downloadRefusedError{status: dw.refused}
+		}
 		return nil
 	case !dw.wroteBody:
 		clear(h)
@@ -283,13 +293,27 @@ func (cw *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// downloadRefusedError is a download http.ServeContent refused from the request's headers alone:
+// an unsatisfiable Range (416) or a failed If-Match or If-Unmodified-Since (412). Both front-ends
+// answer it in their own error format, as every other non-2xx.
+type downloadRefusedError struct{ status int }
+
+func (e *downloadRefusedError) Error() string {
+	if e.status == http.StatusPreconditionFailed {
+		return "a precondition of the request (If-Match, If-Unmodified-Since) does not hold"
+	}
+	return "the requested range is not satisfiable"
+}
+
 // deferredHeaderWriter holds back the status line until the first body byte, so that a content
-// failure before any byte can still become a JSON error instead of a committed 200.
+// failure before any byte can still become a JSON error instead of a committed 200. A 412 or 416
+// is never sent: it is kept in refused, and what ServeContent writes with it is dropped.
 type deferredHeaderWriter struct {
 	http.ResponseWriter
 	status    int
 	sent      bool
 	wroteBody bool
+	refused   int
 
 	// stall > 0 moves the connection's write deadline forward before every downloadWriteChunk
 	// of the body (rc), so a client that takes nothing for stall fails the write; stalled says it
@@ -308,6 +332,9 @@ func (d *deferredHeaderWriter) WriteHeader(code int) {
 
 func (d *deferredHeaderWriter) Write(p []byte) (int, error) {
 	d.flush()
+	if d.refused != 0 {
+		return len(p), nil
+	}
 	d.wroteBody = true
 	if d.stall <= 0 || d.noDeadlines {
 		return d.ResponseWriter.Write(p)
@@ -381,6 +408,10 @@ func (d *deferredHeaderWriter) flush() {
 	d.sent = true
 	if d.status == 0 {
 		d.status = http.StatusOK
+	}
+	if d.status == http.StatusPreconditionFailed || d.status == http.StatusRequestedRangeNotSatisfiable {
+		d.refused = d.status
+		return
 	}
 	d.ResponseWriter.WriteHeader(d.status)
 }

@@ -72,6 +72,12 @@ func TestDownloadRangeEdges(t *testing.T) {
 					t.Fatalf("Content-Range %q, want %q", res.header.Get("Content-Range"), tc.contentRng)
 				}
 				if tc.status == 416 {
+					// Refused in the route's own error format, never ServeContent's text/plain.
+					if route == "files/v1" {
+						wantError(t, res, 416, 1, "RANGE_NOT_SATISFIABLE_EXCEPTION")
+					} else {
+						wantEnmeshedError(t, res, 416, codeRangeNotSatisfiable, "")
+					}
 					return
 				}
 				if string(res.body) != string(data[tc.from:tc.to]) {
@@ -120,6 +126,51 @@ func TestDownloadEmptyFileRanges(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestDownloadPreconditionsFailInTheRoutesFormat: a failed If-Match or If-Unmodified-Since is a
+// 412 in each front-end's error format (it was ServeContent's bare 412), while a matching
+// If-Match, or a mismatching one on a conditional the file meets, still serves the file.
+func TestDownloadPreconditionsFailInTheRoutesFormat(t *testing.T) {
+	e := newEnmeshedEnv(t)
+	const data = "conditional content"
+	info, full := e.upload(t, "alice", core.FileAttrs{Name: "cond.txt", MimeType: "text/plain"}, data)
+	routes := map[string]string{
+		"files/v1": "/files/v1/" + full.Secret + "/file",
+		"enmeshed": "/api/v2/Files/" + info.ID + "/Download",
+	}
+	for route, path := range routes {
+		t.Run(route, func(t *testing.T) {
+			plain := e.do(t, http.MethodGet, path, nil, nil)
+			etag := plain.header.Get("ETag")
+			if plain.status != 200 || etag == "" {
+				t.Fatalf("plain download: %d, ETag %q", plain.status, etag)
+			}
+			if ok := e.do(t, http.MethodGet, path, nil, map[string]string{"If-Match": etag}); ok.status != 200 || string(ok.body) != data {
+				t.Fatalf("If-Match of the file's own ETag: %d %q", ok.status, ok.body)
+			}
+			refused := []map[string]string{
+				{"If-Match": `"not-the-etag"`},
+				{"If-Unmodified-Since": "Mon, 02 Jan 2006 15:04:05 GMT"},
+				{"If-Match": `"not-the-etag"`, "Range": "bytes=0-3"},
+			}
+			for _, h := range refused {
+				res := e.do(t, http.MethodGet, path, nil, h)
+				if route == "files/v1" {
+					wantError(t, res, 412, 1, "PRECONDITION_FAILED_EXCEPTION")
+				} else {
+					wantEnmeshedError(t, res, 412, codePreconditionFailed, "")
+				}
+				if strings.Contains(string(res.body), data) || res.header.Get("Content-Range") != "" || res.header.Get("ETag") != "" {
+					t.Fatalf("%v: the refusal carries the file: headers %v, body %s", h, res.header, res.body)
+				}
+			}
+			head := e.do(t, http.MethodHead, path, nil, map[string]string{"If-Match": `"not-the-etag"`})
+			if head.status != 412 || len(head.body) != 0 {
+				t.Fatalf("HEAD with a failed If-Match: %d, %d body bytes", head.status, len(head.body))
+			}
+		})
 	}
 }
 

@@ -12,9 +12,9 @@ import (
 	"github.com/cairn-dev/cairn/core"
 )
 
-// Error codes of /api/v2. The first ones are the Connector's own; the last three have no Connector
-// counterpart (the Connector never answers 503 or 507, and hides its 403s behind 400) and are
-// cairn's, in the same naming scheme.
+// Error codes of /api/v2. The first ones are the Connector's own; the last five have no Connector
+// counterpart (the Connector never answers 412, 416, 503 or 507, and hides its 403s behind 400)
+// and are cairn's, in the same naming scheme.
 const (
 	codeUnauthorized         = "error.connector.unauthorized"
 	codeRouteDoesNotExist    = "error.connector.http.routeDoesNotExist"
@@ -27,6 +27,8 @@ const (
 	codeNotOwnedByYou        = "error.runtime.files.notOwnedByYou"
 	codeUnavailable          = "error.connector.unavailable"
 	codeInsufficientStorage  = "error.connector.insufficientStorage"
+	codeRangeNotSatisfiable  = "error.connector.http.rangeNotSatisfiable"
+	codePreconditionFailed   = "error.connector.http.preconditionFailed"
 )
 
 // enmeshedErrorDocs is where each code is documented; the code, lower-cased, is the anchor.
@@ -86,10 +88,17 @@ func enmeshedErrorFor(err error, entity string) *enmeshedError {
 		e        *enmeshedError
 		form     *formError
 		tooLarge *http.MaxBytesError
+		refused  *downloadRefusedError
 	)
 	switch {
 	case errors.As(err, &e):
 		return e
+	case errors.As(err, &refused) && refused.status == http.StatusPreconditionFailed:
+		return &enmeshedError{http.StatusPreconditionFailed, codePreconditionFailed,
+			"A precondition of the request (If-Match, If-Unmodified-Since) does not hold."}
+	case errors.As(err, &refused):
+		return &enmeshedError{http.StatusRequestedRangeNotSatisfiable, codeRangeNotSatisfiable,
+			"The requested range is not satisfiable."}
 	case errors.Is(err, core.ErrFileTooLarge), errors.As(err, &tooLarge):
 		return errContentTooLarge(err)
 	case errors.As(err, &form):

@@ -51,10 +51,15 @@ func filesV1ErrorFor(err error) *filesV1Error {
 		ve       *filesV1Error
 		form     *formError
 		tooLarge *http.MaxBytesError
+		refused  *downloadRefusedError
 	)
 	switch {
 	case errors.As(err, &ve):
 		return ve
+	case errors.As(err, &refused) && refused.status == http.StatusPreconditionFailed:
+		return &filesV1Error{http.StatusPreconditionFailed, 1, "PRECONDITION_FAILED_EXCEPTION", refused.Error()}
+	case errors.As(err, &refused):
+		return &filesV1Error{http.StatusRequestedRangeNotSatisfiable, 1, "RANGE_NOT_SATISFIABLE_EXCEPTION", refused.Error()}
 	case errors.As(err, &form):
 		return filesV1FormError(form)
 	case errors.Is(err, core.ErrInvalidToken):
