@@ -17,12 +17,21 @@ import (
 // trackedStore is the Raft log and stable store with the outcome of its last write remembered.
 // hashicorp/raft only logs a failed append (a follower answers the leader "no", a leader steps
 // down), so without this a node with a full disk keeps reporting itself healthy.
+//
+// It also knows how long the write in flight has been running: a disk that hangs instead of
+// failing (a dead controller, a frozen filesystem) shows as a write that never returns, which no
+// error would ever report.
 type trackedStore struct {
 	*raftboltdb.BoltStore
 
 	mu       sync.Mutex
 	lastErr  error
 	failedAt time.Time
+	// writing counts the writes in flight; writingSince is when the oldest of them started, or
+	// when the last one of several that overlapped returned (which can only make a stall look
+	// shorter than it is).
+	writing      int
+	writingSince time.Time
 }
 
 var (
@@ -30,9 +39,36 @@ var (
 	_ raft.StableStore = (*trackedStore)(nil)
 )
 
-func (s *trackedStore) track(err error) error {
+// write runs one write to the log or stable store and remembers its outcome.
+func (s *trackedStore) write(op func() error) error {
+	s.mu.Lock()
+	if s.writing == 0 {
+		s.writingSince = time.Now()
+	}
+	s.writing++
+	s.mu.Unlock()
+	err := op()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.writing--
+	if s.writing > 0 {
+		s.writingSince = time.Now()
+	}
+	return s.track(err)
+}
+
+// writeStall is how long the write in flight has been running, 0 when none is.
+func (s *trackedStore) writeStall(now time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.writing == 0 {
+		return 0
+	}
+	return now.Sub(s.writingSince)
+}
+
+// track records a write's outcome; s.mu is held.
+func (s *trackedStore) track(err error) error {
 	if err == nil {
 		s.lastErr, s.failedAt = nil, time.Time{}
 		return nil
@@ -51,15 +87,25 @@ func (s *trackedStore) writeErr() (time.Time, error) {
 	return s.failedAt, s.lastErr
 }
 
-func (s *trackedStore) StoreLog(l *raft.Log) error    { return s.track(s.BoltStore.StoreLog(l)) }
-func (s *trackedStore) StoreLogs(l []*raft.Log) error { return s.track(s.BoltStore.StoreLogs(l)) }
+func (s *trackedStore) StoreLog(l *raft.Log) error {
+	return s.write(func() error { return s.BoltStore.StoreLog(l) })
+}
+func (s *trackedStore) StoreLogs(l []*raft.Log) error {
+	return s.write(func() error { return s.BoltStore.StoreLogs(l) })
+}
 func (s *trackedStore) DeleteRange(lo, hi uint64) error {
-	return s.track(s.BoltStore.DeleteRange(lo, hi))
+	return s.write(func() error { return s.BoltStore.DeleteRange(lo, hi) })
 }
-func (s *trackedStore) Set(k, v []byte) error { return s.track(s.BoltStore.Set(k, v)) }
+func (s *trackedStore) Set(k, v []byte) error {
+	return s.write(func() error { return s.BoltStore.Set(k, v) })
+}
 func (s *trackedStore) SetUint64(k []byte, v uint64) error {
-	return s.track(s.BoltStore.SetUint64(k, v))
+	return s.write(func() error { return s.BoltStore.SetUint64(k, v) })
 }
+
+// LogWriteStall is how long the Raft log or stable store write in flight has been running, 0 when
+// none is. A healthy disk returns within milliseconds; one that hangs never does.
+func (n *RaftNode) LogWriteStall() time.Duration { return n.store.writeStall(time.Now()) }
 
 // LogWriteErr is nil when the last write to the Raft log or stable store succeeded; otherwise it
 // says what failed and since when. A full disk wraps ErrLogStoreFull.

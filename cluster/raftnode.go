@@ -3,9 +3,12 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -54,7 +57,11 @@ type RaftOptions struct {
 	// Recover adopts DataDir/raft/peers.json as the Raft configuration before starting
 	// (recover.go): the way back from a permanently lost quorum.
 	Recover bool
-	Logger  *slog.Logger
+	// LogStallTimeout is how long a Raft log write may stay in flight before this node stops
+	// sending heartbeats and replication, so a leader whose disk hangs gives up the lead
+	// (raftTransport); 0 means DefaultLogStallTimeout.
+	LogStallTimeout time.Duration
+	Logger          *slog.Logger
 }
 
 // StateMachine is the FSM Raft drives: batching, and durable up to AppliedIndex.
@@ -67,6 +74,7 @@ type StateMachine interface {
 type RaftNode struct {
 	Raft      *raft.Raft
 	Transport *raft.NetworkTransport
+	transport *raftTransport // what Raft sends through: Transport with stalled-log fencing
 	store     *trackedStore
 	// HadState reports whether the data dir held Raft state when the node started.
 	HadState bool
@@ -149,13 +157,19 @@ func StartRaft(opts RaftOptions) (*RaftNode, error) {
 		store.Close()
 		return nil, err
 	}
-	r, err := raft.NewRaft(conf, opts.FSM, cache, store, snaps, noPipelineTransport{transport})
+	stallAfter := opts.LogStallTimeout
+	if stallAfter <= 0 {
+		stallAfter = DefaultLogStallTimeout
+	}
+	fenced := &raftTransport{NetworkTransport: transport, stall: func() time.Duration { return store.writeStall(time.Now()) },
+		stallAfter: stallAfter, logger: opts.Logger.With("component", "raft-transport")}
+	r, err := raft.NewRaft(conf, opts.FSM, cache, store, snaps, fenced)
 	if err != nil {
 		transport.Close()
 		store.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	return &RaftNode{Raft: r, Transport: transport, store: store, HadState: hadState}, nil
+	return &RaftNode{Raft: r, Transport: transport, transport: fenced, store: store, HadState: hadState}, nil
 }
 
 // skipRestoreIfCurrent sets NoSnapshotRestoreOnStart when the FSM's store already holds the
@@ -189,21 +203,95 @@ func skipRestoreIfCurrent(conf *raft.Config, f StateMachine, logs raft.LogStore,
 	return nil
 }
 
-// noPipelineTransport is the network transport without pipelined replication. hashicorp/raft's
-// pipeline can deadlock (v1.8.0, MaxRPCsInFlight 2, so its channels are unbuffered): when a
-// follower's answer ends pipelineDecode (a newer term, or a failed append), the send loop may pick
-// one more send, which parks on the pipeline's in-progress channel while the decoder parks on the
-// done channel nobody reads; pipeline.Close is deferred in that very loop. The leader then never
-// replicates to that follower again, and Raft's Shutdown waits forever (seen here as an agent
-// that hung on SIGTERM after losing leadership; Grafana Pyroscope hit the same and disabled the
-// pipeline too, grafana/pyroscope#5518). Without it, raft sends one AppendEntries at a time per
-// follower, batched up to MaxAppendEntries.
-type noPipelineTransport struct{ *raft.NetworkTransport }
+// raftTransport is the network transport without pipelined replication, and with a leader's
+// heartbeats withheld while its own log cannot be written.
+//
+// No pipeline: hashicorp/raft's pipeline can deadlock (v1.8.0, MaxRPCsInFlight 2, so its channels
+// are unbuffered): when a follower's answer ends pipelineDecode (a newer term, or a failed
+// append), the send loop may pick one more send, which parks on the pipeline's in-progress channel
+// while the decoder parks on the done channel nobody reads; pipeline.Close is deferred in that very
+// loop. The leader then never replicates to that follower again, and Raft's Shutdown waits forever
+// (seen here as an agent that hung on SIGTERM after losing leadership; Grafana Pyroscope hit the
+// same and disabled the pipeline too, grafana/pyroscope#5518). Without it, raft sends one
+// AppendEntries at a time per follower, batched up to MaxAppendEntries.
+//
+// Withheld heartbeats: hashicorp/raft sends heartbeats from their own goroutines, apart from the
+// leader loop that appends to the log. A leader whose disk hangs (writes that block, not fail)
+// therefore stops committing but goes on heartbeating, so its followers never time out and the
+// cluster stalls for as long as the disk does (hashicorp/raft#503). While a log write has been in
+// flight for stallAfter, every AppendEntries and InstallSnapshot this node would send fails here
+// instead: the followers stop hearing from it, elect another leader after their heartbeat
+// timeout, and the cluster goes on without it. The stalled node's own Raft stays blocked in its
+// write; once the disk returns, it hears of the newer term and follows. Disk latency thus counts
+// toward a leader's liveness, as it does in etcd, where the same loop writes and heartbeats.
+type raftTransport struct {
+	*raft.NetworkTransport
+	stall      func() time.Duration // the log write in flight's age (RaftNode.LogWriteStall)
+	stallAfter time.Duration
+	logger     *slog.Logger
+
+	withheld    atomic.Uint64 // RPCs not sent because of a stalled log write
+	withholdMu  sync.Mutex
+	withholding bool // guarded by withholdMu: the last RPC was withheld (so it is logged once)
+}
+
+// DefaultLogStallTimeout is RaftOptions.LogStallTimeout's default: a Raft log write that has not
+// returned after this long makes the node stop heartbeating as leader, so that another node leads.
+const DefaultLogStallTimeout = 5 * time.Second
+
+// errLogWriteStalled is what a withheld RPC fails with.
+var errLogWriteStalled = errors.New("not sent: this node's raft log write has stalled, so it must not hold leadership")
 
 // AppendEntriesPipeline tells raft to use plain AppendEntries RPCs.
-func (noPipelineTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+func (*raftTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
 	return nil, raft.ErrPipelineReplicationNotSupported
 }
+
+// AppendEntries sends one AppendEntries RPC (replication or a heartbeat) unless the local log has
+// stalled.
+func (t *raftTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if err := t.withhold(); err != nil {
+		return err
+	}
+	return t.NetworkTransport.AppendEntries(id, target, args, resp)
+}
+
+// InstallSnapshot sends a snapshot unless the local log has stalled (it too renews the leader's
+// contact with the follower).
+func (t *raftTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	if err := t.withhold(); err != nil {
+		return err
+	}
+	return t.NetworkTransport.InstallSnapshot(id, target, args, resp, data)
+}
+
+// withhold is errLogWriteStalled while the local log write in flight is older than stallAfter.
+func (t *raftTransport) withhold() error {
+	stalled := t.stall()
+	stop := stalled >= t.stallAfter
+	t.withholdMu.Lock()
+	changed := stop != t.withholding
+	t.withholding = stop
+	t.withholdMu.Unlock()
+	if changed && stop {
+		t.logger.Error("raft log write has not returned; withholding this node's heartbeats so that another node takes the lead",
+			"write_in_flight_for", stalled.Round(time.Millisecond), "stall_after", t.stallAfter)
+	} else if changed {
+		t.logger.Info("raft log writes returned; heartbeats resume")
+	}
+	if !stop {
+		return nil
+	}
+	t.withheld.Add(1)
+	return fmt.Errorf("%w (a write has been in flight for %s)", errLogWriteStalled, stalled.Round(time.Millisecond))
+}
+
+// WithheldRPCs counts the AppendEntries and InstallSnapshot RPCs this node did not send because
+// its Raft log write had stalled.
+func (n *RaftNode) WithheldRPCs() uint64 { return n.transport.withheld.Load() }
+
+// LogStallTimeout is how long a log write may stay in flight before the node withholds its RPCs.
+func (n *RaftNode) LogStallTimeout() time.Duration { return n.transport.stallAfter }
 
 // Shutdown stops Raft and closes its stores.
 func (n *RaftNode) Shutdown() error {

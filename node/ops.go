@@ -102,6 +102,10 @@ func (n *Node) registerMetrics() {
 				}
 				return time.Since(lc).Seconds()
 			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_raft_log_write_in_flight_seconds", Help: "How long the Raft log or stable store write in flight has been running (0 when none is); a hung disk makes it grow."},
+			func() float64 { return n.raft.LogWriteStall().Seconds() }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cairn_raft_rpcs_withheld_total", Help: "AppendEntries and InstallSnapshot RPCs (heartbeats included) this node did not send because a Raft log write had stalled."},
+			func() float64 { return float64(n.raft.WithheldRPCs()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_shard_bytes_stored", Help: "Bytes of committed shards on this node's disk."},
 			func() float64 { return float64(n.shards.UsedBytes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_disk_free_bytes", Help: "Free bytes on the filesystem holding the shard store."},

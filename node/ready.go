@@ -20,6 +20,7 @@ const (
 	ReasonNotInRaft       = "not_in_raft"            // not in the Raft configuration (yet)
 	ReasonNotInitialised  = "not_initialised"        // the cluster config is not applied here yet
 	ReasonRaftLogFailing  = "raft_log_write_failed"  // the last Raft log write failed (disk full?)
+	ReasonRaftLogStalled  = "raft_log_write_stalled" // a Raft log write has not returned in time (a hung disk?)
 	ReasonStateFailing    = "state_write_failed"     // the state store failed to commit (disk full?)
 	ReasonLeaderUnreached = "leader_unreachable"     // the leader did not confirm its commit index
 	ReasonApplyBehind     = "apply_behind"           // applied index too far behind the leader's commit
@@ -30,7 +31,7 @@ const (
 
 // ReadyReasons lists every reason, in the order the conditions are checked.
 var ReadyReasons = []string{ReasonDraining, ReasonStopping, ReasonRemoved, ReasonNoLeader,
-	ReasonNotInRaft, ReasonNotInitialised, ReasonRaftLogFailing, ReasonStateFailing, ReasonLeaderUnreached,
+	ReasonNotInRaft, ReasonNotInitialised, ReasonRaftLogFailing, ReasonRaftLogStalled, ReasonStateFailing, ReasonLeaderUnreached,
 	ReasonApplyBehind, ReasonApplyStalled, ReasonTooFewToRead, ReasonTooFewToUpload}
 
 // readyMaxApplyLag is how many entries the local state may trail the leader's commit index and
@@ -118,6 +119,9 @@ func (n *Node) readiness(ctx context.Context) error {
 	}
 	if err := n.raft.LogWriteErr(); err != nil {
 		return notReady(ReasonRaftLogFailing, "%v", err)
+	}
+	if stalled, limit := n.raft.LogWriteStall(), n.raft.LogStallTimeout(); stalled >= limit {
+		return notReady(ReasonRaftLogStalled, "a raft log write has been in flight for %s, more than %s (a hung disk?); as leader, this node withholds its heartbeats so that another node leads", stalled.Round(time.Second), limit)
 	}
 	if err := n.fsm.StateErr(); err != nil {
 		return notReady(ReasonStateFailing, "%v (applying stopped; it resumes when a commit succeeds)", err)

@@ -1,9 +1,10 @@
 package main
 
-// A disk that hangs instead of failing: node3's data dir is an ext4 image the test mounts and then
+// A disk that hangs instead of failing: a node's data dir is an ext4 image the test mounts and then
 // freezes (fsfreeze), so every write and fsync there blocks while the process, its gossip and its
-// Raft heartbeats go on. Such a node cannot apply, so it cannot answer a linearizable request, and
-// /readyz must say so even while it trails the leader by only a few entries.
+// Raft heartbeats go on. Such a node cannot append or apply, so it cannot answer a linearizable
+// request, and /readyz must say so even while it trails the leader by only a few entries. A leader
+// in that state must also give up the lead, or nothing commits anywhere.
 
 import (
 	"fmt"
@@ -56,13 +57,13 @@ func TestE2EHungStateDiskMakesAFollowerNotReady(t *testing.T) {
 	t.Cleanup(thaw)
 
 	// A few writes, far fewer than the apply lag /readyz tolerates: node3's log append blocks on
-	// the frozen disk, so it applies none of them.
+	// the frozen disk, so it applies none of them, and the append stays in flight.
 	for range 5 {
 		createReadToken(t, c, cl.urls(0)[0], full)
 	}
 	testutil.WaitForNil(t, 30*time.Second, "node3 not ready while its disk hangs", func() error {
 		code, reason := readyz(c, cl.urls(2)[0])
-		if code == http.StatusServiceUnavailable && strings.HasPrefix(reason, "apply_stalled") {
+		if code == http.StatusServiceUnavailable && strings.HasPrefix(reason, "raft_log_write_stalled") {
 			t.Logf("node3 /readyz: %d %s", code, reason)
 			return nil
 		}
@@ -101,4 +102,91 @@ func ext4Image(t *testing.T, size string) string {
 		}
 	})
 	return dir
+}
+
+// A leader whose disk hangs: its log appends block, so nothing commits, while its heartbeats go on
+// and its followers never time out. The cluster must elect another leader and take writes again,
+// and the hung node must say it is not ready.
+func TestE2EHungStateDiskOnTheLeaderMovesLeadership(t *testing.T) {
+	skipShort(t)
+	freeze := requireTool(t, "fsfreeze", "util-linux")
+	cl := newLocalCluster(t, 3, false, "CAIRN_MIN_FREE=1MiB")
+	mounts := make([]string, 3)
+	for i := range mounts {
+		mounts[i] = ext4Image(t, "256M")
+		cl.dirs[i] = filepath.Join(mounts[i], cl.specs[i].id)
+	}
+	c := newClient()
+	cl.startAll()
+	waitReady(t, c, 30*time.Second, cl.urls(0, 1, 2)...)
+	data := randomBytes(t, 20<<10)
+	full := upload(t, c, cl.urls(0)[0], cl.rootKey, "before.bin", data)
+	hung := waitLeader(t, c, 10*time.Second, cl.urls(0, 1, 2))
+	var others []int
+	for i := range 3 {
+		if i != hung {
+			others = append(others, i)
+		}
+	}
+	mnt := mounts[hung]
+
+	frozen := true
+	thaw := func() {
+		if !frozen {
+			return
+		}
+		if out, err := exec.Command(freeze, "-u", mnt).CombinedOutput(); err != nil {
+			t.Errorf("fsfreeze -u %s: %v: %s", mnt, err, out)
+		}
+		frozen = false
+	}
+	if out, err := exec.Command(freeze, "-f", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("fsfreeze -f %s: %v: %s", mnt, err, out)
+	}
+	t.Cleanup(thaw)
+	frozenAt := time.Now()
+
+	// A write through a follower: the hung leader's log append blocks, so it cannot commit.
+	other := cl.urls(others[0])[0]
+	var token string
+	testutil.WaitForNil(t, 60*time.Second, "a read token created through "+other, func() error {
+		status, body, err := apiCall(c, http.MethodPost, other+"/files/v1/"+full+"/tokens", "", map[string]string{"accessLevel": "read"})
+		if err := answerError(status, body, err); err != nil {
+			return err
+		}
+		token = string(body)
+		return nil
+	})
+	t.Logf("a write committed %s after the leader's disk froze: %s", time.Since(frozenAt).Round(time.Millisecond), tail(token, 120))
+	leader, err := leaderOf(c, other)
+	if err != nil || leader == cl.specs[hung].id {
+		t.Fatalf("leader after the freeze: %q, %v; want one of the others", leader, err)
+	}
+	testutil.WaitForNil(t, 30*time.Second, cl.specs[hung].id+" not ready while its disk hangs", func() error {
+		code, reason := readyz(c, cl.urls(hung)[0])
+		if code == http.StatusServiceUnavailable {
+			t.Logf("%s /readyz: %d %s", cl.specs[hung].id, code, reason)
+			return nil
+		}
+		return fmt.Errorf("%s /readyz %d %s", cl.specs[hung].id, code, reason)
+	})
+	expectFile(t, c, 10*time.Second, full, data, cl.urls(others...)...)
+	// An upload too: its shard for the hung node cannot be written, and the write quorum of the
+	// other two carries it.
+	after := randomBytes(t, 20<<10)
+	uploadedAt := time.Now()
+	afterFull := upload(t, c, other, cl.rootKey, "after.bin", after)
+	t.Logf("an upload through %s took %s while %s hangs", other, time.Since(uploadedAt).Round(time.Millisecond), cl.specs[hung].id)
+	expectFile(t, c, 10*time.Second, afterFull, after, cl.urls(others...)...)
+	if withheld, err := metricValue(c, cl.urls(hung)[0], "cairn_raft_rpcs_withheld_total"); err != nil || withheld == 0 {
+		t.Errorf("%s cairn_raft_rpcs_withheld_total = %v, %v; want > 0", cl.specs[hung].id, withheld, err)
+	}
+
+	thaw()
+	testutil.WaitForNil(t, 60*time.Second, cl.specs[hung].id+" ready once its disk thaws", func() error {
+		return checkReady(c, cl.urls(hung)[0])
+	})
+	expectFile(t, c, 10*time.Second, full, data, cl.urls(hung)...)
+	expectFile(t, c, 10*time.Second, afterFull, after, cl.urls(hung)...)
+	cl.stopAll(syscall.SIGTERM, 30*time.Second)
 }
