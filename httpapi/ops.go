@@ -106,6 +106,9 @@ type MemberStatus struct {
 	HTTPAddr    string `json:"httpAddr"`
 	Zone        string `json:"zone,omitempty"`
 	FreeBytes   uint64 `json:"freeBytes"`
+	// AcceptsShards is false for a member that announces it takes no new shards: it is draining or
+	// stopping, or its disk hangs. (A full member still says true; FreeBytes tells fullness.)
+	AcceptsShards bool `json:"acceptsShards"`
 	// Version is the member's build version from its gossip metadata; "" for a release that did not
 	// announce one (before v0.2) or a member gossip has not described.
 	Version string `json:"version,omitempty"`

@@ -327,13 +327,21 @@ func (n *Node) spawn(fn func()) {
 func (n *Node) meta() cluster.NodeMeta {
 	return cluster.NodeMeta{
 		ID: n.cfg.NodeID, ClusterAddr: n.clusterAddr, HTTPAddr: n.httpAddr, Zone: n.cfg.Zone,
-		FreeBytes: n.freeBytes.Load(), AcceptsShards: !n.stopping.Load() && !n.draining.Load(),
+		FreeBytes: n.freeBytes.Load(), AcceptsShards: !n.stopping.Load() && !n.draining.Load() && !n.diskStalled(),
 		Full:            belowReserve(n.freeBytes.Load(), n.cfg.MinFree),
 		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: n.bootstrapped.Load(),
 		Leaving:     n.leaving.Load(),
 		ProtocolMin: fsm.MinProtocolVersion, ProtocolMax: fsm.ProtocolVersion,
 		Version: announcedVersion(n.cfg.Version),
 	}
+}
+
+// diskStalled is true while a write to this node's Raft log has been in flight for longer than
+// the stall timeout: the data dir's disk hangs, so this node's shard writes would hang too, and
+// every upload placing a shard here would wait for --shard-stall-timeout (twice) before giving up
+// on it. The node announces that it takes no shards until the write returns.
+func (n *Node) diskStalled() bool {
+	return n.raft != nil && n.raft.LogWriteStall() >= n.raft.LogStallTimeout() // nil: Raft not started yet
 }
 
 func (n *Node) refreshFreeBytes() {

@@ -63,7 +63,8 @@ func (n *Node) Status() httpapi.Status {
 			ID: m.Meta.ID, State: m.State, Removed: slices.Contains(clusterCfg.RemovedNodes, m.Meta.ID),
 			Suffrage: suffrage[m.Meta.ID], Leader: m.Meta.ID == leader,
 			ClusterAddr: m.Meta.ClusterAddr, HTTPAddr: m.Meta.HTTPAddr, Zone: m.Meta.Zone, FreeBytes: m.Meta.FreeBytes,
-			Version: m.Meta.Version, ProtocolMax: m.Meta.Protocols().Max,
+			AcceptsShards: m.Meta.AcceptsShards,
+			Version:       m.Meta.Version, ProtocolMax: m.Meta.Protocols().Max,
 		})
 	}
 	// Raft servers memberlist has never seen (e.g. right after a restart) still belong in the report.

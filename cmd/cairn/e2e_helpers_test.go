@@ -235,8 +235,9 @@ type statusDoc struct {
 	LeaderID string `json:"leaderId"`
 	Erasure  string `json:"erasure"`
 	Members  []struct {
-		ID    string `json:"id"`
-		State string `json:"state"`
+		ID            string `json:"id"`
+		State         string `json:"state"`
+		AcceptsShards bool   `json:"acceptsShards"`
 	} `json:"members"`
 }
 

@@ -171,12 +171,29 @@ func TestE2EHungStateDiskOnTheLeaderMovesLeadership(t *testing.T) {
 		return fmt.Errorf("%s /readyz %d %s", cl.specs[hung].id, code, reason)
 	})
 	expectFile(t, c, 10*time.Second, full, data, cl.urls(others...)...)
-	// An upload too: its shard for the hung node cannot be written, and the write quorum of the
-	// other two carries it.
+	// Uploads too: the hung node announces that it takes no shards, so they go to the other two
+	// (the write quorum) instead of each waiting out the stall timeout on it.
+	testutil.WaitForNil(t, 30*time.Second, "the others see "+cl.specs[hung].id+" take no shards", func() error {
+		for _, u := range cl.urls(others...) {
+			st, err := getStatus(c, u)
+			if err != nil {
+				return err
+			}
+			for _, m := range st.Members {
+				if m.ID == cl.specs[hung].id && m.AcceptsShards {
+					return fmt.Errorf("%s sees %s accepting shards", st.NodeID, m.ID)
+				}
+			}
+		}
+		return nil
+	})
 	after := randomBytes(t, 20<<10)
 	uploadedAt := time.Now()
-	afterFull := upload(t, c, other, cl.rootKey, "after.bin", after)
+	afterFull, afterID := uploadTracked(t, c, other, cl.rootKey, "after.bin", after, []string{cl.dirs[others[0]], cl.dirs[others[1]]})
 	t.Logf("an upload through %s took %s while %s hangs", other, time.Since(uploadedAt).Round(time.Millisecond), cl.specs[hung].id)
+	if onHung := shardsOnDisk(t, cl.dirs[hung])[afterID]; len(onHung) != 0 {
+		t.Errorf("the upload placed shards on the hung node: %v", onHung)
+	}
 	expectFile(t, c, 10*time.Second, afterFull, after, cl.urls(others...)...)
 	if withheld, err := metricValue(c, cl.urls(hung)[0], "cairn_raft_rpcs_withheld_total"); err != nil || withheld == 0 {
 		t.Errorf("%s cairn_raft_rpcs_withheld_total = %v, %v; want > 0", cl.specs[hung].id, withheld, err)
