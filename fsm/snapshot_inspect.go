@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -19,6 +20,9 @@ type SnapshotSummary struct {
 	Files     int
 	Tokens    int
 	APIKeys   int
+	// Clock is the state's clock: the newest command time it applied (de-duplication ages against
+	// it, and it never goes back).
+	Clock time.Time
 }
 
 // InspectSnapshot decodes a snapshot stream exactly as Restore would, with every check Restore
@@ -47,7 +51,7 @@ func InspectSnapshotIn(parent string, r io.Reader) (SnapshotSummary, error) {
 	if err != nil {
 		return SnapshotSummary{}, err
 	}
-	sum := SnapshotSummary{AppliedIndex: m.AppliedIndex, Files: int(m.Files), Tokens: int(m.Tokens), APIKeys: apiKeys}
+	sum := SnapshotSummary{AppliedIndex: m.AppliedIndex, Files: int(m.Files), Tokens: int(m.Tokens), APIKeys: apiKeys, Clock: m.Clock}
 	if m.Config != nil {
 		sum.ClusterID = m.Config.ClusterID
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 	snapshot "github.com/hashicorp/raft-snapshot"
@@ -290,6 +291,14 @@ func (n *Node) readArchive(body io.Reader) (_ *archive, err error) {
 		return nil, fmt.Errorf("%w: raft index %d or term %d is beyond any real log (%d)",
 			core.ErrInvalidSnapshot, a.meta.Index, a.meta.Term, uint64(maxArchiveIndex))
 	}
+	// The state's clock never goes back, and de-duplication keeps every request row younger than
+	// it by the window: a clock years ahead would keep every later row for ever (the metadata
+	// store would grow without bound). A genuine archive's clock is a proposer's wall clock at
+	// its last command, so it is not ahead of this node's by more than their skew.
+	if ahead := sum.Clock.Sub(time.Now()); ahead > maxArchiveClockAhead {
+		return nil, fmt.Errorf("%w: the state's clock %s is %s ahead of this node's; no cluster's clocks are that far apart (check this node's clock if the archive is genuine)",
+			core.ErrInvalidSnapshot, sum.Clock.UTC().Format(time.RFC3339), ahead.Round(time.Second))
+	}
 	if _, err := state.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("rewind snapshot state: %w", err)
 	}
@@ -299,6 +308,9 @@ func (n *Node) readArchive(body io.Reader) (_ *archive, err error) {
 	}
 	return a, nil
 }
+
+// maxArchiveClockAhead bounds how far an archive's clock may be ahead of the restoring node's.
+const maxArchiveClockAhead = 24 * time.Hour
 
 // maxArchiveIndex bounds an archive's Raft index and term: 2^53, which a cluster committing a
 // million entries a second reaches in 285 years.

@@ -135,6 +135,7 @@ func TestRestoreRefusesImpossibleIndexes(t *testing.T) {
 		{"state header past the raft index", func(a *repackedArchive) { a.setStateHeader(t, "appliedIndex", 1_000_000) }, "past the snapshot's raft index"},
 		{"raft index of the largest uint64", func(a *repackedArchive) { a.meta["Index"] = json.Number("18446744073709551615") }, "beyond any real log"},
 		{"raft term of the largest uint64", func(a *repackedArchive) { a.meta["Term"] = json.Number("18446744073709551615") }, "beyond any real log"},
+		{"state clock years ahead", func(a *repackedArchive) { a.setStateHeader(t, "clock", "2999-01-01T00:00:00Z") }, "ahead of this node's"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := openArchive(t, saved.Body)
