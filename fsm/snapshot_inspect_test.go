@@ -17,7 +17,7 @@ func TestInspectSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := SnapshotSummary{AppliedIndex: 3, ClusterID: "c1", Files: 2, Tokens: 3, APIKeys: 1}
+	want := SnapshotSummary{AppliedIndex: 3, ClusterID: "c1", Files: 2, Tokens: 3, APIKeys: 1, Clock: t0}
 	if got != want {
 		t.Fatalf("InspectSnapshot = %+v, want %+v", got, want)
 	}
