@@ -295,7 +295,7 @@ func (n *Node) readArchive(body io.Reader) (_ *archive, err error) {
 	// it by the window: a clock years ahead would keep every later row for ever (the metadata
 	// store would grow without bound). A genuine archive's clock is a proposer's wall clock at
 	// its last command, so it is not ahead of this node's by more than their skew.
-	if ahead := sum.Clock.Sub(time.Now()); ahead > maxArchiveClockAhead {
+	if ahead := time.Until(sum.Clock); ahead > maxArchiveClockAhead {
 		return nil, fmt.Errorf("%w: the state's clock %s is %s ahead of this node's; no cluster's clocks are that far apart (check this node's clock if the archive is genuine)",
 			core.ErrInvalidSnapshot, sum.Clock.UTC().Format(time.RFC3339), ahead.Round(time.Second))
 	}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,22 +40,7 @@ func TestE2EHungStateDiskMakesAFollowerNotReady(t *testing.T) {
 	data := randomBytes(t, 20<<10)
 	full := upload(t, c, cl.urls(0)[0], cl.rootKey, "before.bin", data)
 
-	frozen := true
-	thaw := func() {
-		if !frozen {
-			return
-		}
-		if out, err := exec.Command(freeze, "-u", mnt).CombinedOutput(); err != nil {
-			t.Errorf("fsfreeze -u %s: %v: %s", mnt, err, out)
-		}
-		frozen = false
-	}
-	if out, err := exec.Command(freeze, "-f", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("fsfreeze -f %s: %v: %s", mnt, err, out)
-	}
-	// Registered after the cluster's cleanup, so it runs before it: a process blocked on a frozen
-	// filesystem cannot exit until the filesystem thaws.
-	t.Cleanup(thaw)
+	thaw := freezeFS(t, freeze, mnt)
 
 	// A few writes, far fewer than the apply lag /readyz tolerates: node3's log append blocks on
 	// the frozen disk, so it applies none of them, and the append stays in flight.
@@ -82,6 +68,26 @@ func TestE2EHungStateDiskMakesAFollowerNotReady(t *testing.T) {
 
 // ext4Image makes an ext4 filesystem of the given size in an image file, loop-mounts it in a
 // temporary directory and unmounts it at the end: unlike tmpfs, it can be frozen.
+// freezeFS freezes the filesystem mounted at mnt and returns what thaws it (once; later calls do
+// nothing). The thaw is also registered as a cleanup: registered after the cluster's, it runs
+// before it, and a process blocked on a frozen filesystem cannot exit until the filesystem thaws.
+func freezeFS(t *testing.T, fsfreeze, mnt string) (thaw func()) {
+	t.Helper()
+	if out, err := exec.Command(fsfreeze, "-f", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("fsfreeze -f %s: %v: %s", mnt, err, out)
+	}
+	var once sync.Once
+	thaw = func() {
+		once.Do(func() {
+			if out, err := exec.Command(fsfreeze, "-u", mnt).CombinedOutput(); err != nil {
+				t.Errorf("fsfreeze -u %s: %v: %s", mnt, err, out)
+			}
+		})
+	}
+	t.Cleanup(thaw)
+	return thaw
+}
+
 func ext4Image(t *testing.T, size string) string {
 	t.Helper()
 	mkfs := requireTool(t, "mkfs.ext4", "e2fsprogs")
@@ -130,20 +136,7 @@ func TestE2EHungStateDiskOnTheLeaderMovesLeadership(t *testing.T) {
 	}
 	mnt := mounts[hung]
 
-	frozen := true
-	thaw := func() {
-		if !frozen {
-			return
-		}
-		if out, err := exec.Command(freeze, "-u", mnt).CombinedOutput(); err != nil {
-			t.Errorf("fsfreeze -u %s: %v: %s", mnt, err, out)
-		}
-		frozen = false
-	}
-	if out, err := exec.Command(freeze, "-f", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("fsfreeze -f %s: %v: %s", mnt, err, out)
-	}
-	t.Cleanup(thaw)
+	thaw := freezeFS(t, freeze, mnt)
 	frozenAt := time.Now()
 
 	// A write through a follower: the hung leader's log append blocks, so it cannot commit.
