@@ -30,8 +30,8 @@ const (
 )
 
 // ReadyReasons lists every reason, in the order the conditions are checked.
-var ReadyReasons = []string{ReasonDraining, ReasonStopping, ReasonRemoved, ReasonNoLeader,
-	ReasonNotInRaft, ReasonNotInitialised, ReasonRaftLogFailing, ReasonRaftLogStalled, ReasonStateFailing, ReasonLeaderUnreached,
+var ReadyReasons = []string{ReasonDraining, ReasonStopping, ReasonRemoved, ReasonRaftLogFailing,
+	ReasonRaftLogStalled, ReasonStateFailing, ReasonNoLeader, ReasonNotInRaft, ReasonNotInitialised, ReasonLeaderUnreached,
 	ReasonApplyBehind, ReasonApplyStalled, ReasonTooFewToRead, ReasonTooFewToUpload}
 
 // readyMaxApplyLag is how many entries the local state may trail the leader's commit index and
@@ -108,15 +108,9 @@ func (n *Node) readiness(ctx context.Context) error {
 	if initialised && slices.Contains(cfg.RemovedNodes, n.cfg.NodeID) {
 		return notReady(ReasonRemoved, "this node was removed from the cluster (cairn node remove); wipe its data dir to reuse the machine as a new node")
 	}
-	if n.LeaderID() == "" {
-		return notReady(ReasonNoLeader, "no raft leader known")
-	}
-	if !n.inRaftConfig() {
-		return notReady(ReasonNotInRaft, "not a member of the raft configuration yet")
-	}
-	if !initialised {
-		return notReady(ReasonNotInitialised, "cluster not initialised yet")
-	}
+	// This node's own disk comes before what it knows of the others: a node whose log write hangs
+	// may lose its leader because of it (it withholds its heartbeats), and no_leader would both
+	// hide the cause and, for the leader wait, pass as ready.
 	if err := n.raft.LogWriteErr(); err != nil {
 		return notReady(ReasonRaftLogFailing, "%v", err)
 	}
@@ -125,6 +119,15 @@ func (n *Node) readiness(ctx context.Context) error {
 	}
 	if err := n.fsm.StateErr(); err != nil {
 		return notReady(ReasonStateFailing, "%v (applying stopped; it resumes when a commit succeeds)", err)
+	}
+	if n.LeaderID() == "" {
+		return notReady(ReasonNoLeader, "no raft leader known")
+	}
+	if !n.inRaftConfig() {
+		return notReady(ReasonNotInRaft, "not a member of the raft configuration yet")
+	}
+	if !initialised {
+		return notReady(ReasonNotInitialised, "cluster not initialised yet")
 	}
 	rctx, cancel := context.WithTimeout(ctx, readyLeaderTimeout)
 	commit, err := n.consensus.LeaderCommitIndex(rctx)

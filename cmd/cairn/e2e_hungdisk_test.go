@@ -47,14 +47,7 @@ func TestE2EHungStateDiskMakesAFollowerNotReady(t *testing.T) {
 	for range 5 {
 		createReadToken(t, c, cl.urls(0)[0], full)
 	}
-	testutil.WaitForNil(t, 30*time.Second, "node3 not ready while its disk hangs", func() error {
-		code, reason := readyz(c, cl.urls(2)[0])
-		if code == http.StatusServiceUnavailable && strings.HasPrefix(reason, "raft_log_write_stalled") {
-			t.Logf("node3 /readyz: %d %s", code, reason)
-			return nil
-		}
-		return fmt.Errorf("node3 /readyz %d %s", code, reason)
-	})
+	waitDiskStalled(t, c, "node3", cl.urls(2)[0])
 	// The others go on.
 	expectFile(t, c, 10*time.Second, full, data, cl.urls(0, 1)...)
 
@@ -155,14 +148,9 @@ func TestE2EHungStateDiskOnTheLeaderMovesLeadership(t *testing.T) {
 	if err != nil || leader == cl.specs[hung].id {
 		t.Fatalf("leader after the freeze: %q, %v; want one of the others", leader, err)
 	}
-	testutil.WaitForNil(t, 30*time.Second, cl.specs[hung].id+" not ready while its disk hangs", func() error {
-		code, reason := readyz(c, cl.urls(hung)[0])
-		if code == http.StatusServiceUnavailable {
-			t.Logf("%s /readyz: %d %s", cl.specs[hung].id, code, reason)
-			return nil
-		}
-		return fmt.Errorf("%s /readyz %d %s", cl.specs[hung].id, code, reason)
-	})
+	// It names its own disk, not the leader it lost because of it (no_leader would also pass as
+	// ready for the leader wait).
+	waitDiskStalled(t, c, cl.specs[hung].id, cl.urls(hung)[0])
 	expectFile(t, c, 10*time.Second, full, data, cl.urls(others...)...)
 	// Uploads too: the hung node announces that it takes no shards, so they go to the other two
 	// (the write quorum) instead of each waiting out the stall timeout on it.
@@ -199,4 +187,17 @@ func TestE2EHungStateDiskOnTheLeaderMovesLeadership(t *testing.T) {
 	expectFile(t, c, 10*time.Second, full, data, cl.urls(hung)...)
 	expectFile(t, c, 10*time.Second, afterFull, after, cl.urls(hung)...)
 	cl.stopAll(syscall.SIGTERM, 30*time.Second)
+}
+
+// waitDiskStalled waits until the node at url answers /readyz 503 raft_log_write_stalled.
+func waitDiskStalled(t *testing.T, c *http.Client, id, url string) {
+	t.Helper()
+	testutil.WaitForNil(t, 30*time.Second, id+" not ready (raft_log_write_stalled) while its disk hangs", func() error {
+		code, reason := readyz(c, url)
+		if code == http.StatusServiceUnavailable && strings.HasPrefix(reason, "raft_log_write_stalled") {
+			t.Logf("%s /readyz: %d %s", id, code, reason)
+			return nil
+		}
+		return fmt.Errorf("%s /readyz %d %s", id, code, reason)
+	})
 }
