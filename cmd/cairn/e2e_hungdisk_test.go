@@ -168,6 +168,13 @@ func TestE2EHungStateDiskOnTheLeaderMovesLeadership(t *testing.T) {
 		}
 		return nil
 	})
+	out := mustCLI(t, "members", "--addr", other)
+	if row := memberRow(out, cl.specs[hung].id); row["SHARDS"] != "no" {
+		t.Errorf("cairn members shows %s as %v; want SHARDS no:\n%s", cl.specs[hung].id, row, out)
+	}
+	if row := memberRow(out, cl.specs[others[0]].id); row["SHARDS"] != "yes" {
+		t.Errorf("cairn members shows %s as %v; want SHARDS yes:\n%s", cl.specs[others[0]].id, row, out)
+	}
 	after := randomBytes(t, 20<<10)
 	uploadedAt := time.Now()
 	afterFull, afterID := uploadTracked(t, c, other, cl.rootKey, "after.bin", after, []string{cl.dirs[others[0]], cl.dirs[others[1]]})
@@ -200,4 +207,25 @@ func waitDiskStalled(t *testing.T, c *http.Client, id, url string) {
 		}
 		return fmt.Errorf("%s /readyz %d %s", id, code, reason)
 	})
+}
+
+// memberRow finds id's row in `cairn members` output and maps the header's columns to its fields.
+// FREE ("1.2 GiB") splits in two, which leaves the columns before it intact.
+func memberRow(out, id string) map[string]string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	header := strings.Fields(strings.ReplaceAll(strings.ReplaceAll(lines[0], "CLUSTER ADDR", "CLUSTER_ADDR"), "HTTP ADDR", "HTTP_ADDR"))
+	for _, line := range lines[1:] {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || fields[0] != id {
+			continue
+		}
+		row := map[string]string{}
+		for i, name := range header {
+			if i < len(fields) {
+				row[name] = fields[i]
+			}
+		}
+		return row
+	}
+	return nil
 }

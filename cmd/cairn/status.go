@@ -51,8 +51,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer, mem
 			s.SegmentsHealthy, s.SegmentsDegraded, s.SegmentsUnrecoverable, s.RepairQueue,
 			humanBytes(uint64(s.ShardBytes)), humanBytes(uint64(s.RepairedBytes)), s.ChecksumFailures)
 	}
-	fmt.Fprintln(tw, "MEMBER\tSTATE\tRAFT\tVERSION\tCLUSTER ADDR\tHTTP ADDR\tZONE\tFREE")
-	for _, m := range st.Members {
+	shards := memberShardsColumn(body, len(st.Members))
+	fmt.Fprintln(tw, "MEMBER\tSTATE\tRAFT\tVERSION\tSHARDS\tCLUSTER ADDR\tHTTP ADDR\tZONE\tFREE")
+	for i, m := range st.Members {
 		role, state := dash(m.Suffrage), m.State
 		if m.Leader {
 			role = "leader"
@@ -60,10 +61,30 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer, mem
 		if m.Removed {
 			state = httpapi.MemberRemoved
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, state, role, versionOrUnknown(m.Version), m.ClusterAddr,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, state, role, versionOrUnknown(m.Version), shards[i], m.ClusterAddr,
 			dash(m.HTTPAddr), dash(m.Zone), humanBytes(m.FreeBytes))
 	}
 	return tw.Flush()
+}
+
+// memberShardsColumn says for each member of a /v1/status body whether it takes new shards:
+// "yes", "no" (draining, stopping, or its disk hangs), or "-" when the answering node is of a
+// release before acceptsShards, which a plain bool would show as "no".
+func memberShardsColumn(body []byte, members int) []string {
+	var presence struct {
+		Members []struct {
+			AcceptsShards *bool `json:"acceptsShards"`
+		} `json:"members"`
+	}
+	column := make([]string, members)
+	_ = json.Unmarshal(body, &presence) // fetchStatus decoded the same body already
+	for i := range column {
+		column[i] = "-"
+		if i < len(presence.Members) && presence.Members[i].AcceptsShards != nil {
+			column[i] = map[bool]string{true: "yes", false: "no"}[*presence.Members[i].AcceptsShards]
+		}
+	}
+	return column
 }
 
 // versionOrUnknown shows a member that announced no version (a release before v0.2) as such.
