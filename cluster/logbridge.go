@@ -136,8 +136,11 @@ func (w hclogWriter) Write(p []byte) (int, error) {
 		}
 		msg, _ := rec["@message"].(string)
 		// Raft reports connections the node itself closed while shutting down as errors; they are
-		// routine (net.ErrClosed), not failures.
-		if e, ok := rec["error"].(string); ok && level > slog.LevelDebug && strings.Contains(e, net.ErrClosed.Error()) {
+		// routine (net.ErrClosed), not failures. It also logs every RPC the stalled-log fence
+		// withholds ("failed to heartbeat to", several a second for as long as the disk hangs);
+		// the fence logs its start and end once, and cairn_raft_rpcs_withheld_total counts them.
+		if e, ok := rec["error"].(string); ok && level > slog.LevelDebug &&
+			(strings.Contains(e, net.ErrClosed.Error()) || strings.Contains(e, errLogWriteStalled.Error())) {
 			level = slog.LevelDebug
 		}
 		attrs := make([]any, 0, 2*len(rec))

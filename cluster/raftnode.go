@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,7 +58,7 @@ type RaftOptions struct {
 	Recover bool
 	// LogStallTimeout is how long a Raft log write may stay in flight before this node stops
 	// sending heartbeats and replication, so a leader whose disk hangs gives up the lead
-	// (raftTransport); 0 means DefaultLogStallTimeout.
+	// (raftTransport); 0 means the larger of DefaultLogStallTimeout and 2.5 heartbeat timeouts.
 	LogStallTimeout time.Duration
 	Logger          *slog.Logger
 }
@@ -97,7 +96,7 @@ func StartRaft(opts RaftOptions) (*RaftNode, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open raft store: %w", err)
 	}
-	store := &trackedStore{BoltStore: bolt}
+	store := &trackedStore{BoltStore: bolt, logger: opts.Logger.With("component", "raft-log")}
 	cache, err := raft.NewLogCache(512, store)
 	if err != nil {
 		store.Close()
@@ -159,10 +158,9 @@ func StartRaft(opts RaftOptions) (*RaftNode, error) {
 	}
 	stallAfter := opts.LogStallTimeout
 	if stallAfter <= 0 {
-		stallAfter = DefaultLogStallTimeout
+		stallAfter = defaultLogStallTimeout(conf.HeartbeatTimeout)
 	}
-	fenced := &raftTransport{NetworkTransport: transport, stall: func() time.Duration { return store.writeStall(time.Now()) },
-		stallAfter: stallAfter, logger: opts.Logger.With("component", "raft-transport")}
+	fenced := &raftTransport{NetworkTransport: transport, log: store, stallAfter: stallAfter, now: time.Now}
 	r, err := raft.NewRaft(conf, opts.FSM, cache, store, snaps, fenced)
 	if err != nil {
 		transport.Close()
@@ -226,18 +224,25 @@ func skipRestoreIfCurrent(conf *raft.Config, f StateMachine, logs raft.LogStore,
 // toward a leader's liveness, as it does in etcd, where the same loop writes and heartbeats.
 type raftTransport struct {
 	*raft.NetworkTransport
-	stall      func() time.Duration // the log write in flight's age (RaftNode.LogWriteStall)
+	log        *trackedStore // whose write in flight is timed; it logs the fence's start and end
 	stallAfter time.Duration
-	logger     *slog.Logger
+	now        func() time.Time // time.Now; tests move it
 
-	withheld    atomic.Uint64 // RPCs not sent because of a stalled log write
-	withholdMu  sync.Mutex
-	withholding bool // guarded by withholdMu: the last RPC was withheld (so it is logged once)
+	withheld atomic.Uint64 // RPCs not sent because of a stalled log write
 }
 
-// DefaultLogStallTimeout is RaftOptions.LogStallTimeout's default: a Raft log write that has not
-// returned after this long makes the node stop heartbeating as leader, so that another node leads.
+// DefaultLogStallTimeout is RaftOptions.LogStallTimeout's least default: a Raft log write that has
+// not returned after this long makes the node stop heartbeating as leader, so that another node
+// leads.
 const DefaultLogStallTimeout = 5 * time.Second
+
+// defaultLogStallTimeout is RaftOptions.LogStallTimeout's default for a heartbeat timeout: the
+// larger of DefaultLogStallTimeout and 2.5 heartbeat timeouts, so that an operator who lengthens
+// the failure detector (--raft-multiplier) to ride out a slow machine also lets slow writes last
+// longer before they cost the lead. At cairn's default multiplier (2 s heartbeat timeout) it is 5 s.
+func defaultLogStallTimeout(heartbeatTimeout time.Duration) time.Duration {
+	return max(DefaultLogStallTimeout, heartbeatTimeout*5/2)
+}
 
 // errLogWriteStalled is what a withheld RPC fails with.
 var errLogWriteStalled = errors.New("not sent: this node's raft log write has stalled, so it must not hold leadership")
@@ -267,18 +272,7 @@ func (t *raftTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddr
 
 // withhold is errLogWriteStalled while the local log write in flight is older than stallAfter.
 func (t *raftTransport) withhold() error {
-	stalled := t.stall()
-	stop := stalled >= t.stallAfter
-	t.withholdMu.Lock()
-	changed := stop != t.withholding
-	t.withholding = stop
-	t.withholdMu.Unlock()
-	if changed && stop {
-		t.logger.Error("raft log write has not returned; withholding this node's heartbeats so that another node takes the lead",
-			"write_in_flight_for", stalled.Round(time.Millisecond), "stall_after", t.stallAfter)
-	} else if changed {
-		t.logger.Info("raft log writes returned; heartbeats resume")
-	}
+	stalled, stop := t.log.fence(t.now(), t.stallAfter)
 	if !stop {
 		return nil
 	}
