@@ -49,6 +49,17 @@ type Consensus struct {
 	// read index made while the local log is out of space fails at once with ErrLogStoreFull: this
 	// node could not apply up to the index it waits for, so waiting would only end in a timeout.
 	LocalLogErr func() error
+	// ClockSkew, when set, is non-nil while this node's wall clock disagrees with its peers'
+	// (Membership.ClockSkew): proposals and read indexes then fail at once with it. Commands carry
+	// the proposer's time, which moves the state's clock (de-duplication, expiry), and tokens
+	// expire by the serving node's clock, so a node whose clock is wrong must do neither.
+	ClockSkew func() error
+	// MaxClockAhead, when positive, is how far ahead of this node's clock the leader lets a
+	// command's time be (fsm.ErrClockAhead): it covers a proposer that has not measured its peers
+	// yet, such as one that has just started.
+	MaxClockAhead time.Duration
+	// Now is the clock MaxClockAhead is judged by; nil is time.Now.
+	Now func() time.Time
 
 	// readyTerm is the term in which this node, as leader, has committed a barrier; only then can its
 	// commit index be trusted for reads.
@@ -121,6 +132,9 @@ func (c *Consensus) Propose(ctx context.Context, cmd []byte) (_ uint64, err erro
 	if err := c.localLogFull(); err != nil {
 		return 0, fmt.Errorf("propose: %w", err)
 	}
+	if err := c.clockSkew(); err != nil {
+		return 0, fmt.Errorf("propose: %w", err)
+	}
 	caller := ctx
 	ctx, done := c.bounded(ctx)
 	defer done()
@@ -153,6 +167,34 @@ func (c *Consensus) localLogFull() error {
 	}
 	if err := c.LocalLogErr(); errors.Is(err, clusterapi.ErrLogStoreFull) {
 		return err
+	}
+	return nil
+}
+
+// clockSkew is this node's clock-skew refusal, or nil.
+func (c *Consensus) clockSkew() error {
+	if c.ClockSkew == nil {
+		return nil
+	}
+	return c.ClockSkew()
+}
+
+// clockAhead is fsm.ErrClockAhead for a command stamped more than MaxClockAhead ahead of this
+// node's clock.
+func (c *Consensus) clockAhead(cmd []byte) error {
+	if c.MaxClockAhead <= 0 {
+		return nil
+	}
+	at, err := fsm.PeekCommandTime(cmd)
+	if err != nil {
+		return nil // the FSM refuses it as ErrInvalidCommand, as it always has
+	}
+	now := time.Now
+	if c.Now != nil {
+		now = c.Now
+	}
+	if ahead := at.Sub(now()); ahead > c.MaxClockAhead {
+		return fmt.Errorf("%w: by %s, more than the allowed %s: the proposing node's clock is wrong", fsm.ErrClockAhead, ahead.Round(time.Millisecond), c.MaxClockAhead)
 	}
 	return nil
 }
@@ -251,6 +293,9 @@ func (c *Consensus) admit(cmd []byte) error {
 	if err := fsm.CheckProposal(cmd); err != nil {
 		return err
 	}
+	if err := c.clockAhead(cmd); err != nil {
+		return err
+	}
 	if c.Gate == nil {
 		return nil
 	}
@@ -329,6 +374,9 @@ func (c *Consensus) ReadIndex(ctx context.Context) (err error) {
 		defer cancel()
 	}
 	if err := c.localLogFull(); err != nil {
+		return fmt.Errorf("read index: %w", err)
+	}
+	if err := c.clockSkew(); err != nil {
 		return fmt.Errorf("read index: %w", err)
 	}
 	caller := ctx

@@ -95,7 +95,9 @@ type MembershipConfig struct {
 	RejoinInterval time.Duration
 	Timings        GossipTimings
 	// Meta returns this node's current metadata; it is called on every gossip of our state.
-	Meta   func() NodeMeta
+	Meta func() NodeMeta
+	// Now is the wall clock whose offset to the peers' is measured (clock.go); nil is time.Now.
+	Now    func() time.Time
 	Logger *slog.Logger
 }
 
@@ -135,8 +137,21 @@ type Membership struct {
 	stopCtx context.Context
 	cancel  context.CancelFunc
 
+	// clocks are the peers' newest clock offsets (clock.go), guarded by mu; clockVerdict is the
+	// last ClockSkew answer.
+	clocks       map[string]ClockOffset
+	clockVerdict atomic.Pointer[clockVerdict]
+
 	stop chan struct{}
 	wg   sync.WaitGroup
+}
+
+// now is the clock compared with the peers'.
+func (m *Membership) now() time.Time {
+	if m.cfg.Now != nil {
+		return m.cfg.Now()
+	}
+	return time.Now()
 }
 
 // BadPackets is how many packets or streams memberlist refused as undecryptable or malformed.
@@ -186,6 +201,7 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 	mc.Transport = tr
 	mc.Delegate = metaDelegate{m}
 	mc.Events = eventDelegate{m}
+	mc.Ping = pingDelegate{m}
 	mc.Keyring = keyring.ring
 	mc.Logger = newStdLogger(cfg.Logger.With("component", "memberlist"), &m.badPackets)
 	t := cfg.Timings

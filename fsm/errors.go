@@ -26,6 +26,11 @@ var (
 	// speak the protocol that introduced it yet (a rolling upgrade is under way). The FSM never
 	// returns it; the leader's protocol gate does, before the command reaches the log.
 	ErrNotEnabled = errors.New("fsm: command not enabled until every raft server speaks its protocol")
+	// ErrClockAhead: the leader refused to propose the command because its time is further ahead
+	// of the leader's own clock than the allowed clock offset: the proposing node's clock is
+	// wrong, and the command would push the state's clock (request de-duplication, expiry) into
+	// the future. Like ErrNotEnabled, only the leader's admission returns it.
+	ErrClockAhead = errors.New("fsm: the command's time is ahead of the leader's clock")
 	// ErrNoAuthority: the authority a command names (CreateToken.Authority) no longer holds at
 	// its place in the log: the API key was revoked, or the full token was deleted or expired.
 	ErrNoAuthority = errors.New("fsm: the authority the command names no longer holds")
@@ -50,6 +55,7 @@ var codes = []struct {
 	{"not_enabled", ErrNotEnabled},
 	{"state_write_failed", ErrStateUnavailable},
 	{"no_authority", ErrNoAuthority},
+	{"clock_ahead", ErrClockAhead},
 }
 
 // codeInternal stands for any error that is not one of the sentinels.

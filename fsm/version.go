@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // Three numbers say what a build reads and writes. fsm/DESIGN.md ("Evolving commands and
@@ -146,6 +147,24 @@ func PeekCommandType(b []byte) (CommandType, error) {
 		return "", fmt.Errorf("%w: no command type", ErrInvalidCommand)
 	}
 	return head.Type, nil
+}
+
+// PeekCommandTime returns a command's time (the proposer's clock) without decoding its payload
+// when the envelope is in its canonical form, and by a full decode otherwise.
+func PeekCommandTime(b []byte) (time.Time, error) {
+	r := canonicalReader{b: b}
+	r.lit(`{"v":`)
+	r.int()
+	r.lit(`,"type":`)
+	r.commandType()
+	r.lit(`,"requestId":`)
+	r.str()
+	r.lit(`,"time":`)
+	if t := r.time(); !r.bad {
+		return t, nil
+	}
+	cmd, _, err := DecodeCommand(b)
+	return cmd.Time, err
 }
 
 func decodeCurrentPayload(cmd Command) (payload, error) {

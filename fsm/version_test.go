@@ -52,6 +52,24 @@ func TestCommandTableIsConsistent(t *testing.T) {
 	}
 }
 
+// PeekCommandTime reads the proposer's time without the payload for the canonical form, and by the
+// full decoder (the same answer) for any other form DecodeCommand accepts.
+func TestPeekCommandTime(t *testing.T) {
+	enc := mustEncode(t, CmdDeleteToken, "req", t0, DeleteToken{FileID: "FIL1", TokenID: "TOK1"})
+	spaced := `{ "v": 1, "type": "deleteToken", "requestId": "req", "time": "` + t0.Format(time.RFC3339Nano) + `", "payload": {"fileId":"FIL1","tokenId":"TOK1"} }`
+	for name, in := range map[string]string{"as encoded": string(enc), "spaces": spaced} {
+		got, err := PeekCommandTime([]byte(in))
+		if err != nil || !got.Equal(t0) {
+			t.Errorf("%s: PeekCommandTime = %s, %v; want %s", name, got, err, t0)
+		}
+	}
+	for _, in := range []string{`garbage`, ``, `{"v":1,"type":"deleteToken","requestId":"req","time":"yesterday","payload":{}}`} {
+		if _, err := PeekCommandTime([]byte(in)); !errors.Is(err, ErrInvalidCommand) {
+			t.Errorf("PeekCommandTime(%q) = %v; want ErrInvalidCommand", in, err)
+		}
+	}
+}
+
 func TestPeekCommandType(t *testing.T) {
 	enc := mustEncode(t, CmdDeleteToken, "req", t0, DeleteToken{FileID: "FIL1", TokenID: "TOK1"})
 	tests := []struct {

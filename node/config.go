@@ -142,6 +142,14 @@ type Config struct {
 	// durable ack) may make no progress before the peer is given up: reads go on from parity,
 	// uploads with the write quorum.
 	ShardStallTimeout time.Duration
+	// MaxClockOffset is how far this node's wall clock may be from those of a majority of its
+	// peers (measured on gossip probes) before it refuses proposals and reads and says not ready
+	// (clock_skew); the leader also refuses commands stamped further ahead of its own clock than
+	// this. 0 turns both checks off.
+	MaxClockOffset time.Duration
+	// Clock is the wall clock that commands are stamped with, tokens expire by and peers' clocks
+	// are compared with; nil is time.Now (tests skew one node's).
+	Clock func() time.Time
 	// SnapshotThreshold: Raft log entries between snapshots (0 = raft's default).
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
@@ -171,6 +179,10 @@ const (
 	// DefaultDrainDelay covers HAProxy's default check (inter 2s, fall 3: 6 s) with room for a
 	// check in flight; raise it for slower checks (Kubernetes' default readiness probe needs 30 s).
 	DefaultDrainDelay = 10 * time.Second
+	// DefaultMaxClockOffset is --max-clock-offset's default: far above what NTP keeps a LAN's
+	// clocks to (milliseconds), far below the times that matter (token lifetimes, the 15-minute
+	// de-duplication window).
+	DefaultMaxClockOffset = 5 * time.Second
 	// DefaultRaftMultiplier is --raft-multiplier's default (see docs/operations.md).
 	DefaultRaftMultiplier = 2
 	// DefaultMaxConcurrentUploads is the per-node upload cap (--max-concurrent-uploads).
@@ -206,6 +218,7 @@ func DefaultConfig() Config {
 		DownloadStallTimeout: time.Minute,
 		// A peer silent for as long as a request may wait for a leader is gone for this request.
 		ShardStallTimeout: 5 * time.Second,
+		MaxClockOffset:    DefaultMaxClockOffset,
 		ExpiryInterval:    10 * time.Second,
 		RepairDelay:       10 * time.Minute,
 		MinFree:           256 << 20,
@@ -283,6 +296,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShardStallTimeout < 0 {
 		errs = append(errs, errors.New("--shard-stall-timeout must not be negative"))
+	}
+	if c.MaxClockOffset < 0 {
+		errs = append(errs, errors.New("--max-clock-offset must not be negative (0 turns the clock check off)"))
 	}
 	if c.RaftMultiplier < 0 || c.RaftMultiplier > 10 {
 		errs = append(errs, errors.New("--raft-multiplier must be between 1 and 10"))

@@ -174,7 +174,7 @@ func New(cfg Config) (_ *Node, err error) {
 		KeyringFile: filepath.Join(cfg.DataDir, gossipKeyringFile), // node/tls.go
 		Seeds:       cfg.Join, PeersFile: filepath.Join(cfg.DataDir, "gossip-peers.json"), KnownPeers: n.raftPeersGossip,
 		RejoinInterval: cfg.RejoinInterval, Timings: cfg.GossipTimings,
-		Meta: n.meta, Logger: log,
+		Meta: n.meta, Now: cfg.Clock, Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listen --gossip-addr %s: %w", cfg.GossipAddr, err)
@@ -207,6 +207,9 @@ func New(cfg Config) (_ *Node, err error) {
 	n.protocol = cluster.NewProtocolGate(cfg.NodeID, n.raft, n.members)
 	n.consensus.Gate = n.protocol
 	n.consensus.LocalLogErr = n.raft.LogWriteErr
+	n.consensus.ClockSkew = n.clockSkew
+	n.consensus.MaxClockAhead = cfg.MaxClockOffset
+	n.consensus.Now = cfg.Clock
 	closers = append(closers, func() error { n.consensus.Close(); return nil })
 	n.rpcServer = cluster.NewRPCServer(n.local(), n.consensus.LeaderEndpoint(), log.With("component", "rpc"))
 	n.rpcServer.ServeIdentity(cfg.NodeID)
@@ -221,7 +224,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.service = core.NewService(core.Config{
 		NodeID: cfg.NodeID, MaxFileSize: cfg.MaxFileSize, AllowAnonymousUpload: cfg.AllowAnonymousUpload,
 		WriteQuorum: cfg.WriteQuorum, MaxUploadAge: cfg.GCGracePeriod / 2, Logger: log.With("component", "core"),
-		ShardStallTimeout: cfg.ShardStallTimeout,
+		ShardStallTimeout: cfg.ShardStallTimeout, Now: cfg.Clock,
 		ShardFormat: func() uint16 {
 			if n.protocol.ClusterProtocol() >= fsm.ProtocolShardFormatV2 {
 				return erasure.FormatV2

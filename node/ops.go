@@ -113,12 +113,27 @@ func (n *Node) registerMetrics() {
 			func() float64 { return float64(n.freeBytes.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cairn_cluster_port_rejected_connections_total", Help: "Connections to the cluster port that failed authentication."},
 			func() float64 { return float64(n.mux.RejectedConns()) }),
+		newScrapeFamily("cairn_clock_offset_seconds",
+			"Each alive, verified peer's wall clock minus this node's, measured on the last gossip probe of it (error at most half the probe's round trip).",
+			"peer", prometheus.GaugeValue, n.clockOffsets),
 		newScrapeFamily("cairn_members",
 			"Members known to gossip, by state: alive, dead, left, and removed for decommissioned nodes (whatever gossip says).",
 			"state", prometheus.GaugeValue, n.memberCounts),
 	)
 	n.registerShardStoreMetrics()
 }
+
+// clockOffsets are the peers' clock offsets in seconds, for cairn_clock_offset_seconds.
+func (n *Node) clockOffsets() map[string]float64 {
+	out := map[string]float64{}
+	for _, o := range n.members.ClockOffsets() {
+		out[o.Peer] = o.Offset.Seconds()
+	}
+	return out
+}
+
+// clockSkew is nil while this node's clock agrees with its peers' (--max-clock-offset).
+func (n *Node) clockSkew() error { return n.members.ClockSkew(n.cfg.MaxClockOffset) }
 
 // memberCounts counts the members of this node's gossip view by state, for cairn_members.
 func (n *Node) memberCounts() map[string]float64 {

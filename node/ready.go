@@ -22,6 +22,7 @@ const (
 	ReasonRaftLogFailing  = "raft_log_write_failed"  // the last Raft log write failed (disk full?)
 	ReasonRaftLogStalled  = "raft_log_write_stalled" // a Raft log write has not returned in time (a hung disk?)
 	ReasonStateFailing    = "state_write_failed"     // the state store failed to commit (disk full?)
+	ReasonClockSkew       = "clock_skew"             // this node's clock disagrees with a majority of its peers'
 	ReasonLeaderUnreached = "leader_unreachable"     // the leader did not confirm its commit index
 	ReasonApplyBehind     = "apply_behind"           // applied index too far behind the leader's commit
 	ReasonApplyStalled    = "apply_stalled"          // a commit index the leader confirmed is not applied in time
@@ -31,7 +32,7 @@ const (
 
 // ReadyReasons lists every reason, in the order the conditions are checked.
 var ReadyReasons = []string{ReasonDraining, ReasonStopping, ReasonRemoved, ReasonRaftLogFailing,
-	ReasonRaftLogStalled, ReasonStateFailing, ReasonNoLeader, ReasonNotInRaft, ReasonNotInitialised, ReasonLeaderUnreached,
+	ReasonRaftLogStalled, ReasonStateFailing, ReasonClockSkew, ReasonNoLeader, ReasonNotInRaft, ReasonNotInitialised, ReasonLeaderUnreached,
 	ReasonApplyBehind, ReasonApplyStalled, ReasonTooFewToRead, ReasonTooFewToUpload}
 
 // readyMaxApplyLag is how many entries the local state may trail the leader's commit index and
@@ -119,6 +120,11 @@ func (n *Node) readiness(ctx context.Context) error {
 	}
 	if err := n.fsm.StateErr(); err != nil {
 		return notReady(ReasonStateFailing, "%v (applying stopped; it resumes when a commit succeeds)", err)
+	}
+	// Before the leader: a node whose clock is wrong refuses every proposal and read, whatever
+	// else holds.
+	if err := n.clockSkew(); err != nil {
+		return notReady(ReasonClockSkew, "%v", err)
 	}
 	if n.LeaderID() == "" {
 		return notReady(ReasonNoLeader, "no raft leader known")

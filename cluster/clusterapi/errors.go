@@ -13,6 +13,10 @@ var (
 	// ErrLogStoreFull means this node's Raft log or stable store could not be written for lack of
 	// space: the node cannot apply new entries, so what it proposes would never be applied here.
 	ErrLogStoreFull = errors.New("raft log store is out of space")
+	// ErrClockSkew: this node's wall clock disagrees with a majority of its peers' by more than
+	// the allowed offset, so it neither proposes nor serves reads (tokens expire by the clock);
+	// or the leader refused a command stamped further ahead of its own clock than that.
+	ErrClockSkew = errors.New("clock skew")
 )
 
 // Snapshot sentinels. They cross internal RPC as error codes, so a follower that forwarded a

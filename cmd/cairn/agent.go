@@ -57,6 +57,7 @@ func newAgentFlags(fs *flag.FlagSet) *agentFlags {
 	fs.DurationVar(&c.DeadServerCleanupAfter, "dead-server-cleanup-after", c.DeadServerCleanupAfter, "how long a server must be dead before autopilot removes it")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "on SIGTERM/SIGINT, answer /readyz 503 for this long while still serving, before stopping (a second signal skips it)")
 	fs.IntVar(&c.RaftMultiplier, "raft-multiplier", c.RaftMultiplier, "scales Raft's heartbeat, election and leader-lease timeouts (1 s, 1 s, 500 ms) together, 1-10; higher rides out CPU starvation, lower fails over faster")
+	fs.DurationVar(&c.MaxClockOffset, "max-clock-offset", c.MaxClockOffset, "refuse requests and report not ready (clock_skew) while this node's clock is further than this from a majority of its peers'; 0 turns the check off")
 	fs.DurationVar(&c.ShardStallTimeout, "shard-stall-timeout", c.ShardStallTimeout, "give up a peer whose shard stream makes no progress for this long (reads go on from parity, uploads with the write quorum)")
 	fs.IntVar(&c.MaxConcurrentUploads, "max-concurrent-uploads", c.MaxConcurrentUploads, "uploads this node receives at once; more answer 503 with Retry-After (0: no cap)")
 	fs.DurationVar(&c.UploadIdleTimeout, "upload-idle-timeout", c.UploadIdleTimeout, "abort an upload whose body sends nothing for this long (0: never)")

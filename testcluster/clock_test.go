@@ -1,0 +1,79 @@
+package testcluster
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cairn-dev/cairn/node"
+
+	"github.com/cairn-dev/cairn/internal/testutil"
+)
+
+// TestClockSkewedNodeRefusesRequests: one node's clock steps an hour ahead. Its proposals would
+// push the state's clock (request de-duplication, expiry) an hour forward, and it would judge
+// tokens by the wrong time. It must say not ready (clock_skew) and answer 503 for reads and
+// writes, while the other two serve; once its clock is right again, it serves too.
+func TestClockSkewedNodeRefusesRequests(t *testing.T) {
+	const skewed = 2
+	var ahead atomic.Int64
+	c := New(t, Options{Nodes: 3, Configure: func(i int, cfg *node.Config) {
+		if i == skewed {
+			cfg.Clock = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+		}
+	}})
+	c.WaitReady(30 * time.Second)
+	data := randomData(7, 10<<10)
+	up := *c.Client(0)
+	up.APIKey = c.RootKey
+	meta, resp, err := up.Upload("before.bin", data)
+	if err != nil || resp.Status != http.StatusOK {
+		t.Fatalf("upload: %v %d %s", err, resp.Status, resp.Body)
+	}
+	token := meta.Tokens[0].Token
+	skewedID := c.Config(skewed).NodeID
+
+	ahead.Store(int64(time.Hour))
+	testutil.WaitForNil(t, 20*time.Second, skewedID+" not ready with clock_skew", func() error {
+		var nr *node.NotReadyError
+		if err := c.Node(skewed).Ready(); !errors.As(err, &nr) || nr.Reason != node.ReasonClockSkew {
+			return fmt.Errorf("ready: %v", err)
+		}
+		return nil
+	})
+	// Reads and writes through it: 503 in the API's own format.
+	if resp, err := c.Client(skewed).Download(token); err != nil || resp.Status != http.StatusServiceUnavailable || resp.Err().Name != "SERVICE_UNAVAILABLE_EXCEPTION" {
+		t.Errorf("download through the skewed node: %v %d %s", err, resp.Status, resp.Body)
+	}
+	if _, resp, err := c.Client(skewed).CreateToken(token, "read"); err != nil || resp.Status != http.StatusServiceUnavailable {
+		t.Errorf("token create through the skewed node: %v %d %s", err, resp.Status, resp.Body)
+	}
+	skewedUp := *c.Client(skewed)
+	skewedUp.APIKey = c.RootKey
+	if _, resp, err := skewedUp.Upload("during.bin", data); err != nil || resp.Status != http.StatusServiceUnavailable {
+		t.Errorf("upload through the skewed node: %v %d %s", err, resp.Status, resp.Body)
+	}
+	// The others measure it an hour ahead, and go on.
+	for _, i := range []int{0, 1} {
+		if err := c.Node(i).Ready(); err != nil {
+			t.Errorf("node %d, whose clock is right: %v", i, err)
+		}
+		testutil.WaitForNil(t, 20*time.Second, fmt.Sprintf("node %d to measure %s an hour ahead", i, skewedID), func() error {
+			if offset := metricValue(t, c, i, `cairn_clock_offset_seconds{peer="`+skewedID+`"}`); offset < 3590 || offset > 3610 {
+				return fmt.Errorf("cairn_clock_offset_seconds %.3f", offset)
+			}
+			return nil
+		})
+		mustDownload(t, c, i, token, data)
+		if _, resp, err := c.Client(i).CreateToken(token, "read"); err != nil || resp.Status != http.StatusOK {
+			t.Errorf("token create through node %d: %v %d %s", i, err, resp.Status, resp.Body)
+		}
+	}
+
+	ahead.Store(0)
+	testutil.WaitForNil(t, 20*time.Second, skewedID+" ready once its clock is right", func() error { return c.Node(skewed).Ready() })
+	mustDownload(t, c, skewed, token, data)
+}
