@@ -109,6 +109,10 @@ type MemberStatus struct {
 	// AcceptsShards is false for a member that announces it takes no new shards: it is draining or
 	// stopping, or its disk hangs. (A full member still says true; FreeBytes tells fullness.)
 	AcceptsShards bool `json:"acceptsShards"`
+	// ClockOffsetSeconds is the member's wall clock minus the answering node's, from its last
+	// gossip probe of it; absent for the answering node itself and for a member not measured
+	// (older releases send no clock).
+	ClockOffsetSeconds *float64 `json:"clockOffsetSeconds,omitempty"`
 	// Version is the member's build version from its gossip metadata; "" for a release that did not
 	// announce one (before v0.2) or a member gossip has not described.
 	Version string `json:"version,omitempty"`

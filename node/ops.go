@@ -57,9 +57,14 @@ func (n *Node) Status() httpapi.Status {
 	clusterCfg, _ := n.fsm.Config()
 	leader := n.LeaderID()
 	seen := map[string]bool{}
+	offsets := map[string]*float64{}
+	for _, o := range n.members.ClockOffsets() {
+		offsets[o.Peer] = new(o.Offset.Seconds())
+	}
 	for _, m := range n.members.Members() {
 		seen[m.Meta.ID] = true
 		st.Members = append(st.Members, httpapi.MemberStatus{
+			ClockOffsetSeconds: offsets[m.Meta.ID],
 			ID: m.Meta.ID, State: m.State, Removed: slices.Contains(clusterCfg.RemovedNodes, m.Meta.ID),
 			Suffrage: suffrage[m.Meta.ID], Leader: m.Meta.ID == leader,
 			ClusterAddr: m.Meta.ClusterAddr, HTTPAddr: m.Meta.HTTPAddr, Zone: m.Meta.Zone, FreeBytes: m.Meta.FreeBytes,

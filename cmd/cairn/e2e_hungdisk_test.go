@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -174,6 +175,13 @@ func TestE2EHungStateDiskOnTheLeaderMovesLeadership(t *testing.T) {
 	}
 	if row := memberRow(out, cl.specs[others[0]].id); row["SHARDS"] != "yes" {
 		t.Errorf("cairn members shows %s as %v; want SHARDS yes:\n%s", cl.specs[others[0]].id, row, out)
+	}
+	// CLOCK: the answering node's measurement of each peer's clock, none of itself.
+	if row := memberRow(out, cl.specs[others[0]].id); row["CLOCK"] != "-" {
+		t.Errorf("cairn members shows the answering node %s as %v; want CLOCK -:\n%s", cl.specs[others[0]].id, row, out)
+	}
+	if row := memberRow(out, cl.specs[others[1]].id); !regexp.MustCompile(`^[+-]0\.\d{3}s$`).MatchString(row["CLOCK"]) {
+		t.Errorf("cairn members shows %s as %v; want a CLOCK offset under a second:\n%s", cl.specs[others[1]].id, row, out)
 	}
 	after := randomBytes(t, 20<<10)
 	uploadedAt := time.Now()

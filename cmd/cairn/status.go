@@ -52,7 +52,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer, mem
 			humanBytes(uint64(s.ShardBytes)), humanBytes(uint64(s.RepairedBytes)), s.ChecksumFailures)
 	}
 	shards := memberShardsColumn(body, len(st.Members))
-	fmt.Fprintln(tw, "MEMBER\tSTATE\tRAFT\tVERSION\tSHARDS\tCLUSTER ADDR\tHTTP ADDR\tZONE\tFREE")
+	fmt.Fprintln(tw, "MEMBER\tSTATE\tRAFT\tVERSION\tSHARDS\tCLOCK\tCLUSTER ADDR\tHTTP ADDR\tZONE\tFREE")
 	for i, m := range st.Members {
 		role, state := dash(m.Suffrage), m.State
 		if m.Leader {
@@ -61,7 +61,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer, mem
 		if m.Removed {
 			state = httpapi.MemberRemoved
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, state, role, versionOrUnknown(m.Version), shards[i], m.ClusterAddr,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, state, role, versionOrUnknown(m.Version), shards[i], clockOffset(m.ClockOffsetSeconds), m.ClusterAddr,
 			dash(m.HTTPAddr), dash(m.Zone), humanBytes(m.FreeBytes))
 	}
 	return tw.Flush()
@@ -85,6 +85,16 @@ func memberShardsColumn(body []byte, members int) []string {
 		}
 	}
 	return column
+}
+
+// clockOffset shows a member's clock offset to the answering node ("+0.003s"), "-" when there is
+// none (the answering node itself, a member not measured, or an answering node of an older
+// release).
+func clockOffset(seconds *float64) string {
+	if seconds == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%+.3fs", *seconds)
 }
 
 // versionOrUnknown shows a member that announced no version (a release before v0.2) as such.
