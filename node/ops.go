@@ -65,7 +65,7 @@ func (n *Node) Status() httpapi.Status {
 		seen[m.Meta.ID] = true
 		st.Members = append(st.Members, httpapi.MemberStatus{
 			ClockOffsetSeconds: offsets[m.Meta.ID],
-			ID: m.Meta.ID, State: m.State, Removed: slices.Contains(clusterCfg.RemovedNodes, m.Meta.ID),
+			ID:                 m.Meta.ID, State: m.State, Removed: slices.Contains(clusterCfg.RemovedNodes, m.Meta.ID),
 			Suffrage: suffrage[m.Meta.ID], Leader: m.Meta.ID == leader,
 			ClusterAddr: m.Meta.ClusterAddr, HTTPAddr: m.Meta.HTTPAddr, Zone: m.Meta.Zone, FreeBytes: m.Meta.FreeBytes,
 			AcceptsShards: m.Meta.AcceptsShards,
