@@ -1,6 +1,7 @@
 package testcluster
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -26,6 +27,7 @@ func TestClockSkewedNodeRefusesRequests(t *testing.T) {
 		}
 	}})
 	c.WaitReady(30 * time.Second)
+	validateAgainstSpec(t, c) // the 503s and /v1/status's clockOffsetSeconds are in the documents
 	data := randomData(7, 10<<10)
 	up := *c.Client(0)
 	up.APIKey = c.RootKey
@@ -67,6 +69,24 @@ func TestClockSkewedNodeRefusesRequests(t *testing.T) {
 			}
 			return nil
 		})
+		resp, err := c.Client(i).Do(http.MethodGet, "/v1/status", nil, nil)
+		var st struct {
+			Members []struct {
+				ID                 string   `json:"id"`
+				ClockOffsetSeconds *float64 `json:"clockOffsetSeconds"`
+			} `json:"members"`
+		}
+		if err != nil || resp.Status != http.StatusOK || json.Unmarshal(resp.Body, &st) != nil {
+			t.Fatalf("status of node %d: %v %d %s", i, err, resp.Status, resp.Body)
+		}
+		for _, m := range st.Members {
+			if m.ID == skewedID && (m.ClockOffsetSeconds == nil || *m.ClockOffsetSeconds < 3590) {
+				t.Errorf("node %d's /v1/status shows %s with clockOffsetSeconds %v; want about 3600", i, skewedID, m.ClockOffsetSeconds)
+			}
+			if m.ID == c.Config(i).NodeID && m.ClockOffsetSeconds != nil {
+				t.Errorf("node %d's /v1/status shows an offset to itself: %v", i, *m.ClockOffsetSeconds)
+			}
+		}
 		mustDownload(t, c, i, token, data)
 		if _, resp, err := c.Client(i).CreateToken(token, "read"); err != nil || resp.Status != http.StatusOK {
 			t.Errorf("token create through node %d: %v %d %s", i, err, resp.Status, resp.Body)
