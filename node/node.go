@@ -303,6 +303,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.leadership.Run(ctx, &n.wg)
 	n.spawn(n.announceLoop)
 	n.spawn(n.watchRemoval) // node/ready.go
+	n.spawn(n.clockLoop)    // node/clock.go
 	n.spawn(n.gcLoop)       // node/gc.go
 	n.spawn(n.scrubLoop)    // node/scrub.go
 	log.Info("node started", "http", n.httpAddr, "cluster", n.clusterAddr, "gossip", n.members.LocalGossipAddr(),

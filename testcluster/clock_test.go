@@ -14,17 +14,14 @@ import (
 	"github.com/cairn-dev/cairn/internal/testutil"
 )
 
-// TestClockSkewedNodeRefusesRequests: one node's clock steps an hour ahead. Its proposals would
+// TestClockSkewedNodeRefusesRequests: the leader's clock steps an hour ahead. Its proposals would
 // push the state's clock (request de-duplication, expiry) an hour forward, and it would judge
-// tokens by the wrong time. It must say not ready (clock_skew) and answer 503 for reads and
-// writes, while the other two serve; once its clock is right again, it serves too.
+// tokens by the wrong time. It must hand the lead over, say not ready (clock_skew) and answer 503
+// for reads and writes, while the other two serve; once its clock is right again, it serves too.
 func TestClockSkewedNodeRefusesRequests(t *testing.T) {
-	const skewed = 2
-	var ahead atomic.Int64
+	var ahead [3]atomic.Int64
 	c := New(t, Options{Nodes: 3, Configure: func(i int, cfg *node.Config) {
-		if i == skewed {
-			cfg.Clock = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
-		}
+		cfg.Clock = func() time.Time { return time.Now().Add(time.Duration(ahead[i].Load())) }
 	}})
 	c.WaitReady(30 * time.Second)
 	validateAgainstSpec(t, c) // the 503s and /v1/status's clockOffsetSeconds are in the documents
@@ -36,9 +33,16 @@ func TestClockSkewedNodeRefusesRequests(t *testing.T) {
 		t.Fatalf("upload: %v %d %s", err, resp.Status, resp.Body)
 	}
 	token := meta.Tokens[0].Token
+	skewed := c.WaitLeader(10 * time.Second)
+	var others []int
+	for i := range 3 {
+		if i != skewed {
+			others = append(others, i)
+		}
+	}
 	skewedID := c.Config(skewed).NodeID
 
-	ahead.Store(int64(time.Hour))
+	ahead[skewed].Store(int64(time.Hour))
 	testutil.WaitForNil(t, 20*time.Second, skewedID+" not ready with clock_skew", func() error {
 		var nr *node.NotReadyError
 		if err := c.Node(skewed).Ready(); !errors.As(err, &nr) || nr.Reason != node.ReasonClockSkew {
@@ -46,6 +50,13 @@ func TestClockSkewedNodeRefusesRequests(t *testing.T) {
 		}
 		return nil
 	})
+	testutil.WaitForNil(t, 20*time.Second, skewedID+" to hand the lead over", func() error {
+		if c.Node(skewed).IsLeader() {
+			return errors.New("still leads")
+		}
+		return nil
+	})
+	c.WaitLeader(10 * time.Second)
 	// Reads and writes through it: 503 in the API's own format.
 	if resp, err := c.Client(skewed).Download(token); err != nil || resp.Status != http.StatusServiceUnavailable || resp.Err().Name != "SERVICE_UNAVAILABLE_EXCEPTION" {
 		t.Errorf("download through the skewed node: %v %d %s", err, resp.Status, resp.Body)
@@ -59,7 +70,7 @@ func TestClockSkewedNodeRefusesRequests(t *testing.T) {
 		t.Errorf("upload through the skewed node: %v %d %s", err, resp.Status, resp.Body)
 	}
 	// The others measure it an hour ahead, and go on.
-	for _, i := range []int{0, 1} {
+	for _, i := range others {
 		if err := c.Node(i).Ready(); err != nil {
 			t.Errorf("node %d, whose clock is right: %v", i, err)
 		}
@@ -93,7 +104,7 @@ func TestClockSkewedNodeRefusesRequests(t *testing.T) {
 		}
 	}
 
-	ahead.Store(0)
+	ahead[skewed].Store(0)
 	testutil.WaitForNil(t, 20*time.Second, skewedID+" ready once its clock is right", func() error { return c.Node(skewed).Ready() })
 	mustDownload(t, c, skewed, token, data)
 }
