@@ -35,14 +35,15 @@ type ClockOffset struct {
 	MeasuredAt  time.Time
 }
 
-// ClockSkewError says that this node's clock disagrees with a majority of the members it measured.
+// ClockSkewError says that a quorum of the Raft voters measure this node's clock further off than
+// the allowed offset.
 type ClockSkewError struct {
 	MaxOffset time.Duration
-	// Agree counts the nodes (this one included) whose clocks are within MaxOffset of this
-	// node's; Of counts this node and every peer with a measurement.
-	Agree, Of int
-	// Median is the median of the measured peers' offsets: about how far this node's clock is
-	// behind (positive) or ahead (negative) of the cluster's.
+	// Disagree counts the voters whose clocks are further than MaxOffset from this node's; Voters
+	// is how many voters the configuration has, and Quorum a majority of them.
+	Disagree, Voters, Quorum int
+	// Median is the median of the disagreeing voters' offsets: about how far this node's clock
+	// is behind (positive) or ahead (negative) of the cluster's.
 	Median time.Duration
 }
 
@@ -51,8 +52,8 @@ func (e *ClockSkewError) Error() string {
 	if e.Median < 0 {
 		direction = "ahead of"
 	}
-	return fmt.Sprintf("this node's clock is about %s %s the cluster's: only %d of %d nodes agree within %s (fix the node's time sync)",
-		e.Median.Abs().Round(time.Millisecond), direction, e.Agree, e.Of, e.MaxOffset)
+	return fmt.Sprintf("this node's clock is about %s %s the cluster's: %d of %d raft voters (a quorum is %d) measure it more than %s off (fix the node's time sync)",
+		e.Median.Abs().Round(time.Millisecond), direction, e.Disagree, e.Voters, e.Quorum, e.MaxOffset)
 }
 
 func (e *ClockSkewError) Unwrap() error { return clusterapi.ErrClockSkew }
@@ -93,9 +94,17 @@ func (m *Membership) recordClock(o ClockOffset) {
 func (m *Membership) ClockOffsets() []ClockOffset {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// memberlist probes one member per ProbeInterval, round robin: a value older than three
+	// rounds belongs to a peer that answers only indirectly or over TCP (no clock in those acks).
+	probe := m.cfg.Timings.ProbeInterval
+	if probe <= 0 {
+		probe = memberlist.DefaultLANConfig().ProbeInterval
+	}
+	maxAge := max(clockOffsetMinAge, 3*time.Duration(len(m.members))*probe)
+	now := m.now()
 	var out []ClockOffset
 	for id, o := range m.clocks {
-		if mem, ok := m.members[id]; ok && mem.State == StateAlive && mem.Verified && id != m.cfg.NodeID {
+		if mem, ok := m.members[id]; ok && mem.State == StateAlive && mem.Verified && id != m.cfg.NodeID && now.Sub(o.MeasuredAt) <= maxAge {
 			out = append(out, o)
 		}
 	}
@@ -109,6 +118,14 @@ func (m *Membership) ClockOffsets() []ClockOffset {
 		return 0
 	})
 	return out
+}
+
+// clockOffsetMinAge is the least age at which a peer's offset is no longer used.
+const clockOffsetMinAge = 30 * time.Second
+
+// forgetClock drops a departed peer's offset, so that it is judged afresh when it returns.
+func (m *Membership) forgetClock(id string) {
+	delete(m.clocks, id) // m.mu is held
 }
 
 // clockVerdictTTL is how long a ClockSkew verdict is reused: it is asked on every proposal and read
@@ -142,36 +159,71 @@ func (m *Membership) ClockSkew(maxOffset time.Duration) error {
 	return err
 }
 
-// checkClockSkew is a *ClockSkewError (wrapping clusterapi.ErrClockSkew) when this node's clock is more
-// than maxOffset from the clocks of a majority of the nodes it measured, itself counted as
-// agreeing; nil otherwise, and nil while it has measured no peer (gossip down or a single node:
-// nothing to compare with). A peer disagrees only when its offset is beyond maxOffset by more than
-// the measurement's uncertainty. With three nodes, the one whose clock is off is refused and the
-// other two go on; with two whose clocks disagree, both are refused, as neither can tell which one
-// is right. maxOffset 0 turns the check off.
+// checkClockSkew is a *ClockSkewError (wrapping clusterapi.ErrClockSkew) when a quorum of the Raft
+// voters (MembershipConfig.ClockVoters; every measured peer when that is nil) measure this node's
+// clock more than maxOffset off, beyond each measurement's uncertainty; nil otherwise. Only a
+// positive quorum counts: a voter that is down, of an older release (its acks carry no clock) or
+// not measured yet neither agrees nor disagrees, so a healthy node is never stopped by one peer
+// whose clock is wrong, and in a two-voter cluster neither node can be found wrong.
 func (m *Membership) checkClockSkew(maxOffset time.Duration) error {
-	return clockSkewOf(m.ClockOffsets(), maxOffset)
+	offsets := m.ClockOffsets()
+	if m.cfg.ClockVoters == nil {
+		return clockSkewOf(offsets, nil, m.cfg.NodeID, maxOffset)
+	}
+	return clockSkewOf(offsets, m.cfg.ClockVoters(), m.cfg.NodeID, maxOffset)
 }
 
-// clockSkewOf is checkClockSkew's verdict on the given peers' offsets.
-func clockSkewOf(offsets []ClockOffset, maxOffset time.Duration) error {
-	if len(offsets) == 0 {
+// clockSkewOf is checkClockSkew's verdict on the given peers' offsets among voters (nil: this node
+// and every peer measured).
+func clockSkewOf(offsets []ClockOffset, voters []string, self string, maxOffset time.Duration) error {
+	isVoter := func(string) bool { return true }
+	n := len(offsets) + 1
+	if voters != nil {
+		isVoter = func(id string) bool { return slices.Contains(voters, id) }
+		n = len(voters)
+	}
+	var off []time.Duration
+	for _, o := range offsets {
+		if o.Peer != self && isVoter(o.Peer) && o.Offset.Abs()-o.Uncertainty > maxOffset {
+			off = append(off, o.Offset)
+		}
+	}
+	quorum := n/2 + 1
+	if len(off) == 0 || len(off) < quorum {
 		return nil
 	}
-	agree := 1
-	values := make([]time.Duration, 0, len(offsets))
+	slices.Sort(off)
+	return &ClockSkewError{MaxOffset: maxOffset, Disagree: len(off), Voters: n, Quorum: quorum, Median: off[len(off)/2]}
+}
+
+// ClockConfirmed reports whether a quorum of the Raft voters, this node included when it votes, is
+// known to agree with this node's clock within maxOffset: measured, not merely not disagreeing.
+// A node that has just started, or whose gossip is down, has not confirmed its clock yet; the
+// leader holds back the work whose outcome its clock decides (expiry) until it has.
+func (m *Membership) ClockConfirmed(maxOffset time.Duration) bool {
+	if maxOffset <= 0 {
+		return true
+	}
+	offsets := m.ClockOffsets()
+	var voters []string
+	if m.cfg.ClockVoters != nil {
+		voters = m.cfg.ClockVoters()
+	}
+	isVoter := func(string) bool { return true }
+	n, agree := len(offsets)+1, 1
+	if voters != nil {
+		isVoter = func(id string) bool { return slices.Contains(voters, id) }
+		n, agree = len(voters), 0
+		if slices.Contains(voters, m.cfg.NodeID) {
+			agree = 1
+		}
+	}
 	for _, o := range offsets {
-		if o.Offset.Abs()-o.Uncertainty <= maxOffset {
+		if o.Peer != m.cfg.NodeID && isVoter(o.Peer) && o.Offset.Abs()+o.Uncertainty <= maxOffset {
 			agree++
 		}
-		values = append(values, o.Offset)
 	}
-	of := len(offsets) + 1
-	if 2*agree > of {
-		return nil
-	}
-	slices.Sort(values)
-	return &ClockSkewError{MaxOffset: maxOffset, Agree: agree, Of: of, Median: values[len(values)/2]}
+	return agree >= n/2+1
 }
 
 // String is the peer, its offset and the uncertainty: "n2 +1.204s ±0.3ms".

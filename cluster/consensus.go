@@ -54,9 +54,11 @@ type Consensus struct {
 	// the proposer's time, which moves the state's clock (de-duplication, expiry), and tokens
 	// expire by the serving node's clock, so a node whose clock is wrong must do neither.
 	ClockSkew func() error
-	// MaxClockAhead, when positive, is how far ahead of this node's clock the leader lets a
-	// command's time be (fsm.ErrClockAhead): it covers a proposer that has not measured its peers
-	// yet, such as one that has just started.
+	// MaxClockAhead, when positive, is the allowed clock offset (--max-clock-offset); the leader
+	// refuses a command whose time is more than twice that ahead of its own clock
+	// (fsm.ErrClockAhead). Twice: two nodes that each pass ClockSkew may be that far apart. It
+	// covers a proposer that has not measured its peers yet, such as one that has just started.
+	// A leader whose own clock is skewed does not judge by it.
 	MaxClockAhead time.Duration
 	// Now is the clock MaxClockAhead is judged by; nil is time.Now.
 	Now func() time.Time
@@ -189,14 +191,18 @@ func (c *Consensus) clockAhead(cmd []byte) error {
 	if err != nil {
 		return nil // the FSM refuses it as ErrInvalidCommand, as it always has
 	}
-	now := time.Now
-	if c.Now != nil {
-		now = c.Now
-	}
-	if ahead := at.Sub(now()); ahead > c.MaxClockAhead {
-		return fmt.Errorf("%w: by %s, more than the allowed %s: the proposing node's clock is wrong", fsm.ErrClockAhead, ahead.Round(time.Millisecond), c.MaxClockAhead)
+	if ahead, limit := at.Sub(c.now()), 2*c.MaxClockAhead; ahead > limit && c.clockSkew() == nil {
+		return fmt.Errorf("%w: by %s, more than the allowed %s: the proposing node's clock is wrong", fsm.ErrClockAhead, ahead.Round(time.Millisecond), limit)
 	}
 	return nil
+}
+
+// now is the clock commands are stamped and judged by.
+func (c *Consensus) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
 }
 
 // errLeaderWait marks a wait cut off by the leader-wait bound rather than by the caller.
@@ -473,7 +479,12 @@ func (c *Consensus) ensureTermBarrier(ctx context.Context) error {
 
 // Barrier commits a no-op command on the leader and waits until it is applied locally.
 func (c *Consensus) Barrier(ctx context.Context) error {
-	cmd, err := fsm.EncodeCommand(fsm.CmdBarrier, barrierRequestID(), time.Now().UTC(), fsm.Barrier{Node: c.nodeID})
+	// A barrier is stamped with this node's clock like any command, so a leader whose clock is
+	// wrong must not write one (it would move the state's clock): it hands the lead over instead.
+	if err := c.clockSkew(); err != nil {
+		return fmt.Errorf("barrier: %w", err)
+	}
+	cmd, err := fsm.EncodeCommand(fsm.CmdBarrier, barrierRequestID(), c.now().UTC(), fsm.Barrier{Node: c.nodeID})
 	if err != nil {
 		return err
 	}

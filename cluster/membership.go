@@ -97,8 +97,11 @@ type MembershipConfig struct {
 	// Meta returns this node's current metadata; it is called on every gossip of our state.
 	Meta func() NodeMeta
 	// Now is the wall clock whose offset to the peers' is measured (clock.go); nil is time.Now.
-	Now    func() time.Time
-	Logger *slog.Logger
+	Now func() time.Time
+	// ClockVoters lists the Raft voters, whose clocks decide whether this node's is wrong
+	// (ClockSkew); nil counts every measured peer.
+	ClockVoters func() []string
+	Logger      *slog.Logger
 }
 
 // Membership runs memberlist for one node and keeps a view of every member, failed ones included.
@@ -430,6 +433,9 @@ func (m *Membership) update(n *memberlist.Node, departed bool) {
 	since := time.Now()
 	if prev, ok := m.members[n.Name]; ok && prev.State == state {
 		since = prev.Since
+	}
+	if departed {
+		m.forgetClock(n.Name)
 	}
 	mem := Member{Meta: meta, State: state, GossipAddr: n.Address(), Since: since}
 	mem.Verified = m.verifiedLocked(mem)

@@ -1,7 +1,11 @@
 package node
 
 import (
+	"context"
+	"fmt"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // clockTransferEvery bounds how often a leader whose clock is wrong tries to hand the lead over.
@@ -35,4 +39,41 @@ func (n *Node) clockLoop() {
 			n.log.Warn("leadership transfer failed", "err", err)
 		}
 	}
+}
+
+// raftVoters are the Raft configuration's voters, whose clocks decide whether this node's is
+// wrong; empty (not nil) when the configuration cannot be read.
+func (n *Node) raftVoters() []string {
+	voters := []string{}
+	for _, s := range n.raft.Servers() {
+		if s.Suffrage == raft.Voter {
+			voters = append(voters, string(s.ID))
+		}
+	}
+	return voters
+}
+
+// clockConfirmWarnAfter is how long the leader waits for a quorum to confirm its clock before it
+// says why expiry has not started.
+const clockConfirmWarnAfter = 30 * time.Second
+
+// waitClockConfirmed waits until a quorum of voters is known to agree with this node's clock
+// (cluster.Membership.ClockConfirmed), false if ctx ends first. A leader that has just started
+// has measured no one yet, and expiry judges files and tokens by its clock.
+func (n *Node) waitClockConfirmed(ctx context.Context) bool {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	start, warned := time.Now(), false
+	for !n.members.ClockConfirmed(n.cfg.MaxClockOffset) {
+		if !warned && time.Since(start) > clockConfirmWarnAfter {
+			warned = true
+			n.log.Warn("expiry waits: no quorum of raft voters has confirmed this node's clock yet", "offsets", fmt.Sprint(n.members.ClockOffsets()))
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+	return true
 }

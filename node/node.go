@@ -174,7 +174,7 @@ func New(cfg Config) (_ *Node, err error) {
 		KeyringFile: filepath.Join(cfg.DataDir, gossipKeyringFile), // node/tls.go
 		Seeds:       cfg.Join, PeersFile: filepath.Join(cfg.DataDir, "gossip-peers.json"), KnownPeers: n.raftPeersGossip,
 		RejoinInterval: cfg.RejoinInterval, Timings: cfg.GossipTimings,
-		Meta: n.meta, Now: cfg.Clock, Logger: log,
+		Meta: n.meta, Now: cfg.Clock, ClockVoters: n.raftVoters, Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listen --gossip-addr %s: %w", cfg.GossipAddr, err)
@@ -296,7 +296,12 @@ func New(cfg Config) (_ *Node, err error) {
 			}},
 			{Name: "reconcile membership", Run: reconciler.Run},
 			{Name: "autopilot", Run: n.autopilot.Run},
-			{Name: "expiry", Run: func(ctx context.Context) { n.service.RunExpiry(ctx, cfg.ExpiryInterval) }},
+			{Name: "expiry", Run: func(ctx context.Context) {
+				// Expire commands are judged at this node's time: not before its clock is known good.
+				if n.waitClockConfirmed(ctx) {
+					n.service.RunExpiry(ctx, cfg.ExpiryInterval)
+				}
+			}},
 			{Name: "repair", Run: func(ctx context.Context) { n.service.RunRepair(ctx, repair, placer{n}) }},
 		},
 	}
