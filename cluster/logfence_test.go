@@ -98,38 +98,11 @@ func (s *frozenLogStore) SetUint64(k []byte, v uint64) error {
 	return s.onDisk(true, func() error { return s.BoltStore.SetUint64(k, v) })
 }
 
-// entryFSM keeps the entries it applied.
-type entryFSM struct {
-	mu      sync.Mutex
-	entries []string
-}
-
-func (f *entryFSM) Apply(l *raft.Log) any {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.entries = append(f.entries, string(l.Data))
-	return nil
-}
-
-func (f *entryFSM) applied() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.entries...)
-}
-
-func (f *entryFSM) Snapshot() (raft.FSMSnapshot, error) { return emptySnapshot{}, nil }
-func (f *entryFSM) Restore(rc io.ReadCloser) error      { return rc.Close() }
-
-type emptySnapshot struct{}
-
-func (emptySnapshot) Persist(s raft.SnapshotSink) error { return s.Close() }
-func (emptySnapshot) Release()                          {}
-
 // fencedNode is one member of a fencedCluster.
 type fencedNode struct {
 	node *RaftNode
 	disk *freezableDisk
-	fsm  *entryFSM
+	fsm  *raftTestFSM
 	// fenceLog is what the store logs (the fence's start and end); raftLog is raft's own output
 	// through the production hclog bridge.
 	fenceLog, raftLog *testutil.SyncBuffer
@@ -157,7 +130,7 @@ func startFencedCluster(t *testing.T, stallAfter time.Duration) []*fencedNode {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := &fencedNode{disk: &freezableDisk{}, fsm: &entryFSM{}, fenceLog: &testutil.SyncBuffer{}, raftLog: &testutil.SyncBuffer{}}
+		n := &fencedNode{disk: &freezableDisk{}, fsm: &raftTestFSM{}, fenceLog: &testutil.SyncBuffer{}, raftLog: &testutil.SyncBuffer{}}
 		store := &trackedStore{BoltStore: bolt, logger: slog.New(slog.NewTextHandler(n.fenceLog, nil))}
 		logs := &frozenLogStore{trackedStore: store, disk: n.disk}
 		fenced := &raftTransport{NetworkTransport: tr, log: store, stallAfter: stallAfter, now: time.Now}
