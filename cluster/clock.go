@@ -166,22 +166,31 @@ func (m *Membership) ClockSkew(maxOffset time.Duration) error {
 // not measured yet neither agrees nor disagrees, so a healthy node is never stopped by one peer
 // whose clock is wrong, and in a two-voter cluster neither node can be found wrong.
 func (m *Membership) checkClockSkew(maxOffset time.Duration) error {
-	offsets := m.ClockOffsets()
+	return clockSkewOf(m.ClockOffsets(), m.clockVoters(), m.cfg.NodeID, maxOffset)
+}
+
+// clockVoters are the Raft voters whose clocks count (MembershipConfig.ClockVoters), nil when
+// every measured peer counts.
+func (m *Membership) clockVoters() []string {
 	if m.cfg.ClockVoters == nil {
-		return clockSkewOf(offsets, nil, m.cfg.NodeID, maxOffset)
+		return nil
 	}
-	return clockSkewOf(offsets, m.cfg.ClockVoters(), m.cfg.NodeID, maxOffset)
+	return m.cfg.ClockVoters()
+}
+
+// clockElectorate says which peers' clocks count and how many voters there are: the given voters,
+// or with none given, this node and every one of the measured peers.
+func clockElectorate(voters []string, measured int) (isVoter func(string) bool, n int) {
+	if voters == nil {
+		return func(string) bool { return true }, measured + 1
+	}
+	return func(id string) bool { return slices.Contains(voters, id) }, len(voters)
 }
 
 // clockSkewOf is checkClockSkew's verdict on the given peers' offsets among voters (nil: this node
 // and every peer measured).
 func clockSkewOf(offsets []ClockOffset, voters []string, self string, maxOffset time.Duration) error {
-	isVoter := func(string) bool { return true }
-	n := len(offsets) + 1
-	if voters != nil {
-		isVoter = func(id string) bool { return slices.Contains(voters, id) }
-		n = len(voters)
-	}
+	isVoter, n := clockElectorate(voters, len(offsets))
 	var off []time.Duration
 	for _, o := range offsets {
 		if o.Peer != self && isVoter(o.Peer) && o.Offset.Abs()-o.Uncertainty > maxOffset {
@@ -189,7 +198,7 @@ func clockSkewOf(offsets []ClockOffset, voters []string, self string, maxOffset 
 		}
 	}
 	quorum := n/2 + 1
-	if len(off) == 0 || len(off) < quorum {
+	if len(off) < quorum {
 		return nil
 	}
 	slices.Sort(off)
@@ -204,19 +213,11 @@ func (m *Membership) ClockConfirmed(maxOffset time.Duration) bool {
 	if maxOffset <= 0 {
 		return true
 	}
-	offsets := m.ClockOffsets()
-	var voters []string
-	if m.cfg.ClockVoters != nil {
-		voters = m.cfg.ClockVoters()
-	}
-	isVoter := func(string) bool { return true }
-	n, agree := len(offsets)+1, 1
-	if voters != nil {
-		isVoter = func(id string) bool { return slices.Contains(voters, id) }
-		n, agree = len(voters), 0
-		if slices.Contains(voters, m.cfg.NodeID) {
-			agree = 1
-		}
+	offsets, voters := m.ClockOffsets(), m.clockVoters()
+	isVoter, n := clockElectorate(voters, len(offsets))
+	agree := 0
+	if voters == nil || slices.Contains(voters, m.cfg.NodeID) {
+		agree = 1 // this node's own vote
 	}
 	for _, o := range offsets {
 		if o.Peer != m.cfg.NodeID && isVoter(o.Peer) && o.Offset.Abs()+o.Uncertainty <= maxOffset {
